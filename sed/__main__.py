@@ -1,0 +1,5 @@
+import sys
+
+from sed.cli import main
+
+sys.exit(main())
