@@ -76,12 +76,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
             report(f"--{name.replace('_', '-')} does not apply to {args.corpus}")
             return EXIT_USAGE
         kwargs["fmt" if name == "format" else name] = value
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        report(f"{out}: folder is not empty (stale files would mix with the new corpus); use --overwrite")
+        return EXIT_USAGE
     try:
-        summary = SYNTH_CORPORA[args.corpus](args.out, seed=args.seed, **kwargs)
+        summary = SYNTH_CORPORA[args.corpus](out, seed=args.seed, **kwargs)
     except (ValueError, SedError) as e:
         report(e)
         return EXIT_USAGE
-    print(json.dumps(summary, default=str, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if isinstance(v, str | int | float | Path)}, default=str))
     return EXIT_OK
 
 
@@ -98,25 +102,14 @@ def cmd_info(args: argparse.Namespace) -> int:
                      "frames": i.frames, "duration": round(i.duration, 6), "format": i.format, "subtype": i.subtype})
 
     code = run_batch(files, work, "info")
+    from sed.output import format_table
+
     if args.json:
         for r in rows:
             print(json.dumps(r))
     else:
         print(format_table(rows, ["file", "sample_rate", "channels", "frames", "duration", "format", "subtype"]))
     return EXIT_FAILED if failed else code
-
-
-def format_table(rows: list[dict], columns: Sequence[str]) -> str:
-    """An aligned plain-text table (numbers right-aligned)."""
-    def cell(v) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-    cells = [[cell(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(r.get(c), int | float) for r in rows) and rows for c in columns]
-    def line(vals):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)).rstrip()
-    return "\n".join([line(list(columns))] + [line(r) for r in cells])
 
 
 # ---------------------------------------------------------------------------------- features
@@ -157,6 +150,73 @@ def cmd_features(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else code
 
 
+# ---------------------------------------------------------------------------------- classify / embed
+def _load_classifier(args: argparse.Namespace):
+    from sed.inference import Classifier
+
+    return Classifier.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from sed.output import emit, format_predictions
+
+    if args.hop is not None and args.window is None:
+        report("--hop needs --window")
+        return EXIT_USAGE
+    try:
+        clf = _load_classifier(args)
+    except (SedError, ValueError) as e:
+        report(e)
+        return EXIT_USAGE
+    files, failed = _expand(args.inputs)
+    preds = clf.predict(files, top_k=args.top_k, window=args.window, hop=args.hop, aggregate=args.aggregate,
+                        batch_size=args.batch_size, multi_label=args.multi_label,
+                        progress=lambda it: progress(it, desc="classify"))
+    for p in preds:
+        if "error" in p:
+            report(p["error"])
+            failed += 1
+        elif "note" in p:
+            print(f"note: {p['note']}", file=sys.stderr)
+    emit(format_predictions(preds, args.format, args.aggregate), args.output)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from sed.fileio import atomic_open, atomic_save
+
+    try:
+        clf = _load_classifier(args)
+    except (SedError, ValueError) as e:
+        report(e)
+        return EXIT_USAGE
+    files, failed = _expand(args.inputs)
+    emb, results = clf.embed(files, batch_size=args.batch_size)
+    ok = []
+    for r in results:
+        if r.error:
+            report(r.error)
+            failed += 1
+        else:
+            ok.append(r.name)
+    out = Path(args.out)
+    atomic_save(out, lambda tmp: np.save(tmp, emb.astype(np.float32)))
+    with atomic_open(out.with_suffix(".files.txt")) as f:
+        f.write("".join(f"{name}\n" for name in ok))
+    print(f"wrote {emb.shape[0]} x {emb.shape[1] if emb.ndim == 2 else 0} embeddings to {out} "
+          f"(row order in {out.with_suffix('.files.txt')})", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="sed checkpoint, Lightning .ckpt, AST .pth, HF dir/hub id or short name")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+
+
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from sed import __version__
@@ -174,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "recordings_per_patient": int, "files_per_split": int}.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None)
     p.add_argument("--format", choices=["foa", "mic", "both"], default=None, help="starss: audio format(s)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("info", help="sample rate, channels and duration of audio files")
@@ -189,6 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=int, default=None, help="logmel: sample rate (default 16000)")
     p.add_argument("--n-mels", type=int, default=None, help="logmel: mel bands (default 64)")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("classify", help="label audio files with a checkpoint")
+    p.add_argument("inputs", nargs="+", help="files, folders or globs")
+    _add_model_options(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--window", type=float, default=None, help="window length in seconds (window mode)")
+    p.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: --window)")
+    p.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="window mode: per-file aggregate")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--output", default=None, help="write here (atomically) instead of stdout")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--multi-label", dest="multi_label", action="store_true", default=None, help="sigmoid scores")
+    g.add_argument("--single-label", dest="multi_label", action="store_false", help="softmax scores")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("embed", help="pooled embeddings of audio files to a .npy")
+    p.add_argument("inputs", nargs="+", help="files, folders or globs")
+    _add_model_options(p)
+    p.add_argument("--out", required=True, help="output .npy ([N, D]); row order in OUT.files.txt")
+    p.set_defaults(func=cmd_embed)
     return parser
 
 

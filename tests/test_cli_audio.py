@@ -80,3 +80,24 @@ def test_python_dash_m_entry_point(audio_dir):
     r = subprocess.run([sys.executable, "-m", "sed", "info", str(audio_dir / "a.wav"), "--json"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and json.loads(r.stdout)["channels"] == 1
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["esc50", "--num-classes", "3", "--clips-per-class", "5", "--duration", "1"], "audio/1-"),
+    (["icbhi", "--num-patients", "3", "--duration", "8"], "official_split.txt"),
+    (["starss", "--files-per-split", "1", "--duration", "4", "--format", "both"], "mic_dev/dev-test-synth"),
+])
+def test_synth_writes_corpus_then_refuses_non_empty(tmp_path, capsys, argv, expect):
+    out = tmp_path / "corpus"
+    assert main(["synth", *argv, "--out", str(out), "--seed", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["root"] == str(out)
+    assert any(expect in str(p.relative_to(out)) for p in out.rglob("*"))
+    assert main(["synth", *argv, "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["synth", *argv, "--out", str(out), "--overwrite", "--seed", "3"]) == 0
+
+
+def test_synth_rejects_options_of_other_corpora(tmp_path, capsys):
+    assert main(["synth", "esc50", "--num-patients", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "--num-patients does not apply to esc50" in capsys.readouterr().err
