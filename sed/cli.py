@@ -217,6 +217,28 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
 
 
+# ---------------------------------------------------------------------------------- SELD
+def cmd_seld_eval(args: argparse.Namespace) -> int:
+    from sed.metrics.seld_eval import evaluate_dirs, format_results
+
+    try:
+        results, rep = evaluate_dirs(args.pred, args.ref, year=args.year, average=args.average,
+                                     nb_classes=args.nb_classes, jackknife=args.jackknife)
+    except (SedError, ValueError) as e:
+        report(e)
+        return EXIT_USAGE
+    for name in rep.get("missing_predictions", []):
+        print(f"note: no prediction for reference {name}; scored as an empty prediction", file=sys.stderr)
+    for err in rep.get("errors", []):
+        report(err)
+    if args.json:
+        print(json.dumps(results, default=float))
+    else:
+        print(format_results(results, args.year))
+        print(f"{rep['n_evaluated']} file(s), {rep['nb_classes']} classes, {args.average} average", file=sys.stderr)
+    return EXIT_FAILED if rep.get("errors") else EXIT_OK
+
+
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from sed import __version__
@@ -270,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.add_argument("--out", required=True, help="output .npy ([N, D]); row order in OUT.files.txt")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("seld-eval", help="DCASE SELD metrics of prediction CSVs against reference CSVs")
+    p.add_argument("--pred", required=True, help="folder of prediction CSVs (searched recursively)")
+    p.add_argument("--ref", required=True, help="folder of reference metadata CSVs (searched recursively)")
+    p.add_argument("--year", type=int, choices=[2023, 2024], default=2023,
+                   help="2023: segment-level ER/F/LE/LR/SELD; 2024: frame-level with distance")
+    p.add_argument("--average", choices=["macro", "micro"], default="macro")
+    p.add_argument("--nb-classes", type=int, default=None, help="default: 13 for STARSS names, else inferred")
+    p.add_argument("--jackknife", action="store_true", help="add leave-one-file-out 95%% confidence intervals")
+    p.add_argument("--json", action="store_true", help="print one JSON object (F and LR as fractions)")
+    p.set_defaults(func=cmd_seld_eval)
     return parser
 
 

@@ -66,7 +66,7 @@ def _parse_row(row: list[str]) -> SeldEvent:
         if not (-360.0 <= az <= 360.0 and -90.0 <= el <= 90.0):
             raise ValueError("azimuth/elevation out of range")
         return SeldEvent(frame, cls, int(float(row[2])), az, el, float(row[5]) if n == 6 else None)
-    xyz = torch.tensor([float(row[3]), float(row[4]), float(row[5])])
+    xyz = torch.tensor([float(row[3]), float(row[4]), float(row[5])], dtype=torch.float64)
     if not torch.isfinite(xyz).all():
         raise ValueError("non-finite coordinates")
     az, el = cartesian_to_polar(xyz)
