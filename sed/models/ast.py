@@ -1,0 +1,300 @@
+"""AST: Audio Spectrogram Transformer (Gong et al. 2021), spec ``ast-patchmix-icbhi.md`` §1.2.
+
+Waveform ``[B, T]`` at 16 kHz -> :class:`~sed.audio.features.KaldiFbank` ``[B, input_tdim, input_fdim]``
+-> overlapping 16x16 patches (stride ``fstride`` x ``tstride``) in frequency-major order ->
+``[cls, dist, patches] + pos_embed`` -> timm ViT ``Block`` s -> LayerNorm ->
+``(x[:, 0] + x[:, 1]) / 2`` -> ``head = LayerNorm + Linear`` -> logits.
+
+Parameter names follow timm's DeiT (``cls_token, dist_token, pos_embed, patch_embed.proj,
+blocks.N.*, norm``) plus ``head.0/head.1`` for AST's ``mlp_head``, so the original AST checkpoint
+is this model's ``state_dict`` with a ``module.v.`` prefix. Pretrained weights (DeiT, original
+AST, Hugging Face) are loaded by :mod:`sed.models.ast_pretrained`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
+from sed.models.registry import register_model
+
+__all__ = [
+    "AST_SIZES", "ASTModel", "adapt_pos_embed", "ast_base", "ast_micro", "ast_small", "ast_tiny", "default_num_heads",
+]
+
+#: width / depth / heads of the registered sizes (DeiT base/small/tiny, plus a CPU test size).
+AST_SIZES: dict[str, dict] = {
+    "ast_base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "ast_small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+    "ast_tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3},
+    "ast_micro": {"embed_dim": 64, "depth": 2, "num_heads": 2},
+}
+
+
+def default_num_heads(embed_dim: int) -> int:
+    """Heads of the registered size with this width, else one head per 64 channels (DeiT's rule)."""
+    for arch in AST_SIZES.values():
+        if arch["embed_dim"] == embed_dim:
+            return arch["num_heads"]
+    return max(1, embed_dim // 64)
+
+
+class PatchEmbed(nn.Module):
+    """``[B, T, F]`` fbank -> ``[B, f*t, D]`` tokens, frequency-major (token = row * t + col)."""
+
+    def __init__(self, embed_dim: int, patch_size: int, fstride: int, tstride: int):
+        super().__init__()
+        self.proj = nn.Conv2d(1, embed_dim, kernel_size=(patch_size, patch_size), stride=(fstride, tstride))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1).transpose(2, 3)  # [B, 1, F, T]
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ASTModel(nn.Module):
+    """The AST classifier with its own front end; see the module docstring.
+
+    ``block_eps`` / ``norm_eps`` / ``head_eps`` are the LayerNorm eps of the blocks, the final
+    norm and the head: 1e-6 / 1e-6 / 1e-5 in the original AST, 1e-12 everywhere in the Hugging
+    Face port (they move logits by ~3e-4, spec §1.4).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 527,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        input_tdim: int = 1024,
+        input_fdim: int = 128,
+        fstride: int = 10,
+        tstride: int = 10,
+        patch_size: int = 16,
+        sample_rate: int = 16000,
+        mean: float = AUDIOSET_MEAN,
+        std: float = AUDIOSET_STD,
+        block_eps: float = 1e-6,
+        norm_eps: float = 1e-6,
+        head_eps: float = 1e-5,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        labels: list[str] | None = None,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if min(input_tdim, input_fdim) < patch_size:
+            raise ValueError(f"input {input_tdim}x{input_fdim} is smaller than one {patch_size}x{patch_size} patch")
+        self._kwargs = {
+            "num_classes": int(num_classes), "embed_dim": int(embed_dim), "depth": int(depth),
+            "num_heads": int(num_heads), "mlp_ratio": float(mlp_ratio), "input_tdim": int(input_tdim),
+            "input_fdim": int(input_fdim), "fstride": int(fstride), "tstride": int(tstride),
+            "patch_size": int(patch_size), "sample_rate": int(sample_rate), "mean": float(mean),
+            "std": float(std), "block_eps": float(block_eps), "norm_eps": float(norm_eps),
+            "head_eps": float(head_eps), "qkv_bias": bool(qkv_bias), "drop_rate": float(drop_rate),
+            "attn_drop_rate": float(attn_drop_rate), "drop_path_rate": float(drop_path_rate), "labels": None,
+        }
+        self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
+        self.input_tdim, self.input_fdim = int(input_tdim), int(input_fdim)
+        self.frontend = KaldiFbank(sample_rate, input_fdim, input_tdim, mean, std)
+        self.patch_embed = PatchEmbed(embed_dim, patch_size, fstride, tstride)
+        f = (input_fdim - patch_size) // fstride + 1
+        t = (input_tdim - patch_size) // tstride + 1
+        self._grid = (f, t)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, f * t + 2, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        norm = partial(nn.LayerNorm, eps=block_eps)
+        self.blocks = nn.Sequential(*[
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop_rate,
+                  attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm)
+            for i in range(depth)
+        ])
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.head = nn.Sequential(nn.LayerNorm(embed_dim, eps=head_eps), nn.Linear(embed_dim, num_classes))
+        self._init_weights()
+        self.labels = labels
+
+    # ------------------------------------------------------------------ init and description
+    def _init_weights(self) -> None:
+        for p in (self.pos_embed, self.cls_token, self.dist_token):
+            trunc_normal_(p, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def reset_head(self) -> None:
+        """Fresh ``head`` (LayerNorm + Linear), as AST does when fine-tuning to new classes."""
+        self.head[0].reset_parameters()
+        trunc_normal_(self.head[1].weight, std=0.02)
+        nn.init.zeros_(self.head[1].bias)
+
+    def sed_kwargs(self) -> dict:
+        """Constructor kwargs that rebuild this model (JSON-serialisable)."""
+        out = dict(self._kwargs)
+        out["labels"] = None if self._labels is None else list(self._labels)
+        return out
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self._labels
+
+    @labels.setter
+    def labels(self, value) -> None:
+        if value is not None:
+            value = [str(v) for v in value]
+            if len(value) != self.num_classes:
+                raise ValueError(f"{len(value)} labels for a {self.num_classes}-class head")
+        self._labels = value
+        cfg = getattr(self, "sed_config", None)
+        if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
+            cfg["kwargs"]["labels"] = None if value is None else list(value)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid ``(f, t)``: rows are frequency, columns time."""
+        return self._grid
+
+    @property
+    def num_patches(self) -> int:
+        return self._grid[0] * self._grid[1]
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    @property
+    def clip_samples(self) -> int:
+        """Waveform samples that fill exactly ``input_tdim`` frames."""
+        return (self.input_tdim - 1) * self.frontend.hop + self.frontend.win
+
+    # ------------------------------------------------------------------ forward pieces
+    def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, input_fdim]``."""
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            return self.frontend(wave.float(), lengths)
+
+    def patchify(self, fbank: torch.Tensor) -> torch.Tensor:
+        """``[B, input_tdim, input_fdim]`` -> patch tokens ``[B, N, D]`` (before cls/dist and pos_embed)."""
+        if tuple(fbank.shape[1:]) != (self.input_tdim, self.input_fdim):
+            raise ValueError(
+                f"AST expects features [B, {self.input_tdim}, {self.input_fdim}], got {tuple(fbank.shape)}"
+            )
+        return self.patch_embed(fbank)
+
+    def forward_tokens(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens ``[B, N, D]`` -> (pooled ``[B, D]``, normed tokens ``[B, N+2, D]``).
+
+        Patch-Mix mixes ``patches`` between :meth:`patchify` and this call.
+        """
+        b = patches.shape[0]
+        x = torch.cat([self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1), patches], dim=1)
+        x = self.pos_drop(x + self.pos_embed)
+        x = self.norm(self.blocks(x))
+        return (x[:, 0] + x[:, 1]) / 2, x
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
+
+    def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_tokens(self.patchify(fbank))
+
+    def forward_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Normalised fbank ``[B, input_tdim, input_fdim]`` (the original AST input) -> logits."""
+        return self.head(self.forward_fbank_features(fbank)[0])
+
+    def forward_features(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveform ``[B, T]`` -> (pooled ``[B, D]``, tokens ``[B, N+2, D]``)."""
+        return self.forward_fbank_features(self.features(wave, lengths))
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``(cls + dist) / 2`` embedding ``[B, D]`` used for linear probing."""
+        return self.forward_features(wave, lengths)[0]
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Waveform ``[B, T]`` at ``sample_rate`` (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
+        return self.head(self.forward_features(wave, lengths)[0])
+
+
+def adapt_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_prefix: int = 2) -> torch.Tensor:
+    """AST's positional-embedding adaptation ``[1, P + f0*t0, D] -> [1, P + f*t, D]`` (spec §1.2).
+
+    Time first: middle crop ``[t0//2 - t//2 : ... + t]`` when ``t <= t0``, else bilinear
+    interpolation (align_corners False) to ``(f0, t)``. Then frequency: middle crop of rows when
+    ``f <= f0``, else interpolation to ``(f, t)``. Prefix (cls/dist) embeddings are kept.
+    """
+    (f0, t0), (f, t) = src_grid, dst_grid
+    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
+    if grid.shape[1] != f0 * t0:
+        raise ValueError(f"pos_embed has {grid.shape[1]} patch tokens, not {f0}x{t0}")
+    d = grid.shape[-1]
+    x = grid.float().transpose(1, 2).reshape(1, d, f0, t0)
+    if t <= t0:
+        s = t0 // 2 - t // 2
+        x = x[:, :, :, s : s + t]
+    else:
+        x = F.interpolate(x, size=(f0, t), mode="bilinear", align_corners=False)
+    if f <= f0:
+        s = f0 // 2 - f // 2
+        x = x[:, :, s : s + f, :]
+    else:
+        x = F.interpolate(x, size=(f, t), mode="bilinear", align_corners=False)
+    x = x.reshape(1, d, f * t).transpose(1, 2).to(pos_embed.dtype)
+    return torch.cat([prefix, x], dim=1)
+
+
+# ---------------------------------------------------------------------- registered sizes
+def _pretrained_hook(factory, source, num_classes=None, **kwargs) -> ASTModel:
+    from sed.models.ast_pretrained import build_ast_from_pretrained
+
+    return build_ast_from_pretrained(source, num_classes=num_classes, factory=factory, **kwargs)
+
+
+def _build(size: str, num_classes: int, kwargs: dict) -> ASTModel:
+    kwargs = dict(kwargs)
+    if "num_mel_bins" in kwargs:
+        bins = kwargs.pop("num_mel_bins")
+        if kwargs.setdefault("input_fdim", bins) != bins:
+            raise ValueError(f"num_mel_bins={bins} contradicts input_fdim={kwargs['input_fdim']}")
+    return ASTModel(num_classes=num_classes, **{**AST_SIZES[size], **kwargs})
+
+
+@register_model(pretrained=_pretrained_hook, default_pretrained="ast-audioset-0.4593")
+def ast_base(num_classes: int = 527, **kwargs) -> ASTModel:
+    """AST-Base (DeiT-B: 768 wide, 12 layers, 12 heads), the published AST."""
+    return _build("ast_base", num_classes, kwargs)
+
+
+@register_model(pretrained=_pretrained_hook, default_pretrained="deit_small_distilled_patch16_224")
+def ast_small(num_classes: int = 527, **kwargs) -> ASTModel:
+    """AST-Small (DeiT-S: 384 wide, 12 layers, 6 heads)."""
+    return _build("ast_small", num_classes, kwargs)
+
+
+@register_model(pretrained=_pretrained_hook, default_pretrained="deit_tiny_distilled_patch16_224")
+def ast_tiny(num_classes: int = 527, **kwargs) -> ASTModel:
+    """AST-Tiny (DeiT-Ti: 192 wide, 12 layers, 3 heads)."""
+    return _build("ast_tiny", num_classes, kwargs)
+
+
+@register_model(pretrained=_pretrained_hook)
+def ast_micro(num_classes: int = 527, **kwargs) -> ASTModel:
+    """A 64-wide, 2-layer, 2-head AST for CPU tests and smoke runs."""
+    return _build("ast_micro", num_classes, kwargs)
