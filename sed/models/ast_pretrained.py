@@ -21,14 +21,12 @@ import json
 import logging
 import math
 import os
-import pickle
 import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import safetensors.torch
 import torch
 
 from sed.errors import CheckpointError
@@ -77,28 +75,18 @@ class _Source:
 
 # ---------------------------------------------------------------------- safe reading and key layouts
 def load_state_file(path) -> dict:
-    """Tensors of a ``.safetensors`` file or a ``torch.load(weights_only=True)`` file, nothing else."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
-    try:
-        if path.suffix == ".safetensors":
-            return safetensors.torch.load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(path, "refused: the file needs unpickling of arbitrary objects "
-                                    "(only plain tensor checkpoints are loaded)") from None
-    except Exception as err:
-        raise CheckpointError(path, f"cannot read checkpoint: {(str(err) or repr(err)).splitlines()[0]}") from None
+    """Tensors of a weights file, read without executing code (see :func:`sed.checkpoint.read_checkpoint`)."""
+    from sed.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)[1]
 
 
 def unwrap_state(obj, desc) -> dict[str, torch.Tensor]:
     """The tensor dict inside a loaded file (``state_dict``/``model`` wrappers, ``module.`` prefix)."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(desc, f"not a state dict but a {type(obj).__name__}")
-    if any(k in obj for k in ("sed_version", "model_name", "sed", "sed_meta")):
-        # Hook for the lead's sed.checkpoint: a self-describing sed checkpoint is not a weight source.
-        raise NotImplementedError(f"{desc} is a sed checkpoint: load it with sed.checkpoint.load_model")
+    if any(k in obj for k in ("sed", "sed_meta")):
+        raise CheckpointError(desc, "is a sed checkpoint in memory: pass its path instead")
     for key in ("state_dict", "model", "model_state_dict"):
         inner = obj.get(key)
         if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
@@ -315,6 +303,17 @@ def _from_state(sd: Mapping, desc: str, filename: str | None = None) -> _Source:
     return _Source(kind, state, arch, grid, desc, None, dropped)
 
 
+def _from_sed(desc: dict, state: dict, where: str) -> _Source:
+    """A sed checkpoint (e.g. one written by training) as the starting point of another model."""
+    if not str(desc.get("model_name", "")).startswith("ast"):
+        raise CheckpointError(where, f"holds a {desc.get('model_name')!r} model, not an AST")
+    kwargs = dict(desc["model_kwargs"])
+    labels = kwargs.pop("labels", None) or desc.get("labels") or None
+    arch, grid = infer_arch(state, where, strides=(kwargs.get("fstride", 10), kwargs.get("tstride", 10)))
+    arch.update(kwargs)
+    return _Source("sed", dict(state), arch, grid, where, labels)
+
+
 def resolve_source(source) -> _Source:
     """Any accepted ``source`` -> sed-layout tensors + architecture + positional grid."""
     if isinstance(source, Mapping):
@@ -326,7 +325,12 @@ def resolve_source(source) -> _Source:
     if path.is_dir():
         return _hf_dir(path)
     if path.is_file():
-        return _from_state(unwrap_state(load_state_file(path), path), str(path), filename=str(path))
+        from sed.checkpoint import read_checkpoint
+
+        desc, content = read_checkpoint(path)
+        if desc is not None:
+            return _from_sed(desc, content, str(path))
+        return _from_state(unwrap_state(content, path), str(path), filename=str(path))
     if text in HF_SHORT_NAMES:
         repo, defaults = HF_SHORT_NAMES[text]
         return _hf_dir(_download_hf(repo), defaults)

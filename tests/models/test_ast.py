@@ -302,11 +302,8 @@ def test_pickle_needing_code_is_refused(tmp_path):
     assert marker.exists()
 
 
-def test_sed_checkpoint_hook_and_bad_sources(tmp_path):
-    torch.save({"sed_version": "0.1.0", "state_dict": {"w": torch.zeros(1)}}, tmp_path / "run.ckpt")
-    with pytest.raises(NotImplementedError, match="sed.checkpoint.load_model"):
-        build_ast_from_pretrained(tmp_path / "run.ckpt")
-    with pytest.raises(NotImplementedError, match="sed.checkpoint.load_model"):
+def test_bad_sources(tmp_path):
+    with pytest.raises(CheckpointError, match="sed checkpoint in memory"):
         build_ast_from_pretrained({"sed": {"model_name": "ast_micro"}, "state_dict": {"w": torch.zeros(1)}})
     with pytest.raises(CheckpointError, match="no such file"):
         build_ast_from_pretrained(tmp_path / "absent.pth")
