@@ -111,3 +111,14 @@ def test_bf16_runs_and_is_close(clf):
     assert np.allclose(bf, clf.score([w])[0].scores, atol=0.05)
     with pytest.raises(ValueError, match="unknown precision"):
         Classifier(clf.model, clf.meta, device="cpu", precision="int3")
+
+
+def test_package_level_from_pretrained(clf, tmp_path):
+    import sed
+    from sed.checkpoint import save_model
+
+    path = save_model(tmp_path / "m.safetensors", clf.model)
+    loaded = sed.Classifier.from_pretrained(path, device="cpu")
+    w = noise(1.0, 12)
+    assert loaded.labels == LABELS
+    assert np.allclose(loaded.score([w])[0].scores, clf.score([w])[0].scores, atol=1e-6)
