@@ -239,6 +239,30 @@ def cmd_seld_eval(args: argparse.Namespace) -> int:
     return EXIT_FAILED if rep.get("errors") else EXIT_OK
 
 
+# ---------------------------------------------------------------------------------- prepare
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from sed.data.starss import format_prepare_report, prepare_starss
+
+    try:
+        rep = prepare_starss(args.root, fmt=args.format, strict=False)
+    except SedError as e:
+        report(e)
+        return EXIT_FAILED
+    print(format_prepare_report(rep))
+    problems = rep.get("problems", [])
+    for line in problems:
+        report(line)
+    if args.cache and not problems:
+        from sed.audio.features import build_frontend
+        from sed.data.feature_cache import FeatureCache
+
+        cache = FeatureCache(args.cache, build_frontend(args.format))
+        failures = cache.warm([f["audio"] for f in rep["files"]], progress=True, num_threads=1)  # reports bad files
+        problems = problems + failures
+        print(f"features cached under {cache.dir}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from sed import __version__
@@ -303,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jackknife", action="store_true", help="add leave-one-file-out 95%% confidence intervals")
     p.add_argument("--json", action="store_true", help="print one JSON object (F and LR as fractions)")
     p.set_defaults(func=cmd_seld_eval)
+
+    p = sub.add_parser("prepare", help="validate a corpus and print its per-fold and per-class counts")
+    p.add_argument("corpus", choices=["starss"])
+    p.add_argument("--root", required=True, help="corpus root (holding foa_dev/ or mic_dev/ and metadata_dev/)")
+    p.add_argument("--format", choices=["foa", "mic"], default="foa")
+    p.add_argument("--cache", default=None, help="also extract every file's features into this cache folder")
+    p.set_defaults(func=cmd_prepare)
     return parser
 
 

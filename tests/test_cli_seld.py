@@ -51,3 +51,21 @@ def test_seld_eval_empty_reference_is_a_usage_error(tmp_path, capsys):
     (tmp_path / "ref").mkdir()
     assert main(["seld-eval", "--pred", str(tmp_path), "--ref", str(tmp_path / "ref")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_prepare_starss_counts_and_cache(corpus, tmp_path, capsys):
+    assert main(["prepare", "starss", "--root", str(corpus), "--cache", str(tmp_path / "cache")]) == 0
+    out, err = capsys.readouterr()
+    assert "fold" in out and "all" in out and "features cached under" in err
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 4
+
+
+def test_prepare_starss_lists_every_problem(corpus, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(corpus, broken)
+    csvs = sorted((broken / "metadata_dev").rglob("*.csv"))
+    csvs[0].unlink()
+    csvs[1].write_text("0,1,0,10,20\nbad row\n")
+    assert main(["prepare", "starss", "--root", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert csvs[0].stem in err and csvs[1].name in err and err.count("error:") >= 2
