@@ -185,14 +185,19 @@ class LogMel(nn.Module):
                                               "fmin", "fmax", "power", "top_db", "center")}
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        if wave.dim() not in (1, 2, 3):
+            raise ValueError(f"expected a waveform [T], [B, T] or [B, C, T], got shape {tuple(wave.shape)}")
         squeeze = wave.dim() <= 2
         if wave.dim() == 1:
             wave = wave.unsqueeze(0)
         if wave.dim() == 2:
             wave = wave.unsqueeze(1)
         spec = stft_frames(wave.float(), self.n_fft, self.hop_length, self.win_length, self.window, self.center)
-        mag = spec.abs()
-        s = mag.square() if self.power == 2.0 else mag.pow(self.power)
+        if self.power == 2.0:  # |S|^2 without the square root of abs()
+            ri = torch.view_as_real(spec)
+            s = ri[..., 0].square().addcmul_(ri[..., 1], ri[..., 1])
+        else:
+            s = spec.abs().pow(self.power)
         out = power_to_db(s @ self.mel_t, top_db=self.top_db)
         return out[:, 0] if squeeze else out
 

@@ -1,0 +1,177 @@
+"""SELD FOA features: the librosa baseline extractor vs FOALogMelIV through the FeatureCache.
+
+Synthesises 4-channel 24 kHz FOA files (a moving plane wave over diffuse noise) in a temp
+folder, then times, over all files:
+
+- baseline: soundfile read + ``sed.audio.reference.baseline_foa_features`` (per-channel librosa,
+  float64; what ``cls_feature_class.py`` does);
+- direct:   ``load_audio`` + ``FOALogMelIV`` (no cache);
+- cold:     ``FeatureCache.warm`` on an empty cache (load + extract + atomic .npy write);
+- warm:     ``FeatureCache.get`` of every whole file (a .npy read);
+- seq:      ``FeatureCache.get`` of every 5-s training sequence (what ``StarssDataset`` reads).
+
+It prints times and ratios (ratios are the point: absolute times depend on the machine), the
+largest difference to the baseline's features, and the peak memory of extracting one whole
+file in this process (the cache extracts whole files; see sed/data/feature_cache.py).
+
+    python bench/bench_seld_features.py            # 4 files x 60 s
+    python bench/bench_seld_features.py --quick    # 2 files x 10 s, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+SR = 24000
+
+
+def synthesise(folder: Path, n: int, seconds: float) -> list[Path]:
+    paths = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        t = int(seconds * SR)
+        s = rng.standard_normal(t) * np.repeat(rng.uniform(0.1, 1.0, t // 2400 + 1), 2400)[:t]
+        az = np.linspace(0, 4 * np.pi, t) + i
+        el = 0.3 * np.sin(np.linspace(0, 2 * np.pi, t))
+        foa = np.stack([s, s * np.sin(az) * np.cos(el), s * np.sin(el), s * np.cos(az) * np.cos(el)])
+        foa += 0.05 * rng.standard_normal(foa.shape)
+        path = folder / f"fold3_room4_mix{i + 1:03d}.wav"
+        sf.write(path, (0.5 * foa / np.abs(foa).max()).T, SR, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def _hwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def extraction_peak_mb(path: Path) -> tuple[float, float] | None:
+    """(child process) (RSS before, peak RSS during) whole-file extraction, in MB; Linux only
+    (the peak is reset through /proc/self/clear_refs after loading). None where unavailable."""
+    from sed.audio.features import FOALogMelIV
+    from sed.audio.io import load_audio
+
+    front = FOALogMelIV()
+    front(torch.zeros(4, SR))
+    wave, _ = load_audio(path, SR, num_channels=4)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    before = _hwm_mb()
+    with torch.no_grad():
+        front(wave)
+    after = _hwm_mb()
+    return None if before is None or after is None else (before, after)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 files x 10 s")
+    ap.add_argument("--files", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--peak-rss", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds (best kept)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.peak_rss is not None:
+        print(*(extraction_peak_mb(args.peak_rss) or ()))
+        return
+    n = args.files or (2 if args.quick else 4)
+    args.rounds = 2 if args.quick else args.rounds
+    seconds = args.seconds or (10.0 if args.quick else 60.0)
+
+    from sed.audio.features import FOALogMelIV
+    from sed.audio.io import load_audio
+    from sed.audio.reference import baseline_foa_features, to_channels_first
+    from sed.data.feature_cache import FeatureCache
+
+    FOALogMelIV()(torch.zeros(4, SR))  # first-use costs (librosa import, mel matrix) out of the timings
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paths = synthesise(folder, n, seconds)
+        audio_s = n * seconds
+        print(f"{n} files x {seconds:.0f} s, 4 channels, {SR} Hz; torch threads {torch.get_num_threads()}")
+
+        def baseline():
+            return [baseline_foa_features(sf.read(p, dtype="float64")[0]) for p in paths]
+
+        front = FOALogMelIV()
+
+        def direct():
+            with torch.no_grad():
+                return [front(load_audio(p, SR, num_channels=4)[0])[0] for p in paths]
+
+        cache = FeatureCache(folder / "cache", front)
+        seq = 250
+
+        def cold():
+            shutil.rmtree(cache.dir, ignore_errors=True)
+            return cache.warm(paths, progress=False)
+
+        def warm():
+            return [cache.get(p) for p in paths]
+
+        def sequences():
+            return [cache.get(p, s, s + seq) for p in paths for s in range(0, cache.get(p).shape[1] - seq + 1, seq)]
+
+        # rounds interleave the methods, and each keeps its best round: fairer on a busy machine
+        names = ("baseline", "direct", "cold", "warm", "sequences")
+        fns = dict(zip(names, (baseline, direct, cold, warm, sequences)))
+        best, out = dict.fromkeys(names, float("inf")), {}
+        for _ in range(args.rounds):
+            for name in names:
+                t, out[name] = timed(fns[name])
+                best[name] = min(best[name], t)
+        t_base, t_direct, t_cold, t_warm, t_seq = (best[k] for k in names)
+        base, feats, warm = out["baseline"], out["direct"], out["warm"]
+        n_seq = sum(f.shape[1] // seq for f in warm)
+
+        ref = to_channels_first(base[0])
+        ours = feats[0].double().numpy()
+        assert all(torch.equal(a, b) for a, b in zip(feats, warm)), "cache differs from direct extraction"
+        d_mel = np.abs(ours[:4] - ref[:4]).max()
+        d_iv = np.abs(ours[4:] - ref[4:]).max()
+
+        rows = [("baseline (librosa)", t_base), ("direct FOALogMelIV", t_direct), ("cache cold (warm())", t_cold),
+                ("cache warm (get whole files)", t_warm), (f"cache warm ({n_seq} 5-s sequences)", t_seq)]
+        print(f"\n{'':34s} {'seconds':>9s} {'x realtime':>11s} {'baseline /':>11s}")
+        for name, t in rows:
+            print(f"{name:34s} {t:9.3f} {audio_s / t:11.0f} {t_base / t:11.1f}")
+        print(f"\ncold / warm: {t_cold / t_warm:.0f}x; cache overhead over direct extraction: "
+              f"{100 * (t_cold - t_direct) / t_direct:+.0f}%")
+        print(f"max |ours - baseline|: log-mel {d_mel:.2e} dB, intensity vectors {d_iv:.2e}")
+
+        if not args.quick:  # in a fresh process: this one's allocator already holds freed memory
+            out = subprocess.run([sys.executable, __file__, "--peak-rss", str(paths[0])], capture_output=True,
+                                 text=True, check=True).stdout.split()
+            if out:
+                before, after = map(float, out)
+                print(f"peak RSS extracting one {seconds:.0f}-s file: {before:.0f} MB -> {after:.0f} MB "
+                      f"(+{after - before:.0f} MB; its float32 waveform is {4 * 4 * seconds * SR / 2**20:.0f} MB)")
+
+if __name__ == "__main__":
+    main()
