@@ -152,9 +152,14 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- classify / embed
 def _load_classifier(args: argparse.Namespace):
+    """The checkpoint's Classifier, or None after reporting why it cannot be used (a usage error)."""
     from sed.inference import Classifier
 
-    return Classifier.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+    try:
+        return Classifier.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+    except (SedError, ValueError) as e:
+        report(e)
+        return None
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -163,10 +168,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.hop is not None and args.window is None:
         report("--hop needs --window")
         return EXIT_USAGE
-    try:
-        clf = _load_classifier(args)
-    except (SedError, ValueError) as e:
-        report(e)
+    clf = _load_classifier(args)
+    if clf is None:
         return EXIT_USAGE
     files, failed = _expand(args.inputs)
     preds = clf.predict(files, top_k=args.top_k, window=args.window, hop=args.hop, aggregate=args.aggregate,
@@ -187,10 +190,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     from sed.fileio import atomic_open, atomic_save
 
-    try:
-        clf = _load_classifier(args)
-    except (SedError, ValueError) as e:
-        report(e)
+    clf = _load_classifier(args)
+    if clf is None:
         return EXIT_USAGE
     files, failed = _expand(args.inputs)
     emb, results = clf.embed(files, batch_size=args.batch_size)
