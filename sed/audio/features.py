@@ -106,6 +106,12 @@ class KaldiFbank(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         return 0 if num_samples < self.win else 1 + (num_samples - self.win) // self.hop
 
+    @property
+    def mask_value(self) -> float:
+        """What a zero log-fbank value becomes in the output: AST's SpecAugment masks to 0 before
+        normalisation, so masks on these features fill with this value."""
+        return (0.0 - self.mean) / (2 * self.std) if self.normalize else 0.0
+
     def _fbank_rows(self, frames: torch.Tensor) -> torch.Tensor:
         """``[N, win]`` raw frames -> ``[N, bins]`` log mel energies (Kaldi's per-frame pipeline)."""
         x = frames - frames.mean(dim=1, keepdim=True)

@@ -214,6 +214,11 @@ class ASTModel(nn.Module):
     def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_tokens(self.patchify(fbank))
 
+    def forward_from_features(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Logits from front-end output (the classification models' shared hook: the training
+        task augments features between ``features`` and this)."""
+        return self.forward_fbank(fbank)
+
     def forward_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
         """Normalised fbank ``[B, input_tdim, input_fdim]`` (the original AST input) -> logits."""
         return self.head(self.forward_fbank_features(fbank)[0])
