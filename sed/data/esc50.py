@@ -3,6 +3,9 @@
 Layout: ``<root>/audio/{fold}-{clip_id}-{take}-{target}.wav`` and ``<root>/meta/esc50.csv``
 with the header ``filename,fold,target,category,esc10,src_file,take``. The official protocol
 is 5-fold cross-validation over the ``fold`` column.
+
+:func:`esc50_items` gives the clips as :class:`~sed.data.clips.ClipItem` s carrying their
+official fold; :class:`Esc50Dataset` is a :class:`~sed.data.clips.ClipDataset` over some folds.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from sed.data.clips import ClipDataset, ClipItem
 from sed.errors import DatasetError
 
 #: Columns of ``meta/esc50.csv``, in the order of the real file.
@@ -71,3 +75,20 @@ def label_names(clips: Iterable[Esc50Clip]) -> list[str]:
     if sorted(names) != list(range(len(names))):
         raise DatasetError(None, f"ESC-50 targets are not 0..{len(names) - 1}: {sorted(names)}")
     return [names[t] for t in range(len(names))]
+
+
+def esc50_items(root: str | os.PathLike) -> tuple[list[ClipItem], list[str]]:
+    """(items, label names) of ESC-50: single-label items with their official fold (1-5)."""
+    clips = read_esc50_meta(root)
+    return [ClipItem(str(c.path), c.target, fold=c.fold) for c in clips], label_names(clips)
+
+
+class Esc50Dataset(ClipDataset):
+    """ESC-50 clips of ``folds`` (all when None) as a :class:`~sed.data.clips.ClipDataset`."""
+
+    def __init__(self, root: str | os.PathLike, folds: Iterable[int] | None = None, **kwargs):
+        items, names = esc50_items(root)
+        if folds is not None:
+            folds = set(folds)
+            items = [it for it in items if it.fold in folds]
+        super().__init__(items, names, multi_label=False, **kwargs)

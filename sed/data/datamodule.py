@@ -1,0 +1,215 @@
+"""AudioDataModule: clip-classification data for Lightning, configured by plain arguments (YAML).
+
+``source`` picks the reader: ``folder`` (:func:`~sed.data.folder.folder_items` of ``root``),
+``manifest`` (:func:`~sed.data.folder.manifest_items` of ``manifest``; ``root``, when given,
+is the base of relative paths) or ``esc50`` (:func:`~sed.data.esc50.esc50_items` of ``root``).
+The metadata is read in ``__init__`` so that ``num_classes``, ``label_names`` and
+``is_multi_label`` are there for LightningCLI's argument links; audio is only touched in
+:meth:`~AudioDataModule.setup`, which checks every file header once and raises one
+DatasetError listing all bad files.
+
+Splits. Items with folds (ESC-50, manifests with a ``fold`` column) are split by fold:
+``test`` = ``test_folds`` (none: the val split serves as test); ``val`` = ``val_folds``, else
+``test_folds``, else the folds not in ``train_folds``, else the last fold; ``train`` =
+``train_folds``, else every fold not in val or test. Items without folds are split by
+:func:`~sed.data.clips.split_items` (stratified, ``val_fraction``, ``seed``); test = val.
+``predict`` serves ``predict_paths`` (files, folders, globs; unlabelled) or the test split.
+
+Training crops ``clip_seconds`` at random; val/test/predict take the centre crop.
+
+``balanced=True`` draws training items with a WeightedRandomSampler (with replacement,
+``len(train)`` draws per epoch) whose per-item weight is the sum over its labels of
+1 / (label count in train), AST's balanced sampler; items without labels get the smallest
+weight of the labelled ones. Under DDP Lightning wraps this sampler in its
+DistributedSamplerWrapper: the sampler's generator is seeded by ``seed``, so every rank
+draws the same weighted sequence each epoch and takes its own 1/world_size share of it
+(an epoch is still ``len(train)`` draws in all). Plain shuffling gets Lightning's
+DistributedSampler as usual.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from sed.audio.io import find_audio_files
+from sed.data.clips import ClipDataset, ClipItem, collate_clips, item_labels, split_items, validate_files
+from sed.data.esc50 import esc50_items
+from sed.data.folder import folder_items, manifest_items
+from sed.errors import DatasetError
+
+__all__ = ["AudioDataModule", "balanced_weights"]
+
+SOURCES = ("folder", "manifest", "esc50")
+
+
+def balanced_weights(items: list[ClipItem], num_classes: int) -> torch.Tensor:
+    """Per-item sampling weight: the sum over its labels of 1 / count of that label in ``items``."""
+    counts = Counter(k for it in items for k in item_labels(it))
+    w = torch.tensor([sum(1.0 / counts[k] for k in item_labels(it)) for it in items], dtype=torch.double)
+    if (w == 0).any() and (w > 0).any():
+        w[w == 0] = w[w > 0].min()
+    return w
+
+
+class AudioDataModule(pl.LightningDataModule):
+    """Waveform batches ``{"wave": [B, T], "lengths": [B], "label": [B] | [B, C], "path": [...]}``
+    of a clip corpus (see the module docstring for sources, splits and the balanced sampler)."""
+
+    def __init__(self, source: str = "folder", root: str | None = None, manifest: str | None = None,
+                 labels: list[str] | None = None, multi_label: bool | None = None, sample_rate: int = 16000,
+                 clip_seconds: float | None = 5.0, batch_size: int = 32, eval_batch_size: int | None = None,
+                 num_workers: int = 0, train_folds: list[int] | None = None, val_folds: list[int] | None = None,
+                 test_folds: list[int] | None = None, val_fraction: float = 0.2, balanced: bool = False,
+                 cache_audio: bool = False, seed: int = 0, validate: bool = True,
+                 predict_paths: list[str] | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
+            raise ValueError("batch_size and eval_batch_size must be >= 1 and num_workers >= 0")
+        if sample_rate <= 0 or (clip_seconds is not None and clip_seconds <= 0):
+            raise ValueError("sample_rate and clip_seconds must be positive")
+        self.items, self._label_names, data_multi = self._read()
+        if multi_label is False and data_multi:
+            several = [it.path for it in self.items if len(item_labels(it)) != 1]
+            if several:
+                raise DatasetError(manifest or root, f"{len(several)} item(s) do not have exactly one label "
+                                                     f"(e.g. {several[0]}), but multi_label is False")
+        self._multi = data_multi if multi_label is None else bool(multi_label)
+        self.splits: dict[str, list[ClipItem]] = self._split()
+        self.datasets: dict[str, ClipDataset] = {}
+
+    # ------------------------------------------------------------------ metadata (no audio)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._label_names)
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._label_names)
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self._multi
+
+    def _read(self) -> tuple[list[ClipItem], list[str], bool]:
+        hp = self.hparams
+        if hp.source == "manifest":
+            if not hp.manifest:
+                raise ValueError("source 'manifest' needs the manifest argument (a .csv/.tsv/.jsonl file)")
+            return manifest_items(hp.manifest, hp.labels, base=hp.root)
+        if not hp.root:
+            raise ValueError(f"source {hp.source!r} needs the root argument (the corpus folder)")
+        if hp.source == "folder":
+            return (*folder_items(hp.root, hp.labels), False)
+        items, names = esc50_items(hp.root)
+        if hp.labels is not None and list(hp.labels) != names:
+            raise DatasetError(hp.root, f"labels {list(hp.labels)} differ from the ESC-50 categories {names}")
+        return items, names, False
+
+    def _split(self) -> dict[str, list[ClipItem]]:
+        hp = self.hparams
+        given = {"train_folds": hp.train_folds, "val_folds": hp.val_folds, "test_folds": hp.test_folds}
+        if all(it.fold is None for it in self.items):
+            named = [k for k, v in given.items() if v]
+            if named:
+                raise ValueError(f"{', '.join(named)} given, but the items carry no folds (use val_fraction)")
+            train, val = split_items(self.items, hp.val_fraction, hp.seed)
+            return {"train": train, "val": val, "test": val}
+        folds = sorted({it.fold for it in self.items})
+        for name, chosen in given.items():
+            unknown = sorted(set(chosen or ()) - set(folds))
+            if unknown:
+                raise ValueError(f"{name} {unknown} not in the data's folds {folds}")
+        test = set(hp.test_folds or ())
+        if hp.val_folds:
+            val = set(hp.val_folds)
+        elif test:
+            val = set(test)
+        elif hp.train_folds:
+            val = set(folds) - set(hp.train_folds)
+        else:
+            val = {folds[-1]}
+        train = set(hp.train_folds or set(folds) - val - test)
+        if train & (val | test):
+            raise ValueError(f"train folds {sorted(train)} overlap val/test folds {sorted(val | test)}")
+        if not train or not val:
+            raise ValueError(f"empty split: train folds {sorted(train)}, val folds {sorted(val)} (data folds {folds})")
+        out = {name: [it for it in self.items if it.fold in chosen] for name, chosen in
+               (("train", train), ("val", val), ("test", test))}
+        if not test:
+            out["test"] = out["val"]
+        return out
+
+    def class_counts(self, split: str = "train") -> torch.Tensor:
+        """Items per class ``[C]`` (long) in a split, each label of a multi-label item counted."""
+        counts = Counter(k for it in self.splits[split] for k in item_labels(it))
+        return torch.tensor([counts[k] for k in range(self.num_classes)], dtype=torch.long)
+
+    # ------------------------------------------------------------------ datasets
+
+    def _dataset(self, items: list[ClipItem], train: bool) -> ClipDataset:
+        hp = self.hparams
+        return ClipDataset(items, self._label_names, multi_label=self._multi, sample_rate=hp.sample_rate,
+                           clip_seconds=hp.clip_seconds, train=train, cache_audio=hp.cache_audio)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets (once); check every corpus file before the first one is read."""
+        if stage == "predict" and self.hparams.predict_paths:
+            if "predict" not in self.datasets:
+                files = [str(p) for p in find_audio_files(self.hparams.predict_paths)]
+                items = [ClipItem(p, None) for p in files]
+                if self.hparams.validate:
+                    validate_files(items)
+                self.datasets["predict"] = self._dataset(items, train=False)
+            return
+        if "train" not in self.datasets:
+            if self.hparams.validate:
+                validate_files(self.items)
+            val = self._dataset(self.splits["val"], train=False)
+            test = val if self.splits["test"] is self.splits["val"] else self._dataset(self.splits["test"], False)
+            self.datasets.update(train=self._dataset(self.splits["train"], train=True), val=val, test=test)
+        if not self.hparams.predict_paths:
+            self.datasets.setdefault("predict", self.datasets["test"])
+
+    def _get(self, name: str) -> ClipDataset:
+        if name not in self.datasets:
+            self.setup("predict" if name == "predict" else None)
+        return self.datasets[name]
+
+    # ------------------------------------------------------------------ loaders
+
+    def _loader(self, ds: ClipDataset, batch_size: int, persistent: bool, **kwargs) -> DataLoader:
+        workers = self.hparams.num_workers
+        if workers > 0:
+            ds.preload()  # fill the cache (cache_audio) once here; forked workers inherit it
+        return DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0,
+                          drop_last=False, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self._get("train")
+        if not self.hparams.balanced:
+            return self._loader(ds, self.hparams.batch_size, True, shuffle=True)
+        gen = torch.Generator().manual_seed(self.hparams.seed)
+        sampler = WeightedRandomSampler(balanced_weights(ds.items, self.num_classes), len(ds), generator=gen)
+        return self._loader(ds, self.hparams.batch_size, True, sampler=sampler)
+
+    @property
+    def _eval_batch(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._get("val"), self._eval_batch, True)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._get("test"), self._eval_batch, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._get("predict"), self._eval_batch, False)
