@@ -4,15 +4,31 @@ Layout: one flat folder of ``{patient}_{index}_{location}_{mode}_{device}.wav`` 
 each with a same-stem ``.txt`` of tab-separated cycles ``start end crackles wheezes``;
 ``official_split.txt`` (``name<TAB>train|test``) and ``patient_list_foldwise.txt``
 (``<patient> <fold>``) beside them.
+
+Renamed recordings: the Patch-Mix/SCL reference renames 91 archive recordings
+(``*_AKGC417L``, ``*_LittC2SE``) to ``*_Meditron`` so that they match its
+``official_split.txt``. Here both names work: a recording is looked up in the split file
+under its own name first, then under the other form (``X_AKGC417L`` / ``X_LittC2SE`` ->
+``X_Meditron``; ``X_Meditron`` -> ``X_AKGC417L``, then ``X_LittC2SE``); see :func:`name_aliases`.
+
+Cycles (:func:`load_recording`, :func:`slice_cycle`, :func:`fix_length`) follow the reference's
+``get_individual_cycles_torchaudio`` and ``cut_pad_sample_torchaudio`` (spec 2.1) exactly.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
-from sed.errors import DatasetError
+import numpy as np
+import torch
+import torchaudio
+
+from sed.audio.io import info, load_audio
+from sed.errors import AudioError, DatasetError
 
 #: Recording devices; the position is the device id used by the Patch-Mix code.
 DEVICES = ("Meditron", "LittC2SE", "Litt3200", "AKGC417L")
@@ -21,6 +37,11 @@ MODES = ("sc", "mc")
 #: Cycle labels: (crackles, wheezes) (0,0) -> 0, (1,0) -> 1, (0,1) -> 2, (1,1) -> 3.
 LABEL_NAMES = ("normal", "crackle", "wheeze", "both")
 SPLITS = ("train", "test")
+SPLIT_FILE, FOLD_FILE = "official_split.txt", "patient_list_foldwise.txt"
+NUM_FOLDS = 5
+#: The reference renames these archive devices to ``RENAMED_TO`` (spec 2.1, ``script.sh``).
+RENAMED_FROM, RENAMED_TO = ("AKGC417L", "LittC2SE"), "Meditron"
+SAMPLE_RATE = 16000
 
 
 class RecordingName(NamedTuple):
@@ -137,3 +158,312 @@ def list_recordings(root: str | os.PathLike) -> list[str]:
         more = f" and {len(lonely) - 3} more" if len(lonely) > 3 else ""
         raise DatasetError(root, f"{len(lonely)} recording(s) without annotation .txt: {', '.join(lonely[:3])}{more}")
     return stems
+
+
+# ---------------------------------------------------------------- names and splits
+
+
+def name_aliases(stem: str) -> list[str]:
+    """Other names of one recording: ``X_AKGC417L``/``X_LittC2SE`` <-> ``X_Meditron`` (module docstring)."""
+    head, _, device = stem.rpartition("_")
+    if device in RENAMED_FROM:
+        return [f"{head}_{RENAMED_TO}"]
+    return [f"{head}_{d}" for d in RENAMED_FROM] if device == RENAMED_TO else []
+
+
+def lookup_split(stem: str, table: dict[str, str]) -> tuple[str | None, str | None]:
+    """``(part, key)`` of a recording in an official split table: its own name first, then its aliases."""
+    for key in (stem, *name_aliases(stem)):
+        if key in table:
+            return table[key], key
+    return None, None
+
+
+def _fold_arg(fold) -> str | int:
+    if fold == "official":
+        return fold
+    if isinstance(fold, str) and fold.isdigit():
+        fold = int(fold)
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < NUM_FOLDS:
+        raise ValueError(f"fold must be 'official' or 0..{NUM_FOLDS - 1}, got {fold!r}")
+    return fold
+
+
+def recording_parts(root: str | os.PathLike, stems: list[str], fold="official") -> dict[str, str]:
+    """``{stem: 'train' | 'test'}``: the official 60/40 split, or patient fold ``k`` as test (0..4)."""
+    root, fold = Path(root), _fold_arg(fold)
+    if fold == "official":
+        table = read_official_split(root / SPLIT_FILE)
+        parts = {s: lookup_split(s, table)[0] for s in stems}
+        where = root / SPLIT_FILE
+    else:
+        folds = read_patient_folds(root / FOLD_FILE)
+        patient_fold = {s: folds.get(parse_recording_name(s).patient) for s in stems}
+        parts = {s: None if f is None else ("test" if f == fold else "train") for s, f in patient_fold.items()}
+        where = root / FOLD_FILE
+    missing = [s for s, p in parts.items() if p is None]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise DatasetError(where, f"{len(missing)} recording(s) not covered: {', '.join(missing[:3])}{more}")
+    return parts
+
+
+def val_patients(patients, fraction: float = 0.2, seed: int = 0) -> set[int]:
+    """Deterministic validation patients: ``round(fraction * n)`` (at least 1, at most n - 1) of a
+    ``default_rng(seed)`` permutation of the sorted distinct ``patients``."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
+    pool = sorted(set(int(p) for p in patients))
+    if fraction == 0.0 or len(pool) < 2:
+        return set()
+    k = min(max(1, round(fraction * len(pool))), len(pool) - 1)
+    return set(int(p) for p in np.random.default_rng(seed).permutation(pool)[:k])
+
+
+def split_recordings(root: str | os.PathLike, split: str = "train", fold="official", val_fraction: float = 0.2,
+                     seed: int = 0, select_on_test: bool = False) -> list[str]:
+    """Stems of one split. ``val`` is carved by patient from the training recordings (see
+    :func:`val_patients`) and ``train`` is the rest. With ``select_on_test`` the published
+    protocol is reproduced instead: ``train`` keeps every training recording and ``val`` is
+    the test split (model selection on the test set, spec 2.5)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    stems = list_recordings(root)
+    parts = recording_parts(root, stems, fold)
+    if split == "test" or (split == "val" and select_on_test):
+        return [s for s in stems if parts[s] == "test"]
+    train = [s for s in stems if parts[s] == "train"]
+    if select_on_test:
+        return train
+    val = val_patients([parse_recording_name(s).patient for s in train], val_fraction, seed)
+    if split == "val" and not val:
+        raise ValueError("no validation patients (val_fraction=0 or one training patient); "
+                         "pass val_fraction > 0, or select_on_test=True for the published protocol")
+    return [s for s in train if (parse_recording_name(s).patient in val) == (split == "val")]
+
+
+# ---------------------------------------------------------------- cycles
+
+
+def load_recording(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Mono ``[N]`` at ``sample_rate`` with a linear fade-in and fade-out of ``sample_rate // 16``
+    samples over the whole recording (``torchaudio.transforms.Fade``)."""
+    wave = load_audio(path, sample_rate=sample_rate, channels="mono")[0][0]
+    n = min(sample_rate // 16, wave.numel())
+    return torchaudio.transforms.Fade(n, n, "linear")(wave)
+
+
+def slice_cycle(wave: torch.Tensor, start: float, end: float, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """``wave[..., min(int(start * sr), N) : min(int(end * sr), N)]``."""
+    n = wave.shape[-1]
+    return wave[..., min(int(start * sample_rate), n) : min(int(end * sample_rate), n)]
+
+
+def fix_length(cycle: torch.Tensor, target: int, pad: str = "repeat", fade: int = SAMPLE_RATE // 16) -> torch.Tensor:
+    """Cut or pad ``[..., n]`` to ``target`` samples: longer -> head (no fade); ``repeat`` -> cyclic
+    tiling from the start, then a linear fade-out of ``fade`` samples; ``zero`` -> centred in zeros."""
+    n = cycle.shape[-1]
+    if pad not in ("repeat", "zero"):
+        raise ValueError(f"pad must be 'repeat' or 'zero', got {pad!r}")
+    if n == 0:
+        raise ValueError("empty cycle")
+    if n > target:
+        return cycle[..., :target].clone()
+    if pad == "zero":
+        out = cycle.new_zeros(*cycle.shape[:-1], target)
+        d = (target - n) // 2
+        out[..., d : d + n] = cycle
+        return out
+    tiled = cycle.repeat(*([1] * (cycle.dim() - 1)), math.ceil(target / n))[..., :target]
+    return torchaudio.transforms.Fade(0, min(fade, target), "linear")(tiled)
+
+
+def _label(cycle: Cycle, classes: int) -> int:
+    return cycle.label if classes == 4 else int(cycle.label != 0)
+
+
+class IcbhiDataset(torch.utils.data.Dataset):
+    """Respiratory cycles of one ICBHI split, fixed to ``cycle_seconds`` at 16 kHz.
+
+    Items are ``{"wave": float32 [T], "length": T, "label", "path", "patient", "cycle"}`` with
+    ``T = cycle_seconds * sample_rate`` (128000); ``length`` is the whole ``T`` since repeat and
+    zero padding are part of the input, as in the reference. ``cycle`` is the row of the cycle in
+    its annotation file. Cycles are read once (in memory, at most ``T + 1`` samples each) and padded
+    per item. Cycles that start at or after the end of their recording are skipped (``skipped``).
+    ``split``/``fold``/``val_fraction``/``seed``/``select_on_test``: see :func:`split_recordings`.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", fold="official", classes: int = 4,
+                 pad: str = "repeat", val_fraction: float = 0.2, seed: int = 0, select_on_test: bool = False,
+                 cycle_seconds: float = 8.0, sample_rate: int = SAMPLE_RATE):
+        if classes not in (2, 4):
+            raise ValueError(f"classes must be 4 or 2, got {classes}")
+        if pad not in ("repeat", "zero"):
+            raise ValueError(f"pad must be 'repeat' or 'zero', got {pad!r}")
+        self.root, self.split, self.classes, self.pad = Path(root), split, classes, pad
+        self.sample_rate, self.target = sample_rate, round(cycle_seconds * sample_rate)
+        self.recordings = split_recordings(root, split, fold, val_fraction, seed, select_on_test)
+        pieces, self.meta, self.skipped = [], [], []
+        for stem in self.recordings:
+            wav, patient = self.root / f"{stem}.wav", parse_recording_name(stem).patient
+            wave = load_recording(wav, sample_rate)
+            for j, c in enumerate(read_annotations(self.root / f"{stem}.txt")):
+                seg = slice_cycle(wave, c.start, c.end, sample_rate)[: self.target + 1]  # +1: still "longer"
+                if seg.numel() == 0:
+                    self.skipped.append((str(wav), j))
+                    continue
+                pieces.append(seg)
+                self.meta.append((str(wav), patient, j, _label(c, classes)))
+        lengths = torch.tensor([0] + [p.numel() for p in pieces])
+        self._offsets = torch.cumsum(lengths, 0).tolist()
+        self._data = torch.cat(pieces) if pieces else torch.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def __getitem__(self, i: int) -> dict:
+        path, patient, cycle, label = self.meta[i]
+        seg = self._data[self._offsets[i] : self._offsets[i + 1]]
+        wave = fix_length(seg, self.target, self.pad, self.sample_rate // 16)
+        return {"wave": wave.float(), "length": self.target, "label": label, "path": path,
+                "patient": patient, "cycle": cycle}
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(LABEL_NAMES) if self.classes == 4 else ["normal", "abnormal"]
+
+    @property
+    def labels(self) -> list[int]:
+        return [m[3] for m in self.meta]
+
+    def class_counts(self) -> list[int]:
+        return np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=self.classes).tolist()
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def _count(cycles: list[tuple[str, int, int]], part_of, key) -> dict:
+    """Recordings, patients and cycles per class of the cycles ``(stem, patient, label)`` whose part is ``key``."""
+    sel = [c for c in cycles if part_of(c[0]) == key]
+    per_class = Counter(c[2] for c in sel)
+    return {"recordings": len({c[0] for c in sel}), "patients": len({c[1] for c in sel}),
+            "cycles": [per_class[k] for k in range(len(LABEL_NAMES))]}
+
+
+def _parses(stem: str) -> bool:
+    try:
+        parse_recording_name(stem)
+    except DatasetError:
+        return False
+    return True
+
+
+def prepare_icbhi(root: str | os.PathLike, strict: bool = True) -> dict:
+    """Check an ICBHI 2017 folder and count its cycles per split and class.
+
+    Checks that every ``.wav`` has its ``.txt`` and every recording-named ``.txt`` its ``.wav``,
+    that names parse, audio headers and annotations read, that ``official_split.txt`` lists
+    every recording (under either name, module docstring) and names no missing one, and that
+    ``patient_list_foldwise.txt`` (optional: a warning when absent) covers every patient with
+    folds 0..4. All problems are collected; with ``strict`` they raise one :class:`DatasetError`
+    (``problems`` and ``report`` attributes), else they are in ``report["problems"]``.
+
+    Returns ``{"root", "recordings", "patients", "renamed", "sample_rates": {sr: n}, "splits":
+    {"train"|"test"|"all": {"recordings", "patients", "cycles": [per class]}}, "folds": {k:
+    {"train", "test"}}, "problems", "warnings"}``; cycles that start after the end of the audio
+    (skipped by the dataset) are warnings and not counted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(root, "ICBHI folder not found")
+    problems, warnings = [], []
+    wavs = sorted(p.stem for p in root.glob("*.wav"))
+    if not wavs:
+        problems.append(f"{root}: no .wav recordings found")
+    for txt in sorted(root.glob("*.txt")):  # split, fold and metadata files do not parse
+        if _parses(txt.stem) and not (root / f"{txt.stem}.wav").is_file():
+            problems.append(f"{txt}: annotation without recording {txt.stem}.wav")
+    stems, cycles, rates = [], [], Counter()
+    for stem in wavs:
+        wav = root / f"{stem}.wav"
+        try:
+            try:
+                patient = parse_recording_name(stem).patient
+            except DatasetError as e:
+                raise DatasetError(wav, e.reason) from None
+            if not (root / f"{stem}.txt").is_file():
+                raise DatasetError(wav, f"no annotation file {stem}.txt")
+            rows = read_annotations(root / f"{stem}.txt")
+            meta = info(wav)
+        except (DatasetError, AudioError) as e:
+            problems.append(str(e))
+            continue
+        stems.append(stem)
+        rates[meta.sample_rate] += 1
+        for j, c in enumerate(rows):
+            if int(c.start * SAMPLE_RATE) >= math.ceil(meta.duration * SAMPLE_RATE):
+                warnings.append(f"{wav}: cycle {j} starts at {c.start} s, after the end ({meta.duration:.3f} s)")
+            else:
+                cycles.append((stem, patient, c.label))
+    parts, renamed = {}, 0
+    try:
+        table = read_official_split(root / SPLIT_FILE)
+        keys = set()
+        for s in wavs:  # every recording present, also those with other problems
+            parts[s], key = lookup_split(s, table)
+            if key is None and _parses(s):
+                problems.append(f"{root / SPLIT_FILE}: recording {s} is not listed")
+            keys.add(key)
+            renamed += s in stems and key is not None and key != s
+        problems += [f"{root / SPLIT_FILE}: lists {k}, which has no recording" for k in sorted(set(table) - keys)]
+    except DatasetError as e:
+        problems.append(str(e))
+    folds = {}
+    if (root / FOLD_FILE).is_file():
+        try:
+            pf = read_patient_folds(root / FOLD_FILE)
+            problems += [f"{root / FOLD_FILE}: patient {p} has fold {f}, not 0..{NUM_FOLDS - 1}"
+                         for p, f in sorted(pf.items()) if not 0 <= f < NUM_FOLDS]
+            problems += [f"{root / FOLD_FILE}: patient {p} is not listed"
+                         for p in sorted({c[1] for c in cycles} | {parse_recording_name(s).patient for s in stems})
+                         if p not in pf]
+            for k in range(NUM_FOLDS):
+                test = {p for p, f in pf.items() if f == k}
+                folds[k] = {part: _count(cycles, lambda s, t=test: ("test" if parse_recording_name(s).patient in t
+                                                                   else "train"), part) for part in SPLITS}
+        except DatasetError as e:
+            problems.append(str(e))
+    else:
+        warnings.append(f"{root / FOLD_FILE}: not found; the 5-fold patient splits are unavailable")
+    splits = {part: _count(cycles, parts.get, part) for part in SPLITS}
+    splits["all"] = _count(cycles, lambda s: "all", "all")
+    report = {"root": str(root), "recordings": len(stems), "patients": len({parse_recording_name(s).patient
+              for s in stems}), "renamed": renamed, "sample_rates": dict(sorted(rates.items())), "splits": splits,
+              "folds": folds, "problems": problems, "warnings": warnings}
+    if strict and problems:
+        err = DatasetError(root, f"{len(problems)} problem(s) in the ICBHI corpus: {'; '.join(problems)}")
+        err.problems, err.report = problems, report
+        raise err
+    return report
+
+
+def format_icbhi_report(report: dict) -> str:
+    """The report of :func:`prepare_icbhi` as aligned text: cycles per split/fold and class, problems."""
+    rates = ", ".join(f"{sr} Hz: {n}" for sr, n in report["sample_rates"].items())
+    lines = [f"ICBHI corpus {report['root']}: {report['recordings']} recordings, {report['patients']} patients, "
+             f"{sum(report['splits']['all']['cycles'])} cycles ({rates}); {report['renamed']} found in "
+             f"{SPLIT_FILE} under their renamed form", ""]
+    rows = [("split", "recordings", "patients", *LABEL_NAMES, "cycles")]
+    named = [(k, v) for k, v in report["splits"].items()]
+    named += [(f"fold{k} {part}", v[part]) for k, v in report["folds"].items() for part in SPLITS]
+    rows += [(k, str(v["recordings"]), str(v["patients"]), *map(str, v["cycles"]), str(sum(v["cycles"])))
+             for k, v in named]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+              for r in rows]
+    for title in ("problems", "warnings"):
+        if report[title]:
+            lines += ["", f"{title} ({len(report[title])}):", *(f"  {p}" for p in report[title])]
+    if not report["problems"]:
+        lines += ["", "no problems found"]
+    return "\n".join(lines)

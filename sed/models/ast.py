@@ -22,6 +22,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
+from sed.augment.patch_mix import patch_mix
 from sed.models.registry import register_model
 
 __all__ = [
@@ -210,6 +211,27 @@ class ASTModel(nn.Module):
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
+
+    def forward_patch_mix(
+        self,
+        fbank: torch.Tensor,
+        y: torch.Tensor,
+        beta: float = 1.0,
+        generator: torch.Generator | None = None,
+        time_domain: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, torch.Tensor]:
+        """Patch-Mix forward (spec §2.3): fbank ``[B, input_tdim, input_fdim]`` and labels ``[B]`` ->
+        ``(logits, pooled, y_a, y_b, lam, index)``.
+
+        The patch tokens are mixed (:func:`sed.augment.patch_mix.patch_mix`, one shared patch set per
+        batch) between :meth:`patchify` and :meth:`forward_tokens`, i.e. before the cls/dist tokens
+        and ``pos_embed``. Loss: ``lam * CE(logits, y_a) + (1 - lam) * CE(logits, y_b)``.
+        """
+        patches, y_a, y_b, lam, index = patch_mix(
+            self.patchify(fbank), y, beta, generator, time_domain=time_domain, grid=self.grid
+        )
+        pooled = self.forward_tokens(patches)[0]
+        return self.head(pooled), pooled, y_a, y_b, lam, index
 
     def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_tokens(self.patchify(fbank))
