@@ -265,3 +265,64 @@ class ACSExpandedDataset(Dataset):
         item["audio"], _ = apply_acs(item["audio"], None, row, self.fmt)
         item["target"] = transform_adpit_targets(item["target"], row)
         return item
+
+
+# ---------------------------------------------------------------------- feature domain
+#
+# ACS on cached features (sed.audio.spatial), equal to the features of the transformed audio:
+# * FOA [logmel W, Y, Z, X, IV_y, IV_z, IV_x]: log-mel channels are permuted like the ACN channels
+#   (a sign flip does not change power), IV channels permuted and sign-flipped like the Cartesian
+#   axes (the IV normaliser |W|^2 + (|Y|^2 + |Z|^2 + |X|^2) / 3 is invariant). Exact.
+# * MIC [logmel M1..M4, GCC pairs 12, 13, 14, 23, 24, 34]: log-mel channels permuted like the capsules;
+#   new pair (i, j) is old pair (p[i], p[j]); when p[i] > p[j] the cross-spectrum is conjugated, so
+#   the GCC is reversed in lag (l -> -l). Lags run -F/2 .. F/2 - 1: lag -F/2 would need lag +F/2, which
+#   is not stored; that one bin keeps the old lag -F/2 value (a far, non-physical lag: the array's
+#   largest delay is ~5 samples at 24 kHz). All other bins are exact.
+_PAIRS = tuple((i, j) for i in range(4) for j in range(i + 1, 4))
+
+
+def _feature_maps(table: str, fmt: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[N, C]`` channel src, sign and lag-reversal flag tables of the feature channels."""
+    src, sign, flip = [], [], []
+    for t in _table(table):
+        if fmt == "foa":
+            src.append(list(t.foa_src) + [3 + s for s in t.foa_src[1:]])
+            sign.append([1] * 4 + list(t.foa_sign[1:]))
+            flip.append([False] * 7)
+        else:
+            if t.mic_src is None:
+                raise ValueError(f"transform {t.label} of table {table!r} has no MIC channel permutation")
+            p = t.mic_src
+            pairs = [(p[i], p[j]) for i, j in _PAIRS]
+            src.append(list(p) + [4 + _PAIRS.index((min(a, b), max(a, b))) for a, b in pairs])
+            sign.append([1] * 10)
+            flip.append([False] * 4 + [a > b for a, b in pairs])
+    return torch.tensor(src), torch.tensor(sign), torch.tensor(flip)
+
+
+def apply_acs_features(features: torch.Tensor, index, fmt: str = "foa", table: str = "acs") -> torch.Tensor:
+    """ACS row ``index`` on unstandardised SELD features ``[..., C, T, F]`` (C = 7 for FOA log-mel + IV,
+    10 for MIC log-mel + GCC-PHAT): the features of ``apply_acs(audio, ...)`` computed from the
+    features of ``audio`` (see the notes above: exact, except the lag -F/2 bin of lag-reversed GCC pairs).
+
+    ``index`` is an int or an integer tensor whose shape is a prefix of the leading dims (``[B]``).
+    ``table="mazzon16"`` works for FOA. Standardised features are *not* transformed correctly (the
+    per-channel statistics differ): apply this before the model's standardiser."""
+    if fmt not in ("foa", "mic"):
+        raise ValueError(f"fmt must be 'foa' or 'mic', got {fmt!r}")
+    channels = 7 if fmt == "foa" else 10
+    if features.ndim < 3 or features.shape[-3] != channels:
+        raise ValueError(f"{fmt} features must be [..., {channels}, T, F], got shape {tuple(features.shape)}")
+    src, sign, flip = _feature_maps(table, fmt)
+    out = _signed_gather(features, -3, src, sign, index)
+    if fmt == "foa":
+        return out
+    nb = features.shape[-1]
+    rev = (-torch.arange(nb, device=features.device)) % nb  # lag l -> -l; position 0 (lag -F/2) stays
+    if not isinstance(index, torch.Tensor) or index.ndim == 0:
+        f = flip[int(index)].to(features.device).view(channels, 1, 1)
+    else:
+        index = index.to(features.device, torch.long)
+        lead = out.ndim - 3
+        f = flip.to(features.device)[index].view(*index.shape, *(1,) * (lead - index.ndim), channels, 1, 1)
+    return torch.where(f, out.index_select(-1, rev), out)
