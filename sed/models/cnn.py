@@ -1,0 +1,275 @@
+"""Compact CNN students: MobileNetV2/V3-style inverted residual blocks on the AST fbank.
+
+Waveform ``[B, T]`` at 16 kHz -> :class:`~sed.audio.features.KaldiFbank` ``[B, frames, bins]``
+(AST's features, by default 64 mel bins and AudioSet normalisation) -> image ``[B, 1, frames, bins]``
+(time is the height, frequency the width) -> stem (3x3 conv, stride 2, BN, Hardswish) ->
+``blocks``: stages of inverted residual blocks (1x1 expand, 3x3 depthwise, squeeze-and-excitation,
+1x1 project, BN; identity shortcut when stride is 1 and the width is unchanged); the first block of
+every stage but the first has stride 2 and the last stage ends with a 1x1 conv to ``embed_dim``
+channels -> global average pooling over time and frequency -> ``head = Dropout + Linear`` -> logits.
+
+The model has AST's interface (:class:`~sed.models.ast.ASTModel`): ``features``,
+``forward_from_features``, ``forward_features``, ``embed``, ``forward``, ``labels``, ``blocks``,
+``head``, ``reset_head``, ``sed_kwargs``, so training, checkpoints and inference treat both alike.
+``forward_features`` returns the feature map ``[B, embed_dim, ~frames/32, ~bins/32]`` where AST returns
+tokens. Unlike AST, ``forward_from_features`` takes any number of frames (the pooling is global);
+the front end still pads or crops waves to ``input_tdim`` frames.
+
+64 mel bins by default (as PANNs' CNNs): half AST's 128, which halves the compute of every layer.
+Pass ``num_mel_bins=128`` (or AST's name, ``input_fdim``) for a student that sees a teacher's features.
+
+Parameter counts with a 50-class head (ESC-50): ``cnn_tiny`` 0.30 M, ``cnn_small`` 0.98 M,
+``cnn_base`` 3.04 M (a 527-class AudioSet head adds 0.18 / 0.24 / 0.37 M).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath, SqueezeExcite, make_divisible
+from torch import nn
+
+from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
+from sed.models.registry import register_model
+
+__all__ = ["CNN_SIZES", "CNNModel", "InvertedResidual", "cnn_base", "cnn_small", "cnn_tiny"]
+
+#: architecture of the registered sizes: stem width, per-stage widths and block counts, expansion
+#: ratio of the inverted residuals, width of the final 1x1 conv (the embedding).
+CNN_SIZES: dict[str, dict] = {
+    "cnn_tiny": {"stem_dim": 16, "widths": [16, 24, 48, 80, 112], "depths": [1, 2, 2, 2, 1],
+                 "expand_ratio": 3.0, "embed_dim": 384},
+    "cnn_small": {"stem_dim": 16, "widths": [16, 32, 48, 88, 136], "depths": [1, 2, 3, 3, 2],
+                  "expand_ratio": 4.0, "embed_dim": 512},
+    "cnn_base": {"stem_dim": 24, "widths": [24, 40, 80, 128, 200], "depths": [1, 2, 3, 4, 3],
+                 "expand_ratio": 4.0, "embed_dim": 768},
+}
+
+
+def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.Hardswish(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand -> 3x3 depthwise (``stride``) -> SE -> 1x1 project (BN, no activation), plus the
+    input when the shapes match (MobileNetV2 with MobileNetV3's SE and Hardswish)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, expand_ratio: float = 4.0, se_ratio: float = 0.25,
+                 drop_path: float = 0.0):
+        super().__init__()
+        hidden = make_divisible(cin * expand_ratio, 8)
+        self.expand = _conv_bn(cin, hidden) if hidden != cin else nn.Identity()
+        self.dw = _conv_bn(hidden, hidden, 3, stride, groups=hidden)
+        self.se = SqueezeExcite(hidden, rd_ratio=se_ratio, gate_layer="hard_sigmoid") if se_ratio > 0 else nn.Identity()
+        self.project = _conv_bn(hidden, cout, act=False)
+        self.has_skip = stride == 1 and cin == cout
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.dw(self.expand(x))))
+        return x + self.drop_path(y) if self.has_skip else y
+
+
+def _resolve_tdim(input_tdim: int | None, clip_seconds: float | None, sample_rate: int, num_mel_bins: int) -> int:
+    """Frames of the front end output: ``input_tdim``, else the frames in ``clip_seconds``; 5 s
+    (498 frames at any rate) when neither is given."""
+    if clip_seconds is not None or input_tdim is None:
+        seconds = 5.0 if clip_seconds is None else float(clip_seconds)
+        frames = KaldiFbank(sample_rate, num_mel_bins, None).num_frames(round(seconds * sample_rate))
+        if frames < 1:
+            raise ValueError(f"clip_seconds={clip_seconds} is shorter than one 25 ms frame")
+        if input_tdim is not None and int(input_tdim) != frames:
+            raise ValueError(f"clip_seconds={clip_seconds} gives {frames} frames, contradicting input_tdim={input_tdim}")
+        return frames
+    if int(input_tdim) < 1:
+        raise ValueError(f"input_tdim must be >= 1 frame, got {input_tdim}")
+    return int(input_tdim)
+
+
+class CNNModel(nn.Module):
+    """A compact CNN classifier with its own front end; see the module docstring.
+
+    ``depth`` keeps only the first ``depth`` stages of ``widths``/``depths`` (a shallower net);
+    ``clip_seconds`` sets ``input_tdim`` to the frames of that many seconds (default 5 s = 498 frames).
+    ``bn_momentum`` is PyTorch's BatchNorm default; in very short runs (a few steps per epoch) the
+    running statistics need ~20-30 steps before eval-mode scores mean anything, and 0.3 shortens that.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 527,
+        stem_dim: int = 16,
+        widths: list[int] | tuple[int, ...] = (16, 32, 48, 88, 136),
+        depths: list[int] | tuple[int, ...] = (1, 2, 3, 3, 2),
+        expand_ratio: float = 4.0,
+        se_ratio: float = 0.25,
+        embed_dim: int = 512,
+        depth: int | None = None,
+        num_mel_bins: int = 64,
+        input_tdim: int | None = None,
+        clip_seconds: float | None = None,
+        sample_rate: int = 16000,
+        mean: float = AUDIOSET_MEAN,
+        std: float = AUDIOSET_STD,
+        drop_rate: float = 0.2,
+        drop_path_rate: float = 0.0,
+        bn_momentum: float = 0.1,
+        labels: list[str] | None = None,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        widths, depths = [int(w) for w in widths], [int(d) for d in depths]
+        if len(widths) != len(depths) or not widths or min(depths) < 1:
+            raise ValueError(f"widths {widths} and depths {depths} must be equally long, non-empty, depths >= 1")
+        if depth is not None:
+            if not 1 <= depth <= len(widths):
+                raise ValueError(f"depth must be 1..{len(widths)} stages, got {depth}")
+            widths, depths = widths[:depth], depths[:depth]
+        input_tdim = _resolve_tdim(input_tdim, clip_seconds, sample_rate, num_mel_bins)
+        self._kwargs = {
+            "num_classes": int(num_classes), "stem_dim": int(stem_dim), "widths": widths, "depths": depths,
+            "expand_ratio": float(expand_ratio), "se_ratio": float(se_ratio), "embed_dim": int(embed_dim),
+            "num_mel_bins": int(num_mel_bins), "input_tdim": input_tdim, "sample_rate": int(sample_rate),
+            "mean": float(mean), "std": float(std), "drop_rate": float(drop_rate),
+            "drop_path_rate": float(drop_path_rate), "bn_momentum": float(bn_momentum), "labels": None,
+        }
+        self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
+        self.input_tdim, self.input_fdim = input_tdim, int(num_mel_bins)
+        self.frontend = KaldiFbank(sample_rate, num_mel_bins, input_tdim, mean, std)
+        self.stem = _conv_bn(1, stem_dim, 3, 2)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stages, cin, k = [], stem_dim, 0
+        for i, (width, n) in enumerate(zip(widths, depths)):
+            stage = []
+            for j in range(n):
+                stride = 2 if i > 0 and j == 0 else 1
+                stage.append(InvertedResidual(cin, width, stride, expand_ratio, se_ratio, dpr[k]))
+                cin, k = width, k + 1
+            stages.append(nn.Sequential(*stage))
+        stages[-1].append(_conv_bn(cin, embed_dim))  # the last stage ends at the embedding width
+        self.blocks = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(embed_dim, num_classes))
+        self._init_weights(bn_momentum)
+        self.labels = labels
+
+    # ------------------------------------------------------------------ init and description
+    def _init_weights(self, bn_momentum: float) -> None:
+        """He init on fan-in (a depthwise conv's fan-in is its 9 taps), so every BN sees inputs of
+        about unit variance from the first step: the running statistics start near their target.
+        Residual branches end in a zero-scaled BN, so every block starts as the identity."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+                m.momentum = bn_momentum
+        for m in self.modules():
+            if isinstance(m, InvertedResidual) and m.has_skip:
+                nn.init.zeros_(m.project[1].weight)
+        self.reset_head()
+
+    def reset_head(self) -> None:
+        """A fresh classifier (``head[1]``), e.g. before fine-tuning to new classes."""
+        nn.init.normal_(self.head[1].weight, std=0.01)
+        nn.init.zeros_(self.head[1].bias)
+
+    def sed_kwargs(self) -> dict:
+        """Constructor kwargs that rebuild this model (JSON-serialisable)."""
+        out = {k: (list(v) if isinstance(v, list) else v) for k, v in self._kwargs.items()}
+        out["labels"] = None if self._labels is None else list(self._labels)
+        return out
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self._labels
+
+    @labels.setter
+    def labels(self, value) -> None:
+        if value is not None:
+            value = [str(v) for v in value]
+            if len(value) != self.num_classes:
+                raise ValueError(f"{len(value)} labels for a {self.num_classes}-class head")
+        self._labels = value
+        cfg = getattr(self, "sed_config", None)
+        if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
+            cfg["kwargs"]["labels"] = None if value is None else list(value)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    @property
+    def clip_samples(self) -> int:
+        """Waveform samples that fill exactly ``input_tdim`` frames."""
+        return (self.input_tdim - 1) * self.frontend.hop + self.frontend.win
+
+    # ------------------------------------------------------------------ forward pieces
+    def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, num_mel_bins]``."""
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            return self.frontend(wave.float(), lengths)
+
+    def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[B, frames, bins]`` -> (pooled ``[B, embed_dim]``, map ``[B, embed_dim, frames', bins']``)."""
+        if fbank.dim() != 3 or fbank.shape[-1] != self.input_fdim:
+            raise ValueError(f"CNN expects features [B, frames, {self.input_fdim}], got {tuple(fbank.shape)}")
+        fmap = self.blocks(self.stem(fbank.unsqueeze(1)))
+        return fmap.mean(dim=(2, 3)), fmap
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
+
+    def forward_from_features(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Logits from front-end output (the shared hook: the task augments features between
+        ``features`` and this)."""
+        return self.head(self.forward_fbank_features(fbank)[0])
+
+    forward_fbank = forward_from_features
+
+    def forward_features(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveform ``[B, T]`` -> (pooled ``[B, embed_dim]``, feature map ``[B, embed_dim, frames', bins']``)."""
+        return self.forward_fbank_features(self.features(wave, lengths))
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled embedding ``[B, embed_dim]`` used for linear probing."""
+        return self.forward_features(wave, lengths)[0]
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Waveform ``[B, T]`` at ``sample_rate`` (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
+        return self.head(self.forward_features(wave, lengths)[0])
+
+
+# ---------------------------------------------------------------------- registered sizes
+def _build(size: str, num_classes: int, kwargs: dict) -> CNNModel:
+    kwargs = dict(kwargs)
+    if "input_fdim" in kwargs:  # AST's name for the mel bins
+        fdim = kwargs.pop("input_fdim")
+        if kwargs.setdefault("num_mel_bins", fdim) != fdim:
+            raise ValueError(f"input_fdim={fdim} contradicts num_mel_bins={kwargs['num_mel_bins']}")
+    return CNNModel(num_classes=num_classes, **{**CNN_SIZES[size], **kwargs})
+
+
+@register_model
+def cnn_tiny(num_classes: int = 527, **kwargs) -> CNNModel:
+    """~0.3 M parameters (50 classes): 5 stages 16-112 wide, 8 blocks, 384-d embedding."""
+    return _build("cnn_tiny", num_classes, kwargs)
+
+
+@register_model
+def cnn_small(num_classes: int = 527, **kwargs) -> CNNModel:
+    """~1 M parameters (50 classes): 5 stages 16-136 wide, 11 blocks, 512-d embedding."""
+    return _build("cnn_small", num_classes, kwargs)
+
+
+@register_model
+def cnn_base(num_classes: int = 527, **kwargs) -> CNNModel:
+    """~3 M parameters (50 classes): 5 stages 24-200 wide, 13 blocks, 768-d embedding."""
+    return _build("cnn_base", num_classes, kwargs)
