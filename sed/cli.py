@@ -264,6 +264,81 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+# ---------------------------------------------------------------------------------- training
+LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
+
+def _lightning(argv: Sequence[str]) -> int:
+    from sed.training import run_lightning
+
+    try:
+        return run_lightning(argv)
+    except SedError as e:
+        report(e)
+        return EXIT_FAILED
+
+
+def cmd_kfold(argv: Sequence[str]) -> int:
+    from sed.kfold import format_kfold, run_kfold
+
+    p = argparse.ArgumentParser(prog="sedkit kfold", description="one run per held-out fold; metrics with mean and std")
+    p.add_argument("--config", action="append", required=True, help="LightningCLI config YAML (repeatable)")
+    p.add_argument("--folds", required=True, help="comma-separated fold numbers, e.g. 1,2,3,4,5")
+    p.add_argument("--root", default=None, help="output folder (default: runs/kfold-<config name>)")
+    p.add_argument("--ckpt", choices=["best", "last"], default="best", help="checkpoint tested on the held-out fold")
+    args, rest = p.parse_known_args(argv)
+    try:
+        folds = [int(f) for f in args.folds.split(",") if f.strip()]
+    except ValueError:
+        p.error(f"--folds must be comma-separated integers, got {args.folds!r}")
+    root = Path(args.root or f"runs/kfold-{Path(args.config[-1]).stem}")
+    config_args = [a for c in args.config for a in ("--config", c)] + rest
+    try:
+        rows, summary = run_kfold(config_args, folds, root, ckpt=args.ckpt)
+    except SedError as e:
+        report(e)
+        return EXIT_FAILED
+    print(format_kfold(rows, summary))
+    print(f"per-fold runs and kfold.csv / kfold.json in {root}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_finetune(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="sedkit finetune", description="fit from a pretrained source with a new head")
+    p.add_argument("--from", dest="source", required=True,
+                   help="sed checkpoint, AST .pth, HF dir/hub id, short name or timm DeiT name")
+    args, rest = p.parse_known_args(argv)
+    return _lightning(["fit", *rest, f"--model.init_args.pretrained={args.source}"])
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from sed.plots import plot_run
+
+    try:
+        out = plot_run(args.run_dir)
+    except SedError as e:
+        report(e)
+        return EXIT_FAILED
+    diag = out.get("diagnosis")
+    if diag is not None:
+        print(f"diagnosis: {diag.kind}: {diag.message}")
+    for path in out["files"].values():
+        print(path)
+    for note in out.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sed.demo import run_demo
+
+    try:
+        return run_demo(args.workdir, size=args.size)
+    except SedError as e:
+        report(e)
+        return EXIT_FAILED
+
+
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from sed import __version__
@@ -335,10 +410,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["foa", "mic"], default="foa")
     p.add_argument("--cache", default=None, help="also extract every file's features into this cache folder")
     p.set_defaults(func=cmd_prepare)
+
+    for verb in LIGHTNING_VERBS:
+        sub.add_parser(verb, add_help=False, help=f"LightningCLI {verb}: sedkit {verb} --config YAML [--section.key value ...]")
+    sub.add_parser("kfold", add_help=False, help="k-fold cross-validation: sedkit kfold --config YAML --folds 1,2,3,4,5")
+    sub.add_parser("finetune", add_help=False, help="fit from a pretrained source: sedkit finetune --from SRC --config YAML")
+
+    p = sub.add_parser("plot", help="learning curves, diagnosis, confusion matrix of a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("demo", help="the whole road on synthetic data: synth, train, evaluate, plot, classify")
+    p.add_argument("--workdir", default="work/demo")
+    p.add_argument("--size", choices=["ci", "full"], default="full", help="ci: a smaller, faster run")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_VERBS:
+        return _lightning(argv)
+    if argv and argv[0] == "kfold":
+        return cmd_kfold(argv[1:])
+    if argv and argv[0] == "finetune":
+        return cmd_finetune(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

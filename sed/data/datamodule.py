@@ -67,7 +67,10 @@ class AudioDataModule(pl.LightningDataModule):
                  cache_audio: bool = False, seed: int = 0, validate: bool = True,
                  predict_paths: list[str] | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        # labels/multi_label are linked into the task, which logs the resolved values; kept apart
+        # here so that Lightning's merge of task and data hyperparameters does not conflict
+        self.save_hyperparameters(ignore=["labels", "multi_label"])
+        self._given_labels = labels
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
@@ -103,14 +106,14 @@ class AudioDataModule(pl.LightningDataModule):
         if hp.source == "manifest":
             if not hp.manifest:
                 raise ValueError("source 'manifest' needs the manifest argument (a .csv/.tsv/.jsonl file)")
-            return manifest_items(hp.manifest, hp.labels, base=hp.root)
+            return manifest_items(hp.manifest, self._given_labels, base=hp.root)
         if not hp.root:
             raise ValueError(f"source {hp.source!r} needs the root argument (the corpus folder)")
         if hp.source == "folder":
-            return (*folder_items(hp.root, hp.labels), False)
+            return (*folder_items(hp.root, self._given_labels), False)
         items, names = esc50_items(hp.root)
-        if hp.labels is not None and list(hp.labels) != names:
-            raise DatasetError(hp.root, f"labels {list(hp.labels)} differ from the ESC-50 categories {names}")
+        if self._given_labels is not None and list(self._given_labels) != names:
+            raise DatasetError(hp.root, f"labels {list(self._given_labels)} differ from the ESC-50 categories {names}")
         return items, names, False
 
     def _split(self) -> dict[str, list[ClipItem]]:

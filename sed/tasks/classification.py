@@ -1,0 +1,251 @@
+"""ClassificationTask: a registry model + augmentation + loss + metrics, as a LightningModule.
+
+It holds no signal processing and no model internals: the model computes its own features
+(``model.features``), the task may mask them (SpecAugment) and hands them back
+(``model.forward_from_features``). Waveform mixup happens before the front end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from sed.tasks.optim import build_optimizer, build_scheduler
+from sed.tasks.transfer import apply_transfer, backbone_modules
+
+
+class ClassificationTask(pl.LightningModule):
+    """Single-label (cross-entropy) or multi-label (BCE) audio classification.
+
+    Args:
+        model_name, model_kwargs, pretrained: the model, from ``sed.models.create_model``.
+        num_classes, labels, multi_label: linked from the data module by ``sedkit fit``.
+        label_smoothing: cross-entropy label smoothing (single-label).
+        class_weights: None, a list, or ``"inverse_frequency"`` (weights proportional to
+            1 / class count, normalised to sum 1, from the training data).
+        optimizer, lr, weight_decay, betas: Adam / AdamW / SGD.
+        scheduler: ``none``, ``multistep`` (AST: from ``lr_start`` every ``lr_step`` epochs by
+            ``lr_gamma``) or ``cosine`` (to ``lr * min_lr_ratio``); ``warmup_steps`` as in AST.
+        transfer, finetune_blocks: ``all``, ``head``, ``frozen`` or ``last_n`` (see sed.tasks.transfer).
+        freqm, timem: SpecAugment mask widths on the features; masks fill with the front end's
+            ``mask_value`` (AST masks to zero before normalisation).
+        mixup, mixup_alpha: probability of waveform mixup per sample, lambda ~ Beta(alpha, alpha).
+        monitor: metric for best checkpoints (``val_acc``, ``val_f1``, ``val_map`` or ``val_loss``); save_top_k.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "cnn_small",
+        num_classes: int = 2,
+        labels: list[str] | None = None,
+        multi_label: bool = False,
+        pretrained: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | str | None = None,
+        optimizer: str = "adam",
+        lr: float = 1e-4,
+        weight_decay: float = 5e-7,
+        betas: tuple[float, float] = (0.95, 0.999),
+        scheduler: str = "none",
+        warmup_steps: int = 0,
+        lr_start: int = 5,
+        lr_step: int = 1,
+        lr_gamma: float = 0.85,
+        min_lr_ratio: float = 1e-3,
+        transfer: str = "all",
+        finetune_blocks: int = 0,
+        freqm: int = 0,
+        timem: int = 0,
+        mixup: float = 0.0,
+        mixup_alpha: float = 10.0,
+        monitor: str | None = None,
+        save_top_k: int = 1,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        from sed.models import create_model
+
+        kwargs = dict(model_kwargs or {})
+        if labels:
+            kwargs["labels"] = list(labels)
+        self.model = create_model(model_name, num_classes=num_classes, pretrained=pretrained, **kwargs)
+        self.model.multi_label = bool(multi_label)
+        self.labels = list(labels) if labels else [str(i) for i in range(num_classes)]
+        self.trainable = apply_transfer(self.model, transfer, finetune_blocks)
+        self.specaugment = None
+        if freqm or timem:
+            from sed.augment.specaugment import SpecAugment
+
+            mask_value = float(getattr(getattr(self.model, "frontend", None), "mask_value", 0.0))
+            self.specaugment = SpecAugment(freqm=freqm, timem=timem, mask_value=mask_value)
+        self.register_buffer("class_weight", torch.ones(num_classes), persistent=False)
+        self._weighted = class_weights is not None
+        if isinstance(class_weights, list | tuple):
+            if len(class_weights) != num_classes:
+                raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
+            self.class_weight = torch.tensor(class_weights, dtype=torch.float32)
+        self.metrics = nn.ModuleDict({stage: self._make_metrics() for stage in ("val", "test")})
+        self.train_acc = None if multi_label else torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+
+    # ----------------------------------------------------------------------------- metrics
+    def _make_metrics(self) -> nn.ModuleDict:
+        c = self.hparams.num_classes
+        tm = torchmetrics.classification
+        if self.hparams.multi_label:
+            return nn.ModuleDict({
+                "map": tm.MultilabelAveragePrecision(c, average="macro"),
+                "f1": tm.MultilabelF1Score(c, average="macro"),
+                "recall": tm.MultilabelRecall(c, average=None),
+            })
+        return nn.ModuleDict({
+            "acc": tm.MulticlassAccuracy(c, average="micro"),
+            "f1": tm.MulticlassF1Score(c, average="macro"),
+            "recall": tm.MulticlassRecall(c, average=None),
+            "confusion": tm.MulticlassConfusionMatrix(c),
+        })
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        name = self.hparams.monitor or ("val_map" if self.hparams.multi_label else "val_acc")
+        return name, "min" if name.endswith("loss") else "max"
+
+    # ----------------------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        if self.hparams.class_weights == "inverse_frequency":
+            dm = getattr(self.trainer, "datamodule", None)
+            if dm is None or not hasattr(dm, "class_counts"):
+                raise ValueError("class_weights='inverse_frequency' needs a data module with class_counts()")
+            counts = torch.as_tensor(dm.class_counts(), dtype=torch.float32).clamp_min(1)
+            w = 1.0 / counts
+            self.class_weight = (w / w.sum()).to(self.device)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.hparams.transfer == "frozen":
+            for m in backbone_modules(self.model):
+                m.eval()
+        return self
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(wave, lengths=lengths)
+
+    def _logits(self, wave: torch.Tensor, lengths: torch.Tensor | None, augment: bool) -> torch.Tensor:
+        feats = self.model.features(wave, lengths)
+        if augment and self.specaugment is not None:
+            feats = self.specaugment(feats)
+        if self.hparams.transfer == "frozen":
+            with torch.no_grad():
+                pooled = self.model.forward_fbank_features(feats)[0]
+            return self.model.head(pooled)
+        return self.model.forward_from_features(feats)
+
+    def _targets(self, label: torch.Tensor) -> torch.Tensor:
+        """Float targets [B, C] (one-hot or multi-hot)."""
+        if label.dim() == 2:
+            return label.float()
+        return F.one_hot(label.long(), self.hparams.num_classes).float()
+
+    def loss_fn(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weight = self.class_weight if self._weighted else None
+        if self.hparams.multi_label:
+            return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=None, weight=weight)
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.hparams.label_smoothing)
+
+    # ----------------------------------------------------------------------------- steps
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        wave, lengths, targets = batch["wave"], batch.get("lengths"), self._targets(batch["label"])
+        if self.hparams.mixup > 0:
+            from sed.augment.mixup import mixup
+
+            mixed = mixup(wave, targets, alpha=self.hparams.mixup_alpha, prob=self.hparams.mixup, lengths=lengths)
+            wave, targets, lengths = mixed.wave, mixed.targets, mixed.lengths
+        logits = self._logits(wave, lengths, augment=True)
+        loss = self.loss_fn(logits, targets)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=wave.shape[0],
+                 sync_dist=True)
+        if self.train_acc is not None:
+            self.train_acc(logits.argmax(-1), targets.argmax(-1))
+            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=wave.shape[0])
+        return loss
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        logits = self._logits(batch["wave"], batch.get("lengths"), augment=False)
+        targets = self._targets(batch["label"])
+        loss = self.loss_fn(logits, targets)
+        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, batch_size=logits.shape[0], sync_dist=True)
+        m = self.metrics[stage]
+        if self.hparams.multi_label:
+            probs, y = torch.sigmoid(logits), targets.long()
+            for metric in m.values():
+                metric.update(probs, y)
+        else:
+            pred, y = logits.argmax(-1), batch["label"].long()
+            for metric in m.values():
+                metric.update(pred, y)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        m = self.metrics[stage]
+        for name, metric in m.items():
+            value = metric.compute()
+            if name == "recall":
+                for label, r in zip(self.labels, value):
+                    self.log(f"{stage}_recall/{label}", r, sync_dist=True)  # already global: averages equal values
+            elif name == "confusion":
+                log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
+                if self.trainer.is_global_zero and not self.trainer.sanity_checking and log_dir:
+                    from sed.plots import write_confusion_csv
+
+                    write_confusion_csv(f"{log_dir}/confusion_{stage}.csv", value.cpu().numpy(), self.labels)
+            else:
+                self.log(f"{stage}_{name}", value, prog_bar=name in ("acc", "map"), sync_dist=True)
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        logits = self.model(batch["wave"], lengths=batch.get("lengths"))
+        scores = torch.sigmoid(logits) if self.hparams.multi_label else torch.softmax(logits, -1)
+        return {"path": batch.get("path"), "scores": scores.float().cpu()}
+
+    # ----------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = build_optimizer(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.betas)
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        steps = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
+        sched = build_scheduler(opt, h.scheduler, steps, max_epochs, warmup_steps=h.warmup_steps,
+                                **({"start": h.lr_start, "step": h.lr_step, "gamma": h.lr_gamma} if h.scheduler == "multistep" else {}),
+                                **({"min_lr_ratio": h.min_lr_ratio} if h.scheduler == "cosine" else {}))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def sed_description(self) -> dict:
+        from sed.checkpoint import describe
+
+        return describe(self.model, self.labels, multi_label=bool(self.hparams.multi_label), state_dict_prefix="model.")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sed_meta"] = self.sed_description()
+
+    def configure_callbacks(self):
+        from sed.tasks.callbacks import default_callbacks
+
+        name, mode = self.monitor
+        return default_callbacks(monitor=name, mode=mode, save_top_k=self.hparams.save_top_k)
