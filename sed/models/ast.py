@@ -23,6 +23,7 @@ from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.augment.patch_mix import patch_mix
+from sed.models.base import DescribedModel
 from sed.models.registry import register_model
 
 __all__ = [
@@ -58,7 +59,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class ASTModel(nn.Module):
+class ASTModel(DescribedModel, nn.Module):
     """The AST classifier with its own front end; see the module docstring.
 
     ``block_eps`` / ``norm_eps`` / ``head_eps`` are the LayerNorm eps of the blocks, the final
@@ -145,26 +146,6 @@ class ASTModel(nn.Module):
         trunc_normal_(self.head[1].weight, std=0.02)
         nn.init.zeros_(self.head[1].bias)
 
-    def sed_kwargs(self) -> dict:
-        """Constructor kwargs that rebuild this model (JSON-serialisable)."""
-        out = dict(self._kwargs)
-        out["labels"] = None if self._labels is None else list(self._labels)
-        return out
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self._labels
-
-    @labels.setter
-    def labels(self, value) -> None:
-        if value is not None:
-            value = [str(v) for v in value]
-            if len(value) != self.num_classes:
-                raise ValueError(f"{len(value)} labels for a {self.num_classes}-class head")
-        self._labels = value
-        cfg = getattr(self, "sed_config", None)
-        if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
-            cfg["kwargs"]["labels"] = None if value is None else list(value)
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from timm.layers import DropPath, SqueezeExcite, make_divisible
 from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
+from sed.models.base import DescribedModel
 from sed.models.registry import register_model
 
 __all__ = ["CNN_SIZES", "CNNModel", "InvertedResidual", "cnn_base", "cnn_small", "cnn_tiny"]
@@ -88,7 +89,7 @@ def _resolve_tdim(input_tdim: int | None, clip_seconds: float | None, sample_rat
     return int(input_tdim)
 
 
-class CNNModel(nn.Module):
+class CNNModel(DescribedModel, nn.Module):
     """A compact CNN classifier with its own front end; see the module docstring.
 
     ``depth`` keeps only the first ``depth`` stages of ``widths``/``depths`` (a shallower net);
@@ -179,26 +180,6 @@ class CNNModel(nn.Module):
         nn.init.normal_(self.head[1].weight, std=0.01)
         nn.init.zeros_(self.head[1].bias)
 
-    def sed_kwargs(self) -> dict:
-        """Constructor kwargs that rebuild this model (JSON-serialisable)."""
-        out = {k: (list(v) if isinstance(v, list) else v) for k, v in self._kwargs.items()}
-        out["labels"] = None if self._labels is None else list(self._labels)
-        return out
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self._labels
-
-    @labels.setter
-    def labels(self, value) -> None:
-        if value is not None:
-            value = [str(v) for v in value]
-            if len(value) != self.num_classes:
-                raise ValueError(f"{len(value)} labels for a {self.num_classes}-class head")
-        self._labels = value
-        cfg = getattr(self, "sed_config", None)
-        if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
-            cfg["kwargs"]["labels"] = None if value is None else list(value)
 
     @property
     def sample_rate(self) -> int:

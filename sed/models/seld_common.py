@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from sed.audio.spatial import FeatureStandardizer, FOALogMelIV, MicLogMelGCC
+from sed.models.base import DescribedModel
 
 __all__ = ["NUM_TRACKS", "SeldModel", "build_frontend"]
 
@@ -50,7 +51,7 @@ def _activation(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class SeldModel(nn.Module):
+class SeldModel(DescribedModel, nn.Module):
     """Base of the SELD models: front end, standardiser, output layout (see the module docstring)."""
 
     def __init__(self, num_classes: int = 13, fmt: str = "foa", with_distance: bool = False,
@@ -105,26 +106,6 @@ class SeldModel(nn.Module):
     def _set_arch_kwargs(self, **kwargs) -> None:
         self._kwargs.update(kwargs)
 
-    def sed_kwargs(self) -> dict:
-        """Constructor kwargs that rebuild this model (JSON-serialisable)."""
-        out = dict(self._kwargs)
-        out["labels"] = None if self._labels is None else list(self._labels)
-        return out
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self._labels
-
-    @labels.setter
-    def labels(self, value) -> None:
-        if value is not None:
-            value = [str(v) for v in value]
-            if len(value) != self.num_classes:
-                raise ValueError(f"{len(value)} labels for a {self.num_classes}-class head")
-        self._labels = value
-        cfg = getattr(self, "sed_config", None)
-        if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
-            cfg["kwargs"]["labels"] = None if value is None else list(value)
 
     # ------------------------------------------------------------------ forward pieces
     def features(self, audio: torch.Tensor) -> torch.Tensor:

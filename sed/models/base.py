@@ -1,0 +1,37 @@
+"""What every registry model shares: its rebuild kwargs and its label names."""
+
+from __future__ import annotations
+
+
+class DescribedModel:
+    """Mixin for ``nn.Module`` models built by ``create_model``.
+
+    The model keeps its constructor kwargs in ``self._kwargs`` and its label names in
+    ``self._labels``; ``sed_kwargs()`` rebuilds it, and setting ``labels`` keeps the
+    registry's ``sed_config`` (what checkpoints store) in step.
+    """
+
+    _kwargs: dict
+    _labels: list[str] | None = None
+    num_classes: int
+
+    def sed_kwargs(self) -> dict:
+        """Constructor kwargs that rebuild this model (JSON-serialisable)."""
+        out = {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in self._kwargs.items()}
+        out["labels"] = None if self._labels is None else list(self._labels)
+        return out
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self._labels
+
+    @labels.setter
+    def labels(self, value) -> None:
+        if value is not None:
+            value = [str(v) for v in value]
+            if len(value) != self.num_classes:
+                raise ValueError(f"{len(value)} labels for a {self.num_classes}-class head")
+        self._labels = value
+        cfg = getattr(self, "sed_config", None)
+        if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
+            cfg["kwargs"]["labels"] = None if value is None else list(value)
