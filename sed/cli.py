@@ -242,6 +242,18 @@ def cmd_seld_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- prepare
 def cmd_prepare(args: argparse.Namespace) -> int:
+    if args.corpus == "icbhi":
+        from sed.data.icbhi_prepare import format_icbhi_report, prepare_icbhi
+
+        try:
+            rep = prepare_icbhi(args.root, strict=False)
+        except SedError as e:
+            report(e)
+            return EXIT_FAILED
+        print(format_icbhi_report(rep))
+        for line in rep["problems"]:
+            report(line)
+        return EXIT_FAILED if rep["problems"] else EXIT_OK
     from sed.data.starss import format_prepare_report, prepare_starss
 
     try:
@@ -405,10 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_seld_eval)
 
     p = sub.add_parser("prepare", help="validate a corpus and print its per-fold and per-class counts")
-    p.add_argument("corpus", choices=["starss"])
-    p.add_argument("--root", required=True, help="corpus root (holding foa_dev/ or mic_dev/ and metadata_dev/)")
-    p.add_argument("--format", choices=["foa", "mic"], default="foa")
-    p.add_argument("--cache", default=None, help="also extract every file's features into this cache folder")
+    p.add_argument("corpus", choices=["starss", "icbhi"])
+    p.add_argument("--root", required=True, help="corpus root (starss: foa_dev/ or mic_dev/ and metadata_dev/; "
+                                                 "icbhi: the recordings, their .txt and official_split.txt)")
+    p.add_argument("--format", choices=["foa", "mic"], default="foa", help="starss: audio format")
+    p.add_argument("--cache", default=None, help="starss: also extract every file's features into this cache folder")
     p.set_defaults(func=cmd_prepare)
 
     for verb in LIGHTNING_VERBS:

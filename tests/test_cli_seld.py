@@ -69,3 +69,16 @@ def test_prepare_starss_lists_every_problem(corpus, tmp_path, capsys):
     assert main(["prepare", "starss", "--root", str(broken)]) == 1
     err = capsys.readouterr().err
     assert csvs[0].stem in err and csvs[1].name in err and err.count("error:") >= 2
+
+
+def test_prepare_icbhi(tmp_path, capsys):
+    from sed.data.synth import make_icbhi
+
+    root = tmp_path / "icbhi"
+    make_icbhi(root, seed=0, num_patients=3, recordings_per_patient=1, duration=8.0)
+    assert main(["prepare", "icbhi", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "normal" in out and "train" in out
+    next(root.glob("*.txt")).unlink()
+    assert main(["prepare", "icbhi", "--root", str(root)]) == 1
+    assert "error:" in capsys.readouterr().err

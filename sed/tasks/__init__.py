@@ -1,5 +1,6 @@
 """LightningModules: a model + augmentations + loss + metrics (no signal processing inside)."""
 
 from sed.tasks.classification import ClassificationTask
+from sed.tasks.patchmix import PatchMixTask
 
-__all__ = ["ClassificationTask"]
+__all__ = ["ClassificationTask", "PatchMixTask"]

@@ -13,7 +13,8 @@ import torch
 import torchaudio.functional as AF
 
 from sed.data import icbhi
-from sed.data.icbhi import IcbhiDataset, format_icbhi_report, prepare_icbhi
+from sed.data.icbhi import IcbhiDataset
+from sed.data.icbhi_prepare import format_icbhi_report, prepare_icbhi
 from sed.data.synth import make_icbhi
 from sed.errors import DatasetError
 
