@@ -162,19 +162,45 @@ def _load_classifier(args: argparse.Namespace):
         return None
 
 
+def _classify_ensemble(args: argparse.Namespace, files: list) -> list | None:
+    """Rows of the ensemble of every --checkpoint, or None after reporting a usage error."""
+    from sed.ensemble_cli import classify_ensemble, ensemble_options
+    from sed.inference import Classifier
+
+    try:
+        opts = ensemble_options(args.ensemble, args.weights, len(args.checkpoint))
+        clfs = [Classifier.from_pretrained(c, device=args.device, precision=args.precision) for c in args.checkpoint]
+        return classify_ensemble(clfs, files, args.ensemble, top_k=args.top_k, window=args.window, hop=args.hop,
+                                 aggregate=args.aggregate, batch_size=args.batch_size, multi_label=args.multi_label,
+                                 progress=lambda it: progress(it, desc="classify"), **opts)
+    except (SedError, ValueError) as e:
+        report(e)
+        return None
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     from sed.output import emit, format_predictions
 
     if args.hop is not None and args.window is None:
         report("--hop needs --window")
         return EXIT_USAGE
-    clf = _load_classifier(args)
-    if clf is None:
+    if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
+        report("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")
         return EXIT_USAGE
-    files, failed = _expand(args.inputs)
-    preds = clf.predict(files, top_k=args.top_k, window=args.window, hop=args.hop, aggregate=args.aggregate,
-                        batch_size=args.batch_size, multi_label=args.multi_label,
-                        progress=lambda it: progress(it, desc="classify"))
+    if args.ensemble is not None:
+        files, failed = _expand(args.inputs)
+        preds = _classify_ensemble(args, files)
+        if preds is None:
+            return EXIT_USAGE
+    else:
+        args.checkpoint = args.checkpoint[0]
+        clf = _load_classifier(args)
+        if clf is None:
+            return EXIT_USAGE
+        files, failed = _expand(args.inputs)
+        preds = clf.predict(files, top_k=args.top_k, window=args.window, hop=args.hop, aggregate=args.aggregate,
+                            batch_size=args.batch_size, multi_label=args.multi_label,
+                            progress=lambda it: progress(it, desc="classify"))
     for p in preds:
         if "error" in p:
             report(p["error"])
@@ -183,6 +209,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
             print(f"note: {p['note']}", file=sys.stderr)
     emit(format_predictions(preds, args.format, args.aggregate), args.output)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_ensemble_eval(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sed.ensemble_cli import ensemble_eval, format_ensemble_eval
+
+    try:
+        table = ensemble_eval(args.checkpoints, args.config, split=args.split, out=args.out, device=args.device)
+    except (SedError, ValueError, OSError, yaml.YAMLError) as e:
+        report(e)
+        return EXIT_USAGE
+    print(format_ensemble_eval(table))
+    return EXIT_OK
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -211,8 +251,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="sed checkpoint, Lightning .ckpt, AST .pth, HF dir/hub id or short name")
+def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
+    p.add_argument("--checkpoint", required=True, action="append" if several else "store",
+                   help="sed checkpoint, Lightning .ckpt, AST .pth, HF dir/hub id or short name"
+                        + ("; repeat it with --ensemble" if several else ""))
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
@@ -385,9 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-mels", type=int, default=None, help="logmel: mel bands (default 64)")
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("classify", help="label audio files with a checkpoint")
+    p = sub.add_parser("classify", help="label audio files with a checkpoint (or an ensemble of several)")
     p.add_argument("inputs", nargs="+", help="files, folders or globs")
-    _add_model_options(p)
+    _add_model_options(p, several=True)
+    p.add_argument("--ensemble", choices=["vote", "average", "weighted", "rank"], default=None,
+                   help="combine the scores of several --checkpoint (sed.ensemble.combine)")
+    p.add_argument("--weights", default=None,
+                   help="weighted: the members' weights, rank: their validation metrics ('0.3,0.7'), "
+                        "or the JSON file of sedkit ensemble-eval --out")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--window", type=float, default=None, help="window length in seconds (window mode)")
     p.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: --window)")
@@ -398,6 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--multi-label", dest="multi_label", action="store_true", default=None, help="sigmoid scores")
     g.add_argument("--single-label", dest="multi_label", action="store_false", help="softmax scores")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("ensemble-eval", help="each checkpoint and each ensemble method on a data split; "
+                                             "writes the ensemble weights")
+    p.add_argument("--checkpoints", nargs="+", required=True, help="the ensemble members")
+    p.add_argument("--config", required=True,
+                   help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--out", default=None, help="write the table, member metrics and weights here (JSON)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_ensemble_eval)
 
     p = sub.add_parser("embed", help="pooled embeddings of audio files to a .npy")
     p.add_argument("inputs", nargs="+", help="files, folders or globs")

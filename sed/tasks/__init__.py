@@ -1,6 +1,7 @@
 """LightningModules: a model + augmentations + loss + metrics (no signal processing inside)."""
 
 from sed.tasks.classification import ClassificationTask
+from sed.tasks.distillation import DistillationTask
 from sed.tasks.patchmix import PatchMixTask
 
-__all__ = ["ClassificationTask", "PatchMixTask"]
+__all__ = ["ClassificationTask", "DistillationTask", "PatchMixTask"]
