@@ -14,8 +14,8 @@ import argparse
 import time
 
 import torch
-
 from bench_classify import ast_flops, matmul_rate
+
 from sed.tasks import ClassificationTask
 
 
