@@ -282,6 +282,37 @@ def cmd_seld_eval(args: argparse.Namespace) -> int:
     return EXIT_FAILED if rep.get("errors") else EXIT_OK
 
 
+def cmd_seld_infer(args: argparse.Namespace) -> int:
+    from sed.seld_infer import seld_infer
+
+    files, failed = _expand(args.audio)
+    if not files:
+        return EXIT_FAILED if failed else EXIT_USAGE
+    try:
+        results = seld_infer(files, args.checkpoint, args.out, window=args.window, hop=args.hop,
+                             batch_size=args.batch_size, device=args.device, year=args.year, progress=True)
+    except (SedError, ValueError) as e:
+        report(e)
+        return EXIT_USAGE
+    for _, err in results:
+        if err:
+            report(err)
+    written = sum(err is None for _, err in results)
+    print(f"{written} prediction CSV(s) written to {args.out}", file=sys.stderr)
+    return EXIT_FAILED if failed or written < len(results) else EXIT_OK
+
+
+def cmd_plot_doa(args: argparse.Namespace) -> int:
+    from sed.seld_infer import plot_doa
+
+    try:
+        print(plot_doa(args.csv, args.out, ref_csv=args.ref))
+    except SedError as e:
+        report(e)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------- prepare
 def cmd_prepare(args: argparse.Namespace) -> int:
     if args.corpus == "icbhi":
@@ -472,6 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jackknife", action="store_true", help="add leave-one-file-out 95%% confidence intervals")
     p.add_argument("--json", action="store_true", help="print one JSON object (F and LR as fractions)")
     p.set_defaults(func=cmd_seld_eval)
+    p = sub.add_parser("seld-infer", help="SELD predictions (DCASE CSVs) of audio files of any length")
+    p.add_argument("audio", nargs="+", help="4-channel audio files, folders or globs")
+    p.add_argument("--checkpoint", required=True, help="SELD checkpoint (.ckpt from sedkit fit, .pt, .safetensors)")
+    p.add_argument("--out", required=True, help="folder for one <stem>.csv per file")
+    p.add_argument("--window", type=float, default=5.0, help="window in seconds (multiple of 0.1)")
+    p.add_argument("--hop", type=float, default=5.0, help="hop in seconds (<= window; overlaps are averaged)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--year", type=int, choices=[2023, 2024], default=2023, help="CSV format (2024: distance)")
+    p.set_defaults(func=cmd_seld_infer)
+
+    p = sub.add_parser("plot-doa", help="azimuth/elevation against time per class of a DCASE CSV")
+    p.add_argument("csv", help="prediction CSV")
+    p.add_argument("--ref", default=None, help="reference CSV drawn underneath")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_plot_doa)
 
     p = sub.add_parser("prepare", help="validate a corpus and print its per-fold and per-class counts")
     p.add_argument("corpus", choices=["starss", "icbhi"])
