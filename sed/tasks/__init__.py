@@ -3,5 +3,6 @@
 from sed.tasks.classification import ClassificationTask
 from sed.tasks.distillation import DistillationTask
 from sed.tasks.patchmix import PatchMixTask
+from sed.tasks.seld import SELDTask
 
-__all__ = ["ClassificationTask", "DistillationTask", "PatchMixTask"]
+__all__ = ["ClassificationTask", "DistillationTask", "PatchMixTask", "SELDTask"]
