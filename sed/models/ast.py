@@ -23,7 +23,7 @@ from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.augment.patch_mix import patch_mix
-from sed.models.base import DescribedModel
+from sed.models.base import FbankClassifier
 from sed.models.registry import register_model
 
 __all__ = [
@@ -59,7 +59,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class ASTModel(DescribedModel, nn.Module):
+class ASTModel(FbankClassifier, nn.Module):
     """The AST classifier with its own front end; see the module docstring.
 
     ``block_eps`` / ``norm_eps`` / ``head_eps`` are the LayerNorm eps of the blocks, the final
@@ -156,20 +156,7 @@ class ASTModel(DescribedModel, nn.Module):
     def num_patches(self) -> int:
         return self._grid[0] * self._grid[1]
 
-    @property
-    def sample_rate(self) -> int:
-        return self.frontend.sample_rate
-
-    @property
-    def clip_samples(self) -> int:
-        """Waveform samples that fill exactly ``input_tdim`` frames."""
-        return (self.input_tdim - 1) * self.frontend.hop + self.frontend.win
-
     # ------------------------------------------------------------------ forward pieces
-    def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, input_fdim]``."""
-        with torch.autocast(device_type=wave.device.type, enabled=False):
-            return self.frontend(wave.float(), lengths)
 
     def patchify(self, fbank: torch.Tensor) -> torch.Tensor:
         """``[B, input_tdim, input_fdim]`` -> patch tokens ``[B, N, D]`` (before cls/dist and pos_embed)."""

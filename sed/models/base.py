@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 
 class DescribedModel:
     """Mixin for ``nn.Module`` models built by ``create_model``.
@@ -35,3 +37,24 @@ class DescribedModel:
         cfg = getattr(self, "sed_config", None)
         if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
             cfg["kwargs"]["labels"] = None if value is None else list(value)
+
+
+class FbankClassifier(DescribedModel):
+    """Mixin for classifiers that hold a :class:`~sed.audio.features.KaldiFbank` front end
+    (``self.frontend``) producing ``input_tdim`` frames: 16 kHz mono waveforms in."""
+
+    input_tdim: int
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    @property
+    def clip_samples(self) -> int:
+        """Waveform samples that fill exactly ``input_tdim`` frames."""
+        return (self.input_tdim - 1) * self.frontend.hop + self.frontend.win
+
+    def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, bins]``."""
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            return self.frontend(wave.float(), lengths)

@@ -29,7 +29,7 @@ from timm.layers import DropPath, SqueezeExcite, make_divisible
 from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
-from sed.models.base import DescribedModel
+from sed.models.base import FbankClassifier
 from sed.models.registry import register_model
 
 __all__ = ["CNN_SIZES", "CNNModel", "InvertedResidual", "cnn_base", "cnn_small", "cnn_tiny"]
@@ -89,7 +89,7 @@ def _resolve_tdim(input_tdim: int | None, clip_seconds: float | None, sample_rat
     return int(input_tdim)
 
 
-class CNNModel(DescribedModel, nn.Module):
+class CNNModel(FbankClassifier, nn.Module):
     """A compact CNN classifier with its own front end; see the module docstring.
 
     ``depth`` keeps only the first ``depth`` stages of ``widths``/``depths`` (a shallower net);
@@ -181,20 +181,7 @@ class CNNModel(DescribedModel, nn.Module):
         nn.init.zeros_(self.head[1].bias)
 
 
-    @property
-    def sample_rate(self) -> int:
-        return self.frontend.sample_rate
-
-    @property
-    def clip_samples(self) -> int:
-        """Waveform samples that fill exactly ``input_tdim`` frames."""
-        return (self.input_tdim - 1) * self.frontend.hop + self.frontend.win
-
     # ------------------------------------------------------------------ forward pieces
-    def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, num_mel_bins]``."""
-        with torch.autocast(device_type=wave.device.type, enabled=False):
-            return self.frontend(wave.float(), lengths)
 
     def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[B, frames, bins]`` -> (pooled ``[B, embed_dim]``, map ``[B, embed_dim, frames', bins']``)."""
