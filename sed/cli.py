@@ -260,173 +260,9 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
 
 
-# ---------------------------------------------------------------------------------- SELD
-def cmd_seld_eval(args: argparse.Namespace) -> int:
-    from sed.metrics.seld_eval import evaluate_dirs, format_results
-
-    try:
-        results, rep = evaluate_dirs(args.pred, args.ref, year=args.year, average=args.average,
-                                     nb_classes=args.nb_classes, jackknife=args.jackknife)
-    except (SedError, ValueError) as e:
-        report(e)
-        return EXIT_USAGE
-    for name in rep.get("missing_predictions", []):
-        print(f"note: no prediction for reference {name}; scored as an empty prediction", file=sys.stderr)
-    for err in rep.get("errors", []):
-        report(err)
-    if args.json:
-        print(json.dumps(results, default=float))
-    else:
-        print(format_results(results, args.year))
-        print(f"{rep['n_evaluated']} file(s), {rep['nb_classes']} classes, {args.average} average", file=sys.stderr)
-    return EXIT_FAILED if rep.get("errors") else EXIT_OK
-
-
-def cmd_seld_infer(args: argparse.Namespace) -> int:
-    from sed.seld_infer import seld_infer
-
-    files, failed = _expand(args.audio)
-    if not files:
-        return EXIT_FAILED if failed else EXIT_USAGE
-    try:
-        results = seld_infer(files, args.checkpoint, args.out, window=args.window, hop=args.hop,
-                             batch_size=args.batch_size, device=args.device, year=args.year, progress=True)
-    except (SedError, ValueError) as e:
-        report(e)
-        return EXIT_USAGE
-    for _, err in results:
-        if err:
-            report(err)
-    written = sum(err is None for _, err in results)
-    print(f"{written} prediction CSV(s) written to {args.out}", file=sys.stderr)
-    return EXIT_FAILED if failed or written < len(results) else EXIT_OK
-
-
-def cmd_plot_doa(args: argparse.Namespace) -> int:
-    from sed.seld_infer import plot_doa
-
-    try:
-        print(plot_doa(args.csv, args.out, ref_csv=args.ref))
-    except SedError as e:
-        report(e)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------------------------- prepare
-def cmd_prepare(args: argparse.Namespace) -> int:
-    if args.corpus == "icbhi":
-        from sed.data.icbhi_prepare import format_icbhi_report, prepare_icbhi
-
-        try:
-            rep = prepare_icbhi(args.root, strict=False)
-        except SedError as e:
-            report(e)
-            return EXIT_FAILED
-        print(format_icbhi_report(rep))
-        for line in rep["problems"]:
-            report(line)
-        return EXIT_FAILED if rep["problems"] else EXIT_OK
-    from sed.data.starss import format_prepare_report, prepare_starss
-
-    try:
-        rep = prepare_starss(args.root, fmt=args.format, strict=False)
-    except SedError as e:
-        report(e)
-        return EXIT_FAILED
-    print(format_prepare_report(rep))
-    problems = rep.get("problems", [])
-    for line in problems:
-        report(line)
-    if args.cache and not problems:
-        from sed.audio.features import build_frontend
-        from sed.data.feature_cache import FeatureCache
-
-        cache = FeatureCache(args.cache, build_frontend(args.format))
-        failures = cache.warm([f["audio"] for f in rep["files"]], progress=True, num_threads=1)  # reports bad files
-        problems = problems + failures
-        print(f"features cached under {cache.dir}", file=sys.stderr)
-    return EXIT_FAILED if problems else EXIT_OK
-
-
-# ---------------------------------------------------------------------------------- training
-LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
-
-
-def _lightning(argv: Sequence[str]) -> int:
-    from sed.training import run_lightning
-
-    try:
-        return run_lightning(argv)
-    except SedError as e:
-        report(e)
-        return EXIT_FAILED
-
-
-def cmd_kfold(argv: Sequence[str]) -> int:
-    from sed.kfold import format_kfold, run_kfold
-
-    p = argparse.ArgumentParser(prog="sedkit kfold", description="one run per held-out fold; metrics with mean and std")
-    p.add_argument("--config", action="append", required=True, help="LightningCLI config YAML (repeatable)")
-    p.add_argument("--folds", required=True, help="comma-separated fold numbers, e.g. 1,2,3,4,5")
-    p.add_argument("--root", default=None, help="output folder (default: runs/kfold-<config name>)")
-    p.add_argument("--ckpt", choices=["best", "last"], default="best", help="checkpoint tested on the held-out fold")
-    args, rest = p.parse_known_args(argv)
-    try:
-        folds = [int(f) for f in args.folds.split(",") if f.strip()]
-    except ValueError:
-        p.error(f"--folds must be comma-separated integers, got {args.folds!r}")
-    root = Path(args.root or f"runs/kfold-{Path(args.config[-1]).stem}")
-    config_args = [a for c in args.config for a in ("--config", c)] + rest
-    try:
-        rows, summary = run_kfold(config_args, folds, root, ckpt=args.ckpt)
-    except SedError as e:
-        report(e)
-        return EXIT_FAILED
-    print(format_kfold(rows, summary))
-    print(f"per-fold runs and kfold.csv / kfold.json in {root}", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_finetune(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="sedkit finetune", description="fit from a pretrained source with a new head")
-    p.add_argument("--from", dest="source", required=True,
-                   help="sed checkpoint, AST .pth, HF dir/hub id, short name or timm DeiT name")
-    args, rest = p.parse_known_args(argv)
-    return _lightning(["fit", *rest, f"--model.init_args.pretrained={args.source}"])
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    from sed.plots import plot_run
-
-    try:
-        out = plot_run(args.run_dir)
-    except SedError as e:
-        report(e)
-        return EXIT_FAILED
-    diag = out.get("diagnosis")
-    if diag is not None:
-        print(f"diagnosis: {diag.kind}: {diag.message}")
-    for path in out["files"].values():
-        print(path)
-    for note in out.get("notes", []):
-        print(f"note: {note}", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from sed.demo import run_demo
-
-    try:
-        return run_demo(args.workdir, size=args.size)
-    except SedError as e:
-        report(e)
-        return EXIT_FAILED
-
-
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from sed import __version__
+    from sed import __version__, cli_seld, cli_train
 
     parser = argparse.ArgumentParser(prog="sedkit", description="Audio sound-event classification and SELD.")
     parser.add_argument("--version", action="version", version=f"sedkit {__version__}")
@@ -502,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nb-classes", type=int, default=None, help="default: 13 for STARSS names, else inferred")
     p.add_argument("--jackknife", action="store_true", help="add leave-one-file-out 95%% confidence intervals")
     p.add_argument("--json", action="store_true", help="print one JSON object (F and LR as fractions)")
-    p.set_defaults(func=cmd_seld_eval)
+    p.set_defaults(func=cli_seld.cmd_seld_eval)
     p = sub.add_parser("seld-infer", help="SELD predictions (DCASE CSVs) of audio files of any length")
     p.add_argument("audio", nargs="+", help="4-channel audio files, folders or globs")
     p.add_argument("--checkpoint", required=True, help="SELD checkpoint (.ckpt from sedkit fit, .pt, .safetensors)")
@@ -512,13 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--year", type=int, choices=[2023, 2024], default=2023, help="CSV format (2024: distance)")
-    p.set_defaults(func=cmd_seld_infer)
+    p.set_defaults(func=cli_seld.cmd_seld_infer)
 
     p = sub.add_parser("plot-doa", help="azimuth/elevation against time per class of a DCASE CSV")
     p.add_argument("csv", help="prediction CSV")
     p.add_argument("--ref", default=None, help="reference CSV drawn underneath")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.set_defaults(func=cmd_plot_doa)
+    p.set_defaults(func=cli_seld.cmd_plot_doa)
 
     p = sub.add_parser("prepare", help="validate a corpus and print its per-fold and per-class counts")
     p.add_argument("corpus", choices=["starss", "icbhi"])
@@ -526,32 +362,34 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "icbhi: the recordings, their .txt and official_split.txt)")
     p.add_argument("--format", choices=["foa", "mic"], default="foa", help="starss: audio format")
     p.add_argument("--cache", default=None, help="starss: also extract every file's features into this cache folder")
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=cli_seld.cmd_prepare)
 
-    for verb in LIGHTNING_VERBS:
+    for verb in cli_train.LIGHTNING_VERBS:
         sub.add_parser(verb, add_help=False, help=f"LightningCLI {verb}: sedkit {verb} --config YAML [--section.key value ...]")
     sub.add_parser("kfold", add_help=False, help="k-fold cross-validation: sedkit kfold --config YAML --folds 1,2,3,4,5")
     sub.add_parser("finetune", add_help=False, help="fit from a pretrained source: sedkit finetune --from SRC --config YAML")
 
     p = sub.add_parser("plot", help="learning curves, diagnosis, confusion matrix of a run directory")
     p.add_argument("run_dir")
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=cli_train.cmd_plot)
 
     p = sub.add_parser("demo", help="the whole road on synthetic data: synth, train, evaluate, plot, classify")
     p.add_argument("--workdir", default="work/demo")
     p.add_argument("--size", choices=["ci", "full"], default="full", help="ci: a smaller, faster run")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cli_train.cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sed import cli_train
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHTNING_VERBS:
-        return _lightning(argv)
+    if argv and argv[0] in cli_train.LIGHTNING_VERBS:
+        return cli_train.lightning(argv)
     if argv and argv[0] == "kfold":
-        return cmd_kfold(argv[1:])
+        return cli_train.cmd_kfold(argv[1:])
     if argv and argv[0] == "finetune":
-        return cmd_finetune(argv[1:])
+        return cli_train.cmd_finetune(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
