@@ -213,19 +213,8 @@ class ASTModel(FbankClassifier, nn.Module):
         """Normalised fbank ``[B, input_tdim, input_fdim]`` (the original AST input) -> logits."""
         return self.head(self.forward_fbank_features(fbank)[0])
 
-    def forward_features(
-        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Waveform ``[B, T]`` -> (pooled ``[B, D]``, tokens ``[B, N+2, D]``)."""
-        return self.forward_fbank_features(self.features(wave, lengths))
 
-    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """The ``(cls + dist) / 2`` embedding ``[B, D]`` used for linear probing."""
-        return self.forward_features(wave, lengths)[0]
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Waveform ``[B, T]`` at ``sample_rate`` (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
-        return self.head(self.forward_features(wave, lengths)[0])
 
 
 def adapt_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_prefix: int = 2) -> torch.Tensor:

@@ -200,19 +200,8 @@ class CNNModel(FbankClassifier, nn.Module):
 
     forward_fbank = forward_from_features
 
-    def forward_features(
-        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Waveform ``[B, T]`` -> (pooled ``[B, embed_dim]``, feature map ``[B, embed_dim, frames', bins']``)."""
-        return self.forward_fbank_features(self.features(wave, lengths))
 
-    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """The pooled embedding ``[B, embed_dim]`` used for linear probing."""
-        return self.forward_features(wave, lengths)[0]
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Waveform ``[B, T]`` at ``sample_rate`` (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
-        return self.head(self.forward_features(wave, lengths)[0])
 
 
 # ---------------------------------------------------------------------- registered sizes
