@@ -2,7 +2,7 @@
 
 One training step of the published ``patchmix_cl`` method::
 
-    pooled = model.forward_fbank_features(fbank)[0]           # clean forward
+    pooled = model.forward_fbank_pooled(fbank)                # clean forward
     loss = F.cross_entropy(model.forward_head(pooled), y)     # plain CE
     _, mixed, y_a, y_b, lam, index = model.forward_patch_mix(fbank, y, beta=1.0)
     loss = loss + alpha * con_loss(projector(mixed), pooled.detach(), lam, index)

@@ -2,7 +2,7 @@
 
 Waveform ``[B, T]`` at 16 kHz -> :class:`~sed.audio.features.KaldiFbank` ``[B, input_tdim, input_fdim]``
 -> overlapping 16x16 patches (stride ``fstride`` x ``tstride``) in frequency-major order ->
-``[cls, dist, patches] + pos_embed`` -> timm ViT ``Block`` s -> LayerNorm ->
+``[cls, dist, patches] + pos_embed`` -> timm ViT ``Block`` s (:mod:`sed.models.transformer`) -> LayerNorm ->
 ``(x[:, 0] + x[:, 1]) / 2`` -> ``head = LayerNorm + Linear`` -> logits.
 
 Parameter names follow timm's DeiT (``cls_token, dist_token, pos_embed, patch_embed.proj,
@@ -13,18 +13,16 @@ AST, Hugging Face) are loaded by :mod:`sed.models.ast_pretrained`.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.augment.patch_mix import patch_mix
 from sed.models.base import FbankClassifier
 from sed.models.registry import register_model
+from sed.models.transformer import block_prefix, vit_blocks
 
 __all__ = [
     "AST_SIZES", "ASTModel", "adapt_pos_embed", "ast_base", "ast_micro", "ast_small", "ast_tiny", "default_num_heads",
@@ -118,13 +116,8 @@ class ASTModel(FbankClassifier, nn.Module):
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, f * t + 2, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        norm = partial(nn.LayerNorm, eps=block_eps)
-        self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop_rate,
-                  attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm)
-            for i in range(depth)
-        ])
+        self.blocks = vit_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
+                                 drop_path_rate, eps=block_eps)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head = nn.Sequential(nn.LayerNorm(embed_dim, eps=head_eps), nn.Linear(embed_dim, num_classes))
         self._init_weights()
@@ -171,11 +164,24 @@ class ASTModel(FbankClassifier, nn.Module):
 
         Patch-Mix mixes ``patches`` between :meth:`patchify` and this call.
         """
+        x = self.norm(self.blocks(self._embed_tokens(patches)))
+        return (x[:, 0] + x[:, 1]) / 2, x
+
+    def forward_pooled(self, patches: torch.Tensor) -> torch.Tensor:
+        """``forward_tokens(patches)[0]`` without the work it discards: the last block runs for the
+        cls and distillation tokens only (:func:`~sed.models.transformer.block_prefix`)."""
+        x = self._embed_tokens(patches)
+        for blk in self.blocks[:-1]:
+            x = blk(x)
+        if len(self.blocks):
+            x = block_prefix(self.blocks[-1], x, 2)
+        x = self.norm(x[:, :2])
+        return (x[:, 0] + x[:, 1]) / 2
+
+    def _embed_tokens(self, patches: torch.Tensor) -> torch.Tensor:
         b = patches.shape[0]
         x = torch.cat([self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1), patches], dim=1)
-        x = self.pos_drop(x + self.pos_embed)
-        x = self.norm(self.blocks(x))
-        return (x[:, 0] + x[:, 1]) / 2, x
+        return self.pos_drop(x + self.pos_embed)
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
@@ -198,20 +204,18 @@ class ASTModel(FbankClassifier, nn.Module):
         patches, y_a, y_b, lam, index = patch_mix(
             self.patchify(fbank), y, beta, generator, time_domain=time_domain, grid=self.grid
         )
-        pooled = self.forward_tokens(patches)[0]
+        pooled = self.forward_pooled(patches)
         return self.head(pooled), pooled, y_a, y_b, lam, index
 
     def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_tokens(self.patchify(fbank))
 
-    def forward_from_features(self, fbank: torch.Tensor) -> torch.Tensor:
-        """Logits from front-end output (the classification models' shared hook: the training
-        task augments features between ``features`` and this)."""
-        return self.forward_fbank(fbank)
+    def forward_fbank_pooled(self, fbank: torch.Tensor) -> torch.Tensor:
+        return self.forward_pooled(self.patchify(fbank))
 
     def forward_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
         """Normalised fbank ``[B, input_tdim, input_fdim]`` (the original AST input) -> logits."""
-        return self.head(self.forward_fbank_features(fbank)[0])
+        return self.head(self.forward_fbank_pooled(fbank))
 
 
 

@@ -59,10 +59,14 @@ class FbankClassifier(DescribedModel):
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return self.frontend(wave.float(), lengths)
 
+    def forward_fbank_pooled(self, fbank: torch.Tensor) -> torch.Tensor:
+        """``forward_fbank_features(fbank)[0]``; a model may skip work the pooled embedding does not need."""
+        return self.forward_fbank_features(fbank)[0]
+
     def forward_from_features(self, fbank: torch.Tensor) -> torch.Tensor:
         """Logits from front-end output (the shared hook: the training task augments features between
         ``features`` and this)."""
-        return self.head(self.forward_fbank_features(fbank)[0])
+        return self.head(self.forward_fbank_pooled(fbank))
 
     def forward_features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
         """Waveform ``[B, T]`` -> (pooled ``[B, D]``, the model's token sequence or feature map)."""
@@ -70,8 +74,8 @@ class FbankClassifier(DescribedModel):
 
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The pooled embedding ``[B, D]`` used for linear probing."""
-        return self.forward_features(wave, lengths)[0]
+        return self.forward_fbank_pooled(self.features(wave, lengths))
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Waveform ``[B, T]`` at ``sample_rate`` (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
-        return self.head(self.forward_features(wave, lengths)[0])
+        return self.head(self.embed(wave, lengths))

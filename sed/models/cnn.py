@@ -193,12 +193,7 @@ class CNNModel(FbankClassifier, nn.Module):
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
 
-    def forward_from_features(self, fbank: torch.Tensor) -> torch.Tensor:
-        """Logits from front-end output (the shared hook: the task augments features between
-        ``features`` and this)."""
-        return self.head(self.forward_fbank_features(fbank)[0])
-
-    forward_fbank = forward_from_features
+    forward_fbank = FbankClassifier.forward_from_features
 
 
 

@@ -142,7 +142,7 @@ class ClassificationTask(pl.LightningModule):
             feats = self.specaugment(feats)
         if self.hparams.transfer == "frozen":
             with torch.no_grad():
-                pooled = self.model.forward_fbank_features(feats)[0]
+                pooled = self.model.forward_fbank_pooled(feats)
             return self.model.head(pooled)
         return self.model.forward_from_features(feats)
 

@@ -105,7 +105,7 @@ class PatchMixTask(ClassificationTask):
             logits, _, y_a, y_b, lam, _ = self.model.forward_patch_mix(feats, y, self.mix_beta)
             weight = self.class_weight if self._weighted else None
             return mixed_ce(logits, y_a, y_b, lam, weight=weight), logits
-        pooled = self.model.forward_fbank_features(feats)[0]
+        pooled = self.model.forward_fbank_pooled(feats)
         logits = self.model.forward_head(pooled)
         loss = self._ce(logits, y)
         _, mixed, _, _, lam, index = self.model.forward_patch_mix(feats, y, self.mix_beta)

@@ -88,7 +88,7 @@ def test_ast_forward_patch_mix_mixes_before_tokens_and_pos_embed():
             p.copy_(1 + 0.2 * torch.randn_like(p) if name.endswith("norm1.weight") else 0.2 * torch.randn_like(p))
     fbank, y = torch.randn(3, 128, 128), torch.tensor([0, 1, 2])
     seen = []
-    hook = model.blocks.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    hook = model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     with torch.no_grad():
         logits, pooled, y_a, y_b, lam, index = model.forward_patch_mix(
             fbank, y, generator=torch.Generator().manual_seed(0))
