@@ -163,6 +163,7 @@ class Classifier:
 
     def _scores(self, logits: torch.Tensor, multi_label: bool | None) -> torch.Tensor:
         ml = self.multi_label if multi_label is None else multi_label
+        logits = logits.float()  # bf16/fp16 logits: scores in float32, not rounded to 8 bits
         return torch.sigmoid(logits) if ml else torch.softmax(logits, dim=-1)
 
     def score(self, sources: Sequence[Source], window: float | None = None, hop: float | None = None,

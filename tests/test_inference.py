@@ -109,6 +109,11 @@ def test_bf16_runs_and_is_close(clf):
     w = noise(1.0, 11)
     bf = Classifier(clf.model, clf.meta, device="cpu", precision="bf16").score([w])[0].scores
     assert np.allclose(bf, clf.score([w])[0].scores, atol=0.05)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = clf.model(w[None])
+    assert logits.dtype == torch.bfloat16
+    # the softmax of the bf16 logits is taken in float32, not rounded to bf16's 8 bits
+    assert np.allclose(bf, torch.softmax(logits.float(), -1)[0].numpy(), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="unknown precision"):
         Classifier(clf.model, clf.meta, device="cpu", precision="int3")
 
