@@ -68,7 +68,7 @@ def main() -> None:
 
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, pipeline
 
-    from sed.inference import Classifier
+    from sed.inference.classifier import Classifier
 
     if args.quick:
         args.clips, args.seconds = 4, 2.0

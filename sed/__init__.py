@@ -1,24 +1,26 @@
 """sed: audio sound-event classification and localization.
 
 The one road: file -> waveform (``sed.audio.io``) -> features (``sed.audio.features``) ->
-model (``sed.models``) -> scores -> metrics / CLI output.
+model (``sed.models``) -> scores (``sed.inference``) -> metrics (``sed.metrics``) / CLI output
+(``sed.cli``).
 """
 
 from sed.errors import AudioError, CheckpointError, DatasetError, SedError
-
-__version__ = "0.1.0"
+from sed.version import __version__
 
 __all__ = ["AudioError", "CheckpointError", "Classifier", "DatasetError", "SedError", "__version__", "load_model", "save_model"]
 
+_LAZY = {  # heavy imports (torch, the models) only when the API is used: `sed.Classifier.from_pretrained(...)`
+    "Classifier": ("sed.inference.classifier", "Classifier"),
+    "load_model": ("sed.models.loading", "load_model"),
+    "save_model": ("sed.checkpoint", "save_model"),
+}
+
 
 def __getattr__(name: str):
-    # Heavy imports (torch, the models) only when the API is used: `sed.Classifier.from_pretrained(...)`.
-    if name == "Classifier":
-        from sed.inference import Classifier
+    if name in _LAZY:
+        import importlib
 
-        return Classifier
-    if name in ("load_model", "save_model"):
-        from sed import checkpoint
-
-        return getattr(checkpoint, name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'sed' has no attribute {name!r}")

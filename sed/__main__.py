@@ -1,5 +1,5 @@
 import sys
 
-from sed.cli import main
+from sed.cli.main import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""Self-describing checkpoints (save/load) and the import of foreign checkpoints.
+"""The sed checkpoint file format: self-describing checkpoints, written and read without model code.
 
 A sed checkpoint holds everything that ``sedkit classify --checkpoint X file.wav`` needs: the
 model's registry name and constructor kwargs, label names, sample rate, channel layout, clip
@@ -6,6 +6,9 @@ length, front-end parameters (normalisation statistics included), whether scores
 multi-label, and the versions that wrote it. Loading never executes code: ``.pt``/``.ckpt``
 files go through ``torch.load(weights_only=True)`` and ``.safetensors`` files keep their
 metadata as JSON in the header. A file that needs arbitrary unpickling is refused.
+
+This module knows the file format only; building a model from a checkpoint (or from any other
+source) is :func:`sed.models.loading.load_model`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import nn
 
 from sed.errors import CheckpointError
 from sed.fileio import atomic_save
+from sed.version import __version__
 
 FORMAT = "sed-checkpoint-1"
 _META_KEYS = ("model_name", "model_kwargs", "labels", "sample_rate", "channels", "clip_samples", "frontend",
@@ -29,9 +33,7 @@ _META_KEYS = ("model_name", "model_kwargs", "labels", "sample_rate", "channels",
 
 
 def versions() -> dict[str, str]:
-    import sed
-
-    out = {"sed": sed.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    out = {"sed": __version__, "torch": torch.__version__, "python": platform.python_version()}
     for mod in ("torchaudio", "timm", "pytorch_lightning"):
         try:
             out[mod] = __import__(mod).__version__
@@ -116,42 +118,3 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any] | None, dic
         state = {k[len(prefix):]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
         return obj["sed_meta"], state
     return None, obj
-
-
-def build_from_description(desc: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> nn.Module:
-    from sed.models import create_model, is_model
-
-    missing = [k for k in ("model_name", "model_kwargs") if k not in desc]
-    if missing:
-        raise CheckpointError(path, f"checkpoint description lacks {', '.join(missing)}")
-    if not is_model(desc["model_name"]):
-        raise CheckpointError(path, f"unknown model {desc['model_name']!r} (this sed version has no such model)")
-    model = create_model(desc["model_name"], **desc["model_kwargs"])
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            path, f"weights do not fit {desc['model_name']}: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
-        )
-    if desc.get("labels"):
-        model.labels = list(desc["labels"])
-    if "multi_label" in desc:
-        model.multi_label = bool(desc["multi_label"])
-    return model.eval()
-
-
-def load_model(source: str | os.PathLike, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model and its description from a sed checkpoint (``.pt``, ``.safetensors``, a
-    Lightning ``.ckpt`` written by sed training), or import a foreign one: an original AST
-    ``.pth``, a Hugging Face AST directory or hub id, or a short name such as
-    ``ast-audioset-0.4593``. ``overrides`` (e.g. ``num_classes``, ``input_tdim``) apply to
-    foreign imports only."""
-    p = Path(source)
-    if p.is_file():
-        desc, state = read_checkpoint(p)
-        if desc is not None:
-            model = build_from_description(desc, state, p)
-            return model, desc
-    from sed.models.ast_pretrained import build_ast_from_pretrained
-
-    model = build_ast_from_pretrained(str(source), **overrides)
-    return model.eval(), describe(model, source=str(source))

@@ -8,6 +8,14 @@ from __future__ import annotations
 import os
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (newlines, tabs, escape sequences, bidi
+    controls) written as a Python escape, so that a report of a hostile file name stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class SedError(Exception):
     """Base class of the errors a user can cause (bad file, bad checkpoint, bad dataset)."""
 
@@ -27,3 +35,10 @@ class CheckpointError(SedError):
 
 class DatasetError(SedError):
     """A corpus whose layout, metadata or files are wrong."""
+
+
+class UsageError(SedError):
+    """A bad option, or an input the whole job cannot start without (a checkpoint, a config): the CLI exits 2."""
+
+    def __init__(self, reason: str | Exception):
+        super().__init__(None, str(reason))

@@ -9,14 +9,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def _temp_beside(path: Path, suffix: str) -> str:
+    """A new empty file ``.<name>.<random><suffix>`` in ``path``'s folder (the name cut to fit NAME_MAX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keep = NAME_MAX - len(os.fsencode(suffix)) - 12  # ".", ".", 8 random characters, slack
+    prefix = os.fsdecode(os.fsencode(path.name)[:keep]) if len(os.fsencode(path.name)) > keep else path.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{prefix}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return tmp
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it over ``path``, else delete it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_beside(path, ".tmp")
     try:
         with open(tmp, mode, **kwargs) as f:
             yield f
@@ -32,9 +42,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
 def atomic_save(path: str | os.PathLike, save_fn) -> None:
     """Call ``save_fn(tmp_path)`` (e.g. ``np.save`` or ``soundfile.write``) and move the result into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_beside(path, path.suffix or ".tmp")
     try:
         save_fn(tmp)
         os.replace(tmp, path)
@@ -42,3 +50,23 @@ def atomic_save(path: str | os.PathLike, save_fn) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def derived_name(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
+    """``stem + suffix`` as an output file name that the file system accepts.
+
+    A name longer than ``limit`` bytes is shortened deterministically: the stem is cut (on a character
+    boundary) and a hash of the whole stem is appended, ``<cut stem>~<12 hex digits><suffix>``, so two
+    long names that share a prefix still get different outputs, and a rerun writes the same file.
+    """
+    name = stem + suffix
+    if len(os.fsencode(name)) <= limit:
+        return name
+    import hashlib
+
+    tag = "~" + hashlib.sha1(os.fsencode(stem)).hexdigest()[:12]
+    budget = limit - len(os.fsencode(tag + suffix))
+    cut = stem
+    while len(os.fsencode(cut)) > budget:
+        cut = cut[:-1]
+    return cut + tag + suffix

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from sed.checkpoint import load_model, read_checkpoint, save_model
+from sed.checkpoint import read_checkpoint, save_model
 from sed.errors import CheckpointError
 from sed.models import create_model
+from sed.models.loading import load_model
 
 LABELS = ["dog", "rain", "siren"]
 

@@ -8,7 +8,7 @@ Usage::
 Seed ``s`` sets ``seed_everything`` and the run directory ``ROOT/seed{s}``; the test split is
 evaluated with the checkpoint chosen by ``--ckpt`` (``best``: best ``val_score`` epoch). The
 table goes to ``ROOT/seeds.csv`` and ``ROOT/seeds.json`` (mean and sample std from
-:func:`sed.kfold.summarize`, n - 1 in the denominator).
+:func:`sed.training.kfold.summarize`, n - 1 in the denominator).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sed.fileio import atomic_open
-from sed.kfold import summarize
+from sed.training.kfold import summarize
 
 METRICS = ("test_sp", "test_se", "test_score")
 
 
 def run_seeds(config_args: Sequence[str], seeds: Sequence[int], root: str | Path, ckpt: str = "best"
               ) -> tuple[list[dict], dict]:
-    from sed.training import make_cli
+    from sed.training.lightning_cli import make_cli
 
     root = Path(root)
     rows = []

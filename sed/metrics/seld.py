@@ -47,7 +47,7 @@ def _coerce(e, frame: int | None = None) -> tuple[int, int, float, float, float 
         e = SeldEvent(*e)
     if hasattr(e, "azimuth"):
         az, el = float(e.azimuth), float(e.elevation)
-    else:  # Cartesian record, e.g. sed.seld_postprocess.SeldDetection
+    else:  # Cartesian record, e.g. sed.models.accdoa.SeldDetection
         x, y, z = float(e.x), float(e.y), float(e.z)
         az, el = math.degrees(math.atan2(y, x)), math.degrees(math.atan2(z, math.hypot(x, y)))
     dist = getattr(e, "distance", None)

@@ -8,7 +8,7 @@ Waveform ``[B, T]`` at 16 kHz -> :class:`~sed.audio.features.KaldiFbank` ``[B, i
 Parameter names follow timm's DeiT (``cls_token, dist_token, pos_embed, patch_embed.proj,
 blocks.N.*, norm``) plus ``head.0/head.1`` for AST's ``mlp_head``, so the original AST checkpoint
 is this model's ``state_dict`` with a ``module.v.`` prefix. Pretrained weights (DeiT, original
-AST, Hugging Face) are loaded by :mod:`sed.models.ast_pretrained`.
+AST, Hugging Face) are loaded by :mod:`sed.models.pretrained.ast` (also the ``pretrained=`` of these sizes).
 """
 
 from __future__ import annotations
@@ -249,12 +249,6 @@ def adapt_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_prefix: int
 
 
 # ---------------------------------------------------------------------- registered sizes
-def _pretrained_hook(factory, source, num_classes=None, **kwargs) -> ASTModel:
-    from sed.models.ast_pretrained import build_ast_from_pretrained
-
-    return build_ast_from_pretrained(source, num_classes=num_classes, factory=factory, **kwargs)
-
-
 def _build(size: str, num_classes: int, kwargs: dict) -> ASTModel:
     kwargs = dict(kwargs)
     if "num_mel_bins" in kwargs:
@@ -264,25 +258,25 @@ def _build(size: str, num_classes: int, kwargs: dict) -> ASTModel:
     return ASTModel(num_classes=num_classes, **{**AST_SIZES[size], **kwargs})
 
 
-@register_model(pretrained=_pretrained_hook, default_pretrained="ast-audioset-0.4593")
+@register_model
 def ast_base(num_classes: int = 527, **kwargs) -> ASTModel:
     """AST-Base (DeiT-B: 768 wide, 12 layers, 12 heads), the published AST."""
     return _build("ast_base", num_classes, kwargs)
 
 
-@register_model(pretrained=_pretrained_hook, default_pretrained="deit_small_distilled_patch16_224")
+@register_model
 def ast_small(num_classes: int = 527, **kwargs) -> ASTModel:
     """AST-Small (DeiT-S: 384 wide, 12 layers, 6 heads)."""
     return _build("ast_small", num_classes, kwargs)
 
 
-@register_model(pretrained=_pretrained_hook, default_pretrained="deit_tiny_distilled_patch16_224")
+@register_model
 def ast_tiny(num_classes: int = 527, **kwargs) -> ASTModel:
     """AST-Tiny (DeiT-Ti: 192 wide, 12 layers, 3 heads)."""
     return _build("ast_tiny", num_classes, kwargs)
 
 
-@register_model(pretrained=_pretrained_hook)
+@register_model
 def ast_micro(num_classes: int = 527, **kwargs) -> ASTModel:
     """A 64-wide, 2-layer, 2-head AST for CPU tests and smoke runs."""
     return _build("ast_micro", num_classes, kwargs)

@@ -6,9 +6,10 @@ A model family registers factory functions ``fn(num_classes=..., **kwargs) -> nn
 architecture (then load a ``state_dict``), JSON-serialisable, ``num_classes`` included.
 
 A family may pass a ``pretrained`` hook, ``hook(factory, source, num_classes=None, **kwargs)
--> nn.Module``, which :func:`create_model` calls when ``pretrained`` is given (for AST:
-:func:`sed.models.ast_pretrained.build_ast_from_pretrained`), and a ``default_pretrained``
-source used for ``pretrained=True``.
+-> nn.Module``, which :func:`create_model` calls when ``pretrained`` is given, and a
+``default_pretrained`` source used for ``pretrained=True``; an importer module may attach them
+later with :func:`register_pretrained` (the AST sizes get theirs from
+:mod:`sed.models.pretrained.ast`, so the architecture file does not import its importers).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
-__all__ = ["create_model", "is_model", "list_models", "model_entry", "register_model"]
+__all__ = ["create_model", "is_model", "list_models", "model_entry", "register_model", "register_pretrained"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ def register_model(
         return f
 
     return deco(fn) if fn is not None else deco
+
+
+def register_pretrained(name: str, hook: Callable[..., nn.Module], default: str | None = None) -> None:
+    """Attach a ``pretrained=`` hook (and the ``pretrained=True`` source) to the registered model ``name``."""
+    entry = model_entry(name)
+    _REGISTRY[name] = replace(entry, pretrained=hook, default_pretrained=default or entry.default_pretrained)
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -44,12 +44,12 @@ class RunInfo(pl.Callback):
 
 
 class Plots(pl.Callback):
-    """Learning curves with their diagnosis, confusion matrices and per-class tables (sed.plots)."""
+    """Learning curves with their diagnosis, confusion matrices and per-class tables (sed.metrics.run_report)."""
 
     def _plot(self, trainer: pl.Trainer) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if trainer.is_global_zero and log_dir and not trainer.sanity_checking:
-            from sed.plots import plot_run
+            from sed.metrics.run_report import plot_run
 
             for logger in trainer.loggers:
                 logger.save()

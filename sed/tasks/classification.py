@@ -206,7 +206,7 @@ class ClassificationTask(pl.LightningModule):
             elif name == "confusion":
                 log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
                 if self.trainer.is_global_zero and not self.trainer.sanity_checking and log_dir:
-                    from sed.plots import write_confusion_csv
+                    from sed.metrics.confusion import write_confusion_csv
 
                     write_confusion_csv(f"{log_dir}/confusion_{stage}.csv", value.cpu().numpy(), self.labels)
             else:

@@ -8,7 +8,7 @@ the mean of ``softmax(t_m / T)``); the student minimises
 the parent's metrics and hard-label loss.
 
 Teachers are sed checkpoints (``.ckpt`` / ``.pt`` / ``.safetensors``, or anything
-:func:`sed.checkpoint.load_model` reads), loaded frozen in eval mode and kept in a plain list
+:func:`sed.models.load_model` reads), loaded frozen in eval mode and kept in a plain list
 attribute: they are not submodules, so they are neither trained, nor in ``state_dict()``, nor
 in the student's checkpoint. The student's checkpoint is the parent's self-description of the
 student (``sed_meta``) plus ``sed_meta["distilled_from"]`` (teacher paths and hashes, T, alpha);
@@ -101,7 +101,7 @@ class DistillationTask(ClassificationTask):
 
     # ----------------------------------------------------------------------------- teachers
     def _load_teacher(self, path: str) -> tuple[torch.nn.Module, dict]:
-        from sed.checkpoint import load_model
+        from sed.models.loading import load_model
 
         model, meta = load_model(path)
         labels = list(meta.get("labels") or getattr(model, "labels", None) or [])

@@ -14,7 +14,7 @@ or cached ``"features"`` ``[B, C, frames, bins]`` (unstandardised) and ADPIT ``"
   the standardiser's mean, i.e. to 0 after standardisation.
 * **Loss**: ADPIT MSE (:func:`~sed.losses.adpit.adpit_loss`).
 * **Validation/test**: items are whole files; each output is post-processed
-  (:func:`~sed.seld_postprocess.multi_accdoa_to_detections`) and scored per file with
+  (:func:`~sed.models.accdoa.multi_accdoa_to_detections`) and scored per file with
   :class:`~sed.metrics.seld.SELDMetrics2023` (``SELDMetrics2024``, distances in metres, when the model
   predicts distance). References are decoded from the ADPIT targets (up to 3 instances of a class per
   frame, as the targets hold). Logged: ``val_ER, val_F, val_LE, val_LR, val_SELD`` (2024: ``val_F,
@@ -197,7 +197,7 @@ class SELDTask(pl.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:
-        from sed.seld_postprocess import multi_accdoa_to_detections
+        from sed.models.accdoa import multi_accdoa_to_detections
 
         output, target = self._align(self.model.forward_features(self._features(batch)), batch["target"])
         frames = batch.get("label_frames", torch.full((output.shape[0],), output.shape[1]))

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from sed.checkpoint import load_model, save_model
+from sed.checkpoint import save_model
 from sed.models import create_model, list_models
 from sed.models.cnn import CNN_SIZES, CNNModel
+from sed.models.loading import load_model
 
 #: parameter counts with a 50-class head; the tests accept +-30 %
 TARGET_PARAMS = {"cnn_tiny": 0.3e6, "cnn_small": 1.0e6, "cnn_base": 3.0e6}

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from sed.cli import main
-from sed.kfold import summarize
-from sed.plots import read_history
+from sed.cli.main import main
+from sed.metrics import read_history
 from sed.tasks import ClassificationTask
+from sed.training.kfold import summarize
 from tests.tasks.conftest import write_config
 
 
@@ -144,7 +144,7 @@ def test_ddp_two_cpu_processes_gather_metrics(tiny_config, tmp_path):
     run = run_dir(cfg)
     logged = [float(x["val_acc"]) for x in csv.DictReader(open(run / "metrics.csv")) if x.get("val_acc")][-1]
     # the 6 validation clips are split over 2 ranks; the logged accuracy must cover all 6
-    from sed.inference import Classifier
+    from sed.inference.classifier import Classifier
 
     clf = Classifier.from_pretrained(run / "checkpoints" / "last.ckpt", device="cpu")
     files = sorted((Path(yaml.safe_load(cfg.read_text())["data"]["init_args"]["root"]) / "audio").glob("5-*.wav"))

@@ -4,10 +4,10 @@ import pytest
 import torch
 import yaml
 
-from sed.checkpoint import load_model
 from sed.errors import CheckpointError
+from sed.models.loading import load_model
 from sed.tasks.distillation import DistillationTask
-from sed.training import make_cli
+from sed.training.lightning_cli import make_cli
 from tests.tasks.conftest import write_config
 
 TEACHER_EPOCHS = 15
@@ -85,7 +85,7 @@ def test_student_learns_from_ensemble_with_cache(teachers, tiny_corpus, tmp_path
     assert meta["model_name"] == "cnn_tiny" and meta["distilled_from"]["teachers"] == teachers
 
     # the student checkpoint classifies alone, above chance (3 classes) on the held-out fold
-    from sed.inference import Classifier
+    from sed.inference.classifier import Classifier
 
     clf = Classifier.from_pretrained(ckpt_path, device="cpu")
     items = cli.datamodule.splits["val"]

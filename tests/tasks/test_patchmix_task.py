@@ -9,11 +9,11 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from sed.checkpoint import load_model
 from sed.data.icbhi_datamodule import IcbhiDataModule
 from sed.data.synth import make_icbhi
+from sed.models.loading import load_model
 from sed.tasks.patchmix import PatchMixTask
-from sed.training import make_cli
+from sed.training.lightning_cli import make_cli
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "icbhi_ast_patchmix"
 TDIM = 98  # 1-s cycles: (16000 - 400) / 160 + 1 frames

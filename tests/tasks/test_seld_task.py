@@ -71,8 +71,8 @@ def test_cached_feature_path_applies_acs(starss_root, tmp_path):
 
 
 def test_cli_fit_logs_val_seld(starss_root, tmp_path):
-    from sed.checkpoint import load_model
-    from sed.training import make_cli
+    from sed.models.loading import load_model
+    from sed.training.lightning_cli import make_cli
 
     cfg = {
         "seed_everything": 0,

@@ -1,0 +1,1 @@
+"""The ``sedkit`` command: :func:`sed.cli.main.main` (parser, exit codes, reports) and one module per verb group."""

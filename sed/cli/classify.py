@@ -1,0 +1,124 @@
+"""``sedkit`` verbs of classification: classify (one checkpoint or an ensemble), embed, ensemble-eval."""
+
+from __future__ import annotations
+
+import argparse
+
+from sed.errors import SedError, UsageError
+
+
+def _classifiers(args: argparse.Namespace) -> list:
+    """The Classifier of every --checkpoint; an unusable one is a usage error."""
+    from sed.inference.classifier import Classifier
+
+    try:
+        return [Classifier.from_pretrained(c, device=args.device, precision=args.precision) for c in args.checkpoint]
+    except (SedError, ValueError) as e:
+        raise UsageError(e) from None
+
+
+def cmd_classify(args: argparse.Namespace, con) -> int:
+    from sed.inference.ensemble import classify_ensemble, ensemble_options
+    from sed.inference.output import emit, format_predictions
+
+    if args.hop is not None and args.window is None:
+        raise UsageError("--hop needs --window")
+    if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
+        raise UsageError("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")
+    try:
+        opts = ensemble_options(args.ensemble, args.weights, len(args.checkpoint)) if args.ensemble else {}
+    except ValueError as e:
+        raise UsageError(e) from None
+    clfs = _classifiers(args)
+    files, failed = con.expand(args.inputs)
+    kwargs = {"top_k": args.top_k, "window": args.window, "hop": args.hop, "aggregate": args.aggregate,
+              "batch_size": args.batch_size, "multi_label": args.multi_label,
+              "progress": lambda it: con.progress(it, desc="classify")}
+    try:
+        preds = classify_ensemble(clfs, files, args.ensemble, **opts, **kwargs) if args.ensemble \
+            else clfs[0].predict(files, **kwargs)
+    except ValueError as e:  # members that do not fit together, a bad --window
+        raise UsageError(e) from None
+    for p in preds:
+        if "error" in p:
+            con.error(p["error"])
+            failed += 1
+        elif "note" in p:
+            con.note(p["note"])
+    emit(format_predictions(preds, args.format, args.aggregate), args.output)
+    return failed
+
+
+def cmd_embed(args: argparse.Namespace, con) -> int:
+    from sed.inference.output import write_embeddings
+
+    args.checkpoint = [args.checkpoint]
+    clf = _classifiers(args)[0]
+    files, failed = con.expand(args.inputs)
+    emb, results = clf.embed(files, batch_size=args.batch_size)
+    for r in results:
+        if r.error:
+            con.error(r.error)
+            failed += 1
+    out, names = write_embeddings(args.out, emb, [r.name for r in results if not r.error])
+    con.status(f"wrote {emb.shape[0]} x {emb.shape[1] if emb.ndim == 2 else 0} embeddings to {out} (row order in {names})")
+    return failed
+
+
+def cmd_ensemble_eval(args: argparse.Namespace, con) -> int:
+    import yaml
+
+    from sed.inference.ensemble_eval import ensemble_eval, format_ensemble_eval
+
+    try:
+        table = ensemble_eval(args.checkpoints, args.config, split=args.split, out=args.out, device=args.device)
+    except (SedError, ValueError, OSError, yaml.YAMLError) as e:
+        raise UsageError(e) from None
+    print(format_ensemble_eval(table))
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
+    p.add_argument("--checkpoint", required=True, action="append" if several else "store",
+                   help="sed checkpoint, Lightning .ckpt, AST .pth, HF dir/hub id or short name"
+                        + ("; repeat it with --ensemble" if several else ""))
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+
+
+def add_verbs(sub) -> None:
+    p = sub.add_parser("classify", help="label audio files with a checkpoint (or an ensemble of several)")
+    p.add_argument("inputs", nargs="+", help="files, folders or globs")
+    _add_model_options(p, several=True)
+    p.add_argument("--ensemble", choices=["vote", "average", "weighted", "rank"], default=None,
+                   help="combine the scores of several --checkpoint (sed.inference.ensemble.combine)")
+    p.add_argument("--weights", default=None,
+                   help="weighted: the members' weights, rank: their validation metrics ('0.3,0.7'), "
+                        "or the JSON file of sedkit ensemble-eval --out")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--window", type=float, default=None, help="window length in seconds (window mode)")
+    p.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: --window)")
+    p.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="window mode: per-file aggregate")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--output", default=None, help="write here (atomically) instead of stdout")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--multi-label", dest="multi_label", action="store_true", default=None, help="sigmoid scores")
+    g.add_argument("--single-label", dest="multi_label", action="store_false", help="softmax scores")
+    p.set_defaults(run=cmd_classify)
+
+    p = sub.add_parser("ensemble-eval", help="each checkpoint and each ensemble method on a data split; "
+                                             "writes the ensemble weights")
+    p.add_argument("--checkpoints", nargs="+", required=True, help="the ensemble members")
+    p.add_argument("--config", required=True,
+                   help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--out", default=None, help="write the table, member metrics and weights here (JSON)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(run=cmd_ensemble_eval)
+
+    p = sub.add_parser("embed", help="pooled embeddings of audio files to a .npy")
+    p.add_argument("inputs", nargs="+", help="files, folders or globs")
+    _add_model_options(p)
+    p.add_argument("--out", required=True, help="output .npy ([N, D]); row order in OUT.files.txt")
+    p.set_defaults(run=cmd_embed)

@@ -1,0 +1,120 @@
+"""``sedkit`` verbs of the SELD road: seld-eval, seld-infer, plot-doa, prepare."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sed.errors import SedError, UsageError
+
+
+def cmd_seld_eval(args: argparse.Namespace, con) -> int:
+    from sed.metrics.seld_eval import evaluate_dirs, format_results
+
+    try:
+        results, rep = evaluate_dirs(args.pred, args.ref, year=args.year, average=args.average,
+                                     nb_classes=args.nb_classes, jackknife=args.jackknife)
+    except (SedError, ValueError) as e:
+        raise UsageError(e) from None
+    for name in rep.get("missing_predictions", []):
+        con.note(f"no prediction for reference {name}; scored as an empty prediction")
+    for err in rep.get("errors", []):
+        con.error(err)
+    if args.json:
+        print(json.dumps(results, default=float))
+    else:
+        print(format_results(results, args.year))
+        con.status(f"{rep['n_evaluated']} file(s), {rep['nb_classes']} classes, {args.average} average")
+    return len(rep.get("errors", []))
+
+
+def cmd_seld_infer(args: argparse.Namespace, con) -> int:
+    from sed.inference.seld import seld_infer
+
+    files, failed = con.expand(args.audio)
+    if not files:
+        if failed:
+            return failed
+        raise UsageError("no audio files to process")
+    try:
+        results = seld_infer(files, args.checkpoint, args.out, window=args.window, hop=args.hop,
+                             batch_size=args.batch_size, device=args.device, year=args.year, progress=True)
+    except (SedError, ValueError) as e:
+        raise UsageError(e) from None
+    for _, err in results:
+        if err:
+            con.error(err)
+    written = sum(err is None for _, err in results)
+    con.status(f"{written} prediction CSV(s) written to {args.out}")
+    return failed + len(results) - written
+
+
+def cmd_plot_doa(args: argparse.Namespace, con) -> int:
+    from sed.inference.seld import plot_doa
+
+    print(plot_doa(args.csv, args.out, ref_csv=args.ref))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace, con) -> int:
+    if args.corpus == "icbhi":
+        from sed.data.icbhi_prepare import format_icbhi_report, prepare_icbhi
+
+        rep = prepare_icbhi(args.root, strict=False)
+        print(format_icbhi_report(rep))
+        for line in rep["problems"]:
+            con.error(line)
+        return len(rep["problems"])
+    from sed.data.starss import format_prepare_report, prepare_starss
+
+    rep = prepare_starss(args.root, fmt=args.format, strict=False)
+    print(format_prepare_report(rep))
+    problems = rep.get("problems", [])
+    for line in problems:
+        con.error(line)
+    if args.cache and not problems:
+        from sed.audio.features import build_frontend
+        from sed.data.feature_cache import FeatureCache
+
+        cache = FeatureCache(args.cache, build_frontend(args.format))
+        problems = cache.warm([f["audio"] for f in rep["files"]], progress=True, num_threads=1)  # reports bad files
+        con.status(f"features cached under {cache.dir}")
+    return len(problems)
+
+
+def add_verbs(sub) -> None:
+    p = sub.add_parser("seld-eval", help="DCASE SELD metrics of prediction CSVs against reference CSVs")
+    p.add_argument("--pred", required=True, help="folder of prediction CSVs (searched recursively)")
+    p.add_argument("--ref", required=True, help="folder of reference metadata CSVs (searched recursively)")
+    p.add_argument("--year", type=int, choices=[2023, 2024], default=2023,
+                   help="2023: segment-level ER/F/LE/LR/SELD; 2024: frame-level with distance")
+    p.add_argument("--average", choices=["macro", "micro"], default="macro")
+    p.add_argument("--nb-classes", type=int, default=None, help="default: 13 for STARSS names, else inferred")
+    p.add_argument("--jackknife", action="store_true", help="add leave-one-file-out 95%% confidence intervals")
+    p.add_argument("--json", action="store_true", help="print one JSON object (F and LR as fractions)")
+    p.set_defaults(run=cmd_seld_eval)
+
+    p = sub.add_parser("seld-infer", help="SELD predictions (DCASE CSVs) of audio files of any length")
+    p.add_argument("audio", nargs="+", help="4-channel audio files, folders or globs")
+    p.add_argument("--checkpoint", required=True, help="SELD checkpoint (.ckpt from sedkit fit, .pt, .safetensors)")
+    p.add_argument("--out", required=True, help="folder for one <stem>.csv per file")
+    p.add_argument("--window", type=float, default=5.0, help="window in seconds (multiple of 0.1)")
+    p.add_argument("--hop", type=float, default=5.0, help="hop in seconds (<= window; overlaps are averaged)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--year", type=int, choices=[2023, 2024], default=2023, help="CSV format (2024: distance)")
+    p.set_defaults(run=cmd_seld_infer)
+
+    p = sub.add_parser("plot-doa", help="azimuth/elevation against time per class of a DCASE CSV")
+    p.add_argument("csv", help="prediction CSV")
+    p.add_argument("--ref", default=None, help="reference CSV drawn underneath")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(run=cmd_plot_doa)
+
+    p = sub.add_parser("prepare", help="validate a corpus and print its per-fold and per-class counts")
+    p.add_argument("corpus", choices=["starss", "icbhi"])
+    p.add_argument("--root", required=True, help="corpus root (starss: foa_dev/ or mic_dev/ and metadata_dev/; "
+                                                 "icbhi: the recordings, their .txt and official_split.txt)")
+    p.add_argument("--format", choices=["foa", "mic"], default="foa", help="starss: audio format")
+    p.add_argument("--cache", default=None, help="starss: also extract every file's features into this cache folder")
+    p.set_defaults(run=cmd_prepare)

@@ -1,0 +1,85 @@
+"""``sedkit`` verbs of training: fit/validate/test/predict (LightningCLI), kfold, finetune, plot, demo."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
+
+def lightning(argv: Sequence[str], con) -> int:
+    from sed.training.lightning_cli import run_lightning
+
+    return run_lightning(argv)
+
+
+def kfold(argv: Sequence[str], con) -> int:
+    from sed.inference.output import format_table
+    from sed.training.kfold import kfold_table, run_kfold
+
+    p = argparse.ArgumentParser(prog="sedkit kfold", description="one run per held-out fold; metrics with mean and std")
+    p.add_argument("--config", action="append", required=True, help="LightningCLI config YAML (repeatable)")
+    p.add_argument("--folds", required=True, help="comma-separated fold numbers, e.g. 1,2,3,4,5")
+    p.add_argument("--root", default=None, help="output folder (default: runs/kfold-<config name>)")
+    p.add_argument("--ckpt", choices=["best", "last"], default="best", help="checkpoint tested on the held-out fold")
+    args, rest = p.parse_known_args(argv[1:])
+    try:
+        folds = [int(f) for f in args.folds.split(",") if f.strip()]
+    except ValueError:
+        p.error(f"--folds must be comma-separated integers, got {args.folds!r}")
+    root = Path(args.root or f"runs/kfold-{Path(args.config[-1]).stem}")
+    config_args = [a for c in args.config for a in ("--config", c)] + rest
+    rows, summary = run_kfold(config_args, folds, root, ckpt=args.ckpt)
+    print(format_table(*kfold_table(rows, summary)))
+    con.status(f"per-fold runs and kfold.csv / kfold.json in {root}")
+    return 0
+
+
+def finetune(argv: Sequence[str], con) -> int:
+    p = argparse.ArgumentParser(prog="sedkit finetune", description="fit from a pretrained source with a new head")
+    p.add_argument("--from", dest="source", required=True,
+                   help="sed checkpoint, AST .pth, HF dir/hub id, short name or timm DeiT name")
+    args, rest = p.parse_known_args(argv[1:])
+    return lightning(["fit", *rest, f"--model.init_args.pretrained={args.source}"], con)
+
+
+#: verbs that parse their own arguments: ``sedkit VERB ARGV...`` calls ``RAW_VERBS[VERB](argv, console)``
+RAW_VERBS = {**dict.fromkeys(LIGHTNING_VERBS, lightning), "kfold": kfold, "finetune": finetune}
+
+
+def cmd_plot(args: argparse.Namespace, con) -> int:
+    from sed.metrics.run_report import plot_run
+
+    out = plot_run(args.run_dir)
+    diag = out.get("diagnosis")
+    if diag is not None:
+        print(f"diagnosis: {diag.kind}: {diag.message}")
+    for path in out["files"].values():
+        print(path)
+    for note in out.get("notes", []):
+        con.note(note)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, con) -> int:
+    from sed.training.demo import run_demo
+
+    return run_demo(args.workdir, size=args.size)
+
+
+def add_verbs(sub) -> None:
+    for verb in LIGHTNING_VERBS:
+        sub.add_parser(verb, add_help=False, help=f"LightningCLI {verb}: sedkit {verb} --config YAML [--section.key value ...]")
+    sub.add_parser("kfold", add_help=False, help="k-fold cross-validation: sedkit kfold --config YAML --folds 1,2,3,4,5")
+    sub.add_parser("finetune", add_help=False, help="fit from a pretrained source: sedkit finetune --from SRC --config YAML")
+
+    p = sub.add_parser("plot", help="learning curves, diagnosis, confusion matrix of a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(run=cmd_plot)
+
+    p = sub.add_parser("demo", help="the whole road on synthetic data: synth, train, evaluate, plot, classify")
+    p.add_argument("--workdir", default="work/demo")
+    p.add_argument("--size", choices=["ci", "full"], default="full", help="ci: a smaller, faster run")
+    p.set_defaults(run=cmd_demo)

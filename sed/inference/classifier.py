@@ -1,0 +1,221 @@
+"""Batched clip and sliding-window inference (what ``sedkit classify`` and ``embed`` run).
+
+Audio of every file is resampled and down-mixed to what the checkpoint says, cut into
+segments (the whole clip, or windows of ``window`` seconds every ``hop`` seconds read
+block-wise so memory does not grow with file length), and segments of different files are
+batched together through the model under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from sed.audio.io import iter_blocks, load_audio
+from sed.errors import SedError
+from sed.inference.device import autocast, resolve_device
+from sed.models.loading import load_model
+
+Source = str | os.PathLike | torch.Tensor
+
+
+@dataclass
+class Segment:
+    item: int  # index of the input
+    start: float  # seconds
+    end: float
+    wave: torch.Tensor  # [T] mono at the model's rate
+    length: int  # valid samples (the rest is zero padding)
+
+
+@dataclass
+class FileResult:
+    name: str
+    scores: np.ndarray | None = None  # [C] clip scores (window mode: the aggregate)
+    windows: list[tuple[float, float, np.ndarray]] = field(default_factory=list)
+    error: str | None = None
+    note: str | None = None
+
+
+class Classifier:
+    """A loaded model plus everything needed to score audio files or waveforms.
+
+    >>> clf = Classifier.from_pretrained("run/checkpoints/best.ckpt")   # doctest: +SKIP
+    >>> clf.predict(["a.wav", "b.wav"], top_k=3)                         # doctest: +SKIP
+    """
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str = "auto", precision: str = "fp32"):
+        self.device = resolve_device(device)
+        self.precision = precision
+        autocast(self.device, precision)  # validate early
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.sample_rate = int(meta.get("sample_rate") or getattr(model, "sample_rate", 16000))
+        self.clip_samples = meta.get("clip_samples") or getattr(model, "clip_samples", None)
+        self.labels: list[str] = list(meta.get("labels") or getattr(model, "labels", None) or [])
+        self.multi_label = bool(meta.get("multi_label", False))
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, device: str = "auto", precision: str = "fp32", **overrides):
+        model, meta = load_model(source, **overrides)
+        return cls(model, meta, device=device, precision=precision)
+
+    # ------------------------------------------------------------------ segments
+    def _label(self, i: int) -> str:
+        return self.labels[i] if i < len(self.labels) else str(i)
+
+    def _clip_segment(self, idx: int, src: Source, notes: dict[int, str]) -> Iterator[Segment]:
+        wave, name = self._load(src)
+        n = wave.shape[-1]
+        clip = self.clip_samples or n
+        if n > 1.5 * clip:
+            notes[idx] = (f"{name}: {n / self.sample_rate:.1f} s long, the model takes {clip / self.sample_rate:.2f} s; "
+                          "scored the head (use --window for long files)")
+        seg = wave[:clip]
+        yield Segment(idx, 0.0, min(n, clip) / self.sample_rate, seg, seg.shape[-1])
+
+    def _window_segments(self, idx: int, src: Source, window: float, hop: float) -> Iterator[Segment]:
+        win, step = int(round(window * self.sample_rate)), int(round(hop * self.sample_rate))
+        if win <= 0 or step <= 0:
+            raise ValueError("--window and --hop must be positive")
+        blocks = iter([self._load(src)[0][None]]) if isinstance(src, torch.Tensor) else \
+            (b.mean(0, keepdim=True) for b in iter_blocks(src, max(step, 4096), sample_rate=self.sample_rate))
+        buf, buf_start, start, total = torch.zeros(1, 0), 0, 0, 0
+        for block in blocks:
+            buf = torch.cat([buf, block], dim=1)
+            total += block.shape[1]
+            while start + win <= total:
+                seg = buf[0, start - buf_start : start - buf_start + win]
+                yield Segment(idx, start / self.sample_rate, (start + win) / self.sample_rate, seg.clone(), win)
+                start += step
+                buf, buf_start = buf[:, start - buf_start :], start
+        if total == 0:
+            return
+        if start == 0 or start + win - step < total:  # the tail (or a file shorter than one window)
+            seg = buf[0, start - buf_start : total - buf_start]
+            if seg.numel():
+                yield Segment(idx, start / self.sample_rate, total / self.sample_rate, seg.clone(), seg.numel())
+
+    def _load(self, src: Source) -> tuple[torch.Tensor, str]:
+        if isinstance(src, torch.Tensor):
+            w = src.float()
+            return (w.mean(0) if w.dim() == 2 else w), "<waveform>"
+        wave, _ = load_audio(src, sample_rate=self.sample_rate, channels="mono")
+        return wave[0], str(src)
+
+    # ------------------------------------------------------------------ batching
+    def _run(self, segments: Iterable[Segment], batch_size: int, fn: Callable) -> Iterator[tuple[Segment, np.ndarray]]:
+        pending: list[Segment] = []
+
+        def flush():
+            longest = max(s.wave.shape[-1] for s in pending)
+            batch = torch.zeros(len(pending), longest)
+            for i, s in enumerate(pending):
+                batch[i, : s.wave.shape[-1]] = s.wave
+            lengths = torch.tensor([s.length for s in pending])
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                out = fn(batch.to(self.device), lengths.to(self.device))
+            out = out.float().cpu().numpy()
+            done = list(zip(pending, out))
+            pending.clear()
+            return done
+
+        for seg in segments:
+            pending.append(seg)
+            if len(pending) >= batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+    def _segments(self, sources: Sequence[Source], window, hop, results: list[FileResult], notes) -> Iterator[Segment]:
+        for idx, src in enumerate(sources):
+            try:
+                if window:
+                    yield from self._window_segments(idx, src, window, hop or window)
+                else:
+                    yield from self._clip_segment(idx, src, notes)
+            except SedError as e:
+                results[idx].error = str(e)
+
+    def _scores(self, logits: torch.Tensor, multi_label: bool | None) -> torch.Tensor:
+        ml = self.multi_label if multi_label is None else multi_label
+        logits = logits.float()  # bf16/fp16 logits: scores in float32, not rounded to 8 bits
+        return torch.sigmoid(logits) if ml else torch.softmax(logits, dim=-1)
+
+    def score(self, sources: Sequence[Source], window: float | None = None, hop: float | None = None,
+              aggregate: str = "mean", batch_size: int = 8, multi_label: bool | None = None,
+              progress: Callable[[Iterable], Iterable] | None = None) -> list[FileResult]:
+        """Scores per input (and per window in window mode). Failed inputs carry ``error``."""
+        if aggregate not in ("mean", "max"):
+            raise ValueError("aggregate must be 'mean' or 'max'")
+        results = [FileResult(_name(s)) for s in sources]
+        notes: dict[int, str] = {}
+        segs = self._segments(sources, window, hop, results, notes)
+
+        def fn(batch, lengths):
+            return self._scores(self.model(batch, lengths=lengths), multi_label)
+
+        stream = self._run(segs, batch_size, fn)
+        if progress is not None:
+            stream = progress(stream)
+        for seg, sc in stream:
+            res = results[seg.item]
+            if window:
+                res.windows.append((seg.start, seg.end, sc))
+            else:
+                res.scores = sc
+        for i, r in enumerate(results):
+            r.note = notes.get(i)
+            if r.error:
+                r.windows, r.scores = [], None
+            elif window and r.windows:
+                stack = np.stack([w[2] for w in r.windows])
+                r.scores = stack.mean(0) if aggregate == "mean" else stack.max(0)
+        return results
+
+    def top_k(self, scores: np.ndarray, k: int) -> list[dict[str, Any]]:
+        order = np.argsort(-scores, kind="stable")[: max(1, k)]
+        return [{"label": self._label(int(i)), "score": float(scores[i])} for i in order]
+
+    def predict(self, sources: Sequence[Source], top_k: int = 5, **kwargs) -> list[dict[str, Any]]:
+        """``[{"file", "top_k": [{"label", "score"}...], ("windows": [...])}]``; failed inputs carry ``error``."""
+        out = []
+        for r in self.score(sources, **kwargs):
+            row: dict[str, Any] = {"file": r.name}
+            if r.note:
+                row["note"] = r.note
+            if r.error:
+                row["error"] = r.error
+            else:
+                row["top_k"] = self.top_k(r.scores, top_k)
+                if r.windows:
+                    row["windows"] = [{"start": s, "end": e, "top_k": self.top_k(sc, top_k)} for s, e, sc in r.windows]
+            out.append(row)
+        return out
+
+    def embed(self, sources: Sequence[Source], batch_size: int = 8) -> tuple[np.ndarray, list[FileResult]]:
+        """Pooled embeddings ``[N_ok, D]`` of the inputs that loaded, and a result per input."""
+        results = [FileResult(_name(s)) for s in sources]
+        notes: dict[int, str] = {}
+        embs: dict[int, np.ndarray] = {}
+
+        def fn(batch, lengths):
+            return self.model.embed(batch, lengths=lengths)
+
+        for seg, e in self._run(self._segments(sources, None, None, results, notes), batch_size, fn):
+            embs[seg.item] = e
+        ok = [i for i in range(len(sources)) if i in embs and not results[i].error]
+        for i, r in enumerate(results):
+            r.note = notes.get(i)
+        width = next(iter(embs.values())).shape[-1] if embs else 0
+        return (np.stack([embs[i] for i in ok]) if ok else np.zeros((0, width), np.float32)), results
+
+
+
+def _name(src: Source) -> str:
+    return "<waveform>" if isinstance(src, torch.Tensor) else str(src)

@@ -1,0 +1,25 @@
+"""Where and in which precision inference runs: ``--device auto|cpu|cuda[:N]`` and ``--precision``."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision in ("fp32", "32", "32-true"):
+        return nullcontext()
+    if precision in ("bf16", "bf16-mixed"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision in ("fp16", "16-mixed"):
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")

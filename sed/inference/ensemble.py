@@ -1,0 +1,311 @@
+"""Model ensembles: max voting, averaging, weighted averaging and rank averaging of member scores.
+
+Every member gives a score matrix ``[N, C]`` (N clips, C classes) of probabilities -- softmax outputs for
+single-label tasks, sigmoid outputs for multi-label ones -- as a numpy array or a torch tensor.
+:func:`combine` turns the list of M matrices into one ``[N, C]`` float64 matrix:
+
+``"vote"`` -- max voting (majority wins).
+    Single-label: every model casts one hard vote, its argmax class; the class with the most votes
+    wins. A tie between classes with equally many votes goes to the tied class with the largest
+    probability summed over the models (then to the lowest class index). The output is **one-hot**:
+    1 for the winning class of each row, 0 elsewhere (so ``argmax`` gives the ensemble's prediction).
+    The raw vote fractions are available from :func:`vote_counts`.
+    Multi-label (``multi_label=True``): each model votes "present" for class c when its probability is
+    ``>= threshold``; the class is present when more than half of the models vote for it. An exact tie
+    (even M, half the votes) is settled by the models' mean probability ``>= threshold``. The output is
+    the 0/1 decision matrix.
+``"average"`` -- the mean of the members' probabilities.
+``"weighted"`` -- weighted mean, ``sum_m w_m P_m`` with the weights normalised to sum 1. The weights are
+    given (``weights=``), or derived from validation ``metrics=`` in proportion to the metric
+    (``w_m = metric_m / sum(metric)``, so a better model gets a higher weight).
+``"rank"`` -- rank averaging: the models are ordered by their validation metric, the worst gets rank 1
+    and the best rank M, and ``w_m = rank_m / sum(ranks)`` (``sum(ranks) = M (M + 1) / 2``); then the
+    weighted mean as above. Equal metrics share the average of their ranks. Needs ``metrics=``.
+
+``average``, ``weighted`` and ``rank`` act element-wise, so they are the same for single- and
+multi-label scores; ``multi_label`` and ``threshold`` only matter to ``vote``. Metrics are
+"higher is better" unless ``higher_is_better=False`` (e.g. a validation loss), which only ``rank``
+supports.
+
+:func:`classify_ensemble` scores inputs with every member (:meth:`sed.inference.Classifier.score`) and
+combines the members' probabilities row by row (clip scores, and window scores in window mode), giving
+rows in :meth:`~sed.inference.Classifier.predict`'s format (``sedkit classify --ensemble``);
+:func:`ensemble_options` reads ``--weights``.
+
+:func:`evaluate_members` scores every member on validation labels, giving the ``metrics`` for
+``weighted``/``rank``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+__all__ = ["METHODS", "check_members", "classify_ensemble", "combine", "ensemble_options", "evaluate_members",
+           "vote_counts", "weights_from_metrics"]
+
+METHODS = ("vote", "average", "weighted", "rank")
+_WEIGHT_METHODS = ("rank", "proportional")
+
+
+def combine(
+    scores: Sequence,
+    method: str = "average",
+    weights: Sequence[float] | None = None,
+    metrics: Sequence[float] | None = None,
+    multi_label: bool = False,
+    threshold: float = 0.5,
+    higher_is_better: bool = True,
+) -> np.ndarray:
+    """Combine M members' ``[N, C]`` probability matrices into one ``[N, C]`` float64 matrix (module docstring).
+
+    ``weights`` only with ``"weighted"``; ``metrics`` with ``"weighted"`` (instead of weights) or ``"rank"``
+    (required). Bad input raises ``ValueError``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")
+    mats = _stack(scores)  # [M, N, C]
+    m = mats.shape[0]
+    if method in ("vote", "average", "rank") and weights is not None:
+        raise ValueError(f"method {method!r} takes no weights (only 'weighted' does)")
+    if method in ("vote", "average") and metrics is not None:
+        raise ValueError(f"method {method!r} takes no metrics (only 'weighted' and 'rank' do)")
+
+    if method == "vote":
+        return _vote(mats, multi_label, threshold)
+    if method == "average":
+        return mats.mean(axis=0)
+    if method == "weighted":
+        if weights is not None and metrics is not None:
+            raise ValueError("method 'weighted' takes weights or metrics, not both")
+        if weights is not None:
+            w = _normalise_weights(weights, m)
+        elif metrics is not None:
+            w = weights_from_metrics(metrics, "proportional", higher_is_better)
+        else:
+            raise ValueError("method 'weighted' needs weights=[...] or validation metrics=[...]")
+    else:  # rank
+        if metrics is None:
+            raise ValueError("method 'rank' needs the members' validation metrics=[...]")
+        w = weights_from_metrics(metrics, "rank", higher_is_better)
+    if len(w) != m:
+        raise ValueError(f"{len(w)} metrics for {m} models")
+    return np.tensordot(w, mats, axes=1)
+
+
+def weights_from_metrics(
+    metrics: Sequence[float], method: str = "rank", higher_is_better: bool = True
+) -> np.ndarray:
+    """Model weights (summing to 1) from the members' validation metrics.
+
+    ``"rank"``: worst model rank 1 ... best rank M (ties share their average rank), ``w = rank / sum(ranks)``;
+    e.g. metrics ``[0.7, 0.9, 0.8]`` -> ranks ``[1, 3, 2]`` -> weights ``[1/6, 3/6, 2/6]``.
+    ``"proportional"``: ``w = metric / sum(metric)`` (needs non-negative, higher-is-better metrics).
+    """
+    if method not in _WEIGHT_METHODS:
+        raise ValueError(f"unknown weighting {method!r}; choose one of {', '.join(_WEIGHT_METHODS)}")
+    x = _as_vector(metrics, "metrics")
+    if method == "rank":
+        ranks = rankdata(x if higher_is_better else -x, method="average")
+        return ranks / ranks.sum()
+    if not higher_is_better:
+        raise ValueError("proportional weights need a higher-is-better metric; use 'rank' for losses/errors")
+    if (x < 0).any() or x.sum() <= 0:
+        raise ValueError(
+            f"proportional weights need non-negative metrics with a positive sum, got {x.tolist()}"
+        )
+    return x / x.sum()
+
+
+def evaluate_members(
+    scores_list: Sequence, y_true, metric_fn: Callable[[np.ndarray, np.ndarray], float]
+) -> np.ndarray:
+    """``metric_fn(y_true, scores_m)`` for every member m, as a float64 array ``[M]``.
+
+    ``metric_fn`` follows the scikit-learn order (truth first, e.g. a mAP or an accuracy of argmax);
+    the result is the ``metrics=`` argument of :func:`combine`.
+    """
+    mats = _stack(scores_list)
+    y = _to_numpy(y_true)
+    if len(y) != mats.shape[1]:
+        raise ValueError(f"y_true has {len(y)} rows, the scores have {mats.shape[1]}")
+    return np.array([float(metric_fn(y, s)) for s in mats], dtype=np.float64)
+
+
+def vote_counts(scores: Sequence, multi_label: bool = False, threshold: float = 0.5) -> np.ndarray:
+    """Fraction of the M models voting for each (row, class), ``[N, C]``.
+
+    Single-label: the vote is the model's argmax (each row sums to 1). Multi-label: probability >= threshold.
+    """
+    mats = _stack(scores)
+    return _votes(mats, multi_label, threshold) / mats.shape[0]
+
+
+def _votes(mats: np.ndarray, multi_label: bool, threshold: float) -> np.ndarray:
+    if multi_label:
+        return (mats >= threshold).sum(axis=0).astype(np.float64)
+    m, n, c = mats.shape
+    votes = np.zeros((n, c))
+    rows = np.arange(n)
+    for p in mats:
+        np.add.at(votes, (rows, p.argmax(axis=1)), 1.0)
+    return votes
+
+
+def _vote(mats: np.ndarray, multi_label: bool, threshold: float) -> np.ndarray:
+    m, n, c = mats.shape
+    votes = _votes(mats, multi_label, threshold)
+    if multi_label:
+        out = (2 * votes > m).astype(np.float64)
+        tie = 2 * votes == m
+        out[tie] = (mats.mean(axis=0)[tie] >= threshold).astype(np.float64)
+        return out
+    top = votes == votes.max(axis=1, keepdims=True)  # classes with the most votes (ties included)
+    tiebreak = np.where(top, mats.sum(axis=0), -np.inf)
+    out = np.zeros((n, c))
+    out[np.arange(n), tiebreak.argmax(axis=1)] = 1.0
+    return out
+
+
+def _normalise_weights(weights: Sequence[float], m: int) -> np.ndarray:
+    w = _as_vector(weights, "weights")
+    if len(w) != m:
+        raise ValueError(f"{len(w)} weights for {m} models")
+    if (w < 0).any():
+        raise ValueError(f"weights must be non-negative, got {w.tolist()}")
+    if w.sum() <= 0:
+        raise ValueError(f"weights must have a positive sum, got {w.tolist()}")
+    return w / w.sum()
+
+
+def _as_vector(values, name: str) -> np.ndarray:
+    x = np.asarray(_to_numpy(values), dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D list of numbers, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} must be finite, got {x.tolist()}")
+    return x
+
+
+def _to_numpy(x):
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
+        return x.detach().cpu().numpy()
+    if isinstance(x, (list, tuple)):
+        return np.asarray([_to_numpy(v) for v in x])
+    return np.asarray(x)
+
+
+def _stack(scores) -> np.ndarray:
+    """The members' score matrices as one float64 array [M, N, C], with the checks of the public API."""
+    if hasattr(scores, "detach") or isinstance(scores, np.ndarray):
+        scores = list(scores)  # a stacked [M, N, C] array or tensor
+    if not isinstance(scores, (list, tuple)) or len(scores) == 0:
+        raise ValueError("scores must be a non-empty list of [N, C] score matrices, one per model")
+    mats = []
+    for i, s in enumerate(scores):
+        a = np.asarray(_to_numpy(s), dtype=np.float64)
+        if a.ndim != 2:
+            raise ValueError(f"model {i}: scores must be [N, C], got shape {a.shape}")
+        if mats and a.shape != mats[0].shape:
+            raise ValueError(f"model {i}: scores of shape {a.shape}, model 0 has {mats[0].shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"model {i}: scores contain NaN or infinity")
+        mats.append(a)
+    return np.stack(mats)
+
+
+# ---------------------------------------------------------------------------------- members of a classify run
+def check_members(labels_list: Sequence[Sequence[str]], multi: Sequence[bool], names: Sequence[str]) -> None:
+    if len(labels_list) < 2:
+        raise ValueError("an ensemble needs at least two checkpoints")
+    for name, labels, ml in zip(names[1:], labels_list[1:], multi[1:]):
+        if list(labels) != list(labels_list[0]):
+            raise ValueError(f"{name}: labels {list(labels)} differ from {names[0]}'s {list(labels_list[0])}; "
+                             "ensemble members must share their labels")
+        if ml != multi[0]:
+            raise ValueError(f"{name}: {'multi' if ml else 'single'}-label scores, {names[0]} is not")
+
+
+def ensemble_options(method: str, weights: str | Sequence[float] | None, n: int) -> dict[str, Any]:
+    """``weights=``/``metrics=`` for :func:`combine` from a ``--weights`` value.
+
+    ``weights`` is a list of numbers, a comma list (``"0.3,0.7"``) or the JSON file written by
+    :func:`ensemble_eval`. ``weighted`` takes the numbers as weights (the file: its ``weighted``
+    weights); ``rank`` takes them as the members' validation metrics (the file: its member metrics);
+    ``vote`` and ``average`` take none.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")
+    if weights is None:
+        if method == "weighted":
+            raise ValueError("--ensemble weighted needs --weights (numbers or an ensemble-eval weights file)")
+        if method == "rank":
+            raise ValueError("--ensemble rank needs --weights (the members' validation metrics or an "
+                             "ensemble-eval weights file)")
+        return {}
+    if method in ("vote", "average"):
+        raise ValueError(f"--ensemble {method} takes no --weights")
+    values: list[float]
+    if isinstance(weights, str) and Path(weights).is_file():
+        data = json.loads(Path(weights).read_text())
+        values = data["weights"]["weighted"] if method == "weighted" else data["member_metrics"]
+    elif isinstance(weights, str):
+        try:
+            values = [float(x) for x in weights.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise ValueError(f"--weights {weights!r}: not a file nor a comma-separated list of numbers") from None
+    else:
+        values = [float(x) for x in weights]
+    if len(values) != n:
+        raise ValueError(f"{len(values)} weights for {n} checkpoints")
+    return {"weights": values} if method == "weighted" else {"metrics": values}
+
+
+def classify_ensemble(classifiers: Sequence, sources: Sequence, method: str = "average",
+                      weights: Sequence[float] | None = None, metrics: Sequence[float] | None = None,
+                      top_k: int = 5, **score_kwargs: Any) -> list[dict[str, Any]]:
+    """Rows like :meth:`Classifier.predict` (``file``, ``top_k``, ``windows``, ``note``, ``error``) of the
+    members' combined scores. An input that fails for any member carries that member's ``error``."""
+    names = [str(c.meta.get("source") or f"member {i}") for i, c in enumerate(classifiers)]
+    check_members([c.labels for c in classifiers], [c.multi_label for c in classifiers], names)
+    ml = score_kwargs.get("multi_label")
+    multi = classifiers[0].multi_label if ml is None else bool(ml)
+    per_member = [c.score(sources, **score_kwargs) for c in classifiers]
+
+    def merge(mats: list[np.ndarray]) -> np.ndarray:
+        return combine(mats, method, weights=weights, metrics=metrics, multi_label=multi)
+
+    rows: list[dict[str, Any]] = []
+    ok: list[int] = []
+    for i in range(len(sources)):
+        results = [m[i] for m in per_member]
+        row: dict[str, Any] = {"file": results[0].name}
+        note = next((r.note for r in results if r.note), None)
+        if note:
+            row["note"] = note
+        error = next((r.error for r in results if r.error), None)
+        if error is None and any(r.scores is None for r in results):
+            error = f"{results[0].name}: no audio to score"
+        if error is None and len({len(r.windows) for r in results}) > 1:
+            error = f"{results[0].name}: the members cut different windows (different sample rates?)"
+        if error:
+            row["error"] = error
+        else:
+            ok.append(i)
+        rows.append(row)
+    if ok:
+        clip = merge([np.stack([m[i].scores for i in ok]) for m in per_member])
+        head = classifiers[0]
+        for j, i in enumerate(ok):
+            rows[i]["top_k"] = head.top_k(clip[j], top_k)
+            windows = per_member[0][i].windows
+            if windows:
+                win = merge([np.stack([w[2] for w in m[i].windows]) for m in per_member])
+                rows[i]["windows"] = [{"start": s, "end": e, "top_k": head.top_k(sc, top_k)}
+                                      for (s, e, _), sc in zip(windows, win)]
+    return rows

@@ -1,0 +1,144 @@
+"""Ensemble evaluation on a data split (what ``sedkit ensemble-eval`` runs).
+
+:func:`ensemble_eval` scores every member on a split of a data module (the split's own eval crop,
+batched through the data module's loader), reports each member's accuracy and macro F1 (mAP and
+macro F1 for multi-label data) and every method's, and writes the members' metrics and the
+``weighted`` (proportional to the metric) and ``rank`` weights as JSON. The weights are chosen and
+scored on the same split, so the ``weighted``/``rank`` rows are optimistic; choose them on
+validation and report on a separate test split (``split="test"`` with the weights file).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sed.data.datamodule import AudioDataModule
+from sed.fileio import atomic_open
+from sed.inference.device import resolve_device
+from sed.inference.ensemble import METHODS, check_members, combine, weights_from_metrics
+from sed.models.loading import load_model
+
+__all__ = ["build_datamodule", "ensemble_eval", "format_ensemble_eval"]
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def build_datamodule(config: str | os.PathLike | dict):
+    """A data module from a YAML file (or mapping): a LightningCLI config's ``data:`` section
+    (``class_path`` + ``init_args``), a bare ``class_path``/``init_args`` mapping, or bare init args
+    of :class:`~sed.data.datamodule.AudioDataModule`."""
+    if isinstance(config, dict):
+        cfg = config
+    else:
+        import yaml
+
+        cfg = yaml.safe_load(Path(config).read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{config}: expected a YAML mapping")
+    section = cfg.get("data", cfg)
+    if not isinstance(section, dict):
+        raise ValueError(f"{config}: 'data' must be a mapping")
+    if "class_path" in section:
+        module, _, name = section["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        init = dict(section.get("init_args") or {})
+    else:
+        cls = AudioDataModule
+        init = dict(section.get("init_args", section))
+    return cls(**init)
+
+
+def _member_scores(model: torch.nn.Module, loader, multi: bool, device: torch.device) -> np.ndarray:
+    model = model.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for batch in loader:
+            logits = model(batch["wave"].to(device), lengths=batch["lengths"].to(device)).float()
+            out.append((torch.sigmoid(logits) if multi else torch.softmax(logits, -1)).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def _metrics(scores: np.ndarray, y: np.ndarray, multi: bool) -> dict[str, float]:
+    from torchmetrics.functional import classification as F
+
+    s, t = torch.as_tensor(scores, dtype=torch.float32), torch.as_tensor(y)
+    c = scores.shape[1]
+    if multi:
+        t = t.long()
+        return {"map": float(F.multilabel_average_precision(s, t, c, average="macro")),
+                "f1": float(F.multilabel_f1_score(s, t, c, average="macro"))}
+    pred = s.argmax(-1)
+    return {"acc": float((pred == t).float().mean()),
+            "f1": float(F.multiclass_f1_score(pred, t.long(), c, average="macro"))}
+
+
+def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike | dict, split: str = "val",
+                  out: str | os.PathLike | None = None, device: str = "cpu",
+                  methods: Sequence[str] = METHODS) -> dict[str, Any]:
+    """Score every member and every ensemble method on ``split`` (``val`` or ``test``) of the data module.
+
+    Returns ``{"split", "metric", "labels", "checkpoints", "members": [{"checkpoint", <metric>, "f1"}],
+    "member_metrics", "weights": {"weighted": [...], "rank": [...]}, "methods": [{"method", <metric>, "f1"}]}``
+    (metric ``acc`` for single-label data, ``map`` for multi-label) and writes it as JSON to ``out``.
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    dm = build_datamodule(data_config)
+    labels, multi = list(dm.label_names), bool(dm.is_multi_label)
+    rate = int(getattr(dm.hparams, "sample_rate", 0) or 0) if hasattr(dm, "hparams") else 0
+    members = []
+    for path in checkpoints:
+        model, meta = load_model(path)
+        mlabels = list(meta.get("labels") or [])
+        if mlabels != labels:
+            raise ValueError(f"{path}: labels {mlabels} differ from the data's labels {labels}")
+        if rate and meta.get("sample_rate") and int(meta["sample_rate"]) != rate:
+            raise ValueError(f"{path}: the model takes {meta['sample_rate']} Hz audio, the data is served at {rate} Hz")
+        members.append(model)
+    check_members([labels] * len(members), [multi] * len(members), list(map(str, checkpoints)))
+    dm.setup("validate" if split == "val" else "test")
+    loader = dm.val_dataloader() if split == "val" else dm.test_dataloader()
+    y = np.concatenate([np.asarray(b["label"]) for b in loader])
+    dev = resolve_device(device)
+    scores = [_member_scores(m, loader, multi, dev) for m in members]
+    key = "map" if multi else "acc"
+    member_rows = [{"checkpoint": str(p), **_metrics(s, y, multi)} for p, s in zip(checkpoints, scores)]
+    member_metrics = [r[key] for r in member_rows]
+    weights = {"weighted": weights_from_metrics(member_metrics, "proportional").tolist()
+               if sum(member_metrics) > 0 else [1.0 / len(members)] * len(members),
+               "rank": weights_from_metrics(member_metrics, "rank").tolist()}
+    method_rows = []
+    for method in methods:
+        kw = {"weights": weights["weighted"]} if method == "weighted" else \
+            {"metrics": member_metrics} if method == "rank" else {}
+        combined = combine(scores, method, multi_label=multi, **kw)
+        method_rows.append({"method": method, **_metrics(combined, y, multi),
+                            **({"weights": weights[method]} if method in weights else {})})
+    table = {"split": split, "metric": key, "labels": labels, "checkpoints": [str(p) for p in checkpoints],
+             "members": member_rows, "member_metrics": member_metrics, "weights": weights, "methods": method_rows,
+             "clips": int(len(y))}
+    if out is not None:
+        with atomic_open(out, "w") as f:
+            json.dump(table, f, indent=2)
+    return table
+
+
+def format_ensemble_eval(table: dict[str, Any]) -> str:
+    """A plain-text table of :func:`ensemble_eval`'s result."""
+    key = table["metric"]
+    lines = [f"split {table['split']} ({table['clips']} clips), metric {key}",
+             f"{'':<10} {'model':<48} {key:>7} {'f1':>7}  weights"]
+    for i, r in enumerate(table["members"]):
+        name = r["checkpoint"] if len(r["checkpoint"]) <= 48 else "..." + r["checkpoint"][-45:]
+        lines.append(f"{'member ' + str(i):<10} {name:<48} {r[key]:>7.4f} {r['f1']:>7.4f}")
+    for r in table["methods"]:
+        w = " ".join(f"{x:.3f}" for x in r.get("weights", []))
+        lines.append(f"{'ensemble':<10} {r['method']:<48} {r[key]:>7.4f} {r['f1']:>7.4f}  {w}")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""How results are printed: aligned tables, JSON lines and CSV (stdout or an atomic file).
+
+File names are data here, so they are kept, but every row stays one line: tables and CSV escape the
+characters :func:`sed.errors.printable` escapes (JSON escapes them itself)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sed.errors import printable
+from sed.fileio import atomic_open, derived_name
+
+
+def format_table(rows: list[dict], columns: Sequence[str]) -> str:
+    """An aligned plain-text table (numeric columns right-aligned)."""
+
+    def cell(v) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else printable(str(v))
+
+    cells = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    numeric = [bool(rows) and all(isinstance(r.get(c), int | float) for r in rows) for c in columns]
+
+    def line(vals):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)).rstrip()
+
+    return "\n".join([line(list(columns))] + [line(r) for r in cells])
+
+
+def _flat_rows(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (file or window, rank)."""
+    rows = []
+    for p in predictions:
+        if "error" in p:
+            continue
+        spans = [(w["start"], w["end"], w["top_k"]) for w in p.get("windows", [])]
+        spans.append(("all" if p.get("windows") else "", "", p["top_k"]))
+        for start, end, top in spans:
+            for rank, t in enumerate(top, 1):
+                rows.append({"file": printable(p["file"]), "start": start, "end": end, "rank": rank,
+                             "label": t["label"], "score": round(t["score"], 6)})
+    return rows
+
+
+def format_predictions(predictions: list[dict[str, Any]], fmt: str, aggregate: str = "mean") -> str:
+    """``json``: one object per line and file (window mode: one per window, then the file's
+    aggregate); ``csv``: ``file,start,end,rank,label,score``; ``table``: a line per file/window."""
+    if fmt == "json":
+        lines = []
+        for p in predictions:
+            if "error" in p:
+                continue
+            for w in p.get("windows", []):
+                lines.append(json.dumps({"file": p["file"], "start": round(w["start"], 3), "end": round(w["end"], 3),
+                                         "top_k": w["top_k"]}))
+            obj = {"file": p["file"], "top_k": p["top_k"]}
+            if p.get("windows"):
+                obj["aggregate"] = aggregate
+            lines.append(json.dumps(obj))
+        return "\n".join(lines)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["file", "start", "end", "rank", "label", "score"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(_flat_rows(predictions))
+        return buf.getvalue().rstrip("\n")
+    if fmt == "table":
+        rows = []
+        for p in predictions:
+            if "error" in p:
+                continue
+            for w in p.get("windows", []):
+                rows.append({"file": p["file"], "span": f"{w['start']:.2f}-{w['end']:.2f}", "top": _top(w["top_k"])})
+            rows.append({"file": p["file"], "span": aggregate if p.get("windows") else "clip", "top": _top(p["top_k"])})
+        return format_table(rows, ["file", "span", "top"])
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _top(top_k: list[dict]) -> str:
+    return "  ".join(f"{t['label']} {t['score']:.3f}" for t in top_k)
+
+
+def emit(text: str, output: str | os.PathLike | None) -> None:
+    """Print to stdout, or write atomically to ``output``."""
+    if output:
+        with atomic_open(output, "w") as f:
+            f.write(text + ("\n" if text else ""))
+    else:
+        if text:
+            sys.stdout.write(text + "\n")
+
+
+def write_embeddings(out: str | os.PathLike, embeddings, names: Sequence[str]) -> tuple[Path, Path]:
+    """``embeddings`` ``[N, D]`` to the ``.npy`` ``out`` and the N row names, one per line, beside it
+    (``OUT.files.txt``, names escaped as in the tables so each stays one line); both atomic."""
+    import numpy as np
+
+    out = Path(out)
+    names_file = out.with_name(derived_name(out.stem, ".files.txt"))
+    with atomic_open(out, "wb") as f:  # a file object: np.save would append .npy to a path without it
+        np.save(f, np.asarray(embeddings, dtype=np.float32))
+    with atomic_open(names_file) as f:
+        f.write("".join(f"{printable(name)}\n" for name in names))
+    return out, names_file

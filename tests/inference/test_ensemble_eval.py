@@ -1,0 +1,169 @@
+"""Ensembles of checkpoints: classify_ensemble (sedkit classify --ensemble) and ensemble_eval."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sed.checkpoint import save_model
+from sed.data.synth import make_esc50
+from sed.inference.classifier import Classifier
+from sed.inference.ensemble import classify_ensemble, combine, ensemble_options
+from sed.inference.ensemble_eval import ensemble_eval, format_ensemble_eval
+from sed.models import create_model
+
+DATA = {"source": "esc50", "clip_seconds": 1.0, "batch_size": 4, "val_folds": [5], "test_folds": [5],
+        "cache_audio": True}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 3-class 1-s corpus and two cnn_tiny members (different seeds, a few steps on the data)."""
+    from sed.data.datamodule import AudioDataModule
+
+    root = tmp_path_factory.mktemp("ens")
+    corpus = root / "esc"
+    make_esc50(corpus, seed=0, num_classes=3, clips_per_class=5, duration=1.0, sample_rate=16000)
+    dm = AudioDataModule(root=str(corpus), **DATA)
+    dm.setup("fit")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = create_model("cnn_tiny", num_classes=3, labels=dm.label_names, clip_seconds=1.0)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for batch in list(dm.train_dataloader())[: 2 + 2 * seed]:
+            loss = torch.nn.functional.cross_entropy(model(batch["wave"], lengths=batch["lengths"]), batch["label"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        paths.append(str(save_model(root / f"m{seed}.pt", model.eval(), dm.label_names)))
+    other = create_model("cnn_tiny", num_classes=3, labels=["x", "y", "z"], clip_seconds=1.0)
+    odd = str(save_model(root / "other.pt", other.eval(), ["x", "y", "z"]))
+    yield {"root": root, "corpus": corpus, "members": paths, "other": odd,
+           "files": [it.path for it in dm.splits["val"]], "labels": dm.label_names}
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("method", ["vote", "average", "weighted", "rank"])
+def test_classify_ensemble_is_combine_of_member_scores(setup, method):
+    clfs = [Classifier.from_pretrained(p, device="cpu") for p in setup["members"]]
+    files = setup["files"]
+    kw = {"weights": [0.2, 0.8]} if method == "weighted" else {"metrics": [0.9, 0.4]} if method == "rank" else {}
+    rows = classify_ensemble(clfs, [*files, setup["root"] / "missing.wav"], method, top_k=3, **kw)
+    member = [np.stack([r.scores for r in c.score(files)]) for c in clfs]
+    expected = combine(member, method, **kw)
+    assert len(rows) == len(files) + 1 and "error" in rows[-1] and "top_k" not in rows[-1]
+    for row, exp, f in zip(rows, expected, files):
+        assert row["file"] == f
+        got = {d["label"]: d["score"] for d in row["top_k"]}
+        assert got == pytest.approx({setup["labels"][i]: exp[i] for i in range(3)})
+        assert row["top_k"][0]["label"] == setup["labels"][int(np.argmax(exp))]
+    if method == "weighted":  # the weights matter: not the plain average
+        assert not np.allclose(expected, combine(member, "average"))
+
+
+def test_classify_ensemble_windows_and_label_check(setup):
+    clfs = [Classifier.from_pretrained(p, device="cpu") for p in setup["members"]]
+    files = setup["files"][:2]
+    rows = classify_ensemble(clfs, files, "average", window=0.5, hop=0.5)
+    wins = [c.score(files, window=0.5, hop=0.5)[0].windows for c in clfs]
+    assert len(rows[0]["windows"]) == len(wins[0]) >= 2
+    first = (wins[0][0][2] + wins[1][0][2]) / 2
+    assert rows[0]["windows"][0]["top_k"][0]["score"] == pytest.approx(first.max())
+    with pytest.raises(ValueError, match="labels"):
+        classify_ensemble([clfs[0], Classifier.from_pretrained(setup["other"], device="cpu")], files, "average")
+    with pytest.raises(ValueError, match="at least two"):
+        classify_ensemble(clfs[:1], files, "average")
+
+
+def test_ensemble_options(tmp_path):
+    assert ensemble_options("vote", None, 2) == {}
+    assert ensemble_options("weighted", "1,3", 2) == {"weights": [1.0, 3.0]}
+    assert ensemble_options("rank", [0.7, 0.9], 2) == {"metrics": [0.7, 0.9]}
+    f = tmp_path / "w.json"
+    f.write_text(json.dumps({"weights": {"weighted": [0.4, 0.6], "rank": [1 / 3, 2 / 3]}, "member_metrics": [0.5, 0.8]}))
+    assert ensemble_options("weighted", str(f), 2) == {"weights": [0.4, 0.6]}
+    assert ensemble_options("rank", str(f), 2) == {"metrics": [0.5, 0.8]}
+    for method, weights, msg in (("weighted", None, "needs --weights"), ("rank", None, "needs --weights"),
+                                 ("average", "1,2", "takes no"), ("weighted", "1,2,3", "3 weights"),
+                                 ("weighted", "a,b", "comma"), ("median", None, "unknown")):
+        with pytest.raises(ValueError, match=msg):
+            ensemble_options(method, weights, 2)
+
+
+def test_ensemble_eval_members_methods_and_weights(setup, tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"trainer": {"max_epochs": 1}, "data": {
+        "class_path": "sed.data.datamodule.AudioDataModule", "init_args": {**DATA, "root": str(setup["corpus"])}}}))
+    out = tmp_path / "weights.json"
+    table = ensemble_eval(setup["members"], str(cfg), split="val", out=out)
+    assert table["metric"] == "acc" and table["clips"] == len(setup["files"])
+    assert [m["checkpoint"] for m in table["members"]] == setup["members"]
+    assert [r["method"] for r in table["methods"]] == ["vote", "average", "weighted", "rank"]
+    # each member's accuracy is its argmax accuracy on the val clips
+    truth = [json.loads(json.dumps(lbl)) for lbl in _val_labels(setup)]
+    for path, row in zip(setup["members"], table["members"]):
+        clf = Classifier.from_pretrained(path, device="cpu")
+        pred = [int(r.scores.argmax()) for r in clf.score(setup["files"])]
+        assert row["acc"] == pytest.approx(np.mean([p == t for p, t in zip(pred, truth)]))
+        assert 0.0 <= row["f1"] <= 1.0
+    accs = table["member_metrics"]
+    saved = json.loads(out.read_text())
+    assert saved["member_metrics"] == pytest.approx(accs)
+    if sum(accs) > 0:
+        assert saved["weights"]["weighted"] == pytest.approx([a / sum(accs) for a in accs])
+    assert sum(saved["weights"]["rank"]) == pytest.approx(1.0)
+    text = format_ensemble_eval(table)
+    assert "rank" in text and "member 1" in text
+    # the weights file feeds sedkit classify --ensemble weighted --weights FILE
+    assert ensemble_options("weighted", str(out), 2)["weights"] == saved["weights"]["weighted"]
+
+    # a bare init_args mapping works too; members with other labels are refused
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({**DATA, "root": str(setup["corpus"])}))
+    assert ensemble_eval(setup["members"], str(bare))["member_metrics"] == pytest.approx(accs)
+    with pytest.raises(ValueError, match="labels"):
+        ensemble_eval([setup["members"][0], setup["other"]], str(bare))
+
+
+def _val_labels(setup):
+    from sed.data.datamodule import AudioDataModule
+
+    dm = AudioDataModule(root=str(setup["corpus"]), **DATA)
+    return [it.label for it in dm.splits["val"]]
+
+
+@pytest.mark.parametrize("method", ["vote", "average", "weighted", "rank"])
+def test_sedkit_classify_with_two_checkpoints(setup, method, capsys):
+    from sed.cli.main import main
+
+    a, b = setup["members"]
+    extra = ["--weights", "0.3,0.7"] if method in ("weighted", "rank") else []
+    code = main(["classify", *map(str, setup["files"]), "--checkpoint", a, "--checkpoint", b, "--ensemble", method,
+                 *extra, "--format", "json", "--top-k", "3"])
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert code == 0 and len(rows) == len(setup["files"])
+    member = [np.stack([r.scores for r in Classifier.from_pretrained(p, device="cpu").score(setup["files"])])
+              for p in (a, b)]
+    kw = {"weights": [0.3, 0.7]} if method == "weighted" else {"metrics": [0.3, 0.7]} if method == "rank" else {}
+    expected = combine(member, method, **kw)
+    for row, exp in zip(rows, expected):
+        assert row["top_k"][0]["label"] == setup["labels"][int(np.argmax(exp))]
+
+
+def test_sedkit_ensemble_usage_and_eval(setup, tmp_path, capsys):
+    from sed.cli.main import main
+
+    a, b = setup["members"]
+    assert main(["classify", *map(str, setup["files"]), "--checkpoint", a, "--checkpoint", b]) == 2
+    assert "need --ensemble" in capsys.readouterr().err
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.datamodule.AudioDataModule",
+                                            "init_args": {"root": str(setup["corpus"]), **DATA}}}))
+    assert main(["ensemble-eval", "--checkpoints", a, b, "--config", str(cfg), "--out", str(tmp_path / "w.json")]) == 0
+    out = capsys.readouterr().out
+    assert "rank" in out and "vote" in out and (tmp_path / "w.json").exists()

@@ -1,0 +1,298 @@
+import csv
+import json
+import math
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from sed.errors import DatasetError
+from sed.metrics import (
+    Diagnosis,
+    diagnose,
+    plot_confusion_matrix,
+    plot_learning_curves,
+    plot_run,
+    read_confusion_csv,
+    read_history,
+    write_confusion_csv,
+)
+from sed.metrics import per_class_table as table
+
+CHANCE10 = math.log(10)
+
+
+def overfit(n=20):
+    """Validation minimum at epoch 5 (0.6), then +0.06/epoch; training loss keeps falling."""
+    e = np.arange(n)
+    return 2.0 * np.exp(-e / 4) + 0.05, np.where(e < 5, 0.6 + 0.15 * (5 - e), 0.6 + 0.06 * (e - 5))
+
+
+def underfit(n=30):
+    """Training loss stays near chance (ln 10 = 2.30): 2.30 -> 2.20 within 3 epochs, then flat."""
+    t = 2.3 - 0.1 * (1 - np.exp(-np.arange(n) / 3))
+    return t, t + 0.02
+
+
+def good_fit(n=30):
+    """Both decrease, then flatten at 0.30 / 0.38."""
+    decay = 2.3 * np.exp(-np.arange(n) / 4)
+    return decay + 0.3, decay + 0.38
+
+
+def noisy(curves, seed, std=0.02):
+    rng = np.random.default_rng(seed)
+    return [c + rng.normal(0, std, len(c)) for c in curves]
+
+
+# ------------------------------------------------------------------------------------ diagnose
+def test_clear_overfit_is_found_at_the_validation_minimum():
+    d = diagnose(*overfit())
+    assert isinstance(d, Diagnosis)
+    assert d.kind == "overfitting"
+    assert d.epoch == 5
+    assert d.details["rule"] == "rise" and d.details["epochs_since_best"] == 14
+    assert "epoch 5" in d.message and "Stop early" in d.message
+    assert "regularisation" in d.message and "augmentation" in d.message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noisy_overfit(seed):
+    d = diagnose(*noisy(overfit(), seed))
+    assert d.kind == "overfitting"
+    assert abs(d.epoch - 5) <= 1
+
+
+def test_overfit_epoch_follows_the_given_epoch_numbers():
+    d = diagnose(*overfit(), epochs=list(range(10, 30)))
+    assert d.kind == "overfitting" and d.epoch == 15
+
+
+def test_rise_shorter_than_patience_is_not_overfitting():
+    t, v = overfit(n=8)  # minimum at 5, only two epochs after it
+    d = diagnose(t, v, patience=3)
+    assert d.kind != "overfitting"
+    assert diagnose(t, v, patience=2).kind == "overfitting"
+
+
+def test_validation_plateau_far_above_training_is_overfitting():
+    e = np.arange(31)
+    t = 3.9 * np.exp(-e / 3) + 0.02
+    v = np.where(e < 10, 1.0 + 2.9 * (np.exp(-e / 3) - np.exp(-10 / 3)), 1.0)
+    d = diagnose(t, noisy([v], 0, std=0.01)[0], chance_loss=math.log(50))
+    assert d.kind == "overfitting" and d.details["rule"] == "gap"
+    assert 8 <= d.epoch <= 11
+
+
+@pytest.mark.parametrize("chance", [CHANCE10, None])
+def test_underfit(chance):
+    d = diagnose(*underfit(), chance_loss=chance)
+    assert d.kind == "underfitting"
+    assert d.epoch is None
+    assert "bigger model" in d.message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noisy_underfit(seed):
+    assert diagnose(*noisy(underfit(), seed), chance_loss=CHANCE10).kind == "underfitting"
+
+
+@pytest.mark.parametrize("chance", [CHANCE10, None])
+def test_good_fit(chance):
+    d = diagnose(*good_fit(), chance_loss=chance)
+    assert d.kind == "good fit"
+    assert 0 < d.details["gap"] < 0.1 * d.details["scale"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noisy_good_fit(seed):
+    assert diagnose(*noisy(good_fit(), seed), chance_loss=CHANCE10).kind == "good fit"
+
+
+def test_good_fit_curves_are_not_good_fit_if_val_stays_far_above():
+    t, v = good_fit()
+    assert diagnose(t, v + 0.6, chance_loss=CHANCE10).kind == "overfitting"
+
+
+def test_too_few_epochs():
+    d = diagnose([2.3, 1.5, 1.2], [2.3, 1.6, 1.3])
+    assert d.kind == "not enough epochs" and "3 epoch" in d.message
+
+
+def test_still_falling_means_not_enough_epochs():
+    decay = 2.3 * np.exp(-np.arange(30) / 20)
+    d = diagnose(decay + 0.3, decay + 0.38, chance_loss=CHANCE10)
+    assert d.kind == "not enough epochs" and "still falling" in d.message
+
+
+def test_diagnosis_is_json_serialisable():
+    for curves in (overfit(), underfit(), good_fit()):
+        d = diagnose(*curves)
+        assert json.loads(json.dumps(d.to_dict()))["kind"] == d.kind
+
+
+# ---------------------------------------------------------------------------------- read_history
+SPARSE = """epoch,step,lr-AdamW,train_loss_step,train_loss_epoch,train_acc,val_loss,val_acc,val_recall/dog
+0,9,0.001,,,,,,
+0,9,,2.5,,,,,
+0,19,,2.1,,,,,
+0,19,,,,,1.8,0.4,0.5
+0,19,,,2.2,0.3,,,
+1,29,0.0005,,,,,,
+1,39,,,,,1.5,nan,0.75
+1,39,,,1.6,0.55,,,
+2,59,,,,,1.4,0.6,
+"""
+
+
+def write(path, text, mtime=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_read_history_merges_sparse_lightning_rows(tmp_path):
+    write(tmp_path / "metrics.csv", SPARSE)
+    h = read_history(tmp_path)
+    assert h["train_loss"] == [(0, 2.2), (1, 1.6)]  # *_epoch read as the key, *_step dropped
+    assert "train_loss_step" not in h and "train_loss_epoch" not in h
+    assert h["val_loss"] == [(0, 1.8), (1, 1.5), (2, 1.4)]
+    assert h["val_acc"] == [(0, 0.4), (2, 0.6)]  # nan ignored
+    assert h["val_recall/dog"] == [(0, 0.5), (1, 0.75)]  # empty ignored
+    assert h["lr-AdamW"] == [(0, 0.001), (1, 0.0005)]
+    assert h["train_acc"] == [(0, 0.3), (1, 0.55)]
+
+
+def test_read_history_picks_the_newest_version_folder(tmp_path):
+    write(tmp_path / "lightning_logs" / "version_0" / "metrics.csv", "epoch,step,val_loss\n0,1,9.0\n", 1000)
+    write(tmp_path / "lightning_logs" / "version_1" / "metrics.csv", SPARSE, 2000)
+    assert read_history(tmp_path)["val_loss"][0] == (0, 1.8)
+    write(tmp_path / "lightning_logs" / "version_0" / "metrics.csv", "epoch,step,val_loss\n0,1,9.0\n", 3000)
+    assert read_history(tmp_path)["val_loss"] == [(0, 9.0)]
+
+
+def test_step_level_metric_becomes_epoch_mean(tmp_path):
+    write(tmp_path / "version_0" / "metrics.csv", "epoch,step,train_loss\n0,1,2.0\n0,2,1.0\n1,3,0.5\n")
+    assert read_history(tmp_path)["train_loss"] == [(0, 1.5), (1, 0.5)]
+
+
+def test_read_history_without_metrics_names_the_folder(tmp_path):
+    with pytest.raises(DatasetError, match=str(tmp_path)):
+        read_history(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ confusion
+def test_confusion_csv_round_trip(tmp_path):
+    labels = ["dog", "rain, heavy", "cat"]
+    m = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 7]])
+    path = write_confusion_csv(tmp_path / "confusion_val.csv", m, labels)
+    assert path.read_text().splitlines()[0] == 'true\\pred,dog,"rain, heavy",cat'
+    m2, labels2 = read_confusion_csv(path)
+    assert labels2 == labels
+    np.testing.assert_array_equal(m2, m)
+    assert m2.dtype.kind == "i"
+    assert [p.name for p in tmp_path.iterdir()] == ["confusion_val.csv"]  # no temporary left
+
+
+def test_bad_confusion_csv_is_a_dataset_error(tmp_path):
+    bad = write(tmp_path / "c.csv", "true\\pred,a,b\na,1,2\n")
+    with pytest.raises(DatasetError, match="c.csv"):
+        read_confusion_csv(bad)
+    with pytest.raises(DatasetError, match="non-numeric"):
+        read_confusion_csv(write(tmp_path / "d.csv", "true\\pred,a\na,x\n"))
+    with pytest.raises(ValueError):
+        write_confusion_csv(tmp_path / "e.csv", np.zeros((2, 2)), ["a", "b", "c"])
+
+
+def test_per_class_table_matches_hand_computation():
+    m = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 0]])  # rows true, columns predicted
+    rows = {r["label"]: r for r in table(m, ["a", "b", "c"])}
+    pa, ra = 5 / 7, 5 / 6
+    assert rows["a"]["precision"] == pytest.approx(pa)
+    assert rows["a"]["recall"] == pytest.approx(ra)
+    assert rows["a"]["f1"] == pytest.approx(2 * pa * ra / (pa + ra))
+    assert rows["a"]["support"] == 6
+    pb, rb = 3 / 4, 3 / 6
+    assert (rows["b"]["precision"], rows["b"]["recall"]) == (pytest.approx(pb), pytest.approx(rb))
+    assert rows["b"]["f1"] == pytest.approx(2 * pb * rb / (pb + rb))
+    assert rows["c"] == {"label": "c", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+# -------------------------------------------------------------------------------------- figures
+def assert_png(path, min_bytes=5000):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 300 and height >= 300
+    assert len(data) > min_bytes
+
+
+def lightning_csv(path, train, val, acc=None):
+    rows = []
+    for e, (t, v) in enumerate(zip(train, val)):
+        rows.append({"epoch": e, "step": 10 * e + 9, "lr-AdamW": 1e-3})
+        rows.append({"epoch": e, "step": 10 * e + 9, "val_loss": v, "val_acc": acc[e] if acc else "",
+                     "val_f1": acc[e] - 0.05 if acc else ""})
+        rows.append({"epoch": e, "step": 10 * e + 9, "train_loss": t, "train_acc": acc[e] + 0.1 if acc else ""})
+    rows.append({"epoch": len(train), "step": 10 * len(train), "test_loss": val[-1], "test_acc": 0.7})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, ["epoch", "step", "lr-AdamW", "train_loss", "train_acc", "val_loss", "val_acc",
+                               "val_f1", "test_loss", "test_acc"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_plot_run_writes_everything(tmp_path):
+    labels = ["dog", "rain", "cat"]
+    train, val = overfit()
+    lightning_csv(tmp_path / "version_0" / "metrics.csv", train, val, acc=list(np.linspace(0.3, 0.8, 20)))
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    write_confusion_csv(tmp_path / "confusion_val.csv", [[5, 1, 0], [2, 3, 1], [0, 1, 7]], labels)
+    write_confusion_csv(tmp_path / "confusion_test.csv", [[4, 2, 0], [1, 4, 1], [0, 0, 8]], labels)
+    out = plot_run(tmp_path)
+    assert out["diagnosis"].kind == "overfitting" and out["diagnosis"].epoch == 5
+    assert set(out["files"]) == {"diagnosis", "learning_curves", "confusion_val", "per_class_val",
+                                 "confusion_test", "per_class_test"}
+    assert_png(tmp_path / "learning_curves.png", 20000)
+    assert_png(tmp_path / "confusion_val.png")
+    assert_png(tmp_path / "confusion_test.png")
+    saved = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert saved["kind"] == "overfitting" and saved["epoch"] == 5
+    with open(tmp_path / "per_class_test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["label"] for r in rows] == labels
+    assert float(rows[2]["recall"]) == pytest.approx(1.0) and int(rows[0]["support"]) == 6
+    assert out["notes"] == []
+
+
+def test_plot_run_skips_missing_pieces(tmp_path):
+    lightning_csv(tmp_path / "metrics.csv", *good_fit())
+    (tmp_path / "confusion_test.csv").write_text("true\\pred,a,b\na,1\n")  # malformed
+    (tmp_path / "labels.json").write_text(json.dumps([f"c{i}" for i in range(10)]))
+    out = plot_run(tmp_path)
+    assert out["diagnosis"].kind == "good fit"
+    assert out["diagnosis"].details["scale"] == pytest.approx(CHANCE10)  # chance level from labels.json
+    assert set(out["files"]) == {"diagnosis", "learning_curves"}
+    assert any("no confusion_val.csv" in n for n in out["notes"])
+    assert any("confusion_test.csv" in n and "skipped" in n for n in out["notes"])
+    assert_png(tmp_path / "learning_curves.png")
+
+
+def test_plot_run_without_metrics_names_the_folder(tmp_path):
+    (tmp_path / "confusion_val.csv").write_text("true\\pred,a\na,1\n")
+    with pytest.raises(DatasetError, match=str(tmp_path)):
+        plot_run(tmp_path)
+    with pytest.raises(DatasetError, match="not found"):
+        plot_run(tmp_path / "missing")
+
+
+def test_plot_functions_directly(tmp_path):
+    history = {"train_loss": [(0, 1.0), (1, 0.5)], "val_loss": [(0, 1.1), (1, 0.7)]}
+    assert_png(plot_learning_curves(history, tmp_path / "lc.png"))
+    path = write_confusion_csv(tmp_path / "c.csv", np.eye(25, dtype=int) * 3 + 1, [f"c{i}" for i in range(25)])
+    assert_png(plot_confusion_matrix(path, None, tmp_path / "cm.png"))
+    assert_png(plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "raw.png", normalize=False))
