@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     warmup, repeats = (1, 5) if args.quick else (args.warmup, args.repeats)
-    from sed.models.loading import load_model
     from sed.models import create_model
+    from sed.models.loading import load_model
 
     torch.manual_seed(0)
     rows = []
