@@ -22,7 +22,8 @@ class SedError(Exception):
     def __init__(self, path: str | os.PathLike | None, reason: str):
         self.path = None if path is None else os.fspath(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
+        # the path is escaped (a hostile name cannot split the report); ``self.path`` keeps it as given
+        super().__init__(f"{printable(self.path)}: {reason}" if self.path is not None else reason)
 
 
 class AudioError(SedError):

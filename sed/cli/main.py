@@ -27,8 +27,10 @@ class Console:
     """What a verb gets besides its arguments: one-line reports on stderr, progress bars, batches."""
 
     def error(self, err: Exception | str) -> None:
-        """One line on stderr for a user error; no traceback."""
-        print(f"error: {printable(str(err))}", file=sys.stderr)
+        """One ``error:`` line on stderr per problem of a user error (a list of bad files is one per
+        line); no traceback. Names are escaped, so a hostile one cannot split or forge a line."""
+        for line in str(err).splitlines() or [""]:
+            print(f"error: {printable(line)}", file=sys.stderr)
 
     def note(self, message: str) -> None:
         print(f"note: {printable(message)}", file=sys.stderr)

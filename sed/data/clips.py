@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from sed.audio.io import AudioInfo, info, load_audio, resample
-from sed.errors import AudioError, DatasetError
+from sed.errors import AudioError, DatasetError, printable
 
 __all__ = ["ClipDataset", "ClipItem", "collate_clips", "item_labels", "split_items", "validate_files"]
 
@@ -221,7 +221,7 @@ def validate_files(items: Sequence[ClipItem], workers: int = 8) -> None:
                                       f"({meta.duration:.3f} s)"))
     if problems:
         bad = len({p for p, _ in problems})
-        lines = "\n".join(f"{p}: {r}" for p, r in problems)
+        lines = "\n".join(f"{printable(str(p))}: {r}" for p, r in problems)
         raise DatasetError(None, f"{bad} of {len(paths)} audio file(s) cannot be used:\n{lines}")
 
 

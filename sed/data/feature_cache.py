@@ -33,7 +33,7 @@ from tqdm import tqdm
 from sed.audio.features import FeatureStandardizer
 from sed.audio.io import load_audio
 from sed.errors import AudioError, SedError
-from sed.fileio import atomic_open, atomic_save
+from sed.fileio import atomic_open, atomic_save, derived_name
 
 __all__ = ["CACHE_VERSION", "FeatureCache", "fit_standardizer", "frontend_key"]
 
@@ -78,7 +78,8 @@ class FeatureCache:
             st = p.stat()
         except FileNotFoundError:
             raise AudioError(p, "file not found") from None
-        return self.dir / f"{p.stem}-{_digest(str(p))[:12]}-{_digest([st.st_size, st.st_mtime_ns])[:12]}.npy"
+        state = f"-{_digest(str(p))[:12]}-{_digest([st.st_size, st.st_mtime_ns])[:12]}.npy"
+        return self.dir / derived_name(p.stem, state)  # a long stem is cut the same way for every state
 
     def is_cached(self, path: str | os.PathLike) -> bool:
         return self.entry(path).is_file()

@@ -7,7 +7,8 @@ of the 100-ms label frame, ``hop <= window``). Window outputs are stitched into 
 The last window is aligned to the end of the file (full context) when the regular ones leave frames
 uncovered; a file shorter than one window is one window. The sequence is post-processed
 (:func:`~sed.models.accdoa.multi_accdoa_to_detections`) and written as a DCASE CSV named like the
-audio file (atomically). A bad file is reported and the others go on.
+audio file (atomically; :func:`sed.fileio.derived_name` shortens a name the file system would
+refuse). A bad file is reported and the others go on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from sed.audio.io import info, iter_blocks
 from sed.data.dcase_csv import read_dcase_csv, write_dcase_csv
 from sed.errors import AudioError, CheckpointError, SedError
-from sed.fileio import atomic_save
+from sed.fileio import atomic_save, derived_name
 from sed.inference.device import resolve_device
 from sed.models.accdoa import multi_accdoa_to_detections
 from sed.models.loading import load_model
@@ -130,21 +131,21 @@ def seld_infer(audio_paths: Sequence[str | os.PathLike], checkpoint: str | os.Pa
         items = tqdm(items, desc="seld-infer", unit="file", file=sys.stderr, disable=None, leave=False)
     for p in items:
         p = str(p)
-        stem = Path(p).stem
-        if stem in seen:
-            results.append((p, f"{p}: same file name as {seen[stem]}; its CSV would be overwritten"))
+        name = derived_name(Path(p).stem, ".csv")
+        if name in seen:
+            results.append((p, str(SedError(p, f"same file name as {seen[name]}; its CSV would be overwritten"))))
             continue
         try:
             output = infer_file(model, p, window, hop, batch_size)
             dets = multi_accdoa_to_detections(output, model.num_classes, threshold=threshold,
                                               unify_threshold=unify_threshold)
-            write_prediction_csv(out / f"{stem}.csv", dets, year=year)
-            seen[stem] = p
+            write_prediction_csv(out / name, dets, year=year)
+            seen[name] = p
             results.append((p, None))
         except SedError as e:
             results.append((p, str(e)))
         except (RuntimeError, ValueError, OSError) as e:
-            results.append((p, f"{p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            results.append((p, str(SedError(p, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))))
     return results
 
 
