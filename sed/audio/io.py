@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+_FILE_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+               stat.S_IFSOCK: "socket"}
+
+
 def _check_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
@@ -61,6 +66,9 @@ def _check_path(path: str | os.PathLike) -> Path:
         raise AudioError(p, "is a directory, not an audio file")
     if p.suffix.lower() in _UNSUPPORTED:
         raise AudioError(p, f"unsupported format {p.suffix.lower()} (supported: wav, flac, ogg, aiff, mp3)")
+    mode = p.stat().st_mode  # before any open: opening a FIFO for reading would block
+    if not stat.S_ISREG(mode):
+        raise AudioError(p, f"not a regular file ({_FILE_KINDS.get(stat.S_IFMT(mode), 'special file')})")
     if p.stat().st_size == 0:
         raise AudioError(p, "empty file (0 bytes)")
     return p

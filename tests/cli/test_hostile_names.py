@@ -167,3 +167,21 @@ def test_a_list_of_bad_files_is_one_error_line_each_and_names_cannot_forge_lines
     assert capsys.readouterr().err.splitlines() == [
         "error: 2 of 5 audio file(s) cannot be used:", "error: a.wav: empty", "error: b.wav: corrupt",
         "error: x.wav\\nerror: forged.wav: corrupt"]
+
+
+# ------------------------------------------------------------------------------ special files
+def test_special_files_named_wav_are_reported_for_what_they_are(tmp_path, capsys):
+    import socket
+
+    os.mkfifo(tmp_path / "pipe.wav")  # opening it for reading would block forever
+    os.symlink("/dev/null", tmp_path / "null.wav")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.wav"))
+    try:
+        code, _, err = run(capsys, "info", tmp_path / "pipe.wav", tmp_path / "null.wav", tmp_path / "sock.wav")
+    finally:
+        sock.close()
+    assert code == 1
+    assert _error_lines(err) == [f"error: {tmp_path / 'pipe.wav'}: not a regular file (FIFO)",
+                                 f"error: {tmp_path / 'null.wav'}: not a regular file (character device)",
+                                 f"error: {tmp_path / 'sock.wav'}: not a regular file (socket)"]
