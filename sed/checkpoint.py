@@ -14,16 +14,19 @@ source) is :func:`sed.models.loading.load_model`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import platform
+import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sed.errors import CheckpointError
+from sed.errors import CheckpointError, printable
 from sed.fileio import atomic_save
 from sed.version import __version__
 
@@ -83,38 +86,130 @@ def save_model(path: str | os.PathLike, model: nn.Module, labels: list[str] | No
     return path
 
 
+def one_line(err: BaseException) -> str:
+    """An exception's message as a reason: its first line (its type when it has none), at most 200
+    characters, non-printable characters escaped, so that the CheckpointError built on it stays one line."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    text = printable(lines[0].strip()) if lines else type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def short(value: Any) -> str:
+    """``repr(value)`` cut to a few dozen characters: a file's contents quoted in a one-line reason."""
+    return _REPR.repr(value)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is plain JSON data (finite numbers), nested at most 8 deep."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth >= 8:
+        return False
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+#: the description's fields and their types (``None`` stands for an absent optional field)
+_FIELDS = {"model_name": str, "model_kwargs": dict, "labels": list, "sample_rate": int, "clip_samples": int,
+           "multi_label": bool, "channels": str, "frontend": dict, "format": str, "state_dict_prefix": str}
+#: an audio rate, and a clip of at most ten minutes
+MAX_SAMPLE_RATE, MAX_CLIP_SECONDS = 384_000, 600
+
+
+def check_description(desc: Any, path: str | os.PathLike | None) -> dict[str, Any]:
+    """``desc`` if it is a well-formed sed description (the fields a loader reads have their types
+    and sane values), else a :class:`CheckpointError` naming ``path``."""
+    if not isinstance(desc, dict):
+        raise CheckpointError(path, f"the sed description is a {type(desc).__name__}, not a dict")
+    missing = [k for k in ("model_name", "model_kwargs") if k not in desc]
+    if missing:
+        raise CheckpointError(path, f"checkpoint description lacks {', '.join(missing)}")
+    for key, kind in _FIELDS.items():
+        value = desc.get(key)
+        if (value is not None or key in ("model_name", "model_kwargs")) and not _is(value, kind):
+            raise CheckpointError(path, f"description field {key!r} is {short(value)}, not a {kind.__name__}")
+    if desc.get("format") not in (None, FORMAT):
+        raise CheckpointError(path, f"format {short(desc['format'])} is not {FORMAT} (written by another sed version?)")
+    if not _plain(desc["model_kwargs"]) or not _plain(desc.get("frontend")):
+        raise CheckpointError(path, "model_kwargs and frontend must hold plain JSON values (finite numbers)")
+    if not all(isinstance(x, str) for x in desc.get("labels") or []):
+        raise CheckpointError(path, f"labels must be strings, found {short(desc['labels'])}")
+    rate, clip = desc.get("sample_rate"), desc.get("clip_samples")
+    if rate is not None and not 1 <= rate <= MAX_SAMPLE_RATE:
+        raise CheckpointError(path, f"sample_rate {rate} is not an audio rate (1..{MAX_SAMPLE_RATE} Hz)")
+    if clip is not None and not 1 <= clip <= MAX_CLIP_SECONDS * (rate or MAX_SAMPLE_RATE):
+        raise CheckpointError(path, f"clip_samples {clip} is not a clip length (1 sample to {MAX_CLIP_SECONDS} s)")
+    return desc
+
+
+def _check_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """``state`` if it maps names to plain (dense, CPU) tensors, else a CheckpointError."""
+    if not isinstance(state, dict):
+        raise CheckpointError(path, f"state_dict is a {type(state).__name__}, not a dict of tensors")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+           or v.layout != torch.strided or v.device.type != "cpu" or v.is_quantized or v.is_nested]
+    if bad:
+        raise CheckpointError(path, f"state_dict entries that are not plain tensors: {short(bad)}")
+    return state
+
+
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(path, "refused: loading it would need arbitrary unpickling (code execution); "
-                                    "only plain tensor checkpoints are loaded") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(path, f"not a readable checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    except pickle.UnpicklingError as e:
+        if m := re.search(r"GLOBAL (\S+)", str(e)):
+            raise CheckpointError(path, f"refused: loading it would need arbitrary unpickling (code execution: "
+                                        f"{m[1]}); only plain tensor checkpoints are loaded") from None
+        detail = re.search(r"WeightsUnpickler error: *\n*(.+)", str(e))
+        raise CheckpointError(path, f"not a readable checkpoint (unpickling failed: "
+                                    f"{detail[1].strip()[:200] if detail else one_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file makes torch's reader raise anything
+        raise CheckpointError(path, f"not a readable checkpoint ({one_line(e)})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(path, f"not a readable safetensors file ({one_line(e)})") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor] | dict]:
-    """(sed description or None, raw content) of a file, without executing code."""
+    """(sed description or None, raw content) of a file, without executing code. A description
+    comes checked (:func:`check_description`), and with it a dict of plain tensors."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(p, "file not found")
     if p.suffix == ".safetensors":
-        from safetensors import safe_open
-
+        meta, state = _read_safetensors(p)
+        if "sed" not in meta:
+            return None, state
         try:
-            with safe_open(str(p), framework="pt") as f:
-                meta = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(p, f"not a readable safetensors file ({e})") from None
-        return (json.loads(meta["sed"]) if "sed" in meta else None), state
+            desc = json.loads(meta["sed"])
+        except (ValueError, RecursionError) as e:
+            raise CheckpointError(p, f"its 'sed' metadata is not JSON ({one_line(e)})") from None
+        return check_description(desc, p), state
     obj = _torch_load(p)
     if not isinstance(obj, dict):
         raise CheckpointError(p, f"expected a dict checkpoint, found {type(obj).__name__}")
     if "sed" in obj:
-        return obj["sed"], obj["state_dict"]
+        return check_description(obj["sed"], p), _check_state(obj.get("state_dict"), p)
     if "sed_meta" in obj and "state_dict" in obj:  # a Lightning checkpoint written by a sed task
-        prefix = obj["sed_meta"].get("state_dict_prefix", "model.")
-        state = {k[len(prefix):]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
-        return obj["sed_meta"], state
+        desc, state = check_description(obj["sed_meta"], p), _check_state(obj["state_dict"], p)
+        prefix = desc.get("state_dict_prefix") or "model."
+        return desc, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return None, obj

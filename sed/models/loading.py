@@ -15,29 +15,39 @@ from typing import Any
 import torch
 from torch import nn
 
-from sed.checkpoint import describe, read_checkpoint
+from sed.checkpoint import check_description, describe, read_checkpoint, short
 from sed.errors import CheckpointError
 from sed.models.pretrained.ast import build_ast_from_pretrained
-from sed.models.registry import create_model, is_model
+from sed.models.registry import check_weights, checked_build, create_model, is_model
 
 __all__ = ["build_from_description", "load_model"]
 
 
 def build_from_description(desc: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> nn.Module:
-    """The registered model a checkpoint description names, with its weights, labels and score type."""
-    missing = [k for k in ("model_name", "model_kwargs") if k not in desc]
-    if missing:
-        raise CheckpointError(path, f"checkpoint description lacks {', '.join(missing)}")
-    if not is_model(desc["model_name"]):
-        raise CheckpointError(path, f"unknown model {desc['model_name']!r} (this sed version has no such model)")
-    model = create_model(desc["model_name"], **desc["model_kwargs"])
+    """The registered model a checkpoint description names, with its weights, labels and score type.
+    Whatever the description and weights hold, the result is a model that fits them or a
+    :class:`CheckpointError` naming ``path`` (absurd sizes are refused before they are allocated)."""
+    desc = check_description(desc, path)
+    name, kwargs = desc["model_name"], desc["model_kwargs"]
+    if not is_model(name):
+        raise CheckpointError(path, f"unknown model {short(name)} (this sed version has no such model)")
+    if "pretrained" in kwargs:  # it would read another file, or download one
+        raise CheckpointError(path, "model_kwargs may not name pretrained weights")
+    with checked_build(path, name, state):
+        model = create_model(name, **kwargs)
+        if desc.get("labels"):
+            model.labels = list(desc["labels"])
+    check_weights(model, state, path)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
-            path, f"weights do not fit {desc['model_name']}: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+            path, f"weights do not fit {name}: missing {result.missing_keys[:5]}, unexpected {short(result.unexpected_keys[:5])}"
         )
-    if desc.get("labels"):
-        model.labels = list(desc["labels"])
+    audio = {k: getattr(model, k, None) for k in ("sample_rate", "clip_samples")}
+    for key, value in audio.items():
+        if value is not None and desc.get(key) not in (None, value):
+            raise CheckpointError(path, f"{key} {desc[key]} contradicts its {name} model's {value}")
+    check_description({**desc, **{k: v for k, v in audio.items() if v is not None}}, path)  # the model's are sane
     if "multi_label" in desc:
         model.multi_label = bool(desc["multi_label"])
     return model.eval()
@@ -56,4 +66,4 @@ def load_model(source: str | os.PathLike, **overrides: Any) -> tuple[nn.Module, 
             model = build_from_description(desc, state, p)
             return model, desc
     model = build_ast_from_pretrained(str(source), **overrides)
-    return model.eval(), describe(model, source=str(source))
+    return model.eval(), check_description(describe(model, source=str(source)), source)

@@ -24,13 +24,13 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from sed.checkpoint import read_checkpoint
+from sed.checkpoint import one_line, read_checkpoint
 from sed.errors import CheckpointError
 from sed.models import ast as ast_module
 from sed.models.ast import adapt_pos_embed
 from sed.models.pretrained import deit, huggingface, original
 from sed.models.pretrained.common import SC_STATS, Source, detect_format, infer_arch, unwrap_state
-from sed.models.registry import register_pretrained
+from sed.models.registry import check_weights, checked_build, register_pretrained
 
 __all__ = ["build_ast_from_pretrained", "resolve_source"]
 
@@ -43,7 +43,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def _from_state(sd: Mapping, desc: str, filename: str | None = None) -> Source:
     kind = detect_format(sd, desc)
     if kind == "hf":
-        state = huggingface.from_hf(sd)
+        state = huggingface.from_hf(sd, desc)
         return Source("hf", state, *infer_arch(state, desc, hf_eps=True), desc)
     if kind == "deit":
         state = {k: v for k, v in sd.items() if not k.startswith(("head.", "head_dist."))}
@@ -129,12 +129,13 @@ def build_ast_from_pretrained(
         num_classes = src_nc
         if user_labels is None and src.labels is not None:
             kwargs["labels"] = src.labels
-    model = factory(**kwargs) if num_classes is None else factory(num_classes=num_classes, **kwargs)
+    with checked_build(src.desc, factory.__name__, src.state):
+        model = factory(**kwargs) if num_classes is None else factory(num_classes=num_classes, **kwargs)
 
     state = {k: v for k, v in src.state.items() if keep_head or not k.startswith("head.")}
     notes = []
-    w = state["patch_embed.proj.weight"]
-    if w.dim() == 4 and w.shape[1] != 1:
+    w = state.get("patch_embed.proj.weight")  # when missing, the key check below names it
+    if w is not None and w.dim() == 4 and w.shape[1] != 1:
         state["patch_embed.proj.weight"] = w.sum(dim=1, keepdim=True)
         notes.append(f"patch_embed: summed {w.shape[1]} input channels")
     dst_grid = model.grid
@@ -143,8 +144,11 @@ def build_ast_from_pretrained(
         dst_grid = ((model.input_tdim - p) // fs + 1, (model.input_fdim - p) // ts + 1)
         if dst_grid[0] * dst_grid[1] != model.num_patches:
             raise ValueError("patchmix_pos_quirk needs equal frequency and time strides")
-    if tuple(src.grid) != tuple(dst_grid) or patchmix_pos_quirk:
-        state["pos_embed"] = adapt_pos_embed(state["pos_embed"], src.grid, dst_grid)
+    if "pos_embed" in state and (tuple(src.grid) != tuple(dst_grid) or patchmix_pos_quirk):
+        try:
+            state["pos_embed"] = adapt_pos_embed(state["pos_embed"], src.grid, dst_grid)
+        except (ValueError, RuntimeError) as err:
+            raise CheckpointError(src.desc, f"cannot adapt its pos_embed: {one_line(err)}") from None
         notes.append(f"pos_embed: grid {src.grid[0]}x{src.grid[1]} -> {dst_grid[0]}x{dst_grid[1]}")
 
     reinit = [] if keep_head or src.kind == "deit" else ["head"]  # a DeiT head is always new: no warning
@@ -153,11 +157,7 @@ def build_ast_from_pretrained(
         warnings.warn(f"{src.desc}: re-initialised the classifier head 'head' (head.0 LayerNorm, "
                       f"head.1 Linear; {what})", stacklevel=2)
 
-    expected = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-             for k, v in state.items() if k in expected and v.shape != expected[k].shape]
-    if wrong:
-        raise CheckpointError(src.desc, "shape mismatch: " + "; ".join(wrong[:6]))
+    check_weights(model, state, src.desc)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if keep_head or not k.startswith("head.")]
     if missing or unexpected:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sed.checkpoint import read_checkpoint
+from sed.checkpoint import read_checkpoint, short
 from sed.errors import CheckpointError
 from sed.models.ast import default_num_heads
 
@@ -53,6 +53,16 @@ def unwrap_state(obj, desc) -> dict[str, torch.Tensor]:
     return sd
 
 
+def tensor_of(state: Mapping, key: str, dims: int, desc) -> torch.Tensor:
+    """``state[key]``, a CheckpointError naming ``desc`` unless it is there with ``dims`` non-empty dimensions."""
+    if key not in state:
+        raise CheckpointError(desc, f"missing tensor {key!r}")
+    t = state[key]
+    if t.dim() != dims or 0 in t.shape:
+        raise CheckpointError(desc, f"{key} of shape {tuple(t.shape)} is not a {dims}-d weight")
+    return t
+
+
 def detect_format(sd: Mapping, desc) -> str:
     """``hf`` (transformers v4/v5 names), ``original`` (AST ``v.*``), ``deit`` (timm) or ``sed``."""
     if any(k.startswith(("audio_spectrogram_transformer.", "classifier.dense.", "embeddings.patch_")) for k in sd):
@@ -60,13 +70,17 @@ def detect_format(sd: Mapping, desc) -> str:
     if any(k.startswith("v.") for k in sd):
         return "original"
     if {"pos_embed", "patch_embed.proj.weight", "dist_token"} <= set(sd):
-        three = sd["patch_embed.proj.weight"].shape[1] != 1
-        return "deit" if three or "head_dist.weight" in sd else "sed"
+        w = sd["patch_embed.proj.weight"]
+        return "deit" if (w.dim() == 4 and w.shape[1] != 1) or "head_dist.weight" in sd else "sed"
     raise CheckpointError(desc, "not an AST checkpoint (original, Hugging Face, sed) nor a distilled DeiT state dict")
 
 
 def _guess_grid(n: int, p: int, strides, desc, fdim: int = 128):
     """(fstride, tstride, input_tdim, (f, t)) of an AST pos_embed with ``n`` patch tokens."""
+    if not 1 <= p <= fdim:
+        raise CheckpointError(desc, f"patch size {p} does not fit {fdim} mel bins")
+    if strides and not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in strides):
+        raise CheckpointError(desc, f"strides {short(strides)} are not positive integers")
     cands = [tuple(strides)] if strides else [(s, s) for s in (10, 12, 14, 16)]
     for exact in (True, False):
         for fs, ts in cands if exact else cands[:1]:
@@ -83,19 +97,19 @@ def _guess_grid(n: int, p: int, strides, desc, fdim: int = 128):
 
 def infer_arch(state: Mapping, desc, *, strides=None, deit: bool = False, hf_eps: bool = False):
     """ASTModel kwargs readable from tensor shapes (heads by width: DeiT's rule) and the source grid."""
-    try:
-        d, pe, w = state["cls_token"].shape[-1], state["pos_embed"], state["patch_embed.proj.weight"]
-        fc1 = state["blocks.0.mlp.fc1.weight"]
-    except KeyError as err:
-        raise CheckpointError(desc, f"missing tensor {err}") from None
+    d = tensor_of(state, "cls_token", 3, desc).shape[-1]
+    pe, w = tensor_of(state, "pos_embed", 3, desc), tensor_of(state, "patch_embed.proj.weight", 4, desc)
+    fc1 = tensor_of(state, "blocks.0.mlp.fc1.weight", 2, desc)
     depth = 1 + max(int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
     arch = {"embed_dim": d, "depth": depth, "num_heads": default_num_heads(d), "mlp_ratio": fc1.shape[0] / d,
             "patch_size": w.shape[-1], "qkv_bias": "blocks.0.attn.qkv.bias" in state}
     if "head.1.weight" in state:
-        arch["num_classes"] = state["head.1.weight"].shape[0]
+        arch["num_classes"] = tensor_of(state, "head.1.weight", 2, desc).shape[0]
     if hf_eps:
         arch.update(block_eps=1e-12, norm_eps=1e-12, head_eps=1e-12)
     n = pe.shape[1] - 2
+    if n < 1:
+        raise CheckpointError(desc, f"pos_embed of shape {tuple(pe.shape)} holds no patch tokens")
     if deit:
         g = math.isqrt(n)
         if g * g != n:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from sed.checkpoint import MAX_SAMPLE_RATE, one_line, short
 from sed.errors import CheckpointError
-from sed.models.pretrained.common import SC_STATS, Source, load_state_file
+from sed.models.pretrained.common import SC_STATS, Source, load_state_file, tensor_of, unwrap_state
 
 #: short name -> (hub id, source defaults used when the download lacks them).
 HF_SHORT_NAMES: dict[str, tuple[str, dict]] = {
@@ -38,7 +40,7 @@ _HF_V5 = [(r"^embeddings\.cls_token$", "cls_token"), (r"^embeddings\.distillatio
 _QKV = re.compile(r"^layers\.(\d+)\.attention\.([qkv])_proj\.(weight|bias)$")
 
 
-def from_hf(sd: Mapping) -> dict:
+def from_hf(sd: Mapping, desc=None) -> dict:
     """transformers v4 (``encoder.layer.N.attention.attention.query``) or v5 (``layers.N.attention.q_proj``)
     keys -> sed keys; q, k, v are fused into timm's ``attn.qkv`` (rows q, k, v)."""
     state, qkv = {}, {}
@@ -59,40 +61,75 @@ def from_hf(sd: Mapping) -> dict:
         state[k] = v
     for (i, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
-            raise CheckpointError(None, f"layer {i}: attention {kind} has only {sorted(parts)} of q, k, v")
+            raise CheckpointError(desc, f"layer {i}: attention {kind} has only {sorted(parts)} of q, k, v")
+        if len({(t.dim(), t.shape[1:], t.dtype) for t in parts.values()}) > 1 or parts["q"].dim() == 0:
+            raise CheckpointError(desc, f"layer {i}: attention {kind} q, k, v of shapes "
+                                        f"{[(tuple(parts[n].shape), parts[n].dtype) for n in 'qkv']} cannot be fused")
         state[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
     return state
 
 
+def _get(cfg: dict, key: str, default, kind: type, where: str, low: float | None = None, high: float | None = None):
+    """``cfg[key]`` (``default`` when absent); a CheckpointError naming ``where`` unless it is a
+    ``kind`` (a float may be an int) within ``[low, high]``."""
+    value = cfg.get(key, default)
+    ok = isinstance(value, (int, float) if kind is float else kind) and (kind is bool or not isinstance(value, bool))
+    if ok and kind in (int, float):
+        ok = math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        bounds = f" in [{low}, {high}]" if high is not None else f" >= {low}" if low is not None else ""
+        raise CheckpointError(where, f"{key} is {short(value)}, not a {kind.__name__}{bounds}")
+    return value
+
+
 def hf_arch(cfg: dict, pre: dict | None, path) -> tuple[dict, tuple[int, int], list[str] | None]:
     """ASTModel kwargs, source grid and label names from a HF ``config.json`` (+ preprocessor config)."""
-    if cfg.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(path, f"hidden_act {cfg['hidden_act']!r} is not supported (AST uses gelu)")
+    where = f"{path}/config.json"
+    if _get(cfg, "hidden_act", "gelu", str, where) != "gelu":
+        raise CheckpointError(path, f"hidden_act {short(cfg['hidden_act'])} is not supported (AST uses gelu)")
     p = cfg.get("patch_size", 16)
-    if isinstance(p, (list, tuple)):
+    if isinstance(p, list) and len(p) == 2:
         if p[0] != p[-1]:
-            raise CheckpointError(path, f"non-square patch_size {p} is not supported")
+            raise CheckpointError(path, f"non-square patch_size {short(p)} is not supported")
         p = p[0]
-    d, eps = cfg.get("hidden_size", 768), cfg.get("layer_norm_eps", 1e-12)
+    p = _get({"patch_size": p}, "patch_size", 16, int, where, 1)
+    d, eps = _get(cfg, "hidden_size", 768, int, where, 1), _get(cfg, "layer_norm_eps", 1e-12, float, where, 0)
     arch = {
-        "embed_dim": d, "depth": cfg.get("num_hidden_layers", 12), "num_heads": cfg.get("num_attention_heads", 12),
-        "mlp_ratio": cfg.get("intermediate_size", 4 * d) / d, "patch_size": p, "qkv_bias": cfg.get("qkv_bias", True),
-        "fstride": cfg.get("frequency_stride", 10), "tstride": cfg.get("time_stride", 10),
-        "input_tdim": cfg.get("max_length", 1024), "input_fdim": cfg.get("num_mel_bins", 128),
+        "embed_dim": d, "depth": _get(cfg, "num_hidden_layers", 12, int, where, 1),
+        "num_heads": _get(cfg, "num_attention_heads", 12, int, where, 1),
+        "mlp_ratio": _get(cfg, "intermediate_size", 4 * d, int, where, 1) / d, "patch_size": p,
+        "qkv_bias": _get(cfg, "qkv_bias", True, bool, where),
+        "fstride": _get(cfg, "frequency_stride", 10, int, where, 1), "tstride": _get(cfg, "time_stride", 10, int, where, 1),
+        "input_tdim": _get(cfg, "max_length", 1024, int, where, p), "input_fdim": _get(cfg, "num_mel_bins", 128, int, where, p),
         "block_eps": eps, "norm_eps": eps, "head_eps": eps,
-        "drop_rate": cfg.get("hidden_dropout_prob", 0.0), "attn_drop_rate": cfg.get("attention_probs_dropout_prob", 0.0),
+        "drop_rate": _get(cfg, "hidden_dropout_prob", 0.0, float, where, 0, 1),
+        "attn_drop_rate": _get(cfg, "attention_probs_dropout_prob", 0.0, float, where, 0, 1),
     }
     if pre is not None:
-        arch.update(mean=pre.get("mean", -4.2677393), std=pre.get("std", 4.5689974),
-                    sample_rate=pre.get("sampling_rate", 16000))
-        if pre.get("do_normalize", True) is False:
+        where = f"{path}/preprocessor_config.json"
+        arch.update(mean=_get(pre, "mean", -4.2677393, float, where), std=_get(pre, "std", 4.5689974, float, where),
+                    sample_rate=_get(pre, "sampling_rate", 16000, int, where, 1, MAX_SAMPLE_RATE))
+        if _get(pre, "do_normalize", True, bool, where) is False:
             arch.update(mean=0.0, std=0.5)  # (x - 0) / (2 * 0.5): no normalisation
-    id2label = cfg.get("id2label") or {}
-    labels = [str(id2label[k]) for k in sorted(id2label, key=int)] or None
+    id2label = _get(cfg, "id2label", {}, dict, f"{path}/config.json")
+    try:
+        labels = [str(id2label[k]) for k in sorted(id2label, key=int)] or None
+    except ValueError:
+        raise CheckpointError(path, f"config.json: id2label keys {short(list(id2label))} are not class indices") from None
     if labels and all(re.fullmatch(r"LABEL_\d+", s) for s in labels):
         labels = None
     grid = ((arch["input_fdim"] - p) // arch["fstride"] + 1, (arch["input_tdim"] - p) // arch["tstride"] + 1)
     return arch, grid, labels
+
+
+def _read_json(file: Path, where: Path) -> dict:
+    try:
+        cfg = json.loads(file.read_text())
+    except (OSError, ValueError, RecursionError) as err:
+        raise CheckpointError(where, f"cannot read the model config {file.name}: {one_line(err)}") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(where, f"{file.name} holds a {type(cfg).__name__}, not a JSON object")
+    return cfg
 
 
 def hf_dir(path: Path, defaults: dict | None = None) -> Source:
@@ -100,19 +137,16 @@ def hf_dir(path: Path, defaults: dict | None = None) -> Source:
     if not cfg_file.is_file():
         raise CheckpointError(path, "not a Hugging Face AST directory (no config.json)")
     pre_file = path / "preprocessor_config.json"
-    try:
-        cfg, pre = json.loads(cfg_file.read_text()), json.loads(pre_file.read_text()) if pre_file.is_file() else None
-    except (OSError, ValueError) as err:
-        raise CheckpointError(path, f"cannot read the model config: {err}") from None
+    cfg, pre = _read_json(cfg_file, path), _read_json(pre_file, path) if pre_file.is_file() else None
     if cfg.get("model_type") != "audio-spectrogram-transformer":
-        raise CheckpointError(path, f"model_type {cfg.get('model_type')!r} is not an AST")
+        raise CheckpointError(path, f"model_type {short(cfg.get('model_type'))} is not an AST")
     weights = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
     if not weights:
         raise CheckpointError(path, "no model.safetensors or pytorch_model.bin")
-    state = from_hf(load_state_file(weights[0]))
+    state = from_hf(unwrap_state(load_state_file(weights[0]), weights[0]), weights[0])
     arch, grid, labels = hf_arch(cfg, pre, path)
     if "head.1.weight" in state:
-        arch["num_classes"] = state["head.1.weight"].shape[0]
+        arch["num_classes"] = tensor_of(state, "head.1.weight", 2, weights[0]).shape[0]
     if labels is not None and len(labels) != arch.get("num_classes"):
         labels = None
     arch = {**(defaults or {}), **arch}  # the download's own config and preprocessor config win
