@@ -19,14 +19,13 @@ import os
 import pickle
 import platform
 import re
-import reprlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sed.errors import CheckpointError, printable
+from sed.errors import CheckpointError, one_line, short
 from sed.fileio import atomic_save
 from sed.version import __version__
 
@@ -84,23 +83,6 @@ def save_model(path: str | os.PathLike, model: nn.Module, labels: list[str] | No
     else:
         atomic_save(path, lambda tmp: torch.save({"sed": desc, "state_dict": state}, tmp))
     return path
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's message as a reason: its first line (its type when it has none), at most 200
-    characters, non-printable characters escaped, so that the CheckpointError built on it stays one line."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    text = printable(lines[0].strip()) if lines else type(err).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 60
-
-
-def short(value: Any) -> str:
-    """``repr(value)`` cut to a few dozen characters: a file's contents quoted in a one-line reason."""
-    return _REPR.repr(value)
 
 
 def _plain(value: Any, depth: int = 0) -> bool:

@@ -6,6 +6,7 @@ The CLI prints ``str(err)`` for these (no traceback) and goes on with the rest o
 from __future__ import annotations
 
 import os
+import reprlib
 
 
 def printable(text: str) -> str:
@@ -16,14 +17,38 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's message as a reason: its first line (its type when it has none), escaped and
+    cut to ``limit`` characters, so that an error built on it stays one line."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    text = printable(lines[0].strip()) if lines else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def short(value) -> str:
+    """``repr(value)`` cut to a few dozen characters: a file's contents quoted in a one-line reason."""
+    return _REPR.repr(value)
+
+
 class SedError(Exception):
-    """Base class of the errors a user can cause (bad file, bad checkpoint, bad dataset)."""
+    """Base class of the errors a user can cause (bad file, bad checkpoint, bad dataset).
+
+    With a path, the message is one printable line whatever the reason quotes (control characters
+    and newlines escaped; quote file contents with :func:`short`); without one (a batch summary)
+    it may hold several lines, each escaped."""
 
     def __init__(self, path: str | os.PathLike | None, reason: str):
         self.path = None if path is None else os.fspath(path)
         self.reason = reason
         # the path is escaped (a hostile name cannot split the report); ``self.path`` keeps it as given
-        super().__init__(f"{printable(self.path)}: {reason}" if self.path is not None else reason)
+        if self.path is not None:
+            super().__init__(f"{printable(self.path)}: {printable(reason)}")
+        else:
+            super().__init__("\n".join(printable(line) for line in reason.split("\n")))
 
 
 class AudioError(SedError):

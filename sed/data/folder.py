@@ -22,7 +22,8 @@ from pathlib import Path
 
 from sed.audio.io import AUDIO_EXTENSIONS
 from sed.data.clips import ClipDataset, ClipItem
-from sed.errors import DatasetError
+from sed.data.text import csv_errors, text_lines
+from sed.errors import DatasetError, short
 
 __all__ = ["FolderDataset", "ManifestDataset", "folder_items", "manifest_items"]
 
@@ -88,12 +89,27 @@ def _time(value, name: str, where: str, manifest: Path) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
+        if isinstance(value, bool):
+            raise TypeError
         t = float(value)
-    except (TypeError, ValueError):
-        raise DatasetError(manifest, f"{where}: {name} {value!r} is not a number of seconds") from None
+    except (TypeError, ValueError, OverflowError):
+        raise DatasetError(manifest, f"{where}: {name} {short(value)} is not a number of seconds") from None
     if not t >= 0 or t == float("inf"):
-        raise DatasetError(manifest, f"{where}: {name} must be a finite time >= 0, got {value!r}")
+        raise DatasetError(manifest, f"{where}: {name} must be a finite time >= 0, got {short(value)}")
     return t
+
+
+def _fold(value, where: str, manifest: Path) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        if not isinstance(value, (int, str)) or isinstance(value, bool):
+            raise TypeError
+        return int(value)
+    except (TypeError, ValueError):
+        raise DatasetError(manifest, f"{where}: fold {short(value)} is not an integer") from None
 
 
 def _row(manifest: Path, base: Path, where: str, path, label, start, end, fold) -> tuple:
@@ -107,58 +123,58 @@ def _row(manifest: Path, base: Path, where: str, path, label, start, end, fold) 
     elif isinstance(label, int) and not isinstance(label, bool):
         names = [str(label)]
     else:
-        raise DatasetError(manifest, f"{where}: label must be a name or a list of names, got {label!r}")
+        raise DatasetError(manifest, f"{where}: label must be a name or a list of names, got {short(label)}")
     if (not names and not isinstance(label, list)) or any(not n for n in names):
         raise DatasetError(manifest, f"{where}: empty label")
     start, end = _time(start, "start", where, manifest), _time(end, "end", where, manifest)
     if start is not None and end is not None and end <= start:
         raise DatasetError(manifest, f"{where}: end ({end}) must be after start ({start})")
-    if fold is not None and not (isinstance(fold, str) and not fold.strip()):
-        try:
-            fold = int(fold)
-        except (TypeError, ValueError):
-            raise DatasetError(manifest, f"{where}: fold {fold!r} is not an integer") from None
-    else:
-        fold = None
+    fold = _fold(fold, where, manifest)
     p = Path(os.path.expanduser(path.strip()))
     return str(p if p.is_absolute() else base / p), names, start, end, fold
 
 
 def _read_csv(manifest: Path, base: Path, delimiter: str) -> list[tuple]:
     rows = []
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in ("path", "label") if c not in header]
-        if missing:
-            raise DatasetError(manifest, f"line 1: header lacks column(s) {', '.join(missing)} "
-                                         f"(expected path,label[,start,end,fold]; got {','.join(header)})")
-        reader.fieldnames = header
-        for raw in reader:
-            where = f"line {reader.line_num}"
-            if None in raw:
-                raise DatasetError(manifest, f"{where}: more fields than header columns")
-            rows.append((where, _row(manifest, base, where, raw["path"], raw["label"] or "",
-                                     raw.get("start"), raw.get("end"), raw.get("fold")), False))
+    reader = csv.reader(text_lines(manifest), delimiter=delimiter)
+    lines = csv_errors(reader, manifest)
+    header = [h.strip() for h in next(lines, [])]
+    missing = [c for c in ("path", "label") if c not in header]
+    if missing:
+        raise DatasetError(manifest, f"line 1: header lacks column(s) {', '.join(missing)} "
+                                     f"(expected path,label[,start,end,fold]; got {short(','.join(header))})")
+    repeated = sorted({h for h in header if h and header.count(h) > 1})
+    if repeated:
+        raise DatasetError(manifest, f"line 1: column(s) {', '.join(map(short, repeated))} appear more than once")
+    for cells in lines:
+        where = f"line {reader.line_num}"
+        if not cells:
+            continue
+        if len(cells) > len(header):
+            raise DatasetError(manifest, f"{where}: more fields than header columns")
+        raw = dict(zip(header, cells))
+        rows.append((where, _row(manifest, base, where, raw.get("path"), raw.get("label") or "",
+                                 raw.get("start"), raw.get("end"), raw.get("fold")), False))
     return rows
 
 
 def _read_jsonl(manifest: Path, base: Path) -> list[tuple]:
     rows = []
-    with open(manifest, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(manifest, f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or "label" not in obj:
-                raise DatasetError(manifest, f"{where}: expected an object with \"path\" and \"label\"")
-            rows.append((where, _row(manifest, base, where, obj.get("path"), obj["label"],
-                                     obj.get("start"), obj.get("end"), obj.get("fold")),
-                         isinstance(obj["label"], list)))
+    for lineno, line in enumerate(text_lines(manifest), start=1):
+        if not line.strip():
+            continue
+        where = f"line {lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(manifest, f"{where}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise DatasetError(manifest, f"{where}: JSON nested too deeply") from None
+        if not isinstance(obj, dict) or "label" not in obj:
+            raise DatasetError(manifest, f"{where}: expected an object with \"path\" and \"label\"")
+        rows.append((where, _row(manifest, base, where, obj.get("path"), obj["label"],
+                                 obj.get("start"), obj.get("end"), obj.get("fold")),
+                     isinstance(obj["label"], list)))
     return rows
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sed.checkpoint import check_description, describe, read_checkpoint, short
-from sed.errors import CheckpointError
+from sed.checkpoint import check_description, describe, read_checkpoint
+from sed.errors import CheckpointError, short
 from sed.models.pretrained.ast import build_ast_from_pretrained
 from sed.models.registry import check_weights, checked_build, create_model, is_model
 

@@ -25,8 +25,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sed.checkpoint import one_line
-from sed.errors import CheckpointError
+from sed.errors import CheckpointError, one_line
 
 __all__ = ["check_weights", "checked_build", "create_model", "is_model", "list_models", "model_entry",
            "register_model", "register_pretrained"]

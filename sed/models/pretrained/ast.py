@@ -24,8 +24,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from sed.checkpoint import one_line, read_checkpoint
-from sed.errors import CheckpointError
+from sed.checkpoint import read_checkpoint
+from sed.errors import CheckpointError, one_line
 from sed.models import ast as ast_module
 from sed.models.ast import adapt_pos_embed
 from sed.models.pretrained import deit, huggingface, original

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sed.checkpoint import read_checkpoint, short
-from sed.errors import CheckpointError
+from sed.checkpoint import read_checkpoint
+from sed.errors import CheckpointError, short
 from sed.models.ast import default_num_heads
 
 #: Speech Commands V2 fbank statistics of the AST recipe (the AudioSet ones are the model default).

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from sed.checkpoint import MAX_SAMPLE_RATE, one_line, short
-from sed.errors import CheckpointError
+from sed.checkpoint import MAX_SAMPLE_RATE
+from sed.errors import CheckpointError, one_line, short
 from sed.models.pretrained.common import SC_STATS, Source, load_state_file, tensor_of, unwrap_state
 
 #: short name -> (hub id, source defaults used when the download lacks them).
