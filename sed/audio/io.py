@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 import torchaudio.functional as AF
 
@@ -53,6 +54,12 @@ class AudioInfo:
     def duration(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
+
+#: float samples beyond this (60 dB over full scale) are corrupt data, not audio
+MAX_AMPLITUDE = 1000.0
+#: decoded samples per file byte past which a header's frame count is not trusted for one allocation
+#: (PCM is <= 1, FLAC and Vorbis a few; silence compresses further, and is then read in chunks)
+MAX_EXPANSION = 64
 
 _FILE_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
                stat.S_IFSOCK: "socket"}
@@ -132,18 +139,46 @@ def select_channels(wave: torch.Tensor, channels: Channels, path: str | os.PathL
     return wave[idx]
 
 
+#: torchaudio's polyphase kernel holds about (orig/g) x (new/g) taps (g = gcd): past this, soxr resamples
+MAX_KERNEL_TAPS = 1 << 22
+
+
+def _polyphase_ok(orig: int, new: int) -> bool:
+    g = math.gcd(orig, new)
+    return (orig // g) * (new // g) <= MAX_KERNEL_TAPS
+
+
+def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
+    """``[T, C]`` cut or zero-padded to ``frames`` rows."""
+    if y.shape[0] >= frames:
+        return y[:frames]
+    return np.concatenate([y, np.zeros((frames - y.shape[0], y.shape[1]), y.dtype)])
+
+
 def resample(wave: torch.Tensor, orig: int, new: int) -> torch.Tensor:
-    """Band-limited sinc resampling (torchaudio's default kernel) of ``[..., T]``."""
+    """Band-limited sinc resampling of ``[..., T]`` to ``ceil(T * new / orig)`` samples: torchaudio's
+    default kernel, or soxr (high quality) for rates whose ratio would need a kernel of billions of
+    taps (co-prime rates such as 32767 -> 16000 Hz)."""
     if orig == new:
         return wave
-    return AF.resample(wave, orig, new)
+    if _polyphase_ok(orig, new):
+        return AF.resample(wave, orig, new)
+    flat = wave.reshape(-1, wave.shape[-1]).detach().cpu().float().numpy().T
+    frames = math.ceil(wave.shape[-1] * new / orig)
+    y = _fit_length(soxr.resample(np.ascontiguousarray(flat), orig, new, quality="HQ"), frames)
+    return torch.from_numpy(np.ascontiguousarray(y.T)).reshape(*wave.shape[:-1], frames).to(wave)
 
 
-def _check_finite(block: np.ndarray, path: Path, offset: int, sr: int) -> None:
+def _check_samples(block: np.ndarray, path: Path, offset: int, sr: int) -> None:
+    """NaN, Inf and float samples beyond :data:`MAX_AMPLITUDE` are errors (the first one's time is given)."""
     if not np.isfinite(block).all():
         bad = int(np.argmax(~np.isfinite(block).all(axis=1)))
         kind = "NaN" if np.isnan(block).any() else "Inf"
         raise AudioError(path, f"contains {kind} samples (first at {(offset + bad) / sr:.3f} s)")
+    if block.size and np.abs(block).max() > MAX_AMPLITUDE:
+        bad = int(np.argmax((np.abs(block) > MAX_AMPLITUDE).any(axis=1)))
+        raise AudioError(path, f"sample of magnitude {np.abs(block[bad]).max():.3g} at {(offset + bad) / sr:.3f} s: "
+                               f"not audio in [-1, 1] (float samples up to {MAX_AMPLITUDE:g} are accepted)")
 
 
 def _check_count(path: Path, have: int, num_channels: int | None) -> None:
@@ -165,16 +200,19 @@ def load_audio(
     meta = info(path)
     p = Path(meta.path)
     _check_count(p, meta.channels, num_channels)
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise AudioError(p, f"corrupt or truncated audio ({_sf_reason(e)})") from None
-    if data.shape[0] == 0:
-        raise AudioError(p, "contains zero samples")
-    if data.shape[0] < meta.frames:
-        raise AudioError(p, f"truncated: read {data.shape[0]} of {meta.frames} frames")
-    _check_finite(data, p, 0, sr)
-    wave = select_channels(torch.from_numpy(np.ascontiguousarray(data.T)), channels, p)
+    sr = meta.sample_rate
+    if meta.frames * meta.channels <= MAX_EXPANSION * (p.stat().st_size + (1 << 20)):
+        try:
+            data = sf.read(str(p), dtype="float32", always_2d=True)[0]
+        except Exception as e:
+            raise AudioError(p, f"corrupt or truncated audio ({_sf_reason(e)})") from None
+        if data.shape[0] < meta.frames:
+            raise AudioError(p, f"truncated: read {data.shape[0]} of {meta.frames} frames")
+        _check_samples(data, p, 0, sr)
+        wave = torch.from_numpy(np.ascontiguousarray(data.T))
+    else:  # a header that promises more than the bytes can hold: memory follows what decodes
+        wave = torch.cat(list(_read_chunks(p, meta, 1 << 20)), dim=1)
+    wave = select_channels(wave, channels, p)
     if sample_rate is not None and sample_rate != sr:
         wave = resample(wave, sr, sample_rate)
         sr = sample_rate
@@ -232,7 +270,7 @@ def _read_chunks(p: Path, meta: AudioInfo, frames: int) -> Iterator[torch.Tensor
                 data = f.read(frames, dtype="float32", always_2d=True)
                 if data.shape[0] == 0:
                     break
-                _check_finite(data, p, offset, meta.sample_rate)
+                _check_samples(data, p, offset, meta.sample_rate)
                 offset += data.shape[0]
                 yield torch.from_numpy(np.ascontiguousarray(data.T))
     except AudioError:
@@ -247,6 +285,9 @@ def _iter_resampled(p: Path, meta: AudioInfo, target: int, block_frames: int) ->
     sr = meta.sample_rate
     if target == sr:
         yield from _read_chunks(p, meta, block_frames)
+        return
+    if not _polyphase_ok(sr, target):
+        yield from _soxr_stream(p, meta, target, block_frames)
         return
     o, n, ctx = _resample_context(sr, target)
     step = o * max(1, math.ceil(block_frames * sr / target / o))  # input samples per step, a multiple of o
@@ -277,6 +318,19 @@ def _iter_resampled(p: Path, meta: AudioInfo, target: int, block_frames: int) ->
         s += step
         drop = s - ctx - buf_start
         buf, buf_start = buf[:, drop:], buf_start + drop
+
+
+def _soxr_stream(p: Path, meta: AudioInfo, target: int, block_frames: int) -> Iterator[torch.Tensor]:
+    """:func:`resample`'s soxr path, chunk by chunk (soxr's stream equals its one-shot result)."""
+    stream = soxr.ResampleStream(meta.sample_rate, target, meta.channels, dtype="float32", quality="HQ")
+    left = math.ceil(meta.frames * target / meta.sample_rate)
+    chunks = _read_chunks(p, meta, block_frames)
+    for chunk in chunks:
+        y = stream.resample_chunk(np.ascontiguousarray(chunk.numpy().T), last=False)[:left]
+        left -= y.shape[0]
+        yield torch.from_numpy(np.ascontiguousarray(y.T))
+    y = _fit_length(stream.resample_chunk(np.zeros((0, meta.channels), np.float32), last=True), max(left, 0))
+    yield torch.from_numpy(np.ascontiguousarray(y.T))
 
 
 def find_audio_files(inputs: Sequence[str | os.PathLike], extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:

@@ -125,7 +125,7 @@ def test_unsupported_format(tmp_path):
         load_audio(p)
 
 
-@pytest.mark.parametrize("sr_in,sr_out,block", [(16000, None, 3000), (44100, 16000, 7000), (4000, 16000, 5000), (24000, 16000, 16000), (22050, 16000, 999)])
+@pytest.mark.parametrize("sr_in,sr_out,block", [(16000, None, 3000), (44100, 16000, 7000), (4000, 16000, 5000), (24000, 16000, 16000), (22050, 16000, 999), (32767, 16000, 4000)])
 def test_block_reading_equals_whole_file(write_wav, sr_in, sr_out, block):
     x = np.random.uniform(-0.5, 0.5, (int(sr_in * 2.37), 2)).astype(np.float32)
     p = write_wav("long.wav", x, sr=sr_in, subtype="FLOAT")
@@ -157,3 +157,42 @@ def test_long_file_blocks_have_fixed_size(write_wav):
     p = write_wav("long.wav", x, sr=sr, subtype="FLOAT")
     sizes = [b.shape[1] for b in iter_blocks(p, 4000, sample_rate=16000)]
     assert sum(sizes) == 16000 * 30 and set(sizes) == {4000}
+
+
+def test_coprime_rates_resample_in_bounded_memory(write_wav):
+    """32767 -> 16000 Hz would need a torchaudio kernel of 16000 x 32779 taps (2 GB, found by the fuzz
+    tests): soxr resamples it, to the same length rule, as a clean band-limited tone."""
+    from sed.audio.io import MAX_KERNEL_TAPS, resample
+
+    assert 32767 * 16000 > MAX_KERNEL_TAPS >= 441 * 160  # 44.1 kHz -> 16 kHz stays on torchaudio
+    p = write_wav("odd.wav", tone(32767, 32767), sr=32767, subtype="FLOAT")
+    wave, sr = load_audio(p, sample_rate=16000)
+    assert sr == 16000 and wave.shape == (1, 16000)
+    ref = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    assert np.abs(wave[0, 100:-100].numpy() - ref[100:-100]).max() < 1e-4
+    batch = torch.from_numpy(np.stack([tone(1001, 32767), -tone(1001, 32767)])).float()[None]
+    out = resample(batch, 32767, 16000)
+    assert out.shape == (1, 2, 489) and torch.allclose(out[0, 0], -out[0, 1])
+
+
+def test_absurd_float_amplitude_is_an_error(write_wav):
+    x = tone(1600, 16000)
+    x[800] = 3e38  # finite, but its square (features, a channel mean) overflows
+    p = write_wav("loud.wav", x, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"loud.wav: sample of magnitude 3e\+38 at 0.050 s: not audio"):
+        load_audio(p)
+    x[800] = 2.0  # headroom above full scale is kept
+    assert load_audio(write_wav("hot.wav", x, subtype="FLOAT"))[0].max() == 2.0
+
+
+def test_flac_header_promising_billions_of_frames_is_read_in_chunks(write_wav):
+    """STREAMINFO's total_samples set to 2**36 - 1: one read would allocate 256 GiB (a MemoryError
+    found by the fuzz tests); the frames that decode are read and the file is reported truncated."""
+    p = write_wav("lie.flac", tone(3200, 16000), fmt="FLAC")
+    data = bytearray(p.read_bytes())
+    word = int.from_bytes(data[18:26], "big") | ((1 << 36) - 1)
+    p.write_bytes(bytes(data[:18]) + word.to_bytes(8, "big") + bytes(data[26:]))
+    assert info(p).frames == (1 << 36) - 1
+    with pytest.raises(AudioError, match="lie.flac: corrupt or truncated audio") as err:
+        load_audio(p)
+    assert not isinstance(err.value.__context__, MemoryError)
