@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,14 +13,27 @@ from typing import IO
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 
 
+def _temp_beside_prefix(path: Path, suffix: str) -> str:
+    """``.<name>.``: the start of the temporary files beside ``path`` (the name cut to fit NAME_MAX)."""
+    keep = NAME_MAX - len(os.fsencode(suffix)) - 12  # ".", ".", 8 random characters, slack
+    name = os.fsdecode(os.fsencode(path.name)[:keep]) if len(os.fsencode(path.name)) > keep else path.name
+    return f".{name}."
+
+
 def _temp_beside(path: Path, suffix: str) -> str:
     """A new empty file ``.<name>.<random><suffix>`` in ``path``'s folder (the name cut to fit NAME_MAX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    keep = NAME_MAX - len(os.fsencode(suffix)) - 12  # ".", ".", 8 random characters, slack
-    prefix = os.fsdecode(os.fsencode(path.name)[:keep]) if len(os.fsencode(path.name)) > keep else path.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{prefix}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_beside_prefix(path, suffix), suffix=suffix, dir=path.parent)
     os.close(fd)
     return tmp
+
+
+def stale_temps(folder: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
+    """The temporary files (``.<name>.<8 random characters><suffix>``) that atomic writes killed
+    midway left in ``folder``."""
+    folder = Path(folder)
+    pattern = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(suffix) + "$")
+    return sorted(p for p in folder.iterdir() if pattern.match(p.name) and p.is_file()) if folder.is_dir() else []
 
 
 @contextlib.contextmanager
@@ -39,12 +53,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
         raise
 
 
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_save(path: str | os.PathLike, save_fn) -> None:
-    """Call ``save_fn(tmp_path)`` (e.g. ``np.save`` or ``soundfile.write``) and move the result into place."""
+    """Call ``save_fn(tmp_path)`` (e.g. ``np.save`` or ``soundfile.write``), flush the file to disk
+    and move it into place."""
     path = Path(path)
     tmp = _temp_beside(path, path.suffix or ".tmp")
     try:
         save_fn(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -20,11 +20,11 @@ Training crops ``clip_seconds`` at random; val/test/predict take the centre crop
 ``balanced=True`` draws training items with a WeightedRandomSampler (with replacement,
 ``len(train)`` draws per epoch) whose per-item weight is the sum over its labels of
 1 / (label count in train), AST's balanced sampler; items without labels get the smallest
-weight of the labelled ones. Under DDP Lightning wraps this sampler in its
-DistributedSamplerWrapper: the sampler's generator is seeded by ``seed``, so every rank
-draws the same weighted sequence each epoch and takes its own 1/world_size share of it
-(an epoch is still ``len(train)`` draws in all). Plain shuffling gets Lightning's
-DistributedSampler as usual.
+weight of the labelled ones. Epoch ``e``'s draws (or shuffle) are seeded by the run's seed,
+``seed`` and ``e`` (:mod:`sed.data.samplers`), so a resumed run draws what the uninterrupted one
+did. Under DDP Lightning wraps the balanced sampler in its DistributedSamplerWrapper: every rank
+draws the same weighted sequence each epoch and takes its own 1/world_size share of it (an epoch
+is still ``len(train)`` draws in all). Plain shuffling gets Lightning's DistributedSampler.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from collections import Counter
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from sed.audio.io import find_audio_files
 from sed.data.clips import ClipDataset, ClipItem, collate_clips, item_labels, split_items, validate_files
 from sed.data.esc50 import esc50_items
 from sed.data.folder import folder_items, manifest_items
+from sed.data.samplers import training_sampling
 from sed.errors import DatasetError
 
 __all__ = ["AudioDataModule", "balanced_weights"]
@@ -198,11 +199,8 @@ class AudioDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self._get("train")
-        if not self.hparams.balanced:
-            return self._loader(ds, self.hparams.batch_size, True, shuffle=True)
-        gen = torch.Generator().manual_seed(self.hparams.seed)
-        sampler = WeightedRandomSampler(balanced_weights(ds.items, self.num_classes), len(ds), generator=gen)
-        return self._loader(ds, self.hparams.batch_size, True, sampler=sampler)
+        weights = balanced_weights(ds.items, self.num_classes) if self.hparams.balanced else None
+        return self._loader(ds, self.hparams.batch_size, True, **training_sampling(ds, self.hparams.seed, weights))
 
     @property
     def _eval_batch(self) -> int:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from sed.data.clips import collate_clips
 from sed.data.icbhi import LABEL_NAMES, SAMPLE_RATE, IcbhiDataset, _fold_arg
+from sed.data.samplers import training_sampling
 
 __all__ = ["IcbhiDataModule"]
 
@@ -90,9 +91,10 @@ class IcbhiDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         h = self.hparams
-        return DataLoader(self.dataset(split), batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
-                          shuffle=train, drop_last=train, num_workers=h.num_workers, collate_fn=collate_clips,
-                          persistent_workers=h.num_workers > 0)
+        ds = self.dataset(split)
+        return DataLoader(ds, batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
+                          drop_last=train, num_workers=h.num_workers, collate_fn=collate_clips,
+                          persistent_workers=h.num_workers > 0, **(training_sampling(ds) if train else {}))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sed.data import starss
+from sed.data.samplers import training_sampling
 from sed.data.seld_dataset import StarssDataset, collate
 
 __all__ = ["StarssDataModule", "seld_label_names"]
@@ -119,8 +120,8 @@ class StarssDataModule(pl.LightningDataModule):
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         ds = self._dataset(stage)
         bs = self.batch_size if stage == "train" else self.eval_batch_size
-        return DataLoader(ds, batch_size=bs, shuffle=shuffle, num_workers=self.num_workers, collate_fn=collate,
-                          drop_last=False, persistent_workers=self.num_workers > 0)
+        return DataLoader(ds, batch_size=bs, num_workers=self.num_workers, collate_fn=collate, drop_last=False,
+                          persistent_workers=self.num_workers > 0, **(training_sampling(ds) if shuffle else {}))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

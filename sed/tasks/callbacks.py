@@ -1,14 +1,19 @@
 """Callbacks every sed training run gets: checkpoints (best-k and last), learning-rate logging,
-the run's labels and environment, plots at the end of fit and test, prediction files."""
+the run's labels and environment, plots at the end of fit and test, prediction files, and a
+per-epoch seed (so that a resumed run draws what the uninterrupted one would)."""
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 
 from sed.fileio import atomic_open
@@ -84,10 +89,28 @@ class PredictionWriter(BasePredictionWriter):
         print(f"predictions written to {path}", file=sys.stderr)
 
 
+class EpochSeed(pl.Callback):
+    """Seeds Python's, NumPy's and torch's (CPU and CUDA) global generators at the start of each training
+    epoch from the run's seed and the epoch number alone. Crops, SpecAugment, mixup and dropout in
+    epoch ``e`` then draw the same numbers whether the run got there in one go or resumed from a
+    checkpoint (whatever the sanity check or Lightning's loader setup drew before). The run's seed
+    is ``seed_everything``'s (``PL_GLOBAL_SEED``); without one, nothing is reseeded."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        base = os.environ.get("PL_GLOBAL_SEED")
+        if base is None:
+            return
+        seed = int(np.random.SeedSequence([int(base) % 2**32, trainer.current_epoch]).generate_state(1)[0])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # every CUDA device too
+
+
 def default_callbacks(monitor: str, mode: str, save_top_k: int = 1) -> list[pl.Callback]:
     """Best-k checkpoints on ``monitor`` (first: ``trainer.checkpoint_callback``, ``ckpt_path="best"``) and
     ``last.ckpt`` rewritten after every epoch (Lightning's ``save_last`` only follows top-k saves, so a
     run whose metric stopped improving would resume from a stale epoch)."""
     best = ModelCheckpoint(filename="best-{epoch:03d}", monitor=monitor, mode=mode, save_top_k=save_top_k)
     last = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    return [best, last, LearningRateMonitor(logging_interval="epoch"), RunInfo(), Plots(), PredictionWriter()]
+    return [best, last, LearningRateMonitor(logging_interval="epoch"), RunInfo(), Plots(), PredictionWriter(),
+            EpochSeed()]

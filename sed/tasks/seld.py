@@ -276,6 +276,7 @@ class SELDTask(pl.LightningModule):
 
     def configure_callbacks(self):
         from sed.tasks.callbacks import (
+            EpochSeed,
             LearningRateMonitor,
             ModelCheckpoint,
             Plots,
@@ -286,7 +287,7 @@ class SELDTask(pl.LightningModule):
         name, mode = self.monitor
         # the classification set minus its clip-level PredictionWriter
         # (and without checkpoints / logging when the trainer was built without them)
-        keep = ((ModelCheckpoint,) if self.trainer.checkpoint_callbacks else ()) \
+        keep = (EpochSeed,) + ((ModelCheckpoint,) if self.trainer.checkpoint_callbacks else ()) \
             + ((LearningRateMonitor, RunInfo, Plots) if self.trainer.loggers else ())
         return [c for c in default_callbacks(monitor=name, mode=mode, save_top_k=self.hparams.save_top_k)
                 if isinstance(c, keep)]

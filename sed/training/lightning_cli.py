@@ -3,8 +3,9 @@
 Lightning owns devices, precision, DDP, checkpointing and logging; sed links the data into the
 model (number of classes, label names, multi-label), puts every run in one directory
 (``trainer.default_root_dir``: ``config.yaml``, ``metrics.csv``, TensorBoard events,
-``checkpoints/``, ``labels.json``, ``environment.json``, plots) and seeds everything
-(``seed_everything(seed, workers=True)``, ``seed_everything: 0`` by default).
+``checkpoints/``, ``labels.json``, ``environment.json``, plots), seeds everything
+(``seed_everything(seed, workers=True)``, ``seed_everything: 0`` by default) and writes
+checkpoints atomically (:class:`~sed.training.checkpoint_io.AtomicCheckpointIO`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from sed.tasks.classification import ClassificationTask  # noqa: F401 - importable class paths
+from sed.training.checkpoint_io import AtomicCheckpointIO
 
 DEFAULT_ROOT = "runs/default"
 
@@ -61,6 +63,8 @@ class SedLightningCLI(LightningCLI):
             # both loggers write into the run directory itself (no name/version sub-folders)
             kwargs["logger"] = [RunCSVLogger(root), TensorBoardLogger(root, name="", version="")]
         kwargs.setdefault("default_root_dir", root)
+        if not cfg.get("plugins"):  # checkpoints written atomically (a kill never leaves a partial one)
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
 

@@ -100,7 +100,8 @@ def test_balanced_sampler_weights(tmp_path):
     rank_draws = []
     for rank in (0, 1):
         sampler = AudioDataModule(root=str(root), balanced=True, val_fraction=0.25).train_dataloader().sampler
-        reference = list(WeightedRandomSampler(sampler.weights, len(sampler), generator=torch.Generator().manual_seed(0)))
+        reference = list(WeightedRandomSampler(sampler.weights, len(sampler),
+                                               generator=torch.Generator().manual_seed(sampler.seed)))
         rank_draws.append(list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=True, seed=0)))
     assert Counter(rank_draws[0] + rank_draws[1][: len(reference) - len(rank_draws[0])]) == Counter(reference)
     from sed.data.clips import ClipItem
@@ -191,3 +192,23 @@ def test_lightning_cli_style_instantiation(esc):
     assert isinstance(dm, AudioDataModule) and dm.num_classes == 3 and dm.hparams.val_folds == [1]
     with pytest.raises(ValueError, match="source must be one of"):
         AudioDataModule(source="nope", root=esc["root"])
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_training_draws_depend_on_run_seed_and_epoch_alone(tmp_path, monkeypatch, balanced):
+    """Epoch e's order is a function of (run seed, data seed, e): what a resumed run relies on."""
+    root = _folder(tmp_path / "f", {"a": 6, "b": 6}, seconds=0.1)
+
+    def draws(run_seed, epoch, data_seed=0):
+        monkeypatch.setenv("PL_GLOBAL_SEED", str(run_seed))
+        dm = AudioDataModule(root=str(root), balanced=balanced, val_fraction=0.25, seed=data_seed)
+        dm.setup("fit")
+        sampler = dm.train_dataloader().sampler
+        sampler.set_epoch(epoch)
+        torch.manual_seed(epoch + 100)  # the global generator plays no part
+        return list(sampler)
+
+    assert draws(0, 3) == draws(0, 3)
+    assert len({tuple(draws(0, e)) for e in range(4)}) == 4
+    assert draws(1, 3) != draws(0, 3) and draws(0, 3, data_seed=1) != draws(0, 3)
+    assert balanced or sorted(draws(0, 2)) == list(range(len(draws(0, 2))))  # a permutation

@@ -34,9 +34,15 @@ MAX_RSS_GROWTH_KIB = 512 << 10
 _PROC = Path("/proc/self")
 
 
+#: examples per target of the long profile (``pytest --hypothesis-profile long``)
+LONG_EXAMPLES = 10_000
+
+
 def scaled(fraction: float) -> settings:
-    """``settings`` running ``fraction`` of the profile's examples (for a slow target)."""
-    return settings(max_examples=max(1, math.ceil(settings.default.max_examples * fraction)))
+    """``settings`` running ``fraction`` of the ci profile's examples (for a slow target); the long
+    profile runs every target :data:`LONG_EXAMPLES` times."""
+    n = settings.default.max_examples
+    return settings(max_examples=n if n >= LONG_EXAMPLES else max(1, math.ceil(n * fraction)))
 
 
 # ---------------------------------------------------------------------- the invariant

@@ -56,7 +56,7 @@ def check_audio(path) -> None:
     assert (wave.shape[0], sr) == (meta.channels, meta.sample_rate)
     assert wave.shape[1] == meta.frames, f"read {wave.shape[1]} of the {meta.frames} frames the header declares"
     assert torch.isfinite(wave).all()
-    if wave.numel() <= 1 << 20:
+    if wave.numel() <= 1 << 20 and meta.duration <= 60:  # resampling costs memory in proportion to duration
         mono = outcome(lambda: load_audio(path, sample_rate=16000, channels="mono"), path)
         if not isinstance(mono, AudioError):
             assert mono[0].shape[0] == 1 and torch.isfinite(mono[0]).all()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 
@@ -57,6 +58,41 @@ def test_resume_continues_epochs_and_optimizer_state(tiny_config):
     assert float(step) == second["global_step"]  # Adam's step count carried over, not restarted
     epochs = sorted({int(float(r["epoch"])) for r in csv.DictReader(open(run_dir(cfg) / "metrics.csv")) if r["epoch"]})
     assert epochs == [0, 1, 2, 3]  # one history across both sessions
+
+
+class StopAfterEpoch(pl.Callback):
+    """Ends a fit after ``epoch`` as an interruption would (the schedule still plans every epoch)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_resumed_run_equals_uninterrupted_run(tiny_corpus, tmp_path, balanced):
+    """3 epochs in one go, and a run stopped after epoch 0 then resumed from last.ckpt: the same
+    weights, optimiser state and history, bit for bit (shuffling or balanced sampling, random crops,
+    SpecAugment and mixup continue from the checkpointed random state)."""
+    over = dict(trainer__max_epochs=3, data__balanced=balanced, model__freqm=8, model__timem=20, model__mixup=0.5)
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "split").mkdir()
+    whole = write_config(tmp_path / "whole", tiny_corpus, **over)
+    split = write_config(tmp_path / "split", tiny_corpus, **over)
+    stop = f"--trainer.callbacks+={__name__}.StopAfterEpoch"
+    assert main(["fit", "--config", str(whole)]) == 0
+    assert main(["fit", "--config", str(split), stop, "--trainer.callbacks.epoch=0"]) == 0
+    assert torch.load(run_dir(split) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert main(["fit", "--config", str(split), "--ckpt_path=last"]) == 0
+    a, b = (torch.load(run_dir(c) / "checkpoints" / "last.ckpt", weights_only=True) for c in (whole, split))
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    moments = [next(iter(c["optimizer_states"][0]["state"].values())) for c in (a, b)]
+    assert torch.equal(moments[0]["exp_avg"], moments[1]["exp_avg"])
+    loss = [[v for _, v in read_history(run_dir(c))["train_loss"]] for c in (whole, split)]
+    assert len(loss[0]) == 3 and loss[0] == loss[1]
 
 
 def test_checkpoint_from_fit_classifies_alone(fitted, tiny_corpus, capsys):

@@ -1,0 +1,161 @@
+"""Kill safety: ``sedkit fit`` on the demo recipe SIGKILLed at several moments (two of them in the middle
+of a checkpoint write, the rest at random times) leaves only checkpoints that load, ``--ckpt_path
+last`` resumes and finishes, and the result equals an uninterrupted run bit for bit;
+``sedkit classify --output F`` killed at any moment leaves F absent or complete.
+
+The processes run ``sedkit`` with a small hook (:data:`HOOK`) that can stall the N-th checkpoint
+write half-way through its temporary file, or the N-th ``fsync`` of an output, and say so on
+stderr: the test kills the process there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sed.data.synth import make_esc50
+from sed.models.loading import load_model
+from sed.training.demo import RECIPE
+
+ROOT = Path(__file__).resolve().parents[2]
+MARK = "SED-TEST-STALLED"
+HOOK = f"""
+import io, os, sys, time
+import torch
+kind, _, at = os.environ.get("SED_TEST_STALL", ":0").partition(":")
+count = {{"save": 0, "fsync": 0}}
+_save, _fsync = torch.save, os.fsync
+
+def stall(what):
+    print("{MARK}", what, file=sys.stderr, flush=True)
+    time.sleep(600)
+
+def save(obj, f, *args, **kwargs):
+    if kind != "save" or not isinstance(f, (str, os.PathLike)):
+        return _save(obj, f, *args, **kwargs)
+    count["save"] += 1
+    if count["save"] != int(at):
+        return _save(obj, f, *args, **kwargs)
+    buf = io.BytesIO()
+    _save(obj, buf, *args, **kwargs)
+    data = buf.getvalue()
+    with open(f, "wb") as out:
+        out.write(data[: len(data) // 2])
+        out.flush()
+        stall(f)
+
+def fsync(fd):
+    count["fsync"] += 1
+    if kind == "fsync" and count["fsync"] == int(at):
+        stall(fd)
+    return _fsync(fd)
+
+torch.save, os.fsync = save, fsync
+from sed.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def sedkit(args, log: Path, stall: str = ":0") -> subprocess.Popen:
+    env = {**os.environ, "SED_TEST_STALL": stall, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", HOOK, *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), stdin=subprocess.DEVNULL)
+
+
+def kill_when(proc: subprocess.Popen, log: Path, marker: str | None, after: float = 0.0, limit: float = 240) -> bool:
+    """SIGKILL ``proc`` once ``marker`` is in its log (or ``after`` seconds when no marker): True if it was
+    still running then, False if it had ended on its own."""
+    start = time.monotonic()
+    while proc.poll() is None:
+        waited = time.monotonic() - start
+        assert waited < limit, f"no {marker!r} after {limit} s:\n{log.read_text()[-3000:]}"
+        if (marker is not None and marker in log.read_text()) or (marker is None and waited >= after):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("killcorpus")
+    make_esc50(root, seed=0, num_classes=3, clips_per_class=10, duration=3.0, sample_rate=16000)
+    return root
+
+
+def fit_args(corpus: Path, run: Path) -> list:
+    return ["fit", "--config", RECIPE, f"--data.init_args.root={corpus}", f"--trainer.default_root_dir={run}",
+            "--trainer.max_epochs=4", "--data.init_args.batch_size=8", "--trainer.enable_progress_bar=false",
+            "--ckpt_path=last"]
+
+
+def check_checkpoints(run: Path) -> list[Path]:
+    """Every visible checkpoint left in the run loads (weights_only, and as a sed model)."""
+    found = sorted(p for p in (run / "checkpoints").glob("*.ckpt") if not p.name.startswith(".")) \
+        if (run / "checkpoints").is_dir() else []
+    for ckpt in found:
+        torch.load(ckpt, map_location="cpu", weights_only=True)
+        load_model(ckpt)
+    return found
+
+
+def test_fit_killed_anywhere_resumes_to_the_uninterrupted_result(corpus, tmp_path):
+    run = tmp_path / "killed"
+    moments = [("save:1", None), ("save:3", None)]  # inside the first checkpoint write, and a later one
+    rng = random.Random(0)
+    moments += [(":0", rng.uniform(4.0, 12.0)) for _ in range(2)]
+    killed = 0
+    for i, (stall, after) in enumerate(moments):
+        log = tmp_path / f"kill{i}.log"
+        proc = sedkit(fit_args(corpus, run), log, stall)
+        killed += kill_when(proc, log, MARK if after is None else None, after or 0.0)
+        check_checkpoints(run)
+        if after is None:  # the stalled write left its half-written temporary file, and nothing else
+            assert [p.name for p in (run / "checkpoints").glob(".*.ckpt")], "no temporary file at the kill"
+    assert killed >= 3
+    log = tmp_path / "final.log"
+    assert sedkit(fit_args(corpus, run), log).wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert not list((run / "checkpoints").glob(".*")), "a resumed run removes the temporary files left behind"
+    final = check_checkpoints(run)
+    assert {p.name for p in final} >= {"last.ckpt"}
+
+    whole = tmp_path / "whole"
+    log = tmp_path / "whole.log"
+    assert sedkit(fit_args(corpus, whole), log).wait(timeout=600) == 0, log.read_text()[-3000:]
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (whole, run))
+    assert a["epoch"] == b["epoch"] == 3 and a["global_step"] == b["global_step"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_classify_output_is_absent_or_complete(corpus, tmp_path):
+    ckpt = tmp_path / "model.pt"
+    from sed.checkpoint import save_model
+    from sed.models import create_model
+
+    save_model(ckpt, create_model("cnn_tiny", num_classes=3, labels=["a", "b", "c"], clip_seconds=1.0))
+    files = sorted((corpus / "audio").glob("*.wav"))
+    out = tmp_path / "scores.jsonl"
+    args = ["classify", *files, "--checkpoint", ckpt, "--format", "json", "--output", out, "--device", "cpu"]
+    log = tmp_path / "ref.log"
+    assert sedkit(args, log).wait(timeout=300) == 0, log.read_text()[-3000:]
+    reference = out.read_bytes()
+    assert len(reference.splitlines()) == len(files) and json.loads(reference.splitlines()[0])
+    rng = random.Random(1)
+    for i, (stall, after) in enumerate([("fsync:1", None)] + [(":0", rng.uniform(0.5, 4.5)) for _ in range(3)]):
+        out.unlink(missing_ok=True)
+        log = tmp_path / f"classify{i}.log"
+        proc = sedkit(args, log, stall)
+        was_running = kill_when(proc, log, MARK if after is None else None, after or 0.0)
+        assert not out.exists() or out.read_bytes() == reference, f"partial output after kill {i}"
+        if after is None:
+            assert was_running and not out.exists()
