@@ -21,7 +21,7 @@ import torch
 
 from sed.audio.ambisonics import cartesian_to_polar
 from sed.data.text import csv_rows
-from sed.errors import DatasetError, short
+from sed.errors import DatasetError, one_line, short
 from sed.fileio import atomic_open
 
 #: bounds of the indices a row may hold: a day of 100 ms frames, far more classes and tracks than any corpus
@@ -52,7 +52,7 @@ def read_dcase_csv(path: str | os.PathLike) -> list[SeldEvent]:
         try:
             events.append(_parse_row(row))
         except (ValueError, OverflowError) as e:
-            raise DatasetError(p, f"line {lineno}: {e} in row {short(','.join(row))}") from None
+            raise DatasetError(p, f"line {lineno}: {one_line(e, 120)} in row {short(','.join(row))}") from None
     return events
 
 

@@ -19,7 +19,7 @@ import json
 import math
 from contextlib import redirect_stderr, redirect_stdout
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sed.cli.main import main
@@ -79,6 +79,8 @@ def manifest_jsonl(draw) -> tuple[str, bytes]:
     return draw(st.sampled_from([".jsonl", ".ndjson"])), draw(corrupted("".join(line + "\n" for line in lines)))
 
 
+@example(manifest=(".jsonl", b"[" * 100_000 + b"\n"), stem="f", labels=None)  # found: RecursionError
+@example(manifest=(".csv", b"\xffpath,label\n"), stem="f", labels=None)  # found: UnicodeDecodeError
 @given(manifest=manifest_csv() | manifest_jsonl(), stem=STEMS,
        labels=st.none() | st.just(["cat", "dog"]) | st.just(["dog"]))
 def test_manifest_readers(scratch, manifest, stem, labels):
@@ -129,6 +131,8 @@ def check_events(events) -> None:
         assert math.isfinite(e.azimuth) and math.isfinite(e.elevation), e
 
 
+@example(data=b"0,\x00" + b"9" * 5000 + b",0,0\n", stem="f")  # found: a 5,000-character error line
+@example(data=b"0,0,inf,0\n" + b"x" * 200_000 + b"\n", stem="f")  # found: csv.Error, OverflowError
 @given(data=dcase_csv(), stem=STEMS)
 def test_dcase_csv_reader(scratch, data, stem):
     path = scratch() / f"{stem}.csv"
