@@ -102,6 +102,9 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
+#: an exported ONNX graph (sed.export.onnx): its input, its outputs, and the metadata_props key of its description
+ONNX_INPUT, ONNX_OUTPUTS, ONNX_METADATA_KEY = "waveform", ("logits", "embedding"), "sed"
+
 #: the description's fields and their types (``None`` stands for an absent optional field)
 _FIELDS = {"model_name": str, "model_kwargs": dict, "labels": list, "sample_rate": int, "clip_samples": int,
            "multi_label": bool, "channels": str, "frontend": dict, "format": str, "state_dict_prefix": str}

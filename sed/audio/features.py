@@ -146,11 +146,26 @@ class KaldiFbank(nn.Module):
             out.masked_fill_(torch.arange(n, device=out.device)[None, :, None] >= valid[:, None, None], 0.0)
         return out
 
+    def fbank_graph(self, wave: torch.Tensor) -> torch.Tensor:
+        """:meth:`fbank` without ``lengths``, as one branch-free tensor program over the whole batch
+        (no Python loops or branches on sizes): what ``torch.export`` turns into a graph whose batch
+        and sample counts stay dynamic (ONNX export). Same values as :meth:`fbank`."""
+        frames = _as_batch(wave).float().unfold(1, self.win, self.hop)  # [B, n, win]
+        x = frames - frames.mean(dim=-1, keepdim=True)
+        x = torch.cat([x[..., :1] * (1 - self.preemphasis), x[..., 1:] - self.preemphasis * x[..., :-1]], dim=-1)
+        spec = torch.fft.rfft(x * self.window, n=self.n_fft)
+        power = spec.real.square() + spec.imag.square()
+        return (power @ self.mel_t).clamp_min(torch.finfo(power.dtype).eps).log()
+
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.fbank(wave, lengths)
+        exporting = torch.compiler.is_exporting() and lengths is None
+        x = self.fbank_graph(wave) if exporting else self.fbank(wave, lengths)
         if self.target_length is not None:
-            p = self.target_length - x.shape[1]
-            x = F.pad(x, (0, 0, 0, p)) if p > 0 else x[:, : self.target_length]
+            if exporting:  # pad by a whole clip, then crop: no branch on the symbolic frame count
+                x = F.pad(x, (0, 0, 0, self.target_length))[:, : self.target_length]
+            else:
+                p = self.target_length - x.shape[1]
+                x = F.pad(x, (0, 0, 0, p)) if p > 0 else x[:, : self.target_length]
         if self.normalize:
             x = (x - self.mean) / (2 * self.std)
         return x

@@ -80,11 +80,12 @@ def cmd_ensemble_eval(args: argparse.Namespace, con) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
     p.add_argument("--checkpoint", required=True, action="append" if several else "store",
-                   help="sed checkpoint, Lightning .ckpt, AST .pth, HF dir/hub id or short name"
+                   help="sed checkpoint, Lightning .ckpt, exported .onnx, AST .pth, HF dir/hub id or short name"
                         + ("; repeat it with --ensemble" if several else ""))
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
+                   help="int8: dynamic int8 linear layers on the CPU (an .onnx file keeps its own precision)")
 
 
 def add_verbs(sub) -> None:

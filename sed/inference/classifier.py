@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from sed.audio.io import iter_blocks, load_audio
-from sed.errors import SedError
+from sed.errors import AudioError, SedError
+from sed.export.quantize import quantize_torch
 from sed.inference.device import autocast, resolve_device
+from sed.inference.runtime import OnnxModel, is_onnx
 from sed.models.loading import load_model
 
 Source = str | os.PathLike | torch.Tensor
@@ -50,18 +52,32 @@ class Classifier:
     """
 
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str = "auto", precision: str = "fp32"):
-        self.device = resolve_device(device)
+        onnx = isinstance(model, OnnxModel)
+        if onnx and precision != "fp32":
+            raise ValueError(f"{model.path} is an ONNX file: its precision is fixed at export "
+                             "(sedkit export --precision int8 writes an int8 file)")
+        self.device = resolve_device("cpu" if onnx or precision == "int8" else device)
+        if precision == "int8" and device not in ("auto", "cpu"):
+            raise ValueError("--precision int8 runs on the CPU (dynamic int8 kernels); use --device cpu")
         self.precision = precision
         autocast(self.device, precision)  # validate early
-        self.model = model.to(self.device).eval()
+        self.model = (quantize_torch(model) if precision == "int8" else model).to(self.device).eval()
         self.meta = meta
         self.sample_rate = int(meta.get("sample_rate") or getattr(model, "sample_rate", 16000))
         self.clip_samples = meta.get("clip_samples") or getattr(model, "clip_samples", None)
         self.labels: list[str] = list(meta.get("labels") or getattr(model, "labels", None) or [])
         self.multi_label = bool(meta.get("multi_label", False))
+        frontend = getattr(model, "frontend", None)
+        #: the shortest input that makes one feature frame (25 ms with the Kaldi front end)
+        self.min_samples = int(getattr(frontend, "win", None) or round(0.025 * self.sample_rate))
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, device: str = "auto", precision: str = "fp32", **overrides):
+        """Any checkpoint :func:`~sed.models.loading.load_model` reads, or an exported ``.onnx`` file
+        (run by ONNX Runtime)."""
+        if is_onnx(source):
+            model = OnnxModel(source)
+            return cls(model, model.meta, device=device, precision=precision)
         model, meta = load_model(source, **overrides)
         return cls(model, meta, device=device, precision=precision)
 
@@ -72,6 +88,9 @@ class Classifier:
     def _clip_segment(self, idx: int, src: Source, notes: dict[int, str]) -> Iterator[Segment]:
         wave, name = self._load(src)
         n = wave.shape[-1]
+        if n < self.min_samples:
+            raise AudioError(name, f"{n} samples at {self.sample_rate} Hz: shorter than one feature frame "
+                                   f"({self.min_samples} samples)")
         clip = self.clip_samples or n
         if n > 1.5 * clip:
             notes[idx] = (f"{name}: {n / self.sample_rate:.1f} s long, the model takes {clip / self.sample_rate:.2f} s; "
@@ -98,7 +117,10 @@ class Classifier:
             return
         if start == 0 or start + win - step < total:  # the tail (or a file shorter than one window)
             seg = buf[0, start - buf_start : total - buf_start]
-            if seg.numel():
+            if start == 0 and seg.numel() < self.min_samples:
+                raise AudioError(_name(src), f"{seg.numel()} samples at {self.sample_rate} Hz: shorter than one "
+                                             f"feature frame ({self.min_samples} samples)")
+            if seg.numel() >= self.min_samples:  # a tail too short for one frame holds nothing to score
                 yield Segment(idx, start / self.sample_rate, total / self.sample_rate, seg.clone(), seg.numel())
 
     def _load(self, src: Source) -> tuple[torch.Tensor, str]:

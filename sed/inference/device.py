@@ -15,11 +15,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
 def autocast(device: torch.device, precision: str):
-    if precision in ("fp32", "32", "32-true"):
+    """The autocast context of ``precision`` (int8 is a quantised model in float32 context)."""
+    if precision in ("fp32", "32", "32-true", "int8"):
         return nullcontext()
     if precision in ("bf16", "bf16-mixed"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision in ("fp16", "16-mixed"):
         return torch.autocast(device_type=device.type, dtype=torch.float16)
-    raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+    raise ValueError(f"unknown precision {precision!r}; use fp32, bf16, fp16 or int8")

@@ -73,8 +73,9 @@ class Attention(nn.Module):
         b, n, c = x.shape
         h, hd = self.num_heads, self.head_dim
         nq = n if num_queries is None else num_queries
-        if nq == n:
+        if nq == n or not isinstance(self.qkv, nn.Linear):  # (a quantised qkv has no weight to slice)
             q, k, v = self.qkv(x).reshape(b, n, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
+            q = q[:, :, :nq]
         else:  # queries of the first nq tokens only; keys and values of all
             w, bias = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, :nq], w[:c], None if bias is None else bias[:c])

@@ -1,0 +1,35 @@
+"""``sedkit`` verbs of deployment: export (a checkpoint as one ONNX graph with its front end)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sed.errors import SedError, UsageError
+
+
+def cmd_export(args: argparse.Namespace, con) -> int:
+    from sed.export.onnx import export_checkpoint
+
+    try:
+        report = export_checkpoint(args.checkpoint, args.out, precision=args.precision, opset=args.opset,
+                                   dynamic_batch=args.dynamic_batch)
+    except (SedError, ValueError) as e:
+        raise UsageError(e) from None
+    desc = report["description"]
+    con.status(f"wrote {report['path']} ({args.precision}, opset {args.opset}): waveform [batch, samples] at "
+               f"{desc['sample_rate']} Hz -> logits [batch, {len(desc['labels']) or '?'}], embedding; "
+               f"fp32 graph vs PyTorch: max |logit difference| {report['max_abs_diff']:.2e}")
+    return 0
+
+
+def add_verbs(sub) -> None:
+    p = sub.add_parser("export", help="a checkpoint as one ONNX graph, front end inside (fp32 or int8)")
+    p.add_argument("--checkpoint", required=True, help="any checkpoint sedkit classify takes")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17: the front end's DFT)")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="a dynamic batch dimension (--no-dynamic-batch: batch 1)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="int8: ONNX Runtime's dynamic quantisation of the linear layers")
+    p.set_defaults(run=cmd_export)

@@ -1,0 +1,131 @@
+"""A clip classifier as one ONNX graph with its front end inside (``sedkit export --format onnx``).
+
+The graph takes ``waveform`` (float32 ``[batch, samples]``, mono at the checkpoint's sample rate; the
+sample count is dynamic, the batch dynamic unless exported with a fixed batch) and returns
+``logits`` (``[batch, classes]``) and ``embedding`` (``[batch, D]``, the pooled embedding). The
+Kaldi fbank, its padding or cropping to the clip's frames and the normalisation are in the graph
+(:meth:`~sed.audio.features.KaldiFbank.fbank_graph`, the FFT as ONNX's DFT), so the file needs
+neither sed nor torch: a clip of any length gives exactly the logits the PyTorch model gives it.
+
+The checkpoint's description (labels, sample rate, clip length, multi-label flag, model name and
+kwargs) is stored as JSON under the key ``sed`` of the file's ``metadata_props``, with
+``onnx_inputs``, ``onnx_outputs`` and ``precision`` added. The exporter is torch's own
+(``torch.onnx.export(dynamo=True)``), and the written file passes ``onnx.checker``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sed.checkpoint import ONNX_INPUT as INPUT
+from sed.checkpoint import ONNX_METADATA_KEY as METADATA_KEY
+from sed.checkpoint import ONNX_OUTPUTS as OUTPUTS
+from sed.checkpoint import describe
+from sed.errors import CheckpointError, one_line
+from sed.fileio import atomic_save
+
+__all__ = ["INPUT", "METADATA_KEY", "OUTPUTS", "export_checkpoint", "export_onnx", "onnx_description"]
+
+DEFAULT_OPSET = 18
+#: the longest input the graph is declared for: one hour at the model's rate
+MAX_SECONDS = 3600
+
+
+class _Graph(nn.Module):
+    """What is exported: waveform -> (logits, pooled embedding) of a clip classifier."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.model.embed(waveform)
+        return self.model.head(pooled), pooled
+
+
+def _check_exportable(model: nn.Module, source) -> None:
+    needed = ("embed", "head", "sample_rate", "clip_samples", "frontend")
+    missing = [n for n in needed if not hasattr(model, n)]
+    if missing or getattr(model, "channel_layout", "mono") != "mono":
+        raise CheckpointError(source, f"{type(model).__name__} is not a mono clip classifier with a waveform front end "
+                                      "(ONNX export takes the AST family and the CNN students)")
+
+
+def onnx_description(model: nn.Module, precision: str = "fp32", **meta: Any) -> dict[str, Any]:
+    """The ``sed`` metadata of an exported model: its checkpoint description plus the graph's names."""
+    return describe(model, onnx_inputs=[INPUT], onnx_outputs=list(OUTPUTS), precision=precision, **meta)
+
+
+def _exported_program(model: nn.Module, opset: int, dynamic_batch: bool):
+    window = model.frontend.win
+    example = 0.1 * torch.randn(2 if dynamic_batch else 1, int(model.clip_samples), generator=torch.Generator().manual_seed(0))
+    samples = torch.export.Dim("samples", min=window, max=MAX_SECONDS * int(model.sample_rate))
+    shapes = {INPUT: {0: torch.export.Dim("batch", min=1, max=65536), 1: samples} if dynamic_batch else {1: samples}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        return torch.onnx.export(_Graph(model).eval(), (example,), None, dynamo=True, opset_version=opset,
+                                 input_names=[INPUT], output_names=list(OUTPUTS), dynamic_shapes=shapes,
+                                 verbose=False), example
+
+
+def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+                source: str | os.PathLike | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``model`` (a clip classifier from :func:`sed.models.load_model`) as ONNX to ``out``
+    atomically; returns ``{"path", "max_abs_diff", "description"}``, where ``max_abs_diff`` is the
+    largest |logit difference| between onnxruntime and PyTorch on two random clips."""
+    import onnx
+
+    _check_exportable(model, source)
+    model = model.float().eval()
+    try:
+        program, example = _exported_program(model, opset, dynamic_batch)
+    except Exception as e:  # noqa: BLE001 - the exporter fails in many ways on models it cannot take
+        raise CheckpointError(source, f"torch.onnx.export failed: {one_line(e)}") from None
+    proto = program.model_proto
+    desc = onnx_description(model, **({"exported_from": os.fspath(source)} if source is not None else {}), **(meta or {}))
+    del proto.metadata_props[:]
+    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(desc))
+    onnx.checker.check_model(proto, full_check=True)
+    out = Path(out)
+    atomic_save(out, lambda tmp: onnx.save_model(proto, tmp))
+    diff = max_logit_diff(out, model, example)
+    return {"path": out, "max_abs_diff": diff, "description": desc}
+
+
+def max_logit_diff(path: str | os.PathLike, model: nn.Module, wave: torch.Tensor) -> float:
+    """max |onnxruntime logits - PyTorch logits| of ``wave`` (a self-check of an export)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUTS[0]], {INPUT: wave.numpy()})[0]
+    with torch.inference_mode():
+        ref = model(wave).float().numpy()
+    return float(abs(got - ref).max())
+
+
+def export_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, precision: str = "fp32",
+                      opset: int = DEFAULT_OPSET, dynamic_batch: bool = True) -> dict[str, Any]:
+    """``sedkit export``: any checkpoint :func:`sed.models.loading.load_model` reads, as an ONNX file
+    (``precision="int8"``: the fp32 export, then ONNX Runtime's dynamic int8 quantisation of its
+    linear layers). Returns :func:`export_onnx`'s report (``max_abs_diff`` of the fp32 graph)."""
+    import tempfile
+
+    from sed.export.quantize import quantize_onnx
+    from sed.models.loading import load_model
+
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"ONNX export precision must be fp32 or int8, not {precision!r}")
+    model, _ = load_model(source)
+    if precision == "fp32":
+        return export_onnx(model, out, opset=opset, dynamic_batch=dynamic_batch, source=source)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_onnx(model, Path(tmp) / "fp32.onnx", opset=opset, dynamic_batch=dynamic_batch, source=source)
+        report["path"] = quantize_onnx(report["path"], out)
+    return report

@@ -1,0 +1,121 @@
+"""An exported ``.onnx`` classifier run by ONNX Runtime, behind the interface of a sed model.
+
+:class:`OnnxModel` is what :class:`~sed.inference.classifier.Classifier` holds in place of a
+PyTorch model for a ``.onnx`` checkpoint: ``model(wave, lengths)`` gives logits, ``model.embed(...)``
+the pooled embedding, and it carries ``sample_rate``, ``clip_samples``, ``labels``,
+``num_classes`` and ``multi_label`` from the file's ``sed`` metadata. The graph takes no
+``lengths``: a batch whose clips have different valid lengths runs as one call per length, each
+cropped to its length, so every clip gets exactly the logits it gets alone (zero padding would
+change its features).
+
+A file that is not an ONNX model, lacks the ``sed`` metadata, or whose graph is not what sed
+exports (input ``waveform``; outputs ``logits`` and ``embedding`` of the described widths) is a
+one-line :class:`~sed.errors.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sed.checkpoint import ONNX_INPUT as INPUT
+from sed.checkpoint import ONNX_METADATA_KEY as METADATA_KEY
+from sed.checkpoint import ONNX_OUTPUTS, check_description
+from sed.errors import CheckpointError, one_line, short
+
+__all__ = ["OnnxModel", "is_onnx"]
+
+LOGITS, EMBEDDING = ONNX_OUTPUTS
+
+
+def is_onnx(source) -> bool:
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".onnx"
+
+
+def _width(value_info) -> int | None:
+    dims = value_info.shape
+    return dims[-1] if dims and isinstance(dims[-1], int) else None
+
+
+class OnnxModel:
+    """An ONNX Runtime session with the interface the Classifier uses (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(self.path, "file not found")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: its warnings would break one-line reports
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own error types
+            raise CheckpointError(self.path, f"not a readable ONNX model ({one_line(e)})") from None
+        self.meta = self._description()
+        self._check_graph()
+        self.sample_rate = int(self.meta.get("sample_rate") or 16000)
+        self.clip_samples = self.meta.get("clip_samples")
+        self.labels = list(self.meta.get("labels") or [])
+        self.num_classes = int(self._outputs[LOGITS])
+        self.multi_label = bool(self.meta.get("multi_label", False))
+        self.precision = self.meta.get("precision", "fp32")
+
+    def _description(self) -> dict[str, Any]:
+        props = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in props:
+            raise CheckpointError(self.path, "an ONNX model without sed metadata (export it with sedkit export)")
+        try:
+            desc = json.loads(props[METADATA_KEY])
+        except (ValueError, RecursionError) as e:
+            raise CheckpointError(self.path, f"its 'sed' metadata is not JSON ({one_line(e)})") from None
+        return check_description(desc, self.path)
+
+    def _check_graph(self) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != [INPUT]:
+            raise CheckpointError(self.path, f"graph inputs {short(inputs)} are not [{INPUT!r}] (not a sed export)")
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if LOGITS not in outputs:
+            raise CheckpointError(self.path, f"graph outputs {short(sorted(outputs))} lack {LOGITS!r} (not a sed export)")
+        self._outputs = {name: _width(o) for name, o in outputs.items()}
+        labels = self.meta.get("labels") or []
+        width = self._outputs[LOGITS]
+        if width is None or (labels and width != len(labels)):
+            raise CheckpointError(self.path, f"the graph's logits have {width} classes but its metadata names "
+                                             f"{len(labels)} labels (another model's graph?)")
+
+    # ------------------------------------------------------------------ the model interface
+    def _run(self, output: str, wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        if output not in self._outputs:
+            raise CheckpointError(self.path, f"the graph has no {output!r} output")
+        x = wave.detach().float().cpu()
+        x = x[None] if x.dim() == 1 else x
+        n = x.shape[-1]
+        valid = [n] * x.shape[0] if lengths is None else [int(v) for v in lengths]
+        out: list[np.ndarray | None] = [None] * x.shape[0]
+        for length in sorted(set(valid)):
+            rows = [i for i, v in enumerate(valid) if v == length]
+            batch = np.ascontiguousarray(x[rows, :length].numpy())
+            for i, y in zip(rows, self.session.run([output], {INPUT: batch})[0]):
+                out[i] = y
+        return torch.from_numpy(np.stack(out))
+
+    def __call__(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self._run(LOGITS, wave, lengths)
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self._run(EMBEDDING, wave, lengths)
+
+    def to(self, device) -> OnnxModel:  # noqa: ARG002 - runs where ONNX Runtime runs (the CPU)
+        return self
+
+    def eval(self) -> OnnxModel:
+        return self
