@@ -1,7 +1,8 @@
 """The ``sedkit`` command (also ``python -m sed``): the parser, the exit codes and the error reports.
 
 Every verb lives in the module of its group (:mod:`~sed.cli.audio`, :mod:`~sed.cli.classify`,
-:mod:`~sed.cli.deploy`, :mod:`~sed.cli.seld`, :mod:`~sed.cli.train`) as a thin call of a Python API.
+:mod:`~sed.cli.deploy`, :mod:`~sed.cli.seld`, :mod:`~sed.cli.stream`, :mod:`~sed.cli.train`) as a thin
+call of a Python API.
 A verb gets its parsed arguments and a :class:`Console` and returns how many of its inputs failed; it raises
 :class:`~sed.errors.UsageError` when the job cannot start. Exit codes: 0 when everything succeeded,
 1 when any input failed (each failure is one line on stderr and the rest of the batch goes on), 2 for
@@ -15,12 +16,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sed.cli import audio, classify, deploy, seld, train
+from sed.cli import audio, classify, deploy, seld, stream, train
 from sed.errors import SedError, UsageError, printable
 from sed.version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-VERB_GROUPS = (audio, classify, deploy, seld, train)
+VERB_GROUPS = (audio, classify, deploy, seld, stream, train)
 
 
 class Console:

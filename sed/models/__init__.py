@@ -5,8 +5,9 @@
 """
 
 # importing a family registers its models: ast_base/small/tiny/micro; cnn_tiny/small/base (compact
-# students); resnet_conformer[_tiny] and seldnet_baseline (SELD); the AST importers attach pretrained=
-from sed.models import ast, cnn, resnet_conformer, seldnet  # noqa: F401
+# students); tcn_tiny/small/base (causal, streaming); resnet_conformer[_tiny] and seldnet_baseline (SELD);
+# the AST importers attach pretrained=
+from sed.models import ast, causal, cnn, resnet_conformer, seldnet  # noqa: F401
 from sed.models.ast import ASTModel
 from sed.models.loading import build_from_description, load_model
 from sed.models.pretrained import ast as _ast_pretrained  # noqa: F401

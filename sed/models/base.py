@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from sed.audio.features import KaldiFbank
+
 
 class DescribedModel:
     """Mixin for ``nn.Module`` models built by ``create_model``.
@@ -79,3 +81,30 @@ class FbankClassifier(DescribedModel):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Waveform ``[B, T]`` at ``sample_rate`` (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
         return self.head(self.embed(wave, lengths))
+
+
+def resolve_tdim(input_tdim: int | None, clip_seconds: float | None, sample_rate: int, num_mel_bins: int) -> int:
+    """Frames of the front end output: ``input_tdim``, else the frames in ``clip_seconds``; 5 s
+    (498 frames at any rate) when neither is given."""
+    if clip_seconds is not None or input_tdim is None:
+        seconds = 5.0 if clip_seconds is None else float(clip_seconds)
+        frames = KaldiFbank(sample_rate, num_mel_bins, None).num_frames(round(seconds * sample_rate))
+        if frames < 1:
+            raise ValueError(f"clip_seconds={clip_seconds} is shorter than one 25 ms frame")
+        if input_tdim is not None and int(input_tdim) != frames:
+            raise ValueError(f"clip_seconds={clip_seconds} gives {frames} frames, contradicting input_tdim={input_tdim}")
+        return frames
+    if int(input_tdim) < 1:
+        raise ValueError(f"input_tdim must be >= 1 frame, got {input_tdim}")
+    return int(input_tdim)
+
+
+def build_sized(cls: type, sizes: dict[str, dict], size: str, num_classes: int, kwargs: dict):
+    """``cls`` with the architecture of a registered ``size`` and ``kwargs`` over it; ``input_fdim``
+    (AST's name for the mel bins) is taken for ``num_mel_bins``."""
+    kwargs = dict(kwargs)
+    if "input_fdim" in kwargs:
+        fdim = kwargs.pop("input_fdim")
+        if kwargs.setdefault("num_mel_bins", fdim) != fdim:
+            raise ValueError(f"input_fdim={fdim} contradicts num_mel_bins={kwargs['num_mel_bins']}")
+    return cls(num_classes=num_classes, **{**sizes[size], **kwargs})

@@ -29,7 +29,7 @@ from timm.layers import DropPath, SqueezeExcite, make_divisible
 from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
-from sed.models.base import FbankClassifier
+from sed.models.base import FbankClassifier, build_sized, resolve_tdim
 from sed.models.registry import register_model
 
 __all__ = ["CNN_SIZES", "CNNModel", "InvertedResidual", "cnn_base", "cnn_small", "cnn_tiny"]
@@ -73,22 +73,6 @@ class InvertedResidual(nn.Module):
         return x + self.drop_path(y) if self.has_skip else y
 
 
-def _resolve_tdim(input_tdim: int | None, clip_seconds: float | None, sample_rate: int, num_mel_bins: int) -> int:
-    """Frames of the front end output: ``input_tdim``, else the frames in ``clip_seconds``; 5 s
-    (498 frames at any rate) when neither is given."""
-    if clip_seconds is not None or input_tdim is None:
-        seconds = 5.0 if clip_seconds is None else float(clip_seconds)
-        frames = KaldiFbank(sample_rate, num_mel_bins, None).num_frames(round(seconds * sample_rate))
-        if frames < 1:
-            raise ValueError(f"clip_seconds={clip_seconds} is shorter than one 25 ms frame")
-        if input_tdim is not None and int(input_tdim) != frames:
-            raise ValueError(f"clip_seconds={clip_seconds} gives {frames} frames, contradicting input_tdim={input_tdim}")
-        return frames
-    if int(input_tdim) < 1:
-        raise ValueError(f"input_tdim must be >= 1 frame, got {input_tdim}")
-    return int(input_tdim)
-
-
 class CNNModel(FbankClassifier, nn.Module):
     """A compact CNN classifier with its own front end; see the module docstring.
 
@@ -129,7 +113,7 @@ class CNNModel(FbankClassifier, nn.Module):
             if not 1 <= depth <= len(widths):
                 raise ValueError(f"depth must be 1..{len(widths)} stages, got {depth}")
             widths, depths = widths[:depth], depths[:depth]
-        input_tdim = _resolve_tdim(input_tdim, clip_seconds, sample_rate, num_mel_bins)
+        input_tdim = resolve_tdim(input_tdim, clip_seconds, sample_rate, num_mel_bins)
         self._kwargs = {
             "num_classes": int(num_classes), "stem_dim": int(stem_dim), "widths": widths, "depths": depths,
             "expand_ratio": float(expand_ratio), "se_ratio": float(se_ratio), "embed_dim": int(embed_dim),
@@ -200,28 +184,19 @@ class CNNModel(FbankClassifier, nn.Module):
 
 
 # ---------------------------------------------------------------------- registered sizes
-def _build(size: str, num_classes: int, kwargs: dict) -> CNNModel:
-    kwargs = dict(kwargs)
-    if "input_fdim" in kwargs:  # AST's name for the mel bins
-        fdim = kwargs.pop("input_fdim")
-        if kwargs.setdefault("num_mel_bins", fdim) != fdim:
-            raise ValueError(f"input_fdim={fdim} contradicts num_mel_bins={kwargs['num_mel_bins']}")
-    return CNNModel(num_classes=num_classes, **{**CNN_SIZES[size], **kwargs})
-
-
 @register_model
 def cnn_tiny(num_classes: int = 527, **kwargs) -> CNNModel:
     """~0.3 M parameters (50 classes): 5 stages 16-112 wide, 8 blocks, 384-d embedding."""
-    return _build("cnn_tiny", num_classes, kwargs)
+    return build_sized(CNNModel, CNN_SIZES, "cnn_tiny", num_classes, kwargs)
 
 
 @register_model
 def cnn_small(num_classes: int = 527, **kwargs) -> CNNModel:
     """~1 M parameters (50 classes): 5 stages 16-136 wide, 11 blocks, 512-d embedding."""
-    return _build("cnn_small", num_classes, kwargs)
+    return build_sized(CNNModel, CNN_SIZES, "cnn_small", num_classes, kwargs)
 
 
 @register_model
 def cnn_base(num_classes: int = 527, **kwargs) -> CNNModel:
     """~3 M parameters (50 classes): 5 stages 24-200 wide, 13 blocks, 768-d embedding."""
-    return _build("cnn_base", num_classes, kwargs)
+    return build_sized(CNNModel, CNN_SIZES, "cnn_base", num_classes, kwargs)
