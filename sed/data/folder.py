@@ -201,6 +201,8 @@ def manifest_items(manifest: str | os.PathLike, labels: Sequence[str] | None = N
         raise DatasetError(manifest, "manifest lists no files")
     multi = any(len(parsed[1]) != 1 or is_list for _, parsed, is_list in rows)
     names = labels or sorted({n for r in rows for n in r[1][1]})
+    if not names:
+        raise DatasetError(manifest, "no row has a label: the manifest names no classes")
     index = {n: k for k, n in enumerate(names)}
     folds = [r[1][4] is not None for r in rows]
     if any(folds) and not all(folds):

@@ -81,6 +81,7 @@ def manifest_jsonl(draw) -> tuple[str, bytes]:
 
 @example(manifest=(".jsonl", b"[" * 100_000 + b"\n"), stem="f", labels=None)  # found: RecursionError
 @example(manifest=(".csv", b"\xffpath,label\n"), stem="f", labels=None)  # found: UnicodeDecodeError
+@example(manifest=(".jsonl", b'{"path": "a.wav", "label": []}\n'), stem="f", labels=None)  # found: 0 classes
 @given(manifest=manifest_csv() | manifest_jsonl(), stem=STEMS,
        labels=st.none() | st.just(["cat", "dog"]) | st.just(["dog"]))
 def test_manifest_readers(scratch, manifest, stem, labels):
