@@ -20,10 +20,22 @@ def _temp_beside_prefix(path: Path, suffix: str) -> str:
     return f".{name}."
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: the mode a plain ``open(path, "w")`` would give (mkstemp's temporaries are private, 0600)
+FILE_MODE = 0o666 & ~_umask()
+
+
 def _temp_beside(path: Path, suffix: str) -> str:
-    """A new empty file ``.<name>.<random><suffix>`` in ``path``'s folder (the name cut to fit NAME_MAX)."""
+    """A new empty file ``.<name>.<random><suffix>`` in ``path``'s folder (the name cut to fit NAME_MAX),
+    with the permissions a plain new file would have."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_temp_beside_prefix(path, suffix), suffix=suffix, dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     return tmp
 

@@ -1,9 +1,8 @@
 """The ``sedkit`` command (also ``python -m sed``): the parser, the exit codes and the error reports.
 
 Every verb lives in the module of its group (:mod:`~sed.cli.audio`, :mod:`~sed.cli.classify`,
-:mod:`~sed.cli.deploy`, :mod:`~sed.cli.seld`, :mod:`~sed.cli.stream`, :mod:`~sed.cli.train`) as a thin
-call of a Python API.
-A verb gets its parsed arguments and a :class:`Console` and returns how many of its inputs failed; it raises
+:mod:`~sed.cli.deploy`, :mod:`~sed.cli.seld`, :mod:`~sed.cli.shard`, :mod:`~sed.cli.stream`,
+:mod:`~sed.cli.train`) as a thin call of a Python API. A verb gets its parsed arguments and a :class:`Console` and returns how many of its inputs failed; it raises
 :class:`~sed.errors.UsageError` when the job cannot start. Exit codes: 0 when everything succeeded,
 1 when any input failed (each failure is one line on stderr and the rest of the batch goes on), 2 for
 usage errors. User errors never print a traceback; names are escaped so every report is one line.
@@ -16,12 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sed.cli import audio, classify, deploy, seld, stream, train
+from sed.cli import audio, classify, deploy, seld, shard, stream, train
 from sed.errors import SedError, UsageError, printable
 from sed.version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-VERB_GROUPS = (audio, classify, deploy, seld, stream, train)
+VERB_GROUPS = (audio, classify, deploy, seld, shard, stream, train)
 
 
 class Console:
@@ -93,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] in raw:  # verbs with their own parser (LightningCLI)
             return _exit_code(raw[argv[0]](argv, console))
         args = build_parser().parse_args(argv)
+        args.argv = argv  # the command as given (what a verb records, e.g. in a shard index)
         return _exit_code(args.run(args, console))
     except UsageError as e:
         console.error(e)

@@ -33,7 +33,8 @@ from torch.utils.data import Dataset
 from sed.audio.io import AudioInfo, info, load_audio, resample
 from sed.errors import AudioError, DatasetError, printable
 
-__all__ = ["ClipDataset", "ClipItem", "collate_clips", "item_labels", "split_items", "validate_files"]
+__all__ = ["ClipDataset", "ClipItem", "collate_clips", "crop_span", "fit_clip", "item_labels", "pad_clip",
+           "split_items", "validate_files"]
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,9 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         it = self.items[i]
         a, b = self._span(it)
-        n = self.clip_samples
-        if n is not None and b - a > n:
-            offset = int(torch.randint(0, b - a - n + 1, ())) if self.train else (b - a - n) // 2
-            a, b = a + offset, a + offset + n
-        wave = self._read(it.path, a, b)
-        length = wave.shape[0]
-        if n is not None and length < n:
-            wave = F.pad(wave, (0, n - length))
-        return {"wave": wave.contiguous(), "length": length, "label": self._target(it.label), "path": it.path}
+        start, stop = crop_span(b - a, self.clip_samples, self.train)
+        wave, length = pad_clip(self._read(it.path, a + start, a + stop), self.clip_samples)
+        return {"wave": wave, "length": length, "label": self._target(it.label), "path": it.path}
 
     def _target(self, label):
         if not self.multi_label:
@@ -184,17 +179,43 @@ def _read_span(path: str, m: AudioInfo, a: int, b: int, sr: int) -> torch.Tensor
     return wave[skip : skip + b - a]
 
 
+def crop_span(total: int, n: int | None, train: bool) -> tuple[int, int]:
+    """``[start, stop)`` of a clip of ``total`` samples: all of it, or ``n`` of them when it is longer
+    (a random start for training, the centre for evaluation)."""
+    if n is None or total <= n:
+        return 0, total
+    offset = int(torch.randint(0, total - n + 1, ())) if train else (total - n) // 2
+    return offset, offset + n
+
+
+def pad_clip(wave: torch.Tensor, n: int | None) -> tuple[torch.Tensor, int]:
+    """(``wave`` zero-padded at the end to ``n`` samples, its valid length)."""
+    length = wave.shape[0]
+    if n is not None and length < n:
+        wave = F.pad(wave, (0, n - length))
+    return wave.contiguous(), length
+
+
+def fit_clip(wave: torch.Tensor, n: int | None, train: bool) -> tuple[torch.Tensor, int]:
+    """A decoded clip cropped (:func:`crop_span`) and padded (:func:`pad_clip`) to ``n`` samples."""
+    start, stop = crop_span(wave.shape[0], n, train)
+    return pad_clip(wave[start:stop], n)
+
+
 def collate_clips(batch: list[dict]) -> dict:
     """``{"wave": [B, T], "lengths": [B] long, "label": [B] long | [B, C] float, "path": list}``,
-    waves zero-padded at the end to the longest."""
+    waves zero-padded at the end to the longest; ``"pad"`` ``[B]`` bool when items flag padding."""
     if not batch:
         raise ValueError("collate_clips needs at least one item")
     longest = max(b["wave"].shape[-1] for b in batch)
     wave = torch.stack([F.pad(b["wave"], (0, longest - b["wave"].shape[-1])) for b in batch])
     labels = [b["label"] for b in batch]
     label = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels, dtype=torch.long)
-    return {"wave": wave, "lengths": torch.tensor([b["length"] for b in batch], dtype=torch.long),
-            "label": label, "path": [b["path"] for b in batch]}
+    out = {"wave": wave, "lengths": torch.tensor([b["length"] for b in batch], dtype=torch.long),
+           "label": label, "path": [b["path"] for b in batch]}
+    if any("pad" in b for b in batch):  # evaluation padding of streamed shards (sed.data.shards)
+        out["pad"] = torch.tensor([bool(b.get("pad")) for b in batch])
+    return out
 
 
 def validate_files(items: Sequence[ClipItem], workers: int = 8) -> None:

@@ -2,7 +2,11 @@
 
 ``source`` picks the reader: ``folder`` (:func:`~sed.data.folder.folder_items` of ``root``),
 ``manifest`` (:func:`~sed.data.folder.manifest_items` of ``manifest``; ``root``, when given,
-is the base of relative paths) or ``esc50`` (:func:`~sed.data.esc50.esc50_items` of ``root``).
+is the base of relative paths), ``esc50`` (:func:`~sed.data.esc50.esc50_items` of ``root``) or
+``shards`` (WebDataset shards of ``sedkit shard``: ``shards`` is a folder, a brace pattern or a
+list, local or URLs; streamed by :class:`~sed.data.shards.ShardClips`, with its guarantees on
+what each rank and worker reads; split by the samples' folds, or ``val_shards``/``test_shards``;
+the epoch length comes from ``index.json``; ``shuffle_buffer`` samples are shuffled per worker).
 The metadata is read in ``__init__`` so that ``num_classes``, ``label_names`` and
 ``is_multi_label`` are there for LightningCLI's argument links; audio is only touched in
 :meth:`~AudioDataModule.setup`, which checks every file header once and raises one
@@ -39,12 +43,13 @@ from sed.audio.io import find_audio_files
 from sed.data.clips import ClipDataset, ClipItem, collate_clips, item_labels, split_items, validate_files
 from sed.data.esc50 import esc50_items
 from sed.data.folder import folder_items, manifest_items
-from sed.data.samplers import training_sampling
+from sed.data.samplers import run_seed, training_sampling
+from sed.data.shards import ShardClips, read_index, shard_class_counts
 from sed.errors import DatasetError
 
 __all__ = ["AudioDataModule", "balanced_weights"]
 
-SOURCES = ("folder", "manifest", "esc50")
+SOURCES = ("folder", "manifest", "esc50", "shards")
 
 
 def balanced_weights(items: list[ClipItem], num_classes: int) -> torch.Tensor:
@@ -66,7 +71,9 @@ class AudioDataModule(pl.LightningDataModule):
                  num_workers: int = 0, train_folds: list[int] | None = None, val_folds: list[int] | None = None,
                  test_folds: list[int] | None = None, val_fraction: float = 0.2, balanced: bool = False,
                  cache_audio: bool = False, seed: int = 0, validate: bool = True,
-                 predict_paths: list[str] | None = None):
+                 predict_paths: list[str] | None = None, shards: str | list[str] | None = None,
+                 val_shards: str | list[str] | None = None, test_shards: str | list[str] | None = None,
+                 shuffle_buffer: int = 1000):
         super().__init__()
         # labels/multi_label are linked into the task, which logs the resolved values; kept apart
         # here so that Lightning's merge of task and data hyperparameters does not conflict
@@ -78,6 +85,9 @@ class AudioDataModule(pl.LightningDataModule):
             raise ValueError("batch_size and eval_batch_size must be >= 1 and num_workers >= 0")
         if sample_rate <= 0 or (clip_seconds is not None and clip_seconds <= 0):
             raise ValueError("sample_rate and clip_seconds must be positive")
+        if source == "shards" and balanced:
+            raise ValueError("balanced sampling needs random access to the items; not with source: shards")
+        self.index = read_index(shards) if source == "shards" and shards else None
         self.items, self._label_names, data_multi = self._read()
         if multi_label is False and data_multi:
             several = [it.path for it in self.items if len(item_labels(it)) != 1]
@@ -104,6 +114,13 @@ class AudioDataModule(pl.LightningDataModule):
 
     def _read(self) -> tuple[list[ClipItem], list[str], bool]:
         hp = self.hparams
+        if hp.source == "shards":
+            if self.index is None:
+                raise ValueError("source 'shards' needs the shards argument (a folder, brace pattern or list)")
+            names = list(self.index["labels"])
+            if self._given_labels is not None and list(self._given_labels) != names:
+                raise DatasetError(hp.shards, f"labels {list(self._given_labels)} differ from the shards' {names}")
+            return [], names, bool(self.index.get("multi_label"))
         if hp.source == "manifest":
             if not hp.manifest:
                 raise ValueError("source 'manifest' needs the manifest argument (a .csv/.tsv/.jsonl file)")
@@ -120,6 +137,8 @@ class AudioDataModule(pl.LightningDataModule):
     def _split(self) -> dict[str, list[ClipItem]]:
         hp = self.hparams
         given = {"train_folds": hp.train_folds, "val_folds": hp.val_folds, "test_folds": hp.test_folds}
+        if hp.source == "shards":
+            return self._shard_split(given)
         if all(it.fold is None for it in self.items):
             named = [k for k, v in given.items() if v]
             if named:
@@ -151,8 +170,27 @@ class AudioDataModule(pl.LightningDataModule):
             out["test"] = out["val"]
         return out
 
+    def _shard_split(self, given: dict) -> dict:
+        """Shards: ``{split: (shard spec, folds or None)}``. ``val_shards``/``test_shards`` name other
+        shards; otherwise the folds of the samples split them as for the other sources."""
+        hp = self.hparams
+        if hp.val_shards:
+            return {"train": (hp.shards, hp.train_folds), "val": (hp.val_shards, hp.val_folds),
+                    "test": (hp.test_shards or hp.val_shards, hp.test_folds)}
+        folds = sorted(int(k) for k in self.index.get("fold_counts", {}) if k not in ("None", "null"))
+        if not folds:
+            raise ValueError("these shards carry no folds: give val_shards (and test_shards) for evaluation")
+        test = list(hp.test_folds or [])
+        val = list(hp.val_folds or test or [folds[-1]])
+        train = list(hp.train_folds or [f for f in folds if f not in set(val) | set(test)])
+        if set(train) & (set(val) | set(test)) or not train:
+            raise ValueError(f"train folds {train} overlap val/test folds {sorted(set(val) | set(test))} or are empty")
+        return {"train": (hp.shards, train), "val": (hp.shards, val), "test": (hp.shards, test or val)}
+
     def class_counts(self, split: str = "train") -> torch.Tensor:
         """Items per class ``[C]`` (long) in a split, each label of a multi-label item counted."""
+        if self.hparams.source == "shards":
+            return shard_class_counts(read_index(self.splits[split][0]), self._label_names, self.splits[split][1])
         counts = Counter(k for it in self.splits[split] for k in item_labels(it))
         return torch.tensor([counts[k] for k in range(self.num_classes)], dtype=torch.long)
 
@@ -163,8 +201,21 @@ class AudioDataModule(pl.LightningDataModule):
         return ClipDataset(items, self._label_names, multi_label=self._multi, sample_rate=hp.sample_rate,
                            clip_seconds=hp.clip_seconds, train=train, cache_audio=hp.cache_audio)
 
+    def _shard_dataset(self, split: str, train: bool) -> ShardClips:
+        hp = self.hparams
+        spec, folds = self.splits[split]
+        return ShardClips(spec, self._label_names, self._multi, sample_rate=hp.sample_rate,
+                          clip_seconds=hp.clip_seconds, train=train, folds=folds, shuffle_buffer=hp.shuffle_buffer,
+                          seed=run_seed(hp.seed), num_workers=hp.num_workers)
+
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (once); check every corpus file before the first one is read."""
+        if self.hparams.source == "shards" and not (stage == "predict" and self.hparams.predict_paths):
+            if "train" not in self.datasets:
+                self.datasets.update(train=self._shard_dataset("train", True), val=self._shard_dataset("val", False),
+                                     test=self._shard_dataset("test", False))
+                self.datasets.setdefault("predict", self.datasets["test"])
+            return
         if stage == "predict" and self.hparams.predict_paths:
             if "predict" not in self.datasets:
                 files = [str(p) for p in find_audio_files(self.hparams.predict_paths)]
@@ -189,8 +240,13 @@ class AudioDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, ds: ClipDataset, batch_size: int, persistent: bool, **kwargs) -> DataLoader:
+    def _loader(self, ds: ClipDataset | ShardClips, batch_size: int, persistent: bool, **kwargs) -> DataLoader:
         workers = self.hparams.num_workers
+        if isinstance(ds, ShardClips):  # workers fork each epoch, so that they see the epoch (set_epoch)
+            trainer = getattr(self, "trainer", None)
+            ds.set_epoch(trainer.current_epoch if trainer is not None else 0)
+            return DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips,
+                              pin_memory=torch.cuda.is_available(), persistent_workers=False)
         if workers > 0:
             ds.preload()  # fill the cache (cache_audio) once here; forked workers inherit it
         return DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips,
@@ -199,6 +255,8 @@ class AudioDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self._get("train")
+        if isinstance(ds, ShardClips):
+            return self._loader(ds, self.hparams.batch_size, False)
         weights = balanced_weights(ds.items, self.num_classes) if self.hparams.balanced else None
         return self._loader(ds, self.hparams.batch_size, True, **training_sampling(ds, self.hparams.seed, weights))
 

@@ -28,6 +28,7 @@ import torch
 import torchaudio
 
 from sed.audio.io import load_audio
+from sed.data.clips import ClipItem
 from sed.errors import DatasetError
 
 #: Recording devices; the position is the device id used by the Patch-Mix code.
@@ -280,6 +281,25 @@ def fix_length(cycle: torch.Tensor, target: int, pad: str = "repeat", fade: int 
 
 def _label(cycle: Cycle, classes: int) -> int:
     return cycle.label if classes == 4 else int(cycle.label != 0)
+
+
+def icbhi_items(root: str | os.PathLike, classes: int = 4) -> tuple[list[ClipItem], list[str], list[dict]]:
+    """Every cycle of the corpus as a :class:`~sed.data.clips.ClipItem` (``start``-``end`` of its
+    recording, the patient's fold when ``patient_list_foldwise.txt`` is there), the label names,
+    and per cycle ``{"patient", "cycle", "split"}`` (the row in its annotation file; the official
+    split when ``official_split.txt`` is there). What ``sedkit shard`` writes for ICBHI."""
+    root = Path(root)
+    stems = list_recordings(root)
+    parts = recording_parts(root, stems) if (root / SPLIT_FILE).is_file() else {}
+    folds = read_patient_folds(root / FOLD_FILE) if (root / FOLD_FILE).is_file() else {}
+    items, extras = [], []
+    for stem in stems:
+        patient = parse_recording_name(stem).patient
+        for j, c in enumerate(read_annotations(root / f"{stem}.txt")):
+            items.append(ClipItem(str(root / f"{stem}.wav"), _label(c, classes), c.start, c.end, folds.get(patient)))
+            extras.append({"patient": patient, "cycle": j, "split": parts.get(stem)})
+    names = list(LABEL_NAMES) if classes == 4 else ["normal", "abnormal"]
+    return items, names, extras
 
 
 class IcbhiDataset(torch.utils.data.Dataset):

@@ -94,9 +94,13 @@ class EpochSeed(pl.Callback):
     epoch from the run's seed and the epoch number alone. Crops, SpecAugment, mixup and dropout in
     epoch ``e`` then draw the same numbers whether the run got there in one go or resumed from a
     checkpoint (whatever the sanity check or Lightning's loader setup drew before). The run's seed
-    is ``seed_everything``'s (``PL_GLOBAL_SEED``); without one, nothing is reseeded."""
+    is ``seed_everything``'s (``PL_GLOBAL_SEED``); without one, nothing is reseeded. A training
+    dataset with ``set_epoch`` (streamed shards) is told the epoch here too."""
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        dataset = getattr(trainer.train_dataloader, "dataset", None)
+        if callable(getattr(dataset, "set_epoch", None)):  # streamed shards deal themselves by epoch
+            dataset.set_epoch(trainer.current_epoch)
         base = os.environ.get("PL_GLOBAL_SEED")
         if base is None:
             return

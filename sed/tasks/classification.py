@@ -177,16 +177,22 @@ class ClassificationTask(pl.LightningModule):
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits = self._logits(batch["wave"], batch.get("lengths"), augment=False)
-        targets = self._targets(batch["label"])
-        loss = self.loss_fn(logits, targets)
-        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, batch_size=logits.shape[0], sync_dist=True)
+        labels = batch["label"]
+        if "pad" in batch:  # repeats that keep DDP ranks in step (streamed shards): not scored
+            logits, labels = logits[~batch["pad"]], labels[~batch["pad"]]
+        n = logits.shape[0]
+        targets = self._targets(labels)
+        loss = self.loss_fn(logits, targets) if n else logits.sum()  # every rank logs (the epoch-end sync)
+        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        if n == 0:
+            return
         m = self.metrics[stage]
         if self.hparams.multi_label:
             probs, y = torch.sigmoid(logits), targets.long()
             for metric in m.values():
                 metric.update(probs, y)
         else:
-            pred, y = logits.argmax(-1), batch["label"].long()
+            pred, y = logits.argmax(-1), labels.long()
             for metric in m.values():
                 metric.update(pred, y)
 
@@ -222,7 +228,7 @@ class ClassificationTask(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         logits = self.model(batch["wave"], lengths=batch.get("lengths"))
         scores = torch.sigmoid(logits) if self.hparams.multi_label else torch.softmax(logits, -1)
-        return {"path": batch.get("path"), "scores": scores.float().cpu()}
+        return {"path": batch.get("path"), "scores": scores.float().cpu(), "pad": batch.get("pad")}
 
     # ----------------------------------------------------------------------------- optimisation
     def configure_optimizers(self):

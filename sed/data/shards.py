@@ -1,0 +1,271 @@
+"""Reading WebDataset shards written by ``sedkit shard`` (:mod:`sed.data.shard_writer`) as a stream.
+
+:class:`ShardClips` is an ``IterableDataset`` of the same items as :class:`~sed.data.clips.ClipDataset`
+(``wave``, ``length``, ``label``, ``path``; random crop for training, centre crop for evaluation,
+zero padding) read sample by sample from tar shards, local or any URL ``webdataset`` opens
+(``https://``, ``s3://`` through ``pipe:``). Memory holds one shard stream per worker and the
+shuffle buffer, however many shards there are.
+
+**Who reads what.** Each epoch the shard list is permuted with ``seed + epoch`` (training only; the
+same permutation on every rank); rank ``r`` of ``W`` takes shards ``r, r + W, ...`` and dataloader
+worker ``w`` of ``K`` takes every ``K``-th of those. Samples pass a shuffle buffer
+(``shuffle_buffer``, training only).
+
+**How many.** Evaluation reads every selected sample exactly once; on several ranks every worker
+then pads to the largest worker's count with repeats flagged ``pad`` (DDP runs every forward in
+lockstep, and the tasks leave padding out of their metrics). Training must give every rank the same number of batches (DDP steps in lockstep): every
+worker of every rank yields exactly ``L = total // (W * K)`` samples per epoch, from ``index.json``'s
+per-shard counts. When every worker's shards hold exactly ``L`` samples (the shard count a
+multiple of ``W * K`` and equal shards), each training sample is seen exactly once per epoch
+across all ranks and workers. Otherwise a worker with more stops at ``L`` (the rest of its shards
+wait for a later epoch, when the permutation deals them differently) and a worker with fewer
+starts its shards again: at most ``max share - L`` samples per worker are left out or repeated
+in an epoch, never more, and the epoch length stays ``L`` everywhere. (With fewer shards than
+ranks x workers, a worker without a shard of its own reads one that another also reads.)
+
+A damaged member is reported on stderr (``error: <shard>/<key>: reason``), skipped, and the
+stream goes on (in training the next sample takes its place); a damaged tar ends its shard there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from sed.audio.io import resample
+from sed.data.clips import fit_clip
+from sed.errors import DatasetError, one_line, printable
+
+__all__ = ["ShardClips", "read_index", "shard_class_counts", "shard_urls", "world"]
+
+AUDIO_KEYS = ("flac", "wav")
+
+
+def shard_urls(spec: str | os.PathLike | Sequence[str]) -> list[str]:
+    """The shards of ``spec``: a folder (its ``index.json`` order), a brace pattern
+    (``data/shard-{000000..000099}.tar``), a URL, or a list of these."""
+    import webdataset as wds
+
+    if isinstance(spec, (list, tuple)):
+        return [u for s in spec for u in shard_urls(s)]
+    p = Path(os.fspath(spec))
+    if p.is_dir():
+        index = read_index(p)
+        return [str(p / s["name"]) for s in index["shards"]]
+    return list(wds.shardlists.expand_urls(os.fspath(spec)))
+
+
+def read_index(spec: str | os.PathLike | Sequence[str]) -> dict[str, Any]:
+    """``index.json`` of a shard folder (for a pattern or list: the one beside its first shard)."""
+    if isinstance(spec, (list, tuple)):
+        spec = spec[0]
+    p = Path(os.fspath(spec))
+    folder = p if p.is_dir() else p.parent
+    path = folder / "index.json"
+    try:
+        index = json.loads(path.read_text())
+    except OSError:
+        raise DatasetError(path, "no index.json beside the shards (write them with sedkit shard)") from None
+    except ValueError as e:
+        raise DatasetError(path, f"not JSON ({one_line(e)})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list) or "labels" not in index:
+        raise DatasetError(path, "not a sed shard index (no labels or shards)")
+    return index
+
+
+def shard_class_counts(index: dict, labels: Sequence[str], folds: Sequence[int] | None = None) -> torch.Tensor:
+    """Samples per class ``[C]`` (long) of the shards of ``index``, in ``folds`` (None: all)."""
+    counts = dict.fromkeys(labels, 0)
+    for entry in index["shards"]:
+        for fold, per_label in entry.get("fold_labels", {}).items():
+            if folds is None or _fold(fold) in set(folds):
+                for name, n in per_label.items():
+                    counts[name] = counts.get(name, 0) + n
+    return torch.tensor([counts[n] for n in labels], dtype=torch.long)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: torch.distributed when initialised, else the launcher's
+    ``RANK``/``WORLD_SIZE`` (torchrun, SLURM through Lightning), else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _report(where: str, err: BaseException | str) -> None:
+    reason = err if isinstance(err, str) else one_line(err)
+    print(f"error: {printable(where)}: {reason}", file=sys.stderr, flush=True)
+
+
+class ShardClips(IterableDataset):
+    """Clips streamed from shards (see the module docstring). ``folds`` selects samples by their
+    ``fold`` (None: all); ``train`` shuffles, crops at random and equalises the epoch across ranks
+    and workers; ``num_workers`` is the DataLoader's (for the epoch length)."""
+
+    def __init__(self, shards: str | os.PathLike | Sequence[str], labels: Sequence[str] | None = None,
+                 multi_label: bool | None = None, sample_rate: int = 16000, clip_seconds: float | None = 5.0,
+                 train: bool = False, folds: Sequence[int] | None = None, shuffle_buffer: int = 1000,
+                 seed: int = 0, num_workers: int = 0, index: dict | None = None):
+        self.urls = shard_urls(shards)
+        self.index = index or read_index(shards)
+        entries = {s["name"]: s for s in self.index["shards"]}
+        self.counts = {}
+        for url in self.urls:
+            entry = entries.get(url.rsplit("/", 1)[-1])
+            if entry is None:
+                raise DatasetError(url, "this shard is not in index.json")
+            self.counts[url] = sum(v for k, v in entry["folds"].items() if folds is None or _fold(k) in set(folds))
+        self.labels = list(labels if labels is not None else self.index["labels"])
+        self.multi_label = bool(self.index.get("multi_label") if multi_label is None else multi_label)
+        self.sample_rate, self.train, self.folds = int(sample_rate), bool(train), None if folds is None else set(folds)
+        self.clip_samples = None if clip_seconds is None else round(clip_seconds * sample_rate)
+        self.shuffle_buffer, self.seed, self.num_workers, self.epoch = int(shuffle_buffer), int(seed), int(num_workers), 0
+        self._label_index = {n: i for i, n in enumerate(self.labels)}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    # ------------------------------------------------------------------ who reads what
+    def _order(self) -> list[str]:
+        urls = list(self.urls)
+        if self.train:
+            random.Random(self.seed + self.epoch).shuffle(urls)
+        return urls
+
+    def _mine(self, rank: int, size: int, worker: int, workers: int) -> list[str]:
+        return self._order()[rank::size][worker::workers]
+
+    def per_worker(self, size: int | None = None) -> int:
+        """The samples every worker of every rank yields per epoch: training ``L = total // (ranks x
+        workers)``; evaluation on several ranks the largest worker's share (the others pad)."""
+        size = world()[1] if size is None else size
+        workers = max(1, self.num_workers)
+        if self.train:
+            return sum(self.counts.values()) // (size * workers)
+        return max(sum(self.counts[u] for u in self._mine(r, size, w, workers)) for r in range(size) for w in range(workers))
+
+    def __len__(self) -> int:
+        rank, size = world()
+        workers = max(1, self.num_workers)
+        if self.train or size > 1:
+            return self.per_worker(size) * workers
+        return sum(self.counts.values())
+
+    # ------------------------------------------------------------------ reading
+    def _samples(self, url: str) -> Iterator[dict]:
+        import webdataset as wds
+
+        def handler(exn: BaseException) -> bool:
+            _report(url, exn)
+            return False  # a damaged tar: the rest of this shard is lost, the stream goes on
+
+        for sample in wds.tarfile_to_samples(handler=handler)([{"url": url}]):
+            try:
+                yield self._decode(sample, url)
+            except (DatasetError, ValueError, RuntimeError, sf.LibsndfileError, KeyError) as e:
+                _report(f"{url}/{sample.get('__key__')}", e)
+
+    def _decode(self, sample: dict, url: str) -> dict:
+        key = sample["__key__"]
+        audio = next((sample[k] for k in AUDIO_KEYS if k in sample), None)
+        if audio is None or "json" not in sample:
+            raise DatasetError(f"{url}/{key}", f"needs .json and one of .{', .'.join(AUDIO_KEYS)} (has {sorted(sample)})")
+        meta = json.loads(sample["json"])
+        data, sr = sf.read(io.BytesIO(audio), dtype="float32", always_2d=True)
+        if not torch.isfinite(torch.from_numpy(data)).all():
+            raise ValueError("NaN or Inf samples")
+        wave = resample(torch.from_numpy(data.T.copy()).mean(dim=0), sr, self.sample_rate)
+        wave, length = fit_clip(wave, self.clip_samples, self.train)
+        return {"wave": wave, "length": length, "label": self._target(meta.get("labels") or [], url, key),
+                "path": f"{url}/{key}", "fold": meta.get("fold"), "source": meta.get("source")}
+
+    def _target(self, names: list[str], url: str, key: str):
+        unknown = [n for n in names if n not in self._label_index]
+        if unknown:
+            raise DatasetError(f"{url}/{key}", f"label {unknown[0]!r} is not one of the labels")
+        ids = [self._label_index[n] for n in names]
+        if self.multi_label:
+            target = torch.zeros(len(self.labels))
+            target[ids] = 1.0
+            return target
+        if len(ids) != 1:
+            raise DatasetError(f"{url}/{key}", f"has {len(ids)} labels in a single-label dataset")
+        return ids[0]
+
+    def _selected(self, urls: list[str]) -> Iterator[dict]:
+        for url in urls:
+            for item in self._samples(url):
+                if self.folds is None or item["fold"] in self.folds:
+                    yield item
+
+    def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
+        buf: list[dict] = []
+        for item in items:
+            if len(buf) < self.shuffle_buffer:
+                buf.append(item)
+                continue
+            i = rng.randrange(len(buf))
+            buf[i], item = item, buf[i]
+            yield item
+        rng.shuffle(buf)
+        yield from buf
+
+    def _evaluation(self, mine: list[str], rank: int, size: int, worker: int, workers: int) -> Iterator[dict]:
+        """Every selected sample once; on several ranks then padded to :meth:`per_worker` samples with
+        repeats flagged ``pad`` (DDP steps in lockstep; a task leaves padding out of its metrics)."""
+        n = 0
+        for item in self._selected(mine):
+            n += 1
+            yield item
+        if size == 1:
+            return
+        quota = self.per_worker(size)
+        pool = mine or [self._order()[(rank * workers + worker) % len(self.urls)]]
+        while n < quota:
+            before = n
+            for item in self._selected(pool):
+                if n == quota:
+                    return
+                n += 1
+                yield {**item, "pad": True}
+            if n == before:
+                return
+
+    def __iter__(self) -> Iterator[dict]:
+        rank, size = world()
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        mine = self._mine(rank, size, worker, workers)
+        if not self.train:
+            yield from self._evaluation(mine, rank, size, worker, workers)
+            return
+        rng = random.Random((self.seed + self.epoch) * 1_000_003 + rank * 1009 + worker)
+        quota = self.per_worker(size)
+        if not mine and self.urls:  # fewer shards than ranks x workers: share one
+            mine = [self._order()[(rank * workers + worker) % len(self.urls)]]
+        passes = 0
+        while quota > 0 and mine:
+            got = 0
+            for item in self._shuffled(self._selected(mine), rng):
+                yield item
+                got += 1
+                quota -= 1
+                if quota == 0:
+                    return
+            passes += 1
+            if got == 0 or passes > 1000:  # nothing readable in this worker's shards
+                return
+
+
+def _fold(key: str) -> int | None:
+    return None if key in ("None", "null") else int(key)
