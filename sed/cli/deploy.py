@@ -16,7 +16,7 @@ def cmd_export(args: argparse.Namespace, con) -> int:
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     desc = report["description"]
-    con.status(f"wrote {report['path']} ({args.precision}, opset {args.opset}): waveform [batch, samples] at "
+    con.status(f"wrote {report['path']} ({args.precision}, opset {report['opset']}): waveform [batch, samples] at "
                f"{desc['sample_rate']} Hz -> logits [batch, {len(desc['labels']) or '?'}], embedding; "
                f"fp32 graph vs PyTorch: max |logit difference| {report['max_abs_diff']:.2e}")
     return 0
@@ -27,7 +27,8 @@ def add_verbs(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="any checkpoint sedkit classify takes")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17: the front end's DFT)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 23, which has the Attention op; >= 17 for other runtimes)")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
                    help="a dynamic batch dimension (--no-dynamic-batch: batch 1)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",

@@ -33,7 +33,7 @@ from sed.fileio import atomic_save
 
 __all__ = ["INPUT", "METADATA_KEY", "OUTPUTS", "export_checkpoint", "export_onnx", "onnx_description"]
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 23  # ONNX's Attention op (opset 23): ONNX Runtime runs AST ~5-10 % faster than at 18
 #: the longest input the graph is declared for: one hour at the model's rate
 MAX_SECONDS = 3600
 
@@ -75,14 +75,16 @@ def _exported_program(model: nn.Module, opset: int, dynamic_batch: bool):
                                  verbose=False), example
 
 
-def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int | None = None, dynamic_batch: bool = True,
                 source: str | os.PathLike | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model`` (a clip classifier from :func:`sed.models.load_model`) as ONNX to ``out``
-    atomically; returns ``{"path", "max_abs_diff", "description"}``, where ``max_abs_diff`` is the
+    atomically (``opset`` None: :data:`DEFAULT_OPSET`); returns ``{"path", "max_abs_diff",
+    "description", "opset"}``, where ``max_abs_diff`` is the
     largest |logit difference| between onnxruntime and PyTorch on two random clips."""
     import onnx
 
     _check_exportable(model, source)
+    opset = opset or DEFAULT_OPSET
     model = model.float().eval()
     try:
         program, example = _exported_program(model, opset, dynamic_batch)
@@ -96,7 +98,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int = DEFAUL
     out = Path(out)
     atomic_save(out, lambda tmp: onnx.save_model(proto, tmp))
     diff = max_logit_diff(out, model, example)
-    return {"path": out, "max_abs_diff": diff, "description": desc}
+    return {"path": out, "max_abs_diff": diff, "description": desc, "opset": opset}
 
 
 def max_logit_diff(path: str | os.PathLike, model: nn.Module, wave: torch.Tensor) -> float:
@@ -111,7 +113,7 @@ def max_logit_diff(path: str | os.PathLike, model: nn.Module, wave: torch.Tensor
 
 
 def export_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, precision: str = "fp32",
-                      opset: int = DEFAULT_OPSET, dynamic_batch: bool = True) -> dict[str, Any]:
+                      opset: int | None = None, dynamic_batch: bool = True) -> dict[str, Any]:
     """``sedkit export``: any checkpoint :func:`sed.models.loading.load_model` reads, as an ONNX file
     (``precision="int8"``: the fp32 export, then ONNX Runtime's dynamic int8 quantisation of its
     linear layers). Returns :func:`export_onnx`'s report (``max_abs_diff`` of the fp32 graph)."""

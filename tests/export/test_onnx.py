@@ -49,11 +49,16 @@ def test_metadata_round_trips_and_checker_passes(exported, name):
     assert batch[0].dim_param and batch[1].dim_param  # dynamic batch and samples
 
 
-def test_static_batch_export(tmp_path, exported):
-    model, _, _ = exported["cnn"]
-    path = export_onnx(model, tmp_path / "b1.onnx", dynamic_batch=False)["path"]
-    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+def test_static_batch_and_older_opset(tmp_path, exported):
+    model, _, _ = exported["ast"]
+    report = export_onnx(model, tmp_path / "b1.onnx", dynamic_batch=False, opset=18)
+    proto = onnx.load(str(report["path"]))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_value == 1 and dims[1].dim_param
+    assert report["opset"] == 18 and {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {18}
+    assert "Attention" not in {n.op_type for n in proto.graph.node} and report["max_abs_diff"] < 1e-4
+    default = onnx.load(str(exported["ast"][2]))
+    assert "Attention" in {n.op_type for n in default.graph.node}  # opset 23 (the default)
 
 
 def test_export_verb_writes_a_checked_file(tmp_path, exported, capsys):
