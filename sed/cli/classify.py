@@ -17,6 +17,22 @@ def _classifiers(args: argparse.Namespace) -> list:
         raise UsageError(e) from None
 
 
+def _inputs(args: argparse.Namespace, con, sample_rate: int):
+    """(an iterable of source lists, failures so far): the files of ``inputs``, or with ``--shards``
+    the samples of each shard in turn."""
+    if bool(args.shards) == bool(args.inputs):
+        raise UsageError("give audio inputs or --shards DIR, not both" if args.shards else "no audio inputs given")
+    if args.shards:
+        from sed.inference.shards import shard_sources
+
+        try:
+            return shard_sources(args.shards, sample_rate), 0
+        except SedError as e:
+            raise UsageError(e) from None
+    files, failed = con.expand(args.inputs)
+    return [files], failed
+
+
 def cmd_classify(args: argparse.Namespace, con) -> int:
     from sed.inference.ensemble import classify_ensemble, ensemble_options
     from sed.inference.output import emit, format_predictions
@@ -30,13 +46,15 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
     except ValueError as e:
         raise UsageError(e) from None
     clfs = _classifiers(args)
-    files, failed = con.expand(args.inputs)
+    batches, failed = _inputs(args, con, clfs[0].sample_rate)
     kwargs = {"top_k": args.top_k, "window": args.window, "hop": args.hop, "aggregate": args.aggregate,
               "batch_size": args.batch_size, "multi_label": args.multi_label,
               "progress": lambda it: con.progress(it, desc="classify")}
+    preds = []
     try:
-        preds = classify_ensemble(clfs, files, args.ensemble, **opts, **kwargs) if args.ensemble \
-            else clfs[0].predict(files, **kwargs)
+        for sources in batches:
+            preds += classify_ensemble(clfs, sources, args.ensemble, **opts, **kwargs) if args.ensemble \
+                else clfs[0].predict(sources, **kwargs)
     except ValueError as e:  # members that do not fit together, a bad --window
         raise UsageError(e) from None
     for p in preds:
@@ -50,12 +68,19 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
 
 
 def cmd_embed(args: argparse.Namespace, con) -> int:
+    import numpy as np
+
     from sed.inference.output import write_embeddings
 
     args.checkpoint = [args.checkpoint]
     clf = _classifiers(args)[0]
-    files, failed = con.expand(args.inputs)
-    emb, results = clf.embed(files, batch_size=args.batch_size)
+    batches, failed = _inputs(args, con, clf.sample_rate)
+    parts, results = [], []
+    for sources in batches:
+        emb, res = clf.embed(sources, batch_size=args.batch_size)
+        parts.append(emb)
+        results += res
+    emb = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     for r in results:
         if r.error:
             con.error(r.error)
@@ -90,7 +115,9 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
 
 def add_verbs(sub) -> None:
     p = sub.add_parser("classify", help="label audio files with a checkpoint (or an ensemble of several)")
-    p.add_argument("inputs", nargs="+", help="files, folders or globs")
+    p.add_argument("inputs", nargs="*", help="files, folders or globs")
+    p.add_argument("--shards", default=None, help="instead of files: the samples of sedkit shard's shards "
+                                                  "(a folder, brace pattern or URL)")
     _add_model_options(p, several=True)
     p.add_argument("--ensemble", choices=["vote", "average", "weighted", "rank"], default=None,
                    help="combine the scores of several --checkpoint (sed.inference.ensemble.combine)")
@@ -119,7 +146,8 @@ def add_verbs(sub) -> None:
     p.set_defaults(run=cmd_ensemble_eval)
 
     p = sub.add_parser("embed", help="pooled embeddings of audio files to a .npy")
-    p.add_argument("inputs", nargs="+", help="files, folders or globs")
+    p.add_argument("inputs", nargs="*", help="files, folders or globs")
+    p.add_argument("--shards", default=None, help="instead of files: the samples of sedkit shard's shards")
     _add_model_options(p)
     p.add_argument("--out", required=True, help="output .npy ([N, D]); row order in OUT.files.txt")
     p.set_defaults(run=cmd_embed)

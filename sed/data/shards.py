@@ -65,19 +65,34 @@ def shard_urls(spec: str | os.PathLike | Sequence[str]) -> list[str]:
     return list(wds.shardlists.expand_urls(os.fspath(spec)))
 
 
+def _index_location(spec: str) -> str:
+    """Where the index of ``spec`` is: ``DIR/index.json``, or ``index.json`` beside the first shard
+    of a pattern or URL (``https://host/a/shard-{0..9}.tar`` -> ``https://host/a/index.json``)."""
+    if Path(spec).is_dir():
+        return str(Path(spec) / "index.json")
+    if spec.endswith(".json"):
+        return spec
+    first = shard_urls(spec)[0]
+    head, sep, _ = first.rpartition("/")
+    return f"{head}{sep}index.json" if sep else "index.json"
+
+
 def read_index(spec: str | os.PathLike | Sequence[str]) -> dict[str, Any]:
-    """``index.json`` of a shard folder (for a pattern or list: the one beside its first shard)."""
+    """``index.json`` of shards: in a shard folder, beside the first shard of a pattern, list or URL
+    (opened with ``webdataset.gopen``: local, ``http(s)://``, ``pipe:``), or the ``.json`` named."""
+    import webdataset as wds
+
     if isinstance(spec, (list, tuple)):
         spec = spec[0]
-    p = Path(os.fspath(spec))
-    folder = p if p.is_dir() else p.parent
-    path = folder / "index.json"
+    where = _index_location(os.fspath(spec))
     try:
-        index = json.loads(path.read_text())
+        with wds.gopen(where, "rb") as f:
+            index = json.loads(f.read())
     except OSError:
-        raise DatasetError(path, "no index.json beside the shards (write them with sedkit shard)") from None
+        raise DatasetError(where, "no index.json beside the shards (write them with sedkit shard)") from None
     except ValueError as e:
-        raise DatasetError(path, f"not JSON ({one_line(e)})") from None
+        raise DatasetError(where, f"not JSON ({one_line(e)})") from None
+    path = where
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list) or "labels" not in index:
         raise DatasetError(path, "not a sed shard index (no labels or shards)")
     return index
@@ -131,13 +146,15 @@ class ShardClips(IterableDataset):
         self.clip_samples = None if clip_seconds is None else round(clip_seconds * sample_rate)
         self.shuffle_buffer, self.seed, self.num_workers, self.epoch = int(shuffle_buffer), int(seed), int(num_workers), 0
         self._label_index = {n: i for i, n in enumerate(self.labels)}
+        #: shards left out of the deal (a resumed prediction run: their rows are written)
+        self.skip: set[str] = set()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     # ------------------------------------------------------------------ who reads what
     def _order(self) -> list[str]:
-        urls = list(self.urls)
+        urls = [u for u in self.urls if u not in self.skip]
         if self.train:
             random.Random(self.seed + self.epoch).shuffle(urls)
         return urls
@@ -159,7 +176,7 @@ class ShardClips(IterableDataset):
         workers = max(1, self.num_workers)
         if self.train or size > 1:
             return self.per_worker(size) * workers
-        return sum(self.counts.values())
+        return sum(n for u, n in self.counts.items() if u not in self.skip)
 
     # ------------------------------------------------------------------ reading
     def _samples(self, url: str) -> Iterator[dict]:
@@ -230,7 +247,10 @@ class ShardClips(IterableDataset):
         if size == 1:
             return
         quota = self.per_worker(size)
-        pool = mine or [self._order()[(rank * workers + worker) % len(self.urls)]]
+        order = self._order()
+        if not order:
+            return
+        pool = mine or [order[(rank * workers + worker) % len(order)]]
         while n < quota:
             before = n
             for item in self._selected(pool):
@@ -251,8 +271,9 @@ class ShardClips(IterableDataset):
             return
         rng = random.Random((self.seed + self.epoch) * 1_000_003 + rank * 1009 + worker)
         quota = self.per_worker(size)
-        if not mine and self.urls:  # fewer shards than ranks x workers: share one
-            mine = [self._order()[(rank * workers + worker) % len(self.urls)]]
+        order = self._order()
+        if not mine and order:  # fewer shards than ranks x workers: share one
+            mine = [order[(rank * workers + worker) % len(order)]]
         passes = 0
         while quota > 0 and mine:
             got = 0

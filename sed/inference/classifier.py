@@ -23,7 +23,8 @@ from sed.inference.device import autocast, resolve_device
 from sed.inference.runtime import OnnxModel, is_onnx
 from sed.models.loading import load_model
 
-Source = str | os.PathLike | torch.Tensor
+#: a file, a waveform, or a named waveform (name, waveform) such as a shard sample
+Source = str | os.PathLike | torch.Tensor | tuple[str, torch.Tensor]
 
 
 @dataclass
@@ -102,7 +103,7 @@ class Classifier:
         win, step = int(round(window * self.sample_rate)), int(round(hop * self.sample_rate))
         if win <= 0 or step <= 0:
             raise ValueError("--window and --hop must be positive")
-        blocks = iter([self._load(src)[0][None]]) if isinstance(src, torch.Tensor) else \
+        blocks = iter([self._load(src)[0][None]]) if isinstance(src, tuple | torch.Tensor) else \
             (b.mean(0, keepdim=True) for b in iter_blocks(src, max(step, 4096), sample_rate=self.sample_rate))
         buf, buf_start, start, total = torch.zeros(1, 0), 0, 0, 0
         for block in blocks:
@@ -124,9 +125,9 @@ class Classifier:
                 yield Segment(idx, start / self.sample_rate, total / self.sample_rate, seg.clone(), seg.numel())
 
     def _load(self, src: Source) -> tuple[torch.Tensor, str]:
-        if isinstance(src, torch.Tensor):
-            w = src.float()
-            return (w.mean(0) if w.dim() == 2 else w), "<waveform>"
+        if isinstance(src, tuple | torch.Tensor):
+            w = (src[1] if isinstance(src, tuple) else src).float()
+            return (w.mean(0) if w.dim() == 2 else w), _name(src)
         wave, _ = load_audio(src, sample_rate=self.sample_rate, channels="mono")
         return wave[0], str(src)
 
@@ -240,4 +241,6 @@ class Classifier:
 
 
 def _name(src: Source) -> str:
+    if isinstance(src, tuple):
+        return str(src[0])
     return "<waveform>" if isinstance(src, torch.Tensor) else str(src)

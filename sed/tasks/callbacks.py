@@ -70,23 +70,89 @@ class Plots(pl.Callback):
         self._plot(trainer)
 
 
+def _row(path, scores: list[float], labels: list[str]) -> dict:
+    top = max(range(len(scores)), key=scores.__getitem__)
+    return {"file": path, "label": labels[top] if top < len(labels) else top, "score": scores[top],
+            "scores": dict(zip(labels, scores))}
+
+
 class PredictionWriter(BasePredictionWriter):
-    """``predictions.jsonl`` in the run directory: one line per clip with its scores and top label."""
+    """``predictions.jsonl`` in the run directory: one line per clip with its scores and top label.
+
+    From files, each rank writes its own (``predictions.rank{R}.jsonl`` under DDP). From streamed
+    shards (:class:`~sed.data.shards.ShardClips`), each shard's rows are written to
+    ``predictions/<shard>.jsonl`` (atomically, in key order) as soon as all of them have come, padding
+    left out; a rerun skips the shards already written (a killed run resumes without losing or
+    repeating rows); at the end rank 0 merges every shard's file, in the index's shard order, into
+    ``predictions.jsonl``."""
 
     def __init__(self):
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch_and_epoch")
+        self._shards = None  # the predict ShardClips, when predicting from shards
+        self._root = Path(".")
+        self._pending: dict[str, dict[str, dict]] = {}
+
+    def _folder(self, trainer) -> Path:
+        return self._root / "predictions"
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from sed.data.shards import ShardClips
+
+        self._root = Path(trainer.log_dir or ".")  # a collective under DDP: asked here, by every rank at once
+        dm = getattr(trainer, "datamodule", None)
+        ds = getattr(dm, "datasets", {}).get("predict") if stage == "predict" and dm is not None else None
+        self._shards = ds if isinstance(ds, ShardClips) else None
+        if self._shards is not None:  # resume: shards whose rows are written are not read again
+            done = {p.name.removesuffix(".jsonl") for p in self._folder(trainer).glob("*.jsonl")}
+            self._shards.skip = {u for u in self._shards.urls if u.rsplit("/", 1)[-1] in done}
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if self._shards is None:
+            return
+        labels = list(getattr(pl_module, "labels", []))
+        pad = prediction.get("pad")
+        for i, (path, scores) in enumerate(zip(prediction["path"], prediction["scores"].tolist())):
+            if pad is not None and bool(pad[i]):
+                continue
+            url, key = path.rsplit("/", 1)
+            self._pending.setdefault(url, {})[key] = _row(path, scores, labels)
+            if len(self._pending[url]) == self._shards.counts[url]:
+                self._write_shard(trainer, url)
+
+    def _write_shard(self, trainer, url: str) -> None:
+        rows = self._pending.pop(url)
+        with atomic_open(self._folder(trainer) / f"{url.rsplit('/', 1)[-1]}.jsonl") as f:
+            for key in sorted(rows):
+                f.write(json.dumps(rows[key]) + "\n")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        if self._shards is not None:
+            for url in list(self._pending):  # shards with rows missing (damaged members): what came
+                self._write_shard(trainer, url)
+            return
         labels = list(getattr(pl_module, "labels", []))
         rank = trainer.global_rank
-        path = Path(trainer.log_dir or ".") / (f"predictions.rank{rank}.jsonl" if trainer.world_size > 1 else "predictions.jsonl")
+        path = self._root / (f"predictions.rank{rank}.jsonl" if trainer.world_size > 1 else "predictions.jsonl")
         with atomic_open(path) as f:
             for batch in predictions:
                 for p, s in zip(batch["path"] or [None] * len(batch["scores"]), batch["scores"].tolist()):
-                    top = max(range(len(s)), key=s.__getitem__)
-                    f.write(json.dumps({"file": p, "label": labels[top] if top < len(labels) else top,
-                                        "score": s[top], "scores": dict(zip(labels, s))}) + "\n")
+                    f.write(json.dumps(_row(p, s, labels)) + "\n")
         print(f"predictions written to {path}", file=sys.stderr)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "predict" and self._shards is not None:  # also when every shard was done before
+            trainer.strategy.barrier()
+            if trainer.is_global_zero:
+                self._merge(trainer)
+
+    def _merge(self, trainer) -> None:
+        path = self._root / "predictions.jsonl"
+        with atomic_open(path) as out:
+            for url in self._shards.urls:
+                part = self._folder(trainer) / f"{url.rsplit('/', 1)[-1]}.jsonl"
+                if part.is_file():
+                    out.write(part.read_text())
+        print(f"predictions written to {path} (per shard: {self._folder(trainer)})", file=sys.stderr)
 
 
 class EpochSeed(pl.Callback):
