@@ -17,7 +17,8 @@ from torch import nn
 
 from sed.checkpoint import check_description, describe, read_checkpoint
 from sed.errors import CheckpointError, short
-from sed.models.pretrained.ast import build_ast_from_pretrained
+from sed.models.pretrained import ast as _ast  # noqa: F401 - registers the AST importer
+from sed.models.pretrained.sources import import_pretrained
 from sed.models.registry import check_weights, checked_build, create_model, is_model
 
 __all__ = ["build_from_description", "load_model"]
@@ -55,8 +56,9 @@ def build_from_description(desc: dict[str, Any], state: dict[str, torch.Tensor],
 
 def load_model(source: str | os.PathLike, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model and its description from a sed checkpoint (``.pt``, ``.safetensors``, a
-    Lightning ``.ckpt`` written by sed training), or import a foreign one: an original AST
-    ``.pth``, a Hugging Face AST directory or hub id, or a short name such as
+    Lightning ``.ckpt`` written by sed training), or import a foreign one through the importer of
+    its family (:mod:`sed.models.pretrained.sources`): an original AST ``.pth``, a Hugging Face AST
+    directory or hub id, a BEATs/CED/EfficientAT release file, or a short name such as
     ``ast-audioset-0.4593``. ``overrides`` (e.g. ``num_classes``, ``input_tdim``) apply to
     foreign imports only."""
     p = Path(source)
@@ -65,5 +67,5 @@ def load_model(source: str | os.PathLike, **overrides: Any) -> tuple[nn.Module, 
         if desc is not None:
             model = build_from_description(desc, state, p)
             return model, desc
-    model = build_ast_from_pretrained(str(source), **overrides)
+    model = import_pretrained(str(source), **overrides)
     return model.eval(), check_description(describe(model, source=str(source)), source)

@@ -30,6 +30,7 @@ from sed.models import ast as ast_module
 from sed.models.ast import adapt_pos_embed
 from sed.models.pretrained import deit, huggingface, original
 from sed.models.pretrained.common import SC_STATS, Source, detect_format, infer_arch, unwrap_state
+from sed.models.pretrained.sources import Importer, register_importer
 from sed.models.registry import check_weights, checked_build, register_pretrained
 
 __all__ = ["build_ast_from_pretrained", "resolve_source"]
@@ -182,3 +183,5 @@ def _hook(factory, source, num_classes=None, **kwargs):
 for _name, _default in (("ast_base", "ast-audioset-0.4593"), ("ast_small", "deit_small_distilled_patch16_224"),
                         ("ast_tiny", "deit_tiny_distilled_patch16_224"), ("ast_micro", None)):
     register_pretrained(_name, _hook, default=_default)
+
+register_importer(Importer("ast", build_ast_from_pretrained, short_names=huggingface.HF_SHORT_NAMES))
