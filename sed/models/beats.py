@@ -1,0 +1,323 @@
+"""BEATs (Chen et al. 2022, "BEATs: Audio Pre-Training with Acoustic Tokenizers"), iter3 / iter3+ architecture.
+
+Waveform ``[B, T]`` at 16 kHz -> :class:`BEATsFbank` (Kaldi fbank of ``wave * 2**15``, 128 bins, Povey
+window, ``(fbank - 15.41663) / (2 * 6.55582)``) ``[B, input_tdim, 128]`` -> non-overlapping 16x16 patches
+(``patch_embedding``, a strided Conv2d over ``[B, 1, T, F]``: tokens in time-major order) -> LayerNorm ->
+``post_extract_proj`` -> + convolutional positional embedding (weight-normalised grouped Conv1d, GELU)
+-> LayerNorm -> post-LN deep-norm Transformer layers whose attention adds a bucketed relative position
+bias (shared by all layers, gated per query by each layer's ``grep_linear`` / ``grep_a``) -> mean over
+tokens -> ``head`` (the reference's ``predictor``: dropout + Linear; AudioSet is multi-label, sigmoid).
+
+BEATs has no absolute positional embedding: one checkpoint takes any number of frames (``input_tdim`` is
+only the length clips are padded or cropped to; 998 frames are 10 s). Parameter names follow the
+reference's (``self_attn.{q,k,v,out}_proj``, ``self_attn_layer_norm``, ``fc1``, ``fc2``, ...), with
+``encoder.layers.N`` -> ``blocks.N``; the release ``.pt`` files are read by
+:mod:`sed.models.pretrained.beats` (also the ``pretrained=`` of these sizes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from sed.audio.features import KaldiFbank
+from sed.augment.patch_mix import patch_mix
+from sed.models.base import FbankClassifier
+from sed.models.registry import register_model
+
+__all__ = ["BEATS_MEAN", "BEATS_SIZES", "BEATS_STD", "BEATsFbank", "BEATsModel", "beats_iter3", "beats_micro",
+           "relative_position_bucket"]
+
+BEATS_MEAN, BEATS_STD = 15.41663, 6.55582
+
+#: the registered sizes: iter3 / iter3+ as released, and a CPU test size
+BEATS_SIZES: dict[str, dict] = {
+    "beats_iter3": {"embed_dim": 768, "patch_dim": 512, "depth": 12, "num_heads": 12, "ffn_dim": 3072,
+                    "conv_pos": 128, "conv_pos_groups": 16},
+    "beats_micro": {"embed_dim": 64, "patch_dim": 32, "depth": 2, "num_heads": 2, "ffn_dim": 128,
+                    "conv_pos": 16, "conv_pos_groups": 4},
+}
+
+
+class BEATsFbank(KaldiFbank):
+    """BEATs' front end: ``torchaudio.compliance.kaldi.fbank(wave * 2**15, num_mel_bins=128,
+    frame_length=25, frame_shift=10)`` with its defaults (Povey window, dither 0, DC removal,
+    pre-emphasis 0.97, power spectrum, log), padded/cropped to ``target_length`` frames and normalised
+    ``(x - mean) / (2 * std)`` with BEATs' fixed statistics."""
+
+    def __init__(self, sample_rate: int = 16000, num_mel_bins: int = 128, target_length: int | None = 998,
+                 mean: float = BEATS_MEAN, std: float = BEATS_STD, scale: float = 2.0**15):
+        super().__init__(sample_rate, num_mel_bins, target_length, mean, std)
+        self.scale = float(scale)
+        self.window = torch.hann_window(self.win, periodic=False).pow(0.85)  # Kaldi's "povey" window
+
+    @property
+    def mask_value(self) -> float:
+        """SpecAugment fills with the normalised mean (0), BEATs' own input statistics."""
+        return 0.0
+
+    def config(self) -> dict:
+        return {**super().config(), "window": "povey", "scale": self.scale}
+
+    def fbank(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return super().fbank(wave.float() * self.scale, lengths)
+
+    def fbank_graph(self, wave: torch.Tensor) -> torch.Tensor:
+        return super().fbank_graph(wave.float() * self.scale)
+
+
+def relative_position_bucket(rel: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """The reference's bidirectional T5-style bucket of each relative position ``key - query``
+    (half the buckets per direction, exact below a quarter, logarithmic up to ``max_distance``);
+    computed in float32 with the reference's operation order, so boundary buckets agree."""
+    half = num_buckets // 2
+    out = (rel > 0).long() * half
+    dist = rel.abs()
+    exact = half // 2
+    far = exact + (torch.log(dist.clamp_min(1).float() / exact) / math.log(max_distance / exact)
+                   * (half - exact)).long()
+    far = far.clamp_max(half - 1)
+    return out + torch.where(dist < exact, dist, far)
+
+
+class BEATsAttention(nn.Module):
+    """Self-attention with the (optionally gated) relative position bias, as the reference computes
+    it: ``softmax(q k^T / sqrt(d) + gate(q) * bias) v`` (the reference's ``alpha = 32`` rescaling and
+    max subtraction cancel inside the softmax)."""
+
+    def __init__(self, dim: int, num_heads: int, gru_rel_pos: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim, self.dropout = num_heads, dim // num_heads, float(dropout)
+        self.k_proj, self.v_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.q_proj, self.out_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.gru_rel_pos = bool(gru_rel_pos)
+        if self.gru_rel_pos:
+            self.grep_linear = nn.Linear(self.head_dim, 8)
+            self.grep_a = nn.Parameter(torch.ones(1, num_heads, 1, 1))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``x [B, N, D]``, ``bias [H, N, N]`` (ungated) -> ``[B, N, D]``."""
+        b, n, d = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        if self.gru_rel_pos:
+            gates = torch.sigmoid(self.grep_linear(q).view(b, self.num_heads, n, 2, 4).sum(-1))
+            gate_a, gate_b = gates[..., :1], gates[..., 1:]
+            mask = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * bias
+        else:
+            mask = bias.unsqueeze(0).expand(b, -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype),
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class BEATsLayer(nn.Module):
+    """Post-LN Transformer layer with deep-norm residual scaling ``alpha = (2 * depth) ** 0.25``."""
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, depth: int, deep_norm: bool, gru_rel_pos: bool,
+                 dropout: float, attention_dropout: float, activation_dropout: float):
+        super().__init__()
+        self.self_attn = BEATsAttention(dim, num_heads, gru_rel_pos, attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, ffn_dim), nn.Linear(ffn_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+        self.drop, self.act_drop = nn.Dropout(dropout), nn.Dropout(activation_dropout)
+        self.alpha = math.pow(2 * depth, 0.25) if deep_norm else 1.0
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        x = self.self_attn_layer_norm(x * self.alpha + self.drop(self.self_attn(x, bias)))
+        h = self.fc2(self.act_drop(F.gelu(self.fc1(x).float()).to(x.dtype)))
+        return self.final_layer_norm(x * self.alpha + self.drop(h))
+
+
+class BEATsModel(FbankClassifier, nn.Module):
+    """The BEATs classifier with its own front end; see the module docstring."""
+
+    def __init__(
+        self,
+        num_classes: int = 527,
+        embed_dim: int = 768,
+        patch_dim: int = 512,
+        depth: int = 12,
+        num_heads: int = 12,
+        ffn_dim: int = 3072,
+        patch_size: int = 16,
+        conv_bias: bool = False,
+        conv_pos: int = 128,
+        conv_pos_groups: int = 16,
+        num_buckets: int = 320,
+        max_distance: int = 800,
+        gru_rel_pos: bool = True,
+        deep_norm: bool = True,
+        input_tdim: int = 998,
+        num_mel_bins: int = 128,
+        sample_rate: int = 16000,
+        mean: float = BEATS_MEAN,
+        std: float = BEATS_STD,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        activation_dropout: float = 0.0,
+        dropout_input: float = 0.0,
+        predictor_dropout: float = 0.1,
+        labels: list[str] | None = None,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if min(input_tdim, num_mel_bins) < patch_size:
+            raise ValueError(f"input {input_tdim}x{num_mel_bins} is smaller than one {patch_size}x{patch_size} patch")
+        if embed_dim % conv_pos_groups:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by conv_pos_groups {conv_pos_groups}")
+        local = dict(locals())
+        self._kwargs = {k: local[k] for k in (
+            "num_classes", "embed_dim", "patch_dim", "depth", "num_heads", "ffn_dim", "patch_size", "conv_bias",
+            "conv_pos", "conv_pos_groups", "num_buckets", "max_distance", "gru_rel_pos", "deep_norm", "input_tdim",
+            "num_mel_bins", "sample_rate", "mean", "std", "dropout", "attention_dropout", "activation_dropout",
+            "dropout_input", "predictor_dropout")}
+        self._kwargs["labels"] = None
+        self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
+        self.input_tdim, self.num_mel_bins, self.patch_size = int(input_tdim), int(num_mel_bins), int(patch_size)
+        self.num_buckets, self.max_distance = int(num_buckets), int(max_distance)
+        self.frontend = BEATsFbank(sample_rate, num_mel_bins, input_tdim, mean, std)
+        self.patch_embedding = nn.Conv2d(1, patch_dim, patch_size, stride=patch_size, bias=conv_bias)
+        self.layer_norm = nn.LayerNorm(patch_dim)
+        self.post_extract_proj = nn.Linear(patch_dim, embed_dim) if patch_dim != embed_dim else nn.Identity()
+        self.dropout_input = nn.Dropout(dropout_input)
+        self.pos_conv = weight_norm(nn.Conv1d(embed_dim, embed_dim, conv_pos, padding=conv_pos // 2,
+                                              groups=conv_pos_groups), name="weight", dim=2)
+        self.pos_trim = 1 if conv_pos % 2 == 0 else 0  # the reference's SamePad
+        self.encoder_norm = nn.LayerNorm(embed_dim)
+        self.encoder_dropout = nn.Dropout(dropout)
+        self.rel_pos_bias = nn.Embedding(num_buckets, num_heads)
+        self.blocks = nn.ModuleList(
+            BEATsLayer(embed_dim, ffn_dim, num_heads, depth, deep_norm, gru_rel_pos, dropout, attention_dropout,
+                       activation_dropout) for _ in range(depth))
+        self.head = nn.Sequential(nn.Dropout(predictor_dropout), nn.Linear(embed_dim, num_classes))
+        self._init_weights(deep_norm)
+        self.labels = labels
+
+    # ------------------------------------------------------------------ init and description
+    def _init_weights(self, deep_norm: bool) -> None:
+        """The reference's: BERT init (normal 0.02) of linears and the bias table, deep-norm Xavier
+        of the attention and feed-forward projections, the positional conv as wav2vec 2.0."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)) and m is not self.head[1]:
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+        beta = math.pow(8 * len(self.blocks), -0.25) if deep_norm else 1.0
+        for blk in self.blocks:
+            a = blk.self_attn
+            for lin, gain in ((a.k_proj, 1.0), (a.v_proj, beta), (a.q_proj, 1.0), (a.out_proj, beta),
+                              (blk.fc1, beta), (blk.fc2, beta)):
+                nn.init.xavier_normal_(lin.weight, gain=gain)
+        conv = self.pos_conv
+        std = math.sqrt(4.0 / (conv.kernel_size[0] * self.embed_dim))
+        with torch.no_grad():
+            par = conv.parametrizations.weight
+            par.original1.normal_(0.0, std)  # v; g = ||v|| over all but the kernel dimension: weight = v
+            par.original0.copy_(par.original1.norm(dim=(0, 1), keepdim=True))
+        nn.init.zeros_(conv.bias)
+
+    def reset_head(self) -> None:
+        """A fresh ``head`` Linear (PyTorch's default init, as the reference's ``predictor``)."""
+        self.head[1].reset_parameters()
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid ``(f, t)``: rows are frequency, columns time (the tokens themselves are time-major)."""
+        return self.num_mel_bins // self.patch_size, self.input_tdim // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    # ------------------------------------------------------------------ forward pieces
+    def patchify(self, fbank: torch.Tensor) -> torch.Tensor:
+        """``[B, frames, bins]`` -> patch tokens ``[B, N, D]`` in time-major order (token = t * f + row),
+        after the patch LayerNorm and ``post_extract_proj``: what enters the positional conv."""
+        if fbank.dim() != 3 or fbank.shape[2] != self.num_mel_bins or fbank.shape[1] < self.patch_size:
+            raise ValueError(f"BEATs expects features [B, >= {self.patch_size}, {self.num_mel_bins}], "
+                             f"got {tuple(fbank.shape)}")
+        x = self.patch_embedding(fbank.unsqueeze(1)).flatten(2).transpose(1, 2)
+        return self.dropout_input(self.post_extract_proj(self.layer_norm(x)))
+
+    def position_bias(self, n: int, device: torch.device) -> torch.Tensor:
+        """The shared relative position bias ``[H, n, n]`` (before each layer's gate)."""
+        pos = torch.arange(n, device=device)
+        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
+        return self.rel_pos_bias(buckets).permute(2, 0, 1)
+
+    def forward_tokens(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens ``[B, N, D]`` -> (mean-pooled ``[B, D]``, encoder output ``[B, N, D]``).
+        Patch-Mix mixes ``patches`` between :meth:`patchify` and this call."""
+        pos = self.pos_conv(patches.transpose(1, 2))
+        if self.pos_trim:
+            pos = pos[..., : -self.pos_trim]
+        x = self.encoder_dropout(self.encoder_norm(patches + F.gelu(pos).transpose(1, 2)))
+        bias = self.position_bias(x.shape[1], x.device).to(x.dtype)
+        for blk in self.blocks:
+            x = blk(x, bias)
+        return x.mean(dim=1), x
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
+
+    def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_tokens(self.patchify(fbank))
+
+    def forward_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Normalised fbank ``[B, frames, 128]`` (the reference's ``preprocess`` output) -> logits."""
+        return self.head(self.forward_fbank_pooled(fbank))
+
+    def forward_patch_mix(
+        self,
+        fbank: torch.Tensor,
+        y: torch.Tensor,
+        beta: float = 1.0,
+        generator: torch.Generator | None = None,
+        time_domain: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, torch.Tensor]:
+        """Patch-Mix forward, the contract of :meth:`sed.models.ast.ASTModel.forward_patch_mix`: the patch
+        tokens are mixed (:func:`sed.augment.patch_mix.patch_mix`, seen as the frequency-major ``grid``)
+        before the positional conv and the encoder -> ``(logits, pooled, y_a, y_b, lam, index)``."""
+        x = self.patchify(fbank)
+        b, n, d = x.shape
+        f = self.num_mel_bins // self.patch_size
+        t = n // f
+        freq_major = x.view(b, t, f, d).transpose(1, 2).reshape(b, n, d)
+        mixed, y_a, y_b, lam, index = patch_mix(freq_major, y, beta, generator, time_domain=time_domain, grid=(f, t))
+        x = mixed.view(b, f, t, d).transpose(1, 2).reshape(b, n, d)
+        pooled = self.forward_tokens(x)[0]
+        return self.head(pooled), pooled, y_a, y_b, lam, index
+
+
+# ---------------------------------------------------------------------- registered sizes
+def _build(size: str, num_classes: int, kwargs: dict) -> BEATsModel:
+    kwargs = dict(kwargs)
+    if "input_fdim" in kwargs:
+        fdim = kwargs.pop("input_fdim")
+        if kwargs.setdefault("num_mel_bins", fdim) != fdim:
+            raise ValueError(f"input_fdim={fdim} contradicts num_mel_bins={kwargs['num_mel_bins']}")
+    return BEATsModel(num_classes=num_classes, **{**BEATS_SIZES[size], **kwargs})
+
+
+@register_model
+def beats_iter3(num_classes: int = 527, **kwargs) -> BEATsModel:
+    """BEATs iter3 / iter3+ (768 wide, 12 layers, 12 heads, 512-d 16x16 patches; ~90 M parameters)."""
+    return _build("beats_iter3", num_classes, kwargs)
+
+
+@register_model
+def beats_micro(num_classes: int = 527, **kwargs) -> BEATsModel:
+    """A 64-wide, 2-layer, 2-head BEATs for CPU tests and smoke runs."""
+    return _build("beats_micro", num_classes, kwargs)
