@@ -1,0 +1,345 @@
+"""CED: Consistent Ensemble Distillation audio transformers (Dinkel et al. 2023, arXiv 2308.11957).
+
+Waveform ``[B, T]`` at 16 kHz -> :class:`CEDMel` (centred 512-point STFT, 160 hop, 64 HTK mel bins
+0-8 kHz, power in dB with a 120 dB floor) ``[B, input_tdim, 64]`` -> ``init_bn`` (BatchNorm over the
+mel bins) -> non-overlapping 16x16 patches -> ``+ time_pos_embed[:t] + freq_pos_embed`` (separate,
+so shorter inputs use the first ``t`` time positions) -> frequency-major tokens -> timm ViT blocks
+(:mod:`sed.models.transformer`, LayerNorm eps 1e-6) -> LayerNorm -> mean over tokens -> ``head``
+(LayerNorm + Linear; the reference ``outputlayer``). AudioSet heads are multi-label (sigmoid).
+
+Inputs longer than ``target_length`` frames (1012, ~10 s) are cut into chunks of ``target_length``
+frames (the last zero-padded after ``init_bn``); each chunk is classified on its own and the chunk
+outputs averaged: ``chunk_average="prob"`` (the original release) averages sigmoid probabilities
+(the logits returned are those whose sigmoid is that mean), ``"embedding"`` averages the pooled
+embeddings before the head (the Hugging Face port, for one clip). :meth:`CEDModel.embed` is always
+the mean pooled embedding over chunks.
+
+Parameter names follow the original ``AudioTransformer`` (``init_bn``, ``patch_embed.proj``,
+``time_pos_embed``, ``freq_pos_embed``, ``blocks.N.*``, ``norm``) with ``head`` for its
+``outputlayer``; :mod:`sed.models.pretrained.ced` maps the released files onto them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from timm.layers import trunc_normal_
+from torch import nn
+
+from sed.augment.patch_mix import patch_mix
+from sed.models.base import DescribedModel
+from sed.models.registry import register_model
+from sed.models.transformer import vit_blocks
+
+__all__ = ["CED_SIZES", "CEDMel", "CEDModel", "ced_base", "ced_mini", "ced_small", "ced_tiny"]
+
+#: width / depth / heads of the released sizes (models/audiotransformer.py ``ced_*``)
+CED_SIZES: dict[str, dict] = {
+    "ced_tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3},
+    "ced_mini": {"embed_dim": 256, "depth": 12, "num_heads": 4},
+    "ced_small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+    "ced_base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+}
+
+
+class CEDMel(nn.Module):
+    """CED's front end, batched: ``[B, T]`` waveforms -> dB mel spectrogram ``[B, frames, n_mels]``.
+
+    The values of ``torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=512, win_length=512,
+    hop_length=160, f_min=0, f_max=8000, n_mels=64, center=True)`` (periodic Hann window, reflect
+    padding, power 2, HTK mel scale, no filter norm) followed by ``AmplitudeToDB(top_db=120)``:
+    ``10 log10(max(S, 1e-10))`` floored at the clip's maximum minus ``top_db``. The floor is per
+    clip (torchaudio takes the maximum over the whole batch of a ``[B, mels, frames]`` input;
+    per clip a result does not depend on its batch neighbours, and it equals torchaudio's on one clip).
+
+    With ``target_length`` the waveform is first zero-padded or cut to ``clip_samples =
+    (target_length - 1) * hop`` samples (exactly ``target_length`` frames), as the reference
+    feature extractor zero-pads audio; samples past ``lengths`` are zeroed the same way.
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_mels: int = 64, target_length: int | None = 1001,
+                 n_fft: int = 512, win_length: int = 512, hop_length: int = 160, f_min: float = 0.0,
+                 f_max: float = 8000.0, top_db: float | None = 120.0):
+        super().__init__()
+        if win_length > n_fft:
+            raise ValueError(f"win_length {win_length} is longer than n_fft {n_fft}")
+        self.sample_rate, self.n_mels, self.n_fft = int(sample_rate), int(n_mels), int(n_fft)
+        self.win_length, self.hop, self.f_min, self.f_max = int(win_length), int(hop_length), float(f_min), float(f_max)
+        self.top_db = None if top_db is None else float(top_db)
+        self.target_length = None if target_length is None else int(target_length)
+        fb = torchaudio.functional.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, None, "htk")
+        self.register_buffer("mel_fb", fb.float(), persistent=False)  # [n_fft//2 + 1, n_mels]
+        left = (n_fft - win_length) // 2  # torch.stft centres a shorter window in the frame
+        window = F.pad(torch.hann_window(win_length), (left, n_fft - win_length - left))
+        self.register_buffer("window", window, persistent=False)
+
+    @property
+    def win(self) -> int:
+        """Samples of one analysis frame (the ONNX exporter's shortest input)."""
+        return self.n_fft
+
+    @property
+    def mask_value(self) -> float:
+        """SpecAugment fill: the reference masks the dB spectrogram with zeros."""
+        return 0.0
+
+    @property
+    def clip_samples(self) -> int | None:
+        return None if self.target_length is None else (self.target_length - 1) * self.hop
+
+    def num_frames(self, num_samples: int) -> int:
+        return 1 + int(num_samples) // self.hop
+
+    def config(self) -> dict:
+        return {"kind": "ced_mel", "sample_rate": self.sample_rate, "n_mels": self.n_mels,
+                "target_length": self.target_length, "n_fft": self.n_fft, "win_length": self.win_length,
+                "hop_length": self.hop, "f_min": self.f_min, "f_max": self.f_max, "top_db": self.top_db}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if wave.dim() == 1:
+            wave = wave.unsqueeze(0)
+        elif wave.dim() == 3:
+            wave = wave.mean(dim=1)
+        elif wave.dim() != 2:
+            raise ValueError(f"expected a waveform [T], [B, T] or [B, C, T], got shape {tuple(wave.shape)}")
+        wave = wave.float()
+        if lengths is not None:
+            idx = torch.arange(wave.shape[1], device=wave.device)
+            wave = wave.masked_fill(idx[None, :] >= torch.as_tensor(lengths, device=wave.device)[:, None], 0.0)
+        if self.clip_samples is not None:  # pad by a whole clip, then cut: no branch on the length (export)
+            wave = F.pad(wave, (0, self.clip_samples))[:, : self.clip_samples]
+        half = self.n_fft // 2
+        x = F.pad(wave.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
+        spec = torch.fft.rfft(x.unfold(1, self.n_fft, self.hop) * self.window, n=self.n_fft)  # [B, frames, bins]
+        power = spec.real.square() + spec.imag.square()
+        db = 10.0 * torch.log10((power @ self.mel_fb).clamp_min(1e-10))
+        if self.top_db is not None:
+            db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.top_db)
+        return db
+
+
+class CEDModel(DescribedModel, nn.Module):
+    """The CED audio transformer with its front end; see the module docstring."""
+
+    def __init__(
+        self,
+        num_classes: int = 527,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        patch_size: int = 16,
+        num_mel_bins: int = 64,
+        target_length: int = 1012,
+        input_tdim: int = 1001,
+        chunk_average: str = "prob",
+        pad_last: bool = True,
+        sample_rate: int = 16000,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        labels: list[str] | None = None,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if min(input_tdim, target_length, num_mel_bins) < patch_size:
+            raise ValueError(f"input {input_tdim} frames (chunks of {target_length}) x {num_mel_bins} mel bins "
+                             f"is smaller than one {patch_size}x{patch_size} patch")
+        if chunk_average not in ("prob", "embedding"):
+            raise ValueError(f"chunk_average must be 'prob' or 'embedding', got {chunk_average!r}")
+        self._kwargs = {
+            "num_classes": int(num_classes), "embed_dim": int(embed_dim), "depth": int(depth),
+            "num_heads": int(num_heads), "mlp_ratio": float(mlp_ratio), "qkv_bias": bool(qkv_bias),
+            "patch_size": int(patch_size), "num_mel_bins": int(num_mel_bins), "target_length": int(target_length),
+            "input_tdim": int(input_tdim), "chunk_average": chunk_average, "pad_last": bool(pad_last),
+            "sample_rate": int(sample_rate), "drop_rate": float(drop_rate), "attn_drop_rate": float(attn_drop_rate),
+            "drop_path_rate": float(drop_path_rate), "labels": None,
+        }
+        self.num_classes, self.embed_dim, self.patch_size = int(num_classes), int(embed_dim), int(patch_size)
+        self.input_tdim, self.target_length, self.num_mel_bins = int(input_tdim), int(target_length), int(num_mel_bins)
+        self.chunk_average, self.pad_last = chunk_average, bool(pad_last)
+        self.frontend = CEDMel(sample_rate, num_mel_bins, input_tdim)
+        self.init_bn = nn.BatchNorm1d(num_mel_bins, momentum=0.01)
+        self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
+        f, t0 = num_mel_bins // patch_size, target_length // patch_size
+        self.time_pos_embed = nn.Parameter(torch.randn(1, embed_dim, 1, t0) * 0.02)
+        self.freq_pos_embed = nn.Parameter(torch.randn(1, embed_dim, f, 1) * 0.02)
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.blocks = vit_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
+                                 drop_path_rate, eps=1e-6)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.labels = labels
+
+    # ------------------------------------------------------------------ description
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    @property
+    def clip_samples(self) -> int:
+        """Waveform samples that fill exactly ``input_tdim`` frames (centred STFT: ``(input_tdim - 1) * hop``)."""
+        return self.frontend.clip_samples
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid ``(f, t)`` of one chunk of the model's input: rows are frequency, columns time."""
+        return self.num_mel_bins // self.patch_size, min(self.input_tdim, self.target_length) // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def reset_head(self) -> None:
+        """Fresh ``head`` (LayerNorm + Linear) for new classes."""
+        self.head[0].reset_parameters()
+        trunc_normal_(self.head[1].weight, std=0.02)
+        nn.init.zeros_(self.head[1].bias)
+
+    # ------------------------------------------------------------------ forward pieces
+    def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, n_mels]`` dB."""
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            return self.frontend(wave.float(), lengths)
+
+    def _chunks(self, feats: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``[B, T, F]`` dB features -> batch-normalised ``[S * B, 1, F, t]`` chunks (chunk-major) and ``S``."""
+        if feats.dim() != 3 or feats.shape[-1] != self.num_mel_bins:
+            raise ValueError(f"CED expects features [B, frames, {self.num_mel_bins}], got {tuple(feats.shape)}")
+        x = self.init_bn(feats.transpose(1, 2))  # [B, F, T]
+        n = self.target_length
+        if x.shape[-1] <= n:
+            return x.unsqueeze(1), 1
+        splits = list(x.split(n, dim=-1))
+        if splits[-1].shape[-1] < n:
+            if self.pad_last:
+                splits[-1] = F.pad(splits[-1], (0, n - splits[-1].shape[-1]))
+            else:
+                splits = splits[:-1]
+        return torch.cat(splits, dim=0).unsqueeze(1), len(splits)
+
+    def patchify(self, feats: torch.Tensor) -> torch.Tensor:
+        """``[B, input_tdim, n_mels]`` (one chunk) -> patch tokens ``[B, f*t, D]``, frequency-major, before
+        the positional embeddings (where Patch-Mix mixes)."""
+        x, s = self._chunks(feats)
+        if s != 1:
+            raise ValueError(f"patch tokens are for inputs of at most target_length={self.target_length} frames")
+        return self.patch_embed(x).flatten(2).transpose(1, 2)
+
+    def forward_tokens(self, patches: torch.Tensor, grid: tuple[int, int] | None = None):
+        """Patch tokens ``[B, f*t, D]`` -> (mean pooled ``[B, D]``, normed tokens ``[B, f*t, D]``)."""
+        f, t = grid or self.grid
+        b, n, d = patches.shape
+        if n != f * t:
+            raise ValueError(f"{n} patch tokens do not fill a {f}x{t} grid")
+        x = patches.transpose(1, 2).reshape(b, d, f, t)
+        x = x + self.time_pos_embed[..., :t] + self.freq_pos_embed
+        x = self.norm(self.blocks(self.pos_drop(x.flatten(2).transpose(1, 2))))
+        return x.mean(dim=1), x
+
+    def _chunk_tokens(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(pooled per chunk ``[S, B, D]``, normed tokens ``[S, B, N, D]``, S)."""
+        x, s = self._chunks(feats)
+        x = self.patch_embed(x)
+        grid = tuple(x.shape[-2:])
+        pooled, tokens = self.forward_tokens(x.flatten(2).transpose(1, 2), grid)
+        b = feats.shape[0]
+        return pooled.reshape(s, b, -1), tokens.reshape(s, b, *tokens.shape[1:]), s
+
+    def forward_fbank_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """dB features ``[B, T, n_mels]`` -> (pooled ``[B, D]``: the mean over chunks, tokens
+        ``[B, S*N, D]``: each chunk's normed tokens in turn)."""
+        pooled, tokens, s = self._chunk_tokens(feats)
+        return pooled.mean(0), tokens.transpose(0, 1).flatten(1, 2)
+
+    def forward_fbank_pooled(self, feats: torch.Tensor) -> torch.Tensor:
+        return self._chunk_tokens(feats)[0].mean(0)
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
+
+    def forward_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Logits from dB features; several chunks are combined by ``chunk_average``."""
+        pooled, _, s = self._chunk_tokens(feats)
+        if s == 1 or self.chunk_average == "embedding":
+            return self.head(pooled.mean(0))
+        logits = self.head(pooled)  # [S, B, C]; logit(mean_s sigmoid(l_s)), computed without overflow:
+        return torch.logsumexp(F.logsigmoid(logits), 0) - torch.logsumexp(F.logsigmoid(-logits), 0)
+
+    def forward_features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
+        return self.forward_fbank_features(self.features(wave, lengths))
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled embedding ``[B, D]`` (mean over tokens, then over chunks)."""
+        return self.forward_fbank_pooled(self.features(wave, lengths))
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Waveform ``[B, T]`` at 16 kHz (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
+        return self.forward_from_features(self.features(wave, lengths))
+
+    def forward_patch_mix(self, feats: torch.Tensor, y: torch.Tensor, beta: float = 1.0,
+                          generator: torch.Generator | None = None, time_domain: bool = False):
+        """Patch-Mix forward (as :meth:`sed.models.ast.ASTModel.forward_patch_mix`): features and labels
+        ``[B]`` -> ``(logits, pooled, y_a, y_b, lam, index)``; patch tokens are mixed before the
+        positional embeddings."""
+        patches, y_a, y_b, lam, index = patch_mix(self.patchify(feats), y, beta, generator,
+                                                  time_domain=time_domain, grid=self.grid)
+        pooled = self.forward_tokens(patches)[0]
+        return self.head(pooled), pooled, y_a, y_b, lam, index
+
+
+def adapt_time_pos_embed(pos: torch.Tensor, t: int) -> torch.Tensor:
+    """The reference's ``change_pos_embedding`` for ``[1, D, 1, t0]`` time embeddings: keep the first
+    ``t`` positions, or interpolate bilinearly (align_corners False) to ``t``."""
+    if t <= pos.shape[-1]:
+        return pos[..., :t]
+    return F.interpolate(pos, size=(1, t), mode="bilinear", align_corners=False)
+
+
+def adapt_freq_pos_embed(pos: torch.Tensor, f: int) -> torch.Tensor:
+    """As :func:`adapt_time_pos_embed` for ``[1, D, f0, 1]`` frequency embeddings."""
+    if f <= pos.shape[-2]:
+        return pos[:, :, :f]
+    return F.interpolate(pos, size=(f, 1), mode="bilinear", align_corners=False)
+
+
+# ---------------------------------------------------------------------- registered sizes
+def _build(size: str, num_classes: int, kwargs: dict) -> CEDModel:
+    return CEDModel(num_classes=num_classes, **{**CED_SIZES[size], **kwargs})
+
+
+@register_model
+def ced_tiny(num_classes: int = 527, **kwargs) -> CEDModel:
+    """CED-Tiny (192 wide, 12 layers, 3 heads; 5.5 M parameters, AudioSet mAP 48.1)."""
+    return _build("ced_tiny", num_classes, kwargs)
+
+
+@register_model
+def ced_mini(num_classes: int = 527, **kwargs) -> CEDModel:
+    """CED-Mini (256 wide, 12 layers, 4 heads; 9.6 M parameters, AudioSet mAP 49.0)."""
+    return _build("ced_mini", num_classes, kwargs)
+
+
+@register_model
+def ced_small(num_classes: int = 527, **kwargs) -> CEDModel:
+    """CED-Small (384 wide, 12 layers, 6 heads; 22 M parameters, AudioSet mAP 49.6)."""
+    return _build("ced_small", num_classes, kwargs)
+
+
+@register_model
+def ced_base(num_classes: int = 527, **kwargs) -> CEDModel:
+    """CED-Base (768 wide, 12 layers, 12 heads; 86 M parameters, AudioSet mAP 50.0)."""
+    return _build("ced_base", num_classes, kwargs)
