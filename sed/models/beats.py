@@ -117,7 +117,9 @@ class BEATsAttention(nn.Module):
             mask = bias.unsqueeze(0).expand(b, -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype),
                                              dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+        # a real copy: under torch.export the decomposed attention's output strides differ from eager's,
+        # and a reshape (or a no-op contiguous) was recorded as a view that the ONNX exporter cannot take
+        return self.out_proj(out.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(b, n, d))
 
 
 class BEATsLayer(nn.Module):
