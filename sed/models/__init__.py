@@ -6,11 +6,12 @@
 
 # importing a family registers its models: ast_base/small/tiny/micro; cnn_tiny/small/base (compact
 # students); tcn_tiny/small/base (causal, streaming); resnet_conformer[_tiny] and seldnet_baseline (SELD);
-# the AST importers attach pretrained=
-from sed.models import ast, causal, cnn, resnet_conformer, seldnet  # noqa: F401
+# prototype_classifier (few-shot classes on any clip model's embedding); beats_iter3/micro (BEATs);
+# ced_tiny/mini/small/base (CED); efficientat_mn04..mn40 (EfficientAT MobileNets). The importers of
+# foreign checkpoints (sed.models.pretrained, imported by loading.py) attach pretrained=
+from sed.models import ast, beats, causal, ced, cnn, efficientat, prototype, resnet_conformer, seldnet  # noqa: F401
 from sed.models.ast import ASTModel
 from sed.models.loading import build_from_description, load_model
-from sed.models.pretrained import ast as _ast_pretrained  # noqa: F401
 from sed.models.registry import create_model, is_model, list_models, register_model
 
 __all__ = ["ASTModel", "build_from_description", "create_model", "is_model", "list_models", "load_model",

@@ -17,7 +17,10 @@ from torch import nn
 
 from sed.checkpoint import check_description, describe, read_checkpoint
 from sed.errors import CheckpointError, short
-from sed.models.pretrained import ast as _ast  # noqa: F401 - registers the AST importer
+from sed.models.pretrained import ast as _ast  # noqa: F401 - importing an importer registers it
+from sed.models.pretrained import beats as _beats  # noqa: F401
+from sed.models.pretrained import ced as _ced  # noqa: F401
+from sed.models.pretrained import efficientat as _efficientat  # noqa: F401
 from sed.models.pretrained.sources import import_pretrained
 from sed.models.registry import check_weights, checked_build, create_model, is_model
 
