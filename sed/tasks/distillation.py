@@ -10,7 +10,9 @@ the parent's metrics and hard-label loss.
 Teachers are sed checkpoints (``.ckpt`` / ``.pt`` / ``.safetensors``, or anything
 :func:`sed.models.load_model` reads), loaded frozen in eval mode and kept in a plain list
 attribute: they are not submodules, so they are neither trained, nor in ``state_dict()``, nor
-in the student's checkpoint. The student's checkpoint is the parent's self-description of the
+in the student's checkpoint. A teacher at another sample rate than the student (a 16 kHz AST or CED
+teaching a 32 kHz EfficientAT) gets each batch resampled to its rate with
+``torchaudio.functional.resample`` (valid lengths scaled, rounded up). The student's checkpoint is the parent's self-description of the
 student (``sed_meta``) plus ``sed_meta["distilled_from"]`` (teacher paths and hashes, T, alpha);
 ``sedkit classify --checkpoint student.ckpt`` needs nothing else.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchaudio
 from pytorch_lightning.utilities import rank_zero_warn
 
 from sed.errors import CheckpointError
@@ -88,6 +91,7 @@ class DistillationTask(ClassificationTask):
         self.temperature, self.alpha = float(temperature), float(alpha)
         self.teacher_paths = [str(t) for t in teachers]
         self.teacher_hashes: list[str] = []
+        self.teacher_rates: list[int | None] = []  # a teacher at another rate gets the batch resampled
         members = []
         for path in self.teacher_paths:
             model, meta = self._load_teacher(path)
@@ -111,9 +115,8 @@ class DistillationTask(ClassificationTask):
         if bool(meta.get("multi_label", False)) != bool(self.hparams.multi_label):
             kind = "multi-label" if meta.get("multi_label") else "single-label"
             raise CheckpointError(path, f"teacher is {kind}, the data is not")
-        rate, own = meta.get("sample_rate"), getattr(self.model, "sample_rate", None)
-        if rate and own and int(rate) != int(own):
-            raise CheckpointError(path, f"teacher expects {rate} Hz audio, the student {own} Hz")
+        rate = meta.get("sample_rate") or getattr(model, "sample_rate", None)
+        self.teacher_rates.append(int(rate) if rate else None)
         p = Path(path)
         self.teacher_hashes.append(file_sha256(p) if p.is_file() else hashlib.sha256(str(path).encode()).hexdigest())
         model.eval()
@@ -164,8 +167,23 @@ class DistillationTask(ClassificationTask):
         if self._teachers and next(self._teachers[0].parameters()).device != wave.device:
             self._move_teachers()
         self.teacher_forwards += wave.shape[0]
+        own = getattr(self.model, "sample_rate", None)
         with torch.no_grad():
-            return torch.stack([t(wave, lengths=lengths).float() for t in self._teachers])
+            out = []
+            for t, rate in zip(self._teachers, self.teacher_rates):
+                w, n = self._at_rate(wave, lengths, own, rate)
+                out.append(t(w, lengths=n).float())
+            return torch.stack(out)
+
+    @staticmethod
+    def _at_rate(wave: torch.Tensor, lengths: torch.Tensor | None, own: int | None, rate: int | None):
+        """The batch (and its valid lengths) resampled from the student's rate to a teacher's."""
+        if not own or not rate or int(own) == int(rate):
+            return wave, lengths
+        out = torchaudio.functional.resample(wave.float(), int(own), int(rate))
+        if lengths is not None:
+            lengths = torch.clamp(torch.ceil(lengths.double() * rate / own).long(), max=out.shape[-1])
+        return out, lengths
 
     def _cache_key(self, path: str, wave: torch.Tensor, length: int) -> str:
         h = hashlib.sha256()

@@ -126,3 +126,34 @@ def test_cache_is_off_for_random_training_crops(teachers, tiny_corpus, tmp_path)
     n_train = len(cli.datamodule.splits["train"])
     assert cli.model.teacher_forwards == 2 * n_train and cli.model.cache_hits == 0
     assert not list((tmp_path / "teacher_cache").glob("*.pt"))
+
+
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
+def test_teacher_at_another_rate_sees_the_batch_resampled(tmp_path):
+    """A 16 kHz teacher distils into a 32 kHz student: the teacher gets each batch resampled to 16 kHz."""
+    import torchaudio
+
+    from sed.checkpoint import save_model
+    from sed.models import create_model
+
+    labels = ["a", "b", "c"]
+    torch.manual_seed(0)
+    teacher = create_model("cnn_tiny", num_classes=3, labels=labels, clip_seconds=1.0).eval()
+    path = save_model(tmp_path / "t16k.pt", teacher, labels)
+    task = DistillationTask(teachers=[str(path)], model_name="cnn_tiny", num_classes=3, labels=labels,
+                            model_kwargs={"clip_seconds": 1.0, "sample_rate": 32000})
+    assert task.model.sample_rate == 32000 and task.teacher_rates == [16000]
+    seen = []
+    task.teachers[0].register_forward_pre_hook(lambda m, args, kw: seen.append((args, kw)), with_kwargs=True)
+    wave, lengths = 0.1 * torch.randn(2, 32000), torch.tensor([32000, 20001])
+    logits = task.teacher_logits({"wave": wave, "lengths": lengths, "path": ["a", "b"]})
+    (got,), kw = seen[0]
+    expected = torchaudio.functional.resample(wave, 32000, 16000)
+    assert got.shape == (2, 16000) and torch.allclose(got, expected)
+    assert kw["lengths"].tolist() == [16000, 10001]
+    with torch.no_grad():
+        assert torch.allclose(logits[0], task.teachers[0](expected, lengths=torch.tensor([16000, 10001])))
+    batch = {"wave": wave, "lengths": lengths, "label": torch.tensor([0, 2]), "path": ["a", "b"]}
+    loss = task.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss) and task.model.head[1].weight.grad is not None
