@@ -15,12 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sed.cli import audio, classify, deploy, seld, shard, stream, train
+from sed.cli import audio, classify, deploy, fewshot, seld, shard, stream, train
 from sed.errors import SedError, UsageError, printable
 from sed.version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-VERB_GROUPS = (audio, classify, deploy, seld, shard, stream, train)
+VERB_GROUPS = (audio, classify, deploy, fewshot, seld, shard, stream, train)
 
 
 class Console:

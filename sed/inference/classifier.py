@@ -221,23 +221,36 @@ class Classifier:
             out.append(row)
         return out
 
-    def embed(self, sources: Sequence[Source], batch_size: int = 8) -> tuple[np.ndarray, list[FileResult]]:
-        """Pooled embeddings ``[N_ok, D]`` of the inputs that loaded, and a result per input."""
+    def embed(self, sources: Sequence[Source], batch_size: int = 8, window: float | None = None,
+              hop: float | None = None, progress: Callable[[Iterable], Iterable] | None = None
+              ) -> tuple[np.ndarray, list[FileResult]]:
+        """Pooled embeddings ``[N_ok, D]`` of the inputs that loaded, and a result per input.
+
+        With ``window`` (seconds; ``hop`` defaults to it) an input's embedding is the mean of the
+        embeddings of its windows (read block-wise, as in window mode), each weighted by its valid
+        samples, so a short tail counts for what it holds; an input no longer than one window gives
+        exactly its clip-mode embedding."""
         results = [FileResult(_name(s)) for s in sources]
         notes: dict[int, str] = {}
-        embs: dict[int, np.ndarray] = {}
+        sums: dict[int, np.ndarray] = {}
+        weights: dict[int, float] = {}
 
         def fn(batch, lengths):
             return self.model.embed(batch, lengths=lengths)
 
-        for seg, e in self._run(self._segments(sources, None, None, results, notes), batch_size, fn):
-            embs[seg.item] = e
-        ok = [i for i in range(len(sources)) if i in embs and not results[i].error]
+        stream = self._run(self._segments(sources, window, hop, results, notes), batch_size, fn)
+        if progress is not None:
+            stream = progress(stream)
+        for seg, e in stream:
+            w = float(seg.length) if window else 1.0
+            sums[seg.item] = sums.get(seg.item, 0.0) + w * e.astype(np.float64)
+            weights[seg.item] = weights.get(seg.item, 0.0) + w
+        ok = [i for i in range(len(sources)) if i in sums and not results[i].error]
         for i, r in enumerate(results):
             r.note = notes.get(i)
-        width = next(iter(embs.values())).shape[-1] if embs else 0
-        return (np.stack([embs[i] for i in ok]) if ok else np.zeros((0, width), np.float32)), results
-
+        width = next(iter(sums.values())).shape[-1] if sums else 0
+        rows = [(sums[i] / weights[i]).astype(np.float32) for i in ok]
+        return (np.stack(rows) if rows else np.zeros((0, width), np.float32)), results
 
 
 def _name(src: Source) -> str:

@@ -1,0 +1,167 @@
+"""The episodic few-shot evaluation (what ``sedkit fewshot-eval`` runs).
+
+The standard protocol: from the embeddings of a labelled split, draw ``episodes`` random tasks;
+each takes ``ways`` classes and, from each class, ``shots`` support clips and ``queries`` query
+clips, all distinct (:func:`sample_episodes`; the same ``seed`` draws the same episodes). Every
+method classifies the episode's ``ways * queries`` queries among its ``ways`` classes from the
+support alone; its score is the accuracy averaged over episodes with the 95 % interval
+``1.96 * std / sqrt(episodes)`` (std over episodes, ddof 0 as in the usual few-shot code):
+
+- ``prototype_cosine`` / ``prototype_euclidean``: nearest class mean of the support embeddings, by
+  cosine similarity or squared Euclidean distance (:func:`sed.models.prototype.prototype_logits`,
+  exactly what an enrolled :class:`~sed.models.prototype.PrototypeClassifier` computes);
+- ``logistic``: a logistic-regression probe (:func:`sed.models.linear_probe.fit_logistic`) fitted on
+  the L2-normalised support embeddings.
+
+:func:`split_embeddings` embeds a data config's split once (a ``sedkit fit`` YAML's ``data:``
+section or AudioDataModule init args, read by :func:`sed.inference.ensemble_eval.build_datamodule`),
+each clip as in enrolment (:func:`sed.inference.fewshot.embed_items`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sed.inference.classifier import Classifier
+from sed.inference.ensemble_eval import build_datamodule
+from sed.inference.fewshot import embed_items, item_name
+from sed.models.linear_probe import fit_logistic, logistic_logits
+from sed.models.prototype import prototype_logits
+
+__all__ = ["EVAL_METHODS", "Episode", "SplitEmbeddings", "fewshot_eval", "format_fewshot_eval", "sample_episodes",
+           "split_embeddings"]
+
+EVAL_METHODS = ("prototype_cosine", "prototype_euclidean", "logistic")
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One k-way n-shot task: indices into the labels of the clips it uses."""
+
+    classes: np.ndarray  # [ways] class ids
+    support: np.ndarray  # [ways, shots]
+    query: np.ndarray  # [ways, queries]
+
+
+def _positive(**values: int) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+
+
+def sample_episodes(labels: Sequence[int], ways: int, shots: int, queries: int, episodes: int,
+                    seed: int = 0) -> list[Episode]:
+    """``episodes`` random episodes, reproducible from ``seed``. Only classes with at least
+    ``shots + queries`` clips are drawn (ValueError when fewer than ``ways`` classes have that many);
+    an episode's classes are distinct and its clips too, so support and query never share a clip."""
+    _positive(ways=ways, shots=shots, queries=queries, episodes=episodes)
+    labels = np.asarray(labels)
+    members = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
+    eligible = np.array(sorted(c for c, idx in members.items() if len(idx) >= shots + queries))
+    if len(eligible) < ways:
+        raise ValueError(f"{ways}-way {shots}-shot episodes with {queries} queries need {ways} classes of at least "
+                         f"{shots + queries} clips; the data have {len(eligible)} such class(es)")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(episodes):
+        classes = rng.choice(eligible, size=ways, replace=False)
+        picks = np.stack([rng.choice(members[int(c)], size=shots + queries, replace=False) for c in classes])
+        out.append(Episode(classes, picks[:, :shots], picks[:, shots:]))
+    return out
+
+
+def _episode_accuracy(method: str, emb: torch.Tensor, ep: Episode, l2: float, steps: int) -> float:
+    ways, shots = ep.support.shape
+    support = emb[torch.as_tensor(ep.support.reshape(-1))]
+    query = emb[torch.as_tensor(ep.query.reshape(-1))]
+    y_support = torch.arange(ways).repeat_interleave(shots)
+    y_query = torch.arange(ways).repeat_interleave(ep.query.shape[1])
+    if method == "logistic":
+        w, b = fit_logistic(F.normalize(support, dim=-1), y_support, ways, l2=l2, steps=steps)
+        logits = logistic_logits(F.normalize(query, dim=-1), w, b)
+    else:
+        prototypes = support.reshape(ways, shots, -1).mean(1)
+        logits = prototype_logits(query, prototypes, method.removeprefix("prototype_"))
+    return float((logits.argmax(-1) == y_query).double().mean())
+
+
+def fewshot_eval(embeddings, labels: Sequence[int], ways: int = 5, shots: int = 5, queries: int = 15,
+                 episodes: int = 600, seed: int = 0, methods: Sequence[str] = EVAL_METHODS, l2: float = 1e-2,
+                 steps: int = 100) -> dict[str, Any]:
+    """Every method on the same episodes (:func:`sample_episodes`) of ``embeddings [N, D]`` with class
+    ids ``labels [N]``. Returns ``{"ways", "shots", "queries", "episodes", "seed", "clips", "classes",
+    "methods": [{"method", "mean", "ci95", "std", "accuracies": [per episode]}]}``; ``l2``/``steps``
+    are the logistic probe's."""
+    unknown = [m for m in methods if m not in EVAL_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(EVAL_METHODS)}")
+    emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    if emb.dim() != 2 or emb.shape[0] != len(labels):
+        raise ValueError(f"embeddings {tuple(emb.shape)} do not match {len(labels)} labels")
+    eps = sample_episodes(labels, ways, shots, queries, episodes, seed)
+    rows = []
+    for method in methods:
+        acc = np.array([_episode_accuracy(method, emb, ep, l2, steps) for ep in eps])
+        std = float(acc.std())
+        rows.append({"method": method, "mean": float(acc.mean()), "ci95": 1.96 * std / float(np.sqrt(len(acc))),
+                     "std": std, "accuracies": acc.tolist()})
+    return {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes, "seed": seed,
+            "clips": int(emb.shape[0]), "classes": int(len(np.unique(np.asarray(labels)))), "methods": rows}
+
+
+# ---------------------------------------------------------------------------------- a data config's split
+@dataclass
+class SplitEmbeddings:
+    embeddings: np.ndarray  # [N, D] of the clips that could be read
+    labels: np.ndarray  # [N] class ids
+    label_names: list[str]
+    files: list[str]  # the clip of each row
+    skipped: list[str]  # "file: reason" of each clip left out
+
+
+def split_embeddings(config: str | os.PathLike | dict, backbone: str | os.PathLike, split: str = "test",
+                     batch_size: int = 8, device: str = "auto",
+                     progress: Callable[[Iterable], Iterable] | None = None,
+                     on_error: Callable[[str], None] | None = None) -> SplitEmbeddings:
+    """Embeddings of every clip of ``split`` (``train``, ``val``, ``test`` or ``all``) of the data
+    config, computed once with ``backbone`` (any source :class:`Classifier` loads, ``.onnx`` included).
+    A clip listed twice is embedded once; clips that cannot be read are reported and left out."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    dm = build_datamodule(config)
+    if getattr(dm, "hparams", {}).get("source") == "shards" or not hasattr(dm, "splits"):
+        raise ValueError("fewshot-eval reads clip corpora (folder, manifest, esc50), not shards")
+    if dm.is_multi_label:
+        raise ValueError("few-shot episodes need single-label data; this data config is multi-label")
+    items = list(dm.items) if split == "all" else list(dm.splits[split])
+    items = list({(it.path, it.start, it.end): it for it in items}.values())
+    clf = Classifier.from_pretrained(backbone, device=device)
+    rows, errors = embed_items(clf, items, batch_size, progress)
+    for line in errors:
+        if on_error is not None:
+            on_error(line)
+    ok = [i for i, e in enumerate(rows) if e is not None]
+    width = rows[ok[0]].shape[-1] if ok else 0
+    return SplitEmbeddings(np.stack([rows[i] for i in ok]) if ok else np.zeros((0, width), np.float32),
+                           np.array([int(items[i].label) for i in ok], dtype=np.int64), dm.label_names,
+                           [item_name(items[i]) for i in ok], errors)
+
+
+def format_fewshot_eval(table: dict[str, Any]) -> str:
+    """A plain-text table of :func:`fewshot_eval`'s result."""
+    names = {"prototype_cosine": "prototype (cosine)", "prototype_euclidean": "prototype (euclidean)",
+             "logistic": "logistic probe"}
+    lines = [f"{table['ways']}-way {table['shots']}-shot, {table['queries']} queries per class, "
+             f"{table['episodes']} episodes (seed {table['seed']}); {table['clips']} clips of {table['classes']} classes",
+             f"{'method':<24} {'accuracy':>8}  95% interval"]
+    for r in table["methods"]:
+        lines.append(f"{names.get(r['method'], r['method']):<24} {r['mean']:>8.4f}  ± {r['ci95']:.4f}")
+    return "\n".join(lines)
