@@ -29,11 +29,21 @@ weight of the labelled ones. Epoch ``e``'s draws (or shuffle) are seeded by the 
 did. Under DDP Lightning wraps the balanced sampler in its DistributedSamplerWrapper: every rank
 draws the same weighted sequence each epoch and takes its own 1/world_size share of it (an epoch
 is still ``len(train)`` draws in all). Plain shuffling gets Lightning's DistributedSampler.
+
+Unlabelled audio (semi-supervised training, :mod:`sed.tasks.semi`). ``unlabeled`` is a folder (its
+audio files, recursively), a CSV/JSONL manifest (labels it carries stay hidden from the loss) or
+WebDataset shards; ``labeled_fraction`` keeps that share of each class's training files labelled
+(stratified, seeded by ``seed``) and moves the rest to the unlabelled set, their labels hidden from
+the loss but kept so the task can log how often its pseudo-labels are right. The training loader
+then yields ``{"labeled": batch, "unlabeled": batch}`` (Lightning's ``CombinedLoader``,
+``max_size_cycle``: an epoch is one pass over the larger set, the smaller one cycles); an
+unlabelled batch's ``label`` is -1 (multi-label: all -1) where it is unknown.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -45,6 +55,7 @@ from sed.data.esc50 import esc50_items
 from sed.data.folder import folder_items, manifest_items
 from sed.data.samplers import run_seed, training_sampling
 from sed.data.shards import ShardClips, read_index, shard_class_counts
+from sed.data.unlabeled import HiddenLabels, unlabeled_items
 from sed.errors import DatasetError
 
 __all__ = ["AudioDataModule", "balanced_weights"]
@@ -73,7 +84,8 @@ class AudioDataModule(pl.LightningDataModule):
                  cache_audio: bool = False, seed: int = 0, validate: bool = True,
                  predict_paths: list[str] | None = None, shards: str | list[str] | None = None,
                  val_shards: str | list[str] | None = None, test_shards: str | list[str] | None = None,
-                 shuffle_buffer: int = 1000):
+                 shuffle_buffer: int = 1000, unlabeled: str | list[str] | None = None,
+                 labeled_fraction: float | None = None, unlabeled_batch_size: int | None = None):
         super().__init__()
         # labels/multi_label are linked into the task, which logs the resolved values; kept apart
         # here so that Lightning's merge of task and data hyperparameters does not conflict
@@ -85,6 +97,12 @@ class AudioDataModule(pl.LightningDataModule):
             raise ValueError("batch_size and eval_batch_size must be >= 1 and num_workers >= 0")
         if sample_rate <= 0 or (clip_seconds is not None and clip_seconds <= 0):
             raise ValueError("sample_rate and clip_seconds must be positive")
+        if labeled_fraction is not None and not 0.0 < labeled_fraction < 1.0:
+            raise ValueError(f"labeled_fraction must be in (0, 1), got {labeled_fraction}")
+        if labeled_fraction is not None and source == "shards":
+            raise ValueError("labeled_fraction splits clip corpora; with shards give the unlabelled shards as unlabeled")
+        if unlabeled_batch_size is not None and unlabeled_batch_size < 1:
+            raise ValueError("unlabeled_batch_size must be >= 1")
         if source == "shards" and balanced:
             raise ValueError("balanced sampling needs random access to the items; not with source: shards")
         self.index = read_index(shards) if source == "shards" and shards else None
@@ -96,6 +114,12 @@ class AudioDataModule(pl.LightningDataModule):
                                                      f"(e.g. {several[0]}), but multi_label is False")
         self._multi = data_multi if multi_label is None else bool(multi_label)
         self.splits: dict[str, list[ClipItem]] = self._split()
+        self.unlabeled_items: list[ClipItem] = []
+        if labeled_fraction is not None:
+            rest, kept = split_items(self.splits["train"], labeled_fraction, seed)
+            self.splits["train"], self.unlabeled_items = kept, rest
+        if unlabeled is not None and not self._unlabeled_shards:
+            self.unlabeled_items += unlabeled_items(unlabeled, self._label_names, root)
         self.datasets: dict[str, ClipDataset] = {}
 
     # ------------------------------------------------------------------ metadata (no audio)
@@ -111,6 +135,16 @@ class AudioDataModule(pl.LightningDataModule):
     @property
     def is_multi_label(self) -> bool:
         return self._multi
+
+    @property
+    def has_unlabeled(self) -> bool:
+        return bool(self.unlabeled_items) or self._unlabeled_shards
+
+    @property
+    def _unlabeled_shards(self) -> bool:
+        u = self.hparams.unlabeled
+        return u is not None and (isinstance(u, (list, tuple)) or str(u).endswith(".tar") or "{" in str(u)
+                                  or ("://" in str(u)) or (Path(u).is_dir() and (Path(u) / "index.json").is_file()))
 
     def _read(self) -> tuple[list[ClipItem], list[str], bool]:
         hp = self.hparams
@@ -230,6 +264,10 @@ class AudioDataModule(pl.LightningDataModule):
             val = self._dataset(self.splits["val"], train=False)
             test = val if self.splits["test"] is self.splits["val"] else self._dataset(self.splits["test"], False)
             self.datasets.update(train=self._dataset(self.splits["train"], train=True), val=val, test=test)
+            if self.unlabeled_items:
+                if self.hparams.validate:
+                    validate_files(self.unlabeled_items)
+                self.datasets["unlabeled"] = self._dataset(self.unlabeled_items, train=True)
         if not self.hparams.predict_paths:
             self.datasets.setdefault("predict", self.datasets["test"])
 
@@ -240,9 +278,10 @@ class AudioDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, ds: ClipDataset | ShardClips, batch_size: int, persistent: bool, **kwargs) -> DataLoader:
+    def _loader(self, ds: ClipDataset | ShardClips | HiddenLabels, batch_size: int, persistent: bool,
+                **kwargs) -> DataLoader:
         workers = self.hparams.num_workers
-        if isinstance(ds, ShardClips):  # workers fork each epoch, so that they see the epoch (set_epoch)
+        if isinstance(ds, (ShardClips, HiddenLabels)):  # workers fork each epoch, so that they see the epoch (set_epoch)
             trainer = getattr(self, "trainer", None)
             ds.set_epoch(trainer.current_epoch if trainer is not None else 0)
             return DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips,
@@ -253,12 +292,31 @@ class AudioDataModule(pl.LightningDataModule):
                           pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0,
                           drop_last=False, **kwargs)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self):
         ds = self._get("train")
         if isinstance(ds, ShardClips):
-            return self._loader(ds, self.hparams.batch_size, False)
-        weights = balanced_weights(ds.items, self.num_classes) if self.hparams.balanced else None
-        return self._loader(ds, self.hparams.batch_size, True, **training_sampling(ds, self.hparams.seed, weights))
+            labeled = self._loader(ds, self.hparams.batch_size, False)
+        else:
+            weights = balanced_weights(ds.items, self.num_classes) if self.hparams.balanced else None
+            labeled = self._loader(ds, self.hparams.batch_size, True, **training_sampling(ds, self.hparams.seed, weights))
+        if not self.has_unlabeled:
+            return labeled
+        from pytorch_lightning.utilities import CombinedLoader
+
+        return CombinedLoader({"labeled": labeled, "unlabeled": self._unlabeled_loader()}, mode="max_size_cycle")
+
+    def _unlabeled_loader(self) -> DataLoader:
+        hp = self.hparams
+        size = hp.unlabeled_batch_size or hp.batch_size
+        if self._unlabeled_shards:
+            shards = ShardClips(hp.unlabeled, None, None, sample_rate=hp.sample_rate, clip_seconds=hp.clip_seconds,
+                                train=True, shuffle_buffer=hp.shuffle_buffer, seed=run_seed(hp.seed) + 1,
+                                num_workers=hp.num_workers)
+            same = list(shards.index["labels"]) == self._label_names and bool(shards.index.get("multi_label")) == self._multi
+            return self._loader(HiddenLabels(shards, keep=same, num_classes=self.num_classes, multi_label=self._multi),
+                                size, False)
+        ds = self._get("unlabeled")
+        return self._loader(ds, size, True, **training_sampling(ds, hp.seed + 1, None))
 
     @property
     def _eval_batch(self) -> int:

@@ -3,6 +3,9 @@
 It holds no signal processing and no model internals: the model computes its own features
 (``model.features``), the task may mask them (SpecAugment) and hands them back
 (``model.forward_from_features``). Waveform mixup happens before the front end.
+
+``transfer: probe`` fits a probe head on cached embeddings (:mod:`sed.tasks.probe`); ``semi`` adds
+an unlabelled loss (:mod:`sed.tasks.semi`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import torchmetrics
 from torch import nn
 
 from sed.tasks.optim import build_optimizer, build_scheduler
+from sed.tasks.probe import PROBES, EmbeddingCache, fit_probe_head
+from sed.tasks.semi import SEMI_MODES, MeanTeacher, consistency_loss, pseudo_label_loss, rampup
 from sed.tasks.transfer import apply_transfer, backbone_modules
 
 
@@ -31,7 +36,11 @@ class ClassificationTask(pl.LightningModule):
         optimizer, lr, weight_decay, betas: Adam / AdamW / SGD.
         scheduler: ``none``, ``multistep`` (AST: from ``lr_start`` every ``lr_step`` epochs by
             ``lr_gamma``) or ``cosine`` (to ``lr * min_lr_ratio``); ``warmup_steps`` as in AST.
-        transfer, finetune_blocks: ``all``, ``head``, ``frozen`` or ``last_n`` (see sed.tasks.transfer).
+        transfer, finetune_blocks: ``all``, ``head``, ``frozen``, ``last_n`` (see sed.tasks.transfer) or
+            ``probe`` (cached embeddings + a fitted head: ``probe`` is ``logistic`` or ``linear``,
+            ``probe_l2`` its L2 weight; see sed.tasks.probe).
+        semi: None, ``pseudo_label`` or ``mean_teacher`` with ``semi_weight``, ``semi_rampup`` (steps),
+            ``pseudo_threshold``, ``ema_decay`` (see sed.tasks.semi); needs unlabelled data.
         freqm, timem: SpecAugment mask widths on the features; masks fill with the front end's
             ``mask_value`` (AST masks to zero before normalisation).
         mixup, mixup_alpha: probability of waveform mixup per sample, lambda ~ Beta(alpha, alpha).
@@ -66,6 +75,13 @@ class ClassificationTask(pl.LightningModule):
         mixup_alpha: float = 10.0,
         monitor: str | None = None,
         save_top_k: int = 1,
+        probe: str = "logistic",
+        probe_l2: float = 1e-3,
+        semi: str | None = None,
+        semi_weight: float = 1.0,
+        semi_rampup: int = 0,
+        pseudo_threshold: float = 0.95,
+        ema_decay: float = 0.999,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -77,7 +93,19 @@ class ClassificationTask(pl.LightningModule):
         self.model = create_model(model_name, num_classes=num_classes, pretrained=pretrained, **kwargs)
         self.model.multi_label = bool(multi_label)
         self.labels = list(labels) if labels else [str(i) for i in range(num_classes)]
-        self.trainable = apply_transfer(self.model, transfer, finetune_blocks)
+        self.trainable = apply_transfer(self.model, "head" if transfer == "probe" else transfer, finetune_blocks)
+        self.probe_cache = None
+        if transfer == "probe":
+            if probe not in PROBES:
+                raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
+            if freqm or timem or mixup or semi:
+                raise ValueError("transfer 'probe' embeds each clip once: it takes no freqm/timem/mixup/semi")
+            self.probe_cache = EmbeddingCache()
+        if semi is not None and semi not in SEMI_MODES:
+            raise ValueError(f"semi must be one of {', '.join(SEMI_MODES)} or null, got {semi!r}")
+        if not 0.0 < pseudo_threshold <= 1.0 or not 0.0 <= ema_decay < 1.0:
+            raise ValueError("pseudo_threshold must be in (0, 1] and ema_decay in [0, 1)")
+        self.teacher = MeanTeacher(self.model) if semi == "mean_teacher" else None
         self.specaugment = None
         if freqm or timem:
             from sed.augment.specaugment import SpecAugment
@@ -127,7 +155,7 @@ class ClassificationTask(pl.LightningModule):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.hparams.transfer == "frozen":
+        if self.hparams.transfer in ("frozen", "probe"):
             for m in backbone_modules(self.model):
                 m.eval()
         return self
@@ -136,15 +164,17 @@ class ClassificationTask(pl.LightningModule):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(wave, lengths=lengths)
 
-    def _logits(self, wave: torch.Tensor, lengths: torch.Tensor | None, augment: bool) -> torch.Tensor:
-        feats = self.model.features(wave, lengths)
+    def _logits(self, wave: torch.Tensor, lengths: torch.Tensor | None, augment: bool,
+                model: nn.Module | None = None) -> torch.Tensor:
+        model = self.model if model is None else model
+        feats = model.features(wave, lengths)
         if augment and self.specaugment is not None:
             feats = self.specaugment(feats)
-        if self.hparams.transfer == "frozen":
+        if self.hparams.transfer in ("frozen", "probe"):
             with torch.no_grad():
-                pooled = self.model.forward_fbank_pooled(feats)
-            return self.model.head(pooled)
-        return self.model.forward_from_features(feats)
+                pooled = model.forward_fbank_pooled(feats)
+            return model.head(pooled)
+        return model.forward_from_features(feats)
 
     def _targets(self, label: torch.Tensor) -> torch.Tensor:
         """Float targets [B, C] (one-hot or multi-hot)."""
@@ -159,7 +189,15 @@ class ClassificationTask(pl.LightningModule):
         return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.hparams.label_smoothing)
 
     # ----------------------------------------------------------------------------- steps
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        unlabeled = None
+        if "labeled" in batch:  # semi-supervised data: {"labeled": batch, "unlabeled": batch}
+            batch, unlabeled = batch["labeled"], batch.get("unlabeled")
+        if self.probe_cache is not None:
+            y = batch["label"] if self.hparams.multi_label else batch["label"].long()
+            new = self.probe_cache.add_batch(self.model.embed, batch["wave"], batch.get("lengths"), y)
+            self.log("probe_embedded", float(new), on_step=False, on_epoch=True, reduce_fx="sum")
+            return None  # the head is fitted on the cache before validation (sed.tasks.probe)
         wave, lengths, targets = batch["wave"], batch.get("lengths"), self._targets(batch["label"])
         if self.hparams.mixup > 0:
             from sed.augment.mixup import mixup
@@ -168,12 +206,64 @@ class ClassificationTask(pl.LightningModule):
             wave, targets, lengths = mixed.wave, mixed.targets, mixed.lengths
         logits = self._logits(wave, lengths, augment=True)
         loss = self.loss_fn(logits, targets)
+        if self.hparams.semi is not None:
+            if unlabeled is None:
+                raise ValueError("semi-supervised training needs unlabelled data: set data.init_args.unlabeled "
+                                 "or data.init_args.labeled_fraction")
+            loss = loss + self._semi_loss(batch, logits, unlabeled)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=wave.shape[0],
                  sync_dist=True)
         if self.train_acc is not None:
             self.train_acc(logits.argmax(-1), targets.argmax(-1))
             self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=wave.shape[0])
         return loss
+
+    # ----------------------------------------------------------------------------- semi-supervised
+    def _semi_loss(self, batch: dict, logits: torch.Tensor, unlabeled: dict) -> torch.Tensor:
+        h = self.hparams
+        uw, ul, labels = unlabeled["wave"], unlabeled.get("lengths"), unlabeled["label"]
+        weight = h.semi_weight * rampup(self.global_step, h.semi_rampup)
+        if h.semi == "pseudo_label":
+            with torch.no_grad():
+                clean = self._logits(uw, ul, augment=False)
+            term, stats = pseudo_label_loss(clean, self._logits(uw, ul, augment=True), h.pseudo_threshold,
+                                            h.multi_label, labels)
+        else:
+            teacher = self.teacher.model
+            with torch.no_grad():
+                t_u = self._logits(uw, ul, augment=True, model=teacher)
+                t_l = self._logits(batch["wave"], batch.get("lengths"), augment=True, model=teacher)
+            s_u = self._logits(uw, ul, augment=True)
+            term = consistency_loss(s_u, t_u, h.multi_label) + consistency_loss(logits, t_l, h.multi_label)
+            stats = {"used": torch.ones((), device=uw.device), **self.teacher.accuracy_stats(t_u, labels, h.multi_label)}
+        n = uw.shape[0]
+        self.log("semi_used", stats["used"], on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("semi_weight", weight, on_step=False, on_epoch=True, batch_size=n)
+        if stats.get("counted", 0) > 0:
+            self.log("pseudo_acc", stats["correct"] / stats["counted"], on_step=False, on_epoch=True,
+                     batch_size=int(stats["counted"]), sync_dist=True)
+        return weight * term
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.teacher is not None:
+            self.teacher.update(self.model, min(self.hparams.ema_decay, 1.0 - 1.0 / (self.global_step + 1)))
+
+    # ----------------------------------------------------------------------------- probe
+    def _fit_probe(self) -> None:
+        if self.probe_cache is None or not self.probe_cache.changed:
+            return
+        emb, targets = self.probe_cache.pooled()
+        acc = fit_probe_head(self.model.head, emb, targets, self.hparams.probe, self.hparams.probe_l2,
+                             bool(self.hparams.multi_label))
+        self.probe_cache.fitted_size = len(self.probe_cache.rows)
+        self.probe_train_acc, self.probe_clips = acc, int(emb.shape[0])
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._fit_probe()
+
+    def on_train_end(self) -> None:
+        self._fit_probe()
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits = self._logits(batch["wave"], batch.get("lengths"), augment=False)
@@ -203,6 +293,9 @@ class ClassificationTask(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_epoch_end(self, stage: str) -> None:
+        if stage == "val" and getattr(self, "probe_clips", 0):
+            self.log("probe_train_acc", self.probe_train_acc)
+            self.log("probe_clips", float(self.probe_clips))
         m = self.metrics[stage]
         for name, metric in m.items():
             value = metric.compute()

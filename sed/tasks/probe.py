@@ -1,0 +1,106 @@
+"""``transfer: probe``: embeddings computed once per clip and cached, then a probe head fitted on them.
+
+The notes' "extract feature vector" mode. The backbone is frozen and kept in eval mode; each training
+batch is embedded once (no gradient) and cached by the content of its waveform (SHA-256 of the valid
+samples), so an epoch over clips already seen costs no backbone forward. Before each validation (and at
+the end of training) the head's last ``nn.Linear`` is fitted in seconds on every cached embedding:
+``probe: logistic`` -- L2-regularised logistic regression (softmax, or one sigmoid per class for
+multi-label data) by L-BFGS (:func:`sed.models.linear_probe.fit_logistic`); ``probe: linear`` -- ridge
+regression of the one-hot/multi-hot targets in closed form (:func:`~sed.models.linear_probe.fit_ridge`).
+Layers of the head before that Linear (AST's LayerNorm, the CNNs' Dropout) run in eval mode on the
+way. With random training crops every epoch adds the new crops to the cache (``max_epochs: 1`` embeds
+each clip once). Under DDP the ranks pool their cached embeddings before the fit, so every rank fits
+the same head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+from sed.models.linear_probe import fit_logistic, fit_ridge
+
+__all__ = ["PROBES", "EmbeddingCache", "fit_probe_head"]
+
+PROBES = ("logistic", "linear")
+
+
+class EmbeddingCache:
+    """Embeddings and targets of the training clips, keyed by their waveform's content."""
+
+    def __init__(self):
+        self.rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.fitted_size = 0
+
+    @staticmethod
+    def key(wave: torch.Tensor, length: int) -> str:
+        return hashlib.sha256(wave[:length].detach().float().cpu().numpy().tobytes()).hexdigest()
+
+    def add_batch(self, embed, wave: torch.Tensor, lengths: torch.Tensor | None, targets: torch.Tensor) -> int:
+        """Embed (with ``embed(wave, lengths)``) the clips of a batch not cached yet; returns how many."""
+        n = wave.shape[0]
+        lens = [int(x) for x in lengths] if lengths is not None else [wave.shape[-1]] * n
+        keys = [self.key(wave[i], lens[i]) for i in range(n)]
+        todo = [i for i, k in enumerate(keys) if k not in self.rows]
+        if todo:
+            idx = torch.as_tensor(todo, device=wave.device)
+            with torch.no_grad():
+                emb = embed(wave[idx], None if lengths is None else lengths[idx]).float().cpu()
+            for j, i in enumerate(todo):
+                self.rows[keys[i]] = (emb[j], targets[i].detach().cpu())
+        return len(todo)
+
+    @property
+    def changed(self) -> bool:
+        return len(self.rows) != self.fitted_size
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [self.rows[k] for k in sorted(self.rows)]  # a fixed order: the same fit on every rank
+        return torch.stack([e for e, _ in rows]), torch.stack([t for _, t in rows])
+
+    def pooled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's rows (de-duplicated by key) under torch.distributed, else this process's."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, self.rows)
+            merged = {k: v for part in parts for k, v in part.items()}
+            rows = [merged[k] for k in sorted(merged)]
+            return torch.stack([e for e, _ in rows]), torch.stack([t for _, t in rows])
+        return self.tensors()
+
+
+def _last_linear(head: nn.Module) -> tuple[nn.Module, nn.Linear]:
+    """(the layers before the head's last Linear, that Linear)."""
+    layers = list(head) if isinstance(head, nn.Sequential) else [head]
+    idx = max((i for i, m in enumerate(layers) if isinstance(m, nn.Linear)), default=None)
+    if idx is None or any(isinstance(m, nn.Linear) for m in layers[idx + 1:]) or idx != len(layers) - 1:
+        raise ValueError(f"transfer 'probe' fits a head ending in nn.Linear; this head is {type(head).__name__}")
+    return nn.Sequential(*layers[:idx]), layers[idx]
+
+
+@torch.no_grad()
+def fit_probe_head(head: nn.Module, embeddings: torch.Tensor, targets: torch.Tensor, probe: str = "logistic",
+                   l2: float = 1e-3, multi_label: bool = False) -> float:
+    """Fit the head's last Linear on ``embeddings [N, D]`` (see the module docstring); ``targets`` are
+    class ids ``[N]`` or multi-hot ``[N, C]``. Returns the probe's training accuracy (multi-label: the
+    share of right class decisions)."""
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
+    pre, linear = _last_linear(head)
+    was = pre.training
+    pre.eval()
+    feats = pre(embeddings.to(linear.weight.device, linear.weight.dtype)).float().cpu()
+    pre.train(was)
+    c = linear.out_features
+    y = targets.float() if multi_label else targets.long()
+    fit = fit_logistic if probe == "logistic" else fit_ridge
+    w, b = fit(feats, y, c, l2=l2, multi_label=multi_label)
+    linear.weight.copy_(w.to(linear.weight))
+    linear.bias.copy_(b.to(linear.bias))
+    logits = feats @ w.T + b
+    if multi_label:
+        return float(((logits >= (0.0 if probe == "logistic" else 0.5)) == y.bool()).float().mean())
+    return float((logits.argmax(-1) == y).float().mean())
