@@ -304,7 +304,8 @@ class ClassificationTask(pl.LightningModule):
                     self.log(f"{stage}_recall/{label}", r, sync_dist=True)  # already global: averages equal values
             elif name == "confusion":
                 log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
-                if self.trainer.is_global_zero and not self.trainer.sanity_checking and log_dir:
+                if self.trainer.is_global_zero and not self.trainer.sanity_checking and log_dir \
+                        and self.trainer.logger is not None:  # no logger: no files (not into the cwd)
                     from sed.metrics.confusion import write_confusion_csv
 
                     write_confusion_csv(f"{log_dir}/confusion_{stage}.csv", value.cpu().numpy(), self.labels)
