@@ -43,6 +43,16 @@ def _as_batch(wave: torch.Tensor) -> torch.Tensor:
     return wave
 
 
+def mono_batch(wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """``[T]``, ``[B, T]`` or ``[B, C, T]`` -> float32 mono ``[B, T]``, samples past ``lengths`` (valid
+    samples per clip) set to 0, so that a clip gets the same features in a padded batch as alone."""
+    wave = _as_batch(wave).float()
+    if lengths is not None:
+        pos = torch.arange(wave.shape[1], device=wave.device)
+        wave = wave.masked_fill(pos[None, :] >= torch.as_tensor(lengths, device=wave.device)[:, None], 0.0)
+    return wave
+
+
 class KaldiFbank(nn.Module):
     """Exactly AST's features, batched: ``[B, T]`` 16 kHz waveforms -> ``[B, target_length, bins]``.
 

@@ -27,6 +27,7 @@ import torchaudio
 from timm.layers import trunc_normal_
 from torch import nn
 
+from sed.audio.features import mono_batch
 from sed.augment.patch_mix import patch_mix
 from sed.models.base import DescribedModel
 from sed.models.registry import register_model
@@ -100,16 +101,7 @@ class CEDMel(nn.Module):
         return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if wave.dim() == 1:
-            wave = wave.unsqueeze(0)
-        elif wave.dim() == 3:
-            wave = wave.mean(dim=1)
-        elif wave.dim() != 2:
-            raise ValueError(f"expected a waveform [T], [B, T] or [B, C, T], got shape {tuple(wave.shape)}")
-        wave = wave.float()
-        if lengths is not None:
-            idx = torch.arange(wave.shape[1], device=wave.device)
-            wave = wave.masked_fill(idx[None, :] >= torch.as_tensor(lengths, device=wave.device)[:, None], 0.0)
+        wave = mono_batch(wave, lengths)
         if self.clip_samples is not None:  # pad by a whole clip, then cut: no branch on the length (export)
             wave = F.pad(wave, (0, self.clip_samples))[:, : self.clip_samples]
         half = self.n_fft // 2

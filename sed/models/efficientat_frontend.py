@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.compliance import kaldi
 
+from sed.audio.features import mono_batch
+
 __all__ = ["EfficientATMel"]
 
 
@@ -100,16 +102,7 @@ class EfficientATMel(nn.Module):
         return (power @ self.mel_t + self.log_offset).log()
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if wave.dim() == 1:
-            wave = wave.unsqueeze(0)
-        elif wave.dim() == 3:
-            wave = wave.mean(dim=1)
-        elif wave.dim() != 2:
-            raise ValueError(f"expected a waveform [T], [B, T] or [B, C, T], got shape {tuple(wave.shape)}")
-        wave = wave.float()
-        if lengths is not None:
-            pos = torch.arange(wave.shape[1], device=wave.device)
-            wave = wave.masked_fill(pos[None, :] >= lengths.to(wave.device)[:, None], 0.0)
+        wave = mono_batch(wave, lengths)
         n = self.clip_samples
         wave = F.pad(wave, (0, n))[:, :n]  # zero-pad or crop to the clip, with no branch on the length
         return (self.logmel(wave) + self.norm_shift) / self.norm_scale
