@@ -1,37 +1,9 @@
 #!/usr/bin/env bash
-# AST-P on ESC-50, 5-fold cross-validation. Usage: bash recipes/esc50_ast/run.sh [start_stage] [stop_stage]
-# Set SYNTH=1 to run every stage on the synthetic stand-in with a CPU-sized model (minutes).
+# AST-P on ESC-50, 5-fold cross-validation.
+# Usage: bash recipes/esc50_ast/run.sh [start_stage] [stop_stage]; SYNTH=1 for the synthetic CPU run.
+# The stages are recipes/common/esc50_kfold.sh (shared by every ESC-50 recipe).
 set -euo pipefail
-stage=${1:-0}; stop=${2:-3}
 here=$(cd "$(dirname "$0")" && pwd)
-root=${ESC50_ROOT:-data/ESC-50}
-out=${OUT:-runs/esc50_ast}
-extra=()
-if [ "${SYNTH:-0}" = 1 ]; then
-  root=work/esc50_synth; out=work/esc50_ast_synth
-  extra=(--model.init_args.model_name=ast_micro --model.init_args.pretrained=null
-         --model.init_args.model_kwargs='{input_tdim: 512}' --model.init_args.lr=0.001
-         --trainer.max_epochs=2 --trainer.accelerator=cpu --data.init_args.batch_size=8
-         --data.init_args.num_workers=0 --data.init_args.cache_audio=true)
-fi
-
-if [ "$stage" -le 0 ] && [ "$stop" -ge 0 ]; then   # 0: data
-  if [ "${SYNTH:-0}" = 1 ]; then
-    [ -f "$root/meta/esc50.csv" ] || sedkit synth esc50 --out "$root" --num-classes 5 --clips-per-class 5 --duration 5
-  else
-    [ -f "$root/meta/esc50.csv" ] || { echo "put ESC-50 under $root (see data/README.md)"; exit 1; }
-  fi
-  sedkit info "$root/audio" --json | tail -n 1
-fi
-if [ "$stage" -le 1 ] && [ "$stop" -ge 1 ]; then   # 1: train + test on each held-out fold
-  sedkit kfold --config "$here/config.yaml" --folds 1,2,3,4,5 --root "$out" \
-    --data.init_args.root="$root" "${extra[@]}"
-fi
-if [ "$stage" -le 2 ] && [ "$stop" -ge 2 ]; then   # 2: plots of every fold
-  for d in "$out"/fold*; do sedkit plot "$d" > /dev/null; done
-  echo "learning curves and confusion matrices in $out/fold*/"
-fi
-if [ "$stage" -le 3 ] && [ "$stop" -ge 3 ]; then   # 3: classify a few clips with fold 1's best checkpoint
-  best=$(ls "$out"/fold1/checkpoints/best-*.ckpt | head -n 1)
-  sedkit classify $(ls "$root"/audio/1-*.wav | head -n 3) --checkpoint "$best" --top-k 3
-fi
+name=esc50_ast
+synth_model=(--model.init_args.model_name=ast_micro --model.init_args.model_kwargs='{input_tdim: 512}')
+source "$here/../common/esc50_kfold.sh"
