@@ -116,3 +116,15 @@ def test_enrol_on_a_family_backbone(ckpts, tmp_path):
         sf.write(tmp_path / cls / "x.wav", np.random.default_rng(k).uniform(-0.3, 0.3, 16000), 16000)
     assert main(["enroll", str(tmp_path), "--checkpoint", str(paths["ced_tiny"]), "--out", str(tmp_path / "p.pt")]) == 0
     assert Classifier.from_pretrained(tmp_path / "p.pt").labels == ["cat", "dog"]
+
+
+def test_another_familys_checkpoint_is_refused_by_ast(tmp_path):
+    torch.manual_seed(0)
+    ced = create_model("ced_tiny", num_classes=3, input_tdim=101, depth=2)
+    path = tmp_path / "ced_state.pt"
+    torch.save(ced.state_dict(), path)  # a bare state dict of sed's CED: claimed by the CED importer
+    from sed.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="is a ced checkpoint, not an AST one") as err:
+        create_model("ast_micro", pretrained=str(path))
+    assert "\n" not in str(err.value)

@@ -30,7 +30,7 @@ from sed.models import ast as ast_module
 from sed.models.ast import adapt_pos_embed
 from sed.models.pretrained import deit, huggingface, original
 from sed.models.pretrained.common import SC_STATS, Source, detect_format, infer_arch, unwrap_state
-from sed.models.pretrained.sources import Importer, register_importer
+from sed.models.pretrained.sources import Importer, family_of, register_importer
 from sed.models.registry import check_weights, checked_build, register_pretrained
 
 __all__ = ["build_ast_from_pretrained", "resolve_source"]
@@ -42,6 +42,9 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _from_state(sd: Mapping, desc: str, filename: str | None = None) -> Source:
+    family = family_of(sd)
+    if family not in (None, "ast"):
+        raise CheckpointError(desc, f"is a {family} checkpoint, not an AST one (use a {family}_* model)")
     kind = detect_format(sd, desc)
     if kind == "hf":
         state = huggingface.from_hf(sd, desc)
