@@ -101,6 +101,7 @@ class ClassificationTask(pl.LightningModule):
             if freqm or timem or mixup or semi:
                 raise ValueError("transfer 'probe' embeds each clip once: it takes no freqm/timem/mixup/semi")
             self.probe_cache = EmbeddingCache()
+            self.automatic_optimization = False  # no optimiser steps: the head is fitted, not trained
         if semi is not None and semi not in SEMI_MODES:
             raise ValueError(f"semi must be one of {', '.join(SEMI_MODES)} or null, got {semi!r}")
         if not 0.0 < pseudo_threshold <= 1.0 or not 0.0 <= ema_decay < 1.0:
@@ -197,6 +198,7 @@ class ClassificationTask(pl.LightningModule):
             y = batch["label"] if self.hparams.multi_label else batch["label"].long()
             new = self.probe_cache.add_batch(self.model.embed, batch["wave"], batch.get("lengths"), y)
             self.log("probe_embedded", float(new), on_step=False, on_epoch=True, reduce_fx="sum")
+            self.optimizers().step()  # changes nothing (no gradients); counts the step, so checkpoints are written
             return None  # the head is fitted on the cache before validation (sed.tasks.probe)
         wave, lengths, targets = batch["wave"], batch.get("lengths"), self._targets(batch["label"])
         if self.hparams.mixup > 0:

@@ -10,7 +10,9 @@ regression of the one-hot/multi-hot targets in closed form (:func:`~sed.models.l
 Layers of the head before that Linear (AST's LayerNorm, the CNNs' Dropout) run in eval mode on the
 way. With random training crops every epoch adds the new crops to the cache (``max_epochs: 1`` embeds
 each clip once). Under DDP the ranks pool their cached embeddings before the fit, so every rank fits
-the same head.
+the same head on all the clips. The task runs with manual optimisation in this mode: a training step
+embeds and caches, and makes an optimiser step with no gradients (it changes nothing but counts the
+step, so checkpoints are written); Lightning refuses skipped steps under DDP otherwise.
 """
 
 from __future__ import annotations

@@ -69,3 +69,39 @@ def test_finetune_cli_with_a_probe(tiny_config, tmp_path):
     # the backbone is the source's, bit for bit; only the head is new
     same = {k: v for k, v in start.state_dict().items() if not k.startswith("head.")}
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in same.items())
+
+
+def test_two_ddp_processes_pool_their_embeddings(tiny_config, tiny_corpus, tmp_path):
+    """2 CPU processes (gloo), each embedding half of the training clips: the fitted head is the fit on all of
+    them, as in one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    cfg_path = tiny_config(model__model_name="ast_micro", model__model_kwargs={"input_tdim": 98},
+                           model__transfer="probe", model__probe_l2=1e-2, trainer__max_epochs=1)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["trainer"].update(devices=2, strategy="ddp")
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run([sys.executable, "-m", "sed", "fit", "--config", str(cfg_path)], capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model, _ = load_model(next((tmp_path / "run").rglob("last.ckpt")))
+    dm = AudioDataModule(source="esc50", root=str(tiny_corpus), clip_seconds=1.0, val_folds=[5], test_folds=[5])
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    wave = torch.stack([train[i]["wave"] for i in range(len(train))])
+    y = torch.tensor([train[i]["label"] for i in range(len(train))])
+    with torch.no_grad():
+        feats = model.head[0](model.embed(wave))
+    w, b = fit_logistic(feats, y, 3, l2=1e-2)
+    assert len(train) == 24
+    # the fit on all 24 (to L-BFGS's tolerance: the rows arrive in another order; measured 2e-4) ...
+    assert torch.allclose(model.head[1].weight, w, atol=1e-3) and torch.allclose(model.head[1].bias, b, atol=1e-3)
+    # ... not a fit on 12 of them, as one rank alone would give (those differ by > 0.1)
+    for half in (slice(0, 24, 2), slice(1, 24, 2)):
+        assert (model.head[1].weight - fit_logistic(feats[half], y[half], 3, l2=1e-2)[0]).abs().max() > 0.1
