@@ -198,7 +198,8 @@ class ClassificationTask(pl.LightningModule):
             y = batch["label"] if self.hparams.multi_label else batch["label"].long()
             new = self.probe_cache.add_batch(self.model.embed, batch["wave"], batch.get("lengths"), y)
             self.log("probe_embedded", float(new), on_step=False, on_epoch=True, reduce_fx="sum")
-            self.optimizers().step()  # changes nothing (no gradients); counts the step, so checkpoints are written
+            if self._trainer is not None:  # changes nothing (no gradients); counts the step, so checkpoints are written
+                self.optimizers().step()
             return None  # the head is fitted on the cache before validation (sed.tasks.probe)
         wave, lengths, targets = batch["wave"], batch.get("lengths"), self._targets(batch["label"])
         if self.hparams.mixup > 0:

@@ -105,3 +105,20 @@ def test_pseudo_labels_beat_supervised_only_with_ten_percent_labels(semi_corpus)
 def test_mean_teacher_trains_and_logs(semi_corpus):
     acc, logged = _fit(semi_corpus, "mean_teacher", 0)
     assert logged["semi_used"] == 1.0 and 0.0 <= logged["pseudo_acc"] <= 1.0 and acc > 0.5
+
+
+def test_unlabeled_shards(semi_corpus, tmp_path):
+    from sed.data.shard_writer import read_source, write_shards
+    from sed.data.unlabeled import HiddenLabels
+
+    write_shards(read_source(semi_corpus), tmp_path / "shards", shard_size=50)
+    dm = AudioDataModule(source="esc50", root=str(semi_corpus), clip_seconds=1.0, batch_size=4, val_folds=[5],
+                         unlabeled=str(tmp_path / "shards"), unlabeled_batch_size=5)
+    assert dm.has_unlabeled and dm.unlabeled_items == []
+    loader = dm._unlabeled_loader()
+    batch = next(iter(loader))
+    assert batch["wave"].shape == (5, 16000)
+    assert isinstance(loader.dataset, HiddenLabels) and loader.dataset.keep  # the same classes: labels kept (hidden)
+    assert (batch["label"] >= 0).all()
+    hidden = HiddenLabels(loader.dataset.shards, keep=False, num_classes=5, multi_label=False)
+    assert next(iter(hidden))["label"] == -1
