@@ -182,3 +182,21 @@ def test_fewshot_eval_cli(corpus, tmp_path, capsys):
     table = json.loads(out.read_text())
     assert table["clips"] == 100 and len(table["methods"][0]["accuracies"]) == 20
     assert all(r["mean"] > 0.3 for r in table["methods"])  # chance 0.2
+
+
+def test_enrolled_checkpoint_exports_to_onnx(corpus, tmp_path):
+    import onnxruntime as ort
+
+    from sed.export.onnx import export_checkpoint
+
+    root, backbone, _ = corpus
+    model, _ = enroll(root / "support_a", backbone, metric="euclidean", open_set=5000.0)
+    path = save_model(tmp_path / "p.pt", model)
+    export_checkpoint(path, tmp_path / "p.onnx")
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    wave = torch.randn(2, 16000) * 0.1
+    logits = session.run(["logits"], {"waveform": wave.numpy()})[0]
+    with torch.no_grad():
+        ref = model(wave).numpy()
+    assert logits.shape == (2, 4) and np.abs(logits - ref).max() < 1e-4  # measured 5e-10
+    assert Classifier.from_pretrained(tmp_path / "p.onnx").labels == model.labels
