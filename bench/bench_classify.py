@@ -57,6 +57,20 @@ def ast_flops(model, pruned: bool = True) -> float:
     return model.num_patches * d * 16 * 16 * 2 + blocks + 2 * d * model.num_classes
 
 
+def hf_ast(quick: bool):
+    """The transformers AST both benches compare against (random weights, seed 0): AST-Base with 527
+    classes, or a tiny 2-layer one (``quick``)."""
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    if quick:
+        cfg = ASTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=768,
+                        max_length=200, num_labels=10)
+    else:
+        cfg = ASTConfig(num_labels=527)  # AST-base: 768 wide, 12 layers, 1024 frames
+    torch.manual_seed(0)
+    return ASTForAudioClassification(cfg).eval()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=32)
@@ -66,18 +80,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny AST and 4 short clips")
     args = ap.parse_args()
 
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, pipeline
+    from transformers import ASTFeatureExtractor, pipeline
 
     from sed.inference.classifier import Classifier
 
     if args.quick:
         args.clips, args.seconds = 4, 2.0
-        cfg = ASTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=768,
-                        max_length=200, num_labels=10)
-    else:
-        cfg = ASTConfig(num_labels=527)  # AST-base: 768 wide, 12 layers, 1024 frames
-    torch.manual_seed(0)
-    hf = ASTForAudioClassification(cfg).eval()
+    hf = hf_ast(args.quick)
+    cfg = hf.config
     rng = np.random.default_rng(0)
     clips = [rng.uniform(-0.5, 0.5, int(16000 * args.seconds)).astype(np.float32) for _ in range(args.clips)]
     waves = [torch.from_numpy(c) for c in clips]

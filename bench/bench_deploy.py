@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_classify import hf_ast  # the same transformers baseline
 
 
 def synthetic_clips(n: int, seconds: float, seed: int = 0) -> list[torch.Tensor]:
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny AST and 4 short clips")
     args = ap.parse_args()
 
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, pipeline
+    from transformers import ASTFeatureExtractor, pipeline
 
     from sed.export.onnx import export_onnx
     from sed.export.quantize import quantize_onnx
@@ -73,12 +74,8 @@ def main() -> None:
 
     if args.quick:
         args.clips, args.seconds = 4, 2.0
-        cfg = ASTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=768,
-                        max_length=200, num_labels=10)
-    else:
-        cfg = ASTConfig(num_labels=527)  # AST-base: 768 wide, 12 layers, 1024 frames
-    torch.manual_seed(0)
-    hf = ASTForAudioClassification(cfg).eval()
+    hf = hf_ast(args.quick)
+    cfg = hf.config
     with torch.no_grad():
         hf.classifier.dense.weight.mul_(args.head_scale)
     waves = synthetic_clips(args.clips, args.seconds)

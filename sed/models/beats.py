@@ -26,7 +26,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from sed.audio.features import KaldiFbank
 from sed.augment.patch_mix import patch_mix
-from sed.models.base import FbankClassifier
+from sed.models.base import FbankClassifier, build_sized
 from sed.models.registry import register_model
 
 __all__ = ["BEATS_MEAN", "BEATS_SIZES", "BEATS_STD", "BEATsFbank", "BEATsModel", "beats_iter3", "beats_micro",
@@ -305,12 +305,7 @@ class BEATsModel(FbankClassifier, nn.Module):
 
 # ---------------------------------------------------------------------- registered sizes
 def _build(size: str, num_classes: int, kwargs: dict) -> BEATsModel:
-    kwargs = dict(kwargs)
-    if "input_fdim" in kwargs:
-        fdim = kwargs.pop("input_fdim")
-        if kwargs.setdefault("num_mel_bins", fdim) != fdim:
-            raise ValueError(f"input_fdim={fdim} contradicts num_mel_bins={kwargs['num_mel_bins']}")
-    return BEATsModel(num_classes=num_classes, **{**BEATS_SIZES[size], **kwargs})
+    return build_sized(BEATsModel, BEATS_SIZES, size, num_classes, kwargs)  # input_fdim taken for num_mel_bins
 
 
 @register_model
