@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from sed.checkpoint import check_description, describe, read_checkpoint
+from sed.checkpoint import check_description, describe
 from sed.errors import CheckpointError, short
 from sed.models.pretrained import ast as _ast  # noqa: F401 - importing an importer registers it
 from sed.models.pretrained import beats as _beats  # noqa: F401
 from sed.models.pretrained import ced as _ced  # noqa: F401
 from sed.models.pretrained import efficientat as _efficientat  # noqa: F401
-from sed.models.pretrained.sources import import_pretrained
+from sed.models.pretrained.sources import import_pretrained, one_read, read_file
 from sed.models.registry import check_weights, checked_build, create_model, is_model
 
 __all__ = ["build_from_description", "load_model"]
@@ -65,10 +65,11 @@ def load_model(source: str | os.PathLike, **overrides: Any) -> tuple[nn.Module, 
     ``ast-audioset-0.4593``. ``overrides`` (e.g. ``num_classes``, ``input_tdim``) apply to
     foreign imports only."""
     p = Path(source)
-    if p.is_file():
-        desc, state = read_checkpoint(p)
-        if desc is not None:
-            model = build_from_description(desc, state, p)
-            return model, desc
-    model = import_pretrained(str(source), **overrides)
+    with one_read():  # a foreign file is read here once, then handed to its importer
+        if p.is_file():
+            desc, state = read_file(p)
+            if desc is not None:
+                model = build_from_description(desc, state, p)
+                return model, desc
+        model = import_pretrained(str(source), **overrides)
     return model.eval(), check_description(describe(model, source=str(source)), source)

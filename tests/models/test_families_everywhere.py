@@ -128,3 +128,17 @@ def test_another_familys_checkpoint_is_refused_by_ast(tmp_path):
     with pytest.raises(CheckpointError, match="is a ced checkpoint, not an AST one") as err:
         create_model("ast_micro", pretrained=str(path))
     assert "\n" not in str(err.value)
+
+
+def test_a_foreign_file_is_read_once(tmp_path, monkeypatch):
+    from sed.models import load_model
+    from sed.models.pretrained import sources
+
+    torch.manual_seed(0)
+    path = tmp_path / "ced_state.pt"
+    torch.save(create_model("ced_tiny", num_classes=3, input_tdim=101, depth=2).state_dict(), path)
+    reads = []
+    real = sources.read_checkpoint
+    monkeypatch.setattr(sources, "read_checkpoint", lambda p: reads.append(p) or real(p))
+    model, desc = load_model(path)  # sed description? which family? build: one read for all three
+    assert desc["model_name"] == "ced_tiny" and len(reads) == 1

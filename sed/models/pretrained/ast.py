@@ -24,13 +24,12 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from sed.checkpoint import read_checkpoint
 from sed.errors import CheckpointError, one_line
 from sed.models import ast as ast_module
 from sed.models.ast import adapt_pos_embed
 from sed.models.pretrained import deit, huggingface, original
 from sed.models.pretrained.common import SC_STATS, Source, detect_format, infer_arch, unwrap_state
-from sed.models.pretrained.sources import Importer, family_of, register_importer
+from sed.models.pretrained.sources import Importer, family_of, read_file, register_importer
 from sed.models.registry import check_weights, checked_build, register_pretrained
 
 __all__ = ["build_ast_from_pretrained", "resolve_source"]
@@ -82,7 +81,7 @@ def resolve_source(source) -> Source:
     if path.is_dir():
         return huggingface.hf_dir(path)
     if path.is_file():
-        desc, content = read_checkpoint(path)
+        desc, content = read_file(path)
         if desc is not None:
             return _from_sed(desc, content, str(path))
         return _from_state(unwrap_state(content, path), str(path), filename=str(path))

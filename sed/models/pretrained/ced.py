@@ -29,12 +29,11 @@ from pathlib import Path
 
 import torch
 
-from sed.checkpoint import read_checkpoint
 from sed.data.audioset import audioset_labels
 from sed.errors import CheckpointError, one_line
 from sed.models import ced as ced_module
 from sed.models.ced import CED_SIZES, CEDMel, adapt_freq_pos_embed, adapt_time_pos_embed
-from sed.models.pretrained.sources import Importer, family_of, register_importer
+from sed.models.pretrained.sources import Importer, family_of, read_file, register_importer
 from sed.models.registry import check_weights, checked_build, register_pretrained
 
 __all__ = ["CED_SHORT_NAMES", "build_ced_from_pretrained", "download_ced", "to_sed_layout"]
@@ -176,13 +175,13 @@ def _resolve(source):
         weights = path / "model.safetensors"
         if not weights.is_file():
             weights = next(iter(sorted(path.glob("*.safetensors"))), path / "pytorch_model.bin")
-        _, content = read_checkpoint(weights)
+        _, content = read_file(weights)
         n = cfg.get("outputdim", 527)
         return _unwrap(content), str(path), cfg, _hf_labels(cfg, n) if isinstance(n, int) else None, {}
     if not path.is_file():
         known = ", ".join(CED_SHORT_NAMES)
         raise CheckpointError(text, f"no such file, directory, hub id or CED short name (known: {known})")
-    desc, content = read_checkpoint(path)
+    desc, content = read_file(path)
     if desc is not None:
         if not str(desc.get("model_name", "")).startswith("ced"):
             raise CheckpointError(path, f"holds a {desc.get('model_name')!r} model, not a CED")

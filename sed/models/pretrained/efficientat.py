@@ -24,7 +24,7 @@ import torch
 from sed.data.audioset import audioset_labels
 from sed.errors import CheckpointError, one_line
 from sed.models import efficientat as effat
-from sed.models.pretrained.sources import Importer, family_of, read_foreign, register_importer
+from sed.models.pretrained.sources import Importer, family_of, read_file, read_foreign, register_importer
 from sed.models.registry import check_weights, checked_build, register_pretrained
 
 __all__ = ["RELEASE_URL", "SHORT_NAMES", "build_efficientat_from_pretrained", "fetch_release", "from_reference"]
@@ -121,9 +121,7 @@ def _read(source) -> tuple[Mapping, str, dict | None]:
     if not path.is_file():
         known = ", ".join(SHORT_NAMES)
         raise CheckpointError(text, f"no such file, and not an EfficientAT short name ({known})")
-    from sed.checkpoint import read_checkpoint
-
-    desc, content = read_checkpoint(path)
+    desc, content = read_file(path)
     return content, str(path), desc
 
 

@@ -6,12 +6,19 @@ directory as its own, and ``build(source, num_classes=None, **overrides) -> mode
 :func:`import_pretrained` (used by :func:`sed.models.loading.load_model`) asks them in turn;
 :func:`family_of` names the family a loaded file belongs to, so a family's ``pretrained=`` hook can
 refuse another family's checkpoint with one line.
+
+A file goes through several hands (``load_model`` checks for a sed description, this module asks
+which family claims it, the importer builds from it); :func:`read_file` reads it once per
+:func:`one_read` scope (``import_pretrained`` and ``load_model`` open one) and hands the same
+contents to each.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +28,8 @@ from torch import nn
 from sed.checkpoint import read_checkpoint
 from sed.errors import CheckpointError
 
-__all__ = ["Importer", "family_of", "import_pretrained", "importers", "read_foreign", "register_importer",
-           "short_names"]
+__all__ = ["Importer", "family_of", "import_pretrained", "importers", "one_read", "read_file", "read_foreign",
+           "register_importer", "short_names"]
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,39 @@ def short_names() -> dict[str, str]:
     return {n: imp.family for imp in _IMPORTERS.values() for n in imp.short_names}
 
 
+_READS: ContextVar[dict | None] = ContextVar("sed_checkpoint_reads", default=None)
+
+
+@contextmanager
+def one_read() -> Iterator[None]:
+    """Within this scope (nested scopes share the outer one) :func:`read_file` reads each file once."""
+    token = _READS.set({}) if _READS.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _READS.reset(token)
+
+
+def read_file(path: str | os.PathLike) -> tuple[dict | None, Mapping]:
+    """:func:`sed.checkpoint.read_checkpoint` of ``path``, remembered for the :func:`one_read` scope
+    (keyed by the real path, size and modification time)."""
+    memo = _READS.get()
+    if memo is None:
+        return read_checkpoint(path)
+    try:
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return read_checkpoint(path)  # it names the problem
+    if key not in memo:
+        memo[key] = read_checkpoint(path)
+    return memo[key]
+
+
 def read_foreign(path: str | os.PathLike) -> Mapping:
     """A foreign weights file's contents, read without executing code (``weights_only`` / safetensors)."""
-    desc, content = read_checkpoint(path)
+    desc, content = read_file(path)
     if desc is not None:
         raise CheckpointError(path, "is a sed checkpoint, not a foreign one")
     return content
@@ -76,14 +113,15 @@ def import_pretrained(source, **overrides) -> nn.Module:
     knows the most formats and names what it cannot read."""
     text = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     family = None
-    if text is not None:
-        family = short_names().get(text)
-        path = Path(text).expanduser()
-        if family is None and path.is_dir():
-            family = family_of(path)
-        elif family is None and path.is_file():
-            family = family_of(read_foreign(path))
-    imp = _IMPORTERS.get(family or "ast")
-    if imp is None:
-        raise CheckpointError(text, "no importer for this source")
-    return imp.build(source, **overrides)
+    with one_read():
+        if text is not None:
+            family = short_names().get(text)
+            path = Path(text).expanduser()
+            if family is None and path.is_dir():
+                family = family_of(path)
+            elif family is None and path.is_file():
+                family = family_of(read_foreign(path))
+        imp = _IMPORTERS.get(family or "ast")
+        if imp is None:
+            raise CheckpointError(text, "no importer for this source")
+        return imp.build(source, **overrides)
