@@ -168,7 +168,9 @@ class ClassificationTask(pl.LightningModule):
     def _logits(self, wave: torch.Tensor, lengths: torch.Tensor | None, augment: bool,
                 model: nn.Module | None = None) -> torch.Tensor:
         model = self.model if model is None else model
-        feats = model.features(wave, lengths)
+        return self._from_features(model.features(wave, lengths), augment, model)
+
+    def _from_features(self, feats: torch.Tensor, augment: bool, model: nn.Module) -> torch.Tensor:
         if augment and self.specaugment is not None:
             feats = self.specaugment(feats)
         if self.hparams.transfer in ("frozen", "probe"):
@@ -227,9 +229,10 @@ class ClassificationTask(pl.LightningModule):
         uw, ul, labels = unlabeled["wave"], unlabeled.get("lengths"), unlabeled["label"]
         weight = h.semi_weight * rampup(self.global_step, h.semi_rampup)
         if h.semi == "pseudo_label":
+            feats = self.model.features(uw, ul)  # once for the clean and the augmented view
             with torch.no_grad():
-                clean = self._logits(uw, ul, augment=False)
-            term, stats = pseudo_label_loss(clean, self._logits(uw, ul, augment=True), h.pseudo_threshold,
+                clean = self._from_features(feats, False, self.model)
+            term, stats = pseudo_label_loss(clean, self._from_features(feats, True, self.model), h.pseudo_threshold,
                                             h.multi_label, labels)
         else:
             teacher = self.teacher.model
