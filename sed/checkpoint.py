@@ -13,6 +13,7 @@ source) is :func:`sed.models.loading.load_model`.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -30,16 +31,16 @@ from sed.fileio import atomic_save
 from sed.version import __version__
 
 FORMAT = "sed-checkpoint-1"
-_META_KEYS = ("model_name", "model_kwargs", "labels", "sample_rate", "channels", "clip_samples", "frontend",
-              "multi_label")
+_META_KEYS = ("model_name", "model_kwargs", "labels", "sample_rate", "channels", "clip_samples", "max_samples",
+              "frontend", "multi_label")
 
 
 def versions() -> dict[str, str]:
     out = {"sed": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    for mod in ("torchaudio", "timm", "pytorch_lightning"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional
+    for mod, dist in (("torchaudio", "torchaudio"), ("timm", "timm"), ("pytorch_lightning", "pytorch-lightning")):
+        try:  # the installed distribution's version: importing pytorch_lightning only to read it takes seconds
+            out[mod] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # optional
             pass
     return out
 
@@ -62,6 +63,8 @@ def describe(model: nn.Module, labels: list[str] | None = None, **meta: Any) -> 
         "sample_rate": int(getattr(model, "sample_rate", 16000)),
         "channels": getattr(model, "channel_layout", "mono"),
         "clip_samples": getattr(model, "clip_samples", None),
+        # the longest input scored in one piece: the clip for a fixed-length model, None for any length
+        "max_samples": getattr(model, "max_samples", getattr(model, "clip_samples", None)),
         "frontend": frontend.config() if hasattr(frontend, "config") else None,
         "multi_label": bool(getattr(model, "multi_label", False)),
         "versions": versions(),
@@ -107,7 +110,7 @@ ONNX_INPUT, ONNX_OUTPUTS, ONNX_METADATA_KEY = "waveform", ("logits", "embedding"
 
 #: the description's fields and their types (``None`` stands for an absent optional field)
 _FIELDS = {"model_name": str, "model_kwargs": dict, "labels": list, "sample_rate": int, "clip_samples": int,
-           "multi_label": bool, "channels": str, "frontend": dict, "format": str, "state_dict_prefix": str}
+           "max_samples": int, "min_samples": int, "multi_label": bool, "channels": str, "frontend": dict, "format": str, "state_dict_prefix": str}
 #: an audio rate, and a clip of at most ten minutes
 MAX_SAMPLE_RATE, MAX_CLIP_SECONDS = 384_000, 600
 
@@ -130,11 +133,13 @@ def check_description(desc: Any, path: str | os.PathLike | None) -> dict[str, An
         raise CheckpointError(path, "model_kwargs and frontend must hold plain JSON values (finite numbers)")
     if not all(isinstance(x, str) for x in desc.get("labels") or []):
         raise CheckpointError(path, f"labels must be strings, found {short(desc['labels'])}")
-    rate, clip = desc.get("sample_rate"), desc.get("clip_samples")
+    rate = desc.get("sample_rate")
     if rate is not None and not 1 <= rate <= MAX_SAMPLE_RATE:
         raise CheckpointError(path, f"sample_rate {rate} is not an audio rate (1..{MAX_SAMPLE_RATE} Hz)")
-    if clip is not None and not 1 <= clip <= MAX_CLIP_SECONDS * (rate or MAX_SAMPLE_RATE):
-        raise CheckpointError(path, f"clip_samples {clip} is not a clip length (1 sample to {MAX_CLIP_SECONDS} s)")
+    for key in ("clip_samples", "max_samples", "min_samples"):
+        n = desc.get(key)
+        if n is not None and not 1 <= n <= MAX_CLIP_SECONDS * (rate or MAX_SAMPLE_RATE):
+            raise CheckpointError(path, f"{key} {n} is not a clip length (1 sample to {MAX_CLIP_SECONDS} s)")
     return desc
 
 

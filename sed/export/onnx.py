@@ -63,10 +63,19 @@ def onnx_description(model: nn.Module, precision: str = "fp32", **meta: Any) -> 
     return describe(model, onnx_inputs=[INPUT], onnx_outputs=list(OUTPUTS), precision=precision, **meta)
 
 
+def input_bounds(model: nn.Module) -> tuple[int, int]:
+    """(shortest, longest) waveform the exported graph takes: from one feature frame (one patch for the
+    models that pad shorter clips to a patch in PyTorch) to an hour, or a CED chunk."""
+    low = int(getattr(model, "patch_samples", model.frontend.win))
+    high = int(getattr(model, "onnx_max_samples", MAX_SECONDS * int(model.sample_rate)))
+    return low, high
+
+
 def _exported_program(model: nn.Module, opset: int, dynamic_batch: bool):
-    window = model.frontend.win
-    example = 0.1 * torch.randn(2 if dynamic_batch else 1, int(model.clip_samples), generator=torch.Generator().manual_seed(0))
-    samples = torch.export.Dim("samples", min=window, max=MAX_SECONDS * int(model.sample_rate))
+    low, high = input_bounds(model)
+    n = min(max(int(model.clip_samples), low), high)
+    example = 0.1 * torch.randn(2 if dynamic_batch else 1, n, generator=torch.Generator().manual_seed(0))
+    samples = torch.export.Dim("samples", min=low, max=high)
     shapes = {INPUT: {0: torch.export.Dim("batch", min=1, max=65536), 1: samples} if dynamic_batch else {1: samples}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
@@ -91,7 +100,13 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int | None =
     except Exception as e:  # noqa: BLE001 - the exporter fails in many ways on models it cannot take
         raise CheckpointError(source, f"torch.onnx.export failed: {one_line(e)}") from None
     proto = program.model_proto
-    desc = onnx_description(model, **({"exported_from": os.fspath(source)} if source is not None else {}), **(meta or {}))
+    # the description's bounds: the graph's shortest input, and the longest it scores in one piece
+    longest = getattr(model, "max_samples", model.clip_samples)
+    if hasattr(model, "onnx_max_samples"):
+        longest = min(model.onnx_max_samples, longest or model.onnx_max_samples)
+    bounds = {"min_samples": input_bounds(model)[0], "max_samples": longest}
+    desc = onnx_description(model, **({"exported_from": os.fspath(source)} if source is not None else {}),
+                            **bounds, **(meta or {}))
     del proto.metadata_props[:]
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(desc))
     onnx.checker.check_model(proto, full_check=True)

@@ -66,6 +66,9 @@ class Classifier:
         self.meta = meta
         self.sample_rate = int(meta.get("sample_rate") or getattr(model, "sample_rate", 16000))
         self.clip_samples = meta.get("clip_samples") or getattr(model, "clip_samples", None)
+        #: the longest input scored in one piece (None: any length): the model's own limit (a fixed-length
+        #: family's clip, BEATs' 30 s, an exported graph's bound), else the description's
+        self.max_samples = getattr(model, "max_samples", meta.get("max_samples", self.clip_samples))
         self.labels: list[str] = list(meta.get("labels") or getattr(model, "labels", None) or [])
         self.multi_label = bool(meta.get("multi_label", False))
         frontend = getattr(model, "frontend", None)
@@ -92,10 +95,10 @@ class Classifier:
         if n < self.min_samples:
             raise AudioError(name, f"{n} samples at {self.sample_rate} Hz: shorter than one feature frame "
                                    f"({self.min_samples} samples)")
-        clip = self.clip_samples or n
-        if n > 1.5 * clip:
-            notes[idx] = (f"{name}: {n / self.sample_rate:.1f} s long, the model takes {clip / self.sample_rate:.2f} s; "
-                          "scored the head (use --window for long files)")
+        clip = self.max_samples or n
+        if n > 1.5 * clip or (n > clip and self.max_samples != self.clip_samples):
+            notes[idx] = (f"{name}: {n / self.sample_rate:.1f} s long, the model takes {clip / self.sample_rate:.2f} s "
+                          "in one piece; scored the head (use --window for long files)")
         seg = wave[:clip]
         yield Segment(idx, 0.0, min(n, clip) / self.sample_rate, seg, seg.shape[-1])
 

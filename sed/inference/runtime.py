@@ -27,6 +27,7 @@ from sed.checkpoint import ONNX_INPUT as INPUT
 from sed.checkpoint import ONNX_METADATA_KEY as METADATA_KEY
 from sed.checkpoint import ONNX_OUTPUTS, check_description
 from sed.errors import CheckpointError, one_line, short
+from sed.models.base import length_groups
 
 __all__ = ["OnnxModel", "is_onnx"]
 
@@ -63,6 +64,10 @@ class OnnxModel:
         self._check_graph()
         self.sample_rate = int(self.meta.get("sample_rate") or 16000)
         self.clip_samples = self.meta.get("clip_samples")
+        #: the graph's input bounds: the longest input it scores in one piece (None: any), and the shortest
+        #: it takes (shorter clips are zero-padded to it, as the PyTorch model pads them)
+        self.max_samples = self.meta.get("max_samples", self.clip_samples)
+        self.min_samples = int(self.meta.get("min_samples") or 1)
         self.labels = list(self.meta.get("labels") or [])
         self.num_classes = int(self._outputs[LOGITS])
         self.multi_label = bool(self.meta.get("multi_label", False))
@@ -98,12 +103,12 @@ class OnnxModel:
             raise CheckpointError(self.path, f"the graph has no {output!r} output")
         x = wave.detach().float().cpu()
         x = x[None] if x.dim() == 1 else x
-        n = x.shape[-1]
-        valid = [n] * x.shape[0] if lengths is None else [int(v) for v in lengths]
         out: list[np.ndarray | None] = [None] * x.shape[0]
-        for length in sorted(set(valid)):
-            rows = [i for i, v in enumerate(valid) if v == length]
-            batch = np.ascontiguousarray(x[rows, :length].numpy())
+        for length, rows in length_groups(lengths, x.shape[0], x.shape[-1]):
+            part = x[rows, :length]
+            if length < self.min_samples:
+                part = torch.nn.functional.pad(part, (0, self.min_samples - length))
+            batch = np.ascontiguousarray(part.numpy())
             for i, y in zip(rows, self.session.run([output], {INPUT: batch})[0]):
                 out[i] = y
         return torch.from_numpy(np.stack(out))

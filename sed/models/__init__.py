@@ -4,11 +4,11 @@
 ``load_model(source)`` builds a model from any source (a sed checkpoint or a foreign format).
 """
 
-# importing a family registers its models: ast_base/small/tiny/micro; cnn_tiny/small/base (compact
-# students); tcn_tiny/small/base (causal, streaming); resnet_conformer[_tiny] and seldnet_baseline (SELD);
-# prototype_classifier (few-shot classes on any clip model's embedding); beats_iter3/micro (BEATs);
-# ced_tiny/mini/small/base (CED); efficientat_mn04..mn40 (EfficientAT MobileNets). The importers of
-# foreign checkpoints (sed.models.pretrained, imported by loading.py) attach pretrained=
+# the families: each model file registers its sizes and declares its family (sed.models.family: length
+# policy, the importer of its release files, its public weights): ast_base/small/tiny/micro; cnn_tiny/small/base
+# (compact students); tcn_tiny/small/base (causal, streaming); resnet_conformer[_tiny] and seldnet_baseline
+# (SELD); prototype_classifier (few-shot classes on any clip model's embedding); beats_iter3/micro (BEATs);
+# ced_tiny/mini/small/base (CED); efficientat_mn04..mn40 (EfficientAT MobileNets). `sedkit models` lists them.
 from sed.models import ast, beats, causal, ced, cnn, efficientat, prototype, resnet_conformer, seldnet  # noqa: F401
 from sed.models.ast import ASTModel
 from sed.models.loading import build_from_description, load_model

@@ -9,6 +9,9 @@ Parameter names follow timm's DeiT (``cls_token, dist_token, pos_embed, patch_em
 blocks.N.*, norm``) plus ``head.0/head.1`` for AST's ``mlp_head``, so the original AST checkpoint
 is this model's ``state_dict`` with a ``module.v.`` prefix. Pretrained weights (DeiT, original
 AST, Hugging Face) are loaded by :mod:`sed.models.pretrained.ast` (also the ``pretrained=`` of these sizes).
+
+Length policy (the reference's data loader): fixed length. Every clip's fbank is zero-padded or cut to
+``input_tdim`` frames (1024 = 10.24 s), because the positional embedding is learned for that grid.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import nn
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.augment.patch_mix import patch_mix
 from sed.models.base import FbankClassifier
+from sed.models.family import Family, Weights, register_family
 from sed.models.registry import register_model
 from sed.models.transformer import block_prefix, vit_blocks
 
@@ -280,3 +284,44 @@ def ast_tiny(num_classes: int = 527, **kwargs) -> ASTModel:
 def ast_micro(num_classes: int = 527, **kwargs) -> ASTModel:
     """A 64-wide, 2-layer, 2-head AST for CPU tests and smoke runs."""
     return _build("ast_micro", num_classes, kwargs)
+
+
+# ---------------------------------------------------------------------- the family and its public weights
+_AST = ("Gong, Chung, Glass 2021, AST (Interspeech), arXiv 2104.01778", "https://github.com/YuanGongND/ast",
+        "BSD-3-Clause (YuanGongND/ast)")
+_FBANK = f"Kaldi fbank, (x - ({AUDIOSET_MEAN})) / (2 x {AUDIOSET_STD})"
+
+
+def _audioset(name: str, repo: str, mean_ap: str, what: str) -> Weights:
+    return Weights(name, "ast_base", (f"hf://MIT/{repo}",), 527, "audioset", True, 16000, 10.24, _FBANK, _AST[2],
+                   f"AudioSet mAP {mean_ap} ({what})", _AST[0], _AST[1])
+
+
+def _deit(name: str, size: str, top1: float) -> Weights:
+    return Weights(name, size, (f"timm://{name}",), 1000, "imagenet", False, 16000, 10.24, _FBANK + " (at fine-tuning)",
+                   "Apache-2.0 (facebookresearch/deit)", f"ImageNet top-1 {top1} % (the image model; a new audio head)",
+                   "Touvron et al. 2021, DeiT (ICML), arXiv 2012.12877", "https://github.com/facebookresearch/deit")
+
+
+WEIGHTS = (
+    _audioset("ast-audioset-0.4593", "ast-finetuned-audioset-10-10-0.4593", "0.4593", "stride 10, weight averaging"),
+    _audioset("ast-audioset-0.450", "ast-finetuned-audioset-10-10-0.450", "0.450", "stride 10, model 1"),
+    _audioset("ast-audioset-0.448", "ast-finetuned-audioset-10-10-0.448", "0.448", "stride 10, model 2"),
+    _audioset("ast-audioset-0.448-v2", "ast-finetuned-audioset-10-10-0.448-v2", "0.448", "stride 10, model 3"),
+    _audioset("ast-audioset-12-12-0.447", "ast-finetuned-audioset-12-12-0.447", "0.447", "stride 12"),
+    _audioset("ast-audioset-14-14-0.443", "ast-finetuned-audioset-14-14-0.443", "0.443", "stride 14"),
+    _audioset("ast-audioset-16-16-0.442", "ast-finetuned-audioset-16-16-0.442", "0.442", "stride 16"),
+    Weights("ast-speech-commands-v2", "ast_base", ("hf://MIT/ast-finetuned-speech-commands-v2",), 35,
+            "speechcommands", False, 16000, 1.28, "Kaldi fbank, (x - (-6.845978)) / (2 x 5.5654526)", _AST[2],
+            "Speech Commands V2-35 accuracy 98.1 %", _AST[0], _AST[1],
+            defaults={"mean": -6.845978, "std": 5.5654526, "input_tdim": 128}),
+    _deit("deit_base_distilled_patch16_384", "ast_base", 85.2),
+    _deit("deit_base_distilled_patch16_224", "ast_base", 83.4),
+    _deit("deit_small_distilled_patch16_224", "ast_small", 81.2),
+    _deit("deit_tiny_distilled_patch16_224", "ast_tiny", 74.5),
+)
+
+FAMILY = register_family(Family(
+    "ast", tuple(AST_SIZES), "ast_micro", "fixed",
+    "AST (Gong et al. 2021): Kaldi fbank padded or cut to 1024 frames, overlapping 16x16 patches, DeiT",
+    "sed.models.pretrained.ast:IMPORTER", WEIGHTS))

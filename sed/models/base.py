@@ -1,10 +1,47 @@
-"""What every registry model shares: its rebuild kwargs and its label names."""
+"""What every registry model shares: its rebuild kwargs, its label names, and its length policy.
+
+Length policy (the family's docstring and README row state theirs): a *fixed-length* family (AST, the
+CNN students) pads or cuts every clip to ``clip_samples``, as its reference's data loader does; a
+*native-length* family (BEATs, CED, EfficientAT) runs each clip at its own length, as its reference's
+inference does. ``max_samples`` is the longest input a model scores in one piece (``None``: any
+length); ``min_samples`` the shortest it takes without padding. In a batch of clips of different
+valid lengths, a native-length model runs each group of equal length on its own
+(:func:`per_length`), so every clip gets exactly the result it gets alone.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 
 from sed.audio.features import KaldiFbank
+
+
+def length_groups(lengths: Sequence[int] | torch.Tensor | None, batch: int, samples: int) -> list[tuple[int, list[int]]]:
+    """``[(length, rows)]``: the rows of a batch of ``batch`` clips padded to ``samples``, grouped by
+    valid length (``lengths`` None: all of them, full length), shortest first."""
+    valid = [samples] * batch if lengths is None else [min(int(v), samples) for v in lengths]
+    return [(n, [i for i, v in enumerate(valid) if v == n]) for n in sorted(set(valid))]
+
+
+def per_length(fn: Callable[[torch.Tensor], torch.Tensor], wave: torch.Tensor,
+               lengths: torch.Tensor | None) -> torch.Tensor:
+    """``fn`` (a batch of clips of one length -> ``[B, ...]``) over a padded batch ``[B, (C,) T]`` whose
+    clips have the valid ``lengths``: each group of equal length runs alone, cut to its length, and the
+    rows come back in batch order. One group of full length is a single call."""
+    if wave.dim() == 1:
+        wave = wave.unsqueeze(0)
+    groups = length_groups(lengths, wave.shape[0], wave.shape[-1])
+    if len(groups) == 1:
+        return fn(wave[..., : groups[0][0]])
+    out = None
+    for n, rows in groups:
+        part = fn(wave[rows, ..., :n])
+        if out is None:
+            out = part.new_empty((wave.shape[0], *part.shape[1:]))
+        out[rows] = part
+    return out
 
 
 class DescribedModel:
@@ -46,6 +83,8 @@ class FbankClassifier(DescribedModel):
     (``self.frontend``) producing ``input_tdim`` frames: 16 kHz mono waveforms in."""
 
     input_tdim: int
+    #: whether clips run at their own length (the family's reference inference) instead of ``clip_samples``
+    native_length: bool = False
 
     @property
     def sample_rate(self) -> int:
@@ -53,8 +92,18 @@ class FbankClassifier(DescribedModel):
 
     @property
     def clip_samples(self) -> int:
-        """Waveform samples that fill exactly ``input_tdim`` frames."""
+        """Waveform samples that fill exactly ``input_tdim`` frames (the clip length of training data)."""
         return (self.input_tdim - 1) * self.frontend.hop + self.frontend.win
+
+    @property
+    def max_samples(self) -> int | None:
+        """The longest input scored in one piece: ``clip_samples`` for a fixed-length model, else None."""
+        return None if self.native_length else self.clip_samples
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input that needs no padding (one feature frame)."""
+        return self.frontend.win
 
     def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, bins]``."""
@@ -76,6 +125,8 @@ class FbankClassifier(DescribedModel):
 
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The pooled embedding ``[B, D]`` used for linear probing."""
+        if self.native_length and lengths is not None:
+            return per_length(self.embed, wave, lengths)
         return self.forward_fbank_pooled(self.features(wave, lengths))
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,17 +1,23 @@
 """BEATs (Chen et al. 2022, "BEATs: Audio Pre-Training with Acoustic Tokenizers"), iter3 / iter3+ architecture.
 
 Waveform ``[B, T]`` at 16 kHz -> :class:`BEATsFbank` (Kaldi fbank of ``wave * 2**15``, 128 bins, Povey
-window, ``(fbank - 15.41663) / (2 * 6.55582)``) ``[B, input_tdim, 128]`` -> non-overlapping 16x16 patches
+window, ``(fbank - 15.41663) / (2 * 6.55582)``) ``[B, frames, 128]`` -> non-overlapping 16x16 patches
 (``patch_embedding``, a strided Conv2d over ``[B, 1, T, F]``: tokens in time-major order) -> LayerNorm ->
 ``post_extract_proj`` -> + convolutional positional embedding (weight-normalised grouped Conv1d, GELU)
 -> LayerNorm -> post-LN deep-norm Transformer layers whose attention adds a bucketed relative position
 bias (shared by all layers, gated per query by each layer's ``grep_linear`` / ``grep_a``) -> mean over
 tokens -> ``head`` (the reference's ``predictor``: dropout + Linear; AudioSet is multi-label, sigmoid).
 
-BEATs has no absolute positional embedding: one checkpoint takes any number of frames (``input_tdim`` is
-only the length clips are padded or cropped to; 998 frames are 10 s). Parameter names follow the
-reference's (``self_attn.{q,k,v,out}_proj``, ``self_attn_layer_norm``, ``fc1``, ``fc2``, ...), with
-``encoder.layers.N`` -> ``blocks.N``; the release ``.pt`` files are read by
+Length policy (the reference's ``extract_features``): each clip runs at its own length, its frames cut
+to whole 16-frame patches by the patch convolution (a 3-s clip: 298 frames, 18 x 8 = 144 tokens); BEATs
+has no absolute positional embedding. In a batch of clips of different lengths each length runs on its
+own (:func:`~sed.models.base.per_length`), so a clip scores as it does alone (the reference's
+``padding_mask`` path would differ). Clips shorter than one patch (16 frames, 0.175 s) are zero-padded to
+one patch (the reference cannot score them); inputs longer than :data:`BEATS_MAX_SECONDS` are scored on
+their first 30 s by ``sedkit classify`` (attention memory grows with the square of the length; use
+``--window``). ``input_tdim`` (998 frames = 10 s) is only the clip length of training data.
+Parameter names follow the reference's (``self_attn.{q,k,v,out}_proj``, ``self_attn_layer_norm``, ``fc1``,
+``fc2``, ...), with ``encoder.layers.N`` -> ``blocks.N``; the release ``.pt`` files are read by
 :mod:`sed.models.pretrained.beats` (also the ``pretrained=`` of these sizes).
 """
 
@@ -27,12 +33,15 @@ from torch.nn.utils.parametrizations import weight_norm
 from sed.audio.features import KaldiFbank
 from sed.augment.patch_mix import patch_mix
 from sed.models.base import FbankClassifier, build_sized
+from sed.models.family import Family, Weights, register_family
 from sed.models.registry import register_model
 
 __all__ = ["BEATS_MEAN", "BEATS_SIZES", "BEATS_STD", "BEATsFbank", "BEATsModel", "beats_iter3", "beats_micro",
            "relative_position_bucket"]
 
 BEATS_MEAN, BEATS_STD = 15.41663, 6.55582
+#: the longest input ``sedkit classify`` scores in one piece (the reference sets no limit)
+BEATS_MAX_SECONDS = 30.0
 
 #: the registered sizes: iter3 / iter3+ as released, and a CPU test size
 BEATS_SIZES: dict[str, dict] = {
@@ -46,10 +55,11 @@ BEATS_SIZES: dict[str, dict] = {
 class BEATsFbank(KaldiFbank):
     """BEATs' front end: ``torchaudio.compliance.kaldi.fbank(wave * 2**15, num_mel_bins=128,
     frame_length=25, frame_shift=10)`` with its defaults (Povey window, dither 0, DC removal,
-    pre-emphasis 0.97, power spectrum, log), padded/cropped to ``target_length`` frames and normalised
-    ``(x - mean) / (2 * std)`` with BEATs' fixed statistics."""
+    pre-emphasis 0.97, power spectrum, log), normalised ``(x - mean) / (2 * std)`` with BEATs' fixed
+    statistics; every frame of the clip (``target_length=None``, the reference), or padded/cropped to
+    ``target_length`` frames."""
 
-    def __init__(self, sample_rate: int = 16000, num_mel_bins: int = 128, target_length: int | None = 998,
+    def __init__(self, sample_rate: int = 16000, num_mel_bins: int = 128, target_length: int | None = None,
                  mean: float = BEATS_MEAN, std: float = BEATS_STD, scale: float = 2.0**15):
         super().__init__(sample_rate, num_mel_bins, target_length, mean, std)
         self.scale = float(scale)
@@ -142,7 +152,9 @@ class BEATsLayer(nn.Module):
 
 
 class BEATsModel(FbankClassifier, nn.Module):
-    """The BEATs classifier with its own front end; see the module docstring."""
+    """The BEATs classifier with its own front end; see the module docstring (length policy: native)."""
+
+    native_length = True
 
     def __init__(
         self,
@@ -189,7 +201,7 @@ class BEATsModel(FbankClassifier, nn.Module):
         self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
         self.input_tdim, self.num_mel_bins, self.patch_size = int(input_tdim), int(num_mel_bins), int(patch_size)
         self.num_buckets, self.max_distance = int(num_buckets), int(max_distance)
-        self.frontend = BEATsFbank(sample_rate, num_mel_bins, input_tdim, mean, std)
+        self.frontend = BEATsFbank(sample_rate, num_mel_bins, None, mean, std)
         self.patch_embedding = nn.Conv2d(1, patch_dim, patch_size, stride=patch_size, bias=conv_bias)
         self.layer_norm = nn.LayerNorm(patch_dim)
         self.post_extract_proj = nn.Linear(patch_dim, embed_dim) if patch_dim != embed_dim else nn.Identity()
@@ -243,6 +255,22 @@ class BEATsModel(FbankClassifier, nn.Module):
     def num_patches(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    @property
+    def max_samples(self) -> int:
+        """The longest input scored in one piece (:data:`BEATS_MAX_SECONDS`)."""
+        return int(BEATS_MAX_SECONDS * self.sample_rate)
+
+    @property
+    def patch_samples(self) -> int:
+        """The shortest waveform that fills one patch (16 frames: 2,800 samples at 16 kHz)."""
+        return (self.patch_size - 1) * self.frontend.hop + self.frontend.win
+
+    def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The front end; a waveform shorter than one patch is zero-padded to one (not under export)."""
+        if not torch.compiler.is_exporting() and wave.shape[-1] < self.patch_samples:
+            wave = F.pad(wave, (0, self.patch_samples - wave.shape[-1]))
+        return super().features(wave, lengths)
+
     # ------------------------------------------------------------------ forward pieces
     def patchify(self, fbank: torch.Tensor) -> torch.Tensor:
         """``[B, frames, bins]`` -> patch tokens ``[B, N, D]`` in time-major order (token = t * f + row),
@@ -257,7 +285,9 @@ class BEATsModel(FbankClassifier, nn.Module):
         """The shared relative position bias ``[H, n, n]`` (before each layer's gate)."""
         pos = torch.arange(n, device=device)
         buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
-        return self.rel_pos_bias(buckets).permute(2, 0, 1)
+        # indexing the table (not calling the Embedding): an exported graph names an aten "embedding" node
+        # "embedding", which would clash with the graph's output of that name
+        return self.rel_pos_bias.weight[buckets].permute(2, 0, 1)
 
     def forward_tokens(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch tokens ``[B, N, D]`` -> (mean-pooled ``[B, D]``, encoder output ``[B, N, D]``).
@@ -318,3 +348,34 @@ def beats_iter3(num_classes: int = 527, **kwargs) -> BEATsModel:
 def beats_micro(num_classes: int = 527, **kwargs) -> BEATsModel:
     """A 64-wide, 2-layer, 2-head BEATs for CPU tests and smoke runs."""
     return _build("beats_micro", num_classes, kwargs)
+
+
+# ---------------------------------------------------------------------- the family and its public weights
+_HOME = "https://github.com/microsoft/unilm/tree/master/beats"
+_CITE = "Chen et al. 2023, BEATs (ICML), arXiv 2212.09058, Table 2"
+
+
+def _weights(name: str, sources: tuple[str, ...], classes: int | None, metric: str) -> Weights:
+    return Weights(name, "beats_iter3", sources, classes, "audioset" if classes else None, bool(classes), 16000, 10.0,
+                   f"Kaldi fbank of wave x 2^15, (x - {BEATS_MEAN}) / (2 x {BEATS_STD})", "MIT (microsoft/unilm)",
+                   metric, _CITE, _HOME)
+
+
+_MIRROR1, _MIRROR2 = "hf://lpepino/beats_ckpts/", "hf://camenduru/beats/"
+WEIGHTS = (
+    _weights("beats-iter3-plus-as2m", (_MIRROR1 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt",
+                                       _MIRROR2 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"),
+             527, "AudioSet-2M mAP 48.6 (iter3+, single model)"),
+    _weights("beats-iter3-plus-as2m-cpt2", (_MIRROR2 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt",),
+             527, "AudioSet-2M mAP 48.6 (iter3+, single model)"),
+    _weights("beats-iter3-plus-as2m-pt", (_MIRROR1 + "BEATs_iter3_plus_AS2M.pt",), None,
+             "ESC-50 98.1 % after fine-tuning (iter3+ AS2M)"),
+    _weights("beats-iter3-as2m", (_MIRROR1 + "BEATs_iter3_finetuned_on_AS2M_cpt1.pt",), 527,
+             "AudioSet-2M mAP 48.0 (iter3, single model)"),
+    _weights("beats-iter3-pt", (_MIRROR1 + "BEATs_iter3.pt",), None, "AudioSet-2M mAP 48.0 after fine-tuning (iter3)"),
+)
+
+FAMILY = register_family(Family(
+    "beats", tuple(BEATS_SIZES), "beats_micro", "native",
+    "BEATs iter3 / iter3+ (Chen et al. 2023): Kaldi fbank, 16x16 patches, relative-position transformer",
+    "sed.models.pretrained.beats:IMPORTER", WEIGHTS))

@@ -36,6 +36,7 @@ from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.models.base import FbankClassifier, build_sized, resolve_tdim
+from sed.models.family import Family, register_family
 from sed.models.registry import register_model
 
 __all__ = ["TCN_SIZES", "CausalConv1d", "CausalConv2d", "StreamState", "TCNBlock", "TCNModel", "tcn_base",
@@ -298,3 +299,8 @@ def tcn_small(num_classes: int = 527, **kwargs) -> TCNModel:
 def tcn_base(num_classes: int = 527, **kwargs) -> TCNModel:
     """~4 M parameters: 2-D stem (16 maps), 10 blocks 256 wide, receptive field 4,095 frames (41 s)."""
     return build_sized(TCNModel, TCN_SIZES, "tcn_base", num_classes, kwargs)
+
+
+FAMILY = register_family(Family(
+    "tcn", tuple(TCN_SIZES), "tcn_tiny", "fixed",
+    "causal TCNs for streaming: dilated causal 1-D convolutions on the AST fbank; no public weights"))

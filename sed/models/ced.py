@@ -7,12 +7,19 @@ so shorter inputs use the first ``t`` time positions) -> frequency-major tokens 
 (:mod:`sed.models.transformer`, LayerNorm eps 1e-6) -> LayerNorm -> mean over tokens -> ``head``
 (LayerNorm + Linear; the reference ``outputlayer``). AudioSet heads are multi-label (sigmoid).
 
-Inputs longer than ``target_length`` frames (1012, ~10 s) are cut into chunks of ``target_length``
-frames (the last zero-padded after ``init_bn``); each chunk is classified on its own and the chunk
-outputs averaged: ``chunk_average="prob"`` (the original release) averages sigmoid probabilities
+Length policy (the reference's ``forward``): each clip runs at its own length; up to ``target_length``
+frames (1012, ~10.1 s) as one piece with the first ``t`` time positions, longer inputs cut into chunks of
+``target_length`` frames (the last zero-padded after ``init_bn``), each classified on its own and the
+chunk outputs averaged: ``chunk_average="prob"`` (the original release) averages sigmoid probabilities
 (the logits returned are those whose sigmoid is that mean), ``"embedding"`` averages the pooled
 embeddings before the head (the Hugging Face port, for one clip). :meth:`CEDModel.embed` is always
-the mean pooled embedding over chunks.
+the mean pooled embedding over chunks. At an exact multiple of ``target_length`` frames the original
+``forward_spectrogram`` drops the last chunk (its ``else: splits[:-1]``); here every chunk counts.
+In a batch of clips of different lengths each length runs on its own (:func:`~sed.models.base.per_length`),
+so a clip scores as it does alone. A clip shorter than one patch (16 frames, 0.15 s) is zero-padded to one
+(the reference cannot score it). ``input_tdim`` (1001 frames = 10 s) is only the clip length of training
+data. An exported ONNX graph holds one chunk (at most ``target_length`` frames), as CED's own
+``export_onnx.py`` does.
 
 Parameter names follow the original ``AudioTransformer`` (``init_bn``, ``patch_embed.proj``,
 ``time_pos_embed``, ``freq_pos_embed``, ``blocks.N.*``, ``norm``) with ``head`` for its
@@ -29,7 +36,8 @@ from torch import nn
 
 from sed.audio.features import mono_batch
 from sed.augment.patch_mix import patch_mix
-from sed.models.base import DescribedModel
+from sed.models.base import DescribedModel, per_length
+from sed.models.family import Family, Weights, register_family
 from sed.models.registry import register_model
 from sed.models.transformer import vit_blocks
 
@@ -59,7 +67,7 @@ class CEDMel(nn.Module):
     feature extractor zero-pads audio; samples past ``lengths`` are zeroed the same way.
     """
 
-    def __init__(self, sample_rate: int = 16000, n_mels: int = 64, target_length: int | None = 1001,
+    def __init__(self, sample_rate: int = 16000, n_mels: int = 64, target_length: int | None = None,
                  n_fft: int = 512, win_length: int = 512, hop_length: int = 160, f_min: float = 0.0,
                  f_max: float = 8000.0, top_db: float | None = 120.0):
         super().__init__()
@@ -69,7 +77,8 @@ class CEDMel(nn.Module):
         self.win_length, self.hop, self.f_min, self.f_max = int(win_length), int(hop_length), float(f_min), float(f_max)
         self.top_db = None if top_db is None else float(top_db)
         self.target_length = None if target_length is None else int(target_length)
-        fb = torchaudio.functional.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, None, "htk")
+        with torch.device("cpu"):  # numbers, also when the model is built on the meta device (parameter counts)
+            fb = torchaudio.functional.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, None, "htk")
         self.register_buffer("mel_fb", fb.float(), persistent=False)  # [n_fft//2 + 1, n_mels]
         left = (n_fft - win_length) // 2  # torch.stft centres a shorter window in the frame
         window = F.pad(torch.hann_window(win_length), (left, n_fft - win_length - left))
@@ -115,7 +124,10 @@ class CEDMel(nn.Module):
 
 
 class CEDModel(DescribedModel, nn.Module):
-    """The CED audio transformer with its front end; see the module docstring."""
+    """The CED audio transformer with its front end; see the module docstring (length policy: native,
+    chunked beyond ``target_length`` frames)."""
+
+    native_length = True
 
     def __init__(
         self,
@@ -158,7 +170,7 @@ class CEDModel(DescribedModel, nn.Module):
         self.num_classes, self.embed_dim, self.patch_size = int(num_classes), int(embed_dim), int(patch_size)
         self.input_tdim, self.target_length, self.num_mel_bins = int(input_tdim), int(target_length), int(num_mel_bins)
         self.chunk_average, self.pad_last = chunk_average, bool(pad_last)
-        self.frontend = CEDMel(sample_rate, num_mel_bins, input_tdim)
+        self.frontend = CEDMel(sample_rate, num_mel_bins, None)
         self.init_bn = nn.BatchNorm1d(num_mel_bins, momentum=0.01)
         self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
         f, t0 = num_mel_bins // patch_size, target_length // patch_size
@@ -183,8 +195,22 @@ class CEDModel(DescribedModel, nn.Module):
 
     @property
     def clip_samples(self) -> int:
-        """Waveform samples that fill exactly ``input_tdim`` frames (centred STFT: ``(input_tdim - 1) * hop``)."""
-        return self.frontend.clip_samples
+        """Waveform samples that fill exactly ``input_tdim`` frames (centred STFT: ``(input_tdim - 1) * hop``):
+        the clip length of training data."""
+        return (self.input_tdim - 1) * self.frontend.hop
+
+    #: any length (chunked beyond ``target_length`` frames)
+    max_samples = None
+
+    @property
+    def onnx_max_samples(self) -> int:
+        """The longest input of an exported graph: one chunk of ``target_length`` frames."""
+        return self.target_length * self.frontend.hop - 1
+
+    @property
+    def patch_samples(self) -> int:
+        """The shortest waveform that fills one patch (16 frames: 2,400 samples at 16 kHz)."""
+        return (self.patch_size - 1) * self.frontend.hop
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -203,7 +229,10 @@ class CEDModel(DescribedModel, nn.Module):
 
     # ------------------------------------------------------------------ forward pieces
     def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, n_mels]`` dB."""
+        """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, 1 + T // hop, n_mels]`` dB;
+        a waveform shorter than one patch is zero-padded to one (not under export)."""
+        if not torch.compiler.is_exporting() and wave.shape[-1] < self.patch_samples:
+            wave = F.pad(wave, (0, self.patch_samples - wave.shape[-1]))
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return self.frontend(wave.float(), lengths)
 
@@ -213,7 +242,7 @@ class CEDModel(DescribedModel, nn.Module):
             raise ValueError(f"CED expects features [B, frames, {self.num_mel_bins}], got {tuple(feats.shape)}")
         x = self.init_bn(feats.transpose(1, 2))  # [B, F, T]
         n = self.target_length
-        if x.shape[-1] <= n:
+        if torch.compiler.is_exporting() or x.shape[-1] <= n:  # an exported graph holds one chunk
             return x.unsqueeze(1), 1
         splits = list(x.split(n, dim=-1))
         if splits[-1].shape[-1] < n:
@@ -275,12 +304,17 @@ class CEDModel(DescribedModel, nn.Module):
         return self.forward_fbank_features(self.features(wave, lengths))
 
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """The pooled embedding ``[B, D]`` (mean over tokens, then over chunks)."""
-        return self.forward_fbank_pooled(self.features(wave, lengths))
+        """The pooled embedding ``[B, D]`` (mean over tokens, then over chunks); each clip at its own length."""
+        if lengths is not None:
+            return per_length(self.embed, wave, lengths)
+        return self.forward_fbank_pooled(self.features(wave))
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Waveform ``[B, T]`` at 16 kHz (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
-        return self.forward_from_features(self.features(wave, lengths))
+        """Waveform ``[B, T]`` at 16 kHz (``lengths``: valid samples per clip) -> logits ``[B, C]``; each
+        clip at its own length."""
+        if lengths is not None:
+            return per_length(self.forward, wave, lengths)
+        return self.forward_from_features(self.features(wave))
 
     def forward_patch_mix(self, feats: torch.Tensor, y: torch.Tensor, beta: float = 1.0,
                           generator: torch.Generator | None = None, time_domain: bool = False):
@@ -335,3 +369,26 @@ def ced_small(num_classes: int = 527, **kwargs) -> CEDModel:
 def ced_base(num_classes: int = 527, **kwargs) -> CEDModel:
     """CED-Base (768 wide, 12 layers, 12 heads; 86 M parameters, AudioSet mAP 50.0)."""
     return _build("ced_base", num_classes, kwargs)
+
+
+# ---------------------------------------------------------------------- the family and its public weights
+def _weights(size: str, params: str, mean_ap: float, zenodo: str) -> Weights:
+    name = size.replace("_", "-")
+    return Weights(name, size, (f"hf://mispeech/{name}", zenodo), 527, "audioset", True, 16000, 10.0,
+                   "dB mel (top_db 120), then init_bn (BatchNorm over the 64 bins)",
+                   "GPL-3.0 (RicherMans/CED repository)", f"AudioSet-2M mAP {mean_ap} ({params} parameters)",
+                   "Dinkel et al. 2023, CED, arXiv 2308.11957, Table 2", "https://github.com/RicherMans/CED")
+
+
+_ZENODO = "https://zenodo.org/record/8275347/files/"
+WEIGHTS = (
+    _weights("ced_tiny", "5.5 M", 48.1, _ZENODO + "audiotransformer_tiny_mAP_4814.pt"),
+    _weights("ced_mini", "9.6 M", 49.0, _ZENODO + "audiotransformer_mini_mAP_4896.pt"),
+    _weights("ced_small", "22 M", 49.6, "https://zenodo.org/record/8275319/files/audiotransformer_small_mAP_4958.pt"),
+    _weights("ced_base", "86 M", 50.0, _ZENODO + "audiotransformer_base_mAP_4999.pt"),
+)
+
+FAMILY = register_family(Family(
+    "ced", tuple(CED_SIZES), "ced_tiny", "native",
+    "CED (Dinkel et al. 2023): 64-bin dB mel, 16x16 patches, ViT with separate time/frequency positions",
+    "sed.models.pretrained.ced:IMPORTER", WEIGHTS))

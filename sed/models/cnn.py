@@ -30,6 +30,7 @@ from torch import nn
 
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.models.base import FbankClassifier, build_sized, resolve_tdim
+from sed.models.family import Family, register_family
 from sed.models.registry import register_model
 
 __all__ = ["CNN_SIZES", "CNNModel", "InvertedResidual", "cnn_base", "cnn_small", "cnn_tiny"]
@@ -125,7 +126,7 @@ class CNNModel(FbankClassifier, nn.Module):
         self.input_tdim, self.input_fdim = input_tdim, int(num_mel_bins)
         self.frontend = KaldiFbank(sample_rate, num_mel_bins, input_tdim, mean, std)
         self.stem = _conv_bn(1, stem_dim, 3, 2)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also on the meta device
         stages, cin, k = [], stem_dim, 0
         for i, (width, n) in enumerate(zip(widths, depths)):
             stage = []
@@ -200,3 +201,8 @@ def cnn_small(num_classes: int = 527, **kwargs) -> CNNModel:
 def cnn_base(num_classes: int = 527, **kwargs) -> CNNModel:
     """~3 M parameters (50 classes): 5 stages 24-200 wide, 13 blocks, 768-d embedding."""
     return build_sized(CNNModel, CNN_SIZES, "cnn_base", num_classes, kwargs)
+
+
+FAMILY = register_family(Family(
+    "cnn", tuple(CNN_SIZES), "cnn_tiny", "fixed",
+    "compact CNN students: inverted residual blocks on the AST fbank (64 bins); trained here, no public weights"))

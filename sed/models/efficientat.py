@@ -10,8 +10,10 @@ eps 1e-3, momentum 0.01) with every width scaled by ``width_mult`` and rounded t
 embedding) -> ``head``: Linear -> Hardswish -> Dropout -> Linear (the reference's "mlp" head, the one
 of the released AudioSet checkpoints). Scores are sigmoids (multi-label AudioSet).
 
-The pooling is global, so ``forward_from_features`` takes any number of frames; ``input_tdim`` only
-sets the clip the front end zero-pads or crops waves to (1000 frames = 10 s by default).
+Length policy (the reference's ``inference.py``): each clip runs at its own length (the pooling is
+global); in a batch of clips of different lengths each length runs on its own
+(:func:`~sed.models.base.per_length`), so a clip scores as it does alone. The reference's *training*
+data sets zero-pad clips to 10 s; ``input_tdim`` (1000 frames = 10 s) is that clip length of training data.
 
 Parameter names follow the reference with its ``features`` split: ``features.0`` is ``stem``,
 ``features.1..15`` are ``blocks.0..14``, ``features.16`` is ``last_conv``, ``classifier.2/5`` are
@@ -27,6 +29,7 @@ from torch import nn
 
 from sed.models.base import FbankClassifier, build_sized
 from sed.models.efficientat_frontend import EfficientATMel
+from sed.models.family import Family, Weights, register_family
 from sed.models.registry import register_model
 
 __all__ = ["EFFICIENTAT_SIZES", "EfficientATModel", "block_settings", "efficientat_mn04", "efficientat_mn05",
@@ -109,7 +112,8 @@ class InvertedResidual(nn.Module):
 
 
 class EfficientATModel(FbankClassifier, nn.Module):
-    """An EfficientAT MobileNet with its own 32 kHz front end; see the module docstring.
+    """An EfficientAT MobileNet with its own 32 kHz front end; see the module docstring (length policy:
+    native).
 
     ``strides``: the strides of the four downsampling blocks (the reference's ``strides``);
     ``hop_size`` / ``num_mel_bins`` / ``win_length``: the front end (the reference's variants
@@ -136,11 +140,12 @@ class EfficientATModel(FbankClassifier, nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if int(input_tdim) < 1:
+            raise ValueError(f"input_tdim must be >= 1 frame, got {input_tdim}")
         strides = [int(s) for s in strides]
         if len(strides) != 4 or not all(s in (1, 2) for s in strides):
             raise ValueError(f"strides must be four values of 1 or 2, got {strides}")
-        self.frontend = EfficientATMel(sample_rate, num_mel_bins, int(input_tdim), win_length, hop_size, n_fft,
-                                       fmin, fmax)
+        self.frontend = EfficientATMel(sample_rate, num_mel_bins, None, win_length, hop_size, n_fft, fmin, fmax)
         self._kwargs = {
             "num_classes": int(num_classes), "width_mult": float(width_mult), "strides": strides,
             "se_reduction": int(se_reduction), "dropout": float(dropout), "num_mel_bins": int(num_mel_bins),
@@ -179,9 +184,12 @@ class EfficientATModel(FbankClassifier, nn.Module):
         nn.init.normal_(self.head[3].weight, 0, 0.01)
         nn.init.zeros_(self.head[3].bias)
 
+    native_length = True
+
     @property
     def clip_samples(self) -> int:
-        return self.frontend.clip_samples
+        """Samples that fill exactly ``input_tdim`` frames: the clip length of training data."""
+        return self.input_tdim * self.frontend.hop
 
     def forward_fbank_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[B, frames, bins]`` (any number of frames) -> (pooled ``[B, embed_dim]``,
@@ -232,3 +240,26 @@ def efficientat_mn30(num_classes: int = 527, **kwargs) -> EfficientATModel:
 def efficientat_mn40(num_classes: int = 527, **kwargs) -> EfficientATModel:
     """EfficientAT mn40 (width 4.0; 68 M parameters; mAP 0.484)."""
     return build_sized(EfficientATModel, EFFICIENTAT_SIZES, "efficientat_mn40", num_classes, kwargs)
+
+
+# ---------------------------------------------------------------------- the family and its public weights
+_RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/"
+
+
+def _weights(size: str, filename: str) -> Weights:
+    mean_ap = int(filename.rsplit("_", 1)[-1].removesuffix(".pt")) / 1000  # the mAP in the release file name
+    return Weights(f"efficientat-{size.split('_')[1]}-as", size, (_RELEASE + filename,), 527, "audioset", True, 32000,
+                   10.0, "log(mel + 1e-5), then (x + 4.5) / 5", "MIT (fschmid56/EfficientAT)",
+                   f"AudioSet mAP {mean_ap:.3f} (single model, the release file's name)",
+                   "Schmid, Koutini, Widmer 2023, ICASSP, arXiv 2211.04772", "https://github.com/fschmid56/EfficientAT")
+
+
+WEIGHTS = tuple(_weights(size, f) for size, f in (
+    ("efficientat_mn04", "mn04_as_mAP_432.pt"), ("efficientat_mn05", "mn05_as_mAP_443.pt"),
+    ("efficientat_mn10", "mn10_as_mAP_471.pt"), ("efficientat_mn20", "mn20_as_mAP_478.pt"),
+    ("efficientat_mn30", "mn30_as_mAP_482.pt"), ("efficientat_mn40", "mn40_as_mAP_484.pt")))
+
+FAMILY = register_family(Family(
+    "efficientat", tuple(EFFICIENTAT_SIZES), "efficientat_mn04", "native",
+    "EfficientAT MobileNetV3 (Schmid et al. 2023): 32 kHz log-mel, inverted residual blocks, global pooling",
+    "sed.models.pretrained.efficientat:IMPORTER", WEIGHTS))

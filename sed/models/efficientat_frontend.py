@@ -12,10 +12,10 @@ with the training defaults of its ``ex_audioset.py``; in eval mode it computes, 
    ``fmax = sr / 2 - fmax_aug_range / 2 = 15 kHz`` (Nyquist column zero);
 4. ``log(mel + 1e-5)``, then ``(x + 4.5) / 5``.
 
-A clip of ``n`` samples gives ``1 + (n - 1) // hop`` frames. The reference's data sets zero-pad or
-crop each *waveform* to the clip length (10 s for AudioSet) before this front end; here the front end
-does that itself (``target_length`` frames = ``target_length * hop`` samples), and samples past a
-clip's ``lengths`` are zeroed first, so a clip in a padded batch gets the features it gets alone.
+A clip of ``n`` samples gives ``1 + (n - 1) // hop`` frames. The reference's inference (``inference.py``)
+runs a file at its own length (``target_length=None``, the default); its training data sets zero-pad or
+crop each *waveform* to the clip length (10 s for AudioSet), which ``target_length`` frames
+(``target_length * hop`` samples) reproduces. Samples past a clip's ``lengths`` are zeroed first.
 Random fmin/fmax shifts and the reference's masking are training augmentation and stay out (sed's
 task applies SpecAugment; :attr:`mask_value` is the image of the reference's mask value 0).
 """
@@ -40,7 +40,7 @@ class EfficientATMel(nn.Module):
         self,
         sample_rate: int = 32000,
         num_mel_bins: int = 128,
-        target_length: int = 1000,
+        target_length: int | None = None,
         win_length: int = 800,
         hop_size: int = 320,
         n_fft: int = 1024,
@@ -57,8 +57,8 @@ class EfficientATMel(nn.Module):
             raise ValueError(f"win_length {win_length} is longer than n_fft {n_fft}")
         self.sample_rate, self.num_mel_bins = int(sample_rate), int(num_mel_bins)
         self.win, self.hop, self.n_fft = int(win_length), int(hop_size), int(n_fft)
-        self.target_length = int(target_length)
-        if self.target_length * self.hop <= self.n_fft // 2 + 1:
+        self.target_length = None if target_length is None else int(target_length)
+        if self.target_length is not None and self.target_length * self.hop <= self.n_fft // 2 + 1:
             raise ValueError(f"target_length {target_length} frames is shorter than half an FFT window")
         self.fmin = float(fmin)
         self.fmax = float(self.sample_rate // 2 - int(fmax_aug_range) // 2 if fmax is None else fmax)
@@ -80,9 +80,9 @@ class EfficientATMel(nn.Module):
                 "n_fft": self.n_fft, "fmin": self.fmin, "fmax": self.fmax}
 
     @property
-    def clip_samples(self) -> int:
-        """Samples that fill exactly ``target_length`` frames."""
-        return self.target_length * self.hop
+    def clip_samples(self) -> int | None:
+        """Samples that fill exactly ``target_length`` frames (None: every clip at its own length)."""
+        return None if self.target_length is None else self.target_length * self.hop
 
     def num_frames(self, num_samples: int) -> int:
         return 0 if num_samples < 1 else 1 + (num_samples - 1) // self.hop
@@ -104,5 +104,6 @@ class EfficientATMel(nn.Module):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         wave = mono_batch(wave, lengths)
         n = self.clip_samples
-        wave = F.pad(wave, (0, n))[:, :n]  # zero-pad or crop to the clip, with no branch on the length
+        if n is not None:
+            wave = F.pad(wave, (0, n))[:, :n]  # zero-pad or crop to the clip, with no branch on the length
         return (self.logmel(wave) + self.norm_shift) / self.norm_scale

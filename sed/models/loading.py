@@ -17,12 +17,10 @@ from torch import nn
 
 from sed.checkpoint import check_description, describe
 from sed.errors import CheckpointError, short
-from sed.models.pretrained import ast as _ast  # noqa: F401 - importing an importer registers it
-from sed.models.pretrained import beats as _beats  # noqa: F401
-from sed.models.pretrained import ced as _ced  # noqa: F401
-from sed.models.pretrained import efficientat as _efficientat  # noqa: F401
-from sed.models.pretrained.sources import import_pretrained, one_read, read_file
-from sed.models.registry import check_weights, checked_build, create_model, is_model
+from sed.models.budget import check_weights, checked_build
+from sed.models.pretrained.build import import_pretrained
+from sed.models.pretrained.sources import resolve
+from sed.models.registry import create_model, is_model
 
 __all__ = ["build_from_description", "load_model"]
 
@@ -64,12 +62,8 @@ def load_model(source: str | os.PathLike, **overrides: Any) -> tuple[nn.Module, 
     directory or hub id, a BEATs/CED/EfficientAT release file, or a short name such as
     ``ast-audioset-0.4593``. ``overrides`` (e.g. ``num_classes``, ``input_tdim``) apply to
     foreign imports only."""
-    p = Path(source)
-    with one_read():  # a foreign file is read here once, then handed to its importer
-        if p.is_file():
-            desc, state = read_file(p)
-            if desc is not None:
-                model = build_from_description(desc, state, p)
-                return model, desc
-        model = import_pretrained(str(source), **overrides)
+    contents = resolve(source)  # read once: a sed checkpoint is rebuilt, anything else goes to its family's importer
+    if contents.sed is not None:
+        return build_from_description(contents.sed, contents.state, Path(source)), contents.sed
+    model = import_pretrained(contents, **overrides)
     return model.eval(), check_description(describe(model, source=str(source)), source)

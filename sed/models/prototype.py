@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sed.models.base import DescribedModel
+from sed.models.family import Family, register_family
 from sed.models.registry import create_model, register_model
 
 __all__ = ["METRICS", "PrototypeClassifier", "PrototypeHead", "build_prototype_classifier", "is_prototype_model",
@@ -143,6 +144,11 @@ class PrototypeClassifier(DescribedModel, nn.Module):
         return getattr(self.backbone, "clip_samples", None)
 
     @property
+    def max_samples(self) -> int | None:
+        """The backbone's longest input in one piece (its length policy)."""
+        return getattr(self.backbone, "max_samples", self.clip_samples)
+
+    @property
     def channel_layout(self) -> str:
         return getattr(self.backbone, "channel_layout", "mono")
 
@@ -206,3 +212,8 @@ def build_prototype_classifier(backbone: nn.Module, prototypes: torch.Tensor, la
         raise ValueError(f"prototypes are {prototypes.shape[1]}-d, the backbone's embedding {model.embed_dim}-d")
     model.head.prototypes.copy_(prototypes)
     return model.eval()
+
+
+FAMILY = register_family(Family(
+    "prototype", ("prototype_classifier",), "prototype_classifier", "backbone",
+    "few-shot class prototypes on any clip model's embedding (sedkit enroll); the backbone's length policy"))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.models import Conformer
 
+from sed.models.family import Family, register_family
 from sed.models.registry import register_model
 from sed.models.seld_common import SeldModel
 
@@ -135,3 +136,8 @@ def resnet_conformer(num_classes: int = 13, **kwargs) -> ResNetConformer:
 def resnet_conformer_tiny(num_classes: int = 13, **kwargs) -> ResNetConformer:
     """A CPU-test size: channels 8-8-16-16, 2 Conformer blocks of width 32 (4 heads, kernel 7)."""
     return _build("resnet_conformer_tiny", num_classes, kwargs)
+
+
+FAMILY = register_family(Family(
+    "resnet_conformer", tuple(RESNET_CONFORMER_SIZES), "resnet_conformer_tiny", "frames",
+    "SELD ResNet-Conformer (multi-ACCDOA; DCASE SELD features); frame outputs at the label rate"))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sed.models.family import Family, register_family
 from sed.models.registry import register_model
 from sed.models.seld_common import SeldModel
 
@@ -104,3 +105,8 @@ class SELDnet(SeldModel):
 def seldnet_baseline(num_classes: int = 13, **kwargs) -> SELDnet:
     """The DCASE2023 baseline CRNN (FOA: ~0.74 M parameters for 13 classes), multi-ACCDOA output."""
     return SELDnet(num_classes=num_classes, **kwargs)
+
+
+FAMILY = register_family(Family(
+    "seldnet", ("seldnet_baseline",), "seldnet_baseline", "frames",
+    "the DCASE 2023 SELD baseline CRNN (multi-ACCDOA); frame outputs at the label rate"))

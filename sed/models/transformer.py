@@ -103,7 +103,7 @@ def vit_blocks(embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.
                eps: float = 1e-6) -> nn.Sequential:
     """``depth`` pre-norm timm ``Block`` s (LayerNorm ``eps``, GELU MLP, linearly rising drop-path)
     with :class:`Attention`."""
-    dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+    dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also when built on the meta device
     blocks = []
     for i in range(depth):
         blk = Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop_rate,

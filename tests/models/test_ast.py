@@ -342,7 +342,7 @@ def test_forward_pieces_lengths_and_autocast():
 
 
 def test_short_names_hub_ids_and_deit_names_resolve_without_network(hf, tmp_path, monkeypatch):
-    from sed.models.pretrained import deit, huggingface
+    from sed.models.pretrained import sources
 
     asked = []
     bare = _write_hf_dir(hf, tmp_path, "v5_bin")  # no preprocessor_config.json
@@ -351,8 +351,8 @@ def test_short_names_hub_ids_and_deit_names_resolve_without_network(hf, tmp_path
         asked.append(repo_id)
         return bare if "speech" in repo_id else hf["path"]
 
-    monkeypatch.setattr(huggingface, "download_hf", fake_download)
-    monkeypatch.setattr(deit, "deit_by_name", lambda name: asked.append(name) or _fake_deit())
+    monkeypatch.setattr(sources, "hub_snapshot", fake_download)
+    monkeypatch.setattr(sources, "timm_state", lambda name: asked.append(name) or _fake_deit())
     create_model("ast_base", pretrained=True)  # ast_base's default source is the 0.4593 AudioSet model
     sc = build_ast_from_pretrained("ast-speech-commands-v2")
     assert (sc.frontend.mean, sc.frontend.std) == (-6.845978, 5.5654526)

@@ -23,8 +23,8 @@ from sed.data.audioset import audioset_mids
 from sed.errors import CheckpointError
 from sed.models import beats as beats_module  # noqa: F401 - registers the sizes
 from sed.models.beats import BEATsFbank
-from sed.models.pretrained import beats as importer
-from sed.models.pretrained.sources import _IMPORTERS, Importer, register_importer
+from sed.models.beats import WEIGHTS
+from sed.models.pretrained import sources
 from sed.models.registry import create_model
 
 torch.set_num_threads(1)
@@ -70,10 +70,11 @@ def release_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
-def label_dict(n=527, seed=0) -> dict[str, int]:
+def label_dict(n=527, seed=0) -> dict[int, str]:
+    """The release form ``{predictor row: AudioSet mid}`` (the BEATs README: ``label_dict[label_idx.item()]``)."""
     rows = list(range(n))
     random.Random(seed).shuffle(rows)  # the release's own row order, not the ontology's
-    return dict(zip(audioset_mids(), rows))
+    return {row: mid for mid, row in zip(audioset_mids(), rows)}
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +153,8 @@ def clip(frames: int, batch: int = 2, seed: int = 1) -> torch.Tensor:
 
 
 def ontology_order() -> list[int]:
-    rows = label_dict()
-    return [rows[m] for m in audioset_mids()]
+    by_mid = {mid: row for row, mid in label_dict().items()}
+    return [by_mid[m] for m in audioset_mids()]
 
 
 # ---------------------------------------------------------------------- tests
@@ -179,9 +180,9 @@ def test_release_file_loads_and_equals_the_reference(release, how, monkeypatch):
         model = create_model("beats_micro", pretrained=str(release), input_tdim=64).eval()
     else:
         seen = []
-        monkeypatch.setattr(importer, "download_file", lambda repo, name: seen.append((repo, name)) or str(release))
+        monkeypatch.setattr(sources, "hub_file", lambda repo, name: seen.append(f"hf://{repo}/{name}") or str(release))
         model = create_model("beats_iter3", pretrained=True, input_tdim=64).eval()
-        assert seen == [importer.SHORT_NAMES["beats-iter3-plus-as2m"][0]]
+        assert seen == [WEIGHTS[0].sources[0]] and WEIGHTS[0].name == "beats-iter3-plus-as2m"
     assert model.multi_label and len(model.labels) == 527 and model.labels[0] == "Speech"
     assert model.sed_config["kwargs"]["embed_dim"] == 64
     wave = clip(64)
@@ -243,16 +244,18 @@ def test_missing_extra_and_wrong_family_are_one_line_errors(tmp_path):
         create_model("beats_micro", pretrained=_write(tmp_path, "extra.pt", extra))
     ast = tmp_path / "ast.pth"
     torch.save(create_model("ast_micro", input_tdim=32).state_dict(), ast)
-    with pytest.raises(CheckpointError, match="not a BEATs release file"):
+    with pytest.raises(CheckpointError, match="is an AST checkpoint, not a BEATs one"):
         create_model("beats_micro", pretrained=str(ast))
-    register_importer(Importer("fake", lambda *a, **k: None, claims_state=lambda c: "fake_weight" in c))
-    try:
-        other = tmp_path / "other.pt"
-        torch.save({"fake_weight": torch.zeros(2)}, other)
-        with pytest.raises(CheckpointError, match="is a fake checkpoint, not a BEATs one"):
-            create_model("beats_iter3", pretrained=str(other))
-    finally:
-        _IMPORTERS.pop("fake", None)
+    with pytest.raises(CheckpointError, match="is not a BEATs release file"):
+        create_model("beats_micro", pretrained={"cfg": {}, "weight": torch.zeros(2)})
+    other = tmp_path / "ced.pt"
+    torch.save(create_model("ced_tiny", depth=1).state_dict(), other)
+    with pytest.raises(CheckpointError, match="is a CED checkpoint, not a BEATs one"):
+        create_model("beats_iter3", pretrained=str(other))
+    inverse = tmp_path / "inverse.pt"  # {mid: row}: no public release has it
+    torch.save({"cfg": dict(MICRO_CFG), "model": sd, "label_dict": {m: r for r, m in label_dict().items()}}, inverse)
+    with pytest.raises(CheckpointError, match=r"label_dict is not \{predictor row: AudioSet mid\}"):
+        create_model("beats_micro", pretrained=str(inverse))
     with pytest.raises(CheckpointError, match="layer_norm_first"):
         create_model("beats_micro", pretrained=_write(tmp_path, "preln.pt", sd, {**MICRO_CFG, "layer_norm_first": True}))
 
@@ -261,7 +264,7 @@ def test_offline_short_name_is_one_line(monkeypatch):
     def offline(repo, name):
         raise OSError("We have no connection\nto the hub")
 
-    monkeypatch.setattr(importer, "download_file", offline)
+    monkeypatch.setattr(sources, "hub_file", offline)
     with pytest.raises(CheckpointError, match="beats-iter3-plus-as2m-pt: could not be downloaded") as err:
         create_model("beats_iter3", pretrained="beats-iter3-plus-as2m-pt")
     assert "\n" not in str(err.value) and "pass its path" in str(err.value)

@@ -24,7 +24,9 @@ from sed.data.audioset import audioset_labels
 from sed.errors import CheckpointError
 from sed.models import ced as ced_mod
 from sed.models.loading import load_model
+from sed.models.family import find_weights
 from sed.models.pretrained import sources
+from sed.models.pretrained.build import claimed_by
 from sed.models.registry import create_model
 
 D, HEADS, DEPTH, T0 = 192, 3, 2, 1012 // 16  # CED-Tiny width, two blocks, the released 1012-frame grid
@@ -183,14 +185,15 @@ def test_hugging_face_directory_and_short_name(monkeypatch, hf_dir, ref_sd):
     assert (got - reference_probs(ref_sd, wave)).abs().max() < 1e-4
     assert model.labels[1] == "Male speech, man speaking" and model.multi_label  # full names, not the port's cut ones
     calls = []
-    monkeypatch.setattr(ced_pre, "download_ced", lambda repo, name=None: calls.append(repo) or hf_dir)
+    monkeypatch.setattr(sources, "hub_snapshot", lambda repo: calls.append(repo) or str(hf_dir))
     by_name, _ = load_model("ced-tiny", input_tdim=151)
     with pytest.warns(UserWarning, match="re-initialised the classifier head"):
         default = create_model("ced_tiny", pretrained=True, input_tdim=151, num_classes=5)
     assert calls == ["mispeech/ced-tiny", "mispeech/ced-tiny"] and default.head[1].out_features == 5
     with torch.no_grad():
         assert torch.equal(by_name(wave), model(wave))
-    assert sources.short_names()["ced-base"] == "ced" and sources.family_of(hf_dir) == "ced"
+    assert find_weights("ced-base")[0].name == "ced" and claimed_by(sources.resolve(hf_dir)) == "ced"
+    assert model.chunk_average == "embedding"  # the port pools the tokens of all chunks, then one head
 
 
 def test_offline_short_name_is_one_line(monkeypatch):
@@ -244,14 +247,16 @@ def test_missing_extra_and_foreign_keys_are_named(tmp_path, monkeypatch, ref_sd,
     hf = hf_state(ref_sd)
     del hf["encoder.norm.bias"]
     with pytest.raises(CheckpointError, match=r"missing keys \['encoder\.norm\.bias'\]"):
-        ced_pre.build_ced_from_pretrained(hf)
+        ced_pre.IMPORTER.build(hf)
     torch.save({"module.v.pos_embed": torch.zeros(1, 3, 4), "module.v.cls_token": torch.zeros(1, 1, 4)}, tmp_path / "ast.pth")
-    with pytest.raises(CheckpointError, match=r"not a CED checkpoint.*module\.v\.pos_embed"):
+    with pytest.raises(CheckpointError, match=r"ast\.pth: is an AST checkpoint, not a CED one"):
         create_model("ced_tiny", pretrained=str(tmp_path / "ast.pth"))
-    fake = sources.Importer("beats", lambda *a, **k: None, claims_state=lambda sd: "encoder.layers.0.x" in sd)
-    monkeypatch.setitem(sources._IMPORTERS, "beats", fake)
-    torch.save({"encoder.layers.0.x": torch.zeros(2)}, tmp_path / "beats.pt")
-    with pytest.raises(CheckpointError, match=r"beats\.pt: is a beats checkpoint, not a CED one$"):
+    torch.save({"other.weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt: is not a CED checkpoint.*other\.weight"):
+        create_model("ced_tiny", pretrained=str(tmp_path / "other.pt"))
+    beats = {"cfg": {}, "model": {"patch_embedding.weight": torch.zeros(2), "encoder.layers.0.x": torch.zeros(2)}}
+    torch.save(beats, tmp_path / "beats.pt")
+    with pytest.raises(CheckpointError, match=r"beats\.pt: is a BEATs checkpoint, not a CED one"):
         create_model("ced_tiny", pretrained=str(tmp_path / "beats.pt"))
 
 
@@ -267,7 +272,7 @@ def test_registered_sizes_give_batch_by_classes(name):
 
 
 def test_sed_checkpoint_round_trip(tmp_path, ref_sd):
-    model = ced_pre.build_ced_from_pretrained(ref_sd, input_tdim=101).eval()
+    model = ced_pre.IMPORTER.build(ref_sd, input_tdim=101).eval()
     path = save_model(tmp_path / "m.safetensors", model)
     again, desc = load_model(path)
     wave = waves(1, 0.8)
@@ -303,8 +308,9 @@ def test_onnx_export_matches_pytorch(tmp_path, ref_sd):
     pytest.importorskip("onnxruntime")
     from sed.export.onnx import export_onnx, max_logit_diff
 
-    model = ced_pre.build_ced_from_pretrained(ref_sd, input_tdim=101).eval()
+    model = ced_pre.IMPORTER.build(ref_sd, input_tdim=101).eval()
     report = export_onnx(model, tmp_path / "m.onnx")
     assert report["max_abs_diff"] < 1e-4
-    assert max_logit_diff(report["path"], model, waves(3, 0.7, seed=9)) < 1e-4  # shorter: padded in the graph
-    assert max_logit_diff(report["path"], model, waves(1, 1.4, seed=9)) < 1e-4  # longer: cut in the graph
+    assert max_logit_diff(report["path"], model, waves(3, 0.7, seed=9)) < 1e-4  # each clip at its own length
+    assert max_logit_diff(report["path"], model, waves(1, 1.4, seed=9)) < 1e-4
+    assert report["description"]["max_samples"] == 1012 * 160 - 1  # the graph holds one chunk

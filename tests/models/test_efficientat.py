@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchaudio.compliance import kaldi
 
-import sed.models.efficientat  # noqa: F401 - registers the family
-import sed.models.pretrained.efficientat as effat_pre
+import sed.models.efficientat as effat_mod
 from sed.checkpoint import save_model
 from sed.data.audioset import audioset_labels
 from sed.errors import CheckpointError
@@ -157,9 +156,9 @@ def test_frontend_matches_the_reference_definition():
     feats = model.features(wave)
     assert feats.shape == (2, 100, 128) and model.clip_samples == 32000 and model.sample_rate == 32000
     assert (feats.transpose(1, 2) - ref_mel(wave)).abs().max() < 1e-4
-    short = wave[:, :20000]  # the reference's data sets zero-pad the waveform to the clip
-    padded = F.pad(short, (0, 32000 - 20000))
-    assert (model.features(short).transpose(1, 2) - ref_mel(padded)).abs().max() < 1e-4
+    short = wave[:, :20000]  # the reference's inference.py runs a file at its own length
+    assert model.features(short).shape == (2, 63, 128)
+    assert (model.features(short).transpose(1, 2) - ref_mel(short)).abs().max() < 1e-4
     assert model.frontend.fmax == 15000.0 and model.frontend.mask_value == pytest.approx(0.9)
 
 
@@ -168,9 +167,15 @@ def test_frontend_lengths_give_each_clip_its_own_features():
     wave = _wave(0.5)
     batch = wave.clone()
     batch[1, 7000:] = 1.0  # junk past the valid length
-    feats = model.features(batch, torch.tensor([16000, 7000]))
-    assert torch.allclose(feats[1], model.features(wave[1:, :7000])[0], atol=1e-5)
+    lengths = torch.tensor([16000, 7000])
+    feats = model.features(batch, lengths)  # the training path: a padded clip is the zero-padded clip
+    assert torch.allclose(feats[1], model.features(F.pad(wave[1:, :7000], (0, 9000)))[0], atol=1e-5)
     assert torch.allclose(feats[0], model.features(wave[:1])[0], atol=1e-5)
+    with torch.no_grad():  # scoring: each clip at its own length, as alone
+        emb = model.embed(batch, lengths)
+        alone, padded = model.embed(wave[1:, :7000])[0], model.embed(F.pad(wave[1:, :7000], (0, 9000)))[0]
+        assert torch.allclose(emb[1], alone, atol=1e-5) and torch.allclose(emb[0], model.embed(wave[:1])[0], atol=1e-5)
+        assert (emb[1] - padded).abs().max() > 100 * (emb[1] - alone).abs().max()
 
 
 # ---------------------------------------------------------------------- the release checkpoint
@@ -184,10 +189,12 @@ def test_release_file_loads_and_matches_the_reference(release, route, monkeypatc
     elif route == "create_model":
         model = create_model("efficientat_mn04", pretrained=path, input_tdim=100).eval()
     else:
-        monkeypatch.setattr(effat_pre, "fetch_release", lambda name: path)
+        seen = []
+        monkeypatch.setattr(sources, "url_file", lambda url: seen.append(url) or path)
         model, desc = load_model("efficientat-mn04-as", input_tdim=100)
         assert desc["model_name"] == "efficientat_mn04"
         assert create_model("efficientat_mn04", pretrained=True, input_tdim=100).labels[0] == "Speech"
+        assert seen == [effat_mod.WEIGHTS[0].sources[0]] * 2 and seen[0].endswith("/mn04_as_mAP_432.pt")
     assert model.labels == audioset_labels() and model.multi_label is True
     wave = _wave(1.0)
     ref_logits, ref_pooled = ref_forward(sd, ref_mel(wave).unsqueeze(1))
@@ -255,17 +262,15 @@ def test_missing_and_extra_keys_are_named(release, tmp_path):
     assert "blocks.2.block.1.1.running_var" in msg and "features.17.0.weight" in msg and "bogus" in msg
 
 
-def test_another_family_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setitem(sources._IMPORTERS, "beatsish", sources.Importer(
-        "beatsish", lambda *a, **k: None, claims_state=lambda c: "patch_embedding.weight" in c))
-    other = {"patch_embedding.weight": torch.zeros(4, 1, 16, 16), "encoder.layers.0.w": torch.zeros(2)}
+def test_another_family_is_refused(tmp_path):
+    other = {"cfg": {}, "model": {"patch_embedding.weight": torch.zeros(4, 1, 16, 16), "encoder.layers.0.w": torch.zeros(2)}}
     torch.save(other, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="beatsish checkpoint, not an EfficientAT"):
+    with pytest.raises(CheckpointError, match="is a BEATs checkpoint, not an EfficientAT one"):
         create_model("efficientat_mn10", pretrained=tmp_path / "other.pt")
-    ast = {"module.v.cls_token": torch.zeros(1, 1, 8), "module.mlp_head.1.bias": torch.zeros(3)}
+    unknown = {"module.x.cls_token": torch.zeros(1, 1, 8), "module.mlp_head.1.bias": torch.zeros(3)}
     with pytest.raises(CheckpointError) as err:
-        create_model("efficientat_mn10", pretrained=ast)
-    assert "not an EfficientAT checkpoint" in _one_line(err) and "module.v.cls_token" in str(err.value)
+        create_model("efficientat_mn10", pretrained=unknown)
+    assert "not an EfficientAT checkpoint" in _one_line(err) and "module.x.cls_token" in str(err.value)
 
 
 def test_wrong_width_for_the_size_is_refused(release):

@@ -125,7 +125,7 @@ def test_another_familys_checkpoint_is_refused_by_ast(tmp_path):
     torch.save(ced.state_dict(), path)  # a bare state dict of sed's CED: claimed by the CED importer
     from sed.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="is a ced checkpoint, not an AST one") as err:
+    with pytest.raises(CheckpointError, match="is a CED checkpoint, not an AST one") as err:
         create_model("ast_micro", pretrained=str(path))
     assert "\n" not in str(err.value)
 

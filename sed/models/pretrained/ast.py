@@ -1,189 +1,214 @@
-"""Pretrained weights for :class:`~sed.models.ast.ASTModel` (spec ``ast-patchmix-icbhi.md`` §1.2, §1.4).
+"""AST's public weights onto :class:`~sed.models.ast.ASTModel` (spec ``ast-patchmix-icbhi.md`` §1.2, §1.4).
 
-``build_ast_from_pretrained(source, num_classes=None, **overrides)`` takes as ``source``:
+Formats (the sniffer, :func:`detect_format`):
 
-- timm ImageNet DeiT: a name (``deit_base_distilled_patch16_384``, downloaded by timm), or its
-  state dict as a file or an in-memory dict: RGB patch weights summed, ``head``/``head_dist`` dropped;
 - an original AST ``.pth`` (``module.v.*`` + ``module.mlp_head.*``; strides from a name like
   ``audioset_10_10_0.4593.pth``), a Patch-Mix ``v.*`` dict, or a bare ``ASTModel.state_dict()``;
-- a Hugging Face AST directory (transformers v4 or v5 key names), a hub id or a short name of
-  :data:`HF_SHORT_NAMES` (downloaded with ``huggingface_hub.snapshot_download``).
+- a Hugging Face AST directory (transformers v4 or v5 key names; config.json + preprocessor_config.json),
+  a hub id or a short name such as ``ast-audioset-0.4593``;
+- timm ImageNet DeiT (``deit_base_distilled_patch16_384`` ...; a file or the short name): RGB patch
+  weights summed, its ImageNet heads dropped (a new head, never a warning).
 
-The architecture comes from the source where it defines one; ``overrides`` win. The positional
-embedding is adapted to the requested grid (:func:`~sed.models.ast.adapt_pos_embed`); a head of
-another class count is re-initialised with a warning. Files are read only with
-``torch.load(weights_only=True)`` or safetensors: a file that needs arbitrary unpickling is refused.
+The architecture comes from the source where it defines one (widths, strides, grid, statistics); the
+positional embedding is adapted to the model's grid (:func:`~sed.models.ast.adapt_pos_embed`;
+``patchmix_pos_quirk=True`` reproduces Patch-Mix's swapped build, spec §2.2).
 """
 
 from __future__ import annotations
 
-import logging
+import math
 import os
 import re
-import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
-from sed.errors import CheckpointError, one_line
-from sed.models import ast as ast_module
-from sed.models.ast import adapt_pos_embed
-from sed.models.pretrained import deit, huggingface, original
-from sed.models.pretrained.common import SC_STATS, Source, detect_format, infer_arch, unwrap_state
-from sed.models.pretrained.sources import Importer, family_of, read_file, register_importer
-from sed.models.registry import check_weights, checked_build, register_pretrained
+import torch
 
-__all__ = ["build_ast_from_pretrained", "resolve_source"]
+from sed.errors import CheckpointError, one_line, short
+from sed.models.ast import AST_SIZES, adapt_pos_embed, default_num_heads
+from sed.models.pretrained import huggingface, original
+from sed.models.pretrained.build import Arch, Importer, sed_arch
+from sed.models.pretrained.sources import Contents
 
-log = logging.getLogger(__name__)
+__all__ = ["IMPORTER", "SC_STATS", "detect_format", "infer_arch"]
 
-_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: Speech Commands V2 fbank statistics of the AST recipe (the AudioSet ones are the model default).
+SC_STATS = {"mean": -6.845978, "std": 5.5654526}
 
 
-def _from_state(sd: Mapping, desc: str, filename: str | None = None) -> Source:
-    family = family_of(sd)
-    if family not in (None, "ast"):
-        raise CheckpointError(desc, f"is a {family} checkpoint, not an AST one (use a {family}_* model)")
-    kind = detect_format(sd, desc)
+# ---------------------------------------------------------------------- formats and shapes
+def unwrap_state(obj, desc) -> dict[str, torch.Tensor]:
+    """The tensor dict inside a loaded file (``state_dict``/``model`` wrappers, ``module.`` prefix)."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(desc, f"not a state dict but a {type(obj).__name__}")
+    for key in ("state_dict", "model", "model_state_dict"):
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            obj = inner
+            break
+    sd = {str(k).removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointError(desc, "holds no tensors")
+    return sd
+
+
+def tensor_of(state: Mapping, key: str, dims: int, desc) -> torch.Tensor:
+    """``state[key]``, a CheckpointError naming ``desc`` unless it is there with ``dims`` non-empty dimensions."""
+    if key not in state:
+        raise CheckpointError(desc, f"missing tensor {key!r}")
+    t = state[key]
+    if t.dim() != dims or 0 in t.shape:
+        raise CheckpointError(desc, f"{key} of shape {tuple(t.shape)} is not a {dims}-d weight")
+    return t
+
+
+def detect_format(sd: Mapping, desc) -> str:
+    """``hf`` (transformers v4/v5 names), ``original`` (AST ``v.*``), ``deit`` (timm) or ``sed``."""
+    if any(k.startswith(("audio_spectrogram_transformer.", "classifier.dense.", "embeddings.patch_")) for k in sd):
+        return "hf"
+    if any(k.startswith("v.") for k in sd):
+        return "original"
+    if {"pos_embed", "patch_embed.proj.weight", "dist_token"} <= set(sd):
+        w = sd["patch_embed.proj.weight"]
+        return "deit" if (w.dim() == 4 and w.shape[1] != 1) or "head_dist.weight" in sd else "sed"
+    raise CheckpointError(desc, "not an AST checkpoint (original, Hugging Face, sed) nor a distilled DeiT state dict")
+
+
+def _guess_grid(n: int, p: int, strides, desc, fdim: int = 128):
+    """(fstride, tstride, input_tdim, (f, t)) of an AST pos_embed with ``n`` patch tokens."""
+    if not 1 <= p <= fdim:
+        raise CheckpointError(desc, f"patch size {p} does not fit {fdim} mel bins")
+    if strides and not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in strides):
+        raise CheckpointError(desc, f"strides {short(strides)} are not positive integers")
+    cands = [tuple(strides)] if strides else [(s, s) for s in (10, 12, 14, 16)]
+    for exact in (True, False):
+        for fs, ts in cands if exact else cands[:1]:
+            f = (fdim - p) // fs + 1
+            if n % f:
+                continue
+            t = n // f
+            tdim = next((d for d in (1024, 512, 128, 798, 256) if (d - p) // ts + 1 == t), None)
+            if tdim is not None or not exact:
+                return fs, ts, tdim or (t - 1) * ts + p, (f, t)
+    raise CheckpointError(desc, f"cannot tell the patch grid of a pos_embed with {n} patch tokens; "
+                                "name the file <dataset>_<fstride>_<tstride>_<score>.pth")
+
+
+def infer_arch(state: Mapping, desc, *, strides=None, deit: bool = False, hf_eps: bool = False):
+    """ASTModel kwargs readable from tensor shapes (heads by width: DeiT's rule) and the source grid."""
+    d = tensor_of(state, "cls_token", 3, desc).shape[-1]
+    pe, w = tensor_of(state, "pos_embed", 3, desc), tensor_of(state, "patch_embed.proj.weight", 4, desc)
+    fc1 = tensor_of(state, "blocks.0.mlp.fc1.weight", 2, desc)
+    depth = 1 + max(int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+    arch = {"embed_dim": d, "depth": depth, "num_heads": default_num_heads(d), "mlp_ratio": fc1.shape[0] / d,
+            "patch_size": w.shape[-1], "qkv_bias": "blocks.0.attn.qkv.bias" in state}
+    if "head.1.weight" in state:
+        arch["num_classes"] = tensor_of(state, "head.1.weight", 2, desc).shape[0]
+    if hf_eps:
+        arch.update(block_eps=1e-12, norm_eps=1e-12, head_eps=1e-12)
+    n = pe.shape[1] - 2
+    if n < 1:
+        raise CheckpointError(desc, f"pos_embed of shape {tuple(pe.shape)} holds no patch tokens")
+    if deit:
+        g = math.isqrt(n)
+        if g * g != n:
+            raise CheckpointError(desc, f"DeiT pos_embed with {n} patch tokens is not a square grid")
+        return arch, (g, g)
+    fs, ts, tdim, grid = _guess_grid(n, arch["patch_size"], strides, desc)
+    arch.update(fstride=fs, tstride=ts, input_tdim=tdim, input_fdim=128)
+    return arch, grid
+
+
+# ---------------------------------------------------------------------- the importer's three steps
+def _kind(contents: Contents) -> str:
+    return "hf" if contents.config is not None else detect_format(unwrap_state(contents.state, contents.desc),
+                                                                   contents.desc)
+
+
+def claims(contents: Contents) -> bool:
+    if contents.config is not None:
+        return contents.config.get("model_type") == "audio-spectrogram-transformer"
+    try:
+        _kind(contents)
+    except CheckpointError:
+        return False
+    return True
+
+
+def map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Source keys -> sed keys: transformers names, original ``v.*``, or DeiT without its heads and with
+    the RGB patch weights summed into one input channel."""
+    kind = _kind(contents)
+    sd = unwrap_state(contents.state, contents.desc)
     if kind == "hf":
-        state = huggingface.from_hf(sd, desc)
-        return Source("hf", state, *infer_arch(state, desc, hf_eps=True), desc)
+        return huggingface.from_hf(sd, contents.desc), []
     if kind == "deit":
         state = {k: v for k, v in sd.items() if not k.startswith(("head.", "head_dist."))}
-        dropped = sorted(set(sd) - set(state))
-        return Source("deit", state, *infer_arch(state, desc, deit=True), desc, None, dropped)
-    state, dropped = original.from_original(sd) if kind == "original" else (dict(sd), [])
-    arch, grid = infer_arch(state, desc, strides=original.strides_from_name(filename))
-    if filename and os.path.basename(filename).lower().startswith("speechcommands"):
-        arch.update(SC_STATS)
-    return Source(kind, state, arch, grid, desc, None, dropped)
+        w = state.get("patch_embed.proj.weight")
+        if w is not None and w.dim() == 4 and w.shape[1] != 1:
+            state["patch_embed.proj.weight"] = w.sum(dim=1, keepdim=True)
+        return state, sorted(set(sd) - set(state))
+    return original.from_original(sd) if kind == "original" else (dict(sd), [])
 
 
-def _from_sed(desc: dict, state: dict, where: str) -> Source:
-    """A sed checkpoint (e.g. one written by training) as the starting point of another model."""
-    if not str(desc.get("model_name", "")).startswith("ast"):
-        raise CheckpointError(where, f"holds a {desc.get('model_name')!r} model, not an AST")
-    kwargs = dict(desc["model_kwargs"])
-    labels = kwargs.pop("labels", None) or desc.get("labels") or None
-    arch, grid = infer_arch(state, where, strides=(kwargs.get("fstride", 10), kwargs.get("tstride", 10)))
-    arch.update(kwargs)
-    return Source("sed", dict(state), arch, grid, where, labels)
+def _size(arch: dict) -> str:
+    return next((n for n, a in AST_SIZES.items() if a["embed_dim"] == arch["embed_dim"]), "ast_base")
 
 
-def resolve_source(source) -> Source:
-    """Any accepted ``source`` -> sed-layout tensors + architecture + positional grid."""
-    if isinstance(source, Mapping):
-        return _from_state(unwrap_state(source, "<state dict>"), "<state dict>")
-    if not isinstance(source, (str, os.PathLike)):
-        raise CheckpointError(None, f"unsupported pretrained source of type {type(source).__name__}")
-    text = os.fspath(source)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return huggingface.hf_dir(path)
-    if path.is_file():
-        desc, content = read_file(path)
-        if desc is not None:
-            return _from_sed(desc, content, str(path))
-        return _from_state(unwrap_state(content, path), str(path), filename=str(path))
-    if text in huggingface.HF_SHORT_NAMES:
-        repo, defaults = huggingface.HF_SHORT_NAMES[text]
-        return huggingface.hf_dir(huggingface.download_hf(repo), defaults)
-    name = text.split("timm/", 1)[-1]
-    if name in deit.DEIT_NAMES or name == "vit_deit_base_distilled_patch16_384":
-        name = name.removeprefix("vit_")
-        return _from_state(deit.deit_by_name(name), name)
-    if text.lower().endswith(_FILE_SUFFIXES):
-        raise CheckpointError(text, "no such file")
-    if _HUB_ID.match(text):
-        defaults = next((d for r, d in huggingface.HF_SHORT_NAMES.values() if r == text), None)
-        return huggingface.hf_dir(huggingface.download_hf(text), defaults)
-    known = ", ".join([*huggingface.HF_SHORT_NAMES, *deit.DEIT_NAMES])
-    raise CheckpointError(text, f"unknown pretrained source (not a file, directory, hub id or one of: {known})")
+def arch_from(contents: Contents) -> Arch:
+    desc = contents.desc
+    if contents.sed is not None:
+        kwargs = dict(contents.sed["model_kwargs"])
+        shapes, grid = infer_arch(contents.state, desc, strides=(kwargs.get("fstride", 10), kwargs.get("tstride", 10)))
+        arch = sed_arch(contents)
+        arch.kwargs = {**{k: v for k, v in shapes.items() if k != "num_classes"}, **arch.kwargs}
+        arch.extra["grid"] = grid
+        return arch
+    kind = _kind(contents)
+    state = map_keys(contents)[0]
+    labels = None
+    if contents.config is not None:
+        arch, grid, labels = huggingface.hf_arch(contents.config, contents.preprocessor, contents.desc)
+        if "head.1.weight" in state:
+            arch["num_classes"] = tensor_of(state, "head.1.weight", 2, desc).shape[0]
+        labels = labels if labels is not None and len(labels) == arch.get("num_classes") else None
+    elif kind == "hf":
+        arch, grid = infer_arch(state, desc, hf_eps=True)
+    else:
+        arch, grid = infer_arch(state, desc, deit=kind == "deit",
+                                strides=None if kind == "deit" else original.strides_from_name(contents.filename))
+        if os.path.basename(contents.filename or "").lower().startswith("speechcommands"):
+            arch.update(SC_STATS)
+    n = arch.pop("num_classes", None)
+    return Arch(_size(arch), arch, n, labels, None, kind, fresh_head=kind == "deit", extra={"grid": grid})
 
 
-# ---------------------------------------------------------------------- build
-def build_ast_from_pretrained(
-    source,
-    num_classes: int | None = None,
-    *,
-    factory=None,
-    patchmix_pos_quirk: bool = False,
-    **overrides,
-):
-    """An :class:`~sed.models.ast.ASTModel` initialised from ``source`` (see the module docstring).
-
-    ``num_classes=None`` keeps the source's head (and its label names). ``factory`` is the
-    registered size function to build with (default: the size matching the source width).
-    ``patchmix_pos_quirk=True`` reproduces Patch-Mix's swapped positional-embedding build
-    (spec §2.2: adapted as a ``t x f`` grid, consumed as ``f x t``); off by default.
-    Other keyword arguments override ``ASTModel`` arguments (``input_tdim``, ``fstride``, ...).
-    """
-    src = resolve_source(source)
-    if factory is None:
-        name = next((n for n, a in ast_module.AST_SIZES.items() if a["embed_dim"] == src.arch["embed_dim"]), "ast_base")
-        factory = getattr(ast_module, name)
-    src_nc = src.arch.pop("num_classes", None)
-    user_labels = overrides.get("labels")
-    if num_classes is None and user_labels is not None:
-        num_classes = len(user_labels)
-    keep_head = src_nc is not None and (num_classes is None or num_classes == src_nc)
-    kwargs = {**src.arch, **overrides}
-    if keep_head:
-        num_classes = src_nc
-        if user_labels is None and src.labels is not None:
-            kwargs["labels"] = src.labels
-    with checked_build(src.desc, factory.__name__, src.state):
-        model = factory(**kwargs) if num_classes is None else factory(num_classes=num_classes, **kwargs)
-
-    state = {k: v for k, v in src.state.items() if keep_head or not k.startswith("head.")}
+def adapt(state: dict, model, arch: Arch, patchmix_pos_quirk: bool = False) -> list[str]:
+    """The positional embedding adapted from the source's grid to the model's (spec §1.2); with
+    ``patchmix_pos_quirk``, Patch-Mix's swapped build (adapted as ``t x f``, consumed as ``f x t``)."""
     notes = []
-    w = state.get("patch_embed.proj.weight")  # when missing, the key check below names it
-    if w is not None and w.dim() == 4 and w.shape[1] != 1:
-        state["patch_embed.proj.weight"] = w.sum(dim=1, keepdim=True)
-        notes.append(f"patch_embed: summed {w.shape[1]} input channels")
-    dst_grid = model.grid
+    dst = model.grid
     if patchmix_pos_quirk:
         p, (fs, ts) = model.patch_embed.proj.kernel_size[0], model.patch_embed.proj.stride
-        dst_grid = ((model.input_tdim - p) // fs + 1, (model.input_fdim - p) // ts + 1)
-        if dst_grid[0] * dst_grid[1] != model.num_patches:
+        dst = ((model.input_tdim - p) // fs + 1, (model.input_fdim - p) // ts + 1)
+        if dst[0] * dst[1] != model.num_patches:
             raise ValueError("patchmix_pos_quirk needs equal frequency and time strides")
-    if "pos_embed" in state and (tuple(src.grid) != tuple(dst_grid) or patchmix_pos_quirk):
+    src = tuple(arch.extra["grid"])
+    if "pos_embed" in state and (src != tuple(dst) or patchmix_pos_quirk):
         try:
-            state["pos_embed"] = adapt_pos_embed(state["pos_embed"], src.grid, dst_grid)
+            state["pos_embed"] = adapt_pos_embed(state["pos_embed"], src, dst)
         except (ValueError, RuntimeError) as err:
-            raise CheckpointError(src.desc, f"cannot adapt its pos_embed: {one_line(err)}") from None
-        notes.append(f"pos_embed: grid {src.grid[0]}x{src.grid[1]} -> {dst_grid[0]}x{dst_grid[1]}")
-
-    reinit = [] if keep_head or src.kind == "deit" else ["head"]  # a DeiT head is always new: no warning
-    if reinit:
-        what = f"{src_nc} -> {model.num_classes} classes" if src_nc is not None else "no head in the source"
-        warnings.warn(f"{src.desc}: re-initialised the classifier head 'head' (head.0 LayerNorm, "
-                      f"head.1 Linear; {what})", stacklevel=2)
-
-    check_weights(model, state, src.desc)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if keep_head or not k.startswith("head.")]
-    if missing or unexpected:
-        parts = ([f"missing keys {missing[:8]}"] if missing else []) + (
-            [f"unexpected keys {unexpected[:8]}"] if unexpected else [])
-        raise CheckpointError(src.desc, "does not fit the AST model: " + ", ".join(parts))
-    model.pretrained_report = {
-        "source": src.desc, "format": src.kind, "dropped": src.dropped,
-        "reinitialised": reinit, "adapted": notes,
-    }
-    log.info("loaded %s AST weights from %s (%s)", src.kind, src.desc, "; ".join(notes) or "no adaptation")
-    size = next((n for n in ast_module.AST_SIZES if getattr(ast_module, n) is factory), factory.__name__)
-    model.sed_config = {"name": size, "kwargs": model.sed_kwargs()}
-    return model
+            raise ValueError(f"cannot adapt its pos_embed: {one_line(err)}") from None
+        notes.append(f"pos_embed: grid {src[0]}x{src[1]} -> {dst[0]}x{dst[1]}")
+    if arch.kind == "deit":
+        notes.append("patch_embed: summed 3 input channels")
+    return notes
 
 
-# ---------------------------------------------------------------------- the registry's pretrained= hook
-def _hook(factory, source, num_classes=None, **kwargs):
-    return build_ast_from_pretrained(source, num_classes=num_classes, factory=factory, **kwargs)
+IMPORTER = Importer("ast", "AST", "an AST checkpoint (original, Hugging Face, sed) nor a distilled DeiT state dict",
+                    claims, arch_from, map_keys, head_what="head.0 LayerNorm, head.1 Linear; ", adapt=adapt,
+                    options=("patchmix_pos_quirk",))
 
 
-for _name, _default in (("ast_base", "ast-audioset-0.4593"), ("ast_small", "deit_small_distilled_patch16_224"),
-                        ("ast_tiny", "deit_tiny_distilled_patch16_224"), ("ast_micro", None)):
-    register_pretrained(_name, _hook, default=_default)
-
-register_importer(Importer("ast", build_ast_from_pretrained, short_names=huggingface.HF_SHORT_NAMES))
+def build_ast_from_pretrained(source, num_classes: int | None = None, *, factory=None, **overrides):
+    """An :class:`~sed.models.ast.ASTModel` from any AST source (see the module docstring)."""
+    return IMPORTER.build(source, num_classes, factory=factory, **overrides)

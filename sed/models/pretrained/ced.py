@@ -1,61 +1,34 @@
-"""Pretrained weights for :class:`~sed.models.ced.CEDModel`: the original CED releases and the Hugging Face ports.
-
-``build_ced_from_pretrained(source, num_classes=None, **overrides)`` takes as ``source``:
+"""CED's public weights onto :class:`~sed.models.ced.CEDModel`: the original releases and the Hugging Face ports.
 
 - an original release ``.pt`` (github.com/RicherMans/CED, ``AudioTransformer`` keys: ``init_bn.1.*``,
   ``patch_embed.proj.*``, ``time_pos_embed``, ``freq_pos_embed``, ``blocks.N.*``, ``norm.*``,
   ``outputlayer.{0,1}.*``, the torchaudio front-end buffers ``front_end.0.*``; optionally under ``model``);
-- a Hugging Face directory (``config.json`` read as plain JSON + ``model.safetensors`` with
-  ``encoder.*`` / ``outputlayer.*`` keys), a hub id, or a short name of :data:`CED_SHORT_NAMES`
-  (``ced-tiny`` ... ``ced-base``, downloaded with ``huggingface_hub.snapshot_download``);
-- a sed checkpoint of a CED model, or a ``CEDModel.state_dict()`` in memory.
+- a Hugging Face port directory (``config.json`` read as plain JSON + ``model.safetensors`` with
+  ``encoder.*`` / ``outputlayer.*`` keys), a hub id, or a short name (``ced-tiny`` ... ``ced-base``).
 
-The architecture comes from the weights' shapes (heads from ``config.json``, else the released size
-of that width); ``overrides`` win (``input_tdim``, ``target_length``, ...). Positional embeddings
-are cut or interpolated to the requested grid as the reference's ``change_pos_embedding`` does. A
-head of another class count is re-initialised with a warning. Files are read only through
-:func:`sed.checkpoint.read_checkpoint` (``weights_only`` / safetensors): no code is executed.
+The architecture comes from the weights' shapes (heads from ``config.json``, else the released size of
+that width). Positional embeddings are cut or interpolated to the model's grid as the reference's
+``change_pos_embedding`` does. Front-end buffers are checked against :class:`~sed.models.ced.CEDMel` and
+dropped.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import re
-import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
 from sed.data.audioset import audioset_labels
-from sed.errors import CheckpointError, one_line
-from sed.models import ced as ced_module
+from sed.errors import CheckpointError
 from sed.models.ced import CED_SIZES, CEDMel, adapt_freq_pos_embed, adapt_time_pos_embed
-from sed.models.pretrained.sources import Importer, family_of, read_file, register_importer
-from sed.models.registry import check_weights, checked_build, register_pretrained
+from sed.models.pretrained.build import Arch, Importer, sed_arch
+from sed.models.pretrained.sources import Contents
 
-__all__ = ["CED_SHORT_NAMES", "build_ced_from_pretrained", "download_ced", "to_sed_layout"]
+__all__ = ["IMPORTER", "to_sed_layout"]
 
-log = logging.getLogger(__name__)
-
-#: short name -> Hugging Face hub repository
-CED_SHORT_NAMES = {f"ced-{s}": f"mispeech/ced-{s}" for s in ("tiny", "mini", "small", "base")}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FRONT_END = ("front_end.0.spectrogram.window", "front_end.0.mel_scale.fb")
 _RENAMES = (("init_bn.1.", "init_bn."), ("patch_embed.proj.", "patch_embed."), ("outputlayer.", "head."))
-
-
-def download_ced(repo_id: str, name: str | None = None) -> Path:
-    """Snapshot of a hub CED (``config.json`` + safetensors) in the huggingface_hub cache."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors"]))
-    except Exception as err:  # noqa: BLE001 - offline, auth, missing repo: one line
-        raise CheckpointError(name or repo_id, f"could not be downloaded from the Hugging Face hub "
-                                               f"({repo_id}): {one_line(err, 120)}") from None
 
 
 def _unwrap(obj) -> Mapping:
@@ -64,15 +37,12 @@ def _unwrap(obj) -> Mapping:
     return obj
 
 
-def _claims_state(content: Mapping) -> bool:
-    keys = set(_unwrap(content))
-    return any(k.removeprefix("encoder.").removeprefix("module.") == "time_pos_embed" for k in keys) and any(
-        k.removeprefix("encoder.").removeprefix("module.") == "freq_pos_embed" for k in keys)
-
-
-def _claims_dir(path: Path) -> bool:
-    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    return cfg.get("model_type") == "ced" or any(str(a).startswith("Ced") for a in cfg.get("architectures") or [])
+def claims(contents: Contents) -> bool:
+    if contents.config is not None:
+        cfg = contents.config
+        return cfg.get("model_type") == "ced" or any(str(a).startswith("Ced") for a in cfg.get("architectures") or [])
+    keys = {str(k).removeprefix("encoder.").removeprefix("module.") for k in _unwrap(contents.state)}
+    return {"time_pos_embed", "freq_pos_embed"} <= keys
 
 
 def to_sed_layout(state: Mapping) -> tuple[dict, dict]:
@@ -152,109 +122,46 @@ def _hf_labels(cfg: Mapping, n: int) -> list[str] | None:
     return None if "None" in names else names
 
 
-def _resolve(source):
-    """(raw state, desc, config or None, labels or None, sed model kwargs) of any accepted source."""
-    if isinstance(source, Mapping):
-        return _unwrap(source), "<state dict>", None, None, {}
-    if not isinstance(source, (str, os.PathLike)):
-        raise CheckpointError(None, f"unsupported pretrained source of type {type(source).__name__}")
-    text = os.fspath(source)
-    path = Path(text).expanduser()
-    if not path.exists() and text in CED_SHORT_NAMES:
-        path = download_ced(CED_SHORT_NAMES[text], text)
-    elif not path.exists() and _HUB_ID.match(text) and not text.endswith((".pt", ".pth", ".safetensors")):
-        path = download_ced(text)
-    if path.is_dir():
-        cfg_file = path / "config.json"
-        try:
-            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise CheckpointError(path, f"no readable config.json ({one_line(err)})") from None
-        if not isinstance(cfg, dict) or not _claims_dir(path):
-            raise CheckpointError(path, "its config.json does not describe a CED model (model_type 'ced')")
-        weights = path / "model.safetensors"
-        if not weights.is_file():
-            weights = next(iter(sorted(path.glob("*.safetensors"))), path / "pytorch_model.bin")
-        _, content = read_file(weights)
-        n = cfg.get("outputdim", 527)
-        return _unwrap(content), str(path), cfg, _hf_labels(cfg, n) if isinstance(n, int) else None, {}
-    if not path.is_file():
-        known = ", ".join(CED_SHORT_NAMES)
-        raise CheckpointError(text, f"no such file, directory, hub id or CED short name (known: {known})")
-    desc, content = read_file(path)
-    if desc is not None:
-        if not str(desc.get("model_name", "")).startswith("ced"):
-            raise CheckpointError(path, f"holds a {desc.get('model_name')!r} model, not a CED")
-        kwargs = {k: v for k, v in desc["model_kwargs"].items() if k not in ("labels", "num_classes")}
-        return content, str(path), None, desc.get("labels") or None, kwargs
-    return _unwrap(content), str(path), None, None, {}
+def arch_from(contents: Contents) -> Arch:
+    if contents.sed is not None:
+        return sed_arch(contents)
+    state, _ = to_sed_layout(_unwrap(contents.state))
+    arch = _arch(state, contents.desc, contents.config)
+    n = arch.pop("num_classes", None)
+    labels = _hf_labels(contents.config, n) if contents.config and isinstance(n, int) else None
+    size = next((k for k, a in CED_SIZES.items() if a["embed_dim"] == arch["embed_dim"]), "ced_base")
+    if contents.config is not None:  # the port mean-pools the tokens of all chunks, then one head
+        arch["chunk_average"] = "embedding"
+    return Arch(size, arch, n, labels, True if n else None, "hf" if contents.config else "original")
 
 
-def build_ced_from_pretrained(source, num_classes: int | None = None, *, factory=None, **overrides):
-    """A :class:`~sed.models.ced.CEDModel` initialised from ``source`` (see the module docstring).
+def map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:
+    raw = _unwrap(contents.state)
+    state, _ = to_sed_layout(raw)
+    n_mels = state["init_bn.weight"].shape[0] if "init_bn.weight" in state else _arch(state, contents.desc, None)[
+        "num_mel_bins"]
+    _check_front_end(raw, n_mels, contents.desc)
+    return state, [k for k in raw if str(k).removeprefix("module.") in _FRONT_END]
 
-    ``num_classes=None`` keeps the source's head (its labels; sigmoid multi-label scores).
-    ``factory``: the registered size to build (default: the one of the source's width).
-    """
-    raw, desc, cfg, labels, saved = _resolve(source)
-    if not isinstance(raw, Mapping):
-        raise CheckpointError(desc, f"not a state dict but a {type(raw).__name__}")
-    if not _claims_state(raw):
-        family = family_of(raw)
-        if family not in (None, "ced"):
-            raise CheckpointError(desc, f"is a {family} checkpoint, not a CED one")
-        first = [str(k) for k in list(raw)[:5]]
-        raise CheckpointError(desc, f"not a CED checkpoint (no time_pos_embed / freq_pos_embed); first keys {first}")
-    state, names = to_sed_layout(raw)
-    arch = {**_arch(state, desc, cfg), **saved}
-    _check_front_end(raw, arch["num_mel_bins"], desc)
-    if factory is None:
-        size = next((n for n, a in CED_SIZES.items() if a["embed_dim"] == arch["embed_dim"]), "ced_base")
-        factory = getattr(ced_module, size)
-    src_nc = arch.pop("num_classes", None)
-    if num_classes is None and overrides.get("labels") is not None:
-        num_classes = len(overrides["labels"])
-    keep_head = src_nc is not None and (num_classes is None or num_classes == src_nc)
-    kwargs = {**arch, **overrides}
-    if keep_head:
-        num_classes = src_nc
-        if overrides.get("labels") is None:
-            labels = labels or (audioset_labels() if src_nc == 527 else None)
-            kwargs["labels"] = labels
-    with checked_build(desc, factory.__name__, state):
-        model = factory(**kwargs) if num_classes is None else factory(num_classes=num_classes, **kwargs)
 
+def adapt(state: dict, model, arch: Arch) -> list[str]:
+    """The positional embeddings cut or interpolated to the model's grid (``change_pos_embedding``)."""
     notes = []
     f, t = model.num_mel_bins // model.patch_size, model.target_length // model.patch_size
-    if state["time_pos_embed"].shape[-1] != t:
+    if "time_pos_embed" in state and state["time_pos_embed"].shape[-1] != t:
         notes.append(f"time_pos_embed: {state['time_pos_embed'].shape[-1]} -> {t} positions")
         state["time_pos_embed"] = adapt_time_pos_embed(state["time_pos_embed"], t)
-    if state["freq_pos_embed"].shape[-2] != f:
+    if "freq_pos_embed" in state and state["freq_pos_embed"].shape[-2] != f:
         notes.append(f"freq_pos_embed: {state['freq_pos_embed'].shape[-2]} -> {f} positions")
         state["freq_pos_embed"] = adapt_freq_pos_embed(state["freq_pos_embed"], f)
-    if not keep_head:
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        what = f"{src_nc} -> {model.num_classes} classes" if src_nc is not None else "no head in the source"
-        warnings.warn(f"{desc}: re-initialised the classifier head 'head' (LayerNorm + Linear; {what})", stacklevel=2)
-    check_weights(model, state, desc)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [_source_name(k, raw) for k in missing if keep_head or not k.startswith("head.")]
-    if missing or unexpected:
-        parts = ([f"missing keys {missing[:5]}"] if missing else []) + (
-            [f"unexpected keys {[names.get(k, k) for k in unexpected[:5]]}"] if unexpected else [])
-        raise CheckpointError(desc, "does not fit the CED model: " + ", ".join(parts))
-    model.multi_label = keep_head  # the released heads are sigmoid AudioSet taggers
-    model.pretrained_report = {"source": desc, "format": "hf" if cfg else "original", "adapted": notes,
-                               "reinitialised": [] if keep_head else ["head"]}
-    log.info("loaded CED weights from %s (%s)", desc, "; ".join(notes) or "no adaptation")
-    size = next((n for n in CED_SIZES if getattr(ced_module, n) is factory), factory.__name__)
-    model.sed_config = {"name": size, "kwargs": model.sed_kwargs()}
-    return model
+    return notes
 
 
-def _source_name(key: str, raw: Mapping) -> str:
+def source_key(key: str, contents: Contents) -> str:
     """A ``CEDModel`` key in the source's own layout (for naming what the source lacks)."""
-    hf = any(str(k).startswith("encoder.") for k in raw)
+    if contents.sed is not None:
+        return key
+    hf = any(str(k).startswith("encoder.") for k in _unwrap(contents.state))
     for new, old in (("head.", "outputlayer."), ("patch_embed.", "patch_embed.proj."),
                      ("init_bn.", "init_bn." if hf else "init_bn.1.")):
         if key.startswith(new):
@@ -263,13 +170,6 @@ def _source_name(key: str, raw: Mapping) -> str:
     return ("encoder." + key) if hf and not key.startswith("outputlayer.") else key
 
 
-# ---------------------------------------------------------------------- registration
-def _hook(factory, source, num_classes=None, **kwargs):
-    return build_ced_from_pretrained(source, num_classes=num_classes, factory=factory, **kwargs)
-
-
-for _size in CED_SIZES:
-    register_pretrained(_size, _hook, default=_size.replace("_", "-"))
-
-register_importer(Importer("ced", build_ced_from_pretrained, short_names=CED_SHORT_NAMES,
-                           claims_state=_claims_state, claims_dir=_claims_dir))
+IMPORTER = Importer("ced", "CED", "a CED checkpoint (original or Hugging Face: no time_pos_embed / freq_pos_embed)",
+                    claims, arch_from, map_keys, head_what="LayerNorm + Linear; ", adapt=adapt,
+                    source_key=source_key)

@@ -1,30 +1,15 @@
-"""Hugging Face AST checkpoints: a local directory (transformers v4 or v5 key names), a hub id or a short name."""
+"""Hugging Face AST checkpoints (transformers v4 or v5 key names): the key mapping and the architecture of a config."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
 from sed.checkpoint import MAX_SAMPLE_RATE
-from sed.errors import CheckpointError, one_line, short
-from sed.models.pretrained.common import SC_STATS, Source, load_state_file, tensor_of, unwrap_state
-
-#: short name -> (hub id, source defaults used when the download lacks them).
-HF_SHORT_NAMES: dict[str, tuple[str, dict]] = {
-    "ast-audioset-0.4593": ("MIT/ast-finetuned-audioset-10-10-0.4593", {}),
-    "ast-audioset-0.450": ("MIT/ast-finetuned-audioset-10-10-0.450", {}),
-    "ast-audioset-0.448": ("MIT/ast-finetuned-audioset-10-10-0.448", {}),
-    "ast-audioset-0.448-v2": ("MIT/ast-finetuned-audioset-10-10-0.448-v2", {}),
-    "ast-audioset-12-12-0.447": ("MIT/ast-finetuned-audioset-12-12-0.447", {}),
-    "ast-audioset-14-14-0.443": ("MIT/ast-finetuned-audioset-14-14-0.443", {}),
-    "ast-audioset-16-16-0.442": ("MIT/ast-finetuned-audioset-16-16-0.442", {}),
-    "ast-speech-commands-v2": ("MIT/ast-finetuned-speech-commands-v2", {**SC_STATS, "input_tdim": 128}),
-}
+from sed.errors import CheckpointError, short
 
 _HF_V4 = [(".attention.attention.query.", ".attention.q_proj."), (".attention.attention.key.", ".attention.k_proj."),
           (".attention.attention.value.", ".attention.v_proj."), (".attention.output.dense.", ".attention.o_proj."),
@@ -120,47 +105,3 @@ def hf_arch(cfg: dict, pre: dict | None, path) -> tuple[dict, tuple[int, int], l
         labels = None
     grid = ((arch["input_fdim"] - p) // arch["fstride"] + 1, (arch["input_tdim"] - p) // arch["tstride"] + 1)
     return arch, grid, labels
-
-
-def _read_json(file: Path, where: Path) -> dict:
-    try:
-        cfg = json.loads(file.read_text())
-    except (OSError, ValueError, RecursionError) as err:
-        raise CheckpointError(where, f"cannot read the model config {file.name}: {one_line(err)}") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(where, f"{file.name} holds a {type(cfg).__name__}, not a JSON object")
-    return cfg
-
-
-def hf_dir(path: Path, defaults: dict | None = None) -> Source:
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise CheckpointError(path, "not a Hugging Face AST directory (no config.json)")
-    pre_file = path / "preprocessor_config.json"
-    cfg, pre = _read_json(cfg_file, path), _read_json(pre_file, path) if pre_file.is_file() else None
-    if cfg.get("model_type") != "audio-spectrogram-transformer":
-        raise CheckpointError(path, f"model_type {short(cfg.get('model_type'))} is not an AST")
-    weights = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
-    if not weights:
-        raise CheckpointError(path, "no model.safetensors or pytorch_model.bin")
-    state = from_hf(unwrap_state(load_state_file(weights[0]), weights[0]), weights[0])
-    arch, grid, labels = hf_arch(cfg, pre, path)
-    if "head.1.weight" in state:
-        arch["num_classes"] = tensor_of(state, "head.1.weight", 2, weights[0]).shape[0]
-    if labels is not None and len(labels) != arch.get("num_classes"):
-        labels = None
-    arch = {**(defaults or {}), **arch}  # the download's own config and preprocessor config win
-    return Source("hf", state, arch, grid, str(path), labels)
-
-
-def download_hf(repo_id: str) -> Path:
-    """Snapshot of a hub AST (config, preprocessor config, weights) into the huggingface_hub cache."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"]))
-        if not any(path.glob("*.safetensors")):
-            path = Path(snapshot_download(repo_id, allow_patterns=["*.json", "pytorch_model.bin"]))
-    except Exception as err:  # network, auth, missing repo: one clear line
-        raise CheckpointError(repo_id, f"cannot download from the Hugging Face hub: {err}") from None
-    return path
