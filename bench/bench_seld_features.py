@@ -1,10 +1,14 @@
-"""SELD FOA features: the librosa baseline extractor vs FOALogMelIV through the FeatureCache.
+"""SELD FOA features: the DCASE 2023 baseline's extractor vs FOALogMelIV through the FeatureCache.
 
 Synthesises 4-channel 24 kHz FOA files (a moving plane wave over diffuse noise) in a temp
 folder, then times, over all files:
 
-- baseline: soundfile read + ``sed.audio.reference.baseline_foa_features`` (per-channel librosa,
-  float64; what ``cls_feature_class.py`` does);
+- baseline: the baseline's own ``FeatureClass.extract_file_feature`` (scipy read, per-channel
+  librosa in float64, ``np.save`` of the features) of https://github.com/sharathadavanne/seld-dcase2023
+  (``parameters.get_params()`` defaults: FOA), imported from the work tree given with ``--ref PATH``
+  (commit 24d14c9ebe6878062dc3b68eb07dd0100722f530 is the one tests/reference/seld_features checks
+  against; it needs librosa, scikit-learn, joblib, matplotlib and IPython). Without ``--ref`` this
+  row, the ratios to it and the comparison are left out;
 - direct:   ``load_audio`` + ``FOALogMelIV`` (no cache);
 - cold:     ``FeatureCache.warm`` on an empty cache (load + extract + atomic .npy write);
 - warm:     ``FeatureCache.get`` of every whole file (a .npy read);
@@ -14,13 +18,15 @@ It prints times and ratios (ratios are the point: absolute times depend on the m
 largest difference to the baseline's features, and the peak memory of extracting one whole
 file in this process (the cache extracts whole files; see sed/data/feature_cache.py).
 
-    python bench/bench_seld_features.py            # 4 files x 60 s
-    python bench/bench_seld_features.py --quick    # 2 files x 10 s, a few seconds
+    python bench/bench_seld_features.py --ref /path/to/seld-dcase2023            # 4 files x 60 s
+    python bench/bench_seld_features.py --ref /path/to/seld-dcase2023 --quick    # 2 files x 10 s
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shutil
 import subprocess
 import sys
@@ -49,6 +55,20 @@ def synthesise(folder: Path, n: int, seconds: float) -> list[Path]:
         sf.write(path, (0.5 * foa / np.abs(foa).max()).T, SR, subtype="PCM_16")
         paths.append(path)
     return paths
+
+
+def baseline_extractor(ref: str):
+    """The baseline's ``FeatureClass`` with its default (FOA) parameters, from its work tree ``ref``."""
+    path = str(Path(ref).resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import cls_feature_class
+    import parameters
+
+    with contextlib.redirect_stdout(io.StringIO()):  # get_params prints every parameter
+        params = parameters.get_params("1")
+    assert params["dataset"] == "foa"
+    return cls_feature_class.FeatureClass(params)
 
 
 def timed(fn) -> tuple[float, object]:
@@ -94,6 +114,7 @@ def main() -> None:
     ap.add_argument("--peak-rss", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds (best kept)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--ref", default=None, help="work tree of sharathadavanne/seld-dcase2023 (the baseline row)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,7 +127,6 @@ def main() -> None:
 
     from sed.audio.features import FOALogMelIV
     from sed.audio.io import load_audio
-    from sed.audio.reference import baseline_foa_features, to_channels_first
     from sed.data.feature_cache import FeatureCache
 
     FOALogMelIV()(torch.zeros(4, SR))  # first-use costs (librosa import, mel matrix) out of the timings
@@ -116,8 +136,14 @@ def main() -> None:
         audio_s = n * seconds
         print(f"{n} files x {seconds:.0f} s, 4 channels, {SR} Hz; torch threads {torch.get_num_threads()}")
 
+        fc = baseline_extractor(args.ref) if args.ref else None
+        base_dir = folder / "baseline"
+        base_dir.mkdir()
+
         def baseline():
-            return [baseline_foa_features(sf.read(p, dtype="float64")[0]) for p in paths]
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per file
+                for i, p in enumerate(paths):
+                    fc.extract_file_feature((i, str(p), str(base_dir / f"{p.stem}.npy")))
 
         front = FOALogMelIV()
 
@@ -141,29 +167,37 @@ def main() -> None:
         # rounds interleave the methods, and each keeps its best round: fairer on a busy machine
         names = ("baseline", "direct", "cold", "warm", "sequences")
         fns = dict(zip(names, (baseline, direct, cold, warm, sequences)))
+        if fc is None:
+            names = names[1:]
         best, out = dict.fromkeys(names, float("inf")), {}
         for _ in range(args.rounds):
             for name in names:
                 t, out[name] = timed(fns[name])
                 best[name] = min(best[name], t)
-        t_base, t_direct, t_cold, t_warm, t_seq = (best[k] for k in names)
-        base, feats, warm = out["baseline"], out["direct"], out["warm"]
+        t_direct, t_cold, t_warm, t_seq = (best[k] for k in names[-4:])
+        feats, warm = out["direct"], out["warm"]
         n_seq = sum(f.shape[1] // seq for f in warm)
-
-        ref = to_channels_first(base[0])
-        ours = feats[0].double().numpy()
         assert all(torch.equal(a, b) for a, b in zip(feats, warm)), "cache differs from direct extraction"
-        d_mel = np.abs(ours[:4] - ref[:4]).max()
-        d_iv = np.abs(ours[4:] - ref[4:]).max()
 
-        rows = [("baseline (librosa)", t_base), ("direct FOALogMelIV", t_direct), ("cache cold (warm())", t_cold),
+        rows = [("direct FOALogMelIV", t_direct), ("cache cold (warm())", t_cold),
                 ("cache warm (get whole files)", t_warm), (f"cache warm ({n_seq} 5-s sequences)", t_seq)]
-        print(f"\n{'':34s} {'seconds':>9s} {'x realtime':>11s} {'baseline /':>11s}")
+        if fc is not None:
+            rows.insert(0, ("baseline (librosa)", best["baseline"]))
+        t_base = best.get("baseline", t_direct)
+        print(f"\n{'':34s} {'seconds':>9s} {'x realtime':>11s} {'baseline /' if fc else 'direct /':>11s}")
         for name, t in rows:
             print(f"{name:34s} {t:9.3f} {audio_s / t:11.0f} {t_base / t:11.1f}")
         print(f"\ncold / warm: {t_cold / t_warm:.0f}x; cache overhead over direct extraction: "
               f"{100 * (t_cold - t_direct) / t_direct:+.0f}%")
-        print(f"max |ours - baseline|: log-mel {d_mel:.2e} dB, intensity vectors {d_iv:.2e}")
+        if fc is not None:  # the baseline's (frames, 7 * 64) channel-major file vs ours [7, frames, 64]
+            base = np.load(base_dir / f"{paths[0].stem}.npy")
+            ref = base.reshape(base.shape[0], -1, 64).transpose(1, 0, 2)
+            ours = feats[0].double().numpy()
+            d_mel = np.abs(ours[:4] - ref[:4]).max()
+            d_iv = np.abs(ours[4:] - ref[4:]).max()
+            print(f"max |ours - baseline|: log-mel {d_mel:.2e} dB, intensity vectors {d_iv:.2e}")
+        else:
+            print("no baseline: give the DCASE 2023 baseline's work tree with --ref PATH")
 
         if not args.quick:  # in a fresh process: this one's allocator already holds freed memory
             out = subprocess.run([sys.executable, __file__, "--peak-rss", str(paths[0])], capture_output=True,

@@ -7,11 +7,17 @@
 - :class:`FeatureStandardizer`: per channel-and-bin standardisation fitted over a dataset
   (what the baseline does with sklearn's StandardScaler), stored in and applied by a model.
 
-The baseline computes these with librosa one channel at a time (``sed.audio.reference`` keeps a
-port of it as the yardstick); here every step is a batched tensor op on any device. On CPU the
-frames are processed in chunks of ``chunk_frames`` so that the STFT, the power/intensity terms
-and the mel projection of a chunk stay in cache (the whole-file version is memory bound and
-several times slower); on accelerators the whole batch is one chunk.
+The baseline (``cls_feature_class.py`` of sharathadavanne/seld-dcase2023) computes these with
+librosa one channel at a time; tests/reference/seld_features checks these front ends and the
+standardiser against that code's own outputs. Here every step is a batched tensor op on any
+device. On CPU the frames are processed in chunks of ``chunk_frames`` so that the STFT, the
+power/intensity terms and the mel projection of a chunk stay in cache (the whole-file version is
+memory bound and several times slower); on accelerators the whole batch is one chunk.
+
+The STFT is centred with zero padding, as ``librosa.stft`` pads since librosa 0.9.0; run with librosa
+<= 0.8.1 (``pad_mode='reflect'``; plausibly what the baseline's README setup, python 3.8.11 and
+torch 1.10.0 of 2021, had), the baseline's first frame of every file differs
+(tests/reference/seld_features/README.md).
 """
 
 from __future__ import annotations
