@@ -46,38 +46,60 @@ def patch_mix(
     time_domain: bool = False,
     grid: tuple[int, int] | None = None,
     lam: float | None = None,
+    index: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, torch.Tensor]:
     """Patch-Mix of tokens ``x [B, N, D]`` with labels ``y [B, ...]``.
 
     Returns ``(x_mixed, y_a, y_b, lam, index)``: ``y_a = y``, ``y_b = y[index]``, ``lam`` the
     recomputed weight of ``y_a`` (a float), ``index`` the partner of each sample (on ``x``'s
     device). ``x`` is not modified. ``time_domain`` needs ``grid = (f, t)`` with ``f * t = N``.
-    ``lam`` forces the mixing weight instead of drawing it (tests, ablations).
+
+    The three random choices can be given instead of drawn (tests, ablations, replaying a run):
+    ``lam`` the mixing weight; ``index`` ``[B]`` the partner of each sample; ``mask`` the mixed
+    patch positions (time columns with ``time_domain``), whose count is ``num_mask`` (with
+    ``lam`` given too it must be ``int(width * (1 - lam))``). What is not given is drawn, in the
+    reference's order: ``lam``, ``index``, then the mask permutation.
     """
     if x.dim() != 3:
         raise ValueError(f"patch_mix expects tokens [B, N, D], got shape {tuple(x.shape)}")
     b, n, d = x.shape
     if y.shape[0] != b:
         raise ValueError(f"{y.shape[0]} labels for a batch of {b}")
-    lam = sample_lam(beta, generator) if lam is None else float(lam)
-    if not 0.0 <= lam <= 1.0:
+    if time_domain and (grid is None or grid[0] * grid[1] != n):
+        raise ValueError(f"time_domain Patch-Mix needs grid=(f, t) with f * t = {n}, got {grid}")
+    width = grid[1] if time_domain else n
+    if mask is not None:
+        mask = torch.as_tensor(mask, dtype=torch.long).flatten()
+        k = mask.numel()
+        if k and (int(mask.min()) < 0 or int(mask.max()) >= width or mask.unique().numel() != k):
+            raise ValueError(f"mask must hold distinct positions in [0, {width}), got {mask.tolist()}")
+        if lam is not None and 0.0 <= float(lam) <= 1.0 and k != int(width * (1.0 - float(lam))):
+            raise ValueError(f"mask has {k} positions but lam={lam} mixes {int(width * (1.0 - float(lam)))}")
+    elif lam is None:
+        lam = sample_lam(beta, generator)
+    if lam is not None and not 0.0 <= float(lam) <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    index = torch.randperm(b, generator=generator, device=gen_device).to(x.device)
+    if index is None:
+        index = torch.randperm(b, generator=generator, device=gen_device)
+    else:
+        index = torch.as_tensor(index, dtype=torch.long).flatten()
+        if index.numel() != b or (b and (int(index.min()) < 0 or int(index.max()) >= b)):
+            raise ValueError(f"index must hold {b} sample indices in [0, {b}), got {index.tolist()}")
+    index = index.to(x.device)
+    if mask is None:
+        num_mask = int(width * (1.0 - float(lam)))
+        mask = torch.randperm(width, generator=generator, device=gen_device)[:num_mask]
+    num_mask = mask.numel()
+    mask = mask.to(x.device)
     if not time_domain:
-        num_mask = int(n * (1.0 - lam))
-        mask = torch.randperm(n, generator=generator, device=gen_device)[:num_mask].to(x.device)
         out = x.clone()
         out[:, mask] = x[index][:, mask]
-        lam = 1.0 - num_mask / n
     else:
-        if grid is None or grid[0] * grid[1] != n:
-            raise ValueError(f"time_domain Patch-Mix needs grid=(f, t) with f * t = {n}, got {grid}")
         f, t = grid
-        num_mask = int(t * (1.0 - lam))
-        mask = torch.randperm(t, generator=generator, device=gen_device)[:num_mask].to(x.device)
         square = x.reshape(b, f, t, d).clone()
         square[:, :, mask] = x.reshape(b, f, t, d)[index][:, :, mask]
         out = square.reshape(b, n, d)
-        lam = 1.0 - num_mask / t
+    lam = 1.0 - num_mask / width
     return out, y, y[index.to(y.device)], lam, index
