@@ -5,10 +5,17 @@ patches or time columns) given to :func:`sed.augment.patch_mix.patch_mix`, which
 mixed tokens, ``y_a``, ``y_b`` and the ``lam`` it returns. A second test gives sed only ``lam`` and a
 generator seeded as the reference seeded torch's global RNG: sed then draws the same partner and the same
 patches (the draws, ``randperm(B)`` then ``randperm(width)``, are the reference's, in its order).
+
+The Patch-Mix model: a DeiT-tiny-sized Patch-Mix AST is written in the release layout of the reference's
+``save_model`` (``best.pth``: ``args``, ``model``, ``optimizer``, ``epoch``, ``classifier``), loaded through
+:func:`sed.models.loading.load_model`, and run on the regimes' clips after the ICBHI data stage
+(:func:`sed.data.icbhi.fix_length`: cut or repeat-pad to 8 s, as the reference's ``cut_pad_sample_torchaudio``):
+pooled embedding and logits (the reference's ``classifier`` on ``model(x)``), and the Patch-Mix forward.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -17,6 +24,7 @@ import pytest
 import torch
 
 from sed.augment.patch_mix import patch_mix
+from sed.data.icbhi import fix_length
 from tests.reference import common
 from tests.reference.patchmix import generate
 
@@ -88,3 +96,86 @@ def test_inconsistent_choices_are_refused():
         patch_mix(x, y, lam=0.5, index=torch.tensor([0, 1, 2, 4]))
     with pytest.raises(ValueError, match="mask must"):
         patch_mix(x, y, mask=torch.tensor([0, 0]))
+
+
+# ---------------------------------------------------------------------------- the Patch-Mix model
+MANIFEST = json.loads((HERE / "weights.json").read_text(encoding="utf-8"))
+REGIMES = generate.regimes()
+
+
+def _release(with_args: bool = True) -> dict:
+    """The contents of the reference's ``best.pth`` (util/misc.py ``save_model``) from the manifest."""
+    tensors = common.tensors_from(MANIFEST)
+    state = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
+    classifier = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
+    args = argparse.Namespace(**{k: np.asarray(v) if k == "class_nums" else v for k, v in MANIFEST["args"].items()})
+    optimizer = torch.optim.Adam([torch.nn.Parameter(v.clone()) for v in state.values()], lr=5e-5,
+                                 weight_decay=1e-6).state_dict()
+    out = {"args": args, "model": state, "optimizer": optimizer, "epoch": MANIFEST["epoch"], "classifier": classifier}
+    if not with_args:
+        del out["args"]
+    return out
+
+
+def _load(tmp_path_factory, with_args: bool):
+    from sed.models.loading import load_model
+
+    path = tmp_path_factory.mktemp("patchmix") / "best.pth"
+    torch.save(_release(with_args), path)
+    return load_model(path)[0].eval()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """sed's model from the release file as the reference writes it."""
+    return _load(tmp_path_factory, True)
+
+
+@pytest.fixture(scope="module")
+def model_without_args(tmp_path_factory):
+    """The same file without its pickled ``args`` (an ``argparse.Namespace`` holding a numpy array)."""
+    return _load(tmp_path_factory, False)
+
+
+def _waves(regime: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The regime's clips after the ICBHI data stage, as one zero-padded batch with lengths."""
+    clips = [fix_length(torch.from_numpy(common.signal(s, generate.SAMPLE_RATE, seed)[0]), generate.TARGET)
+             for s, seed in REGIMES[regime]]
+    lengths = torch.tensor([c.numel() for c in clips])
+    return torch.stack([torch.nn.functional.pad(c, (0, int(lengths.max()) - c.numel())) for c in clips]), lengths
+
+
+def _check_forward(m, regime: str) -> None:
+    wave, lengths = _waves(regime)
+    with torch.no_grad():
+        embed, logits = m.embed(wave, lengths), m(wave, lengths)
+    common.assert_close(embed, REF[f"model_embed_{regime}"], f"pooled embedding, {regime}")
+    common.assert_close(logits, REF[f"model_logits_{regime}"], f"logits, {regime}")
+
+
+@pytest.mark.parametrize("regime", list(REGIMES))
+def test_model_forward(model, regime):
+    _check_forward(model, regime)
+
+
+def test_model_forward_without_args(model_without_args):
+    _check_forward(model_without_args, "batch")
+
+
+@pytest.mark.parametrize("domain", ["patches", "time"])
+def test_model_patch_mix_forward(model, domain):
+    """Tokens mixed after the patch embedding, before cls/dist and pos_embed, with the reference's choices."""
+    c = MANIFEST["patch_mix"][domain]
+    wave, lengths = _waves("batch")
+    y = torch.tensor(generate.MIX_LABELS)
+    with torch.no_grad():
+        tokens = model.patchify(model.features(wave, lengths))
+        mixed, y_a, y_b, lam, index = patch_mix(tokens, y, lam=c["lam_drawn"], index=torch.tensor(c["index"]),
+                                                mask=torch.tensor(c["mask"]), time_domain=domain == "time",
+                                                grid=model.grid)
+        pooled = model.forward_pooled(mixed)
+        logits = model.head(pooled)
+    assert (y_a.tolist(), y_b.tolist(), index.tolist()) == (c["y_a"], c["y_b"], c["index"])
+    assert lam == pytest.approx(c["lam"], abs=1e-12)
+    common.assert_close(pooled, REF[f"model_mix_{domain}_embed"], f"Patch-Mix pooled embedding, {domain}")
+    common.assert_close(logits, REF[f"model_mix_{domain}_logits"], f"Patch-Mix logits, {domain}")
