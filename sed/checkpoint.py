@@ -154,9 +154,29 @@ def _check_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _plain_objects() -> list:
+    """Beyond tensors and containers, what ``torch.load(weights_only=True)`` may build here: the training
+    ``args`` that reference scripts pickle beside their weights (an ``argparse.Namespace`` holding numbers,
+    strings and numpy arrays; e.g. the Patch-Mix repository's ``best.pth``). Constructing these runs no
+    code of the file's choosing; anything else a pickle names stays refused."""
+    import argparse
+
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    return [argparse.Namespace, np.ndarray, np.dtype, *dtypes, multiarray._reconstruct, multiarray.scalar,
+            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+            (multiarray.scalar, "numpy.core.multiarray.scalar")]
+
+
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_plain_objects()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if m := re.search(r"GLOBAL (\S+)", str(e)):
             raise CheckpointError(path, f"refused: loading it would need arbitrary unpickling (code execution: "

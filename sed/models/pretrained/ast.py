@@ -3,7 +3,9 @@
 Formats (the sniffer, :func:`detect_format`):
 
 - an original AST ``.pth`` (``module.v.*`` + ``module.mlp_head.*``; strides from a name like
-  ``audioset_10_10_0.4593.pth``), a Patch-Mix ``v.*`` dict, or a bare ``ASTModel.state_dict()``;
+  ``audioset_10_10_0.4593.pth``), a bare ``ASTModel.state_dict()``, or a Patch-Mix ``best.pth``
+  (``model``: ``v.*``, and ``classifier``: the trained LayerNorm + Linear head, which replaces the
+  model's unused ``mlp_head``; its pickled ``args`` are read as plain data);
 - a Hugging Face AST directory (transformers v4 or v5 key names; config.json + preprocessor_config.json),
   a hub id or a short name such as ``ast-audioset-0.4593``;
 - timm ImageNet DeiT (``deit_base_distilled_patch16_384`` ...; a file or the short name): RGB patch
@@ -147,7 +149,15 @@ def map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:
         if w is not None and w.dim() == 4 and w.shape[1] != 1:
             state["patch_embed.proj.weight"] = w.sum(dim=1, keepdim=True)
         return state, sorted(set(sd) - set(state))
-    return original.from_original(sd) if kind == "original" else (dict(sd), [])
+    state, dropped = original.from_original(sd) if kind == "original" else (dict(sd), [])
+    trained = contents.state.get("classifier") if isinstance(contents.state, Mapping) else None
+    if isinstance(trained, Mapping) and {"0.weight", "1.weight"} <= set(trained):
+        # a Patch-Mix best.pth: the head it trained and evaluated is "classifier" (LayerNorm + Linear, spec
+        # section 2); the model's own mlp_head stays at its initial values, unused
+        dropped += sorted(k for k in state if k.startswith("head."))
+        state = {**{k: v for k, v in state.items() if not k.startswith("head.")},
+                 **{f"head.{k}": v for k, v in trained.items() if isinstance(v, torch.Tensor)}}
+    return state, dropped
 
 
 def _size(arch: dict) -> str:
