@@ -14,6 +14,7 @@ imports this file from the sed repository without importing sed itself.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -101,7 +102,12 @@ def max_rel_diff(ours, ref) -> float:
 
 
 def assert_close(ours, ref, what: str, tol: float = TOLERANCE) -> float:
-    """Fail unless ``ours`` is within ``tol`` of the reference's range; returns the relative difference."""
+    """Fail unless ``ours`` is within ``tol`` of the reference's range; returns the relative difference.
+    With ``SED_REFERENCE_REPORT=FILE`` each comparison is also appended to FILE as a JSON line (the table of
+    tests/reference/README.md is made from it by ``python -m tests.reference.report FILE``)."""
     d = max_rel_diff(ours, ref)
+    if os.environ.get("SED_REFERENCE_REPORT"):
+        with open(os.environ["SED_REFERENCE_REPORT"], "a", encoding="utf-8") as f:
+            f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "what": what, "diff": d}) + "\n")
     assert d <= tol, f"{what}: max |sed - reference| = {d:.3g} of the reference's range (allowed {tol:g})"
     return d
