@@ -21,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["LENGTHS", "MIXED", "assert_close", "load_manifest", "manifest_entry", "max_rel_diff", "save_manifest",
+__all__ = ["BATCH_SEEDS", "LENGTHS", "MIXED", "MIXED_SEEDS", "assert_close", "padded", "regime_inputs", "load_manifest", "manifest_entry", "max_rel_diff", "save_manifest",
            "signal", "tensor_from", "tensors_from"]
 
 #: the input regimes every family is checked at (seconds): short, shorter, exact (10 s), long, longer
 LENGTHS = (1.0, 3.0, 10.0, 15.0, 25.0)
 #: the lengths of the mixed-length batch (seconds)
 MIXED = (3.0, 10.0, 1.0)
+#: the seeds of the same-length batch (three 3-s clips) and of the mixed batch's clips
+BATCH_SEEDS, MIXED_SEEDS = (1, 2, 3), (4, 5, 6)
 #: the agreement asked of every family: 1e-4 of the reference output's range
 TOLERANCE = 1e-4
 
@@ -49,6 +51,25 @@ def signal(seconds: float, rate: int, seed: int = 0, channels: int = 1) -> np.nd
         x[clicks] += rng.uniform(-0.3, 0.3, size=clicks.shape)
         out[c] = x
     return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def padded(clips: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Mono clips ``[T_i]`` as one zero-padded batch ``[B, max T]`` and their valid lengths."""
+    lengths = [len(c) for c in clips]
+    wave = np.zeros((len(clips), max(lengths)), np.float32)
+    for i, c in enumerate(clips):
+        wave[i, : len(c)] = c
+    return wave, lengths
+
+
+def regime_inputs(regime: str, rate: int) -> tuple[np.ndarray, list[int] | None]:
+    """The mono waveforms ``[B, T]`` of a regime ("1s" ... "25s", "batch", "mixed") and, for the mixed
+    batch, the valid samples per clip (its clips alone are ``common.signal(MIXED[i], rate, MIXED_SEEDS[i])``)."""
+    if regime == "batch":
+        return np.concatenate([signal(3.0, rate, s) for s in BATCH_SEEDS]), None
+    if regime == "mixed":
+        return padded([signal(s, rate, seed)[0] for s, seed in zip(MIXED, MIXED_SEEDS)])
+    return signal(float(regime.removesuffix("s")), rate, 0), None
 
 
 # ---------------------------------------------------------------------- weights from a manifest

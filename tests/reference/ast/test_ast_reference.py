@@ -30,16 +30,7 @@ ROWS = torch.from_numpy(REF["fbank_rows"])
 
 def inputs(regime: str) -> tuple[np.ndarray, list[int] | None]:
     """The waveforms ``[B, T]`` of a regime and, for the mixed batch, the valid samples per clip."""
-    if regime == "batch":
-        return np.concatenate([common.signal(3.0, RATE, s) for s in (1, 2, 3)]), None
-    if regime == "mixed":
-        clips = [common.signal(s, RATE, seed)[0] for s, seed in zip(common.MIXED, (4, 5, 6))]
-        lengths = [len(c) for c in clips]
-        wave = np.zeros((len(clips), max(lengths)), np.float32)
-        for i, c in enumerate(clips):
-            wave[i, : len(c)] = c
-        return wave, lengths
-    return common.signal(float(regime.removesuffix("s")), RATE, 0), None
+    return common.regime_inputs(regime, RATE)
 
 
 @pytest.fixture(scope="module")

@@ -57,17 +57,11 @@ def test_single_clip(model, seconds):
 
 
 def test_same_length_batch(model):
-    wave = np.concatenate([common.signal(3.0, RATE, s) for s in (1, 2, 3)])
-    check(*run(model, wave), "batch")
+    check(*run(model, common.regime_inputs("batch", RATE)[0]), "batch")
 
 
 def test_mixed_length_batch_equals_each_clip_alone(model):
-    clips = [common.signal(s, RATE, seed)[0] for s, seed in zip(common.MIXED, (4, 5, 6))]
-    lengths = [len(c) for c in clips]
-    wave = np.zeros((len(clips), max(lengths)), np.float32)
-    for i, c in enumerate(clips):
-        wave[i, : len(c)] = c
-    check(*run(model, wave, lengths), "mixed")
+    check(*run(model, *common.regime_inputs("mixed", RATE)), "mixed")
 
 
 def test_exact_two_chunks_averages_both(model):

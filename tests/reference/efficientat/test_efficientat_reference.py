@@ -41,16 +41,8 @@ def model(tmp_path_factory):
 
 def inputs(regime: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The regime's waves ``[B, T]`` (zero-padded for the mixed batch) and valid samples per clip."""
-    if regime in SINGLE:
-        return torch.from_numpy(common.signal(float(regime[:-1]), RATE, 0)), None
-    if regime == "batch":
-        return torch.from_numpy(np.concatenate([common.signal(3.0, RATE, s) for s in (1, 2, 3)])), None
-    clips = [common.signal(sec, RATE, 4 + i)[0] for i, sec in enumerate(common.MIXED)]
-    lengths = torch.tensor([len(c) for c in clips])
-    wave = torch.zeros(len(clips), int(lengths.max()))
-    for i, c in enumerate(clips):
-        wave[i, : len(c)] = torch.from_numpy(c)
-    return wave, lengths
+    wave, lengths = common.regime_inputs(regime, RATE)
+    return torch.from_numpy(wave), None if lengths is None else torch.tensor(lengths)
 
 
 @pytest.mark.parametrize("regime", REGIMES)
