@@ -4,8 +4,8 @@ chunking of long inputs, Patch-Mix and ONNX, on random weights at CED-Tiny width
 The reference checkpoints are built here from the module names of RicherMans/CED
 ``models/audiotransformer.py`` (``AudioTransformer``, commit 60a0f54214ea619265e16ee257925158be2675fd) and of
 jimbozhang/hf_transformers_custom_model_ced ``ced_model/modeling_ced.py`` (``CedForAudioClassification``,
-commit 1a9cd46bfc2b85e5fb756b9d55cb0974d582235b); ``reference_probs`` recomputes the reference forward
-from those tensors with plain torch ops (torchaudio MelSpectrogram + AmplitudeToDB front end).
+commit 1a9cd46bfc2b85e5fb756b9d55cb0974d582235b). The numbers against those repositories' own code, run
+here, are in tests/reference/ced and tests/reference/ced_hf.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from sed.checkpoint import save_model
 from sed.data.audioset import audioset_labels
 from sed.errors import CheckpointError
 from sed.models import ced as ced_mod
-from sed.models.loading import load_model
 from sed.models.family import find_weights
+from sed.models.loading import load_model
 from sed.models.pretrained import sources
 from sed.models.pretrained.build import claimed_by
 from sed.models.registry import create_model
@@ -83,45 +83,6 @@ def hf_state(sd: dict) -> dict:
     return out
 
 
-def reference_probs(sd: dict, wave: torch.Tensor, target_length: int = 1012, average: str = "prob") -> torch.Tensor:
-    """The reference forward (sigmoid scores), clip by clip, from the reference-layout tensors."""
-    ln = lambda x, n, eps: F.layer_norm(x, (x.shape[-1],), sd[n + ".weight"], sd[n + ".bias"], eps)  # noqa: E731
-    out = []
-    for clip in wave:
-        x = mel_db(clip[None])[:, None]  # [1, 1, F, T]
-        bn = [sd["init_bn.1." + k][None, None, :, None] for k in ("running_mean", "running_var", "weight", "bias")]
-        x = (x - bn[0]) / torch.sqrt(bn[1] + 1e-5) * bn[2] + bn[3]
-        chunks = [x]
-        if x.shape[-1] > target_length:
-            chunks = list(x.split(target_length, -1))
-            chunks[-1] = F.pad(chunks[-1], (0, target_length - chunks[-1].shape[-1]))
-        scores, pooled = [], []
-        for c in chunks:
-            y = F.conv2d(c, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=16)
-            y = y + sd["time_pos_embed"][..., : y.shape[-1]] + sd["freq_pos_embed"]
-            tok = y.flatten(2).transpose(1, 2)  # [1, f*t, D], frequency-major
-            for i in range(DEPTH):
-                p = f"blocks.{i}."
-                h = F.linear(ln(tok, p + "norm1", 1e-6), sd[p + "attn.qkv.weight"], sd[p + "attn.qkv.bias"])
-                q, k, v = h.reshape(1, -1, 3, HEADS, D // HEADS).permute(2, 0, 3, 1, 4)
-                a = ((q @ k.transpose(-2, -1)) * (D // HEADS) ** -0.5).softmax(-1)
-                o = (a @ v).transpose(1, 2).reshape(1, -1, D)
-                tok = tok + F.linear(o, sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"])
-                h = F.gelu(F.linear(ln(tok, p + "norm2", 1e-6), sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"]))
-                tok = tok + F.linear(h, sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
-            m = ln(tok, "norm", 1e-6).mean(1)
-            pooled.append(m)
-            scores.append(torch.sigmoid(F.linear(ln(m, "outputlayer.0", 1e-5), sd["outputlayer.1.weight"],
-                                                 sd["outputlayer.1.bias"])))
-        if average == "embedding":
-            m = torch.stack(pooled).mean(0)
-            out.append(torch.sigmoid(F.linear(ln(m, "outputlayer.0", 1e-5), sd["outputlayer.1.weight"],
-                                              sd["outputlayer.1.bias"])))
-        else:
-            out.append(torch.stack(scores).mean(0))
-    return torch.cat(out)
-
-
 def waves(n: int, seconds: float, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return 0.1 * torch.randn(n, int(16000 * seconds), generator=g)
@@ -168,21 +129,18 @@ def test_original_release_pt_gives_the_reference_scores(tmp_path, ref_sd):
     path = tmp_path / "audiotransformer_tiny_mAP_4814.pt"
     torch.save({"model": ref_sd}, path)
     model, desc = load_model(path, input_tdim=101)
-    wave = waves(2, 1.0)
-    with torch.no_grad():
-        got = torch.sigmoid(model(wave))
-    assert (got - reference_probs(ref_sd, wave)).abs().max() < 1e-4
     assert model.labels == audioset_labels() and desc["multi_label"] is True
     assert desc["model_name"] == "ced_tiny" and model.embed_dim == D and len(model.blocks) == DEPTH
     assert model.time_pos_embed.shape[-1] == T0 and model.grid == (4, 6)  # 1 s uses the first 6 time positions
 
 
-def test_hugging_face_directory_and_short_name(monkeypatch, hf_dir, ref_sd):
+def test_hugging_face_directory_and_short_name(monkeypatch, hf_dir, ref_sd, tmp_path):
     model = create_model("ced_tiny", pretrained=str(hf_dir), input_tdim=151).eval()
+    torch.save(ref_sd, tmp_path / "original.pt")
+    original = create_model("ced_tiny", pretrained=str(tmp_path / "original.pt")).eval()
     wave = waves(2, 1.5, seed=3)
-    with torch.no_grad():
-        got = torch.sigmoid(model(wave))
-    assert (got - reference_probs(ref_sd, wave)).abs().max() < 1e-4
+    with torch.no_grad():  # one chunk: the two layouts of the same weights score alike (numbers: tests/reference)
+        assert torch.allclose(model(wave), original(wave), atol=1e-5)
     assert model.labels[1] == "Male speech, man speaking" and model.multi_label  # full names, not the port's cut ones
     calls = []
     monkeypatch.setattr(sources, "hub_snapshot", lambda repo: calls.append(repo) or str(hf_dir))
@@ -212,12 +170,15 @@ def test_long_inputs_are_chunked_and_averaged(tmp_path, ref_sd):
     path = tmp_path / "ced.pt"
     torch.save(ref_sd, path)
     wave = waves(2, 23.0, seed=5)  # 2301 frames: chunks of 1012, 1012 and 277 zero-padded frames
+    got = {}
     for average in ("prob", "embedding"):
-        model, _ = load_model(path, input_tdim=2301, chunk_average=average)
+        model, _ = load_model(path, chunk_average=average)
         with torch.no_grad():
-            got = torch.sigmoid(model(wave))
+            got[average] = torch.sigmoid(model(wave))
             assert model.embed(wave).shape == (2, D)
-        assert (got - reference_probs(ref_sd, wave, average=average)).abs().max() < 1e-4
+            first = torch.sigmoid(model(wave[:, : 1011 * 160]))  # the first chunk alone
+        assert not torch.allclose(got[average], first, atol=1e-3)  # the later chunks count
+    assert not torch.allclose(got["prob"], got["embedding"], atol=1e-4)  # (numbers of both: tests/reference/ced*)
     big = torch.tensor([[30.0, -30.0], [30.0, 30.0]])  # logit(mean sigmoid) stays finite where sigmoid saturates
     out = torch.logsumexp(F.logsigmoid(big), 0) - torch.logsumexp(F.logsigmoid(-big), 0)
     assert torch.isfinite(out).all() and abs(float(out[0]) - 30.0) < 1e-4 and abs(float(out[1])) < 1e-4
