@@ -127,3 +127,37 @@ def test_package_level_from_pretrained(clf, tmp_path):
     w = noise(1.0, 12)
     assert loaded.labels == LABELS
     assert np.allclose(loaded.score([w])[0].scores, clf.score([w])[0].scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["beats_micro", "ced_tiny", "efficientat_mn04"])
+def test_native_length_families_score_each_clip_whole_and_alone(name):
+    torch.manual_seed(0)
+    kwargs = {"depth": 2} if name.startswith("ced") else {}
+    model = create_model(name, num_classes=3, **kwargs).eval()
+    clf = Classifier(model, describe(model), device="cpu")
+    rate = clf.sample_rate
+    waves = [noise(s * rate / SR, i) for i, s in enumerate([3.0, 12.0, 0.5])]
+    res = clf.score(waves, batch_size=3)  # one padded batch: each clip at its own length
+    for w, r in zip(waves, res):
+        with torch.no_grad():
+            alone = torch.softmax(model(w[None]), -1)[0].numpy()
+        assert np.allclose(r.scores, alone, atol=1e-5)
+        assert r.note is None  # 12 s is longer than the 10-s training clip: still scored whole
+    padded = torch.zeros(1, clf.clip_samples)  # what the 3-s clip was before: padded to the 10-s training clip
+    padded[0, : waves[0].numel()] = waves[0]
+    emb, _ = clf.embed(waves[:1])
+    with torch.no_grad():
+        assert np.allclose(emb[0], model.embed(waves[0][None])[0].numpy(), atol=1e-5)
+        assert not np.allclose(emb[0], model.embed(padded)[0].numpy(), atol=1e-3 * np.abs(emb).max())
+
+
+def test_beats_scores_the_head_of_a_file_past_its_30_s_limit():
+    torch.manual_seed(0)
+    model = create_model("beats_micro", num_classes=3).eval()
+    clf = Classifier(model, describe(model), device="cpu")
+    assert clf.max_samples == 30 * SR and clf.clip_samples < clf.max_samples
+    res = clf.score([noise(32.0, 7)])[0]
+    assert "32.0 s long, the model takes 30.00 s in one piece; scored the head" in res.note
+    with torch.no_grad():
+        head = torch.softmax(model(noise(32.0, 7)[None, : 30 * SR]), -1)[0].numpy()
+    assert np.allclose(res.scores, head, atol=1e-5)
