@@ -9,8 +9,16 @@
 - :mod:`~sed.inference.device`: ``--device`` and ``--precision``
 """
 
-from sed.inference.classifier import Classifier, FileResult, Segment
-from sed.inference.device import autocast, resolve_device
-from sed.inference.ensemble import classify_ensemble, combine
+import importlib
 
 __all__ = ["Classifier", "FileResult", "Segment", "autocast", "classify_ensemble", "combine", "resolve_device"]
+
+_LAZY = {"Classifier": "classifier", "FileResult": "classifier", "Segment": "classifier", "autocast": "device",
+         "resolve_device": "device", "classify_ensemble": "ensemble", "combine": "ensemble"}
+
+
+def __getattr__(name: str):
+    """The package's names, imported on first use: a light submodule (``output``) costs no model imports."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"sed.inference.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'sed.inference' has no attribute {name!r}")

@@ -6,7 +6,7 @@ come from building each size on the meta device (no memory, no download, no netw
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ _POLICY = {"fixed": "fixed: padded or cut to the clip", "native": "native: each 
            "frames": "frames: the whole input, frame outputs", "backbone": "its backbone's"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def parameter_count(size: str) -> int:
     """Parameters of a registered size with its default head (built on the meta device)."""
     with torch.device("meta"):
