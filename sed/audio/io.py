@@ -6,6 +6,7 @@ raises :class:`AudioError` whose message names the file and the reason.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import stat
@@ -18,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 from sed.errors import AudioError
 
@@ -155,14 +156,26 @@ def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([y, np.zeros((frames - y.shape[0], y.shape[1]), y.dtype)])
 
 
+@functools.lru_cache(maxsize=16)
+def _sinc(orig: int, new: int) -> torchaudio.transforms.Resample:
+    """torchaudio's resampler for a rate pair, its kernel built once (in float64, then kept as float32:
+    ``torchaudio.functional.resample`` builds it in the wave's float32, ~1e-7 apart, which a log
+    spectrogram turns into ~2e-4 in a recording's empty bands; reference loaders use this one)."""
+    return torchaudio.transforms.Resample(orig, new)
+
+
+def _sinc_resample(wave: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    return _sinc(orig, new)(wave.float().cpu()).to(wave)
+
+
 def resample(wave: torch.Tensor, orig: int, new: int) -> torch.Tensor:
-    """Band-limited sinc resampling of ``[..., T]`` to ``ceil(T * new / orig)`` samples: torchaudio's
-    default kernel, or soxr (high quality) for rates whose ratio would need a kernel of billions of
-    taps (co-prime rates such as 32767 -> 16000 Hz)."""
+    """Band-limited sinc resampling of ``[..., T]`` to ``ceil(T * new / orig)`` samples:
+    ``torchaudio.transforms.Resample``'s default kernel, or soxr (high quality) for rates whose ratio
+    would need a kernel of billions of taps (co-prime rates such as 32767 -> 16000 Hz)."""
     if orig == new:
         return wave
     if _polyphase_ok(orig, new):
-        return AF.resample(wave, orig, new)
+        return _sinc_resample(wave, orig, new)
     flat = wave.reshape(-1, wave.shape[-1]).detach().cpu().float().numpy().T
     frames = math.ceil(wave.shape[-1] * new / orig)
     y = _fit_length(soxr.resample(np.ascontiguousarray(flat), orig, new, quality="HQ"), frames)
@@ -310,7 +323,7 @@ def _iter_resampled(p: Path, meta: AudioInfo, target: int, block_frames: int) ->
         if have_end < s + step + ctx:
             buf = torch.cat([buf, buf.new_zeros(buf.shape[0], s + step + ctx - have_end)], dim=1)
         seg = buf[:, s - ctx - buf_start : s + step + ctx - buf_start]
-        y = AF.resample(seg, o, n)
+        y = _sinc_resample(seg, o, n)
         first = ctx // o * n
         take = min(step // o * n, total_out - produced)
         yield y[:, first : first + take]

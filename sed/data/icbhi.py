@@ -18,7 +18,6 @@ Checking a corpus folder and counting its cycles: :mod:`sed.data.icbhi_prepare`.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from sed.audio.io import _polyphase_ok, load_audio, resample
+from sed.audio.io import load_audio
 from sed.data.clips import ClipItem
 from sed.errors import DatasetError
 
@@ -247,25 +246,11 @@ def split_recordings(root: str | os.PathLike, split: str = "train", fold="offici
 # ---------------------------------------------------------------- cycles
 
 
-@functools.lru_cache(maxsize=16)
-def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
-    """The reference's resampler, its kernel built once per rate pair (a corpus has three rates)."""
-    return torchaudio.transforms.Resample(orig, new)
-
-
 def load_recording(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Mono ``[N]`` at ``sample_rate`` with a linear fade-in and fade-out of ``sample_rate // 16``
-    samples over the whole recording (``torchaudio.transforms.Fade``).
-
-    Resampled as the reference does, with ``torchaudio.transforms.Resample`` (its sinc kernel is
-    computed in float64, then used in float32; ``torchaudio.functional.resample`` of a float32 wave
-    computes it in float32, ~1e-7 apart, which the log fbank of a 4 kHz recording turns into ~2e-4
-    in its empty bands above 2 kHz). Rates whose kernel would be huge go through
-    :func:`sed.audio.io.resample` (soxr)."""
-    wave, sr = load_audio(path, channels="mono")
-    wave = wave[0]
-    if sr != sample_rate:
-        wave = _resampler(sr, sample_rate)(wave) if _polyphase_ok(sr, sample_rate) else resample(wave, sr, sample_rate)
+    samples over the whole recording (``torchaudio.transforms.Fade``); resampled by
+    :func:`sed.audio.io.resample`, which is the reference's ``torchaudio.transforms.Resample``."""
+    wave = load_audio(path, sample_rate=sample_rate, channels="mono")[0][0]
     n = min(sample_rate // 16, wave.numel())
     return torchaudio.transforms.Fade(n, n, "linear")(wave)
 
