@@ -110,7 +110,7 @@ ONNX_INPUT, ONNX_OUTPUTS, ONNX_METADATA_KEY = "waveform", ("logits", "embedding"
 
 #: the description's fields and their types (``None`` stands for an absent optional field)
 _FIELDS = {"model_name": str, "model_kwargs": dict, "labels": list, "sample_rate": int, "clip_samples": int,
-           "max_samples": int, "min_samples": int, "multi_label": bool, "channels": str, "frontend": dict, "format": str, "state_dict_prefix": str}
+           "max_samples": int, "multi_label": bool, "channels": str, "frontend": dict, "format": str, "state_dict_prefix": str}
 #: an audio rate, and a clip of at most ten minutes
 MAX_SAMPLE_RATE, MAX_CLIP_SECONDS = 384_000, 600
 
@@ -136,7 +136,7 @@ def check_description(desc: Any, path: str | os.PathLike | None) -> dict[str, An
     rate = desc.get("sample_rate")
     if rate is not None and not 1 <= rate <= MAX_SAMPLE_RATE:
         raise CheckpointError(path, f"sample_rate {rate} is not an audio rate (1..{MAX_SAMPLE_RATE} Hz)")
-    for key in ("clip_samples", "max_samples", "min_samples"):
+    for key in ("clip_samples", "max_samples"):
         n = desc.get(key)
         if n is not None and not 1 <= n <= MAX_CLIP_SECONDS * (rate or MAX_SAMPLE_RATE):
             raise CheckpointError(path, f"{key} {n} is not a clip length (1 sample to {MAX_CLIP_SECONDS} s)")

@@ -104,7 +104,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int | None =
     longest = getattr(model, "max_samples", model.clip_samples)
     if hasattr(model, "onnx_max_samples"):
         longest = min(model.onnx_max_samples, longest or model.onnx_max_samples)
-    bounds = {"min_samples": input_bounds(model)[0], "max_samples": longest}
+    bounds = {"onnx_input_samples": list(input_bounds(model)), "max_samples": longest}
     desc = onnx_description(model, **({"exported_from": os.fspath(source)} if source is not None else {}),
                             **bounds, **(meta or {}))
     del proto.metadata_props[:]

@@ -64,10 +64,11 @@ class OnnxModel:
         self._check_graph()
         self.sample_rate = int(self.meta.get("sample_rate") or 16000)
         self.clip_samples = self.meta.get("clip_samples")
-        #: the graph's input bounds: the longest input it scores in one piece (None: any), and the shortest
-        #: it takes (shorter clips are zero-padded to it, as the PyTorch model pads them)
+        #: the longest input scored in one piece (None: any), what clip mode cuts files to
         self.max_samples = self.meta.get("max_samples", self.clip_samples)
-        self.min_samples = int(self.meta.get("min_samples") or 1)
+        #: the input lengths the graph was exported for: shorter clips are zero-padded to the shortest (as the
+        #: PyTorch model pads them), longer ones refused in one line (a CED graph holds one chunk)
+        self.input_samples = self._input_bounds()
         self.labels = list(self.meta.get("labels") or [])
         self.num_classes = int(self._outputs[LOGITS])
         self.multi_label = bool(self.meta.get("multi_label", False))
@@ -97,6 +98,15 @@ class OnnxModel:
             raise CheckpointError(self.path, f"the graph's logits have {width} classes but its metadata names "
                                              f"{len(labels)} labels (another model's graph?)")
 
+    def _input_bounds(self) -> tuple[int, int | None]:
+        bounds = self.meta.get("onnx_input_samples")
+        if bounds is None:  # exported before the bounds were recorded
+            return 1, None
+        ok = isinstance(bounds, list) and len(bounds) == 2 and all(type(b) is int for b in bounds)
+        if not ok or not 1 <= bounds[0] <= bounds[1]:
+            raise CheckpointError(self.path, f"onnx_input_samples {short(bounds)} is not [shortest, longest] samples")
+        return bounds[0], bounds[1]
+
     # ------------------------------------------------------------------ the model interface
     def _run(self, output: str, wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if output not in self._outputs:
@@ -104,10 +114,14 @@ class OnnxModel:
         x = wave.detach().float().cpu()
         x = x[None] if x.dim() == 1 else x
         out: list[np.ndarray | None] = [None] * x.shape[0]
+        low, high = self.input_samples
         for length, rows in length_groups(lengths, x.shape[0], x.shape[-1]):
+            if high is not None and length > high:
+                raise CheckpointError(self.path, f"the graph takes at most {high} samples ({high / self.sample_rate:.2f} s) "
+                                                 f"in one piece, got {length}; use shorter windows (--window)")
             part = x[rows, :length]
-            if length < self.min_samples:
-                part = torch.nn.functional.pad(part, (0, self.min_samples - length))
+            if length < low:
+                part = torch.nn.functional.pad(part, (0, low - length))
             batch = np.ascontiguousarray(part.numpy())
             for i, y in zip(rows, self.session.run([output], {INPUT: batch})[0]):
                 out[i] = y

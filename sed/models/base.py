@@ -4,9 +4,8 @@ Length policy (the family's docstring and README row state theirs): a *fixed-len
 CNN students) pads or cuts every clip to ``clip_samples``, as its reference's data loader does; a
 *native-length* family (BEATs, CED, EfficientAT) runs each clip at its own length, as its reference's
 inference does. ``max_samples`` is the longest input a model scores in one piece (``None``: any
-length); ``min_samples`` the shortest it takes without padding. In a batch of clips of different
-valid lengths, a native-length model runs each group of equal length on its own
-(:func:`per_length`), so every clip gets exactly the result it gets alone.
+length). In a batch of clips of different valid lengths, a native-length model runs each group of
+equal length on its own (:func:`per_length`), so every clip gets exactly the result it gets alone.
 """
 
 from __future__ import annotations
@@ -99,11 +98,6 @@ class FbankClassifier(DescribedModel):
     def max_samples(self) -> int | None:
         """The longest input scored in one piece: ``clip_samples`` for a fixed-length model, else None."""
         return None if self.native_length else self.clip_samples
-
-    @property
-    def min_samples(self) -> int:
-        """The shortest input that needs no padding (one feature frame)."""
-        return self.frontend.win
 
     def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, input_tdim, bins]``."""

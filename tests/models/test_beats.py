@@ -245,7 +245,8 @@ def test_onnx_export_matches_pytorch(release, tmp_path):
     from sed.inference.runtime import OnnxModel
 
     graph = OnnxModel(report["path"])  # each clip at its own length; shorter than a patch: zero-padded to one
-    assert graph.min_samples == model.patch_samples == 2800 and graph.max_samples == 30 * 16000
+    assert graph.input_samples == (model.patch_samples, 3600 * 16000) and model.patch_samples == 2800
+    assert graph.max_samples == 30 * 16000
     batch = torch.zeros(3, 8000)
     batch[0], batch[1, :1000], batch[2, :4321] = clip(60, 1)[0, :8000], clip(8, 1)[0, :1000], clip(30, 1)[0, :4321]
     lengths = torch.tensor([8000, 1000, 4321])

@@ -275,3 +275,8 @@ def test_onnx_export_matches_pytorch(tmp_path, ref_sd):
     assert max_logit_diff(report["path"], model, waves(3, 0.7, seed=9)) < 1e-4  # each clip at its own length
     assert max_logit_diff(report["path"], model, waves(1, 1.4, seed=9)) < 1e-4
     assert report["description"]["max_samples"] == 1012 * 160 - 1  # the graph holds one chunk
+    from sed.inference.runtime import OnnxModel
+
+    with pytest.raises(CheckpointError, match=r"m\.onnx: the graph takes at most 161919 samples \(10\.12 s\)") as err:
+        OnnxModel(report["path"])(waves(1, 12.0))
+    assert "\n" not in str(err.value)
