@@ -24,6 +24,14 @@ def length_groups(lengths: Sequence[int] | torch.Tensor | None, batch: int, samp
     return [(n, [i for i, v in enumerate(valid) if v == n]) for n in sorted(set(valid))]
 
 
+def pad_to(wave: torch.Tensor, samples: int) -> torch.Tensor:
+    """``wave [..., T]`` zero-padded at the end to ``samples`` when shorter (the one patch a transformer needs);
+    left as it is under ``torch.export``, whose graph declares that shortest input instead."""
+    if torch.compiler.is_exporting() or wave.shape[-1] >= samples:
+        return wave
+    return torch.nn.functional.pad(wave, (0, samples - wave.shape[-1]))
+
+
 def per_length(fn: Callable[[torch.Tensor], torch.Tensor], wave: torch.Tensor,
                lengths: torch.Tensor | None) -> torch.Tensor:
     """``fn`` (a batch of clips of one length -> ``[B, ...]``) over a padded batch ``[B, (C,) T]`` whose

@@ -32,7 +32,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from sed.audio.features import KaldiFbank
 from sed.augment.patch_mix import patch_mix
-from sed.models.base import FbankClassifier, build_sized
+from sed.models.base import FbankClassifier, build_sized, pad_to
 from sed.models.family import Family, Weights, register_family
 from sed.models.registry import register_model
 
@@ -267,9 +267,7 @@ class BEATsModel(FbankClassifier, nn.Module):
 
     def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The front end; a waveform shorter than one patch is zero-padded to one (not under export)."""
-        if not torch.compiler.is_exporting() and wave.shape[-1] < self.patch_samples:
-            wave = F.pad(wave, (0, self.patch_samples - wave.shape[-1]))
-        return super().features(wave, lengths)
+        return super().features(pad_to(wave, self.patch_samples), lengths)
 
     # ------------------------------------------------------------------ forward pieces
     def patchify(self, fbank: torch.Tensor) -> torch.Tensor:

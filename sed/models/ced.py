@@ -36,7 +36,7 @@ from torch import nn
 
 from sed.audio.features import mono_batch
 from sed.augment.patch_mix import patch_mix
-from sed.models.base import DescribedModel, per_length
+from sed.models.base import DescribedModel, pad_to, per_length
 from sed.models.family import Family, Weights, register_family
 from sed.models.registry import register_model
 from sed.models.transformer import vit_blocks
@@ -231,8 +231,7 @@ class CEDModel(DescribedModel, nn.Module):
     def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Front end, always in float32 (also under autocast): ``[B, T]`` -> ``[B, 1 + T // hop, n_mels]`` dB;
         a waveform shorter than one patch is zero-padded to one (not under export)."""
-        if not torch.compiler.is_exporting() and wave.shape[-1] < self.patch_samples:
-            wave = F.pad(wave, (0, self.patch_samples - wave.shape[-1]))
+        wave = pad_to(wave, self.patch_samples)
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return self.frontend(wave.float(), lengths)
 

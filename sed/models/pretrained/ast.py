@@ -164,7 +164,7 @@ def _size(arch: dict) -> str:
     return next((n for n, a in AST_SIZES.items() if a["embed_dim"] == arch["embed_dim"]), "ast_base")
 
 
-def arch_from(contents: Contents) -> Arch:
+def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
     desc = contents.desc
     if contents.sed is not None:
         kwargs = dict(contents.sed["model_kwargs"])
@@ -174,7 +174,6 @@ def arch_from(contents: Contents) -> Arch:
         arch.extra["grid"] = grid
         return arch
     kind = _kind(contents)
-    state = map_keys(contents)[0]
     labels = None
     if contents.config is not None:
         arch, grid, labels = huggingface.hf_arch(contents.config, contents.preprocessor, contents.desc)

@@ -146,14 +146,14 @@ def _head_rows(contents: Contents) -> int | None:
     return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else int(cfg.get("predictor_class", 527))
 
 
-def arch_from(contents: Contents) -> Arch:
+def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
     if contents.sed is not None:
         return sed_arch(contents)
     kwargs = beats_kwargs(contents.state["cfg"], contents.desc)
     size = next((n for n, a in BEATS_SIZES.items() if all(kwargs.get(k) == v for k, v in a.items())), "beats_iter3")
     n = _head_rows(contents)
-    order, labels = label_order(contents.state.get("label_dict"), n, contents.desc) if n else (None, None)
-    return Arch(size, kwargs, n, labels, True if n else None, "beats", extra={"order": order})
+    labels = label_order(contents.state.get("label_dict"), n, contents.desc)[1] if n else None
+    return Arch(size, kwargs, n, labels, True if n else None, "beats")
 
 
 def map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:

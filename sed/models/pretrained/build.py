@@ -1,9 +1,9 @@
 """One pretrained build for every family: resolve -> which family -> architecture -> key mapping -> model.
 
 A family's importer (``pretrained/<family>.py``) is an :class:`Importer`: a sniffer (does a source's
-contents belong to the family?), ``arch_from(contents)`` (the registered size, its kwargs, the source's
-head and labels) and a pure key mapper (the family's ``checkpoint_filter_fn``: source tensors -> sed
-names), plus optional positional-embedding adaptation. :func:`build_pretrained` owns the rest, the same
+contents belong to the family?), a pure key mapper (the family's ``checkpoint_filter_fn``: source tensors ->
+sed names) and ``arch_from(contents, state)`` (the registered size, its kwargs, the source's head and labels,
+read from the mapped tensors and the source's config), plus optional positional-embedding adaptation. :func:`build_pretrained` owns the rest, the same
 for every family: keep or re-initialise the head (``Importer.head``, with a warning), label names (a
 527-output head of an AudioSet tagger gets the ontology names and multi-label scores), the build under the
 allocation budget, the tensor checks, the load with its missing/unexpected keys named in the source's own
@@ -25,7 +25,7 @@ from torch import nn
 from sed.data.audioset import audioset_labels
 from sed.errors import CheckpointError, one_line
 from sed.models.budget import check_weights, checked_build
-from sed.models.family import families, family_of_model, find_weights, importer_of
+from sed.models.family import families, family, family_of_model, find_weights, importer_of
 from sed.models.pretrained.sources import Contents, resolve
 from sed.models.registry import model_entry
 
@@ -56,7 +56,7 @@ class Importer:
     title: str  # how messages name the family: "AST", "BEATs"
     what: str  # what its sources are, for a refusal: "a BEATs release file (a dict with cfg and model)"
     claims: Callable[[Contents], bool]  # the sniffer (on foreign contents; sed checkpoints go by model name)
-    arch_from: Callable[[Contents], Arch]
+    arch_from: Callable[[Contents, dict[str, torch.Tensor]], Arch]  # (contents, the mapped tensors) -> Arch
     map_keys: Callable[[Contents], tuple[dict[str, torch.Tensor], list[str]]]  # -> (sed tensors, dropped keys)
     head: str = "head."  # the prefix re-initialised for another class count
     head_what: str = ""  # what the head holds, for the warning ("LayerNorm + Linear; ")
@@ -111,7 +111,7 @@ def _refuse(imp: Importer, contents: Contents) -> None:
     if contents.sed is not None:
         raise CheckpointError(contents.desc, f"holds a {contents.sed.get('model_name')!r} model, not {_a(imp.title)} one")
     if other is not None:
-        title = importer_of(next(f for f in families() if f.name == other)).title
+        title = importer_of(family(other)).title
         raise CheckpointError(contents.desc, f"is {_a(title)} checkpoint, not {_a(imp.title)} one "
                                              f"(use a {other}_* model)")
     first = [str(k) for k in list(contents.state)[:5]]
@@ -134,8 +134,8 @@ def build_pretrained(imp: Importer, source, num_classes: int | None = None, *, f
     contents = resolve(source)
     _refuse(imp, contents)
     options = {k: overrides.pop(k) for k in imp.options if k in overrides}
-    arch = imp.arch_from(contents)
     state, dropped = (dict(contents.state), []) if contents.sed is not None else imp.map_keys(contents)
+    arch = imp.arch_from(contents, state)
     user_labels = overrides.get("labels")
     if num_classes is None and user_labels is not None:
         num_classes = len(user_labels)
@@ -172,13 +172,9 @@ def build_pretrained(imp: Importer, source, num_classes: int | None = None, *, f
     model.pretrained_report = {"source": contents.desc, "format": arch.kind, "dropped": dropped, "adapted": notes,
                                "reinitialised": [] if keep_head or arch.fresh_head else [imp.head.rstrip(".")]}
     log.info("loaded %s weights from %s (%s)", imp.family, contents.desc, "; ".join(notes) or "no adaptation")
-    size = next((n for n in _sizes(imp) if model_entry(n).factory is factory), factory.__name__)
+    size = next((n for n in family(imp.family).sizes if model_entry(n).factory is factory), factory.__name__)
     model.sed_config = {"name": size, "kwargs": model.sed_kwargs()}
     return model
-
-
-def _sizes(imp: Importer) -> tuple[str, ...]:
-    return next(f.sizes for f in families() if f.name == imp.family)
 
 
 def import_pretrained(source, **overrides) -> nn.Module:
@@ -192,4 +188,4 @@ def import_pretrained(source, **overrides) -> nn.Module:
         keys = [str(k) for k in list(contents.state)[:5]] if isinstance(contents.state, Mapping) else []
         raise CheckpointError(contents.desc, f"no model family claims this {what} (known formats: {kinds}); "
                                              f"first keys {keys}")
-    return importer_of(next(f for f in families() if f.name == fam)).build(contents, **overrides)
+    return importer_of(family(fam)).build(contents, **overrides)

@@ -122,10 +122,9 @@ def _hf_labels(cfg: Mapping, n: int) -> list[str] | None:
     return None if "None" in names else names
 
 
-def arch_from(contents: Contents) -> Arch:
+def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
     if contents.sed is not None:
         return sed_arch(contents)
-    state, _ = to_sed_layout(_unwrap(contents.state))
     arch = _arch(state, contents.desc, contents.config)
     n = arch.pop("num_classes", None)
     labels = _hf_labels(contents.config, n) if contents.config and isinstance(n, int) else None

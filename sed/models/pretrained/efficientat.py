@@ -75,10 +75,9 @@ def _size_of(state: Mapping, desc: str) -> tuple[str, dict]:
     raise CheckpointError(desc, f"its last conv has {width} channels, no EfficientAT width gives that")
 
 
-def arch_from(contents: Contents) -> Arch:
+def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
     if contents.sed is not None:
         return sed_arch(contents)
-    state, _ = from_reference(contents.state)
     size, arch = _size_of(state, contents.desc)
     bias = state.get("head.3.bias")
     n = int(bias.shape[0]) if isinstance(bias, torch.Tensor) and bias.dim() == 1 else None
