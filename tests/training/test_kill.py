@@ -31,8 +31,9 @@ MARK = "SED-TEST-STALLED"
 HOOK = f"""
 import io, os, sys, time
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 kind, _, at = os.environ.get("SED_TEST_STALL", ":0").partition(":")
-count = {{"save": 0, "fsync": 0}}
+count = {{"save": 0, "fsync": 0, "step": 0}}
 _save, _fsync = torch.save, os.fsync
 
 def stall(what):
@@ -59,7 +60,13 @@ def fsync(fd):
         stall(fd)
     return _fsync(fd)
 
+def after_step(optimizer, args, kwargs):
+    count["step"] += 1
+    if kind == "step" and count["step"] == int(at):
+        stall("optimizer step")
+
 torch.save, os.fsync = save, fsync
+register_optimizer_step_post_hook(after_step)
 from sed.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -109,25 +116,33 @@ def check_checkpoints(run: Path) -> list[Path]:
     return found
 
 
+def _steps_done(run: Path) -> int:
+    last = run / "checkpoints" / "last.ckpt"
+    return torch.load(last, map_location="cpu", weights_only=True)["global_step"] if last.exists() else 0
+
+
 def test_fit_killed_anywhere_resumes_to_the_uninterrupted_result(corpus, tmp_path):
+    """Killed inside two checkpoint writes and after two seeded random optimizer steps: every kill happens
+    at an event the run reports (never after a wall-clock delay), so the test does not depend on speed."""
     whole = tmp_path / "whole"
     log = tmp_path / "whole.log"
-    start = time.monotonic()
     assert sedkit(fit_args(corpus, whole), log).wait(timeout=600) == 0, log.read_text()[-3000:]
-    duration = time.monotonic() - start  # the random kills fall inside a run of this length
+    total = _steps_done(whole)
     run = tmp_path / "killed"
-    moments = [("save:1", None), ("save:3", None)]  # inside the first checkpoint write, and a later one
     rng = random.Random(0)
-    moments += [(":0", rng.uniform(0.4, 0.9) * duration) for _ in range(2)]
     killed = 0
-    for i, (stall, after) in enumerate(moments):
+    for i, stall in enumerate(["save:1", "save:3", "step", "step"]):  # in the first write, a later one, 2 steps
+        if stall == "step":  # a step the resumed run still takes: it restarts from its last checkpoint
+            left = total - _steps_done(run)
+            assert left >= 2, f"only {left} steps left to kill in"
+            stall = f"step:{rng.randint(1, left - 1)}"
         log = tmp_path / f"kill{i}.log"
         proc = sedkit(fit_args(corpus, run), log, stall)
-        killed += kill_when(proc, log, MARK if after is None else None, after or 0.0)
+        killed += kill_when(proc, log, MARK)
         check_checkpoints(run)
-        if after is None:  # the stalled write left its half-written temporary file, and nothing else
+        if stall.startswith("save"):  # the stalled write left its half-written temporary file, and nothing else
             assert [p.name for p in (run / "checkpoints").glob(".*.ckpt")], "no temporary file at the kill"
-    assert killed >= 3
+    assert killed == 4
     log = tmp_path / "final.log"
     assert sedkit(fit_args(corpus, run), log).wait(timeout=600) == 0, log.read_text()[-3000:]
     assert not list((run / "checkpoints").glob(".*")), "a resumed run removes the temporary files left behind"
