@@ -196,26 +196,62 @@ def save_figure(fig: Figure, out_png) -> Path:
     return out
 
 
-def _is_metric(key: str) -> bool:
-    return "/" not in key and key.split("_")[0] in ("train", "val", "test") and not key.endswith("loss")
+#: The panels of the learning curves, one unit each, in this order: (name, y label).
+PANELS = (("loss", "loss"), ("fraction", "fraction (0-1)"), ("percent", "percent (%)"),
+          ("degrees", "degrees (°)"), ("metres", "metres (m)"), ("value", "value"), ("lr", "learning rate (log)"))
+#: The unit of a logged metric by its name after the stage prefix (``val_LE`` -> ``LE``): SELD's angular
+#: and distance errors, the ICBHI score in percent; error and recall rates are fractions.
+METRIC_UNITS = {"LE": "degrees", "DOAE": "degrees", "DistE": "metres", "sp": "percent", "se": "percent",
+                "score": "percent", "ER": "fraction", "F": "fraction", "LR": "fraction", "SELD": "fraction",
+                "RDE": "fraction"}
 
 
-def plot_learning_curves(history: History, out_png, diagnosis: Diagnosis | None = None) -> Path:
-    """Loss panel (train/val per epoch) and, when logged, a metric panel (accuracy, F1, mAP)."""
-    metrics = sorted(k for k in history if _is_metric(k) and history[k])
-    fig = Figure(figsize=(11 if metrics else 6, 4.8))
-    axes = fig.subplots(1, 2 if metrics else 1, squeeze=False)[0]
-    losses = [k for k in ("train_loss", "val_loss", "test_loss") if history.get(k)]
-    for ax, keys, ylabel in zip(axes, [losses, metrics], ["loss", "metric"]):
-        for k in keys:
-            e, y = zip(*history[k])
-            if k.startswith("test_"):
-                ax.scatter(e, y, marker="*", s=80, label=k, zorder=3)
-            else:
-                ax.plot(e, y, marker="o" if len(e) < 30 else None, ms=3, label=k)
+def unit_of(key: str, values) -> str | None:
+    """The panel (:data:`PANELS`) a logged key is drawn in, or None when it is not drawn: losses,
+    learning rates (``lr-*``), and the ``train_``/``val_``/``test_`` metrics by :data:`METRIC_UNITS`,
+    else a fraction when every value lies in [0, 1], else a plain value."""
+    if key.startswith("lr-"):
+        return "lr"
+    if "/" in key or key.split("_")[0] not in ("train", "val", "test"):
+        return None
+    if key.endswith("loss"):
+        return "loss"
+    unit = METRIC_UNITS.get(key.split("_", 1)[1] if "_" in key else key)
+    return unit or ("fraction" if all(0.0 <= v <= 1.0 for v in values) else "value")
+
+
+def _draw(ax, history: History, keys: list[str]) -> None:
+    for k in keys:
+        e, y = zip(*history[k])
+        if k.startswith("test_"):
+            ax.scatter(e, y, marker="*", s=80, label=k, zorder=3)
+        else:
+            ax.plot(e, y, marker="o" if len(e) < 30 else None, ms=3, label=k)
+
+
+def learning_curves_figure(history: History, diagnosis: Diagnosis | None = None) -> Figure:
+    """One panel per unit (:data:`PANELS`: loss, 0-1 fractions, percentages, degrees, metres, other
+    values, the learning rate on a log axis), so no curve is flattened by another's scale."""
+    groups: dict[str, list[str]] = {}
+    for k in sorted(history):
+        if history[k] and (unit := unit_of(k, [v for _, v in history[k]])) is not None:
+            groups.setdefault(unit, []).append(k)
+    panels = [(name, label) for name, label in PANELS if name in groups] or [PANELS[0]]
+    cols = min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5.5 * cols + 0.5, 4.2 * rows + (0.8 if diagnosis is not None else 0)))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, ylabel) in zip(axes, panels):
+        _draw(ax, history, groups.get(name, []))
+        if name == "lr" and all(v > 0 for k in groups[name] for _, v in history[k]):
+            ax.set_yscale("log")
+        elif name in ("fraction", "percent", "degrees", "metres"):
+            ax.set_ylim(bottom=0)
         if diagnosis is not None and diagnosis.kind == "overfitting" and diagnosis.epoch is not None:
             ax.axvline(diagnosis.epoch, color="red", ls="--", lw=1, label=f"stop at epoch {diagnosis.epoch}")
-        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=name if name != "lr" else "learning rate")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.has_data():
@@ -223,5 +259,10 @@ def plot_learning_curves(history: History, out_png, diagnosis: Diagnosis | None 
     if diagnosis is not None:
         fig.suptitle(diagnosis.kind.upper(), fontweight="bold")
         fig.text(0.5, 0.01, "\n".join(textwrap.wrap(diagnosis.message, 150)), ha="center", va="bottom", fontsize=7)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95) if diagnosis is not None else None)
-    return save_figure(fig, out_png)
+    fig.tight_layout(rect=(0, 0.12 / rows, 1, 0.95) if diagnosis is not None else None)
+    return fig
+
+
+def plot_learning_curves(history: History, out_png, diagnosis: Diagnosis | None = None) -> Path:
+    """Write :func:`learning_curves_figure` as a PNG."""
+    return save_figure(learning_curves_figure(history, diagnosis), out_png)

@@ -296,3 +296,59 @@ def test_plot_functions_directly(tmp_path):
     path = write_confusion_csv(tmp_path / "c.csv", np.eye(25, dtype=int) * 3 + 1, [f"c{i}" for i in range(25)])
     assert_png(plot_confusion_matrix(path, None, tmp_path / "cm.png"))
     assert_png(plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "raw.png", normalize=False))
+
+
+# ------------------------------------------------------------------- one unit per learning-curve axis
+def drawn_figure(monkeypatch, draw):
+    """The matplotlib Figure that ``draw()`` saves (save_figure captured; nothing is written)."""
+    import sed.metrics.confusion
+    import sed.metrics.curves
+
+    figures = []
+
+    def capture(fig, out):
+        figures.append(fig)
+        return out
+
+    monkeypatch.setattr(sed.metrics.curves, "save_figure", capture)
+    monkeypatch.setattr(sed.metrics.confusion, "save_figure", capture, raising=False)
+    draw()
+    assert len(figures) == 1
+    return figures[0]
+
+
+def panels(fig):
+    """{y label: sorted legend entries} of the visible axes (colour bars have no legend)."""
+    out = {}
+    for ax in fig.axes:
+        if ax.get_visible() and ax.get_ylabel():
+            legend = ax.get_legend()
+            out[ax.get_ylabel()] = sorted(t.get_text() for t in legend.get_texts()) if legend else []
+    return out
+
+
+def epochs(values):
+    return [(e, float(v)) for e, v in enumerate(values)]
+
+
+def test_seld_curves_put_each_unit_on_its_own_axis(monkeypatch, tmp_path):
+    history = {"train_loss": epochs([0.9, 0.6, 0.5]), "val_loss": epochs([1.0, 0.8, 0.7]),
+               "val_F": epochs([0.05, 0.2, 0.3]), "val_LR": epochs([0.1, 0.3, 0.4]),
+               "val_ER": epochs([1.2, 0.9, 0.8]), "val_SELD": epochs([0.8, 0.6, 0.55]),
+               "val_LE": epochs([90.0, 40.0, 30.0]), "lr-Adam": epochs([1e-3, 1e-4, 1e-5]),
+               "val_F/Bell": epochs([0.1, 0.2, 0.3])}
+    fig = drawn_figure(monkeypatch, lambda: plot_learning_curves(history, tmp_path / "lc.png"))
+    assert panels(fig) == {"loss": ["train_loss", "val_loss"],
+                           "fraction (0-1)": ["val_ER", "val_F", "val_LR", "val_SELD"],
+                           "degrees (°)": ["val_LE"], "learning rate (log)": ["lr-Adam"]}
+    lr_axis = next(ax for ax in fig.axes if ax.get_ylabel() == "learning rate (log)")
+    assert lr_axis.get_yscale() == "log"
+
+
+def test_icbhi_curves_keep_percentages_apart_from_fractions(monkeypatch, tmp_path):
+    history = {"train_loss": epochs([1.2, 1.0]), "val_loss": epochs([1.3, 1.1]),
+               "val_sp": epochs([60.0, 70.0]), "val_se": epochs([20.0, 30.0]), "val_score": epochs([40.0, 50.0]),
+               "val_acc": epochs([0.5, 0.6]), "train_acc": epochs([0.55, 0.7]), "test_score": [(1, 48.0)]}
+    fig = drawn_figure(monkeypatch, lambda: plot_learning_curves(history, tmp_path / "lc.png"))
+    assert panels(fig) == {"loss": ["train_loss", "val_loss"], "fraction (0-1)": ["train_acc", "val_acc"],
+                           "percent (%)": ["test_score", "val_score", "val_se", "val_sp"]}
