@@ -35,7 +35,7 @@ def format_table(rows: list[dict], columns: Sequence[str]) -> str:
 
 
 def _flat_rows(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (file or window, rank)."""
+    """One row per (file or window, rank); names and labels escaped as in the table (each row one line)."""
     rows = []
     for p in predictions:
         if "error" in p:
@@ -45,7 +45,7 @@ def _flat_rows(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for start, end, top in spans:
             for rank, t in enumerate(top, 1):
                 rows.append({"file": printable(p["file"]), "start": start, "end": end, "rank": rank,
-                             "label": t["label"], "score": round(t["score"], 6)})
+                             "label": printable(t["label"]), "score": round(t["score"], 6)})
     return rows
 
 
