@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from sed.errors import DatasetError
 from sed.fileio import atomic_save
 
-KINDS = ("overfitting", "underfitting", "good fit", "not enough epochs")
+KINDS = ("overfitting", "underfitting", "good fit", "not enough epochs", "unstable")
 History = dict[str, list[tuple[int, float]]]
 
 
@@ -84,6 +84,15 @@ def _smooth(x: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(x, k, mode="same") / np.convolve(np.ones_like(x), k, mode="same")
 
 
+def _trend(x: np.ndarray, k: int, scale: float) -> float:
+    """The change over the last ``k`` epochs along a robust line through them (Theil-Sen: one noisy
+    epoch does not tilt it), as a fraction of ``scale``; negative: falling."""
+    from scipy.stats import theilslopes
+
+    y = x[-k:]
+    return float(theilslopes(y).slope * (len(y) - 1) / scale) if len(y) > 1 else 0.0
+
+
 def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_loss: float | None = None,
              smooth: int = 3, min_epochs: int | None = None, rise_tol: float = 0.10, fall_tol: float = 0.02,
              gap_tol: float = 0.10, flat_tol: float = 0.05, high_frac: float = 0.70,
@@ -107,11 +116,17 @@ def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_los
        Or (b) validation has stayed within ``max(3 noise std, 1 % of scale)`` of its minimum for
        >= ``patience`` epochs and the gap is > ``gap_tol * scale`` (10 %); ``epoch`` is where that
        plateau begins.
-    4. **good fit**: converged, i.e. for both curves the mean over the last ``tail = max(patience,
-       n // 4)`` epochs is at most ``conv_tol * scale`` (2 %) below the mean of the ``tail`` epochs
-       before, and the gap is <= ``gap_tol * scale`` (10 %; a negative gap counts as small).
-    5. otherwise **not enough epochs**: a loss is still falling (or validation only just stopped
-       improving with a large gap): train longer.
+    The trend of a curve is its change over the last ``k = max(3, tail)`` epochs (``tail = max(patience,
+    n // 4)``, at most ``n // 2``) along a robust (Theil-Sen) line, over ``scale``: falling below
+    ``-conv_tol`` (2 %), rising above ``conv_tol``, else flat.
+
+    4. **unstable**: the training loss is rising at the end (diverging or oscillating optimisation:
+       lower the learning rate).
+    5. **good fit**: converged, i.e. both curves flat at the end, and the gap is <= ``gap_tol * scale``
+       (10 %; a negative gap counts as small).
+    6. otherwise **not enough epochs**: a loss is still falling (or validation only just stopped
+       improving with a large gap, or is rising while the training loss is flat): train longer and
+       watch the curves; the message names which curve does what.
     """
     n = min(len(train_loss), len(val_loss))
     t_raw, v_raw = np.asarray(train_loss[:n], dtype=float), np.asarray(val_loss[:n], dtype=float)
@@ -131,6 +146,7 @@ def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_los
     lo = max(0, m - h)
     m = lo + int(np.argmin(v_raw[lo:m + h + 1]))
     tail = max(1, min(max(patience, n // 4), n // 2))
+    k = min(n, max(3, tail))
     t_end, v_end = float(t_raw[-patience:].mean()), float(v_raw[-patience:].mean())
     sigma = 1.4826 * float(np.median(np.abs(np.diff(v_raw, 2)))) / math.sqrt(6)  # val noise std
     gap, gap_m = v_end - t_end, float(v[m] - t[m])
@@ -144,6 +160,7 @@ def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_los
         "train_fall": float((t[m] - t_end) / max(abs(t[m]), 1e-12)), "gap": gap, "gap_at_best": gap_m,
         "train_improvement_last_half": float((t[n // 2] - t_end) / max(abs(t[n // 2]), 1e-12)),
         "train_end_over_scale": t_end / scale, "train_tail_drop": drop(t_raw), "val_tail_drop": drop(v_raw),
+        "trend_epochs": k, "train_trend": _trend(t_raw, k, scale), "val_trend": _trend(v_raw, k, scale),
         "thresholds": {"patience": patience, "smooth": smooth, "rise_tol": rise_tol, "fall_tol": fall_tol,
                        "gap_tol": gap_tol, "flat_tol": flat_tol, "high_frac": high_frac,
                        "conv_tol": conv_tol, "min_epochs": min_epochs},
@@ -172,7 +189,13 @@ def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_los
                          "checkpoint) and add regularisation (weight decay, dropout), data augmentation "
                          "(SpecAugment, mixup, noise, time shift) or more data, or use a smaller model.",
                          ep[m], {**d, "rule": "rise" if rose else "gap"})
-    converged = d["train_tail_drop"] <= conv_tol and d["val_tail_drop"] <= conv_tol
+    if d["train_trend"] > conv_tol:
+        return Diagnosis("unstable", f"Unstable: the training loss rose over the last {k} epochs "
+                         f"({t_raw[-k]:.3g} -> {t_raw[-1]:.3g}, {100 * d['train_trend']:.1f}% of {scale:.3g}): "
+                         "the optimisation is diverging or oscillating, and more epochs will not help. Lower the "
+                         "learning rate (or add warm-up or gradient clipping) and keep the best checkpoint.",
+                         details={**d, "rule": "train-rising"})
+    converged = abs(d["train_trend"]) <= conv_tol and abs(d["val_trend"]) <= conv_tol
     if converged and gap <= gap_tol * scale:
         return Diagnosis("good fit", f"Good fit: training and validation losses have converged "
                          f"({t_end:.3g} / {v_end:.3g}) with a small generalisation gap ({gap:.3g}).",
@@ -180,11 +203,15 @@ def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_los
     if converged:  # flat, large gap, but validation still improved within the last `patience` epochs
         msg = (f"Both losses have flattened with a large gap ({gap:.3g}) and validation loss was still "
                f"improving {n - 1 - m} epoch(s) ago: train a few more epochs and watch for overfitting.")
-    else:
-        which = "training" if d["train_tail_drop"] > conv_tol else "validation"
-        pct = 100 * max(d["train_tail_drop"], d["val_tail_drop"])
+    elif min(d["train_trend"], d["val_trend"]) < -conv_tol:
+        which = "training" if d["train_trend"] < -conv_tol else "validation"
+        pct = -100 * min(d["train_trend"], d["val_trend"])
         msg = (f"The {which} loss is still falling at the end (by {pct:.1f}% of {scale:.3g} over the "
-               f"last {tail} epochs): train for more epochs.")
+               f"last {k} epochs): train for more epochs.")
+    else:  # validation rising, training flat: not (yet) the overfitting pattern
+        msg = (f"The validation loss rose by {100 * d['val_trend']:.1f}% of {scale:.3g} over the last {k} "
+               "epochs while the training loss is flat: train a few more epochs with EarlyStopping on "
+               "val_loss and watch for overfitting.")
     return Diagnosis("not enough epochs", msg, details={**d, "rule": "still-improving"})
 
 

@@ -126,6 +126,37 @@ def test_still_falling_means_not_enough_epochs():
     assert d.kind == "not enough epochs" and "still falling" in d.message
 
 
+def test_training_loss_that_rose_at_the_end_is_not_still_falling():
+    """The demo's 8 epochs: training loss falls to epoch 5, then rises for two epochs (the mean of the last
+    epochs is still below the mean of the ones before, which the old rule read as "still falling")."""
+    t = np.array([2.2, 1.8, 1.4, 1.1, 0.9, 0.8, 0.95, 1.1])
+    d = diagnose(t, t + 0.1, chance_loss=CHANCE10)
+    assert d.kind == "unstable" and "still falling" not in d.message
+    assert "training loss rose over the last 3 epochs (0.8 -> 1.1, 13.0% of 2.3)" in d.message
+    assert "Lower the learning rate" in d.message
+    assert d.details["train_trend"] == pytest.approx(0.3 / CHANCE10)
+
+
+@pytest.mark.parametrize("end, kind, words", [
+    ([0.60, 0.50, 0.40], "not enough epochs", "training loss is still falling"),  # falling
+    ([0.40, 0.55, 0.70], "unstable", "training loss rose"),  # rising
+    ([0.40, 0.40, 0.40], "good fit", "converged"),  # flat
+    ([0.40, 0.40, 0.40, 0.60, 0.40, 0.40], "good fit", "converged"),  # one spike inside a flat end
+])
+def test_the_diagnosis_reads_the_trend_of_the_last_epochs(end, kind, words):
+    t = np.concatenate([np.linspace(2.3, 0.6, 10), end])
+    d = diagnose(t, t + 0.05, chance_loss=CHANCE10)
+    assert d.kind == kind and words in d.message, d.message
+
+
+def test_validation_still_falling_with_a_flat_training_loss_names_validation():
+    e = np.arange(20)
+    t = 1.3 * np.exp(-e) + 0.3  # flat from epoch 5
+    v = 0.9 - 0.02 * e  # still falling by 0.06 (2.6% of ln 10) over the last 3 epochs
+    d = diagnose(t, v, chance_loss=CHANCE10)
+    assert d.kind == "not enough epochs" and "validation loss is still falling" in d.message, d.message
+
+
 def test_diagnosis_is_json_serialisable():
     for curves in (overfit(), underfit(), good_fit()):
         d = diagnose(*curves)
