@@ -34,6 +34,7 @@ def _inputs(args: argparse.Namespace, con, sample_rate: int):
 
 
 def cmd_classify(args: argparse.Namespace, con) -> int:
+    from sed.inference.classifier import crop_notes
     from sed.inference.ensemble import classify_ensemble, ensemble_options
     from sed.inference.output import emit, format_predictions
 
@@ -61,8 +62,8 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
         if "error" in p:
             con.error(p["error"])
             failed += 1
-        elif "note" in p:
-            con.note(p["note"])
+    for line in crop_notes((p.get("cropped") for p in preds), "--window scores all of a long file"):
+        con.note(line)
     emit(format_predictions(preds, args.format, args.aggregate), args.output)
     return failed
 
@@ -70,6 +71,7 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
 def cmd_embed(args: argparse.Namespace, con) -> int:
     import numpy as np
 
+    from sed.inference.classifier import crop_notes
     from sed.inference.output import write_embeddings
 
     args.checkpoint = [args.checkpoint]
@@ -85,6 +87,8 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
         if r.error:
             con.error(r.error)
             failed += 1
+    for line in crop_notes(r.cropped for r in results):
+        con.note(line)
     out, names = write_embeddings(args.out, emb, [r.name for r in results if not r.error])
     con.status(f"wrote {emb.shape[0]} x {emb.shape[1] if emb.ndim == 2 else 0} embeddings to {out} (row order in {names})")
     return failed

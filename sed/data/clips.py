@@ -181,7 +181,16 @@ def _read_span(path: str, m: AudioInfo, a: int, b: int, sr: int) -> torch.Tensor
 
 def crop_span(total: int, n: int | None, train: bool) -> tuple[int, int]:
     """``[start, stop)`` of a clip of ``total`` samples: all of it, or ``n`` of them when it is longer
-    (a random start for training, the centre for evaluation)."""
+    (a random start for training, the centre for evaluation).
+
+    The centre is sed's one crop policy for a clip longer than the model's: the val/test/predict
+    loaders here, the shards' (:mod:`sed.data.shards`) and ``sedkit classify``/``embed``
+    (:mod:`sed.inference.classifier`) all cut with this function, so a file gets one score whatever
+    the verb, the score its checkpoint was selected and reported on. Why the centre: training sees
+    random crops from everywhere in a clip, and the centre keeps the part farthest from a recording's
+    lead-in and run-out. The reference loaders cut the head (AST ``fbank[:target_length]``,
+    EfficientAT ``pad_or_truncate``), but their corpora fit the clip (ESC-50's 5 s in 5.12 s,
+    AudioSet's 10 s in 10.24 s), so no published number depends on where a longer clip is cut."""
     if n is None or total <= n:
         return 0, total
     offset = int(torch.randint(0, total - n + 1, ())) if train else (total - n) // 2

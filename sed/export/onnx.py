@@ -139,7 +139,7 @@ def export_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, prec
 
     if precision not in ("fp32", "int8"):
         raise ValueError(f"ONNX export precision must be fp32 or int8, not {precision!r}")
-    model, _ = load_model(source)
+    model, _ = load_model(source, kind="clip")
     if precision == "fp32":
         return export_onnx(model, out, opset=opset, dynamic_batch=dynamic_batch, source=source)
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,11 +4,18 @@ Audio of every file is resampled and down-mixed to what the checkpoint says, cut
 segments (the whole clip, or windows of ``window`` seconds every ``hop`` seconds read
 block-wise so memory does not grow with file length), and segments of different files are
 batched together through the model under ``torch.inference_mode``.
+
+Crop policy (clip mode): an input longer than the model scores in one piece (``max_samples``: a
+fixed-length family's clip, BEATs' 30 s, an exported graph's bound) is scored on its **centre**,
+cut by :func:`sed.data.clips.crop_span` -- the one function the evaluation loaders of ``sedkit
+test``/``predict`` (and shards) cut with, so a file scores the same through every verb. Its result
+says so (``cropped``: the seconds scored) and :func:`crop_notes` sums that up in one line per job.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +24,7 @@ import numpy as np
 import torch
 
 from sed.audio.io import iter_blocks, load_audio
+from sed.data.clips import crop_span
 from sed.errors import AudioError, SedError
 from sed.export.quantize import quantize_torch
 from sed.inference.device import autocast, resolve_device
@@ -42,7 +50,7 @@ class FileResult:
     scores: np.ndarray | None = None  # [C] clip scores (window mode: the aggregate)
     windows: list[tuple[float, float, np.ndarray]] = field(default_factory=list)
     error: str | None = None
-    note: str | None = None
+    cropped: float | None = None  # clip mode, an input longer than the model takes: the seconds of its centre scored
 
 
 class Classifier:
@@ -82,25 +90,23 @@ class Classifier:
         if is_onnx(source):
             model = OnnxModel(source)
             return cls(model, model.meta, device=device, precision=precision)
-        model, meta = load_model(source, **overrides)
+        model, meta = load_model(source, kind="clip", **overrides)
         return cls(model, meta, device=device, precision=precision)
 
     # ------------------------------------------------------------------ segments
     def _label(self, i: int) -> str:
         return self.labels[i] if i < len(self.labels) else str(i)
 
-    def _clip_segment(self, idx: int, src: Source, notes: dict[int, str]) -> Iterator[Segment]:
+    def _clip_segment(self, idx: int, src: Source, cropped: dict[int, float]) -> Iterator[Segment]:
         wave, name = self._load(src)
         n = wave.shape[-1]
         if n < self.min_samples:
             raise AudioError(name, f"{n} samples at {self.sample_rate} Hz: shorter than one feature frame "
                                    f"({self.min_samples} samples)")
-        clip = self.max_samples or n
-        if n > 1.5 * clip or (n > clip and self.max_samples != self.clip_samples):
-            notes[idx] = (f"{name}: {n / self.sample_rate:.1f} s long, the model takes {clip / self.sample_rate:.2f} s "
-                          "in one piece; scored the head (use --window for long files)")
-        seg = wave[:clip]
-        yield Segment(idx, 0.0, min(n, clip) / self.sample_rate, seg, seg.shape[-1])
+        start, stop = crop_span(n, self.max_samples, train=False)  # the crop policy (module docstring)
+        if stop - start < n:
+            cropped[idx] = (stop - start) / self.sample_rate
+        yield Segment(idx, start / self.sample_rate, stop / self.sample_rate, wave[start:stop], stop - start)
 
     def _window_segments(self, idx: int, src: Source, window: float, hop: float) -> Iterator[Segment]:
         win, step = int(round(window * self.sample_rate)), int(round(hop * self.sample_rate))
@@ -158,13 +164,14 @@ class Classifier:
         if pending:
             yield from flush()
 
-    def _segments(self, sources: Sequence[Source], window, hop, results: list[FileResult], notes) -> Iterator[Segment]:
+    def _segments(self, sources: Sequence[Source], window, hop, results: list[FileResult], cropped
+                  ) -> Iterator[Segment]:
         for idx, src in enumerate(sources):
             try:
                 if window:
                     yield from self._window_segments(idx, src, window, hop or window)
                 else:
-                    yield from self._clip_segment(idx, src, notes)
+                    yield from self._clip_segment(idx, src, cropped)
             except SedError as e:
                 results[idx].error = str(e)
 
@@ -180,8 +187,8 @@ class Classifier:
         if aggregate not in ("mean", "max"):
             raise ValueError("aggregate must be 'mean' or 'max'")
         results = [FileResult(_name(s)) for s in sources]
-        notes: dict[int, str] = {}
-        segs = self._segments(sources, window, hop, results, notes)
+        cropped: dict[int, float] = {}
+        segs = self._segments(sources, window, hop, results, cropped)
 
         def fn(batch, lengths):
             return self._scores(self.model(batch, lengths=lengths), multi_label)
@@ -196,7 +203,7 @@ class Classifier:
             else:
                 res.scores = sc
         for i, r in enumerate(results):
-            r.note = notes.get(i)
+            r.cropped = cropped.get(i)
             if r.error:
                 r.windows, r.scores = [], None
             elif window and r.windows:
@@ -209,12 +216,13 @@ class Classifier:
         return [{"label": self._label(int(i)), "score": float(scores[i])} for i in order]
 
     def predict(self, sources: Sequence[Source], top_k: int = 5, **kwargs) -> list[dict[str, Any]]:
-        """``[{"file", "top_k": [{"label", "score"}...], ("windows": [...])}]``; failed inputs carry ``error``."""
+        """``[{"file", "top_k": [{"label", "score"}...], ("windows": [...])}]``; failed inputs carry ``error``,
+        inputs scored on their centre ``cropped`` (seconds)."""
         out = []
         for r in self.score(sources, **kwargs):
             row: dict[str, Any] = {"file": r.name}
-            if r.note:
-                row["note"] = r.note
+            if r.cropped:
+                row["cropped"] = r.cropped
             if r.error:
                 row["error"] = r.error
             else:
@@ -234,14 +242,14 @@ class Classifier:
         samples, so a short tail counts for what it holds; an input no longer than one window gives
         exactly its clip-mode embedding."""
         results = [FileResult(_name(s)) for s in sources]
-        notes: dict[int, str] = {}
+        cropped: dict[int, float] = {}
         sums: dict[int, np.ndarray] = {}
         weights: dict[int, float] = {}
 
         def fn(batch, lengths):
             return self.model.embed(batch, lengths=lengths)
 
-        stream = self._run(self._segments(sources, window, hop, results, notes), batch_size, fn)
+        stream = self._run(self._segments(sources, window, hop, results, cropped), batch_size, fn)
         if progress is not None:
             stream = progress(stream)
         for seg, e in stream:
@@ -250,10 +258,19 @@ class Classifier:
             weights[seg.item] = weights.get(seg.item, 0.0) + w
         ok = [i for i in range(len(sources)) if i in sums and not results[i].error]
         for i, r in enumerate(results):
-            r.note = notes.get(i)
+            r.cropped = cropped.get(i)
         width = next(iter(sums.values())).shape[-1] if sums else 0
         rows = [(sums[i] / weights[i]).astype(np.float32) for i in ok]
         return (np.stack(rows) if rows else np.zeros((0, width), np.float32)), results
+
+
+def crop_notes(cropped: Iterable[float | None], hint: str = "") -> list[str]:
+    """The summary of a job's crops (``FileResult.cropped`` or a row's ``cropped`` per input): one line per
+    crop length, "N files longer than the model's clip were scored on their centre S s" (+ `` (hint)``)."""
+    counts = Counter(c for c in cropped if c)
+    tail = f" ({hint})" if hint else ""
+    return [f"{n} file{'s' if n > 1 else ''} longer than the model's clip {'were' if n > 1 else 'was'} scored on "
+            f"{'their' if n > 1 else 'its'} centre {seconds:.2f} s{tail}" for seconds, n in sorted(counts.items())]
 
 
 def _name(src: Source) -> str:

@@ -269,7 +269,7 @@ def ensemble_options(method: str, weights: str | Sequence[float] | None, n: int)
 def classify_ensemble(classifiers: Sequence, sources: Sequence, method: str = "average",
                       weights: Sequence[float] | None = None, metrics: Sequence[float] | None = None,
                       top_k: int = 5, **score_kwargs: Any) -> list[dict[str, Any]]:
-    """Rows like :meth:`Classifier.predict` (``file``, ``top_k``, ``windows``, ``note``, ``error``) of the
+    """Rows like :meth:`Classifier.predict` (``file``, ``top_k``, ``windows``, ``cropped``, ``error``) of the
     members' combined scores. An input that fails for any member carries that member's ``error``."""
     names = [str(c.meta.get("source") or f"member {i}") for i, c in enumerate(classifiers)]
     check_members([c.labels for c in classifiers], [c.multi_label for c in classifiers], names)
@@ -285,9 +285,9 @@ def classify_ensemble(classifiers: Sequence, sources: Sequence, method: str = "a
     for i in range(len(sources)):
         results = [m[i] for m in per_member]
         row: dict[str, Any] = {"file": results[0].name}
-        note = next((r.note for r in results if r.note), None)
-        if note:
-            row["note"] = note
+        cropped = [r.cropped for r in results if r.cropped]
+        if cropped:
+            row["cropped"] = max(cropped)
         error = next((r.error for r in results if r.error), None)
         if error is None and any(r.scores is None for r in results):
             error = f"{results[0].name}: no audio to score"

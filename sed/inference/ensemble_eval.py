@@ -95,7 +95,7 @@ def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike | d
     rate = int(getattr(dm.hparams, "sample_rate", 0) or 0) if hasattr(dm, "hparams") else 0
     members = []
     for path in checkpoints:
-        model, meta = load_model(path)
+        model, meta = load_model(path, kind="clip")
         mlabels = list(meta.get("labels") or [])
         if mlabels != labels:
             raise ValueError(f"{path}: labels {mlabels} differ from the data's labels {labels}")

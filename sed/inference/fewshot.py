@@ -142,7 +142,7 @@ def load_backbone(source: str | os.PathLike | nn.Module) -> nn.Module:
         if is_onnx(source):
             raise ValueError(f"{source}: an exported .onnx file cannot be a backbone (the prototype checkpoint "
                              "carries PyTorch weights); use the checkpoint it was exported from")
-        model, _ = load_model(source)
+        model, _ = load_model(source, kind="clip")
     if isinstance(model, PrototypeClassifier):
         model = model.backbone
     missing = [n for n in ("embed", "embed_dim", "frontend", "sed_config") if not hasattr(model, n)]

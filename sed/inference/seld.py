@@ -24,7 +24,7 @@ import torch
 
 from sed.audio.io import info, iter_blocks
 from sed.data.dcase_csv import read_dcase_csv, write_dcase_csv
-from sed.errors import AudioError, CheckpointError, SedError
+from sed.errors import AudioError, SedError
 from sed.fileio import atomic_save, derived_name
 from sed.inference.device import resolve_device
 from sed.models.accdoa import multi_accdoa_to_detections
@@ -35,9 +35,7 @@ __all__ = ["infer_file", "load_seld_model", "plot_doa", "seld_infer", "write_pre
 
 def load_seld_model(checkpoint: str | os.PathLike, device: str = "auto"):
     """(model in eval mode on ``device``, description) of a SELD checkpoint (``.ckpt`` of SELDTask, ``.pt``)."""
-    model, desc = load_model(checkpoint)
-    if not hasattr(model, "forward_features") or not hasattr(model, "label_frame_samples"):
-        raise CheckpointError(checkpoint, f"{desc.get('model_name')} is not a SELD model")
+    model, desc = load_model(checkpoint, kind="seld")
     return model.to(resolve_device(device)).eval(), desc
 
 

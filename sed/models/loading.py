@@ -4,6 +4,10 @@ A sed checkpoint (``.pt``, ``.safetensors``, a Lightning ``.ckpt`` written by se
 read by :mod:`sed.checkpoint` and rebuilt through the registry; anything else (an original AST
 ``.pth``, a Hugging Face AST directory or hub id, a short name such as ``ast-audioset-0.4593``)
 goes to the importers in :mod:`sed.models.pretrained`.
+
+A verb opens its checkpoint with ``load_model(source, kind=...)``: a model of another kind (a SELD
+model given to ``classify``, a clip classifier given to ``seld-infer``) is one CheckpointError naming
+what the checkpoint is and the verb that takes it (:data:`KINDS`), before any audio is read.
 """
 
 from __future__ import annotations
@@ -21,8 +25,28 @@ from sed.models.budget import check_weights, checked_build
 from sed.models.pretrained.build import import_pretrained
 from sed.models.pretrained.sources import resolve
 from sed.models.registry import create_model, is_model
+from sed.models.seld_common import SeldModel
 
-__all__ = ["build_from_description", "load_model"]
+__all__ = ["KINDS", "build_from_description", "check_kind", "load_model", "model_kind"]
+
+#: the kinds of model a verb opens: what one is called, and the verbs that take it
+KINDS = {"clip": ("a clip classifier", "sedkit classify, embed, ensemble-eval, stream, enroll or export take it"),
+         "seld": ("a SELD model", "sedkit seld-infer takes it")}
+
+
+def model_kind(model: nn.Module) -> str:
+    """``"seld"`` for a SELD model (multi-ACCDOA frames of 4-channel audio), else ``"clip"``."""
+    return "seld" if isinstance(model, SeldModel) else "clip"
+
+
+def check_kind(model: nn.Module, kind: str, path: str | os.PathLike | None = None) -> None:
+    """A :class:`CheckpointError` naming what ``model`` is and the verbs that take it, unless it is a ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    found = model_kind(model)
+    if found != kind:
+        name = getattr(model, "sed_config", {}).get("name") or type(model).__name__
+        raise CheckpointError(path, f"{KINDS[found][0]} ({name}); {KINDS[found][1]}, this command takes {KINDS[kind][0]}")
 
 
 def build_from_description(desc: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> nn.Module:
@@ -55,15 +79,20 @@ def build_from_description(desc: dict[str, Any], state: dict[str, torch.Tensor],
     return model.eval()
 
 
-def load_model(source: str | os.PathLike, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(source: str | os.PathLike, kind: str | None = None, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model and its description from a sed checkpoint (``.pt``, ``.safetensors``, a
     Lightning ``.ckpt`` written by sed training), or import a foreign one through the importer of
     its family (:mod:`sed.models.pretrained.sources`): an original AST ``.pth``, a Hugging Face AST
     directory or hub id, a BEATs/CED/EfficientAT release file, or a short name such as
     ``ast-audioset-0.4593``. ``overrides`` (e.g. ``num_classes``, ``input_tdim``) apply to
-    foreign imports only."""
+    foreign imports only. ``kind`` (``"clip"`` or ``"seld"``, :data:`KINDS`): the kind of model the
+    caller takes; another is a one-line CheckpointError (:func:`check_kind`)."""
     contents = resolve(source)  # read once: a sed checkpoint is rebuilt, anything else goes to its family's importer
     if contents.sed is not None:
-        return build_from_description(contents.sed, contents.state, Path(source)), contents.sed
-    model = import_pretrained(contents, **overrides)
-    return model.eval(), check_description(describe(model, source=str(source)), source)
+        model, desc = build_from_description(contents.sed, contents.state, Path(source)), contents.sed
+    else:
+        model = import_pretrained(contents, **overrides).eval()
+        desc = check_description(describe(model, source=str(source)), source)
+    if kind is not None:
+        check_kind(model, kind, source)
+    return model, desc

@@ -45,7 +45,7 @@ def test_clip_mode_json_folder(setup, capsys):
     assert [r["file"].split("/")[-1] for r in rows] == ["a.wav", "b.wav", "c.flac"]
     assert all(len(r["top_k"]) == 2 and set(r["top_k"][0]) == {"label", "score"} for r in rows)
     assert {t["label"] for r in rows for t in r["top_k"]} <= {"bird", "car", "rain"}
-    assert "b.wav: 2.5 s long" in err  # clipped to the model's 1 s, with a note
+    assert "note: 1 file longer than the model's clip was scored on its centre 1.01 s" in err  # b.wav's 2.5 s
 
 
 def test_window_mode_json_and_csv(setup, capsys):

@@ -24,14 +24,20 @@ def noise(seconds, seed):
     return torch.from_numpy(np.random.default_rng(seed).uniform(-0.3, 0.3, int(SR * seconds)).astype(np.float32))
 
 
+def centre(wave, n):
+    """The centre ``n`` samples of ``wave`` (all of a shorter one; written out here, not taken from sed)."""
+    start = max(0, (wave.shape[-1] - n) // 2)
+    return wave[..., start : start + n]
+
+
 def test_clip_scores_equal_a_direct_forward(clf):
     waves = [noise(1.0, 0), noise(0.5, 1), noise(3.0, 2)]
     res = clf.score(waves, batch_size=2)
     for w, r in zip(waves, res):
         with torch.no_grad():
-            ref = torch.softmax(clf.model(w[None, : clf.clip_samples]), -1)[0].numpy()
+            ref = torch.softmax(clf.model(centre(w, clf.clip_samples)[None]), -1)[0].numpy()
         assert np.allclose(r.scores, ref, atol=1e-5)
-    assert res[2].note and "scored the head" in res[2].note and res[0].note is None
+    assert res[2].cropped == pytest.approx(clf.clip_samples / SR) and res[0].cropped is res[1].cropped is None
 
 
 def test_batching_does_not_change_scores(clf):
@@ -142,7 +148,7 @@ def test_native_length_families_score_each_clip_whole_and_alone(name):
         with torch.no_grad():
             alone = torch.softmax(model(w[None]), -1)[0].numpy()
         assert np.allclose(r.scores, alone, atol=1e-5)
-        assert r.note is None  # 12 s is longer than the 10-s training clip: still scored whole
+        assert r.cropped is None  # 12 s is longer than the 10-s training clip: still scored whole
     padded = torch.zeros(1, clf.clip_samples)  # what the 3-s clip was before: padded to the 10-s training clip
     padded[0, : waves[0].numel()] = waves[0]
     emb, _ = clf.embed(waves[:1])
@@ -151,13 +157,110 @@ def test_native_length_families_score_each_clip_whole_and_alone(name):
         assert not np.allclose(emb[0], model.embed(padded)[0].numpy(), atol=1e-3 * np.abs(emb).max())
 
 
-def test_beats_scores_the_head_of_a_file_past_its_30_s_limit():
+def test_beats_scores_the_centre_of_a_file_past_its_30_s_limit():
     torch.manual_seed(0)
     model = create_model("beats_micro", num_classes=3).eval()
     clf = Classifier(model, describe(model), device="cpu")
     assert clf.max_samples == 30 * SR and clf.clip_samples < clf.max_samples
     res = clf.score([noise(32.0, 7)])[0]
-    assert "32.0 s long, the model takes 30.00 s in one piece; scored the head" in res.note
+    assert res.cropped == 30.0
     with torch.no_grad():
-        head = torch.softmax(model(noise(32.0, 7)[None, : 30 * SR]), -1)[0].numpy()
-    assert np.allclose(res.scores, head, atol=1e-5)
+        mid = torch.softmax(model(noise(32.0, 7)[None, SR : 31 * SR]), -1)[0].numpy()
+    assert np.allclose(res.scores, mid, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- one crop policy
+@pytest.fixture(scope="module")
+def long_corpus(tmp_path_factory):
+    """An ESC-50-layout corpus of 3-s clips, and an AST checkpoint whose clip (1.015 s) is shorter."""
+    from sed.data.synth import make_esc50
+
+    root = tmp_path_factory.mktemp("long")
+    make_esc50(root / "esc", seed=0, num_classes=2, clips_per_class=5, duration=3.0, sample_rate=SR)
+    from sed.data.datamodule import AudioDataModule
+
+    labels = AudioDataModule(source="esc50", root=str(root / "esc")).label_names
+    torch.manual_seed(4)
+    model = create_model("ast_micro", num_classes=2, input_tdim=100, labels=labels).eval()
+    from sed.checkpoint import save_model
+
+    return root / "esc", save_model(root / "m.pt", model, labels)
+
+
+def test_a_long_file_scores_what_the_test_and_predict_loaders_score(long_corpus):
+    """classify and the data module's evaluation path (``sedkit test``/``predict``) cut one crop."""
+    from sed.data.datamodule import AudioDataModule
+    from sed.tasks.classification import ClassificationTask
+
+    corpus, ckpt = long_corpus
+    clf = Classifier.from_pretrained(ckpt, device="cpu")
+    dm = AudioDataModule(source="esc50", root=str(corpus), clip_seconds=clf.clip_samples / SR, test_folds=[5],
+                         val_folds=[4], batch_size=2)
+    dm.setup("test")
+    task = ClassificationTask(model_name="ast_micro", num_classes=2, labels=clf.labels,
+                              model_kwargs={"input_tdim": 100}).eval()
+    task.model.load_state_dict(clf.model.state_dict())
+    with torch.no_grad():
+        loader = [task.predict_step(b, i) for i, b in enumerate(dm.test_dataloader())]
+    paths = [p for out in loader for p in out["path"]]
+    expected = torch.cat([out["scores"] for out in loader]).numpy()
+    results = clf.score(paths, batch_size=3)
+    assert len(paths) == 2 and all(r.cropped == pytest.approx(clf.clip_samples / SR) for r in results)
+    assert np.allclose(np.stack([r.scores for r in results]), expected, atol=1e-6)
+    # and that is the centre: not the head, which scores differently
+    wave = torch.from_numpy(sf.read(paths[0], dtype="float32")[0])
+    with torch.no_grad():
+        mid, head = (torch.softmax(clf.model(w[None]), -1)[0].numpy()
+                     for w in (centre(wave, clf.clip_samples), wave[: clf.clip_samples]))
+    assert np.allclose(results[0].scores, mid, atol=1e-6) and not np.allclose(results[0].scores, head, atol=1e-4)
+
+
+def test_classify_notes_once_how_many_files_it_cut_to_their_centre(long_corpus, tmp_path, capsys):
+    from sed.cli.main import main
+
+    corpus, ckpt = long_corpus
+    short = tmp_path / "short.wav"
+    sf.write(short, noise(0.5, 9).numpy(), SR)
+    long_files = sorted(map(str, (corpus / "audio").glob("*.wav")))[:3]
+    assert main(["classify", *long_files, str(short), "--checkpoint", str(ckpt), "--format", "json"]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["note: 3 files longer than the model's clip were scored on their centre 1.01 s "
+                                "(--window scores all of a long file)"]
+    assert main(["embed", *long_files[:1], str(short), "--checkpoint", str(ckpt), "--out", str(tmp_path / "e.npy")]) == 0
+    assert "note: 1 file longer than the model's clip was scored on its centre 1.01 s" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- the wrong kind of checkpoint
+@pytest.fixture(scope="module")
+def seld_checkpoint(tmp_path_factory):
+    from sed.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("seld") / "seld.pt"
+    return save_model(path, create_model("resnet_conformer_tiny", num_classes=3), LABELS)
+
+
+@pytest.mark.parametrize("verb", ["classify", "embed"])
+def test_a_seld_checkpoint_given_to_a_clip_verb_is_one_line_naming_seld_infer(verb, seld_checkpoint, tmp_path, capsys):
+    from sed.cli.main import main
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, noise(1.0, 10).numpy(), SR)
+    out = ["--out", str(tmp_path / "e.npy")] if verb == "embed" else []
+    assert main([verb, str(wav), "--checkpoint", str(seld_checkpoint), *out]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {seld_checkpoint}: a SELD model (resnet_conformer_tiny); sedkit seld-infer "
+                                "takes it, this command takes a clip classifier"]
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_a_clip_checkpoint_given_to_seld_infer_is_one_line_naming_classify(long_corpus, tmp_path, capsys):
+    from sed.cli.main import main
+
+    _, ckpt = long_corpus
+    wav = tmp_path / "foa.wav"
+    sf.write(wav, np.zeros((24000, 4), np.float32), 24000)
+    assert main(["seld-infer", str(wav), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {ckpt}: a clip classifier (ast_micro); sedkit classify, embed, ensemble-eval, stream, enroll or "
+        "export take it, this command takes a SELD model"]
