@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sed.cli.options import RATE, SEED, count, seconds
 from sed.errors import SedError, UsageError
 
 _SYNTH_OPTIONS = {
@@ -77,10 +78,14 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("synth", help="write a synthetic corpus in a real dataset's layout")
     p.add_argument("corpus", choices=sorted(_SYNTH_OPTIONS))
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    for name, typ in {"num_classes": int, "clips_per_class": int, "duration": float, "num_patients": int,
-                      "recordings_per_patient": int, "files_per_split": int}.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None)
+    p.add_argument("--seed", type=SEED, default=0, help="the corpus drawn")
+    for name, (typ, text) in {"num_classes": (count(1000), "esc50, starss: sound classes"),
+                              "clips_per_class": (count(10_000), "esc50: clips per class (a multiple of 5)"),
+                              "duration": (seconds(600), "seconds per clip or recording"),
+                              "num_patients": (count(1000), "icbhi: patients"),
+                              "recordings_per_patient": (count(100), "icbhi: recordings per patient"),
+                              "files_per_split": (count(10_000), "starss: recordings per split")}.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=f"{text} (default: the corpus's)")
     p.add_argument("--format", choices=["foa", "mic", "both"], default=None, help="starss: audio format(s)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
     p.set_defaults(run=cmd_synth)
@@ -92,9 +97,11 @@ def add_verbs(sub) -> None:
 
     p = sub.add_parser("features", help="extract features to one .npy per file")
     p.add_argument("inputs", nargs="+", help="files, folders or globs")
-    p.add_argument("--kind", choices=["fbank", "logmel", "foa", "mic"], default="fbank")
+    p.add_argument("--kind", choices=["fbank", "logmel", "foa", "mic"], default="fbank",
+                   help="fbank: AST's Kaldi fbank; logmel; foa/mic: the SELD features of 4-channel audio")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--target-length", type=int, default=None, help="fbank: pad/crop to this many frames")
-    p.add_argument("--sample-rate", type=int, default=None, help="logmel: sample rate (default 16000)")
-    p.add_argument("--n-mels", type=int, default=None, help="logmel: mel bands (default 64)")
+    p.add_argument("--target-length", type=count(100_000, metavar="FRAMES"), default=None,
+                   help="fbank: pad/crop to this many frames")
+    p.add_argument("--sample-rate", type=RATE, default=None, help="logmel: sample rate (default: 16000)")
+    p.add_argument("--n-mels", type=count(512), default=None, help="logmel: mel bands (default: 64)")
     p.set_defaults(run=cmd_features)

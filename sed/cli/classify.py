@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sed.cli.options import BATCH_SIZE, TOP_K, seconds
 from sed.errors import SedError, UsageError
 
 
@@ -111,7 +112,7 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
     p.add_argument("--checkpoint", required=True, action="append" if several else "store",
                    help="sed checkpoint, Lightning .ckpt, exported .onnx, AST .pth, HF dir/hub id or short name"
                         + ("; repeat it with --ensemble" if several else ""))
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="clips (or windows) per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
                    help="int8: dynamic int8 linear layers on the CPU (an .onnx file keeps its own precision)")
@@ -128,11 +129,11 @@ def add_verbs(sub) -> None:
     p.add_argument("--weights", default=None,
                    help="weighted: the members' weights, rank: their validation metrics ('0.3,0.7'), "
                         "or the JSON file of sedkit ensemble-eval --out")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--window", type=float, default=None, help="window length in seconds (window mode)")
-    p.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: --window)")
+    p.add_argument("--top-k", type=TOP_K, default=5, help="the best-scoring labels per file (and window)")
+    p.add_argument("--window", type=seconds(600), default=None, help="window length in seconds (window mode)")
+    p.add_argument("--hop", type=seconds(3600), default=None, help="hop between windows in seconds (default: --window)")
     p.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="window mode: per-file aggregate")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="how results are printed")
     p.add_argument("--output", default=None, help="write here (atomically) instead of stdout")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--multi-label", dest="multi_label", action="store_true", default=None, help="sigmoid scores")
@@ -144,7 +145,7 @@ def add_verbs(sub) -> None:
     p.add_argument("--checkpoints", nargs="+", required=True, help="the ensemble members")
     p.add_argument("--config", required=True,
                    help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args")
-    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--split", choices=["val", "test"], default="val", help="the data split scored")
     p.add_argument("--out", default=None, help="write the table, member metrics and weights here (JSON)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=cmd_ensemble_eval)

@@ -25,7 +25,7 @@ def cmd_export(args: argparse.Namespace, con) -> int:
 def add_verbs(sub) -> None:
     p = sub.add_parser("export", help="a checkpoint as one ONNX graph, front end inside (fp32 or int8)")
     p.add_argument("--checkpoint", required=True, help="any checkpoint sedkit classify takes")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the graph's format")
     p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default 23, which has the Attention op; >= 17 for other runtimes)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sed.cli.options import BATCH_SIZE, SEED, bounded, count
 from sed.errors import SedError, UsageError
 
 
@@ -66,15 +67,16 @@ def add_verbs(sub) -> None:
     p.add_argument("--out", required=True, help="the prototype checkpoint to write (.pt or .safetensors)")
     p.add_argument("--metric", choices=["cosine", "euclidean"], default=None,
                    help="cosine (default) or euclidean; with --add, the checkpoint's")
-    p.add_argument("--shots", type=int, default=None, help="N files per class, chosen at random (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="the choice of --shots files")
-    p.add_argument("--open-set", type=float, default=None, metavar="THRESH",
+    p.add_argument("--shots", type=count(100_000), default=None, help="N files per class, chosen at random (default: all)")
+    p.add_argument("--seed", type=SEED, default=0, help="the choice of --shots files")
+    p.add_argument("--open-set", type=bounded(float, -1, 1e6, "THRESH"), default=None,
                    help="answer 'unknown' when the cosine similarity to every class is below THRESH "
                         "(euclidean: the squared distance to every class above THRESH)")
-    p.add_argument("--scale", type=float, default=None, help="cosine logits = scale * cos (default 10)")
+    p.add_argument("--scale", type=bounded(float, 0, 1000, "SCALE", open_low=True), default=None,
+                   help="cosine logits = scale * cos (default: 10)")
     p.add_argument("--add", action="store_true",
                    help="--checkpoint is a prototype checkpoint: keep its classes and append SUPPORT's")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="clips per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=cmd_enroll)
 
@@ -84,15 +86,15 @@ def add_verbs(sub) -> None:
     p.add_argument("--data", required=True,
                    help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test",
-                   help="the clips episodes are drawn from (default test)")
-    p.add_argument("--ways", type=int, default=5, help="classes per episode (default 5)")
-    p.add_argument("--shots", type=int, default=5, help="support clips per class (default 5)")
-    p.add_argument("--queries", type=int, default=15, help="query clips per class (default 15)")
-    p.add_argument("--episodes", type=int, default=600, help="episodes (default 600)")
-    p.add_argument("--seed", type=int, default=0, help="the episodes drawn")
+                   help="the clips episodes are drawn from")
+    p.add_argument("--ways", type=count(1000), default=5, help="classes per episode")
+    p.add_argument("--shots", type=count(10_000), default=5, help="support clips per class")
+    p.add_argument("--queries", type=count(10_000), default=15, help="query clips per class")
+    p.add_argument("--episodes", type=count(1_000_000), default=600, help="episodes")
+    p.add_argument("--seed", type=SEED, default=0, help="the episodes drawn")
     p.add_argument("--methods", nargs="+", choices=["prototype_cosine", "prototype_euclidean", "logistic"],
-                   default=["prototype_cosine", "prototype_euclidean", "logistic"])
+                   default=["prototype_cosine", "prototype_euclidean", "logistic"], help="the classifiers compared")
     p.add_argument("--out", default=None, help="write the table and per-episode accuracies here (JSON)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="clips per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=cmd_fewshot_eval)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sed.cli import audio, catalogue, classify, deploy, fewshot, seld, shard, stream, train
+from sed.cli.options import Parser
 from sed.errors import SedError, UsageError, printable
 from sed.version import __version__
 
@@ -72,7 +73,8 @@ class Console:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sedkit", description="Audio sound-event classification and SELD.")
+    parser = Parser(prog="sedkit", description="Audio sound-event classification and SELD.",
+                    epilog="sedkit VERB --help: what a verb takes, each option's range and default.")
     parser.add_argument("--version", action="version", version=f"sedkit {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True

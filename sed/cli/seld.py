@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from sed.cli.options import BATCH_SIZE, count, seconds
 from sed.errors import SedError, UsageError
 
 
@@ -88,8 +89,9 @@ def add_verbs(sub) -> None:
     p.add_argument("--ref", required=True, help="folder of reference metadata CSVs (searched recursively)")
     p.add_argument("--year", type=int, choices=[2023, 2024], default=2023,
                    help="2023: segment-level ER/F/LE/LR/SELD; 2024: frame-level with distance")
-    p.add_argument("--average", choices=["macro", "micro"], default="macro")
-    p.add_argument("--nb-classes", type=int, default=None, help="default: 13 for STARSS names, else inferred")
+    p.add_argument("--average", choices=["macro", "micro"], default="macro", help="over classes, or over events")
+    p.add_argument("--nb-classes", type=count(1000), default=None,
+                   help="classes scored (default: 13 for STARSS names, else inferred)")
     p.add_argument("--jackknife", action="store_true", help="add leave-one-file-out 95%% confidence intervals")
     p.add_argument("--json", action="store_true", help="print one JSON object (F and LR as fractions)")
     p.set_defaults(run=cmd_seld_eval)
@@ -98,10 +100,10 @@ def add_verbs(sub) -> None:
     p.add_argument("audio", nargs="+", help="4-channel audio files, folders or globs")
     p.add_argument("--checkpoint", required=True, help="SELD checkpoint (.ckpt from sedkit fit, .pt, .safetensors)")
     p.add_argument("--out", required=True, help="folder for one <stem>.csv per file")
-    p.add_argument("--window", type=float, default=5.0, help="window in seconds (multiple of 0.1)")
-    p.add_argument("--hop", type=float, default=5.0, help="hop in seconds (<= window; overlaps are averaged)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--window", type=seconds(600), default=5.0, help="window in seconds (multiple of 0.1)")
+    p.add_argument("--hop", type=seconds(600), default=5.0, help="hop in seconds (<= window; overlaps are averaged)")
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--year", type=int, choices=[2023, 2024], default=2023, help="CSV format (2024: distance)")
     p.set_defaults(run=cmd_seld_infer)
 

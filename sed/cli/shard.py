@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sed.cli.options import RATE, count
 from sed.errors import SedError, UsageError
 
 
@@ -31,10 +32,11 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("shard", help="a corpus (folder, manifest, ESC-50, ICBHI) as WebDataset tar shards")
     p.add_argument("source_path", metavar="SRC", help="class-folder root, .csv/.jsonl manifest, ESC-50 or ICBHI folder")
     p.add_argument("--out", required=True, help="output folder: shard-000000.tar ... and index.json")
-    p.add_argument("--source", choices=["auto", "folder", "manifest", "esc50", "icbhi"], default="auto")
+    p.add_argument("--source", choices=["auto", "folder", "manifest", "esc50", "icbhi"], default="auto",
+                   help="how to read SRC (auto: by its layout)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    size.add_argument("--shard-size", type=count(10_000_000), default=1000, help="samples per shard")
     size.add_argument("--shard-bytes", default=None, help="about this much 16-bit audio per shard (1GB, 500MB)")
     p.add_argument("--format", choices=["flac", "wav"], default="flac", help="audio inside the shards")
-    p.add_argument("--rate", type=int, default=None, help="resample to this rate (default: keep each file's)")
+    p.add_argument("--rate", type=RATE, default=None, help="resample to this rate (default: keep each file's)")
     p.set_defaults(run=cmd_shard)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from sed.cli.options import RATE, TOP_K, count, seconds
 from sed.errors import SedError, UsageError
 
 
@@ -17,13 +18,7 @@ def cmd_stream(args: argparse.Namespace, con) -> int:
     raw = args.input == "-" or args.format is not None
     if not raw and (args.rate is not None or args.channels is not None):
         raise UsageError("--rate and --channels describe raw PCM input (--input -, or a file with --format)")
-    if args.top_k < 1:
-        raise UsageError("--top-k must be at least 1")
-    if args.channels is not None and args.channels < 1 or args.rate is not None and not 0 < args.rate <= 10_000_000:
-        raise UsageError("--rate and --channels must be positive")
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError("--threads must be at least 1")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -55,20 +50,21 @@ def add_verbs(sub) -> None:
                                       "(one JSON line each; constant memory)")
     p.add_argument("--checkpoint", required=True, help="sed checkpoint, Lightning .ckpt, AST .pth, HF dir/hub id "
                                                        "or short name")
-    p.add_argument("--input", default="-", help="an audio file, or - for raw PCM on stdin (default)")
-    p.add_argument("--hop", type=float, default=0.5, help="seconds between results (default 0.5)")
+    p.add_argument("--input", default="-", metavar="FILE", help="an audio file, or - for raw PCM on stdin")
+    p.add_argument("--hop", type=seconds(3600), default=0.5, help="seconds between results")
     p.add_argument("--format", choices=["f32", "s16"], default=None,
                    help="raw PCM sample format: little-endian float32 (default for stdin) or 16-bit; "
                         "with a file path, read it as headerless PCM (e.g. a named pipe)")
-    p.add_argument("--rate", type=int, default=None, help="raw PCM: sample rate in Hz (default: the model's)")
-    p.add_argument("--channels", type=int, default=None, help="raw PCM: interleaved channels, averaged (default 1)")
-    p.add_argument("--window", type=float, default=None,
+    p.add_argument("--rate", type=RATE, default=None, help="raw PCM: sample rate in Hz (default: the model's)")
+    p.add_argument("--channels", type=count(256), default=None,
+                   help="raw PCM: interleaved channels, averaged (default: 1)")
+    p.add_argument("--window", type=seconds(600), default=None,
                    help="score a sliding window of this many seconds (default: the model's clip; a causal "
                         "model then runs as a windowed one)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=TOP_K, default=5, help="the best-scoring labels in each line")
     p.add_argument("--timing", action="store_true",
                    help='add "ms" to each line: the milliseconds computed for that hop (not waiting for input)')
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=count(1024), default=None,
                    help="CPU threads of the model (default: torch's); 1 keeps per-hop times steady on a busy machine")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",

@@ -80,6 +80,6 @@ def add_verbs(sub) -> None:
     p.set_defaults(run=cmd_plot)
 
     p = sub.add_parser("demo", help="the whole road on synthetic data: synth, train, evaluate, plot, classify")
-    p.add_argument("--workdir", default="work/demo")
+    p.add_argument("--workdir", default="work/demo", help="folder of the corpus, runs and pictures")
     p.add_argument("--size", choices=["ci", "full"], default="full", help="ci: a smaller, faster run")
     p.set_defaults(run=cmd_demo)

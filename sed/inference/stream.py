@@ -49,19 +49,23 @@ def is_causal(model: Any) -> bool:
     return callable(getattr(model, "init_stream", None)) and callable(getattr(model, "stream_step", None))
 
 
+def _samples(clf, seconds: float, what: str) -> int:
+    """``seconds`` at the model's rate as a whole number of samples, at least one (ValueError otherwise:
+    zero, negative, NaN, or so long that the count is not finite)."""
+    n = float(seconds) * clf.sample_rate
+    if not np.isfinite(n) or round(n) < 1:
+        raise ValueError(f"{what} must be at least one sample ({1 / clf.sample_rate:.3g} s) and a finite number "
+                         f"of samples, got {seconds} s")
+    return round(n)
+
+
 def _hop_samples(clf, hop: float) -> int:
-    n = round(float(hop) * clf.sample_rate) if np.isfinite(hop) else 0
-    if n < 1:
-        raise ValueError(f"hop must be at least one sample ({1 / clf.sample_rate:.3g} s), got {hop}")
-    return n
+    return _samples(clf, hop, "hop")
 
 
 def _window_samples(clf, window: float | None) -> int:
     if window is not None:
-        n = round(float(window) * clf.sample_rate) if np.isfinite(window) else 0
-        if n < 1:
-            raise ValueError(f"window must be at least one sample, got {window}")
-        return n
+        return _samples(clf, window, "window")
     if not clf.clip_samples:
         raise ValueError("the model has no clip length; give the window in seconds")
     return int(clf.clip_samples)

@@ -199,10 +199,14 @@ def test_cmd_stream_usage_errors(ckpt, tmp_path, write_wav, monkeypatch, capsys)
     from sed.errors import UsageError
 
     wav = write_wav("a.wav", noise(0.5))
-    for argv, match in [(["--input", str(wav), "--rate", "8000"], "raw PCM"), (["--hop", "0"], "--hop"),
-                        (["--top-k", "0"], "--top-k")]:
-        with pytest.raises(UsageError, match=match):
+    with pytest.raises(UsageError, match="raw PCM"):
+        _run_cli(["stream", "--checkpoint", str(ckpt), "--input", str(wav), "--rate", "8000"], b"", monkeypatch, capsys)
+    with pytest.raises(UsageError, match="--hop/--window: hop must be at least one sample"):  # under 1/16000 s
+        _run_cli(["stream", "--checkpoint", str(ckpt), "--hop", "1e-5"], b"", monkeypatch, capsys)
+    for argv in (["--hop", "0"], ["--top-k", "0"], ["--channels", "0"], ["--rate", "-8000"], ["--threads", "0"]):
+        with pytest.raises(SystemExit):  # the option's type (sed.cli.options): one usage line
             _run_cli(["stream", "--checkpoint", str(ckpt), *argv], b"", monkeypatch, capsys)
+        assert f"argument {argv[0]}: {argv[1]} is out of range" in capsys.readouterr().err
     with pytest.raises(UsageError, match="nope.pt"):
         _run_cli(["stream", "--checkpoint", str(tmp_path / "nope.pt")], b"", monkeypatch, capsys)
 
@@ -217,3 +221,27 @@ def test_sedkit_stream_through_the_main_parser(ckpt, write_wav, capsys):
     assert [r["time"] for r in rows] == [0.25, 0.5, 0.75, 1.0] and all(len(r["top_k"]) == 1 for r in rows)
     assert main(["stream", "--checkpoint", str(ckpt), "--input", str(wav), "--channels", "2"]) == 2
     assert main(["stream", "--checkpoint", str(ckpt), "--input", str(wav) + ".missing"]) == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"hop": 1e305}, {"hop": float("inf")}, {"hop": float("nan")}, {"hop": -1.0},
+                                    {"hop": 0.5, "window": 1e305}, {"hop": 0.5, "window": -2.0},
+                                    {"hop": 0.5, "window": float("nan")}])
+def test_streamer_refuses_hops_and_windows_of_no_or_infinitely_many_samples(windowed, kwargs):
+    with pytest.raises(ValueError, match="hop|window") as e:
+        Streamer(windowed, **kwargs)
+    assert "sample" in str(e.value)
+    with pytest.raises(ValueError, match="hop|window"):
+        offline_scores(windowed, noise(0.5), **kwargs)
+
+
+def test_sedkit_stream_options_the_issue_found_are_usage_errors_before_any_allocation(ckpt, capsys):
+    """``--hop 1e305``/``--window 1e305`` were OverflowError tracebacks, ``--window 1e7`` tried to allocate
+    596 GiB and ``--channels 1000000`` raised MemoryError: now one line each, exit 2."""
+    from sed.cli.main import main
+
+    for option, value in [("--hop", "1e305"), ("--window", "1e305"), ("--window", "1e7"), ("--channels", "1000000"),
+                          ("--rate", "1e9"), ("--hop", "-0.5"), ("--window", "0"), ("--top-k", "nan")]:
+        with pytest.raises(SystemExit) as e:
+            main(["stream", "--checkpoint", str(ckpt), "--format", "f32", option, value])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: sedkit stream: argument {option}")
