@@ -224,6 +224,9 @@ def collate_clips(batch: list[dict]) -> dict:
            "label": label, "path": [b["path"] for b in batch]}
     if any("pad" in b for b in batch):  # evaluation padding of streamed shards (sed.data.shards)
         out["pad"] = torch.tensor([bool(b.get("pad")) for b in batch])
+    if any("error" in b for b in batch):  # failures of streamed shards (flagged pad): their shard and reason
+        out["shard"] = [b.get("shard") for b in batch]
+        out["error"] = [b.get("error") for b in batch]
     return out
 
 

@@ -23,13 +23,20 @@ starts its shards again: at most ``max share - L`` samples per worker are left o
 in an epoch, never more, and the epoch length stays ``L`` everywhere. (With fewer shards than
 ranks x workers, a worker without a shard of its own reads one that another also reads.)
 
-A damaged member is reported on stderr (``error: <shard>/<key>: reason``), skipped, and the
-stream goes on (in training the next sample takes its place); a damaged tar ends its shard there.
+**Bad input.** Members are checked before they are read: a name that is not ``<key>.<ext>`` in the
+tar's top folder (no folders, no ``..``, not absolute), anything but a regular file (links,
+directories, sparse files), a member larger than :data:`~sed.data.shard_members.MAX_MEMBER_BYTES` (256 MiB) or past the end
+of the archive is refused without reading it; audio decodes to at most :data:`~sed.data.shard_members.MAX_MEMBER_SAMPLES`
+samples. A key met twice in a shard keeps its first sample. Each failure (a bad member, key, audio,
+``.json`` or label; a damaged tar ends its shard there) is one line on stderr
+(``error: <shard>/<key>: reason``) and the stream goes on: in training the next sample takes its
+place; in evaluation it comes as an item flagged ``pad`` with its ``error`` (no metric or
+prediction row takes it; :class:`~sed.tasks.callbacks.PredictionWriter` and ``classify --shards``
+count it in the exit code).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -38,13 +45,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from sed.audio.io import resample
 from sed.data.clips import fit_clip
-from sed.errors import DatasetError, one_line, printable
+from sed.data.shard_members import (
+    MAX_INDEX_BYTES,
+    Failure,
+    decode_audio,
+    index_problem,
+    read_bounded,
+    sample_meta,
+    tar_samples,
+)
+from sed.errors import DatasetError, one_line, printable, short
 
 __all__ = ["ShardClips", "read_index", "shard_class_counts", "shard_urls", "world"]
 
@@ -79,7 +94,9 @@ def _index_location(spec: str) -> str:
 
 def read_index(spec: str | os.PathLike | Sequence[str]) -> dict[str, Any]:
     """``index.json`` of shards: in a shard folder, beside the first shard of a pattern, list or URL
-    (opened with ``webdataset.gopen``: local, ``http(s)://``, ``pipe:``), or the ``.json`` named."""
+    (opened with ``webdataset.gopen``: local, ``http(s)://``, ``pipe:``), or the ``.json`` named.
+    An index that is not JSON, too large (:data:`MAX_INDEX_BYTES`) or not of the shape
+    :mod:`sed.data.shard_writer` writes is a :class:`~sed.errors.DatasetError` naming it."""
     import webdataset as wds
 
     if isinstance(spec, (list, tuple)):
@@ -87,14 +104,18 @@ def read_index(spec: str | os.PathLike | Sequence[str]) -> dict[str, Any]:
     where = _index_location(os.fspath(spec))
     try:
         with wds.gopen(where, "rb") as f:
-            index = json.loads(f.read())
+            text = read_bounded(f, MAX_INDEX_BYTES + 1)
     except OSError:
         raise DatasetError(where, "no index.json beside the shards (write them with sedkit shard)") from None
-    except ValueError as e:
+    if len(text) > MAX_INDEX_BYTES:
+        raise DatasetError(where, f"larger than {MAX_INDEX_BYTES >> 20} MiB: not a shard index")
+    try:
+        index = json.loads(text)
+    except (ValueError, RecursionError) as e:
         raise DatasetError(where, f"not JSON ({one_line(e)})") from None
-    path = where
-    if not isinstance(index, dict) or not isinstance(index.get("shards"), list) or "labels" not in index:
-        raise DatasetError(path, "not a sed shard index (no labels or shards)")
+    problem = index_problem(index)
+    if problem:
+        raise DatasetError(where, f"not a sed shard index ({problem})")
     return index
 
 
@@ -117,9 +138,8 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _report(where: str, err: BaseException | str) -> None:
-    reason = err if isinstance(err, str) else one_line(err)
-    print(f"error: {printable(where)}: {reason}", file=sys.stderr, flush=True)
+def _report(where: str, reason: str) -> None:
+    print(f"error: {printable(where)}: {printable(reason)}", file=sys.stderr, flush=True)
 
 
 class ShardClips(IterableDataset):
@@ -179,28 +199,36 @@ class ShardClips(IterableDataset):
         return sum(n for u, n in self.counts.items() if u not in self.skip)
 
     # ------------------------------------------------------------------ reading
-    def _samples(self, url: str) -> Iterator[dict]:
-        import webdataset as wds
+    def _samples(self, url: str, report: bool = True) -> Iterator[dict]:
+        """The items of one shard; a sample that fails is reported on stderr (once: ``report``) and
+        comes as a failure item (:meth:`_failed`)."""
+        for sample in tar_samples(url):
+            if not isinstance(sample, Failure):
+                try:
+                    yield self._decode(sample, url)
+                    continue
+                except (DatasetError, ValueError) as e:
+                    sample = Failure(f"{url}/{sample['__key__']}", e.reason if isinstance(e, DatasetError) else one_line(e))
+            if report:
+                _report(*sample)
+            yield self._failed(sample, url)
 
-        def handler(exn: BaseException) -> bool:
-            _report(url, exn)
-            return False  # a damaged tar: the rest of this shard is lost, the stream goes on
-
-        for sample in wds.tarfile_to_samples(handler=handler)([{"url": url}]):
-            try:
-                yield self._decode(sample, url)
-            except (DatasetError, ValueError, RuntimeError, sf.LibsndfileError, KeyError) as e:
-                _report(f"{url}/{sample.get('__key__')}", e)
+    def _failed(self, failure: Failure, url: str) -> dict:
+        """An item standing for a failure: flagged ``pad`` (no metric or prediction row takes it),
+        with its ``error`` and ``shard`` (a prediction writer counts it)."""
+        wave = torch.zeros(self.clip_samples or 1)
+        label = torch.zeros(len(self.labels)) if self.multi_label else 0
+        return {"wave": wave, "length": 1, "label": label, "path": failure.where, "fold": None, "source": None,
+                "pad": True, "error": failure.reason, "shard": url}
 
     def _decode(self, sample: dict, url: str) -> dict:
         key = sample["__key__"]
         audio = next((sample[k] for k in AUDIO_KEYS if k in sample), None)
         if audio is None or "json" not in sample:
-            raise DatasetError(f"{url}/{key}", f"needs .json and one of .{', .'.join(AUDIO_KEYS)} (has {sorted(sample)})")
-        meta = json.loads(sample["json"])
-        data, sr = sf.read(io.BytesIO(audio), dtype="float32", always_2d=True)
-        if not torch.isfinite(torch.from_numpy(data)).all():
-            raise ValueError("NaN or Inf samples")
+            raise DatasetError(f"{url}/{key}", f"needs .json and one of .{', .'.join(AUDIO_KEYS)} "
+                                               f"(has {', '.join(short(k) for k in sorted(sample) if k != '__key__')})")
+        meta = sample_meta(sample["json"], f"{url}/{key}")
+        data, sr = decode_audio(audio)
         wave = resample(torch.from_numpy(data.T.copy()).mean(dim=0), sr, self.sample_rate)
         wave, length = fit_clip(wave, self.clip_samples, self.train)
         return {"wave": wave, "length": length, "label": self._target(meta.get("labels") or [], url, key),
@@ -209,7 +237,7 @@ class ShardClips(IterableDataset):
     def _target(self, names: list[str], url: str, key: str):
         unknown = [n for n in names if n not in self._label_index]
         if unknown:
-            raise DatasetError(f"{url}/{key}", f"label {unknown[0]!r} is not one of the labels")
+            raise DatasetError(f"{url}/{key}", f"label {short(unknown[0])} is not one of the labels")
         ids = [self._label_index[n] for n in names]
         if self.multi_label:
             target = torch.zeros(len(self.labels))
@@ -219,10 +247,14 @@ class ShardClips(IterableDataset):
             raise DatasetError(f"{url}/{key}", f"has {len(ids)} labels in a single-label dataset")
         return ids[0]
 
-    def _selected(self, urls: list[str]) -> Iterator[dict]:
+    def _selected(self, urls: list[str], report: bool = True) -> Iterator[dict]:
+        """The items of the selected folds; failures too in evaluation (training leaves them out)."""
         for url in urls:
-            for item in self._samples(url):
-                if self.folds is None or item["fold"] in self.folds:
+            for item in self._samples(url, report):
+                if "error" in item:
+                    if not self.train:
+                        yield item
+                elif self.folds is None or item["fold"] in self.folds:
                     yield item
 
     def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
@@ -253,11 +285,11 @@ class ShardClips(IterableDataset):
         pool = mine or [order[(rank * workers + worker) % len(order)]]
         while n < quota:
             before = n
-            for item in self._selected(pool):
+            for item in self._selected(pool, report=False):  # repeats: their failures are counted once
                 if n == quota:
                     return
                 n += 1
-                yield {**item, "pad": True}
+                yield {k: v for k, v in item.items() if k not in ("error", "shard")} | {"pad": True}
             if n == before:
                 return
 

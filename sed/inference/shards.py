@@ -1,7 +1,8 @@
 """Shards as inference input (``sedkit classify --shards``, ``sedkit embed --shards``): the samples of
 WebDataset shards written by ``sedkit shard``, shard by shard, as named waveforms for
 :class:`~sed.inference.classifier.Classifier` (``<shard>/<key>``; whole clips at the model's rate).
-Memory holds one shard's audio at a time. Distributed inference over shards is ``sedkit predict``
+Memory holds one shard's audio at a time. A member that fails is reported on stderr (one line) and
+counted in :attr:`ShardSources.failed`. Distributed inference over shards is ``sedkit predict``
 (:class:`~sed.tasks.callbacks.PredictionWriter`)."""
 
 from __future__ import annotations
@@ -13,13 +14,30 @@ import torch
 
 from sed.data.shards import ShardClips, read_index, shard_urls
 
-__all__ = ["shard_sources"]
+__all__ = ["ShardSources", "shard_sources"]
 
 
-def shard_sources(spec: str | os.PathLike | Sequence[str], sample_rate: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Per shard, its samples as ``(name, mono waveform at sample_rate)``; a damaged member is
-    reported on stderr and left out (see :mod:`sed.data.shards`)."""
-    index = read_index(spec)
-    for url in shard_urls(spec):
-        ds = ShardClips([url], sample_rate=sample_rate, clip_seconds=None, index=index)
-        yield [(item["path"], item["wave"][: item["length"]]) for item in ds]
+class ShardSources:
+    """Iterating gives, per shard, its samples as ``(name, mono waveform at sample_rate)``; ``failed``
+    counts the members (or damaged tars) reported so far."""
+
+    def __init__(self, spec: str | os.PathLike | Sequence[str], sample_rate: int):
+        index = read_index(spec)
+        self.shards = [ShardClips([url], sample_rate=sample_rate, clip_seconds=None, index=index)
+                       for url in shard_urls(spec)]
+        self.failed = 0
+
+    def __iter__(self) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        for ds in self.shards:
+            sources = []
+            for item in ds:
+                if "error" in item:
+                    self.failed += 1
+                else:
+                    sources.append((item["path"], item["wave"][: item["length"]]))
+            yield sources
+
+
+def shard_sources(spec: str | os.PathLike | Sequence[str], sample_rate: int) -> ShardSources:
+    """The samples of the shards of ``spec`` (see :class:`ShardSources`)."""
+    return ShardSources(spec, sample_rate)

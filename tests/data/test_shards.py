@@ -23,6 +23,7 @@ from sed.data.datamodule import AudioDataModule
 from sed.data.shard_writer import parse_bytes, read_source, write_shards
 from sed.data.shards import ShardClips, shard_urls
 from sed.data.synth import make_esc50, make_icbhi
+from sed.errors import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +139,11 @@ def test_a_corrupt_member_is_reported_and_the_stream_goes_on(sharded, tmp_path, 
     (bad / "index.json").write_text(json.dumps(index))
     items = list(ShardClips(bad, clip_seconds=None))
     err = capfd.readouterr().err
-    assert len(items) == 29 and "00000008" not in {i["path"][-8:] for i in items}
-    assert err.count("error: ") == 1 and "shard-000001.tar/00000008" in err
+    good = [i for i in items if "error" not in i]
+    failed = [i for i in items if "error" in i]  # evaluation: the failure comes flagged, to be counted
+    assert len(good) == 29 and "00000008" not in {i["path"][-8:] for i in good}
+    assert [(i["path"][-25:], i["pad"]) for i in failed] == [("shard-000001.tar/00000008", True)]
+    assert err.count("error: ") == 1 and "shard-000001.tar/00000008: not a readable audio file" in err
     train = ShardClips(bad, clip_seconds=0.5, train=True)
     assert len(list(train)) == 30  # training keeps its epoch length: the next sample takes the place
 
@@ -235,3 +239,142 @@ def test_two_ddp_processes_on_shards(esc, tmp_path):
     preds = clf.score([i["wave"] for i in items])
     acc = np.mean([p.scores.argmax() == i["label"] for p, i in zip(preds, items)])
     assert len(items) == 6 and logged == pytest.approx(acc)  # gathered over both ranks' 3 + 3 clips
+
+
+# ---------------------------------------------------------------------- hostile shards (issue 23)
+def _flac(seconds=0.1, sr=16000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, 0.1 * np.sin(np.arange(int(seconds * sr)) / 5.0), sr, format="FLAC")
+    return buf.getvalue()
+
+
+def _meta(label="a", fold=1) -> bytes:
+    return json.dumps({"labels": [label], "fold": fold}).encode()
+
+
+def _hostile(folder: Path, members, counts: dict | None = None, labels=("a", "b")) -> Path:
+    """``folder/shard-000000.tar`` holding ``members`` (name, bytes, optional TarInfo changes) and an
+    index.json counting ``counts`` per fold (default: one per distinct key)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / "shard-000000.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data, *change in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            for k, v in (change[0] if change else {}).items():
+                setattr(info, k, v)
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    keys = {m[0].split("/")[-1].split(".")[0] for m in members}
+    entry = {"name": "shard-000000.tar", "count": len(keys), "folds": counts or {"1": len(keys)}}
+    (folder / "index.json").write_text(json.dumps({"labels": list(labels), "shards": [entry]}))
+    return folder
+
+
+def _read(folder, capfd):
+    items = list(ShardClips(folder, labels=["a", "b"], clip_seconds=None))
+    err = capfd.readouterr().err.splitlines()
+    return [i["path"].rsplit("/", 1)[-1] for i in items if "error" not in i], [i for i in items if "error" in i], err
+
+
+def test_member_names_types_and_duplicate_keys_are_refused(tmp_path, capfd):
+    """Names with folders or '..', links and directories, a key met twice: one clean line each, the
+    good samples read, never a KeyError."""
+    good = [("00000000.flac", _flac()), ("00000000.json", _meta())]
+    folder = _hostile(tmp_path / "s", good + [
+        ("sub/00000001.flac", _flac()), ("sub/00000001.json", _meta()),
+        ("../../00000002.flac", _flac()),
+        ("00000003.flac", b"", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}),
+        ("00000004", b"", {"type": tarfile.DIRTYPE}),
+        ("00000005.flac", _flac()), ("00000005.json", _meta("b")),
+        ("00000000.flac", _flac()), ("00000000.json", _meta("b")),  # the key again, apart
+    ])
+    keys, failed, err = _read(folder, capfd)
+    assert keys == ["00000000", "00000005"] and len(failed) == len(err) == 6
+    assert all(e.startswith("error: ") and e.count("shard-000000.tar") == 1 for e in err)
+    assert "'sub/00000001.flac' is not named <key>.<ext>" in err[0] and "'../../00000002.flac'" in err[2]
+    assert "'00000003.flac' is a symbolic link, not a regular file" in err[3] and "is a directory" in err[4]
+    assert err[5].endswith("shard-000000.tar/00000000: key appears twice in the shard (index.json counts it once)")
+
+
+def test_failures_are_clean_lines_without_reprs(tmp_path, capfd):
+    """Undecodable audio, bad JSON, an unknown label, a truncated and a garbage tar: one line each,
+    naming the shard once, without Python reprs."""
+    folder = _hostile(tmp_path / "s", [
+        ("00000000.flac", b"not audio at all" * 10), ("00000000.json", _meta()),
+        ("00000001.flac", _flac()), ("00000001.json", b"{not json"),
+        ("00000002.flac", _flac()), ("00000002.json", _meta("zebra")),
+        ("00000003.flac", _flac()), ("00000003.json", json.dumps({"labels": ["a"], "fold": [1]}).encode()),
+        ("00000004.flac", _flac()), ("00000004.json", _meta()),
+    ])
+    keys, failed, err = _read(folder, capfd)
+    assert keys == ["00000004"] and len(failed) == len(err) == 4
+    assert err[0].endswith("00000000: not a readable audio file (Format not recognised)")
+    assert "00000001: its .json is not JSON" in err[1] and err[2].endswith("00000002: label 'zebra' is not one of the labels")
+    assert err[3].endswith("00000003: its .json fold [1] is not an integer")
+    tar = folder / "shard-000000.tar"
+    whole = tar.read_bytes()
+    tar.write_bytes(whole[:1500])  # cut inside the header of 00000000.json
+    keys, failed, err = _read(folder, capfd)
+    assert keys == [] and len(failed) == len(err) == 2 and "00000000: needs .json" in err[1]
+    assert err[0].endswith("shard-000000.tar: truncated tar: it ends inside a member header at byte 1500")
+    tar.write_bytes(whole[:600])  # cut inside the data of 00000000.flac (bytes 512-672)
+    keys, failed, err = _read(folder, capfd)
+    assert keys == [] and len(failed) == len(err) == 1 and "past the end of the archive: truncated tar" in err[0]
+    tar.write_bytes(b"\x00garbage" * 300)
+    keys, failed, err = _read(folder, capfd)
+    assert keys == [] and len(failed) == len(err) == 1 and "damaged tar" in err[0]
+    for e in [*err]:
+        assert "<_io" not in e and " at 0x" not in e and e.count("shard-000000.tar") == 1
+
+
+def test_huge_members_are_refused_before_any_read(tmp_path, capfd, monkeypatch):
+    """A member declaring 3 GB (header only, or a real sparse file) is refused by its declared size
+    before a byte of it is read; the limit is the module's constant."""
+    import shutil
+    import tracemalloc
+
+    import sed.data.shard_members as shards
+
+    header = tarfile.TarInfo("00000002.flac")
+    header.size = 3 << 30
+    folder = _hostile(tmp_path / "s", [("00000001.flac", _flac()), ("00000001.json", _meta())])
+    tar = folder / "shard-000000.tar"
+    with tarfile.open(tar) as t:
+        end = max(m.offset_data + -(-m.size // 512) * 512 for m in t.getmembers())
+    tar.write_bytes(tar.read_bytes()[:end] + header.tobuf(tarfile.GNU_FORMAT) + b"\0" * 4096)
+    tracemalloc.start()
+    keys, failed, err = _read(folder, capfd)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert keys == ["00000001"] and len(err) == 1 and peak < 32 << 20
+    assert f"'00000002.flac' declares {3 << 30} bytes, over the 256 MiB limit" in err[0]
+    if shutil.which("tar"):  # the finding as reported: a real sparse 3 GB member (GNU tar -S)
+        sparse = tmp_path / "sp"
+        sparse.mkdir()
+        with open(sparse / "00000002.flac", "wb") as f:
+            f.truncate(3 << 30)
+        subprocess.run(["tar", "-cSf", str(tar), "-C", str(sparse), "00000002.flac"], check=True)
+        assert tar.stat().st_size < 1 << 20
+        tracemalloc.start()
+        keys, failed, err = _read(folder, capfd)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert keys == [] and len(err) == 1 and "is a sparse file, not a regular file" in err[0] and peak < 32 << 20
+    monkeypatch.setattr(shards, "MAX_MEMBER_BYTES", 10)  # real members over the limit: never read
+    _hostile(folder, [("00000001.flac", _flac()), ("00000001.json", _meta())])
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda *a: pytest.fail("read a refused member"))
+    keys, failed, err = _read(folder, capfd)
+    assert keys == [] and len(failed) == len(err) == 2 and all("bytes, over the 10 bytes limit" in e for e in err)
+
+
+@pytest.mark.parametrize("index, reason", [
+    ({"labels": ["a"], "shards": ["shard-000000.tar"]}, "shards[0] is not an object"),
+    ({"labels": ["a"], "shards": [{"name": "shard-000000.tar", "folds": {"x": 1}}]}, "shards[0].folds has a key that is not a fold number"),
+    ({"labels": ["a"], "shards": [{"name": "shard-000000.tar", "folds": {"1": "3"}}]}, "shards[0].folds is not a map of counts"),
+    ({"labels": "a", "shards": []}, "labels is not a list of names"),
+])
+def test_an_index_of_the_wrong_shape_is_one_line(tmp_path, index, reason):
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(DatasetError) as e:
+        ShardClips(tmp_path)
+    assert str(e.value).endswith(f"({reason})")
+    assert str(e.value).startswith(str(tmp_path / "index.json") + ": not a sed shard index")
