@@ -44,7 +44,7 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
     if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
         raise UsageError("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")
     try:
-        opts = ensemble_options(args.ensemble, args.weights, len(args.checkpoint)) if args.ensemble else {}
+        opts = ensemble_options(args.ensemble, args.weights, args.checkpoint) if args.ensemble else {}
     except ValueError as e:
         raise UsageError(e) from None
     clfs = _classifiers(args)

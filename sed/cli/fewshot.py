@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sed.cli.options import BATCH_SIZE, SEED, bounded, count
-from sed.errors import SedError, UsageError
+from sed.errors import SedError, UsageError, one_line
 
 
 def cmd_enroll(args: argparse.Namespace, con) -> int:
@@ -48,7 +48,11 @@ def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
                                 device=args.device, progress=lambda it: con.progress(it, desc="embed"), on_error=report)
         table = fewshot_eval(data.embeddings, data.labels, ways=args.ways, shots=args.shots, queries=args.queries,
                              episodes=args.episodes, seed=args.seed, methods=args.methods)
-    except (SedError, ValueError, OSError, yaml.YAMLError) as e:
+    except OSError as e:  # the data YAML, or a file it names: the file first
+        raise UsageError(f"{e.filename}: {e.strerror}" if e.filename else one_line(e)) from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{args.data}: not valid YAML ({one_line(e)})") from None
+    except (SedError, ValueError) as e:
         raise UsageError(e) from None
     table.update(split=args.split, checkpoint=str(args.checkpoint), data=str(args.data), skipped=bad)
     print(format_fewshot_eval(table))

@@ -3,10 +3,39 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sed.errors import SedError
+
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+TRACEBACK_ENV = "SED_TRACEBACK"
+
+
+def training_verb(run: Callable[[list[str], object], int]) -> Callable[[Sequence[str], object], int]:
+    """A training verb whose user and configuration errors are one ``error:`` line (the cause found in the
+    exception chain: sed's error naming the file, else the innermost message; exit 2 when the job cannot
+    start), with ``--traceback`` (or ``SED_TRACEBACK=1``) printing the whole chain before it."""
+
+    def verb(argv: Sequence[str], con) -> int:
+        from sed.training.lightning_cli import lightning_errors
+
+        argv = list(argv)
+        trace = "--traceback" in argv or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+        argv = [a for a in argv if a != "--traceback"]
+        try:
+            with lightning_errors():
+                return run(argv, con)
+        except SedError:
+            if trace:
+                traceback.print_exc(file=sys.stderr)
+            raise
+
+    verb.__name__ = run.__name__
+    return verb
 
 
 def lightning(argv: Sequence[str], con) -> int:
@@ -37,16 +66,37 @@ def kfold(argv: Sequence[str], con) -> int:
     return 0
 
 
+def pretrained_families() -> str:
+    """The model families that take pretrained weights (``finetune --from``), comma-separated."""
+    import sed.models  # noqa: F401 - registers the families
+    from sed.models.family import families
+
+    return ", ".join(f.name for f in families() if f.importer)
+
+
 def finetune(argv: Sequence[str], con) -> int:
-    p = argparse.ArgumentParser(prog="sedkit finetune", description="fit from a pretrained source with a new head")
-    p.add_argument("--from", dest="source", required=True,
-                   help="sed checkpoint, AST .pth, HF dir/hub id, short name or timm DeiT name")
+    from sed.errors import UsageError
+
+    p = argparse.ArgumentParser(prog="sedkit finetune", add_help=False,
+                                description="fit from a pretrained source with a new head: sedkit finetune --from SRC "
+                                            "takes every option of sedkit fit (below) and sets "
+                                            "--model.init_args.pretrained=SRC")
+    p.add_argument("--from", dest="source", metavar="SRC",
+                   help="sed checkpoint, AST .pth, HF dir/hub id, short name or timm DeiT name, of a family with "
+                        f"pretrained weights ({pretrained_families()}); the config's model_name is of that family")
+    p.add_argument("-h", "--help", action="store_true", help="this help, then sedkit fit's")
     args, rest = p.parse_known_args(argv[1:])
+    if args.help:
+        print(p.format_help())
+        return lightning(["fit", "--help"], con)
+    if not args.source:
+        raise UsageError("sedkit finetune needs --from SRC (sedkit finetune --help)")
     return lightning(["fit", *rest, f"--model.init_args.pretrained={args.source}"], con)
 
 
 #: verbs that parse their own arguments: ``sedkit VERB ARGV...`` calls ``RAW_VERBS[VERB](argv, console)``
-RAW_VERBS = {**dict.fromkeys(LIGHTNING_VERBS, lightning), "kfold": kfold, "finetune": finetune}
+RAW_VERBS = {verb: training_verb(run) for verb, run in
+             {**dict.fromkeys(LIGHTNING_VERBS, lightning), "kfold": kfold, "finetune": finetune}.items()}
 
 
 def cmd_plot(args: argparse.Namespace, con) -> int:

@@ -3,7 +3,8 @@
 :func:`ensemble_eval` scores every member on a split of a data module (the split's own eval crop,
 batched through the data module's loader), reports each member's accuracy and macro F1 (mAP and
 macro F1 for multi-label data) and every method's, and writes the members' metrics and the
-``weighted`` (proportional to the metric) and ``rank`` weights as JSON. The weights are chosen and
+``weighted`` (proportional to the metric) and ``rank`` weights as JSON, with the checkpoint of each
+(``classify --weights`` matches weights to checkpoints by them, not by position). The weights are chosen and
 scored on the same split, so the ``weighted``/``rank`` rows are optimistic; choose them on
 validation and report on a separate test split (``split="test"`` with the weights file).
 """
@@ -84,7 +85,8 @@ def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike | d
                   methods: Sequence[str] = METHODS) -> dict[str, Any]:
     """Score every member and every ensemble method on ``split`` (``val`` or ``test``) of the data module.
 
-    Returns ``{"split", "metric", "labels", "checkpoints", "members": [{"checkpoint", <metric>, "f1"}],
+    Returns ``{"split", "metric", "labels", "checkpoints" (files as absolute paths: ``classify --weights``
+    matches each weight to its checkpoint by them), "members": [{"checkpoint", <metric>, "f1"}],
     "member_metrics", "weights": {"weighted": [...], "rank": [...]}, "methods": [{"method", <metric>, "f1"}]}``
     (metric ``acc`` for single-label data, ``map`` for multi-label) and writes it as JSON to ``out``.
     """
@@ -121,13 +123,19 @@ def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike | d
         combined = combine(scores, method, multi_label=multi, **kw)
         method_rows.append({"method": method, **_metrics(combined, y, multi),
                             **({"weights": weights[method]} if method in weights else {})})
-    table = {"split": split, "metric": key, "labels": labels, "checkpoints": [str(p) for p in checkpoints],
+    table = {"split": split, "metric": key, "labels": labels, "checkpoints": [_where(p) for p in checkpoints],
              "members": member_rows, "member_metrics": member_metrics, "weights": weights, "methods": method_rows,
              "clips": int(len(y))}
     if out is not None:
         with atomic_open(out, "w") as f:
             json.dump(table, f, indent=2)
     return table
+
+
+def _where(checkpoint: str | os.PathLike) -> str:
+    """How the weights file names a member: a file by its absolute path (so that ``classify --weights``
+    matches it from any folder), a hub id or short name as given."""
+    return os.path.abspath(checkpoint) if os.path.isfile(checkpoint) else str(checkpoint)
 
 
 def format_ensemble_eval(table: dict[str, Any]) -> str:

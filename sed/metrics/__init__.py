@@ -5,7 +5,7 @@
 - :mod:`~sed.metrics.seld_eval`: prediction CSV folders against reference folders (``sedkit seld-eval``)
 - :mod:`~sed.metrics.curves`: learning curves and the over-/underfitting diagnosis
 - :mod:`~sed.metrics.confusion`: confusion matrices and per-class tables
-- :mod:`~sed.metrics.run_report`: the report of a run folder (``sedkit plot``)
+- :mod:`~sed.metrics.run_report`: the report of a run folder (``sedkit plot``) and of a k-fold root
 """
 
 from sed.metrics.classification import ICBHIScore, icbhi_hits_counts, icbhi_score, icbhi_score_from_counts
@@ -17,7 +17,7 @@ from sed.metrics.confusion import (
     write_per_class_csv,
 )
 from sed.metrics.curves import Diagnosis, diagnose, find_metrics_csv, plot_learning_curves, read_history
-from sed.metrics.run_report import plot_run
+from sed.metrics.run_report import plot_kfold, plot_run
 from sed.metrics.seld import (
     STARSS_NB_CLASSES,
     SELDMetrics2023,
@@ -31,5 +31,5 @@ __all__ = [
     "STARSS_NB_CLASSES", "Diagnosis", "ICBHIScore", "SELDMetrics2023", "SELDMetrics2024", "diagnose", "evaluate_dirs",
     "find_metrics_csv", "format_results", "great_circle_deg", "icbhi_hits_counts", "icbhi_score",
     "icbhi_score_from_counts", "jackknife_estimate", "per_class_table", "plot_confusion_matrix", "plot_learning_curves",
-    "plot_run", "read_confusion_csv", "read_history", "write_confusion_csv", "write_per_class_csv",
+    "plot_kfold", "plot_run", "read_confusion_csv", "read_history", "write_confusion_csv", "write_per_class_csv",
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from sed.models.family import default_weights, family_of_model, importer_of
+from sed.models.family import default_weights, families, family_of_model, importer_of
 
 __all__ = ["create_model", "is_model", "list_models", "model_entry", "register_model"]
 
@@ -100,7 +100,8 @@ def create_model(name: str, num_classes: int | None = None, pretrained=None, **k
         fam = family_of_model(name)
         importer = importer_of(fam) if fam else None
         if importer is None:
-            raise ValueError(f"model {name!r} does not support pretrained weights")
+            takes = ", ".join(f.name for f in families() if f.importer)
+            raise ValueError(f"model {name!r} does not support pretrained weights (the families that do: {takes})")
         model = importer.build(pretrained, num_classes=num_classes, factory=entry.factory, **kwargs)
     model.sed_config = {"name": name, "kwargs": _rebuild_kwargs(model, num_classes, kwargs)}
     return model

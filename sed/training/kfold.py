@@ -4,7 +4,9 @@ For fold k the data module gets ``val_folds=[k]`` and ``test_folds=[k]`` (train 
 folds), the run goes to ``ROOT/fold{k}``, and the held-out fold is tested with the checkpoint
 chosen by ``--ckpt`` (``best``: best validation epoch, as the AST ESC-50 recipe does, which
 selects on the held-out fold itself; ``last``: the final epoch, no selection on held-out data).
-The table is written to ``ROOT/kfold.csv`` and ``ROOT/kfold.json`` and printed.
+The table is written to ``ROOT/kfold.csv`` and ``ROOT/kfold.json`` and printed; the pictures
+(:func:`sed.metrics.run_report.plot_kfold`) to ``ROOT/kfold_summary.png`` (the main metric per fold,
+mean +- std) and ``ROOT/confusion_pooled.csv/.png`` (every held-out fold's test matrix summed).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sed.fileio import atomic_open
+from sed.metrics.run_report import plot_kfold
 from sed.training.lightning_cli import make_cli
 
 
@@ -68,4 +72,6 @@ def run_kfold(config_args: Sequence[str], folds: Sequence[int], root: str | Path
         rows.append({"fold": k, **{name: float(v) for name, v in result.items()}})
     summary = summarize(rows)
     write_kfold(root, rows, summary)
+    for note in plot_kfold(root, rows, summary, checkpoint=ckpt)["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     return rows, summary

@@ -81,18 +81,79 @@ def test_classify_ensemble_windows_and_label_check(setup):
 
 
 def test_ensemble_options(tmp_path):
-    assert ensemble_options("vote", None, 2) == {}
-    assert ensemble_options("weighted", "1,3", 2) == {"weights": [1.0, 3.0]}
-    assert ensemble_options("rank", [0.7, 0.9], 2) == {"metrics": [0.7, 0.9]}
+    two = ["a.pt", "b.pt"]
+    assert ensemble_options("vote", None, two) == {}
+    assert ensemble_options("weighted", "1,3", two) == {"weights": [1.0, 3.0]}  # a list: in --checkpoint order
+    assert ensemble_options("rank", [0.7, 0.9], two) == {"metrics": [0.7, 0.9]}
     f = tmp_path / "w.json"
-    f.write_text(json.dumps({"weights": {"weighted": [0.4, 0.6], "rank": [1 / 3, 2 / 3]}, "member_metrics": [0.5, 0.8]}))
-    assert ensemble_options("weighted", str(f), 2) == {"weights": [0.4, 0.6]}
-    assert ensemble_options("rank", str(f), 2) == {"metrics": [0.5, 0.8]}
+    f.write_text(json.dumps({"checkpoints": two, "weights": {"weighted": [0.4, 0.6], "rank": [1 / 3, 2 / 3]},
+                             "member_metrics": [0.5, 0.8]}))
+    assert ensemble_options("weighted", str(f), two) == {"weights": [0.4, 0.6]}
+    assert ensemble_options("rank", str(f), two) == {"metrics": [0.5, 0.8]}
     for method, weights, msg in (("weighted", None, "needs --weights"), ("rank", None, "needs --weights"),
                                  ("average", "1,2", "takes no"), ("weighted", "1,2,3", "3 weights"),
                                  ("weighted", "a,b", "comma"), ("median", None, "unknown")):
         with pytest.raises(ValueError, match=msg):
-            ensemble_options(method, weights, 2)
+            ensemble_options(method, weights, two)
+
+
+def test_a_weights_file_weighs_each_checkpoint_it_names_whatever_the_order(setup, tmp_path, monkeypatch, capsys):
+    from sed.cli.main import main
+
+    a, b = setup["members"]
+    f = tmp_path / "w.json"
+    f.write_text(json.dumps({"checkpoints": [a, b], "weights": {"weighted": [0.2, 0.8], "rank": [1 / 3, 2 / 3]},
+                             "member_metrics": [0.6, 0.9]}))
+    assert ensemble_options("weighted", str(f), [b, a]) == {"weights": [0.8, 0.2]}
+    assert ensemble_options("rank", str(f), [b, a]) == {"metrics": [0.9, 0.6]}
+    monkeypatch.chdir(setup["root"])  # the same files by another name
+    assert ensemble_options("weighted", str(f), ["m1.pt", "./m0.pt"]) == {"weights": [0.8, 0.2]}
+    # end to end: the members in the other order get the same weights, so the same scores
+    files = setup["files"][:3]
+    code = main(["classify", *files, "--checkpoint", b, "--checkpoint", a, "--ensemble", "weighted",
+                 "--weights", str(f), "--format", "json", "--top-k", "3"])
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    member = [np.stack([r.scores for r in Classifier.from_pretrained(p, device="cpu").score(files)]) for p in (a, b)]
+    expected = combine(member, "weighted", weights=[0.2, 0.8])
+    assert code == 0 and not np.allclose(expected, combine(member, "weighted", weights=[0.8, 0.2]))
+    for row, exp in zip(rows, expected):
+        assert {d["label"]: d["score"] for d in row["top_k"]} == pytest.approx(dict(zip(setup["labels"], exp)))
+
+
+@pytest.mark.parametrize("given, recorded, msg", [
+    (["a", "b"], ["a", "other"], "{f}: no weight for --checkpoint {b} (it weighs {a}, {other})"),
+    (["a", "b"], ["a", "b", "other"], "{f}: weighs {other}, which is not a --checkpoint of this run"),
+    (["a", "a"], ["a", "b"], "{f}: no weight for --checkpoint {a} (it weighs {a}, {b})"),
+])
+def test_a_weight_of_an_unknown_or_missing_checkpoint_is_one_usage_line(setup, tmp_path, capsys, given, recorded, msg):
+    from sed.cli.main import main
+
+    names = {"a": setup["members"][0], "b": setup["members"][1], "other": setup["other"]}
+    f = tmp_path / "w.json"
+    n = len(recorded)
+    f.write_text(json.dumps({"checkpoints": [names[k] for k in recorded], "member_metrics": [0.5] * n,
+                             "weights": {"weighted": [1 / n] * n, "rank": [1 / n] * n}}))
+    argv = [x for k in given for x in ("--checkpoint", names[k])]
+    assert main(["classify", setup["files"][0], *argv, "--ensemble", "weighted", "--weights", str(f)]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: " + msg.format(f=f, **names)]
+
+
+@pytest.mark.parametrize("content, msg", [
+    ("{not json", "not JSON"),
+    ("[1, 2]", "not a weights file of sedkit ensemble-eval"),
+    (json.dumps({"weights": {"weighted": [0.4, 0.6]}, "member_metrics": [0.5, 0.8]}), "names no checkpoints"),
+    (json.dumps({"checkpoints": ["a.pt", "b.pt"], "weights": {"weighted": [0.4]}, "member_metrics": [1, 2]}),
+     "1 weighted weights for 2 checkpoints"),
+    (json.dumps({"checkpoints": ["a.pt", "b.pt"], "weights": {"weighted": ["x", 1]}, "member_metrics": [1, 2]}),
+     "weighted weights are not numbers"),
+    (None, "larger than 1 MiB"),
+], ids=["not-json", "a-list", "old-file", "short", "strings", "huge"])
+def test_a_bad_weights_file_is_one_line_naming_it(tmp_path, content, msg):
+    f = tmp_path / "w.json"
+    f.write_text(" " * (2 << 20) if content is None else content)
+    with pytest.raises(ValueError, match=f"^{f}: .*{msg}") as err:
+        ensemble_options("weighted", str(f), ["a.pt", "b.pt"])
+    assert "\n" not in str(err.value)
 
 
 def test_ensemble_eval_members_methods_and_weights(setup, tmp_path):
@@ -120,7 +181,7 @@ def test_ensemble_eval_members_methods_and_weights(setup, tmp_path):
     text = format_ensemble_eval(table)
     assert "rank" in text and "member 1" in text
     # the weights file feeds sedkit classify --ensemble weighted --weights FILE
-    assert ensemble_options("weighted", str(out), 2)["weights"] == saved["weights"]["weighted"]
+    assert ensemble_options("weighted", str(out), setup["members"])["weights"] == saved["weights"]["weighted"]
 
     # a bare init_args mapping works too; members with other labels are refused
     bare = tmp_path / "bare.yaml"

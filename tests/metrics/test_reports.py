@@ -3,6 +3,7 @@ import json
 import math
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -383,3 +384,96 @@ def test_icbhi_curves_keep_percentages_apart_from_fractions(monkeypatch, tmp_pat
     fig = drawn_figure(monkeypatch, lambda: plot_learning_curves(history, tmp_path / "lc.png"))
     assert panels(fig) == {"loss": ["train_loss", "val_loss"], "fraction (0-1)": ["train_acc", "val_acc"],
                            "percent (%)": ["test_score", "val_score", "val_se", "val_sp"]}
+
+
+# ------------------------------------------------------------ confusion matrices say what they show
+def cell_texts(fig):
+    return [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_confusion_matrix_names_split_and_checkpoint_and_shows_counts(monkeypatch, tmp_path):
+    m = np.array([[5, 1, 0], [2, 3, 1], [0, 1, 7]])
+    fig = drawn_figure(monkeypatch, lambda: plot_confusion_matrix(
+        m, ["dog", "rain", "cat"], tmp_path / "c.png", split="test", checkpoint="runs/x/best-epoch=3.ckpt", epoch=3))
+    ax = fig.axes[0]
+    assert "test split" in ax.get_title() and "best-epoch=3.ckpt" in ax.get_title() and "epoch 3" in ax.get_title()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["dog", "rain", "cat"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dog", "rain", "cat"]
+    assert cell_texts(fig)[:3] == ["0.83\n(5)", "0.17\n(1)", "0.00\n(0)"]  # row share and count
+    fig = drawn_figure(monkeypatch, lambda: plot_confusion_matrix(m, ["a", "b", "c"], tmp_path / "r.png",
+                                                                  normalize=False, split="val", epoch=7))
+    assert "val split" in fig.axes[0].get_title() and "epoch 7" in fig.axes[0].get_title()
+    assert cell_texts(fig)[:3] == ["5", "1", "0"]
+
+
+def test_plot_run_titles_confusion_with_the_recorded_checkpoint_and_label_names(monkeypatch, tmp_path):
+    lightning_csv(tmp_path / "metrics.csv", *good_fit())
+    (tmp_path / "labels.json").write_text(json.dumps(["dog", "rain"]))
+    write_confusion_csv(tmp_path / "confusion_test.csv", [[4, 1], [2, 3]], ["dog", "rain"],
+                        meta={"split": "test", "epoch": 4, "checkpoint": str(tmp_path / "best-epoch=4.ckpt")})
+    write_confusion_csv(tmp_path / "confusion_val.csv", [[4, 1], [2, 3]], ["0", "1"])  # written without names
+    figures = {}
+    import sed.metrics.confusion
+
+    def capture(fig, out):
+        figures[Path(out).name] = fig
+        return Path(out)
+
+    monkeypatch.setattr(sed.metrics.confusion, "save_figure", capture)
+    plot_run(tmp_path)
+    test_ax, val_ax = figures["confusion_test.png"].axes[0], figures["confusion_val.png"].axes[0]
+    assert "test split" in test_ax.get_title() and "best-epoch=4.ckpt (epoch 4)" in test_ax.get_title()
+    assert "val split" in val_ax.get_title() and "checkpoint not recorded" in val_ax.get_title()
+    assert [t.get_text() for t in val_ax.get_yticklabels()] == ["dog", "rain"]  # labels.json's names
+
+
+# ----------------------------------------------------------------------------- k-fold pictures
+def test_kfold_writes_pooled_confusion_and_per_fold_summary(monkeypatch, tmp_path):
+    from sed.metrics import plot_kfold
+
+    labels = ["dog", "rain"]
+    write_confusion_csv(tmp_path / "fold1" / "lightning_logs" / "version_0" / "confusion_test.csv",
+                        [[4, 1], [2, 3]], labels)
+    write_confusion_csv(tmp_path / "fold2" / "confusion_test.csv", [[5, 0], [1, 4]], labels)
+    rows = [{"fold": 1, "test_acc": 0.7, "test_loss": 0.9}, {"fold": 2, "test_acc": 0.9, "test_loss": 0.5}]
+    summary = {"test_acc": {"mean": 0.8, "std": 0.1414}, "test_loss": {"mean": 0.7, "std": 0.28}}
+    figures = {}
+    import sed.metrics.confusion
+    import sed.metrics.run_report
+
+    def capture(fig, out):
+        figures[Path(out).name] = fig
+        Path(out).write_bytes(b"png")
+        return Path(out)
+
+    monkeypatch.setattr(sed.metrics.confusion, "save_figure", capture)
+    monkeypatch.setattr(sed.metrics.run_report, "save_figure", capture)
+    out = plot_kfold(tmp_path, rows, summary, checkpoint="best")
+    assert set(out["files"]) == {"confusion_pooled", "confusion_pooled_csv", "kfold_summary"} and out["notes"] == []
+    m, labs = read_confusion_csv(tmp_path / "confusion_pooled.csv")
+    np.testing.assert_array_equal(m, [[9, 1], [3, 7]])
+    assert labs == labels
+    ax = figures["confusion_pooled.png"].axes[0]
+    assert "pooled over folds 1, 2" in ax.get_title() and "best" in ax.get_title()
+    assert [t.get_text() for t in ax.texts] == ["0.90\n(9)", "0.10\n(1)", "0.30\n(3)", "0.70\n(7)"]
+    ax = figures["kfold_summary.png"].axes[0]
+    assert ax.get_ylabel() == "test_acc: fraction (0-1)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["fold 1", "fold 2"]
+    assert "mean 0.8 ± 0.141 over 2 folds" in ax.get_title()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(legend) == ["mean 0.8", "per fold", "± 1 std 0.141"]
+    assert [p.get_height() for p in ax.containers[0]] == [0.7, 0.9]  # the bars
+
+
+def test_kfold_pictures_skip_what_is_missing(tmp_path):
+    from sed.metrics import plot_kfold
+
+    write_confusion_csv(tmp_path / "fold1" / "confusion_test.csv", [[1, 0], [0, 1]], ["a", "b"])
+    write_confusion_csv(tmp_path / "fold2" / "confusion_test.csv", [[1, 0], [0, 1]], ["b", "a"])
+    rows = [{"fold": 1, "test_acc": 0.5}, {"fold": 2, "test_acc": 1.0}, {"fold": 3, "test_acc": 0.75}]
+    out = plot_kfold(tmp_path, rows, {"test_acc": {"mean": 0.75, "std": 0.25}})
+    assert set(out["files"]) == {"kfold_summary"}
+    assert any("fold3" in n and "no confusion_test.csv" in n for n in out["notes"])
+    assert any("fold2" in n and "other labels" in n for n in out["notes"])
+    assert not (tmp_path / "confusion_pooled.csv").exists()
+    assert_png(tmp_path / "kfold_summary.png", 5000)

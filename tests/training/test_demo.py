@@ -13,3 +13,5 @@ def test_demo_learns_and_writes_everything(tmp_path, capsys):
                  "checkpoints/last.ckpt"):
         assert (run / name).exists(), name
     assert "held-out accuracy" in out and "5-" in out  # the classify table of held-out files
+    epochs = [line.split()[1] for line in err.splitlines() if line.startswith("epoch ")]
+    assert epochs == [f"{e}/10" for e in range(1, 11)], err[-2000:]  # progress: stderr is no terminal here
