@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from sed.errors import CheckpointError, one_line, short
-from sed.fileio import atomic_save
+from sed.fileio import atomic_open
 from sed.version import __version__
 
 FORMAT = "sed-checkpoint-1"
@@ -79,12 +79,15 @@ def save_model(path: str | os.PathLike, model: nn.Module, labels: list[str] | No
     path = Path(path)
     desc = describe(model, labels, **meta)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    # through a Python file object: a failed write (a full disk) is an OSError that atomic_open reports
+    # in one line (torch.save to a path says "enforce fail at inline_container.cc")
+    with atomic_open(path, "wb") as f:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
 
-        atomic_save(path, lambda tmp: save_file(state, tmp, metadata={"sed": json.dumps(desc, default=str)}))
-    else:
-        atomic_save(path, lambda tmp: torch.save({"sed": desc, "state_dict": state}, tmp))
+            f.write(save(state, metadata={"sed": json.dumps(desc, default=str)}))
+        else:
+            torch.save({"sed": desc, "state_dict": state}, f)
     return path
 
 

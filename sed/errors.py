@@ -68,3 +68,11 @@ class UsageError(SedError):
 
     def __init__(self, reason: str | Exception):
         super().__init__(None, str(reason))
+
+
+class OutputError(UsageError):
+    """An output that cannot be written (a directory, a read-only folder, a full disk) or that would
+    replace one of the job's inputs: the job stops (exit 2) and leaves no partial file."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        SedError.__init__(self, path, reason)

@@ -1,16 +1,94 @@
-"""Atomic file writing: a reader never sees a half-written output, and a failed job leaves none."""
+"""Atomic file writing: a reader never sees a half-written output, and a failed job leaves none.
+
+A destination that cannot be written is one line, :class:`~sed.errors.OutputError` ``PATH: reason``:
+:func:`check_output` refuses it before the work (a directory, a parent that is a file, a read-only
+folder, a device, a name too long, one of the job's inputs), and the atomic writers turn the
+``OSError`` of a write that fails anyway (a full disk) into the same error.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from sed.errors import OutputError
+
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def _reason(err: OSError) -> str:
+    """Why ``err`` stopped a write, in words: the system's own (``No space left on device``)."""
+    if err.errno == errno.EISDIR:
+        return "is a directory"
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: mkdir of a parent that is a file
+        return "a parent is not a folder"
+    return f"cannot write: {err.strerror or type(err).__name__}"
+
+
+@contextlib.contextmanager
+def output_errors(path: str | os.PathLike, *written: str | os.PathLike, any_file: bool = False) -> Iterator[None]:
+    """Turn the ``OSError`` of writing ``path`` into one :class:`~sed.errors.OutputError` line.
+
+    The error is the output's when it names no file (a failed ``write``: a full disk) or names
+    ``path`` or one of ``written`` (its temporaries); with ``any_file``, whatever file it names (the
+    body only makes the way to ``path``). An error about another file (an input) passes unchanged."""
+    try:
+        yield
+    except OSError as err:
+        names = {os.path.abspath(p) for p in (path, *written)}
+        if not (any_file or err.filename is None or isinstance(err.filename, int)
+                or os.path.abspath(os.fsdecode(err.filename)) in names):
+            raise
+        raise OutputError(path, _reason(err)) from None
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` are one existing file (through links); no when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                 kind: str = "file") -> Path:
+    """``path`` as a :class:`~pathlib.Path` when the job may write it (``kind`` ``"file"`` or ``"folder"``),
+    else :class:`~sed.errors.OutputError` naming it, before any work: it is one of ``inputs`` (the same
+    file, also through a symbolic or hard link; ``None`` and missing inputs are skipped), a directory
+    (a file, a device or a pipe for a folder), not a regular file (an atomic write would replace the
+    device), its name is too long, or the nearest existing folder on its way is a file or not writable."""
+    if not os.fspath(path):
+        raise OutputError(path, "no output name given")
+    out = Path(path)
+    for item in inputs:
+        if item is not None and _same_file(out, item):
+            named = "" if os.path.abspath(item) == os.path.abspath(out) else f" ({os.fspath(item)})"
+            raise OutputError(path, f"is an input{named}; refusing to overwrite it")
+    with output_errors(path, any_file=True):  # a name too long, a loop of links: the system's reason
+        if len(os.fsencode(out.name)) > NAME_MAX:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        mode = out.stat().st_mode if out.exists() else None
+    if kind == "folder" and mode is not None and not stat.S_ISDIR(mode):
+        raise OutputError(path, "is not a folder")
+    if kind == "file" and mode is not None and stat.S_ISDIR(mode):
+        raise OutputError(path, "is a directory")
+    if kind == "file" and mode is not None and not stat.S_ISREG(mode):
+        raise OutputError(path, "is not a regular file (a device, pipe or socket); write to a file")
+    folder = out if kind == "folder" else out.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(path, f"{folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(path, f"cannot write in {folder}: {os.strerror(errno.EACCES)}")
+    return out
 
 
 def _temp_beside_prefix(path: Path, suffix: str) -> str:
@@ -33,10 +111,11 @@ FILE_MODE = 0o666 & ~_umask()
 def _temp_beside(path: Path, suffix: str) -> str:
     """A new empty file ``.<name>.<random><suffix>`` in ``path``'s folder (the name cut to fit NAME_MAX),
     with the permissions a plain new file would have."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_beside_prefix(path, suffix), suffix=suffix, dir=path.parent)
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
+    with output_errors(path, any_file=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_beside_prefix(path, suffix), suffix=suffix, dir=path.parent)
+        os.fchmod(fd, FILE_MODE)
+        os.close(fd)
     return tmp
 
 
@@ -54,11 +133,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     path = Path(path)
     tmp = _temp_beside(path, ".tmp")
     try:
-        with open(tmp, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with output_errors(path, tmp):
+            with open(tmp, mode, **kwargs) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -79,9 +159,10 @@ def atomic_save(path: str | os.PathLike, save_fn) -> None:
     path = Path(path)
     tmp = _temp_beside(path, path.suffix or ".tmp")
     try:
-        save_fn(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
+        with output_errors(path, tmp):
+            save_fn(tmp)
+            _fsync(tmp)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

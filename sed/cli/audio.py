@@ -63,7 +63,9 @@ def cmd_info(args: argparse.Namespace, con) -> int:
 
 def cmd_features(args: argparse.Namespace, con) -> int:
     from sed.audio.extract import extract_to_files
+    from sed.fileio import check_output
 
+    check_output(args.out, kind="folder")
     files, failed = con.expand(args.inputs)
     written, errors = extract_to_files(files, args.out, kind=args.kind, target_length=args.target_length,
                                        sample_rate=args.sample_rate, n_mels=args.n_mels,

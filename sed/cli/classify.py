@@ -18,19 +18,32 @@ def _classifiers(args: argparse.Namespace) -> list:
         raise UsageError(e) from None
 
 
-def _inputs(args: argparse.Namespace, con, sample_rate: int):
+def _check_outputs(args: argparse.Namespace, outputs, files=()) -> None:
+    """Refuse, before the work, ``outputs`` that cannot be written or that are one of the inputs
+    (a checkpoint, the --weights file, an audio file or the --shards folder)."""
+    from sed.fileio import check_output
+
+    checkpoints = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
+    inputs = [*checkpoints, getattr(args, "weights", None), getattr(args, "shards", None), *args.inputs, *files]
+    for out in outputs:
+        check_output(out, inputs)
+
+
+def _inputs(args: argparse.Namespace, con, sample_rate: int, outputs=()):
     """(an iterable of source lists, failures so far): the files of ``inputs``, or with ``--shards``
-    the samples of each shard in turn."""
+    the samples of each shard in turn. ``outputs`` are checked against them first (:func:`_check_outputs`)."""
     if bool(args.shards) == bool(args.inputs):
         raise UsageError("give audio inputs or --shards DIR, not both" if args.shards else "no audio inputs given")
     if args.shards:
         from sed.inference.shards import shard_sources
 
+        _check_outputs(args, outputs)
         try:
             return shard_sources(args.shards, sample_rate), 0
         except SedError as e:
             raise UsageError(e) from None
     files, failed = con.expand(args.inputs)
+    _check_outputs(args, outputs, files)
     return [files], failed
 
 
@@ -48,7 +61,7 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
     except ValueError as e:
         raise UsageError(e) from None
     clfs = _classifiers(args)
-    batches, failed = _inputs(args, con, clfs[0].sample_rate)
+    batches, failed = _inputs(args, con, clfs[0].sample_rate, [args.output] if args.output else [])
     kwargs = {"top_k": args.top_k, "window": args.window, "hop": args.hop, "aggregate": args.aggregate,
               "batch_size": args.batch_size, "multi_label": args.multi_label,
               "progress": lambda it: con.progress(it, desc="classify")}
@@ -73,11 +86,13 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
     import numpy as np
 
     from sed.inference.classifier import crop_notes
-    from sed.inference.output import write_embeddings
+    from sed.fileio import check_output
+    from sed.inference.output import embedding_names, write_embeddings
 
     args.checkpoint = [args.checkpoint]
+    outputs = [check_output(args.out), embedding_names(args.out)]  # the name first: "" has no .files.txt
     clf = _classifiers(args)[0]
-    batches, failed = _inputs(args, con, clf.sample_rate)
+    batches, failed = _inputs(args, con, clf.sample_rate, outputs)
     parts, results = [], []
     for sources in batches:
         emb, res = clf.embed(sources, batch_size=args.batch_size)
@@ -98,8 +113,11 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
 def cmd_ensemble_eval(args: argparse.Namespace, con) -> int:
     import yaml
 
+    from sed.fileio import check_output
     from sed.inference.ensemble_eval import ensemble_eval, format_ensemble_eval
 
+    if args.out:
+        check_output(args.out, [*args.checkpoints, args.config])
     try:
         table = ensemble_eval(args.checkpoints, args.config, split=args.split, out=args.out, device=args.device)
     except (SedError, ValueError, OSError, yaml.YAMLError) as e:

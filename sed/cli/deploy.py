@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sed.errors import SedError, UsageError
+from sed.fileio import check_output
+
+
+def _files_of(source: str) -> list[Path]:
+    """A checkpoint source and, for a folder (a Hugging Face model), the files in it: inputs no output may replace."""
+    path = Path(source)
+    return [path, *(p for p in path.iterdir() if p.is_file())] if path.is_dir() else [path]
 
 
 def cmd_export(args: argparse.Namespace, con) -> int:
     from sed.export.onnx import export_checkpoint
 
+    check_output(args.out, _files_of(args.checkpoint))
     try:
         report = export_checkpoint(args.checkpoint, args.out, precision=args.precision, opset=args.opset,
                                    dynamic_batch=args.dynamic_batch)

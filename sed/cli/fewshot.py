@@ -10,9 +10,15 @@ from sed.errors import SedError, UsageError, one_line
 
 def cmd_enroll(args: argparse.Namespace, con) -> int:
     from sed.checkpoint import save_model
-    from sed.inference.fewshot import enroll
+    from sed.fileio import check_output
+    from sed.inference.fewshot import enroll, support_items
 
     source = {"add_to": args.checkpoint} if args.add else {"backbone_source": args.checkpoint}
+    try:
+        support, _ = support_items(args.support)
+    except (SedError, ValueError) as e:
+        raise UsageError(e) from None
+    check_output(args.out, [args.checkpoint, args.support, *(item.path for item in support)])
     try:
         model, report = enroll(args.support, metric=args.metric, shots=args.shots, open_set=args.open_set,
                                seed=args.seed, scale=args.scale, batch_size=args.batch_size, device=args.device,
@@ -34,9 +40,11 @@ def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
 
     import yaml
 
-    from sed.fileio import atomic_open
+    from sed.fileio import atomic_open, check_output
     from sed.inference.fewshot_eval import fewshot_eval, format_fewshot_eval, split_embeddings
 
+    if args.out:
+        check_output(args.out, [args.checkpoint, args.data])
     bad: list[str] = []
 
     def report(line: str) -> None:

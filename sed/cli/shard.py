@@ -10,7 +10,9 @@ from sed.errors import SedError, UsageError
 
 def cmd_shard(args: argparse.Namespace, con) -> int:
     from sed.data.shard_writer import read_source, write_shards
+    from sed.fileio import check_output
 
+    check_output(args.out, [args.source_path], kind="folder")
     try:
         src = read_source(args.source_path, args.source)
     except (SedError, ValueError) as e:

@@ -97,13 +97,19 @@ def emit(text: str, output: str | os.PathLike | None) -> None:
             sys.stdout.write(text + "\n")
 
 
+def embedding_names(out: str | os.PathLike) -> Path:
+    """The file beside the embeddings ``out`` that names their rows: ``OUT.files.txt``."""
+    out = Path(out)
+    return out.with_name(derived_name(out.stem, ".files.txt"))
+
+
 def write_embeddings(out: str | os.PathLike, embeddings, names: Sequence[str]) -> tuple[Path, Path]:
     """``embeddings`` ``[N, D]`` to the ``.npy`` ``out`` and the N row names, one per line, beside it
     (``OUT.files.txt``, names escaped as in the tables so each stays one line); both atomic."""
     import numpy as np
 
     out = Path(out)
-    names_file = out.with_name(derived_name(out.stem, ".files.txt"))
+    names_file = embedding_names(out)
     with atomic_open(out, "wb") as f:  # a file object: np.save would append .npy to a path without it
         np.save(f, np.asarray(embeddings, dtype=np.float32))
     with atomic_open(names_file) as f:
