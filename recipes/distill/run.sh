@@ -16,7 +16,7 @@ if [ "$size" = ci ]; then
 else
   corpus=(--num-classes 10 --clips-per-class 20 --duration 5); train=(--trainer.max_epochs=8 --data.init_args.batch_size=16)
 fi
-common=(--data.init_args.root="$root" --trainer.enable_progress_bar=false "${train[@]}")
+common=(--data.init_args.root="$root" "${train[@]}")
 best() { ls "$1"/checkpoints/best-*.ckpt | head -n 1; }
 
 if [ "$stage" -le 0 ] && [ "$stop" -ge 0 ]; then   # 0: synthetic demo corpus

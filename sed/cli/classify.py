@@ -63,11 +63,12 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
     clfs = _classifiers(args)
     batches, failed = _inputs(args, con, clfs[0].sample_rate, [args.output] if args.output else [])
     kwargs = {"top_k": args.top_k, "window": args.window, "hop": args.hop, "aggregate": args.aggregate,
-              "batch_size": args.batch_size, "multi_label": args.multi_label,
-              "progress": lambda it: con.progress(it, desc="classify")}
+              "batch_size": args.batch_size, "multi_label": args.multi_label}
     preds = []
     try:
-        for sources in batches:
+        for sources in batches:  # a bar of files: the scores come per (segment, scores), segment.item the file
+            kwargs["progress"] = lambda it, n=len(sources): con.progress(it, total=n, desc="classify",
+                                                                         done=lambda scored: scored[0].item)
             preds += classify_ensemble(clfs, sources, args.ensemble, **opts, **kwargs) if args.ensemble \
                 else clfs[0].predict(sources, **kwargs)
     except ValueError as e:  # members that do not fit together, a bad --window

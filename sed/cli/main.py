@@ -41,11 +41,15 @@ class Console:
         """A line about what was done (``wrote 3 files to out/``), on stderr so stdout stays data."""
         print(printable(message), file=sys.stderr)
 
-    def progress(self, iterable, total: int | None = None, desc: str = ""):
-        """A progress bar on stderr (silent when stderr is not a terminal)."""
+    def progress(self, iterable, total: int | None = None, desc: str = "", done: Callable | None = None):
+        """A progress bar of ``total`` files (default: the iterable's length) on stderr, silent when
+        stderr is not a terminal. With ``done``, the items are not the files (e.g. a file's windows):
+        ``done(item)`` is the number of files finished when ``item`` arrives, and the bar ends at ``total``."""
         from tqdm import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+        bar = tqdm(None if done else iterable, total=total, desc=desc, unit="file", file=sys.stderr, disable=None,
+                   leave=False)
+        return _counted(iterable, bar, done) if done else bar
 
     def batch(self, items: Sequence, work: Callable, desc: str) -> int:
         """Apply ``work`` to every item; user errors are reported and the batch goes on. Returns the failures."""
@@ -70,6 +74,16 @@ class Console:
                 self.error(e)
                 failed += 1
         return files, failed
+
+
+def _counted(items, bar, done: Callable):
+    """``items`` as they come, moving ``bar`` to ``done(item)`` files and, at the end, to its total."""
+    with bar:
+        for item in items:
+            bar.update(max(0, done(item) - bar.n))
+            yield item
+        if bar.total:
+            bar.update(max(0, bar.total - bar.n))
 
 
 def build_parser() -> argparse.ArgumentParser:
