@@ -8,9 +8,14 @@ the pooled embedding, and it carries ``sample_rate``, ``clip_samples``, ``labels
 cropped to its length, so every clip gets exactly the logits it gets alone (zero padding would
 change its features).
 
+A graph with a fixed batch (``sedkit export --no-dynamic-batch``) runs its fixed batch at a time, the
+last call of a group padded with zero rows, so it gives exactly what the dynamic graph gives; a graph
+with a fixed sample count takes clips padded to it, and clip mode cuts files to it.
+
 A file that is not an ONNX model, lacks the ``sed`` metadata, or whose graph is not what sed
-exports (input ``waveform``; outputs ``logits`` and ``embedding`` of the described widths) is a
-one-line :class:`~sed.errors.CheckpointError`.
+exports (input ``waveform``, float ``[batch, samples]``, its fixed sizes possible and within the
+described input lengths; outputs ``logits`` and ``embedding``, float ``[batch, width]``, of the
+described widths) is a one-line :class:`~sed.errors.CheckpointError` at load time.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 from sed.checkpoint import ONNX_INPUT as INPUT
 from sed.checkpoint import ONNX_METADATA_KEY as METADATA_KEY
 from sed.checkpoint import ONNX_OUTPUTS, check_description
-from sed.errors import CheckpointError, one_line, short
+from sed.errors import CheckpointError, one_line, printable, short
 from sed.models.base import length_groups
 
 __all__ = ["OnnxModel", "is_onnx"]
@@ -38,9 +43,17 @@ def is_onnx(source) -> bool:
     return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".onnx"
 
 
-def _width(value_info) -> int | None:
-    dims = value_info.shape
-    return dims[-1] if dims and isinstance(dims[-1], int) else None
+#: the largest fixed batch a graph may declare, and the most bytes of waveform one call may be padded to
+MAX_FIXED_BATCH, MAX_CALL_BYTES = 1024, 256 << 20
+#: the element types of the outputs (cast to float32), and of the input sed feeds
+FLOAT_OUTPUTS, FLOAT_INPUT = ("tensor(float)", "tensor(float16)", "tensor(double)"), "tensor(float)"
+#: the longest input of a graph whose metadata records no bounds: an hour at its rate
+MAX_SECONDS = 3600
+
+
+def _fixed(dim) -> int | None:
+    """A dimension ONNX Runtime reports: its size when fixed, None when dynamic (a name, or unknown)."""
+    return dim if isinstance(dim, int) else None
 
 
 class OnnxModel:
@@ -61,7 +74,6 @@ class OnnxModel:
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own error types
             raise CheckpointError(self.path, f"not a readable ONNX model ({one_line(e)})") from None
         self.meta = self._description()
-        self._check_graph()
         self.sample_rate = int(self.meta.get("sample_rate") or 16000)
         self.clip_samples = self.meta.get("clip_samples")
         #: the longest input scored in one piece (None: any), what clip mode cuts files to
@@ -69,6 +81,9 @@ class OnnxModel:
         #: the input lengths the graph was exported for: shorter clips are zero-padded to the shortest (as the
         #: PyTorch model pads them), longer ones refused in one line (a CED graph holds one chunk)
         self.input_samples = self._input_bounds()
+        #: the graph's fixed batch (None: dynamic): a batch runs this many rows at a time
+        self.batch: int | None = None
+        self._check_graph()
         self.labels = list(self.meta.get("labels") or [])
         self.num_classes = int(self._outputs[LOGITS])
         self.multi_label = bool(self.meta.get("multi_label", False))
@@ -85,18 +100,63 @@ class OnnxModel:
         return check_description(desc, self.path)
 
     def _check_graph(self) -> None:
-        inputs = [i.name for i in self.session.get_inputs()]
-        if inputs != [INPUT]:
-            raise CheckpointError(self.path, f"graph inputs {short(inputs)} are not [{INPUT!r}] (not a sed export)")
+        inputs = self.session.get_inputs()
+        if [i.name for i in inputs] != [INPUT]:
+            raise CheckpointError(self.path, f"graph inputs {short([i.name for i in inputs])} are not [{INPUT!r}] "
+                                             "(not a sed export)")
         outputs = {o.name: o for o in self.session.get_outputs()}
         if LOGITS not in outputs:
             raise CheckpointError(self.path, f"graph outputs {short(sorted(outputs))} lack {LOGITS!r} (not a sed export)")
-        self._outputs = {name: _width(o) for name, o in outputs.items()}
         labels = self.meta.get("labels") or []
-        width = self._outputs[LOGITS]
+        width = _fixed(outputs[LOGITS].shape[-1]) if outputs[LOGITS].shape else None
         if width is None or (labels and width != len(labels)):
             raise CheckpointError(self.path, f"the graph's logits have {width} classes but its metadata names "
                                              f"{len(labels)} labels (another model's graph?)")
+        self.batch = self._check_input(inputs[0])
+        self._outputs = {name: self._check_output(o) for name, o in outputs.items() if name in ONNX_OUTPUTS}
+
+    def _check_input(self, node) -> int | None:
+        """The fixed batch of the ``waveform`` input (None: dynamic), after checking it is a float
+        ``[batch, samples]`` whose fixed sizes are possible; a fixed sample count becomes the input bounds."""
+        if node.type != FLOAT_INPUT:
+            raise CheckpointError(self.path, f"the graph's {INPUT!r} is {printable(node.type)}, not float "
+                                             "(not a sed export)")
+        if len(node.shape) != 2:
+            raise CheckpointError(self.path, f"the graph's {INPUT!r} has {len(node.shape)} dimensions, "
+                                             "not 2 ([batch, samples])")
+        batch, samples = (_fixed(d) for d in node.shape)
+        if batch is not None and not 1 <= batch <= MAX_FIXED_BATCH:
+            raise CheckpointError(self.path, f"the graph's {INPUT!r} has a fixed batch of {batch} "
+                                             f"(possible: 1 to {MAX_FIXED_BATCH})")
+        if samples is not None:
+            low, high = self.input_samples
+            high = high if high is not None else MAX_SECONDS * self.sample_rate
+            if not low <= samples <= high:
+                raise CheckpointError(self.path, f"the graph's {INPUT!r} takes {samples} samples, outside the "
+                                                 f"{low} to {high} its metadata describes")
+            self.input_samples = (samples, samples)
+            self.max_samples = min(self.max_samples or samples, samples)
+        padded = (batch or 1) * self.input_samples[0] * 4
+        if padded > MAX_CALL_BYTES:
+            raise CheckpointError(self.path, f"the graph's fixed input sizes take {padded >> 20} MiB per call "
+                                             f"(at most {MAX_CALL_BYTES >> 20} MiB)")
+        return batch
+
+    def _check_output(self, node) -> int | None:
+        """The fixed width of an output, after checking it is a float ``[batch, width]`` of the input's batch."""
+        if node.type not in FLOAT_OUTPUTS:
+            raise CheckpointError(self.path, f"the graph's {node.name!r} are {printable(node.type)}, not float "
+                                             "(not a sed export)")
+        if len(node.shape) != 2:
+            raise CheckpointError(self.path, f"the graph's {node.name!r} have {len(node.shape)} dimensions, not 2 "
+                                             "([batch, width])")
+        batch, width = (_fixed(d) for d in node.shape)
+        if batch is not None and batch != self.batch:
+            raise CheckpointError(self.path, f"the graph's {node.name!r} have a batch of {batch}, its input "
+                                             f"{'a dynamic one' if self.batch is None else self.batch}")
+        if width is not None and width < 1:
+            raise CheckpointError(self.path, f"the graph's {node.name!r} have width {width}")
+        return width
 
     def _input_bounds(self) -> tuple[int, int | None]:
         bounds = self.meta.get("onnx_input_samples")
@@ -122,10 +182,25 @@ class OnnxModel:
             part = x[rows, :length]
             if length < low:
                 part = torch.nn.functional.pad(part, (0, low - length))
-            batch = np.ascontiguousarray(part.numpy())
-            for i, y in zip(rows, self.session.run([output], {INPUT: batch})[0]):
+            for i, y in zip(rows, self._session_run(output, part.numpy())):
                 out[i] = y
-        return torch.from_numpy(np.stack(out))
+        return torch.from_numpy(np.stack(out).astype(np.float32, copy=False))
+
+    def _session_run(self, output: str, batch: np.ndarray) -> np.ndarray:
+        """``output`` of ``batch`` (rows of one length): one call, or, for a graph of fixed batch, one call
+        per that many rows, the last padded with zero rows (rows never mix, so padding changes nothing)."""
+        step = self.batch or max(len(batch), 1)
+        parts = []
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            if len(chunk) < step:
+                chunk = np.concatenate([chunk, np.zeros((step - len(chunk), chunk.shape[1]), chunk.dtype)])
+            got = self.session.run([output], {INPUT: np.ascontiguousarray(chunk)})[0]
+            if got.ndim != 2 or len(got) != step:
+                raise CheckpointError(self.path, f"the graph gave {output!r} of shape {list(got.shape)} for a batch "
+                                                 f"of {step} (not [batch, width])")
+            parts.append(got)
+        return np.concatenate(parts)[: len(batch)]
 
     def __call__(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self._run(LOGITS, wave, lengths)

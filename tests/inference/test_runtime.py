@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sed.cli.main import main
+from sed.data.clips import crop_span
 from sed.errors import CheckpointError
 from sed.inference.classifier import Classifier
 from sed.inference.runtime import OnnxModel
@@ -61,8 +62,9 @@ def test_classifier_from_pretrained_onnx(exported, audio):
     assert (clf.sample_rate, clf.clip_samples) == (16000, model.clip_samples)
     waves = [0.2 * torch.randn(n, generator=torch.Generator().manual_seed(n)) for n in (3000, model.clip_samples, 20000)]
     got = clf.score(waves, batch_size=3)  # one batch of three lengths: one onnxruntime call per length
+    spans = [crop_span(len(w), model.clip_samples, train=False) for w in waves]  # the crop policy: the centre
     with torch.inference_mode():
-        ref = [torch.softmax(model(w[None, : model.clip_samples]), -1)[0].numpy() for w in waves]
+        ref = [torch.softmax(model(w[None, a:b]), -1)[0].numpy() for w, (a, b) in zip(waves, spans)]
     assert all(np.abs(g.scores - r).max() < 1e-5 for g, r in zip(got, ref))
     emb, _ = clf.embed([str(audio / "f1.wav")])
     assert emb.shape == (1, model.embed(torch.zeros(1, 16000)).shape[-1])
@@ -107,3 +109,99 @@ def test_foreign_onnx_files_are_one_line_checkpoint_errors(exported, audio, tmp_
         rc, _, err_text = _classify(capsys, path, str(audio / "f1.wav"))
         lines = err_text.splitlines()
         assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and reasons[name] in lines[0], (name, lines)
+
+
+# ---------------------------------------------------------------------- fixed-batch graphs (issue 23)
+@pytest.fixture(scope="module")
+def fixed_batch(exported, tmp_path_factory):
+    """The CNN exported with --no-dynamic-batch (batch 1)."""
+    from sed.export.onnx import export_onnx
+
+    model, pt, _ = exported["cnn"]
+    return export_onnx(model, tmp_path_factory.mktemp("b1") / "b1.onnx", dynamic_batch=False, source=pt)["path"]
+
+
+@pytest.mark.parametrize("mode", [["--format", "json"], ["--format", "json", "--window", "1.0", "--hop", "0.4"]])
+def test_a_fixed_batch_export_classifies_like_the_dynamic_one(exported, fixed_batch, audio, capsys, mode):
+    files = sorted(map(str, audio.glob("f*.wav")))
+    rc_dyn, out_dyn, _ = _classify(capsys, exported["cnn"][2], *files, *mode)  # batches of 8
+    rc_b1, out_b1, err_b1 = _classify(capsys, fixed_batch, *files, *mode)
+    assert rc_dyn == rc_b1 == 0 and "error" not in err_b1
+    a, b = ([json.loads(x) for x in o.splitlines()] for o in (out_dyn, out_b1))
+    assert len(a) == len(b) >= len(files)
+    for ra, rb in zip(a, b):
+        assert ra["file"] == rb["file"] and [t["label"] for t in ra["top_k"]] == [t["label"] for t in rb["top_k"]]
+        assert np.allclose([t["score"] for t in ra["top_k"]], [t["score"] for t in rb["top_k"]], atol=1e-6)
+
+
+def test_a_fixed_batch_export_embeds_like_the_dynamic_one(exported, fixed_batch, audio):
+    files = sorted(map(str, audio.glob("f*.wav")))
+    dyn, _ = Classifier.from_pretrained(exported["cnn"][2]).embed(files, batch_size=8)
+    b1, _ = Classifier.from_pretrained(fixed_batch).embed(files, batch_size=8)
+    assert b1.shape == dyn.shape and np.abs(b1 - dyn).max() < 1e-6
+
+
+def test_a_fixed_batch_of_three_runs_in_padded_chunks(tmp_path):
+    """Eight clips of mixed lengths through a graph of fixed batch 3: three calls per length group, the last
+    one padded with zero rows, and every clip gets exactly what the dynamic graph gives it."""
+    from tests.export.fixtures import tiny_graph
+
+    for name, batch in (("dyn", "batch"), ("b3", 3)):
+        onnx.save(tiny_graph(batch=batch), str(tmp_path / f"{name}.onnx"))
+    dyn, b3 = OnnxModel(tmp_path / "dyn.onnx"), OnnxModel(tmp_path / "b3.onnx")
+    assert (dyn.batch, b3.batch) == (None, 3)
+    wave = torch.randn(8, 3000, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([3000, 1000, 3000, 3000, 500, 3000, 1000, 3000])
+    for fn in ("__call__", "embed"):
+        ref, got = getattr(dyn, fn)(wave, lengths), getattr(b3, fn)(wave, lengths)
+        assert got.shape == ref.shape and torch.equal(got, ref), fn
+
+
+# ---------------------------------------------------------------------- impossible graphs (issue 23)
+def _graph_file(tmp_path, name, **kw):
+    from tests.export.fixtures import tiny_graph
+
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(tiny_graph(**kw), str(path))
+    return path
+
+
+def test_impossible_graphs_are_one_line_checkpoint_errors(tmp_path, audio, capsys):
+    from onnx import TensorProto
+
+    from tests.export.fixtures import tiny_description
+
+    cases = {
+        "zero samples": (dict(samples=0), "takes 0 samples"),
+        "zero batch": (dict(batch=0), "batch of 0"),
+        "huge batch": (dict(batch=1 << 20), "batch of 1048576"),
+        "samples below the described": (dict(samples=100), "takes 100 samples, outside the 400 to 57600000"),
+        "samples above the described": (dict(samples=5000, desc=tiny_description(onnx_input_samples=[400, 4000])),
+                                         "takes 5000 samples, outside the 400 to 4000"),
+        "int logits": (dict(logits_type=TensorProto.INT64), "'logits' are tensor(int64), not float"),
+        "int embedding": (dict(embedding_type=TensorProto.INT32), "'embedding' are tensor(int32), not float"),
+        "int input": (dict(input_type=TensorProto.INT16), "'waveform' is tensor(int16), not float"),
+        "control": ({}, None),  # the same graph with dynamic dims loads
+        "1-d logits": (dict(sum_batch="drop"), "'logits' have 1 dimensions, not 2"),
+        "batches disagree": (dict(sum_batch="keep"), "'logits' have a batch of 1, its input a dynamic one"),
+    }
+    for name, (kw, reason) in cases.items():
+        path = _graph_file(tmp_path, name.replace(" ", "_"), **kw)
+        if reason is None:
+            assert OnnxModel(path).num_classes == 5
+            continue
+        with pytest.raises(CheckpointError, match=re.escape(reason)) as err:
+            OnnxModel(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value), name
+        rc, _, err_text = _classify(capsys, path, str(audio / "f1.wav"))
+        lines = err_text.splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], (name, lines)
+
+
+def test_a_fixed_length_graph_scores_clips_cut_or_padded_to_its_length(tmp_path):
+    path = _graph_file(tmp_path, "fixed", batch=1, samples=8000)
+    model = OnnxModel(path)
+    assert model.input_samples == (8000, 8000) and model.max_samples == 8000
+    clf = Classifier.from_pretrained(path)
+    got = clf.score([torch.ones(3000), torch.ones(20000)], batch_size=8)
+    assert all(r.error is None and r.scores.shape == (5,) for r in got)
