@@ -14,7 +14,7 @@ has no absolute positional embedding. In a batch of clips of different lengths e
 own (:func:`~sed.models.base.per_length`), so a clip scores as it does alone (the reference's
 ``padding_mask`` path would differ). Clips shorter than one patch (16 frames, 0.175 s) are zero-padded to
 one patch (the reference cannot score them); inputs longer than :data:`BEATS_MAX_SECONDS` are scored on
-their first 30 s by ``sedkit classify`` (attention memory grows with the square of the length; use
+their centre 30 s by ``sedkit classify`` (attention memory grows with the square of the length; use
 ``--window``). ``input_tdim`` (998 frames = 10 s) is only the clip length of training data.
 Parameter names follow the reference's (``self_attn.{q,k,v,out}_proj``, ``self_attn_layer_norm``, ``fc1``,
 ``fc2``, ...), with ``encoder.layers.N`` -> ``blocks.N``; the release ``.pt`` files are read by
