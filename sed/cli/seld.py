@@ -6,7 +6,7 @@ import argparse
 import json
 
 from sed.cli.options import BATCH_SIZE, count, seconds
-from sed.errors import SedError, UsageError
+from sed.errors import CheckpointError, SedError, UsageError
 
 
 def cmd_seld_eval(args: argparse.Namespace, con) -> int:
@@ -53,7 +53,10 @@ def cmd_seld_infer(args: argparse.Namespace, con) -> int:
 def cmd_plot_doa(args: argparse.Namespace, con) -> int:
     from sed.inference.seld import plot_doa
 
-    print(plot_doa(args.csv, args.out, ref_csv=args.ref))
+    try:
+        print(plot_doa(args.csv, args.out, ref_csv=args.ref, checkpoint=args.checkpoint))
+    except CheckpointError as e:  # the job cannot start: the wrong kind of checkpoint
+        raise UsageError(e) from None
     return 0
 
 
@@ -110,6 +113,9 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("plot-doa", help="azimuth/elevation against time per class of a DCASE CSV")
     p.add_argument("csv", help="prediction CSV")
     p.add_argument("--ref", default=None, help="reference CSV drawn underneath")
+    p.add_argument("--checkpoint", default=None,
+                   help="the SELD checkpoint that made the CSV: named in the title, its class names in the legend "
+                        "(default: the STARSS names)")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(run=cmd_plot_doa)
 

@@ -25,8 +25,9 @@ import torch
 from sed.audio.io import info, iter_blocks
 from sed.data.dcase_csv import read_dcase_csv, write_dcase_csv
 from sed.errors import AudioError, SedError
-from sed.fileio import atomic_save, derived_name
+from sed.fileio import derived_name
 from sed.inference.device import resolve_device
+from sed.metrics.curves import save_figure
 from sed.models.accdoa import multi_accdoa_to_detections
 from sed.models.loading import load_model
 
@@ -147,45 +148,55 @@ def seld_infer(audio_paths: Sequence[str | os.PathLike], checkpoint: str | os.Pa
     return results
 
 
+def _class_names(classes: Sequence[int], labels: Sequence[str] | None) -> dict[int, str]:
+    """Names of the class indices: ``labels`` (a checkpoint's), else the STARSS names when every index
+    is one of STARSS's 13 classes, else ``class N``."""
+    from sed.data.starss import CLASS_NAMES
+
+    names = list(labels) if labels else (list(CLASS_NAMES) if all(c < len(CLASS_NAMES) for c in classes) else [])
+    return {c: names[c] if c < len(names) else f"class {c}" for c in classes}
+
+
 def plot_doa(csv: str | os.PathLike, out_png: str | os.PathLike, ref_csv: str | os.PathLike | None = None,
-             labels: Sequence[str] | None = None) -> Path:
-    """Azimuth and elevation against time (0.1 s frames) per class: prediction dots over the reference
-    (wide, faint) when ``ref_csv`` is given. Written with matplotlib's Agg backend, atomically."""
-    import matplotlib
+             labels: Sequence[str] | None = None, checkpoint: str | os.PathLike | None = None) -> Path:
+    """Azimuth and elevation against time (0.1 s frames) per class: the predictions as coloured dots
+    (one colour per class, named by ``labels``, else the ``checkpoint``'s labels, else the STARSS
+    names), the reference of ``ref_csv`` as wide grey marks underneath. The title names the files and
+    the model of ``checkpoint`` (a SELD checkpoint; CheckpointError otherwise). Written atomically."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    model = "model not named (--checkpoint names it)"
+    if checkpoint is not None:
+        _, desc = load_seld_model(checkpoint, "cpu")
+        labels = labels or desc.get("labels")
+        model = f"model {desc.get('model_name', '?')} ({Path(checkpoint).name})"
     pred = read_dcase_csv(csv)
     ref = read_dcase_csv(ref_csv) if ref_csv is not None else []
     classes = sorted({e.cls for e in (*pred, *ref)})
-    cmap = plt.get_cmap("tab20")
-    fig, axes = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
-    for k, c in enumerate(classes):
-        color = cmap(k % 20)
-        name = labels[c] if labels is not None and c < len(labels) else f"class {c}"
-        for events, style in ((ref, {"s": 40, "alpha": 0.25, "marker": "s"}), (pred, {"s": 6, "alpha": 0.9})):
-            ev = [e for e in events if e.cls == c]
-            if not ev:
-                continue
-            t = [e.frame * 0.1 for e in ev]
-            lab = f"{name} (ref)" if events is ref else name
-            axes[0].scatter(t, [e.azimuth for e in ev], color=color, label=lab, linewidths=0, **style)
-            axes[1].scatter(t, [e.elevation for e in ev], color=color, linewidths=0, **style)
-    axes[0].set_ylabel("azimuth (deg)")
-    axes[0].set_ylim(-180, 180)
-    axes[1].set_ylabel("elevation (deg)")
-    axes[1].set_ylim(-90, 90)
-    axes[1].set_xlabel("time (s)")
-    axes[0].set_title(f"{Path(csv).name}" + (f" over reference {Path(ref_csv).name}" if ref_csv else ""))
+    names = _class_names(classes, labels)
+    cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    fig = Figure(figsize=(12, 6.5))
+    axes = fig.subplots(2, 1, sharex=True)
+    if ref:
+        t = [e.frame * 0.1 for e in ref]
+        for ax, y in zip(axes, ([e.azimuth for e in ref], [e.elevation for e in ref])):
+            ax.scatter(t, y, color="0.6", s=60, marker="s", alpha=0.5, linewidths=0, label="reference", zorder=1)
+    for k, c in enumerate(cl for cl in classes if any(e.cls == cl for e in pred)):
+        ev = [e for e in pred if e.cls == c]
+        t = [e.frame * 0.1 for e in ev]
+        for ax, y in zip(axes, ([e.azimuth for e in ev], [e.elevation for e in ev])):
+            ax.scatter(t, y, color=cmap(k % cmap.N), s=10, linewidths=0, label=names[c], zorder=2)
+    axes[0].set(ylabel="azimuth (°)", ylim=(-180, 180))
+    axes[1].set(ylabel="elevation (°)", ylim=(-90, 90), xlabel="time (s)")
+    files = f"{Path(csv).name}" + (f" over reference {Path(ref_csv).name} (grey)" if ref_csv else "")
+    axes[0].set_title(f"{files}: {model}")
     if classes:
-        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="predictions")
+    for ax in axes:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 def write_prediction_csv(path: str | os.PathLike, rows: Iterable, year: int = 2023,
