@@ -81,3 +81,33 @@ def test_seld_models_are_refused_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "seld.pt" in err[0]
     assert not (tmp_path / "x.onnx").exists()
+
+
+# ---------------------------------------------------------------------- opsets (issue 23)
+def test_an_opset_torch_cannot_write_is_one_usage_line_before_any_work(tmp_path, exported, capsys, monkeypatch):
+    import sed.models.loading
+    from sed.export.onnx import supported_opsets
+
+    low, high = supported_opsets()
+    assert low <= 18 <= 23 <= high  # torch's exporter writes 18 (its own) up to 23 (the Attention op)
+    monkeypatch.setattr(sed.models.loading, "load_model", lambda *a, **k: pytest.fail("loaded before the check"))
+    _, pt, _ = exported["cnn"]
+    for opset in (5, low - 1, high + 1, 999):
+        out = tmp_path / f"o{opset}.onnx"
+        capsys.readouterr()
+        assert main(["export", "--checkpoint", str(pt), "--out", str(out), "--opset", str(opset)]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: ONNX opset {opset} is not supported: torch's exporter writes opsets {low} to {high}"]
+        assert not out.exists()
+
+
+def test_the_reported_opset_is_the_one_written(tmp_path, exported, monkeypatch):
+    """An exporter that writes another opset than the one asked (torch falls back to its own when a
+    conversion fails): the report says what the file holds."""
+    import sed.export.onnx as onnx_export
+
+    real = onnx_export._exported_program
+    monkeypatch.setattr(onnx_export, "_exported_program", lambda model, opset, dyn: real(model, opset - 1, dyn))
+    report = export_onnx(exported["cnn"][0], tmp_path / "o.onnx", opset=20)
+    proto = onnx.load(str(report["path"]))
+    assert report["opset"] == 19 == max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))

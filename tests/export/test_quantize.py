@@ -5,6 +5,7 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 from torch import nn
 
@@ -60,3 +61,24 @@ def test_classifier_int8_precision(exported):
     fp32 = Classifier.from_pretrained(pt, device="cpu").score(clips)
     int8 = clf.score(clips)
     assert all(a.scores.argmax() == b.scores.argmax() for a, b in zip(fp32, int8))
+
+
+def test_int8_export_reports_the_int8_graph_against_pytorch(exported, tmp_path, capsys):
+    """``export --precision int8`` reports the int8 graph's difference from PyTorch and the fp32 graph's,
+    measured on the same inputs (the exporter's self-check clips)."""
+    import re
+
+    from sed.cli.main import main
+    from sed.export.onnx import check_inputs, max_logit_diff
+    from sed.models.loading import load_model
+
+    _, pt, _ = exported["ast"]
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "--checkpoint", str(pt), "--out", str(out), "--precision", "int8"]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    found = dict(re.findall(r"(fp32|int8) graph vs PyTorch: max \|logit difference\| ([0-9.e+-]+)", line))
+    assert set(found) == {"fp32", "int8"}, line
+    model, _ = load_model(pt)
+    int8 = max_logit_diff(out, model, check_inputs(model, dynamic_batch=True))
+    assert float(found["int8"]) == pytest.approx(int8, rel=0.01)
+    assert float(found["fp32"]) < 1e-4 < int8  # quantisation error is visible, the fp32 graph's is not
