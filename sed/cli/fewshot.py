@@ -53,9 +53,10 @@ def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
 
     try:
         data = split_embeddings(args.data, args.checkpoint, split=args.split, batch_size=args.batch_size,
-                                device=args.device, progress=lambda it: con.progress(it, desc="embed"), on_error=report)
+                                device=args.device, progress=con.progress, on_error=report,
+                                ways=args.ways, shots=args.shots, queries=args.queries)  # checked before embedding
         table = fewshot_eval(data.embeddings, data.labels, ways=args.ways, shots=args.shots, queries=args.queries,
-                             episodes=args.episodes, seed=args.seed, methods=args.methods)
+                             episodes=args.episodes, seed=args.seed, methods=args.methods, progress=con.progress)
     except OSError as e:  # the data YAML, or a file it names: the file first
         raise UsageError(f"{e.filename}: {e.strerror}" if e.filename else one_line(e)) from None
     except yaml.YAMLError as e:

@@ -41,13 +41,14 @@ class Console:
         """A line about what was done (``wrote 3 files to out/``), on stderr so stdout stays data."""
         print(printable(message), file=sys.stderr)
 
-    def progress(self, iterable, total: int | None = None, desc: str = "", done: Callable | None = None):
-        """A progress bar of ``total`` files (default: the iterable's length) on stderr, silent when
-        stderr is not a terminal. With ``done``, the items are not the files (e.g. a file's windows):
+    def progress(self, iterable, total: int | None = None, desc: str = "", done: Callable | None = None,
+                 unit: str = "file"):
+        """A progress bar of ``total`` files (or ``unit``s; default: the iterable's length) on stderr,
+        silent when stderr is not a terminal. With ``done``, the items are not the files (e.g. a file's windows):
         ``done(item)`` is the number of files finished when ``item`` arrives, and the bar ends at ``total``."""
         from tqdm import tqdm
 
-        bar = tqdm(None if done else iterable, total=total, desc=desc, unit="file", file=sys.stderr, disable=None,
+        bar = tqdm(None if done else iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=None,
                    leave=False)
         return _counted(iterable, bar, done) if done else bar
 

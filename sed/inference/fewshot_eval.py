@@ -21,7 +21,7 @@ each clip as in enrolment (:func:`sed.inference.fewshot.embed_items`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +35,11 @@ from sed.inference.fewshot import embed_items, item_name
 from sed.models.linear_probe import fit_logistic, logistic_logits
 from sed.models.prototype import prototype_logits
 
-__all__ = ["EVAL_METHODS", "Episode", "SplitEmbeddings", "fewshot_eval", "format_fewshot_eval", "sample_episodes",
+__all__ = ["EVAL_METHODS", "Episode", "SplitEmbeddings", "check_episodes", "fewshot_eval", "format_fewshot_eval", "sample_episodes",
            "split_embeddings"]
 
+#: A progress bar: ``progress(iterable, total=, desc=, unit=)`` yields the items (Console.progress).
+Progress = Callable[..., Iterable]
 EVAL_METHODS = ("prototype_cosine", "prototype_euclidean", "logistic")
 SPLITS = ("train", "val", "test", "all")
 
@@ -57,18 +59,38 @@ def _positive(**values: int) -> None:
             raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
 
 
+#: The per-class counts an episode refusal lists, at most.
+_LISTED = 12
+
+
+def check_episodes(labels: Sequence[int], ways: int, shots: int, queries: int, names: Sequence[str] | None = None,
+                   what: str = "the data") -> np.ndarray:
+    """The classes with at least ``shots + queries`` clips (sorted ids); ValueError in one line, with
+    the clips per class (by ``names``), when fewer than ``ways`` classes have that many."""
+    _positive(ways=ways, shots=shots, queries=queries)
+    ids, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
+    eligible = ids[counts >= shots + queries]
+    if len(eligible) < ways:
+        order = np.argsort(-counts, kind="stable")[:_LISTED]
+        listed = ", ".join(f"{names[i] if names is not None and 0 <= i < len(names) else i} {counts[j]}"
+                           for j, i in ((j, int(ids[j])) for j in order))
+        more = f", ... ({len(ids)} classes)" if len(ids) > _LISTED else ""
+        raise ValueError(f"{ways}-way {shots}-shot episodes with {queries} queries need {ways} classes of at least "
+                         f"{shots + queries} clips; {what} has {len(eligible)} such class(es) (clips per class: "
+                         f"{listed or 'none'}{more})")
+    return eligible
+
+
 def sample_episodes(labels: Sequence[int], ways: int, shots: int, queries: int, episodes: int,
                     seed: int = 0) -> list[Episode]:
     """``episodes`` random episodes, reproducible from ``seed``. Only classes with at least
-    ``shots + queries`` clips are drawn (ValueError when fewer than ``ways`` classes have that many);
-    an episode's classes are distinct and its clips too, so support and query never share a clip."""
-    _positive(ways=ways, shots=shots, queries=queries, episodes=episodes)
+    ``shots + queries`` clips are drawn (:func:`check_episodes`: ValueError when fewer than ``ways``
+    classes have that many); an episode's classes are distinct and its clips too, so support and
+    query never share a clip."""
+    _positive(episodes=episodes)
+    eligible = check_episodes(labels, ways, shots, queries)
     labels = np.asarray(labels)
-    members = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
-    eligible = np.array(sorted(c for c, idx in members.items() if len(idx) >= shots + queries))
-    if len(eligible) < ways:
-        raise ValueError(f"{ways}-way {shots}-shot episodes with {queries} queries need {ways} classes of at least "
-                         f"{shots + queries} clips; the data have {len(eligible)} such class(es)")
+    members = {int(c): np.flatnonzero(labels == c) for c in eligible}
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(episodes):
@@ -95,11 +117,12 @@ def _episode_accuracy(method: str, emb: torch.Tensor, ep: Episode, l2: float, st
 
 def fewshot_eval(embeddings, labels: Sequence[int], ways: int = 5, shots: int = 5, queries: int = 15,
                  episodes: int = 600, seed: int = 0, methods: Sequence[str] = EVAL_METHODS, l2: float = 1e-2,
-                 steps: int = 100) -> dict[str, Any]:
+                 steps: int = 100, progress: Progress | None = None) -> dict[str, Any]:
     """Every method on the same episodes (:func:`sample_episodes`) of ``embeddings [N, D]`` with class
     ids ``labels [N]``. Returns ``{"ways", "shots", "queries", "episodes", "seed", "clips", "classes",
     "methods": [{"method", "mean", "ci95", "std", "accuracies": [per episode]}]}``; ``l2``/``steps``
-    are the logistic probe's."""
+    are the logistic probe's. ``progress(iterable, total=, desc=, unit=)`` (a bar) wraps each method's
+    episodes."""
     unknown = [m for m in methods if m not in EVAL_METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(EVAL_METHODS)}")
@@ -109,7 +132,8 @@ def fewshot_eval(embeddings, labels: Sequence[int], ways: int = 5, shots: int = 
     eps = sample_episodes(labels, ways, shots, queries, episodes, seed)
     rows = []
     for method in methods:
-        acc = np.array([_episode_accuracy(method, emb, ep, l2, steps) for ep in eps])
+        shown = progress(eps, total=len(eps), desc=method, unit="episode") if progress is not None else eps
+        acc = np.array([_episode_accuracy(method, emb, ep, l2, steps) for ep in shown])
         std = float(acc.std())
         rows.append({"method": method, "mean": float(acc.mean()), "ci95": 1.96 * std / float(np.sqrt(len(acc))),
                      "std": std, "accuracies": acc.tolist()})
@@ -127,13 +151,26 @@ class SplitEmbeddings:
     skipped: list[str]  # "file: reason" of each clip left out
 
 
+def _embedded(clf: Classifier, items: list, batch_size: int, errors: list[str]) -> Iterator[np.ndarray | None]:
+    """An embedding (or None) per item, in order, embedding ``batch_size`` items at a time (so a
+    progress bar over the items moves as they are done); the reasons of failed items go to ``errors``."""
+    for first in range(0, len(items), batch_size):
+        rows, bad = embed_items(clf, items[first:first + batch_size], batch_size)
+        errors += bad
+        yield from rows
+
+
 def split_embeddings(config: str | os.PathLike | dict, backbone: str | os.PathLike, split: str = "test",
-                     batch_size: int = 8, device: str = "auto",
-                     progress: Callable[[Iterable], Iterable] | None = None,
-                     on_error: Callable[[str], None] | None = None) -> SplitEmbeddings:
+                     batch_size: int = 8, device: str = "auto", progress: Progress | None = None,
+                     on_error: Callable[[str], None] | None = None, ways: int | None = None,
+                     shots: int | None = None, queries: int | None = None) -> SplitEmbeddings:
     """Embeddings of every clip of ``split`` (``train``, ``val``, ``test`` or ``all``) of the data
     config, computed once with ``backbone`` (any source :class:`Classifier` loads, ``.onnx`` included).
-    A clip listed twice is embedded once; clips that cannot be read are reported and left out."""
+    A clip listed twice is embedded once; clips that cannot be read are reported and left out.
+
+    With ``ways``, ``shots`` and ``queries`` the split's labels are checked for such episodes
+    (:func:`check_episodes`, ValueError) before the backbone is loaded or anything is embedded.
+    ``progress(iterable, total=, desc=, unit=)`` (a bar) wraps the clips as they are embedded."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     dm = build_datamodule(config)
@@ -143,8 +180,14 @@ def split_embeddings(config: str | os.PathLike | dict, backbone: str | os.PathLi
         raise ValueError("few-shot episodes need single-label data; this data config is multi-label")
     items = list(dm.items) if split == "all" else list(dm.splits[split])
     items = list({(it.path, it.start, it.end): it for it in items}.values())
+    if ways is not None and shots is not None and queries is not None:
+        check_episodes([int(it.label) for it in items], ways, shots, queries, dm.label_names, f"the {split} split")
     clf = Classifier.from_pretrained(backbone, device=device)
-    rows, errors = embed_items(clf, items, batch_size, progress)
+    errors: list[str] = []
+    rows = _embedded(clf, items, batch_size, errors)
+    if progress is not None:
+        rows = progress(rows, total=len(items), desc="embed", unit="file")
+    rows = list(rows)
     for line in errors:
         if on_error is not None:
             on_error(line)
