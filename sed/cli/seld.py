@@ -30,8 +30,10 @@ def cmd_seld_eval(args: argparse.Namespace, con) -> int:
 
 
 def cmd_seld_infer(args: argparse.Namespace, con) -> int:
+    from sed.fileio import check_output
     from sed.inference.seld import seld_infer
 
+    check_output(args.out, [args.checkpoint], kind="folder")
     files, failed = con.expand(args.audio)
     if not files:
         if failed:
@@ -51,8 +53,10 @@ def cmd_seld_infer(args: argparse.Namespace, con) -> int:
 
 
 def cmd_plot_doa(args: argparse.Namespace, con) -> int:
+    from sed.fileio import check_output
     from sed.inference.seld import plot_doa
 
+    check_output(args.out, [args.csv, args.ref, args.checkpoint])
     try:
         print(plot_doa(args.csv, args.out, ref_csv=args.ref, checkpoint=args.checkpoint))
     except CheckpointError as e:  # the job cannot start: the wrong kind of checkpoint

@@ -8,10 +8,7 @@ Root ignores permission bits and a real full disk is out of reach, so a read-onl
 
 from __future__ import annotations
 
-import builtins
-import errno
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ from sed.cli.main import main
 from sed.errors import OutputError, printable
 from sed.fileio import atomic_open, atomic_save, check_output
 from sed.models import create_model
+from tests.fuzz.strategies import output_fault
 
 SR = 16000
 
@@ -99,20 +97,9 @@ def no_work(monkeypatch, verb: str) -> None:
         monkeypatch.setattr(target[verb], _work_started)
 
 
-def read_only(monkeypatch, folder: Path) -> None:
-    """``folder`` refuses writes, as a read-only folder does for anyone but root."""
-    real = os.access
-
-    def access(path, mode, *args, **kwargs):
-        if Path(path).absolute() == folder.absolute() and mode & os.W_OK:
-            return False
-        return real(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
-
-
-def bad_destination(kind: str, tmp_path: Path, monkeypatch, folder_output: bool) -> tuple[Path, str]:
-    """(an output path that cannot be written, a fragment of the reason)."""
+def bad_destination(kind: str, tmp_path: Path, folder_output: bool) -> tuple[Path, str]:
+    """(an output path that cannot be written, a fragment of the reason); ``read_only`` with
+    ``output_fault("read_only", tmp_path / "ro")``."""
     if kind == "directory":
         (tmp_path / "taken").mkdir()
         (tmp_path / "taken" / "keep.txt").write_text("kept")
@@ -125,7 +112,6 @@ def bad_destination(kind: str, tmp_path: Path, monkeypatch, folder_output: bool)
         return tmp_path / "plain" / "deeper" / ("out" if folder_output else "out.bin"), "is not a folder"
     if kind == "read_only":
         (tmp_path / "ro").mkdir()
-        read_only(monkeypatch, tmp_path / "ro")
         return tmp_path / "ro" / ("new" if folder_output else "out.bin"), "Permission denied"
     if kind == "fifo":
         os.mkfifo(tmp_path / "pipe")
@@ -136,10 +122,11 @@ def bad_destination(kind: str, tmp_path: Path, monkeypatch, folder_output: bool)
 @pytest.mark.parametrize("kind", ["directory", "parent_is_file", "read_only", "fifo"])
 @pytest.mark.parametrize("verb", FILE_VERBS)
 def test_unwritable_file_output_is_one_line_before_the_work(setup, capsys, tmp_path, monkeypatch, verb, kind):
-    out, reason = bad_destination(kind, tmp_path, monkeypatch, folder_output=False)
+    out, reason = bad_destination(kind, tmp_path, folder_output=False)
     no_work(monkeypatch, verb)
     before = snapshot(tmp_path, setup[0])
-    code, stdout, err = run(capsys, *command(verb, setup, out))
+    with output_fault("read_only" if kind == "read_only" else "none", tmp_path / "ro"):
+        code, stdout, err = run(capsys, *command(verb, setup, out))
     assert code == 2 and stdout == ""
     assert reason in one_error(err, out)
     assert snapshot(tmp_path, setup[0]) == before  # nothing written, nothing partial, inputs untouched
@@ -148,10 +135,11 @@ def test_unwritable_file_output_is_one_line_before_the_work(setup, capsys, tmp_p
 @pytest.mark.parametrize("kind", ["file_for_folder", "parent_is_file", "read_only"])
 @pytest.mark.parametrize("verb", FOLDER_VERBS)
 def test_unwritable_output_folder_is_one_line_before_the_work(setup, capsys, tmp_path, monkeypatch, verb, kind):
-    out, reason = bad_destination(kind, tmp_path, monkeypatch, folder_output=True)
+    out, reason = bad_destination(kind, tmp_path, folder_output=True)
     no_work(monkeypatch, verb)
     before = snapshot(tmp_path)
-    code, stdout, err = run(capsys, *command(verb, setup, out))
+    with output_fault("read_only" if kind == "read_only" else "none", tmp_path / "ro"):
+        code, stdout, err = run(capsys, *command(verb, setup, out))
     assert code == 2 and stdout == ""
     assert reason in one_error(err, out)
     assert snapshot(tmp_path) == before and not (tmp_path / "ro" / "new").exists()
@@ -160,45 +148,11 @@ def test_unwritable_output_folder_is_one_line_before_the_work(setup, capsys, tmp
 # ---------------------------------------------------------------------- a full disk
 
 
-@contextmanager
-def full_disk(monkeypatch):
-    """Every file opened for writing fails to write, and every fsync fails: ``ENOSPC``."""
-    real_open = builtins.open
-
-    def nospace(*_):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    class Full:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            nospace()
-
-        def __getattr__(self, name):
-            return getattr(self._f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    def opener(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        return Full(f) if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+") else f
-
-    with monkeypatch.context() as m:
-        m.setattr(builtins, "open", opener)
-        m.setattr(os, "fsync", lambda fd: nospace())
-        yield
-
-
 @pytest.mark.parametrize("verb", ["classify", "embed", "enroll", "shard"])
 def test_full_disk_after_the_work_is_one_line_and_leaves_nothing(setup, capsys, tmp_path, monkeypatch, verb):
     out = tmp_path / ("shards" if verb == "shard" else "out.bin")
     argv = command(verb, setup, out)
-    with full_disk(monkeypatch):
+    with output_fault("full_disk", tmp_path):
         code, stdout, err = run(capsys, *argv)
     assert code == 2 and stdout == ""
     line = one_error(err, out)
@@ -207,10 +161,10 @@ def test_full_disk_after_the_work_is_one_line_and_leaves_nothing(setup, capsys, 
     assert left == [], left  # no temporary, no partial output
 
 
-def test_enrolment_on_a_full_disk_is_not_a_torch_enforce_failure(setup, tmp_path, monkeypatch):
+def test_enrolment_on_a_full_disk_is_not_a_torch_enforce_failure(tmp_path):
     model = create_model("cnn_tiny", num_classes=2, labels=["a", "b"], clip_seconds=0.5)
     for name in ("m.pt", "m.safetensors"):
-        with full_disk(monkeypatch), pytest.raises(OutputError) as info:
+        with output_fault("full_disk", tmp_path), pytest.raises(OutputError) as info:
             save_model(tmp_path / name, model)
         assert str(info.value) == f"{tmp_path / name}: cannot write: No space left on device"
     assert list(tmp_path.iterdir()) == []
@@ -302,11 +256,11 @@ def test_check_output_refuses_names_the_file_system_cannot_take(tmp_path, name, 
 def test_atomic_writes_turn_os_errors_into_one_line_and_keep_the_old_file(tmp_path, monkeypatch):
     out = tmp_path / "a\nb.csv"
     out.write_text("old")
-    with full_disk(monkeypatch), pytest.raises(OutputError) as info:
+    with output_fault("full_disk", tmp_path), pytest.raises(OutputError) as info:
         with atomic_open(out) as f:
             f.write("new")
     assert str(info.value) == f"{printable(str(out))}: cannot write: No space left on device"
-    with full_disk(monkeypatch), pytest.raises(OutputError):
+    with output_fault("full_disk", tmp_path), pytest.raises(OutputError):
         atomic_save(out, lambda tmp: Path(tmp).write_text("new"))
     assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
     (tmp_path / "dir.csv").mkdir()
@@ -323,3 +277,21 @@ def test_an_os_error_about_another_file_is_not_blamed_on_the_output(tmp_path):
         with atomic_open(tmp_path / "out.txt") as f:
             f.write((tmp_path / "missing.txt").read_text())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_seld_outputs_are_checked_before_the_work(tmp_path, capsys, monkeypatch):
+    pred, ckpt = tmp_path / "pred.csv", tmp_path / "seld.ckpt"
+    pred.write_text("0,1,0,10,0\n")
+    ckpt.write_bytes(b"a checkpoint")
+    monkeypatch.setattr("sed.inference.seld.plot_doa", _work_started)
+    monkeypatch.setattr("sed.inference.seld.seld_infer", _work_started)
+    code, _, err = run(capsys, "plot-doa", pred, "--out", pred)
+    assert code == 2 and "is an input" in one_error(err, pred)
+    code, _, err = run(capsys, "plot-doa", pred, "--out", tmp_path)
+    assert code == 2 and "is a directory" in one_error(err, tmp_path)
+    code, _, err = run(capsys, "seld-infer", pred, "--checkpoint", ckpt, "--out", ckpt)
+    assert code == 2 and "is an input" in one_error(err, ckpt)
+    (tmp_path / "plain.txt").write_text("kept")
+    code, _, err = run(capsys, "seld-infer", pred, "--checkpoint", ckpt, "--out", tmp_path / "plain.txt")
+    assert code == 2 and "is not a folder" in one_error(err, tmp_path / "plain.txt")
+    assert pred.read_text() == "0,1,0,10,0\n" and ckpt.read_bytes() == b"a checkpoint"

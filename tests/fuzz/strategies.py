@@ -9,6 +9,7 @@ growth per example) and a ``MemoryError`` hidden as the context of the error.
 from __future__ import annotations
 
 import csv
+import errno
 import faulthandler
 import io
 import math
@@ -411,3 +412,79 @@ odd_cells = st.one_of(
     st.floats().map(repr),
     st.text(max_size=12),
 )
+
+
+# ---------------------------------------------------------------------- output faults
+
+#: the ways writing an output fails; root ignores permission bits and a real full disk is out of
+#: reach, so each is a monkeypatch that fails the way the system call would
+OUTPUT_FAULTS = ("none", "read_only", "temp", "full_disk", "fsync", "replace")
+
+
+def _under(path, root: Path) -> bool:
+    path = Path(os.fsdecode(path)).absolute()
+    return path == root or root in path.parents
+
+
+class _FullFile:
+    """A file whose every ``write`` fails with ``ENOSPC``."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+@contextmanager
+def output_fault(fault: str, root: str | os.PathLike):
+    """Writes under ``root`` fail as ``fault`` says: ``read_only`` (``os.access`` says no),
+    ``temp`` (creating the temporary: ``EACCES``), ``full_disk`` (every ``write`` of a file opened with
+    :func:`open`, and every ``fsync``: ``ENOSPC``), ``fsync`` (``ENOSPC`` there only: a disk that
+    fills up late), ``replace`` (the final rename: ``EROFS``); ``none`` changes nothing."""
+    import builtins
+    import tempfile
+
+    import pytest
+
+    root = Path(root).absolute()
+    real_open, real_access, real_mkstemp, real_replace = builtins.open, os.access, tempfile.mkstemp, os.replace
+
+    def nospace(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def opener(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        writing = isinstance(file, (str, bytes, os.PathLike)) and set(mode) & set("wax+") and _under(file, root)
+        return _FullFile(f) if writing else f
+
+    def access(path, mode, *args, **kwargs):
+        return False if mode & os.W_OK and _under(path, root) else real_access(path, mode, *args, **kwargs)
+
+    def mkstemp(suffix=None, prefix=None, dir=None, *args, **kwargs):  # noqa: A002 - tempfile's name
+        if dir is not None and _under(dir, root):
+            name = os.path.join(dir, f"{prefix or ''}xxxxxxxx{suffix or ''}")
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+        return real_mkstemp(suffix, prefix, dir, *args, **kwargs)
+
+    def replace(src, dst, *args, **kwargs):
+        if _under(dst, root):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), src, None, dst)
+        return real_replace(src, dst, *args, **kwargs)
+
+    patches = {"none": [], "read_only": [(os, "access", access)], "temp": [(tempfile, "mkstemp", mkstemp)],
+               "full_disk": [(builtins, "open", opener), (os, "fsync", nospace)], "fsync": [(os, "fsync", nospace)],
+               "replace": [(os, "replace", replace)]}[fault]
+    with pytest.MonkeyPatch.context() as mp:
+        for target, name, value in patches:
+            mp.setattr(target, name, value)
+        yield
