@@ -4,8 +4,9 @@ last`` resumes and finishes, and the result equals an uninterrupted run bit for 
 ``sedkit classify --output F`` killed at any moment leaves F absent or complete.
 
 The processes run ``sedkit`` with a small hook (:data:`HOOK`) that can stall the N-th checkpoint
-write half-way through its temporary file, or the N-th ``fsync`` of an output, and say so on
-stderr: the test kills the process there.
+write half-way through its temporary file, the N-th ``fsync`` of an output, the N-th optimizer step
+or the N-th audio file read, and say so on stderr: the test reads that line from the process's stderr
+and kills it there. No kill waits for a time, so no result depends on the machine's speed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,8 +33,10 @@ import io, os, sys, time
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 kind, _, at = os.environ.get("SED_TEST_STALL", ":0").partition(":")
-count = {{"save": 0, "fsync": 0, "step": 0}}
+count = {{"save": 0, "fsync": 0, "step": 0, "read": 0}}
 _save, _fsync = torch.save, os.fsync
+import soundfile
+_read = soundfile.read
 
 def stall(what):
     print("{MARK}", what, file=sys.stderr, flush=True)
@@ -65,7 +67,13 @@ def after_step(optimizer, args, kwargs):
     if kind == "step" and count["step"] == int(at):
         stall("optimizer step")
 
-torch.save, os.fsync = save, fsync
+def read(*args, **kwargs):
+    count["read"] += 1
+    if kind == "read" and count["read"] == int(at):
+        stall("audio read")
+    return _read(*args, **kwargs)
+
+torch.save, os.fsync, soundfile.read = save, fsync, read
 register_optimizer_step_post_hook(after_step)
 from sed.cli.main import main
 sys.exit(main(sys.argv[1:]))
@@ -78,19 +86,24 @@ def sedkit(args, log: Path, stall: str = ":0") -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"), stdin=subprocess.DEVNULL)
 
 
-def kill_when(proc: subprocess.Popen, log: Path, marker: str | None, after: float = 0.0, limit: float = 240) -> bool:
-    """SIGKILL ``proc`` once ``marker`` is in its log (or ``after`` seconds when no marker): True if it was
-    still running then, False if it had ended on its own."""
-    start = time.monotonic()
-    while proc.poll() is None:
-        waited = time.monotonic() - start
-        assert waited < limit, f"no {marker!r} after {limit} s:\n{log.read_text()[-3000:]}"
-        if (marker is not None and marker in log.read_text()) or (marker is None and waited >= after):
+def kill_at_stall(args, log: Path, stall: str) -> bool:
+    """Run ``sedkit args`` with ``stall`` and SIGKILL it when its stderr reports the stall (a line read from
+    the pipe, not a time): True if it was killed there, False if it ended without stalling. Its stderr
+    goes to ``log``."""
+    env = {**os.environ, "SED_TEST_STALL": stall, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", HOOK, *map(str, args)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    lines, killed = [], False
+    for line in proc.stderr:
+        lines.append(line)
+        if MARK in line:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.02)
-    return False
+            killed = True
+            break
+    proc.stderr.close()
+    proc.wait()
+    log.write_text("".join(lines))
+    return killed
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +150,7 @@ def test_fit_killed_anywhere_resumes_to_the_uninterrupted_result(corpus, tmp_pat
             assert left >= 2, f"only {left} steps left to kill in"
             stall = f"step:{rng.randint(1, left - 1)}"
         log = tmp_path / f"kill{i}.log"
-        proc = sedkit(fit_args(corpus, run), log, stall)
-        killed += kill_when(proc, log, MARK)
+        killed += kill_at_stall(fit_args(corpus, run), log, stall)
         check_checkpoints(run)
         if stall.startswith("save"):  # the stalled write left its half-written temporary file, and nothing else
             assert [p.name for p in (run / "checkpoints").glob(".*.ckpt")], "no temporary file at the kill"
@@ -166,12 +178,10 @@ def test_classify_output_is_absent_or_complete(corpus, tmp_path):
     assert sedkit(args, log).wait(timeout=300) == 0, log.read_text()[-3000:]
     reference = out.read_bytes()
     assert len(reference.splitlines()) == len(files) and json.loads(reference.splitlines()[0])
-    rng = random.Random(1)
-    for i, (stall, after) in enumerate([("fsync:1", None)] + [(":0", rng.uniform(0.5, 4.5)) for _ in range(3)]):
+    rng = random.Random(1)  # killed in the output's fsync, then while reading 3 seeded random files
+    stalls = ["fsync:1"] + [f"read:{rng.randint(1, len(files))}" for _ in range(3)]
+    for i, stall in enumerate(stalls):
         out.unlink(missing_ok=True)
         log = tmp_path / f"classify{i}.log"
-        proc = sedkit(args, log, stall)
-        was_running = kill_when(proc, log, MARK if after is None else None, after or 0.0)
-        assert not out.exists() or out.read_bytes() == reference, f"partial output after kill {i}"
-        if after is None:
-            assert was_running and not out.exists()
+        assert kill_at_stall(args, log, stall), f"no stall at {stall}:\n{log.read_text()[-3000:]}"
+        assert not out.exists(), f"output after kill {i} at {stall}"  # the write had not been committed
