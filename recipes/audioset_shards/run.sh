@@ -42,3 +42,4 @@ if [ "$stage" -le 2 ] && [ "$stop" -ge 2 ]; then   # 2: distributed batch infere
     --data.init_args.shards="$data/eval" --data.init_args.val_shards="$data/eval" "${extra[@]}"
   echo "rows in order: $run/predictions.jsonl (per shard: $run/predictions/)"
 fi
+source "$here/../common/synth_note.sh"   # SYNTH=1: a smoke test, not results

@@ -35,3 +35,4 @@ if [ "$stage" -le 3 ] && [ "$stop" -ge 3 ]; then   # 3: classify a few clips wit
   best=$(ls "$out"/fold1/checkpoints/best-*.ckpt | head -n 1)
   sedkit classify $(ls "$root"/audio/1-*.wav | head -n 3) --checkpoint "$best" --top-k 3
 fi
+source "$here/../common/synth_note.sh"   # SYNTH=1: a smoke test, not results

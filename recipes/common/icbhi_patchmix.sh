@@ -52,3 +52,4 @@ for m in sys.argv[2:]:
     print(f"{m:<12} {len(d['seeds']):>5} {cell('test_sp'):>14} {cell('test_se'):>14} {cell('test_score'):>14}")
 PY
 fi
+source "$here/../common/synth_note.sh"   # SYNTH=1: a smoke test, not results

@@ -51,3 +51,4 @@ if [ "$stage" -le 5 ] && [ "$stop" -ge 5 ]; then   # 5: parameters and CPU laten
   python "$repo/bench/bench_student.py" --quick --clip-seconds 3 \
     --checkpoint "$(best "$out/teacher0")" --checkpoint "$(best "$out/student")"
 fi
+source "$here/../common/synth_note.sh"   # SYNTH=1: a smoke test, not results

@@ -19,6 +19,7 @@ if [ "${SYNTH:-0}" = 1 ]; then
        --data.init_args.num_workers=0 --data.init_args.cache_audio=true)
   tx=(--model.init_args.model_name=ast_micro --model.init_args.pretrained=null --model.init_args.lr=0.001 "${cpu[@]}")
   sx=(--model.init_args.model_name=efficientat_mn04 --model.init_args.pretrained=null
+      --model.init_args.model_kwargs='{input_tdim: 500, bn_momentum: 0.3}'
       --model.init_args.lr=0.001 --model.init_args.warmup_steps=0 "${cpu[@]}")
 fi
 best() { ls "$1"/checkpoints/best-*.ckpt | head -n 1; }
@@ -49,3 +50,4 @@ if [ "$stage" -le 3 ] && [ "$stop" -ge 3 ]; then   # 3: held-out fold 5 accuracy
   sedkit test --config "$here/student.yaml" --trainer.default_root_dir="$out/student" --data.init_args.root="$root" \
     --model.init_args.teachers="$(ckpts)" "${sx[@]}" --ckpt_path="$(best "$out/student")"
 fi
+source "$here/../common/synth_note.sh"   # SYNTH=1: a smoke test, not results

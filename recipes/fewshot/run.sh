@@ -61,3 +61,4 @@ if [ "$stage" -le 4 ] && [ "$stop" -ge 4 ]; then   # 4: 10 % labels: semi-superv
   awk '{s[$1] += $3; n[$1]++; v[$1] = v[$1] " " $3} END {for (m in s) printf "%-13s mean %.3f  (seeds:%s)\n", m, s[m] / n[m], v[m]}' \
     "$out/semi_results.txt"
 fi
+source "$here/../common/synth_note.sh"   # SYNTH=1: a smoke test, not results

@@ -48,3 +48,4 @@ if [ "$stage" -le 3 ] && [ "$stop" -ge 3 ]; then   # 3: DCASE2023 metrics (macro
   f=$(ls "$out/resnet_conformer/pred"/*.csv | head -n 1)
   sedkit plot-doa "$f" --ref "$(find "$root/metadata_dev" -name "$(basename "$f")" | head -n 1)" --out "$out/doa.png"
 fi
+source "$here/../common/synth_note.sh"   # SYNTH=1: a smoke test, not results

@@ -73,6 +73,7 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
                 else clfs[0].predict(sources, **kwargs)
     except ValueError as e:  # members that do not fit together, a bad --window
         raise UsageError(e) from None
+    failed += getattr(batches, "failed", 0)  # --shards: members reported as they were read
     for p in preds:
         if "error" in p:
             con.error(p["error"])
@@ -99,6 +100,7 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
         emb, res = clf.embed(sources, batch_size=args.batch_size)
         parts.append(emb)
         results += res
+    failed += getattr(batches, "failed", 0)  # --shards: members reported as they were read
     emb = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     for r in results:
         if r.error:

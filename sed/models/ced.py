@@ -38,6 +38,7 @@ from sed.audio.features import mono_batch
 from sed.augment.patch_mix import patch_mix
 from sed.models.base import DescribedModel, pad_to, per_length
 from sed.models.family import Family, Weights, register_family
+from sed.models.norm import warm_start_batchnorm
 from sed.models.registry import register_model
 from sed.models.transformer import vit_blocks
 
@@ -171,7 +172,7 @@ class CEDModel(DescribedModel, nn.Module):
         self.input_tdim, self.target_length, self.num_mel_bins = int(input_tdim), int(target_length), int(num_mel_bins)
         self.chunk_average, self.pad_last = chunk_average, bool(pad_last)
         self.frontend = CEDMel(sample_rate, num_mel_bins, None)
-        self.init_bn = nn.BatchNorm1d(num_mel_bins, momentum=0.01)
+        self.init_bn = warm_start_batchnorm(nn.BatchNorm1d(num_mel_bins, momentum=0.01))  # sed.models.norm
         self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
         f, t0 = num_mel_bins // patch_size, target_length // patch_size
         self.time_pos_embed = nn.Parameter(torch.randn(1, embed_dim, 1, t0) * 0.02)

@@ -5,7 +5,8 @@ Waveform ``[B, T]`` at 32 kHz -> :class:`~sed.models.efficientat_frontend.Effici
 128]`` -> image ``[B, 1, 128, frames]`` (frequency is the height, as in the reference) -> ``stem``
 (3x3 conv, stride 2, BN, Hardswish) -> ``blocks``: the 15 inverted residual blocks of MobileNetV3-Large
 (1x1 expand, kxk depthwise, channel squeeze-and-excitation where the table says so, 1x1 project; BN
-eps 1e-3, momentum 0.01) with every width scaled by ``width_mult`` and rounded to a multiple of 8 ->
+eps 1e-3, momentum 0.01, warm-started by :mod:`sed.models.norm`) with every width scaled by ``width_mult``
+and rounded to a multiple of 8 ->
 ``last_conv`` (1x1 to 6x the last block's width, BN, Hardswish) -> global average pooling (the
 embedding) -> ``head``: Linear -> Hardswish -> Dropout -> Linear (the reference's "mlp" head, the one
 of the released AudioSet checkpoints). Scores are sigmoids (multi-label AudioSet).
@@ -30,6 +31,7 @@ from torch import nn
 from sed.models.base import FbankClassifier, build_sized
 from sed.models.efficientat_frontend import EfficientATMel
 from sed.models.family import Family, Weights, register_family
+from sed.models.norm import warm_start_batchnorm
 from sed.models.registry import register_model
 
 __all__ = ["EFFICIENTAT_SIZES", "EfficientATModel", "block_settings", "efficientat_mn04", "efficientat_mn05",
@@ -117,7 +119,9 @@ class EfficientATModel(FbankClassifier, nn.Module):
 
     ``strides``: the strides of the four downsampling blocks (the reference's ``strides``);
     ``hop_size`` / ``num_mel_bins`` / ``win_length``: the front end (the reference's variants
-    ``mn10_as_hop_*``, ``mn10_as_mels_*``); ``dropout`` before the last Linear.
+    ``mn10_as_hop_*``, ``mn10_as_mels_*``); ``dropout`` before the last Linear. ``bn_momentum``: the
+    reference's 0.01 suits fine-tuning released weights; a short run from fresh weights needs more
+    (0.3: the SYNTH recipes), since its running statistics lag behind weights that change fast.
     """
 
     def __init__(
@@ -135,6 +139,7 @@ class EfficientATModel(FbankClassifier, nn.Module):
         n_fft: int = 1024,
         fmin: float = 0.0,
         fmax: float | None = None,
+        bn_momentum: float = 0.01,
         labels: list[str] | None = None,
     ):
         super().__init__()
@@ -151,19 +156,21 @@ class EfficientATModel(FbankClassifier, nn.Module):
             "se_reduction": int(se_reduction), "dropout": float(dropout), "num_mel_bins": int(num_mel_bins),
             "input_tdim": int(input_tdim), "sample_rate": int(sample_rate), "win_length": int(win_length),
             "hop_size": int(hop_size), "n_fft": int(n_fft), "fmin": float(fmin),
-            "fmax": None if fmax is None else float(fmax), "labels": None,
+            "fmax": None if fmax is None else float(fmax), "bn_momentum": float(bn_momentum), "labels": None,
         }
         settings = block_settings(width_mult, strides)
-        self.stem = conv_bn_act(1, settings[0][0], 3, 2)
-        self.blocks = nn.Sequential(*(InvertedResidual(*s, se_reduction=se_reduction) for s in settings))
+        bn = {"momentum": float(bn_momentum)}
+        self.stem = conv_bn_act(1, settings[0][0], 3, 2, **bn)
+        self.blocks = nn.Sequential(*(InvertedResidual(*s, se_reduction=se_reduction, **bn) for s in settings))
         last = settings[-1][3]
         self.num_classes, self.embed_dim = int(num_classes), 6 * last
         self.input_tdim, self.input_fdim = int(input_tdim), int(num_mel_bins)
-        self.last_conv = conv_bn_act(last, self.embed_dim, 1)
+        self.last_conv = conv_bn_act(last, self.embed_dim, 1, **bn)
         hidden = _width(1280, width_mult)
         self.head = nn.Sequential(nn.Linear(self.embed_dim, hidden), nn.Hardswish(), nn.Dropout(dropout),
                                   nn.Linear(hidden, num_classes))
         self._init_weights()
+        warm_start_batchnorm(self)  # fresh weights: eval statistics from the first steps (sed.models.norm)
         self.labels = labels
 
     def _init_weights(self) -> None:
