@@ -87,8 +87,8 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
 def cmd_embed(args: argparse.Namespace, con) -> int:
     import numpy as np
 
-    from sed.inference.classifier import crop_notes
     from sed.fileio import check_output
+    from sed.inference.classifier import crop_notes
     from sed.inference.output import embedding_names, write_embeddings
 
     args.checkpoint = [args.checkpoint]
@@ -97,7 +97,9 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
     batches, failed = _inputs(args, con, clf.sample_rate, outputs)
     parts, results = [], []
     for sources in batches:
-        emb, res = clf.embed(sources, batch_size=args.batch_size)
+        emb, res = clf.embed(sources, batch_size=args.batch_size,  # a bar of files: (segment, embedding) come
+                             progress=lambda it, n=len(sources): con.progress(it, total=n, desc="embed",
+                                                                              done=lambda pair: pair[0].item))
         parts.append(emb)
         results += res
     failed += getattr(batches, "failed", 0)  # --shards: members reported as they were read
