@@ -19,7 +19,7 @@ def cmd_shard(args: argparse.Namespace, con) -> int:
         raise UsageError(e) from None
     try:
         index = write_shards(src, args.out, shard_size=args.shard_size, shard_bytes=args.shard_bytes, fmt=args.format,
-                             rate=args.rate, command=["sedkit", *args.argv],
+                             rate=args.rate, command=["sedkit", *args.argv], overwrite=args.overwrite,
                              progress=lambda it: con.progress(it, desc="shard"))
     except ValueError as e:
         raise UsageError(e) from None
@@ -41,4 +41,6 @@ def add_verbs(sub) -> None:
     size.add_argument("--shard-bytes", default=None, help="about this much 16-bit audio per shard (1GB, 500MB)")
     p.add_argument("--format", choices=["flac", "wav"], default="flac", help="audio inside the shards")
     p.add_argument("--rate", type=RATE, default=None, help="resample to this rate (default: keep each file's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the shards of another job in --out (by default such a folder is refused)")
     p.set_defaults(run=cmd_shard)

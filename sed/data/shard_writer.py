@@ -18,6 +18,12 @@ and why, and the command. Shards are assigned deterministically (``--shard-size`
 renamed when complete); a re-run skips every shard whose tar already holds exactly its keys, so
 an interrupted run resumes and a finished one is a no-op. A file that cannot be read is reported,
 left out, and listed in the index; the shard holds the others.
+
+**One folder, one job.** The job (format, audio, rate, ``--shard-size``/``--shard-bytes`` and a
+digest of the source's items) is recorded in ``DIR/.sed-shard-job.json`` before the first shard and
+in ``index.json``. A run into a folder holding shards of another job (or of no known job) is refused
+before any work with one line; ``overwrite`` removes the old shards and index first. Temporaries of
+killed writes are removed at the start of every run.
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ import soundfile as sf
 
 from sed.audio.io import info, load_audio
 from sed.data.clips import ClipItem, item_labels
-from sed.errors import AudioError, DatasetError, SedError
-from sed.fileio import atomic_open, atomic_save
+from sed.errors import AudioError, DatasetError, SedError, UsageError, printable
+from sed.fileio import atomic_open, atomic_save, stale_temps
 
 __all__ = ["FORMAT", "SOURCES", "ShardSource", "parse_bytes", "read_source", "shard_name", "write_shards"]
 
@@ -167,10 +173,11 @@ def _tar_keys(path: Path) -> list[str] | None:
 
 def write_shards(src: ShardSource, out: str | os.PathLike, *, shard_size: int | None = 1000,
                  shard_bytes: int | str | None = None, fmt: str = "flac", rate: int | None = None,
-                 command: Sequence[str] | None = None,
+                 command: Sequence[str] | None = None, overwrite: bool = False,
                  progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, Any]:
     """Write ``src`` as shards into ``out`` (see the module docstring); returns the index (also written
-    to ``out/index.json``), whose ``skipped`` lists the files left out (``source``, ``error``)."""
+    to ``out/index.json``), whose ``skipped`` lists the files left out (``source``, ``error``). A folder
+    holding shards of another job is refused (:class:`~sed.errors.UsageError`) unless ``overwrite``."""
     import webdataset as wds
 
     if fmt not in AUDIO_FORMATS:
@@ -178,8 +185,10 @@ def write_shards(src: ShardSource, out: str | os.PathLike, *, shard_size: int | 
     if not src.items:
         raise DatasetError(None, "nothing to shard: the source lists no clips")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    plan = _plan(src, shard_size, None if shard_bytes is None else parse_bytes(shard_bytes), rate)
+    shard_bytes = None if shard_bytes is None else parse_bytes(shard_bytes)
+    job = _job(src, None if shard_bytes else max(1, int(shard_size or 1000)), shard_bytes, fmt, rate)
+    _claim(out, job, overwrite)
+    plan = _plan(src, shard_size, shard_bytes, rate)
     extras = src.extras or [{} for _ in src.items]
     entries, skipped = [], []
     earlier = _earlier_skips(out / "index.json")
@@ -215,10 +224,57 @@ def write_shards(src: ShardSource, out: str | os.PathLike, *, shard_size: int | 
             entries.append(_entry(path.name, metas))
         else:  # every file of the shard failed
             path.unlink()
-    index = _index(src, entries, skipped, fmt, rate, command)
+    index = {**_index(src, entries, skipped, fmt, rate, command), "job": job}
     with atomic_open(out / "index.json") as f:
         json.dump(index, f, indent=1)
     return index
+
+
+JOB_FILE = ".sed-shard-job.json"  # the job a folder's shards belong to, written before the first shard
+
+
+def _job(src: ShardSource, shard_size: int | None, shard_bytes: int | None, fmt: str, rate: int | None) -> dict:
+    """What decides every byte of the shards: the format, audio, rate, the plan's size and the source's
+    items (a digest of their files, segments, labels, folds and extras)."""
+    import hashlib
+
+    items = [[it.path, it.start, it.end, item_labels(it), it.fold] for it in src.items]
+    digest = hashlib.sha256(json.dumps([items, src.labels, src.multi_label, src.extras], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:16]
+    return {"format": FORMAT, "audio": fmt, "sample_rate": rate, "shard_size": shard_size, "shard_bytes": shard_bytes,
+            "source": digest}
+
+
+def _earlier_job(out: Path) -> dict | str | None:
+    """The job of the shards already in ``out`` (None: there are none; a string: they are of no known job)."""
+    for where in (out / JOB_FILE, out / "index.json"):
+        if where.is_file():
+            try:
+                text = json.loads(where.read_text())
+            except (OSError, ValueError, UnicodeDecodeError):
+                return f"{where.name} is unreadable"
+            job = text.get("job", text) if isinstance(text, dict) and where.name == "index.json" else text
+            return job if isinstance(job, dict) and "source" in job else f"{where.name} names no job"
+    return "shards of an unknown job" if any(out.glob("shard-*.tar")) else None
+
+
+def _claim(out: Path, job: dict, overwrite: bool) -> None:
+    """Make ``out`` the folder of ``job``: sweep the temporaries of killed writes; refuse (or with
+    ``overwrite`` remove) shards of another job; record the job before the first shard."""
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in stale_temps(out, ".tar") + stale_temps(out, ".tmp") + stale_temps(out, ".json"):
+        tmp.unlink(missing_ok=True)
+    earlier = _earlier_job(out)
+    if earlier is not None and earlier != job:
+        if not overwrite:
+            why = earlier if isinstance(earlier, str) else "another " + ", ".join(
+                f"{k} ({earlier.get(k)} there, {v} now)" for k, v in job.items() if earlier.get(k) != v)
+            raise UsageError(f"{printable(str(out))}: holds shards of another job: {why}; use an empty folder, "
+                             f"or --overwrite to replace them")
+        for old in [*out.glob("shard-*.tar"), out / "index.json", out / JOB_FILE]:
+            old.unlink(missing_ok=True)
+    with atomic_open(out / JOB_FILE) as f:
+        json.dump(job, f)
 
 
 def _earlier_skips(index: Path) -> dict:

@@ -192,10 +192,19 @@ class ShardClips(IterableDataset):
         return max(sum(self.counts[u] for u in self._mine(r, size, w, workers)) for r in range(size) for w in range(workers))
 
     def __len__(self) -> int:
+        """Training: the epoch length every rank shares. Evaluation has none (a ``TypeError``, so that
+        Lightning reads the stream to its end): failures come as extra items, and a shard may hold
+        more samples than ``index.json`` counts; :meth:`expected` is what the index promises."""
+        if not self.train:
+            raise TypeError("an evaluation stream of shards is read to its end (see ShardClips.expected)")
+        return self.per_worker(world()[1]) * max(1, self.num_workers)
+
+    def expected(self) -> int:
+        """The items an evaluation stream yields when every shard holds what ``index.json`` counts:
+        on several ranks every worker's padded share, else every selected sample not skipped."""
         rank, size = world()
-        workers = max(1, self.num_workers)
-        if self.train or size > 1:
-            return self.per_worker(size) * workers
+        if size > 1:
+            return self.per_worker(size) * max(1, self.num_workers)
         return sum(n for u, n in self.counts.items() if u not in self.skip)
 
     # ------------------------------------------------------------------ reading

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 
+from sed.errors import printable
 from sed.fileio import atomic_open
 
 
@@ -71,29 +72,46 @@ class Plots(pl.Callback):
 
 
 def _row(path, scores: list[float], labels: list[str]) -> dict:
-    top = max(range(len(scores)), key=scores.__getitem__)
-    return {"file": path, "label": labels[top] if top < len(labels) else top, "score": scores[top],
-            "scores": dict(zip(labels, scores))}
+    """A clip's answer in the schema of ``sedkit classify --format json``: ``{"file", "top_k":
+    [{"label", "score"}, ...]}``, here every class, best first."""
+    names = [labels[i] if i < len(labels) else str(i) for i in range(len(scores))]
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return {"file": path, "top_k": [{"label": names[i], "score": scores[i]} for i in order]}
+
+
+def _report(line: str) -> None:
+    print(f"error: {printable(line)}", file=sys.stderr, flush=True)
 
 
 class PredictionWriter(BasePredictionWriter):
-    """``predictions.jsonl`` in the run directory: one line per clip with its scores and top label.
+    """``predictions.jsonl`` in the run directory: one line per clip, ``{"file", "top_k": [{"label",
+    "score"}, ...]}`` (every class, best first: the schema of ``sedkit classify --format json``).
 
     From files, each rank writes its own (``predictions.rank{R}.jsonl`` under DDP). From streamed
     shards (:class:`~sed.data.shards.ShardClips`), each shard's rows are written to
     ``predictions/<shard>.jsonl`` (atomically, in key order) as soon as all of them have come, padding
-    left out; a rerun skips the shards already written (a killed run resumes without losing or
+    left out, and its failures to ``predictions/<shard>.errors`` (one line each); a shard's part is
+    written once: a row that comes later (a key the index did not count) is a failure, never a
+    rewrite. A rerun skips the shards already written (a killed run resumes without losing or
     repeating rows); at the end rank 0 merges every shard's file, in the index's shard order, into
-    ``predictions.jsonl``."""
+    ``predictions.jsonl``, and :attr:`failed` counts the failures of every shard (bad members, keys met
+    twice, counts that differ from ``index.json``, shards that gave nothing) for the exit code."""
 
     def __init__(self):
         super().__init__(write_interval="batch_and_epoch")
         self._shards = None  # the predict ShardClips, when predicting from shards
         self._root = Path(".")
         self._pending: dict[str, dict[str, dict]] = {}
+        self._errors: dict[str, list[str]] = {}
+        self._written: set[str] = set()
+        #: failures of the run (rank 0, after predict from shards: every rank's)
+        self.failed = 0
 
-    def _folder(self, trainer) -> Path:
+    def _folder(self, trainer=None) -> Path:
         return self._root / "predictions"
+
+    def _part(self, url: str, suffix: str = ".jsonl") -> Path:
+        return self._folder() / f"{url.rsplit('/', 1)[-1]}{suffix}"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         from sed.data.shards import ShardClips
@@ -102,33 +120,66 @@ class PredictionWriter(BasePredictionWriter):
         dm = getattr(trainer, "datamodule", None)
         ds = getattr(dm, "datasets", {}).get("predict") if stage == "predict" and dm is not None else None
         self._shards = ds if isinstance(ds, ShardClips) else None
+        self._pending, self._errors, self._written, self.failed = {}, {}, set(), 0
         if self._shards is not None:  # resume: shards whose rows are written are not read again
-            done = {p.name.removesuffix(".jsonl") for p in self._folder(trainer).glob("*.jsonl")}
-            self._shards.skip = {u for u in self._shards.urls if u.rsplit("/", 1)[-1] in done}
+            self._shards.skip = {u for u in self._shards.urls if self._part(u).is_file()}
+            self._resumed = set(self._shards.skip)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if self._shards is None:
             return
         labels = list(getattr(pl_module, "labels", []))
         pad = prediction.get("pad")
+        errors = batch.get("error") if isinstance(batch, dict) else None
         for i, (path, scores) in enumerate(zip(prediction["path"], prediction["scores"].tolist())):
-            if pad is not None and bool(pad[i]):
-                continue
-            url, key = path.rsplit("/", 1)
-            self._pending.setdefault(url, {})[key] = _row(path, scores, labels)
-            if len(self._pending[url]) == self._shards.counts[url]:
-                self._write_shard(trainer, url)
+            if errors is not None and errors[i] is not None:  # reported by the reader: counted here
+                self._fail(trainer, batch["shard"][i], f"{path}: {errors[i]}", report=False)
+            elif pad is None or not bool(pad[i]):
+                self._add(trainer, path, _row(path, scores, labels))
 
-    def _write_shard(self, trainer, url: str) -> None:
-        rows = self._pending.pop(url)
-        with atomic_open(self._folder(trainer) / f"{url.rsplit('/', 1)[-1]}.jsonl") as f:
+    def _add(self, trainer, path: str, row: dict) -> None:
+        url, _, key = path.rpartition("/")
+        count = self._shards.counts.get(url)
+        if count is None:
+            self._fail(trainer, url, f"{path}: not a sample of a shard of index.json")
+        elif url in self._written:  # never rewritten by a later batch
+            self._fail(trainer, url, f"{path}: the shard holds more samples than index.json counts ({count})")
+        elif key in self._pending.setdefault(url, {}):
+            self._fail(trainer, url, f"{path}: key appears twice in the shard")
+        else:
+            self._pending[url][key] = row
+            if len(self._pending[url]) == count:
+                self._write_shard(url)
+
+    def _fail(self, trainer, url: str, line: str, report: bool = True) -> None:
+        if report:
+            _report(line)
+        self._errors.setdefault(url, []).append(line)
+        if url in self._written:  # a failure after the shard's part: its errors file grows
+            self._write_errors(url)
+
+    def _write_errors(self, url: str) -> None:
+        with atomic_open(self._part(url, ".errors")) as f:
+            f.write("".join(f"{printable(line)}\n" for line in self._errors.get(url, [])))
+
+    def _write_shard(self, url: str) -> None:
+        rows = self._pending.pop(url, {})
+        self._written.add(url)
+        if self._errors.get(url):  # before the part: a part on disk means its errors are too
+            self._write_errors(url)
+        with atomic_open(self._part(url)) as f:
             for key in sorted(rows):
                 f.write(json.dumps(rows[key]) + "\n")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         if self._shards is not None:
-            for url in list(self._pending):  # shards with rows missing (damaged members): what came
-                self._write_shard(trainer, url)
+            for url in sorted(set(self._pending) | (set(self._errors) - self._written)):
+                got, failed = len(self._pending.get(url, {})), len(self._errors.get(url, []))
+                count = self._shards.counts.get(url)
+                if count is not None and got + failed < count:  # fewer samples than the index counts
+                    self._fail(trainer, url, f"{url}: index.json counts {count} samples, {got} were read")
+                if count is not None:
+                    self._write_shard(url)
             return
         labels = list(getattr(pl_module, "labels", []))
         rank = trainer.global_rank
@@ -147,11 +198,22 @@ class PredictionWriter(BasePredictionWriter):
 
     def _merge(self, trainer) -> None:
         path = self._root / "predictions.jsonl"
+        failed = 0
         with atomic_open(path) as out:
             for url in self._shards.urls:
-                part = self._folder(trainer) / f"{url.rsplit('/', 1)[-1]}.jsonl"
-                if part.is_file():
-                    out.write(part.read_text())
+                part, errors = self._part(url), self._part(url, ".errors")
+                if not part.is_file():
+                    _report(f"{url}: no rows were written (index.json counts {self._shards.counts[url]} samples)")
+                    failed += 1
+                    continue
+                out.write(part.read_text())
+                if errors.is_file():
+                    lines = errors.read_text().splitlines()
+                    failed += len(lines)
+                    if url in self._resumed:  # written by an earlier run: reported again, counted again
+                        for line in lines:
+                            _report(line)
+        self.failed = failed
         print(f"predictions written to {path} (per shard: {self._folder(trainer)})", file=sys.stderr)
 
 

@@ -243,5 +243,9 @@ def make_cli(argv: Sequence[str], run: bool = True) -> SedLightningCLI:
 
 
 def run_lightning(argv: Sequence[str]) -> int:
-    make_cli(argv)
-    return 0
+    """Run ``argv``; returns the inputs that failed (predict from shards: bad members, keys, counts)."""
+    from sed.tasks.callbacks import PredictionWriter
+
+    cli = make_cli(argv)
+    trainer = getattr(cli, "trainer", None)
+    return sum(cb.failed for cb in getattr(trainer, "callbacks", []) if isinstance(cb, PredictionWriter))

@@ -99,6 +99,39 @@ def test_rerun_skips_complete_shards_and_a_killed_run_resumes(esc, tmp_path):
     after = {p.name: p.read_bytes() for p in out.glob("shard-*.tar")}
     assert after == {k: v[0] for k, v in before.items()}  # the same bytes: deterministic
     assert index["count"] == 30 and (out / "shard-000001.tar").stat().st_mtime_ns == before["shard-000001.tar"][1]
+    assert not (out / ".shard-000003.tar.abcd1234.tar").exists()  # killed writes' temporaries are swept
+
+
+@pytest.mark.parametrize("change", [["--shard-size", "4"], ["--format", "wav"], ["--rate", "8000"]])
+def test_a_folder_of_another_job_is_refused_or_overwritten(esc, tmp_path, capsys, change):
+    """Other --shard-size/--format/--rate (or another source) into a folder of shards: one line and
+    exit 2 before any work, the old shards and index untouched; --overwrite replaces them completely."""
+    out = tmp_path / "s"
+    assert main(["shard", str(esc), "--out", str(out), "--shard-size", "7"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    args = ["shard", str(esc), "--out", str(out), "--shard-size", "7", *change]
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out}: holds shards of another job: another ")
+    assert err[0].endswith("use an empty folder, or --overwrite to replace them")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([*args, "--overwrite"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert not index["skipped"] and index["count"] == 30
+    assert sorted(p.name for p in out.glob("shard-*.tar")) == sorted(s["name"] for s in index["shards"])
+    assert index["audio"] == ("wav" if "--format" in change else "flac")
+    assert len(index["shards"]) == (8 if "--shard-size" in change else 5)
+    assert index["sample_rate"] == (8000 if "--rate" in change else None)
+    assert len(list(ShardClips(out, clip_seconds=None))) == 30  # the new shards read whole
+
+
+def test_an_unknown_folder_or_a_bad_index_is_refused(esc, tmp_path, capsys):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "index.json").write_text(json.dumps({"labels": ["a"], "shards": ["x"]}))
+    assert main(["shard", str(esc), "--out", str(out)]) == 2
+    assert "index.json names no job; use an empty folder" in capsys.readouterr().err
 
 
 def test_bad_files_are_reported_and_skipped(esc, tmp_path, capsys):
@@ -160,7 +193,8 @@ def test_ranks_and_workers_read_each_sample_once(sharded, monkeypatch):
         loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate_clips)
         batches = list(loader)
         got = [p for batch in batches for p in batch["path"]]
-        assert len(got) == len(ds) == (ds.per_worker(size) * max(1, workers) if train or size > 1 else 30)
+        length = len(ds) if train else ds.expected()  # evaluation is read to its end: no len
+        assert len(got) == length == (ds.per_worker(size) * max(1, workers) if train or size > 1 else 30)
         pads = [bool(x) for b in batches for x in b.get("pad", torch.zeros(len(b["path"])))]
         return [p for p, pad in zip(got, pads) if not pad]  # evaluation: the samples scored
     assert sorted(keys(0, 1, 0)) == sorted(set(keys(0, 1, 0))) and len(keys(0, 1, 0)) == 30

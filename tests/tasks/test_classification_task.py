@@ -111,7 +111,7 @@ def test_test_and_predict_verbs(fitted):
     assert (run_dir(cfg) / "confusion_test.csv").exists() and (run_dir(cfg) / "per_class_test.csv").exists()
     assert main(["predict", "--config", str(cfg), f"--ckpt_path={ckpt}"]) == 0
     preds = [json.loads(x) for x in (run_dir(cfg) / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 6 and set(preds[0]["scores"]) == {"tone", "chirp", "noise_burst"}
+    assert len(preds) == 6 and {t["label"] for t in preds[0]["top_k"]} == {"tone", "chirp", "noise_burst"}
 
 
 def test_kfold_table_equals_per_fold_results(tiny_config, tmp_path, capsys):
