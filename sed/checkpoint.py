@@ -76,19 +76,37 @@ def describe(model: nn.Module, labels: list[str] | None = None, **meta: Any) -> 
 
 def save_model(path: str | os.PathLike, model: nn.Module, labels: list[str] | None = None, **meta: Any) -> Path:
     """Write a self-describing checkpoint (``.safetensors`` by extension, else a ``torch.save`` file)."""
-    path = Path(path)
-    desc = describe(model, labels, **meta)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return _write(Path(path), describe(model, labels, **meta), model.state_dict())
+
+
+def _write(path: Path, desc: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+    """A description and its weights as one file (``.safetensors`` by extension, else ``torch.save``)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     # through a Python file object: a failed write (a full disk) is an OSError that atomic_open reports
     # in one line (torch.save to a path says "enforce fail at inline_container.cc")
     with atomic_open(path, "wb") as f:
         if path.suffix == ".safetensors":
             from safetensors.torch import save
 
-            f.write(save(state, metadata={"sed": json.dumps(desc, default=str)}))
+            # one storage per tensor: safetensors refuses views of a shared storage (tied or sliced weights)
+            f.write(save({k: v.clone() for k, v in state.items()}, metadata={"sed": json.dumps(desc, default=str)}))
         else:
             torch.save({"sed": desc, "state_dict": state}, f)
     return path
+
+
+def convert_checkpoint(source: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The model of a sed checkpoint (a Lightning ``.ckpt`` written by sed training, a ``.pt`` or a
+    ``.safetensors``) as a self-describing model file at ``out`` (``.safetensors`` by extension, else a
+    ``torch.save`` file), as :func:`save_model` writes it: the description and the model's weights only
+    (a ``.ckpt``'s optimiser state, loops and teachers are left out). No model code runs.
+    Returns (``out``, the description); a file with no sed description is a CheckpointError."""
+    desc, state = read_checkpoint(source)
+    if desc is None:
+        raise CheckpointError(source, "has no sed description (not written by sed): nothing says which model it "
+                                      "holds; foreign weights load through sed.load_model or --checkpoint as they are")
+    desc = {k: v for k, v in desc.items() if k != "state_dict_prefix"}  # the weights are the model's own now
+    return _write(Path(out), desc, state), desc
 
 
 def _plain(value: Any, depth: int = 0) -> bool:

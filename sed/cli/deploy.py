@@ -1,4 +1,5 @@
-"""``sedkit`` verbs of deployment: export (a checkpoint as one ONNX graph with its front end)."""
+"""``sedkit`` verbs of deployment: export (a checkpoint as one ONNX graph with its front end), convert (a
+training checkpoint as a self-describing model file)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,24 @@ def cmd_export(args: argparse.Namespace, con) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace, con) -> int:
+    from sed.checkpoint import convert_checkpoint
+
+    check_output(args.out, [args.checkpoint])
+    path, desc = convert_checkpoint(args.checkpoint, args.out)
+    con.status(f"wrote {path}: {desc['model_name']}, {len(desc.get('labels') or [])} labels, "
+               f"{desc.get('sample_rate')} Hz (load it with --checkpoint or sed.load_model)")
+    return 0
+
+
 def add_verbs(sub) -> None:
+    p = sub.add_parser("convert", help="a training checkpoint (.ckpt) as a self-describing model file (.pt, .safetensors)")
+    p.add_argument("--checkpoint", required=True, help="a sed checkpoint: a .ckpt written by sed training, .pt or .safetensors")
+    p.add_argument("--out", required=True,
+                   help="output file (written atomically): .safetensors by extension, else a torch .pt file; "
+                        "the model's weights and description only, no optimiser state")
+    p.set_defaults(run=cmd_convert)
+
     p = sub.add_parser("export", help="a checkpoint as one ONNX graph, front end inside (fp32 or int8)")
     p.add_argument("--checkpoint", required=True, help="any checkpoint sedkit classify takes")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the graph's format")
