@@ -20,6 +20,8 @@ described widths) is a one-line :class:`~sed.errors.CheckpointError` at load tim
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -69,8 +71,12 @@ class OnnxModel:
         opts.log_severity_level = 3  # errors only: its warnings would break one-line reports
         if threads:
             opts.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        try:  # ONNX Runtime prints its provider fallbacks to stdout, where they would break the JSON output
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            # the names, shapes and metadata decoded once (a name or value that is not UTF-8 fails here)
+            self._inputs, self._graph_outputs = self.session.get_inputs(), self.session.get_outputs()
+            self._props = self.session.get_modelmeta().custom_metadata_map
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own error types
             raise CheckpointError(self.path, f"not a readable ONNX model ({one_line(e)})") from None
         self.meta = self._description()
@@ -90,7 +96,7 @@ class OnnxModel:
         self.precision = self.meta.get("precision", "fp32")
 
     def _description(self) -> dict[str, Any]:
-        props = self.session.get_modelmeta().custom_metadata_map
+        props = self._props
         if METADATA_KEY not in props:
             raise CheckpointError(self.path, "an ONNX model without sed metadata (export it with sedkit export)")
         try:
@@ -100,11 +106,11 @@ class OnnxModel:
         return check_description(desc, self.path)
 
     def _check_graph(self) -> None:
-        inputs = self.session.get_inputs()
+        inputs = self._inputs
         if [i.name for i in inputs] != [INPUT]:
             raise CheckpointError(self.path, f"graph inputs {short([i.name for i in inputs])} are not [{INPUT!r}] "
                                              "(not a sed export)")
-        outputs = {o.name: o for o in self.session.get_outputs()}
+        outputs = {o.name: o for o in self._graph_outputs}
         if LOGITS not in outputs:
             raise CheckpointError(self.path, f"graph outputs {short(sorted(outputs))} lack {LOGITS!r} (not a sed export)")
         labels = self.meta.get("labels") or []
@@ -195,7 +201,11 @@ class OnnxModel:
             chunk = batch[start : start + step]
             if len(chunk) < step:
                 chunk = np.concatenate([chunk, np.zeros((step - len(chunk), chunk.shape[1]), chunk.dtype)])
-            got = self.session.run([output], {INPUT: np.ascontiguousarray(chunk)})[0]
+            try:
+                got = self.session.run([output], {INPUT: np.ascontiguousarray(chunk)})[0]
+            except Exception as e:  # noqa: BLE001 - a graph that loads but cannot run what it declares it takes
+                raise CheckpointError(self.path, f"ONNX Runtime cannot run the graph on {list(chunk.shape)} "
+                                                 f"({one_line(e)})") from None
             if got.ndim != 2 or len(got) != step:
                 raise CheckpointError(self.path, f"the graph gave {output!r} of shape {list(got.shape)} for a batch "
                                                  f"of {step} (not [batch, width])")
