@@ -205,3 +205,19 @@ def test_a_fixed_length_graph_scores_clips_cut_or_padded_to_its_length(tmp_path)
     clf = Classifier.from_pretrained(path)
     got = clf.score([torch.ones(3000), torch.ones(20000)], batch_size=8)
     assert all(r.error is None and r.scores.shape == (5,) for r in got)
+
+
+def test_names_and_metadata_that_are_not_utf8_are_one_line(tmp_path, audio, capsys):
+    """Found by tests/fuzz/test_fuzz_onnx.py: was a UnicodeDecodeError traceback, with ONNX Runtime's
+    provider-fallback notes printed on stdout."""
+    from tests.export.fixtures import tiny_graph
+
+    data = tiny_graph().SerializeToString()
+    for name, old in (("metadata", b'"dog"'), ("output name", b"\x06logits")):
+        path = tmp_path / f"{name.replace(' ', '_')}.onnx"
+        path.write_bytes(data.replace(old, old[:-3] + b"\xff\xfe\xfd", 1))
+        with pytest.raises(CheckpointError, match="not a readable ONNX model") as err:
+            OnnxModel(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+        rc, out, err_text = _classify(capsys, path, str(audio / "f1.wav"), "--format", "json")
+        assert rc == 2 and out == "" and len(err_text.splitlines()) == 1, (name, out, err_text)
