@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sed.cli.options import Parser
 from sed.errors import SedError
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
@@ -48,7 +49,7 @@ def kfold(argv: Sequence[str], con) -> int:
     from sed.inference.output import format_table
     from sed.training.kfold import kfold_table, run_kfold
 
-    p = argparse.ArgumentParser(prog="sedkit kfold", description="one run per held-out fold; metrics with mean and std")
+    p = Parser(prog="sedkit kfold", description="one run per held-out fold; metrics with mean and std")
     p.add_argument("--config", action="append", required=True, help="LightningCLI config YAML (repeatable)")
     p.add_argument("--folds", required=True, help="comma-separated fold numbers, e.g. 1,2,3,4,5")
     p.add_argument("--root", default=None, help="output folder (default: runs/kfold-<config name>)")

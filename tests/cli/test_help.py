@@ -138,3 +138,10 @@ def test_every_verb_help_shows_each_default_and_range(wide, capsys):
                 assert line.count("default") == 1, f"a default stated twice: {line}"
             if isinstance(a.type, Bounded):
                 assert a.type.range in line, (verb, line)
+
+
+def test_kfold_help_shows_its_defaults_too(wide, capsys):
+    """kfold parses its own arguments (the rest go to LightningCLI) with the same parser class."""
+    entries = _entries(_help(["kfold"], capsys))
+    assert "{best,last}" in entries["--ckpt"] and "default: best" in entries["--ckpt"]
+    assert "default: runs/kfold-<config name>" in entries["--root"]
