@@ -84,10 +84,15 @@ class HelpFormatter(argparse.HelpFormatter):
             extra.append(action.type.range)
         default = action.default
         shown = default is not None and default is not False and default != argparse.SUPPRESS
-        if shown and action.option_strings and "%(default)" not in text:
+        flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)  # its value is no default
+        if shown and action.option_strings and not flag and "%(default)" not in text:
             listed = " ".join(map(str, default)).replace("%", "%%") if isinstance(default, list) else None
             extra.append(f"default: {listed or '%(default)s'}")
-        return f"{text} ({'; '.join(extra)})".lstrip() if extra else text
+        if not extra:
+            return text
+        if text.endswith(")"):  # one parenthesis: (default: the model's; 1000 <= HZ <= 768000)
+            return f"{text[:-1]}; {'; '.join(extra)})"
+        return f"{text} ({'; '.join(extra)})".lstrip()
 
     def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
         return action.type.metavar if isinstance(action.type, Bounded) else super()._get_default_metavar_for_optional(action)
