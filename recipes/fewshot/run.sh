@@ -50,7 +50,9 @@ if [ "$stage" -le 4 ] && [ "$stop" -ge 4 ]; then   # 4: 10 % labels: semi-superv
   : > "$out/semi_results.txt"
   for seed in ${SEEDS:-0 1 2}; do
     for semi in null pseudo_label mean_teacher; do
-      run=(--config "$here/semi.yaml" --data.init_args.root="$root" --model.init_args.semi=$semi
+      if [ "$semi" = null ]; then regime=(--model.class_path=sed.tasks.ClassificationTask)  # supervised only
+      else regime=(--model.init_args.semi=$semi); fi
+      run=(--config "$here/semi.yaml" --data.init_args.root="$root" "${regime[@]}"
            --seed_everything=$seed --data.init_args.seed=$seed --trainer.default_root_dir="$out/semi_${semi}_$seed")
       sedkit fit "${run[@]}"
       acc=$(sedkit test "${run[@]}" --ckpt_path="$out/semi_${semi}_$seed/checkpoints/last.ckpt" |

@@ -1,8 +1,15 @@
-"""LightningModules: a model + augmentations + loss + metrics (no signal processing inside)."""
+"""LightningModules: a model + augmentations + loss + metrics (no signal processing inside).
 
-from sed.tasks.classification import ClassificationTask
+One class per training regime on one base (:class:`~sed.tasks.base.Task`); see :mod:`sed.tasks.base`.
+"""
+
+from sed.tasks.base import Task
+from sed.tasks.classification import ClassificationTask, ClipTask
 from sed.tasks.distillation import DistillationTask
 from sed.tasks.patchmix import PatchMixTask
+from sed.tasks.probe import ProbeTask
 from sed.tasks.seld import SELDTask
+from sed.tasks.semi import SemiSupervisedTask
 
-__all__ = ["ClassificationTask", "DistillationTask", "PatchMixTask", "SELDTask"]
+__all__ = ["ClassificationTask", "ClipTask", "DistillationTask", "PatchMixTask", "ProbeTask", "SELDTask",
+           "SemiSupervisedTask", "Task"]

@@ -1,126 +1,50 @@
-"""ClassificationTask: a registry model + augmentation + loss + metrics, as a LightningModule.
+"""Clip classification: :class:`ClipTask` (what every clip regime shares) and :class:`ClassificationTask`
+(supervised training).
 
-It holds no signal processing and no model internals: the model computes its own features
+A task holds no signal processing and no model internals: the model computes its own features
 (``model.features``), the task may mask them (SpecAugment) and hands them back
-(``model.forward_from_features``). Waveform mixup happens before the front end.
-
-``transfer: probe`` fits a probe head on cached embeddings (:mod:`sed.tasks.probe`); ``semi`` adds
-an unlabelled loss (:mod:`sed.tasks.semi`).
+(``model.forward_from_features``). Waveform mixup happens before the front end. The other clip regimes
+build on :class:`ClipTask` / :class:`ClassificationTask`: :class:`~sed.tasks.probe.ProbeTask`,
+:class:`~sed.tasks.semi.SemiSupervisedTask`, :class:`~sed.tasks.patchmix.PatchMixTask` and
+:class:`~sed.tasks.distillation.DistillationTask`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from sed.tasks.optim import build_optimizer, build_scheduler
-from sed.tasks.probe import PROBES, EmbeddingCache, fit_probe_head
-from sed.tasks.semi import SEMI_MODES, MeanTeacher, consistency_loss, pseudo_label_loss, rampup
-from sed.tasks.transfer import apply_transfer, backbone_modules
+from sed.tasks.base import Task
+from sed.tasks.transfer import MODES, apply_transfer, backbone_modules
+
+__all__ = ["ClassificationTask", "ClipTask"]
 
 
-class ClassificationTask(pl.LightningModule):
-    """Single-label (cross-entropy) or multi-label (BCE) audio classification.
+class ClipTask(Task):
+    """Single-label (cross-entropy) or multi-label (BCE) clip classification: targets, loss, validation
+    and test metrics (accuracy, macro F1, per-class recall and the confusion matrix; mAP for multi-label
+    data), predictions. Training is the subclass's. Takes :class:`~sed.tasks.base.Task`'s arguments."""
 
-    Args:
-        model_name, model_kwargs, pretrained: the model, from ``sed.models.create_model``.
-        num_classes, labels, multi_label: linked from the data module by ``sedkit fit``.
-        label_smoothing: cross-entropy label smoothing (single-label).
-        class_weights: None, a list, or ``"inverse_frequency"`` (weights proportional to
-            1 / class count, normalised to sum 1, from the training data).
-        optimizer, lr, weight_decay, betas: Adam / AdamW / SGD.
-        scheduler: ``none``, ``multistep`` (AST: from ``lr_start`` every ``lr_step`` epochs by
-            ``lr_gamma``) or ``cosine`` (to ``lr * min_lr_ratio``); ``warmup_steps`` as in AST.
-        transfer, finetune_blocks: ``all``, ``head``, ``frozen``, ``last_n`` (see sed.tasks.transfer) or
-            ``probe`` (cached embeddings + a fitted head: ``probe`` is ``logistic`` or ``linear``,
-            ``probe_l2`` its L2 weight; see sed.tasks.probe).
-        semi: None, ``pseudo_label`` or ``mean_teacher`` with ``semi_weight``, ``semi_rampup`` (steps),
-            ``pseudo_threshold``, ``ema_decay`` (see sed.tasks.semi); needs unlabelled data.
-        freqm, timem: SpecAugment mask widths on the features; masks fill with the front end's
-            ``mask_value`` (AST masks to zero before normalisation).
-        mixup, mixup_alpha: probability of waveform mixup per sample, lambda ~ Beta(alpha, alpha).
-        monitor: metric for best checkpoints (``val_acc``, ``val_f1``, ``val_map`` or ``val_loss``); save_top_k.
-    """
+    #: True when the backbone is a fixed feature extractor (eval mode, no autograd)
+    frozen_backbone = False
 
-    def __init__(
-        self,
-        model_name: str = "cnn_small",
-        num_classes: int = 2,
-        labels: list[str] | None = None,
-        multi_label: bool = False,
-        pretrained: str | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
-        class_weights: list[float] | str | None = None,
-        optimizer: str = "adam",
-        lr: float = 1e-4,
-        weight_decay: float = 5e-7,
-        betas: tuple[float, float] = (0.95, 0.999),
-        scheduler: str = "none",
-        warmup_steps: int = 0,
-        lr_start: int = 5,
-        lr_step: int = 1,
-        lr_gamma: float = 0.85,
-        min_lr_ratio: float = 1e-3,
-        transfer: str = "all",
-        finetune_blocks: int = 0,
-        freqm: int = 0,
-        timem: int = 0,
-        mixup: float = 0.0,
-        mixup_alpha: float = 10.0,
-        monitor: str | None = None,
-        save_top_k: int = 1,
-        probe: str = "logistic",
-        probe_l2: float = 1e-3,
-        semi: str | None = None,
-        semi_weight: float = 1.0,
-        semi_rampup: int = 0,
-        pseudo_threshold: float = 0.95,
-        ema_decay: float = 0.999,
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        from sed.models import create_model
-
-        kwargs = dict(model_kwargs or {})
-        if labels:
-            kwargs["labels"] = list(labels)
-        self.model = create_model(model_name, num_classes=num_classes, pretrained=pretrained, **kwargs)
-        self.model.multi_label = bool(multi_label)
-        self.labels = list(labels) if labels else [str(i) for i in range(num_classes)]
-        self.trainable = apply_transfer(self.model, "head" if transfer == "probe" else transfer, finetune_blocks)
-        self.probe_cache = None
-        if transfer == "probe":
-            if probe not in PROBES:
-                raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
-            if freqm or timem or mixup or semi:
-                raise ValueError("transfer 'probe' embeds each clip once: it takes no freqm/timem/mixup/semi")
-            self.probe_cache = EmbeddingCache()
-            self.automatic_optimization = False  # no optimiser steps: the head is fitted, not trained
-        if semi is not None and semi not in SEMI_MODES:
-            raise ValueError(f"semi must be one of {', '.join(SEMI_MODES)} or null, got {semi!r}")
-        if not 0.0 < pseudo_threshold <= 1.0 or not 0.0 <= ema_decay < 1.0:
-            raise ValueError("pseudo_threshold must be in (0, 1] and ema_decay in [0, 1)")
-        self.teacher = MeanTeacher(self.model) if semi == "mean_teacher" else None
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.model.multi_label = bool(self.hparams.multi_label)
+        num_classes = self.hparams.num_classes
         self.specaugment = None
-        if freqm or timem:
-            from sed.augment.specaugment import SpecAugment
-
-            mask_value = float(getattr(getattr(self.model, "frontend", None), "mask_value", 0.0))
-            self.specaugment = SpecAugment(freqm=freqm, timem=timem, mask_value=mask_value)
+        self.label_smoothing = 0.0
         self.register_buffer("class_weight", torch.ones(num_classes), persistent=False)
-        self._weighted = class_weights is not None
-        if isinstance(class_weights, list | tuple):
-            if len(class_weights) != num_classes:
-                raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
-            self.class_weight = torch.tensor(class_weights, dtype=torch.float32)
+        self._weighted = False
         self.metrics = nn.ModuleDict({stage: self._make_metrics() for stage in ("val", "test")})
-        self.train_acc = None if multi_label else torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+        self.train_acc = None if self.hparams.multi_label else \
+            torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+
+    @property
+    def default_monitor(self) -> str:
+        return "val_map" if self.hparams.multi_label else "val_acc"
 
     # ----------------------------------------------------------------------------- metrics
     def _make_metrics(self) -> nn.ModuleDict:
@@ -139,32 +63,14 @@ class ClassificationTask(pl.LightningModule):
             "confusion": tm.MulticlassConfusionMatrix(c),
         })
 
-    @property
-    def monitor(self) -> tuple[str, str]:
-        name = self.hparams.monitor or ("val_map" if self.hparams.multi_label else "val_acc")
-        return name, "min" if name.endswith("loss") else "max"
-
-    # ----------------------------------------------------------------------------- setup
-    def setup(self, stage: str) -> None:
-        if self.hparams.class_weights == "inverse_frequency":
-            dm = getattr(self.trainer, "datamodule", None)
-            if dm is None or not hasattr(dm, "class_counts"):
-                raise ValueError("class_weights='inverse_frequency' needs a data module with class_counts()")
-            counts = torch.as_tensor(dm.class_counts(), dtype=torch.float32).clamp_min(1)
-            w = 1.0 / counts
-            self.class_weight = (w / w.sum()).to(self.device)
-
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.hparams.transfer in ("frozen", "probe"):
+        if self.frozen_backbone:
             for m in backbone_modules(self.model):
                 m.eval()
         return self
 
     # ----------------------------------------------------------------------------- forward
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(wave, lengths=lengths)
-
     def _logits(self, wave: torch.Tensor, lengths: torch.Tensor | None, augment: bool,
                 model: nn.Module | None = None) -> torch.Tensor:
         model = self.model if model is None else model
@@ -173,7 +79,7 @@ class ClassificationTask(pl.LightningModule):
     def _from_features(self, feats: torch.Tensor, augment: bool, model: nn.Module) -> torch.Tensor:
         if augment and self.specaugment is not None:
             feats = self.specaugment(feats)
-        if self.hparams.transfer in ("frozen", "probe"):
+        if self.frozen_backbone:
             with torch.no_grad():
                 pooled = model.forward_fbank_pooled(feats)
             return model.head(pooled)
@@ -189,89 +95,18 @@ class ClassificationTask(pl.LightningModule):
         weight = self.class_weight if self._weighted else None
         if self.hparams.multi_label:
             return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=None, weight=weight)
-        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing)
 
-    # ----------------------------------------------------------------------------- steps
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        unlabeled = None
-        if "labeled" in batch:  # semi-supervised data: {"labeled": batch, "unlabeled": batch}
-            batch, unlabeled = batch["labeled"], batch.get("unlabeled")
-        if self.probe_cache is not None:
-            y = batch["label"] if self.hparams.multi_label else batch["label"].long()
-            new = self.probe_cache.add_batch(self.model.embed, batch["wave"], batch.get("lengths"), y)
-            self.log("probe_embedded", float(new), on_step=False, on_epoch=True, reduce_fx="sum")
-            if self._trainer is not None:  # changes nothing (no gradients); counts the step, so checkpoints are written
-                self.optimizers().step()
-            return None  # the head is fitted on the cache before validation (sed.tasks.probe)
-        wave, lengths, targets = batch["wave"], batch.get("lengths"), self._targets(batch["label"])
-        if self.hparams.mixup > 0:
-            from sed.augment.mixup import mixup
-
-            mixed = mixup(wave, targets, alpha=self.hparams.mixup_alpha, prob=self.hparams.mixup, lengths=lengths)
-            wave, targets, lengths = mixed.wave, mixed.targets, mixed.lengths
-        logits = self._logits(wave, lengths, augment=True)
-        loss = self.loss_fn(logits, targets)
-        if self.hparams.semi is not None:
-            if unlabeled is None:
-                raise ValueError("semi-supervised training needs unlabelled data: set data.init_args.unlabeled "
-                                 "or data.init_args.labeled_fraction")
-            loss = loss + self._semi_loss(batch, logits, unlabeled)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=wave.shape[0],
-                 sync_dist=True)
+    def log_train(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Log the training loss and (single-label) accuracy of a batch; ``targets`` [B, C] or class ids."""
+        n = logits.shape[0]
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         if self.train_acc is not None:
-            self.train_acc(logits.argmax(-1), targets.argmax(-1))
-            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=wave.shape[0])
-        return loss
+            self.train_acc(logits.argmax(-1), targets.argmax(-1) if targets.dim() == 2 else targets.long())
+            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
 
-    # ----------------------------------------------------------------------------- semi-supervised
-    def _semi_loss(self, batch: dict, logits: torch.Tensor, unlabeled: dict) -> torch.Tensor:
-        h = self.hparams
-        uw, ul, labels = unlabeled["wave"], unlabeled.get("lengths"), unlabeled["label"]
-        weight = h.semi_weight * rampup(self.global_step, h.semi_rampup)
-        if h.semi == "pseudo_label":
-            feats = self.model.features(uw, ul)  # once for the clean and the augmented view
-            with torch.no_grad():
-                clean = self._from_features(feats, False, self.model)
-            term, stats = pseudo_label_loss(clean, self._from_features(feats, True, self.model), h.pseudo_threshold,
-                                            h.multi_label, labels)
-        else:
-            teacher = self.teacher.model
-            with torch.no_grad():
-                t_u = self._logits(uw, ul, augment=True, model=teacher)
-                t_l = self._logits(batch["wave"], batch.get("lengths"), augment=True, model=teacher)
-            s_u = self._logits(uw, ul, augment=True)
-            term = consistency_loss(s_u, t_u, h.multi_label) + consistency_loss(logits, t_l, h.multi_label)
-            stats = {"used": torch.ones((), device=uw.device), **self.teacher.accuracy_stats(t_u, labels, h.multi_label)}
-        n = uw.shape[0]
-        self.log("semi_used", stats["used"], on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("semi_weight", weight, on_step=False, on_epoch=True, batch_size=n)
-        if stats.get("counted", 0) > 0:
-            self.log("pseudo_acc", stats["correct"] / stats["counted"], on_step=False, on_epoch=True,
-                     batch_size=int(stats["counted"]), sync_dist=True)
-        return weight * term
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.teacher is not None:
-            self.teacher.update(self.model, min(self.hparams.ema_decay, 1.0 - 1.0 / (self.global_step + 1)))
-
-    # ----------------------------------------------------------------------------- probe
-    def _fit_probe(self) -> None:
-        if self.probe_cache is None or not self.probe_cache.changed:
-            return
-        emb, targets = self.probe_cache.pooled()
-        acc = fit_probe_head(self.model.head, emb, targets, self.hparams.probe, self.hparams.probe_l2,
-                             bool(self.hparams.multi_label))
-        self.probe_cache.fitted_size = len(self.probe_cache.rows)
-        self.probe_train_acc, self.probe_clips = acc, int(emb.shape[0])
-
-    def on_validation_epoch_start(self) -> None:
-        if not self.trainer.sanity_checking:
-            self._fit_probe()
-
-    def on_train_end(self) -> None:
-        self._fit_probe()
-
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    # ----------------------------------------------------------------------------- validation and test
+    def eval_step(self, batch: dict, stage: str) -> None:
         logits = self._logits(batch["wave"], batch.get("lengths"), augment=False)
         labels = batch["label"]
         if "pad" in batch:  # repeats that keep DDP ranks in step (streamed shards): not scored
@@ -292,16 +127,7 @@ class ClassificationTask(pl.LightningModule):
             for metric in m.values():
                 metric.update(pred, y)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        if stage == "val" and getattr(self, "probe_clips", 0):
-            self.log("probe_train_acc", self.probe_train_acc)
-            self.log("probe_clips", float(self.probe_clips))
+    def eval_epoch_end(self, stage: str) -> None:
         m = self.metrics[stage]
         for name, metric in m.items():
             value = metric.compute()
@@ -314,44 +140,96 @@ class ClassificationTask(pl.LightningModule):
                         and self.trainer.logger is not None:  # no logger: no files (not into the cwd)
                     from sed.metrics.confusion import write_confusion_csv
 
-                    write_confusion_csv(f"{log_dir}/confusion_{stage}.csv", value.cpu().numpy(), self.labels)
+                    write_confusion_csv(f"{log_dir}/confusion_{stage}.csv", value.cpu().numpy(), self.labels,
+                                        meta={"split": stage, "epoch": self.current_epoch,
+                                              "checkpoint": self.trainer.ckpt_path})
             else:
                 self.log(f"{stage}_{name}", value, prog_bar=name in ("acc", "map"), sync_dist=True)
             metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         logits = self.model(batch["wave"], lengths=batch.get("lengths"))
         scores = torch.sigmoid(logits) if self.hparams.multi_label else torch.softmax(logits, -1)
         return {"path": batch.get("path"), "scores": scores.float().cpu(), "pad": batch.get("pad")}
 
-    # ----------------------------------------------------------------------------- optimisation
-    def configure_optimizers(self):
-        h = self.hparams
-        opt = build_optimizer(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.betas)
-        max_epochs = max(1, self.trainer.max_epochs or 1)
-        steps = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
-        sched = build_scheduler(opt, h.scheduler, steps, max_epochs, warmup_steps=h.warmup_steps,
-                                **({"start": h.lr_start, "step": h.lr_step, "gamma": h.lr_gamma} if h.scheduler == "multistep" else {}),
-                                **({"min_lr_ratio": h.min_lr_ratio} if h.scheduler == "cosine" else {}))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # ----------------------------------------------------------------------------- checkpoints
-    def sed_description(self) -> dict:
-        from sed.checkpoint import describe
+class ClassificationTask(ClipTask):
+    """Supervised clip classification.
 
-        return describe(self.model, self.labels, multi_label=bool(self.hparams.multi_label), state_dict_prefix="model.")
+    Args (besides :class:`~sed.tasks.base.Task`'s):
+        label_smoothing: cross-entropy label smoothing (single-label).
+        class_weights: None, a list, or ``"inverse_frequency"`` (weights proportional to
+            1 / class count, normalised to sum 1, from the training data).
+        transfer, finetune_blocks: ``all``, ``head``, ``frozen``, ``last_n`` (see :mod:`sed.tasks.transfer`).
+            A probe fitted on cached embeddings is :class:`~sed.tasks.probe.ProbeTask`.
+        freqm, timem: SpecAugment mask widths on the features; masks fill with the front end's
+            ``mask_value`` (AST masks to zero before normalisation).
+        mixup, mixup_alpha: probability of waveform mixup per sample, lambda ~ Beta(alpha, alpha).
+    """
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["sed_meta"] = self.sed_description()
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | str | None = None,
+        transfer: str = "all",
+        finetune_blocks: int = 0,
+        freqm: int = 0,
+        timem: int = 0,
+        mixup: float = 0.0,
+        mixup_alpha: float = 10.0,
+        **kwargs,
+    ):
+        if transfer == "probe":
+            raise ValueError("transfer: 'probe' is its own task now: class_path sed.tasks.ProbeTask "
+                             "(with probe and probe_l2)")
+        if transfer not in MODES:
+            raise ValueError(f"transfer must be one of {', '.join(MODES)}, got {transfer!r}")
+        if isinstance(class_weights, str) and class_weights != "inverse_frequency":
+            raise ValueError(f"class_weights must be a list, 'inverse_frequency' or null, got {class_weights!r}")
+        super().__init__(**kwargs)
+        num_classes = self.hparams.num_classes
+        self.frozen_backbone = transfer == "frozen"
+        self.trainable = apply_transfer(self.model, transfer, finetune_blocks)
+        self.label_smoothing = float(label_smoothing)
+        if freqm or timem:
+            from sed.augment.specaugment import SpecAugment
 
-    def configure_callbacks(self):
-        from sed.tasks.callbacks import default_callbacks
+            mask_value = float(getattr(getattr(self.model, "frontend", None), "mask_value", 0.0))
+            self.specaugment = SpecAugment(freqm=freqm, timem=timem, mask_value=mask_value)
+        self._weighted = class_weights is not None
+        if isinstance(class_weights, list | tuple):
+            if len(class_weights) != num_classes:
+                raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
+            self.class_weight = torch.tensor(class_weights, dtype=torch.float32)
 
-        name, mode = self.monitor
-        return default_callbacks(monitor=name, mode=mode, save_top_k=self.hparams.save_top_k)
+    def setup(self, stage: str) -> None:
+        if self.hparams.class_weights == "inverse_frequency":
+            dm = getattr(self.trainer, "datamodule", None)
+            if dm is None or not hasattr(dm, "class_counts"):
+                raise ValueError("class_weights='inverse_frequency' needs a data module with class_counts()")
+            counts = torch.as_tensor(dm.class_counts(), dtype=torch.float32).clamp_min(1)
+            w = 1.0 / counts
+            self.class_weight = (w / w.sum()).to(self.device)
+
+    def mixed(self, batch: dict) -> dict:
+        """The batch with float ``targets`` [B, C], its waveforms mixed when ``mixup`` is on."""
+        wave, lengths, targets = batch["wave"], batch.get("lengths"), self._targets(batch["label"])
+        if self.hparams.mixup > 0:
+            from sed.augment.mixup import mixup
+
+            m = mixup(wave, targets, alpha=self.hparams.mixup_alpha, prob=self.hparams.mixup, lengths=lengths)
+            wave, targets, lengths = m.wave, m.targets, m.lengths
+        return {**batch, "wave": wave, "lengths": lengths, "targets": targets}
+
+    def supervised_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, logits, targets)`` of one labelled batch (mixup and SpecAugment applied)."""
+        batch = self.mixed(batch)
+        logits = self._logits(batch["wave"], batch["lengths"], augment=True)
+        return self.loss_fn(logits, batch["targets"]), logits, batch["targets"]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if "labeled" in batch:  # data with unlabelled clips: supervised training uses the labelled part
+            batch = batch["labeled"]
+        loss, logits, targets = self.supervised_loss(batch)
+        self.log_train(loss, logits, targets)
+        return loss

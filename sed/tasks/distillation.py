@@ -220,13 +220,8 @@ class DistillationTask(ClassificationTask):
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        wave, lengths, targets = batch["wave"], batch.get("lengths"), self._targets(batch["label"])
-        if self.hparams.mixup > 0:
-            from sed.augment.mixup import mixup
-
-            mixed = mixup(wave, targets, alpha=self.hparams.mixup_alpha, prob=self.hparams.mixup, lengths=lengths)
-            batch = {**batch, "wave": mixed.wave, "lengths": mixed.lengths}
-            wave, targets, lengths = mixed.wave, mixed.targets, mixed.lengths
+        batch = self.mixed(batch)  # the teachers see the mixed waves too
+        wave, lengths, targets = batch["wave"], batch["lengths"], batch["targets"]
         teacher = self.teacher_logits(batch)
         multi = bool(self.hparams.multi_label)
         probs = soften(list(teacher), self.temperature, multi_label=multi)
@@ -234,14 +229,10 @@ class DistillationTask(ClassificationTask):
         fn = multilabel_distillation_loss if multi else distillation_loss
         terms = fn(logits, target=targets, temperature=self.temperature, alpha=self.alpha, teacher_probs=probs,
                    return_terms=True)
-        bs = wave.shape[0]
-        self.log("train_loss", terms.total, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log_train(terms.total, logits, targets)
         for name, value in (("train_kd", terms.kd), ("train_ce", terms.ce)):
             if value is not None:
-                self.log(name, value, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
-        if self.train_acc is not None:
-            self.train_acc(logits.argmax(-1), targets.argmax(-1))
-            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
+                self.log(name, value, on_step=False, on_epoch=True, batch_size=wave.shape[0], sync_dist=True)
         return terms.total
 
     # ----------------------------------------------------------------------------- checkpoints

@@ -82,15 +82,12 @@ class PatchMixTask(ClassificationTask):
         c = self.hparams.num_classes
         self.icbhi = nn.ModuleDict({s: ICBHIScore(two_class=icbhi_two_class, num_classes=c) for s in ("val", "test")})
 
-    @property
-    def monitor(self) -> tuple[str, str]:
-        name = self.hparams.monitor or "val_score"
-        return name, "min" if name.endswith("loss") else "max"
+    default_monitor = "val_score"
 
     # ----------------------------------------------------------------------------- training
     def _ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         weight = self.class_weight if self._weighted else None
-        return F.cross_entropy(logits, y, weight=weight, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=self.label_smoothing)
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, logits)`` of the configured method on one batch (no logging)."""
@@ -117,11 +114,7 @@ class PatchMixTask(ClassificationTask):
         if self.method == "ce" and self.hparams.mixup > 0:
             return super().training_step(batch, batch_idx)  # waveform mixup: the parent's soft-target CE
         loss, logits = self.training_loss(batch)
-        b = logits.shape[0]
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b, sync_dist=True)
-        if self.train_acc is not None:
-            self.train_acc(logits.argmax(-1), batch["label"].long())
-            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=b)
+        self.log_train(loss, logits, batch["label"].long())
         return loss
 
     # ----------------------------------------------------------------------------- moving-average update
@@ -147,7 +140,7 @@ class PatchMixTask(ClassificationTask):
                     new.copy_((b * old[k].double() + (1 - b) * new.double()).to(new.dtype))
 
     # ----------------------------------------------------------------------------- evaluation
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    def eval_step(self, batch: dict, stage: str) -> None:
         logits = self._logits(batch["wave"], batch.get("lengths"), augment=False)
         y = batch["label"].long()
         loss = self._ce(logits, y)
@@ -157,8 +150,8 @@ class PatchMixTask(ClassificationTask):
             metric.update(pred, y)
         self.icbhi[stage].update(pred, y)
 
-    def _eval_epoch_end(self, stage: str) -> None:
-        super()._eval_epoch_end(stage)
+    def eval_epoch_end(self, stage: str) -> None:
+        super().eval_epoch_end(stage)
         sp, se, score = self.icbhi[stage].compute()
         self.log(f"{stage}_sp", sp, sync_dist=True)
         self.log(f"{stage}_se", se, sync_dist=True)

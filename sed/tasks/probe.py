@@ -1,4 +1,4 @@
-"""``transfer: probe``: embeddings computed once per clip and cached, then a probe head fitted on them.
+""":class:`ProbeTask`: embeddings computed once per clip and cached, then a probe head fitted on them.
 
 The notes' "extract feature vector" mode. The backbone is frozen and kept in eval mode; each training
 batch is embedded once (no gradient) and cached by the content of its waveform (SHA-256 of the valid
@@ -10,7 +10,7 @@ regression of the one-hot/multi-hot targets in closed form (:func:`~sed.models.l
 Layers of the head before that Linear (AST's LayerNorm, the CNNs' Dropout) run in eval mode on the
 way. With random training crops every epoch adds the new crops to the cache (``max_epochs: 1`` embeds
 each clip once). Under DDP the ranks pool their cached embeddings before the fit, so every rank fits
-the same head on all the clips. The task runs with manual optimisation in this mode: a training step
+the same head on all the clips. The task runs with manual optimisation: a training step
 embeds and caches, and makes an optimiser step with no gradients (it changes nothing but counts the
 step, so checkpoints are written); Lightning refuses skipped steps under DDP otherwise.
 """
@@ -23,8 +23,10 @@ import torch
 from torch import nn
 
 from sed.models.linear_probe import fit_logistic, fit_ridge
+from sed.tasks.classification import ClipTask
+from sed.tasks.transfer import apply_transfer
 
-__all__ = ["PROBES", "EmbeddingCache", "fit_probe_head"]
+__all__ = ["PROBES", "EmbeddingCache", "ProbeTask", "fit_probe_head"]
 
 PROBES = ("logistic", "linear")
 
@@ -79,7 +81,7 @@ def _last_linear(head: nn.Module) -> tuple[nn.Module, nn.Linear]:
     layers = list(head) if isinstance(head, nn.Sequential) else [head]
     idx = max((i for i, m in enumerate(layers) if isinstance(m, nn.Linear)), default=None)
     if idx is None or any(isinstance(m, nn.Linear) for m in layers[idx + 1:]) or idx != len(layers) - 1:
-        raise ValueError(f"transfer 'probe' fits a head ending in nn.Linear; this head is {type(head).__name__}")
+        raise ValueError(f"a probe fits a head ending in nn.Linear; this head is {type(head).__name__}")
     return nn.Sequential(*layers[:idx]), layers[idx]
 
 
@@ -106,3 +108,74 @@ def fit_probe_head(head: nn.Module, embeddings: torch.Tensor, targets: torch.Ten
     if multi_label:
         return float(((logits >= (0.0 if probe == "logistic" else 0.5)) == y.bool()).float().mean())
     return float((logits.argmax(-1) == y).float().mean())
+
+
+class ProbeTask(ClipTask):
+    """A frozen backbone's embeddings, cached, and a probe head fitted on them (see the module docstring).
+
+    Args:
+        model_name, model_kwargs, pretrained, num_classes, labels, multi_label: as every task.
+        probe: ``logistic`` or ``linear``; probe_l2: its L2 weight.
+        monitor, save_top_k: best checkpoints.
+
+    No optimiser, augmentation or loss options: nothing is trained by gradient.
+    """
+
+    frozen_backbone = True
+
+    def __init__(
+        self,
+        model_name: str = "cnn_small",
+        num_classes: int = 2,
+        labels: list[str] | None = None,
+        multi_label: bool = False,
+        pretrained: str | None = None,
+        model_kwargs: dict | None = None,
+        probe: str = "logistic",
+        probe_l2: float = 1e-3,
+        monitor: str | None = None,
+        save_top_k: int = 1,
+    ):
+        if probe not in PROBES:
+            raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
+        super().__init__(model_name=model_name, num_classes=num_classes, labels=labels, multi_label=multi_label,
+                         pretrained=pretrained, model_kwargs=model_kwargs, monitor=monitor, save_top_k=save_top_k)
+        self.trainable = apply_transfer(self.model, "head")
+        self.probe_cache = EmbeddingCache()
+        self.automatic_optimization = False  # no optimiser steps: the head is fitted, not trained
+
+    def configure_optimizers(self):
+        # no gradients reach it: its steps change nothing and only count (so checkpoints are written)
+        return torch.optim.SGD(self.model.head.parameters(), lr=0.0)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        if "labeled" in batch:
+            batch = batch["labeled"]
+        y = batch["label"] if self.hparams.multi_label else batch["label"].long()
+        new = self.probe_cache.add_batch(self.model.embed, batch["wave"], batch.get("lengths"), y)
+        self.log("probe_embedded", float(new), on_step=False, on_epoch=True, reduce_fx="sum")
+        if self._trainer is not None:  # changes nothing (no gradients); counts the step, so checkpoints are written
+            self.optimizers().step()
+        return None  # the head is fitted on the cache before validation
+
+    def _fit_probe(self) -> None:
+        if not self.probe_cache.changed:
+            return
+        emb, targets = self.probe_cache.pooled()
+        acc = fit_probe_head(self.model.head, emb, targets, self.hparams.probe, self.hparams.probe_l2,
+                             bool(self.hparams.multi_label))
+        self.probe_cache.fitted_size = len(self.probe_cache.rows)
+        self.probe_train_acc, self.probe_clips = acc, int(emb.shape[0])
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._fit_probe()
+
+    def on_train_end(self) -> None:
+        self._fit_probe()
+
+    def eval_epoch_end(self, stage: str) -> None:
+        if stage == "val" and getattr(self, "probe_clips", 0):
+            self.log("probe_train_acc", self.probe_train_acc)
+            self.log("probe_clips", float(self.probe_clips))
+        super().eval_epoch_end(stage)

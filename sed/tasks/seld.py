@@ -31,12 +31,11 @@ import math
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 from sed.augment.acs import RandomACS, apply_acs_features, transform_adpit_targets
 from sed.losses.adpit import adpit_loss
-from sed.tasks.optim import build_optimizer, build_scheduler
+from sed.tasks.base import Task
 
 __all__ = ["SELDTask", "targets_to_events"]
 
@@ -56,7 +55,7 @@ def targets_to_events(target: torch.Tensor, num_frames: int | None = None) -> li
             for f, c, s, a, e, d in zip(f_idx, c_idx, s_idx, az, el, dist)]
 
 
-class SELDTask(pl.LightningModule):
+class SELDTask(Task):
     """Multi-ACCDOA SELD training (see the module docstring).
 
     Args:
@@ -72,45 +71,29 @@ class SELDTask(pl.LightningModule):
         monitor, save_top_k: best checkpoints (``val_SELD``, lower is better).
     """
 
+    default_monitor = "val_SELD"
+
     def __init__(
         self,
         model_name: str = "resnet_conformer",
         num_classes: int = 13,
-        labels: list[str] | None = None,
-        multi_label: bool = False,
-        pretrained: str | None = None,
-        model_kwargs: dict[str, Any] | None = None,
         acs_p: float = 1.0,
         freqm: int = 0,
         timem: int = 0,
-        optimizer: str = "adam",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: str = "none",
-        warmup_steps: int = 0,
-        lr_start: int = 5,
-        lr_step: int = 1,
-        lr_gamma: float = 0.85,
-        min_lr_ratio: float = 1e-3,
         threshold: float = 0.5,
         unify_threshold: float = 15.0,
         monitor: str = "val_SELD",
-        save_top_k: int = 1,
+        **kwargs: Any,
     ):
-        super().__init__()
-        if multi_label:
+        if kwargs.get("multi_label"):
             raise ValueError("SELD targets are multi-ACCDOA regression targets; multi_label must be False")
-        self.save_hyperparameters()
-        from sed.models import create_model
-
-        kwargs = dict(model_kwargs or {})
-        if labels:
-            kwargs["labels"] = list(labels)
-        self.model = create_model(model_name, num_classes=num_classes, pretrained=pretrained, **kwargs)
+        super().__init__(model_name=model_name, num_classes=num_classes, lr=lr, weight_decay=weight_decay,
+                         betas=betas, monitor=monitor, **kwargs)
         if not hasattr(self.model, "forward_features") or not hasattr(self.model, "standardizer"):
             raise ValueError(f"{model_name} is not a SELD model (no forward_features / standardizer)")
-        self.labels = list(labels) if labels else [f"class_{k}" for k in range(num_classes)]
         self.fmt = self.model.channel_layout
         self.acs = RandomACS(p=acs_p, fmt=self.fmt)
         self.specaugment = None
@@ -121,10 +104,12 @@ class SELDTask(pl.LightningModule):
         self._metrics: dict[str, Any] = {}
 
     # ----------------------------------------------------------------------------- helpers
-    @property
-    def monitor(self) -> tuple[str, str]:
-        name = self.hparams.monitor
-        return name, "max" if name.split("/")[0] in ("val_F", "val_LR") else "min"
+    @staticmethod
+    def default_labels(num_classes: int) -> list[str]:
+        return [f"class_{k}" for k in range(num_classes)]
+
+    def monitor_mode(self, name: str) -> str:
+        return "max" if name.split("/")[0] in ("val_F", "val_LR") else "min"
 
     def _new_metrics(self):
         from sed.metrics.seld import SELDMetrics2023, SELDMetrics2024
@@ -132,9 +117,6 @@ class SELDTask(pl.LightningModule):
         if self.model.with_distance:
             return SELDMetrics2024(self.hparams.num_classes, ref_cm_to_m=False)
         return SELDMetrics2023(self.hparams.num_classes)
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.model(audio)
 
     def _mask(self, feats: torch.Tensor) -> torch.Tensor:
         """Time/frequency masks shared across channels; masked bins take the standardiser mean."""
@@ -196,7 +178,7 @@ class SELDTask(pl.LightningModule):
                  sync_dist=True)
         return loss
 
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    def eval_step(self, batch: dict, stage: str) -> None:
         from sed.models.accdoa import multi_accdoa_to_detections
 
         output, target = self._align(self.model.forward_features(self._features(batch)), batch["target"])
@@ -214,13 +196,7 @@ class SELDTask(pl.LightningModule):
                                               unify_threshold=self.hparams.unify_threshold)
             metrics.update([d.to_event() for d in dets], targets_to_events(target[b], n))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def _eval_epoch_end(self, stage: str) -> None:
+    def eval_epoch_end(self, stage: str) -> None:
         metrics = self._metrics.pop(stage, None) or self._new_metrics()
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list = [None] * self.trainer.world_size
@@ -236,28 +212,9 @@ class SELDTask(pl.LightningModule):
         for label, f in zip(self.labels, metrics.class_wise["F"]):
             self.log(f"{stage}_F/{label}", float(f))
 
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = self.model.forward_features(self._features(batch))
         return {"file": batch.get("file"), "output": output.float().cpu(), "label_frames": batch.get("label_frames")}
-
-    # ----------------------------------------------------------------------------- optimisation
-    def configure_optimizers(self):
-        h = self.hparams
-        opt = build_optimizer(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.betas)
-        if h.scheduler == "none" and not h.warmup_steps:
-            return opt
-        max_epochs = max(1, self.trainer.max_epochs or 1)
-        steps = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
-        sched = build_scheduler(opt, h.scheduler, steps, max_epochs, warmup_steps=h.warmup_steps,
-                                **({"start": h.lr_start, "step": h.lr_step, "gamma": h.lr_gamma} if h.scheduler == "multistep" else {}),
-                                **({"min_lr_ratio": h.min_lr_ratio} if h.scheduler == "cosine" else {}))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ----------------------------------------------------------------------------- checkpoints
     def sed_description(self) -> dict:
@@ -270,9 +227,6 @@ class SELDTask(pl.LightningModule):
                         feature_hop_seconds=m.label_frame_samples / m.frames_per_label / m.sample_rate,
                         label_frame_samples=m.label_frame_samples,
                         standardizer_fitted=bool(m.standardizer.fitted))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["sed_meta"] = self.sed_description()
 
     def configure_callbacks(self):
         from sed.tasks.callbacks import (

@@ -1,6 +1,6 @@
 """Semi-supervised clip classification: confidence-thresholded pseudo-labels, or a mean teacher.
 
-:class:`ClassificationTask` with ``semi`` set trains on ``{"labeled": batch, "unlabeled": batch}``
+:class:`SemiSupervisedTask` (``semi``: the mode) trains on ``{"labeled": batch, "unlabeled": batch}``
 (:class:`~sed.data.datamodule.AudioDataModule` with ``unlabeled`` or ``labeled_fraction``). The loss
 is the supervised loss of the labelled batch plus ``semi_weight * ramp(step)`` times an unlabelled
 term; ``ramp`` is the sigmoid-shaped ramp-up of Laine & Aila / Tarvainen & Valpola,
@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SEMI_MODES", "MeanTeacher", "consistency_loss", "pseudo_label_loss", "rampup"]
+from sed.tasks.classification import ClassificationTask
+
+__all__ = ["SEMI_MODES", "MeanTeacher", "SemiSupervisedTask", "consistency_loss", "pseudo_label_loss", "rampup"]
 
 SEMI_MODES = ("pseudo_label", "mean_teacher")
 
@@ -112,3 +114,63 @@ class MeanTeacher(nn.Module):
             return {"correct": ((pred == labels.float()) & known[:, None]).sum().float(),
                     "counted": (known[:, None].expand_as(pred)).sum().float()}
         return {"correct": ((logits.argmax(-1) == labels) & known).sum().float(), "counted": known.sum().float()}
+
+
+class SemiSupervisedTask(ClassificationTask):
+    """Supervised classification plus an unlabelled loss (see the module docstring).
+
+    Args (besides :class:`~sed.tasks.classification.ClassificationTask`'s):
+        semi: ``pseudo_label`` or ``mean_teacher``.
+        semi_weight, semi_rampup: the weight of the unlabelled term and its ramp-up (optimiser steps).
+        pseudo_threshold: the confidence a pseudo-label needs (``pseudo_label``).
+        ema_decay: the teacher's moving-average decay (``mean_teacher``).
+    """
+
+    def __init__(self, semi: str = "pseudo_label", semi_weight: float = 1.0, semi_rampup: int = 0,
+                 pseudo_threshold: float = 0.95, ema_decay: float = 0.999, **kwargs):
+        if semi not in SEMI_MODES:
+            raise ValueError(f"semi must be one of {', '.join(SEMI_MODES)}, got {semi!r}")
+        if not 0.0 < pseudo_threshold <= 1.0 or not 0.0 <= ema_decay < 1.0:
+            raise ValueError("pseudo_threshold must be in (0, 1] and ema_decay in [0, 1)")
+        super().__init__(**kwargs)
+        self.teacher = MeanTeacher(self.model) if semi == "mean_teacher" else None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if "labeled" not in batch or batch.get("unlabeled") is None:
+            raise ValueError("semi-supervised training needs unlabelled data: set data.init_args.unlabeled "
+                             "or data.init_args.labeled_fraction")
+        labeled, unlabeled = batch["labeled"], batch["unlabeled"]
+        loss, logits, targets = self.supervised_loss(labeled)
+        loss = loss + self._semi_loss(labeled, logits, unlabeled)
+        self.log_train(loss, logits, targets)
+        return loss
+
+    def _semi_loss(self, batch: dict, logits: torch.Tensor, unlabeled: dict) -> torch.Tensor:
+        h = self.hparams
+        uw, ul, labels = unlabeled["wave"], unlabeled.get("lengths"), unlabeled["label"]
+        weight = h.semi_weight * rampup(self.global_step, h.semi_rampup)
+        if h.semi == "pseudo_label":
+            feats = self.model.features(uw, ul)  # once for the clean and the augmented view
+            with torch.no_grad():
+                clean = self._from_features(feats, False, self.model)
+            term, stats = pseudo_label_loss(clean, self._from_features(feats, True, self.model), h.pseudo_threshold,
+                                            h.multi_label, labels)
+        else:
+            teacher = self.teacher.model
+            with torch.no_grad():
+                t_u = self._logits(uw, ul, augment=True, model=teacher)
+                t_l = self._logits(batch["wave"], batch.get("lengths"), augment=True, model=teacher)
+            s_u = self._logits(uw, ul, augment=True)
+            term = consistency_loss(s_u, t_u, h.multi_label) + consistency_loss(logits, t_l, h.multi_label)
+            stats = {"used": torch.ones((), device=uw.device), **self.teacher.accuracy_stats(t_u, labels, h.multi_label)}
+        n = uw.shape[0]
+        self.log("semi_used", stats["used"], on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("semi_weight", weight, on_step=False, on_epoch=True, batch_size=n)
+        if stats.get("counted", 0) > 0:
+            self.log("pseudo_acc", stats["correct"] / stats["counted"], on_step=False, on_epoch=True,
+                     batch_size=int(stats["counted"]), sync_dist=True)
+        return weight * term
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.teacher is not None:
+            self.teacher.update(self.model, min(self.hparams.ema_decay, 1.0 - 1.0 / (self.global_step + 1)))

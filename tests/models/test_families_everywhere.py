@@ -12,7 +12,7 @@ from sed.checkpoint import save_model
 from sed.cli.main import main
 from sed.inference.classifier import Classifier
 from sed.models import create_model
-from sed.tasks import ClassificationTask
+from sed.tasks import ClassificationTask, ProbeTask
 from sed.tasks.distillation import DistillationTask
 
 LABELS = ["a", "b", "c"]
@@ -62,8 +62,8 @@ def test_classify_clip_window_and_embed(ckpts, name, capsys):
 @pytest.mark.parametrize("mode", ["all", "head", "frozen", "last_n", "probe"])
 def test_every_transfer_mode_trains_a_step(name, mode):
     torch.manual_seed(0)
-    task = ClassificationTask(model_name=name, model_kwargs=FAMILIES[name], num_classes=3, labels=LABELS,
-                              transfer=mode, finetune_blocks=1)
+    common = dict(model_name=name, model_kwargs=FAMILIES[name], num_classes=3, labels=LABELS)
+    task = ProbeTask(**common) if mode == "probe" else ClassificationTask(**common, transfer=mode, finetune_blocks=1)
     n = task.model.clip_samples
     batch = {"wave": torch.randn(4, n) * 0.1, "lengths": torch.full((4,), n), "label": torch.tensor([0, 1, 2, 0])}
     trainable = {k for k, p in task.model.named_parameters() if p.requires_grad}

@@ -12,7 +12,7 @@ from sed.cli.main import main
 from sed.data.datamodule import AudioDataModule
 from sed.models import create_model, load_model
 from sed.models.linear_probe import fit_logistic, fit_ridge
-from sed.tasks import ClassificationTask
+from sed.tasks import ClassificationTask, ProbeTask
 
 
 def _trainer(epochs: int) -> pl.Trainer:
@@ -27,8 +27,8 @@ def test_probe_head_equals_the_fit_on_directly_computed_embeddings(tiny_corpus, 
     dm = AudioDataModule(source="esc50", root=str(tiny_corpus), clip_seconds=1.0, batch_size=6, val_folds=[5],
                          cache_audio=True)
     torch.manual_seed(0)
-    task = ClassificationTask(model_name="ast_micro", model_kwargs={"input_tdim": 98}, num_classes=dm.num_classes,
-                              labels=dm.label_names, transfer="probe", probe=probe, probe_l2=1e-2)
+    task = ProbeTask(model_name="ast_micro", model_kwargs={"input_tdim": 98}, num_classes=dm.num_classes,
+                     labels=dm.label_names, probe=probe, probe_l2=1e-2)
     task.configure_callbacks = lambda: []
     backbone = {k: v.clone() for k, v in task.model.state_dict().items() if not k.startswith("head.")}
     trainer = _trainer(2)
@@ -50,18 +50,22 @@ def test_probe_head_equals_the_fit_on_directly_computed_embeddings(tiny_corpus, 
     assert trainer.callback_metrics["probe_train_acc"] >= 0.5
 
 
-def test_probe_refuses_augmentation_and_heads_without_a_linear():
-    with pytest.raises(ValueError, match="takes no freqm"):
-        ClassificationTask(model_name="cnn_tiny", num_classes=3, transfer="probe", freqm=8)
+def test_probe_refuses_augmentation_training_options_and_unknown_probes():
+    """A probe fits its head in closed form: options it does not honour are errors naming them."""
+    for option in ({"freqm": 8}, {"mixup": 0.5}, {"semi": "pseudo_label"}, {"lr": 0.1}, {"transfer": "head"}):
+        with pytest.raises(TypeError, match=next(iter(option))):
+            ProbeTask(model_name="cnn_tiny", num_classes=3, **option)
     with pytest.raises(ValueError, match="probe must be one of"):
-        ClassificationTask(model_name="cnn_tiny", num_classes=3, transfer="probe", probe="svm")
+        ProbeTask(model_name="cnn_tiny", num_classes=3, probe="svm")
+    with pytest.raises(ValueError, match="class_path sed.tasks.ProbeTask"):
+        ClassificationTask(model_name="cnn_tiny", num_classes=3, transfer="probe")
 
 
 def test_finetune_cli_with_a_probe(tiny_config, tmp_path):
     torch.manual_seed(1)
     src = save_model(tmp_path / "backbone.pt", create_model("ast_micro", num_classes=5, input_tdim=98))
     cfg = tiny_config(model__model_name="ast_micro", model__model_kwargs={"input_tdim": 98}, trainer__max_epochs=1)
-    assert main(["finetune", "--from", str(src), "--config", str(cfg), "--model.init_args.transfer=probe"]) == 0
+    assert main(["finetune", "--from", str(src), "--config", str(cfg), "--model.class_path=sed.tasks.ProbeTask"]) == 0
     ckpt = next((tmp_path / "run").rglob("last.ckpt"))
     model, desc = load_model(ckpt)
     start, _ = load_model(src)
@@ -82,9 +86,12 @@ def test_two_ddp_processes_pool_their_embeddings(tiny_config, tiny_corpus, tmp_p
     import yaml
 
     cfg_path = tiny_config(model__model_name="ast_micro", model__model_kwargs={"input_tdim": 98},
-                           model__transfer="probe", model__probe_l2=1e-2, trainer__max_epochs=1)
+                           model__probe_l2=1e-2, trainer__max_epochs=1)
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["trainer"].update(devices=2, strategy="ddp")
+    cfg["model"]["class_path"] = "sed.tasks.ProbeTask"
+    for option in ("lr", "optimizer"):  # nothing is trained by gradient: a probe takes no optimiser options
+        del cfg["model"]["init_args"][option]
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     r = subprocess.run([sys.executable, "-m", "sed", "fit", "--config", str(cfg_path)], capture_output=True,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sed.data.datamodule import AudioDataModule
 from sed.data.synth import make_esc50
 from sed.errors import DatasetError
-from sed.tasks import ClassificationTask
+from sed.tasks import ClassificationTask, SemiSupervisedTask
 from sed.tasks.semi import MeanTeacher, pseudo_label_loss, rampup
 
 
@@ -68,7 +68,7 @@ def test_labeled_fraction_and_unlabeled_folder(semi_corpus, tmp_path):
     assert len(folder.unlabeled_items) == 200 and all(it.label is None for it in folder.unlabeled_items)
     with pytest.raises(DatasetError, match="unlabeled"):
         AudioDataModule(source="esc50", root=str(semi_corpus), unlabeled=str(tmp_path / "missing"))
-    task = ClassificationTask(model_name="cnn_tiny", num_classes=5, semi="pseudo_label")
+    task = SemiSupervisedTask(model_name="cnn_tiny", num_classes=5, semi="pseudo_label")
     with pytest.raises(ValueError, match="needs unlabelled data"):
         task.training_step({"wave": torch.zeros(2, 16000), "label": torch.tensor([0, 1])}, 0)
 
@@ -79,9 +79,10 @@ def _fit(root, semi, seed):
     pl.seed_everything(seed, verbose=False)
     dm = AudioDataModule(source="esc50", root=str(root), clip_seconds=1.0, batch_size=8, val_folds=[5],
                          test_folds=[5], cache_audio=True, labeled_fraction=0.1, unlabeled_batch_size=16, seed=seed)
-    task = ClassificationTask(model_name="cnn_tiny", model_kwargs={"clip_seconds": 1.0}, num_classes=dm.num_classes,
-                              labels=dm.label_names, lr=0.003, optimizer="adamw", freqm=8, timem=20, semi=semi,
-                              semi_rampup=30, pseudo_threshold=0.9, ema_decay=0.99)
+    common = dict(model_name="cnn_tiny", model_kwargs={"clip_seconds": 1.0}, num_classes=dm.num_classes,
+                  labels=dm.label_names, lr=0.003, optimizer="adamw", freqm=8, timem=20)
+    task = ClassificationTask(**common) if semi is None else \
+        SemiSupervisedTask(**common, semi=semi, semi_rampup=30, pseudo_threshold=0.9, ema_decay=0.99)
     task.configure_callbacks = lambda: []
     trainer = pl.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
