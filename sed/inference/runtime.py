@@ -25,6 +25,7 @@ import io
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,9 @@ class OnnxModel:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
             # the names, shapes and metadata decoded once (a name or value that is not UTF-8 fails here)
-            self._inputs, self._graph_outputs = self.session.get_inputs(), self.session.get_outputs()
+            self._inputs, self._graph_outputs = ([SimpleNamespace(name=n.name, type=n.type, shape=list(n.shape))
+                                                  for n in nodes]
+                                                 for nodes in (self.session.get_inputs(), self.session.get_outputs()))
             self._props = self.session.get_modelmeta().custom_metadata_map
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own error types
             raise CheckpointError(self.path, f"not a readable ONNX model ({one_line(e)})") from None

@@ -221,3 +221,13 @@ def test_names_and_metadata_that_are_not_utf8_are_one_line(tmp_path, audio, caps
         assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
         rc, out, err_text = _classify(capsys, path, str(audio / "f1.wav"), "--format", "json")
         assert rc == 2 and out == "" and len(err_text.splitlines()) == 1, (name, out, err_text)
+
+
+def test_dim_names_that_are_not_utf8_are_one_line(tmp_path):
+    """Found by the fuzz target's long profile: a dim name that is not UTF-8 failed when its shape was read."""
+    from tests.export.fixtures import tiny_graph
+
+    path = tmp_path / "dim.onnx"
+    path.write_bytes(tiny_graph().SerializeToString().replace(b"\x05batch", b"\x05\x80atch"))
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        OnnxModel(path)
