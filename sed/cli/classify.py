@@ -18,6 +18,25 @@ def _classifiers(args: argparse.Namespace) -> list:
         raise UsageError(e) from None
 
 
+def _classifier(args: argparse.Namespace):
+    """The one Classifier of --checkpoint, or with ``--ensemble`` the EnsembleClassifier of every --checkpoint."""
+    from sed.inference.ensemble import EnsembleClassifier, ensemble_options
+
+    if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
+        raise UsageError("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")
+    if args.ensemble is not None and len(args.checkpoint) < 2:
+        raise UsageError("an ensemble needs at least two checkpoints")
+    try:
+        opts = ensemble_options(args.ensemble, args.weights, args.checkpoint) if args.ensemble else {}
+    except ValueError as e:
+        raise UsageError(e) from None
+    members = _classifiers(args)
+    try:
+        return EnsembleClassifier(members, args.ensemble, **opts) if args.ensemble else members[0]
+    except ValueError as e:  # members that do not fit together
+        raise UsageError(e) from None
+
+
 def _check_outputs(args: argparse.Namespace, outputs, files=()) -> None:
     """Refuse, before the work, ``outputs`` that cannot be written or that are one of the inputs
     (a checkpoint, the --weights file, an audio file or the --shards folder)."""
@@ -49,19 +68,12 @@ def _inputs(args: argparse.Namespace, con, sample_rate: int, outputs=()):
 
 def cmd_classify(args: argparse.Namespace, con) -> int:
     from sed.inference.classifier import crop_notes
-    from sed.inference.ensemble import classify_ensemble, ensemble_options
     from sed.inference.output import emit, format_predictions
 
     if args.hop is not None and args.window is None:
         raise UsageError("--hop needs --window")
-    if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
-        raise UsageError("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")
-    try:
-        opts = ensemble_options(args.ensemble, args.weights, args.checkpoint) if args.ensemble else {}
-    except ValueError as e:
-        raise UsageError(e) from None
-    clfs = _classifiers(args)
-    batches, failed = _inputs(args, con, clfs[0].sample_rate, [args.output] if args.output else [])
+    clf = _classifier(args)
+    batches, failed = _inputs(args, con, clf.sample_rate, [args.output] if args.output else [])
     kwargs = {"top_k": args.top_k, "window": args.window, "hop": args.hop, "aggregate": args.aggregate,
               "batch_size": args.batch_size, "multi_label": args.multi_label}
     preds = []
@@ -69,9 +81,8 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
         for sources in batches:  # a bar of files: the scores come per (segment, scores), segment.item the file
             kwargs["progress"] = lambda it, n=len(sources): con.progress(it, total=n, desc="classify",
                                                                          done=lambda scored: scored[0].item)
-            preds += classify_ensemble(clfs, sources, args.ensemble, **opts, **kwargs) if args.ensemble \
-                else clfs[0].predict(sources, **kwargs)
-    except ValueError as e:  # members that do not fit together, a bad --window
+            preds += clf.predict(sources, **kwargs)
+    except ValueError as e:  # a bad --window
         raise UsageError(e) from None
     failed += getattr(batches, "failed", 0)  # --shards: members reported as they were read
     for p in preds:

@@ -3,7 +3,7 @@
 - :mod:`~sed.inference.classifier`: :class:`Classifier` (clip and sliding-window classification, embeddings)
 - :mod:`~sed.inference.stream`: streaming classification, one result per hop in constant memory (``sedkit stream``)
 - :mod:`~sed.inference.seld`: SELD inference on files of any length, DCASE CSVs, DOA plots
-- :mod:`~sed.inference.ensemble`: the notes' four ensemble methods and ensembles of classifiers
+- :mod:`~sed.inference.ensemble`: the notes' four ensemble methods and :class:`EnsembleClassifier` (Classifier's API)
 - :mod:`~sed.inference.ensemble_eval`: members and ensemble methods scored on a data split
 - :mod:`~sed.inference.output`: predictions as tables, JSON lines and CSV
 - :mod:`~sed.inference.device`: ``--device`` and ``--precision``
@@ -11,10 +11,10 @@
 
 import importlib
 
-__all__ = ["Classifier", "FileResult", "Segment", "autocast", "classify_ensemble", "combine", "resolve_device"]
+__all__ = ["Classifier", "EnsembleClassifier", "FileResult", "Segment", "autocast", "combine", "resolve_device"]
 
 _LAZY = {"Classifier": "classifier", "FileResult": "classifier", "Segment": "classifier", "autocast": "device",
-         "resolve_device": "device", "classify_ensemble": "ensemble", "combine": "ensemble"}
+         "resolve_device": "device", "EnsembleClassifier": "ensemble", "combine": "ensemble"}
 
 
 def __getattr__(name: str):

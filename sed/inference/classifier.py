@@ -53,7 +53,43 @@ class FileResult:
     cropped: float | None = None  # clip mode, an input longer than the model takes: the seconds of its centre scored
 
 
-class Classifier:
+class Predictor:
+    """What every classifier (one model, :class:`~sed.inference.ensemble.EnsembleClassifier`) shares on top of
+    its ``score()``, ``labels`` and ``multi_label``: labels of score rows and :meth:`predict`'s rows."""
+
+    labels: list[str]
+    multi_label: bool
+    sample_rate: int
+
+    def score(self, sources: Sequence[Source], **kwargs) -> list[FileResult]:
+        raise NotImplementedError
+
+    def _label(self, i: int) -> str:
+        return self.labels[i] if i < len(self.labels) else str(i)
+
+    def top_k(self, scores: np.ndarray, k: int) -> list[dict[str, Any]]:
+        order = np.argsort(-scores, kind="stable")[: max(1, k)]
+        return [{"label": self._label(int(i)), "score": float(scores[i])} for i in order]
+
+    def predict(self, sources: Sequence[Source], top_k: int = 5, **kwargs) -> list[dict[str, Any]]:
+        """``[{"file", "top_k": [{"label", "score"}...], ("windows": [...])}]``; failed inputs carry ``error``,
+        inputs scored on their centre ``cropped`` (seconds). ``kwargs`` are :meth:`score`'s."""
+        out = []
+        for r in self.score(sources, **kwargs):
+            row: dict[str, Any] = {"file": r.name}
+            if r.cropped:
+                row["cropped"] = r.cropped
+            if r.error:
+                row["error"] = r.error
+            else:
+                row["top_k"] = self.top_k(r.scores, top_k)
+                if r.windows:
+                    row["windows"] = [{"start": s, "end": e, "top_k": self.top_k(sc, top_k)} for s, e, sc in r.windows]
+            out.append(row)
+        return out
+
+
+class Classifier(Predictor):
     """A loaded model plus everything needed to score audio files or waveforms.
 
     >>> clf = Classifier.from_pretrained("run/checkpoints/best.ckpt")   # doctest: +SKIP
@@ -94,9 +130,6 @@ class Classifier:
         return cls(model, meta, device=device, precision=precision)
 
     # ------------------------------------------------------------------ segments
-    def _label(self, i: int) -> str:
-        return self.labels[i] if i < len(self.labels) else str(i)
-
     def _clip_segment(self, idx: int, src: Source, cropped: dict[int, float]) -> Iterator[Segment]:
         wave, name = self._load(src)
         n = wave.shape[-1]
@@ -141,6 +174,20 @@ class Classifier:
         return wave[0], str(src)
 
     # ------------------------------------------------------------------ batching
+    def _infer(self, fn: Callable, wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """``fn(wave, lengths)`` on the device under inference mode and the precision's autocast, as float32 on the CPU."""
+        if lengths is None:
+            lengths = torch.full((wave.shape[0],), wave.shape[-1])
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            out = fn(wave.to(self.device), lengths.to(self.device))
+        return out.float().cpu()
+
+    def classify_batch(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
+                       multi_label: bool | None = None) -> torch.Tensor:
+        """Scores ``[B, C]`` (float32, CPU) of a batch of mono waveforms ``[B, T]`` at :attr:`sample_rate`, of which
+        ``lengths[b]`` samples are valid (default: all): softmax, or sigmoid when multi-label."""
+        return self._infer(lambda w, n: self._scores(self.model(w, lengths=n), multi_label), wave, lengths)
+
     def _run(self, segments: Iterable[Segment], batch_size: int, fn: Callable) -> Iterator[tuple[Segment, np.ndarray]]:
         pending: list[Segment] = []
 
@@ -149,10 +196,7 @@ class Classifier:
             batch = torch.zeros(len(pending), longest)
             for i, s in enumerate(pending):
                 batch[i, : s.wave.shape[-1]] = s.wave
-            lengths = torch.tensor([s.length for s in pending])
-            with torch.inference_mode(), autocast(self.device, self.precision):
-                out = fn(batch.to(self.device), lengths.to(self.device))
-            out = out.float().cpu().numpy()
+            out = fn(batch, torch.tensor([s.length for s in pending])).numpy()
             done = list(zip(pending, out))
             pending.clear()
             return done
@@ -190,10 +234,7 @@ class Classifier:
         cropped: dict[int, float] = {}
         segs = self._segments(sources, window, hop, results, cropped)
 
-        def fn(batch, lengths):
-            return self._scores(self.model(batch, lengths=lengths), multi_label)
-
-        stream = self._run(segs, batch_size, fn)
+        stream = self._run(segs, batch_size, lambda batch, lengths: self.classify_batch(batch, lengths, multi_label))
         if progress is not None:
             stream = progress(stream)
         for seg, sc in stream:
@@ -211,27 +252,6 @@ class Classifier:
                 r.scores = stack.mean(0) if aggregate == "mean" else stack.max(0)
         return results
 
-    def top_k(self, scores: np.ndarray, k: int) -> list[dict[str, Any]]:
-        order = np.argsort(-scores, kind="stable")[: max(1, k)]
-        return [{"label": self._label(int(i)), "score": float(scores[i])} for i in order]
-
-    def predict(self, sources: Sequence[Source], top_k: int = 5, **kwargs) -> list[dict[str, Any]]:
-        """``[{"file", "top_k": [{"label", "score"}...], ("windows": [...])}]``; failed inputs carry ``error``,
-        inputs scored on their centre ``cropped`` (seconds)."""
-        out = []
-        for r in self.score(sources, **kwargs):
-            row: dict[str, Any] = {"file": r.name}
-            if r.cropped:
-                row["cropped"] = r.cropped
-            if r.error:
-                row["error"] = r.error
-            else:
-                row["top_k"] = self.top_k(r.scores, top_k)
-                if r.windows:
-                    row["windows"] = [{"start": s, "end": e, "top_k": self.top_k(sc, top_k)} for s, e, sc in r.windows]
-            out.append(row)
-        return out
-
     def embed(self, sources: Sequence[Source], batch_size: int = 8, window: float | None = None,
               hop: float | None = None, progress: Callable[[Iterable], Iterable] | None = None
               ) -> tuple[np.ndarray, list[FileResult]]:
@@ -247,7 +267,7 @@ class Classifier:
         weights: dict[int, float] = {}
 
         def fn(batch, lengths):
-            return self.model.embed(batch, lengths=lengths)
+            return self._infer(lambda w, n: self.model.embed(w, lengths=n), batch, lengths)
 
         stream = self._run(self._segments(sources, window, hop, results, cropped), batch_size, fn)
         if progress is not None:

@@ -27,9 +27,9 @@ multi-label scores; ``multi_label`` and ``threshold`` only matter to ``vote``. M
 "higher is better" unless ``higher_is_better=False`` (e.g. a validation loss), which only ``rank``
 supports.
 
-:func:`classify_ensemble` scores inputs with every member (:meth:`sed.inference.Classifier.score`) and
-combines the members' probabilities row by row (clip scores, and window scores in window mode), giving
-rows in :meth:`~sed.inference.Classifier.predict`'s format (``sedkit classify --ensemble``);
+:class:`EnsembleClassifier` scores inputs with every member (:meth:`sed.inference.Classifier.score`) and
+combines the members' probabilities row by row (clip scores, and window scores in window mode), behind
+:class:`~sed.inference.Classifier`'s API (``sedkit classify --ensemble``);
 :func:`ensemble_options` reads ``--weights``.
 
 :func:`evaluate_members` scores every member on validation labels, giving the ``metrics`` for
@@ -47,9 +47,13 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from sed.errors import one_line
+import torch
 
-__all__ = ["METHODS", "check_members", "classify_ensemble", "combine", "ensemble_options", "evaluate_members",
+from sed.audio.io import resample
+from sed.errors import one_line
+from sed.inference.classifier import Classifier, FileResult, Predictor, Source
+
+__all__ = ["METHODS", "EnsembleClassifier", "check_members", "combine", "ensemble_options", "evaluate_members",
            "read_weights_file", "vote_counts", "weights_from_metrics"]
 
 METHODS = ("vote", "average", "weighted", "rank")
@@ -196,7 +200,7 @@ def _as_vector(values, name: str) -> np.ndarray:
 
 
 def _to_numpy(x):
-    if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
+    if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     if isinstance(x, (list, tuple)):
         return np.asarray([_to_numpy(v) for v in x])
@@ -223,9 +227,10 @@ def _stack(scores) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- members of a classify run
-def check_members(labels_list: Sequence[Sequence[str]], multi: Sequence[bool], names: Sequence[str]) -> None:
-    if len(labels_list) < 2:
-        raise ValueError("an ensemble needs at least two checkpoints")
+def check_members(labels_list: Sequence[Sequence[str]], multi: Sequence[bool], names: Sequence[str], least: int = 2) -> None:
+    """Members that can be combined: at least ``least`` of them, with the same labels, all single- or all multi-label."""
+    if len(labels_list) < least:
+        raise ValueError(f"an ensemble needs at least {'two checkpoints' if least == 2 else 'one member'}")
     for name, labels, ml in zip(names[1:], labels_list[1:], multi[1:]):
         if list(labels) != list(labels_list[0]):
             raise ValueError(f"{name}: labels {list(labels)} differ from {names[0]}'s {list(labels_list[0])}; "
@@ -329,46 +334,67 @@ def _same_checkpoint(a: str, b: str) -> bool:
         return False
 
 
-def classify_ensemble(classifiers: Sequence, sources: Sequence, method: str = "average",
-                      weights: Sequence[float] | None = None, metrics: Sequence[float] | None = None,
-                      top_k: int = 5, **score_kwargs: Any) -> list[dict[str, Any]]:
-    """Rows like :meth:`Classifier.predict` (``file``, ``top_k``, ``windows``, ``cropped``, ``error``) of the
-    members' combined scores. An input that fails for any member carries that member's ``error``."""
-    names = [str(c.meta.get("source") or f"member {i}") for i, c in enumerate(classifiers)]
-    check_members([c.labels for c in classifiers], [c.multi_label for c in classifiers], names)
-    ml = score_kwargs.get("multi_label")
-    multi = classifiers[0].multi_label if ml is None else bool(ml)
-    per_member = [c.score(sources, **score_kwargs) for c in classifiers]
+class EnsembleClassifier(Predictor):
+    """Members' scores combined by :func:`combine` behind :class:`~sed.inference.classifier.Classifier`'s API:
+    :meth:`score`, :meth:`predict` and :meth:`classify_batch`. Each member reads audio at its own rate (a file is
+    loaded by each; a waveform, given at :attr:`sample_rate` -- the first member's --, is resampled per member).
+    An ensemble of one is its member exactly (``average``, ``weighted``, ``rank``).
 
-    def merge(mats: list[np.ndarray]) -> np.ndarray:
-        return combine(mats, method, weights=weights, metrics=metrics, multi_label=multi)
+    >>> ens = EnsembleClassifier([Classifier.from_pretrained(p) for p in ckpts], "average")   # doctest: +SKIP
+    >>> ens.predict(["a.wav"], top_k=3)                                                        # doctest: +SKIP
+    """
 
-    rows: list[dict[str, Any]] = []
-    ok: list[int] = []
-    for i in range(len(sources)):
-        results = [m[i] for m in per_member]
-        row: dict[str, Any] = {"file": results[0].name}
-        cropped = [r.cropped for r in results if r.cropped]
-        if cropped:
-            row["cropped"] = max(cropped)
-        error = next((r.error for r in results if r.error), None)
-        if error is None and any(r.scores is None for r in results):
-            error = f"{results[0].name}: no audio to score"
-        if error is None and len({len(r.windows) for r in results}) > 1:
-            error = f"{results[0].name}: the members cut different windows (different sample rates?)"
-        if error:
-            row["error"] = error
-        else:
-            ok.append(i)
-        rows.append(row)
-    if ok:
-        clip = merge([np.stack([m[i].scores for i in ok]) for m in per_member])
-        head = classifiers[0]
-        for j, i in enumerate(ok):
-            rows[i]["top_k"] = head.top_k(clip[j], top_k)
-            windows = per_member[0][i].windows
-            if windows:
-                win = merge([np.stack([w[2] for w in m[i].windows]) for m in per_member])
-                rows[i]["windows"] = [{"start": s, "end": e, "top_k": head.top_k(sc, top_k)}
-                                      for (s, e, _), sc in zip(windows, win)]
-    return rows
+    def __init__(self, members: Sequence[Classifier], method: str = "average", weights: Sequence[float] | None = None,
+                 metrics: Sequence[float] | None = None, threshold: float = 0.5):
+        self.members = list(members)
+        names = [str(c.meta.get("source") or f"member {i}") for i, c in enumerate(self.members)]
+        check_members([c.labels for c in self.members], [c.multi_label for c in self.members], names, least=1)
+        head = self.members[0]
+        self.labels, self.multi_label, self.sample_rate = head.labels, head.multi_label, head.sample_rate
+        self.method, self.weights, self.metrics, self.threshold = method, weights, metrics, threshold
+        self.combine([np.zeros((1, max(1, len(self.labels))))] * len(self.members))  # a bad method or weights: now
+
+    def combine(self, mats: Sequence, multi_label: bool | None = None) -> np.ndarray:
+        """The members' ``[N, C]`` scores as one ``[N, C]`` matrix by this ensemble's method."""
+        ml = self.multi_label if multi_label is None else bool(multi_label)
+        return combine(mats, self.method, weights=self.weights, metrics=self.metrics, multi_label=ml,
+                       threshold=self.threshold)
+
+    def classify_batch(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
+                       multi_label: bool | None = None) -> torch.Tensor:
+        """Combined scores ``[B, C]`` of waveforms ``[B, T]`` at :attr:`sample_rate` (resampled to each member's)."""
+        if lengths is None:
+            lengths = torch.full((wave.shape[0],), wave.shape[-1])
+        mats = []
+        for m in self.members:
+            w = resample(wave, self.sample_rate, m.sample_rate)
+            n = (lengths * m.sample_rate + self.sample_rate - 1) // self.sample_rate  # ceil, as resample's length
+            mats.append(m.classify_batch(w, n.clamp(max=w.shape[-1]), multi_label).numpy())
+        return torch.from_numpy(self.combine(mats, multi_label))
+
+    def score(self, sources: Sequence[Source], multi_label: bool | None = None, **kwargs: Any) -> list[FileResult]:
+        """:meth:`Classifier.score`'s results of the combined scores (clip, and each window in window mode);
+        an input that fails for any member carries that member's ``error``."""
+        per_member = [m.score([self._at_rate(s, m.sample_rate) for s in sources], multi_label=multi_label, **kwargs)
+                      for m in self.members]
+        out = []
+        for results in zip(*per_member):
+            res = FileResult(results[0].name, cropped=max((r.cropped for r in results if r.cropped), default=None))
+            res.error = next((r.error for r in results if r.error), None)
+            if res.error is None and any(r.scores is None for r in results):
+                res.error = f"{res.name}: no audio to score"
+            if res.error is None and len({len(r.windows) for r in results}) > 1:
+                res.error = f"{res.name}: the members cut different windows (different sample rates?)"
+            if res.error is None:
+                res.scores = self.combine([r.scores[None] for r in results], multi_label)[0]
+                if results[0].windows:
+                    win = self.combine([np.stack([w[2] for w in r.windows]) for r in results], multi_label)
+                    res.windows = [(s, e, sc) for (s, e, _), sc in zip(results[0].windows, win)]
+            out.append(res)
+        return out
+
+    def _at_rate(self, src: Source, rate: int) -> Source:
+        """A waveform source (at :attr:`sample_rate`) resampled to ``rate``; a file as it is."""
+        if isinstance(src, tuple):
+            return src[0], resample(src[1].float(), self.sample_rate, rate)
+        return resample(src.float(), self.sample_rate, rate) if isinstance(src, torch.Tensor) else src

@@ -1,4 +1,4 @@
-"""Ensembles of checkpoints: classify_ensemble (sedkit classify --ensemble) and ensemble_eval."""
+"""Ensembles of checkpoints: EnsembleClassifier (sedkit classify --ensemble) and ensemble_eval."""
 
 import json
 
@@ -10,7 +10,7 @@ import yaml
 from sed.checkpoint import save_model
 from sed.data.synth import make_esc50
 from sed.inference.classifier import Classifier
-from sed.inference.ensemble import classify_ensemble, combine, ensemble_options
+from sed.inference.ensemble import EnsembleClassifier, combine, ensemble_options
 from sed.inference.ensemble_eval import ensemble_eval, format_ensemble_eval
 from sed.models import create_model
 
@@ -49,11 +49,11 @@ def setup(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["vote", "average", "weighted", "rank"])
-def test_classify_ensemble_is_combine_of_member_scores(setup, method):
+def test_ensemble_classifier_is_combine_of_member_scores(setup, method):
     clfs = [Classifier.from_pretrained(p, device="cpu") for p in setup["members"]]
     files = setup["files"]
     kw = {"weights": [0.2, 0.8]} if method == "weighted" else {"metrics": [0.9, 0.4]} if method == "rank" else {}
-    rows = classify_ensemble(clfs, [*files, setup["root"] / "missing.wav"], method, top_k=3, **kw)
+    rows = EnsembleClassifier(clfs, method, **kw).predict([*files, setup["root"] / "missing.wav"], top_k=3)
     member = [np.stack([r.scores for r in c.score(files)]) for c in clfs]
     expected = combine(member, method, **kw)
     assert len(rows) == len(files) + 1 and "error" in rows[-1] and "top_k" not in rows[-1]
@@ -66,18 +66,48 @@ def test_classify_ensemble_is_combine_of_member_scores(setup, method):
         assert not np.allclose(expected, combine(member, "average"))
 
 
-def test_classify_ensemble_windows_and_label_check(setup):
+def test_ensemble_classifier_windows_and_label_check(setup):
     clfs = [Classifier.from_pretrained(p, device="cpu") for p in setup["members"]]
     files = setup["files"][:2]
-    rows = classify_ensemble(clfs, files, "average", window=0.5, hop=0.5)
+    rows = EnsembleClassifier(clfs, "average").predict(files, window=0.5, hop=0.5)
     wins = [c.score(files, window=0.5, hop=0.5)[0].windows for c in clfs]
     assert len(rows[0]["windows"]) == len(wins[0]) >= 2
     first = (wins[0][0][2] + wins[1][0][2]) / 2
     assert rows[0]["windows"][0]["top_k"][0]["score"] == pytest.approx(first.max())
     with pytest.raises(ValueError, match="labels"):
-        classify_ensemble([clfs[0], Classifier.from_pretrained(setup["other"], device="cpu")], files, "average")
-    with pytest.raises(ValueError, match="at least two"):
-        classify_ensemble(clfs[:1], files, "average")
+        EnsembleClassifier([clfs[0], Classifier.from_pretrained(setup["other"], device="cpu")], "average")
+    with pytest.raises(ValueError, match="at least one"):
+        EnsembleClassifier([], "average")
+
+
+@pytest.mark.parametrize("method, kw", [("average", {}), ("weighted", {"weights": [2.0]}), ("rank", {"metrics": [0.5]})])
+def test_an_ensemble_of_one_is_its_classifier_exactly(setup, method, kw):
+    clf = Classifier.from_pretrained(setup["members"][0], device="cpu")
+    ens = EnsembleClassifier([clf], method, **kw)
+    files = [*setup["files"][:3], setup["root"] / "missing.wav"]
+    for options in ({}, {"window": 0.5, "hop": 0.25, "aggregate": "max"}):
+        assert ens.predict(files, top_k=3, **options) == clf.predict(files, top_k=3, **options)
+    wave = torch.randn(3, 16000)
+    lengths = torch.tensor([16000, 12000, 8000])
+    assert torch.equal(ens.classify_batch(wave, lengths).float(), clf.classify_batch(wave, lengths))
+
+
+def test_classify_batch_is_the_score_of_each_waveform(setup):
+    clfs = [Classifier.from_pretrained(p, device="cpu") for p in setup["members"]]
+    waves = [torch.randn(16000), torch.randn(9000)]
+    batch = torch.zeros(2, 16000)
+    batch[0], batch[1, :9000] = waves[0], waves[1]
+    lengths = torch.tensor([16000, 9000])
+    for clf in clfs:
+        got = clf.classify_batch(batch, lengths)
+        assert got.shape == (2, 3) and got.dtype == torch.float32
+        assert got.numpy() == pytest.approx(np.stack([r.scores for r in clf.score(waves)]), abs=1e-4)
+        assert got.sum(1).numpy() == pytest.approx([1.0, 1.0], abs=1e-5)  # softmax rows
+    ens = EnsembleClassifier(clfs, "weighted", weights=[0.2, 0.8])
+    expected = combine([c.classify_batch(batch, lengths).numpy() for c in clfs], "weighted", weights=[0.2, 0.8])
+    assert ens.classify_batch(batch, lengths).numpy() == pytest.approx(expected)
+    assert ens.classify_batch(batch, lengths).numpy() == pytest.approx(
+        np.stack([r.scores for r in ens.score(waves)]), abs=1e-4)
 
 
 def test_ensemble_options(tmp_path):
@@ -222,6 +252,8 @@ def test_sedkit_ensemble_usage_and_eval(setup, tmp_path, capsys):
     a, b = setup["members"]
     assert main(["classify", *map(str, setup["files"]), "--checkpoint", a, "--checkpoint", b]) == 2
     assert "need --ensemble" in capsys.readouterr().err
+    assert main(["classify", *map(str, setup["files"]), "--checkpoint", a, "--ensemble", "average"]) == 2
+    assert "error: an ensemble needs at least two checkpoints" in capsys.readouterr().err
     cfg = tmp_path / "data.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.datamodule.AudioDataModule",
                                             "init_args": {"root": str(setup["corpus"]), **DATA}}}))
