@@ -45,9 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
-
 import torch
+from scipy.stats import rankdata
 
 from sed.audio.io import resample
 from sed.errors import one_line
