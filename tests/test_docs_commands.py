@@ -1,21 +1,29 @@
-"""The commands of README.md and recipes/*/README.md, as written (issue 23: examples that could not work).
+"""The commands of README.md, docs/*.md and recipes/*/README.md, as written (issue 23: examples that could not
+work), and the documents' shape (issue 22): a short README whose verb table, like docs/index.md, names every
+verb of ``sedkit --help``, and relative links that lead somewhere.
 
-Every ```bash block is read; the cheap commands (:data:`CHEAP`: synthetic data, file information,
+Every ```bash block is read, the docs pages in docs/index.md's reading order; the cheap commands (:data:`CHEAP`: synthetic data, file information,
 features, the model catalogue, help) run in order in one temporary folder and must exit 0; the
 expensive ones (trainings, downloads, whole corpora, devices) are not run, but every model file an
 example reads (``--checkpoint NAME.pt``) must be written by an earlier example (``--out NAME.pt``).
 """
 
+import argparse
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from sed.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "recipes").glob("*/README.md"))]
+INDEX = REPO / "docs" / "index.md"
+#: docs/index.md's numbered list: the pages in reading order
+PAGES = [REPO / "docs" / name for name in re.findall(r"^\d+\. \[[^]]+\]\(([\w-]+\.md)\)", INDEX.read_text(encoding="utf-8"),
+                                                     flags=re.M)]
+DOCS = [REPO / "README.md", INDEX, *PAGES, *sorted((REPO / "recipes").glob("*/README.md"))]
+README_MAX_LINES = 260
 
 #: the commands cheap enough to run here (seconds each): their first words
 CHEAP = ("sedkit synth esc50 ", "sedkit info work/esc50", "sedkit features work/esc50/audio --kind fbank --out",
@@ -64,3 +72,59 @@ def test_cheap_documented_commands_run_as_written(tmp_path):
         assert out.returncode == 0, f"{doc}: `{cmd}` exited {out.returncode}: {out.stderr[-500:]}"
         ran += 1
     assert ran >= 5
+
+
+def verbs() -> set[str]:
+    """The verbs `sedkit --help` lists (the parser's sub-commands)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def test_every_docs_page_is_in_the_index_reading_order():
+    assert sorted(PAGES) == sorted(set(PAGES)) == sorted(p for p in (REPO / "docs").glob("*.md") if p != INDEX)
+    assert len(PAGES) >= 8
+
+
+def test_the_readme_is_short_and_keeps_the_test_command():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
+    assert "python -m pytest -x -q" in lines  # the line .ci/run runs
+    assert "pip install -e \".[dev]\" && sedkit demo --workdir work/demo" in lines  # installs and runs the main job
+
+
+def test_the_readme_verb_table_and_the_docs_index_name_every_verb():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| \[`([\w-]+)`\]\(docs/cli\.md#[\w-]+\) \|[^|]+\| `sedkit \1 [^`]+` \|$", readme, flags=re.M))
+    index = set(re.findall(r"^\| `sedkit ([\w-]+)` \|", INDEX.read_text(encoding="utf-8"), flags=re.M))
+    assert len(verbs()) >= 20
+    assert table == verbs(), f"README's verb table (one example each) differs from `sedkit --help`: {table ^ verbs()}"
+    assert index == verbs(), f"docs/index.md differs from `sedkit --help`: {index ^ verbs()}"
+
+
+#: a fenced block (its lines are code, not headings or links)
+FENCED = re.compile(r"^```.*?^```", flags=re.M | re.S)
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = FENCED.sub("", path.read_text(encoding="utf-8"))
+    return {anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+def test_every_relative_link_of_the_readme_and_docs_leads_somewhere():
+    checked = 0
+    for doc in [REPO / "README.md", *(REPO / "docs").glob("*.md")]:
+        text = FENCED.sub("", doc.read_text(encoding="utf-8"))
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"https?:", target):
+                continue
+            path, _, frag = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            assert dest.exists(), f"{doc.relative_to(REPO)}: link {target} leads nowhere"
+            assert not frag or frag in anchors(dest), f"{doc.relative_to(REPO)}: no heading #{frag} in {path or doc.name}"
+            checked += 1
+    assert checked > 50

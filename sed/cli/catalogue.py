@@ -36,5 +36,5 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("models", help="model families, sizes (parameters) and public weights (short names)")
     p.add_argument("--family", default=None, help="one family (ast, beats, ced, efficientat, cnn, tcn, ...)")
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table",
-                   help="table, json (every declared field) or markdown (the README's tables)")
+                   help="table, json (every declared field) or markdown (docs/models.md's tables)")
     p.set_defaults(run=cmd_models)

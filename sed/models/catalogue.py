@@ -1,4 +1,4 @@
-"""The catalogue of families, sizes and declared public weights (``sedkit models``, the README's tables).
+"""The catalogue of families, sizes and declared public weights (``sedkit models``, docs/models.md's tables).
 
 Everything here comes from the families' own declarations (:mod:`sed.models.family`); parameter counts
 come from building each size on the meta device (no memory, no download, no network).
@@ -16,7 +16,7 @@ from sed.models.registry import create_model
 
 __all__ = ["MARKERS", "catalogue", "markdown", "parameter_count"]
 
-#: the README's generated part lies between these two lines
+#: docs/models.md's generated part lies between these two lines
 MARKERS = ("<!-- sedkit models --format markdown: begin -->", "<!-- sedkit models --format markdown: end -->")
 
 _POLICY = {"fixed": "fixed: padded or cut to the clip", "native": "native: each clip at its own length",
