@@ -1,6 +1,6 @@
 """What the reference-fixture generators and the tests share: weights from a manifest, test signals, the tolerance.
 
-The rule (README, "Contributing"): a family, front end, loader or metric ported from a public repository is
+The rule (docs/contributing.md): a family, front end, loader or metric ported from a public repository is
 checked against outputs of that repository's own code. Each ``tests/reference/<family>/generate.py`` imports
 the original code from a path given on its command line, fills the original model with weights made here
 from a *manifest* (key, shape, dtype and a fill rule per tensor), runs it on the signals of :func:`signal`
