@@ -11,11 +11,12 @@ example reads (``--checkpoint NAME.pt``) must be written by an earlier example (
 import argparse
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from sed.cli.main import build_parser
+from sed.cli.main import VERB_GROUPS, build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 INDEX = REPO / "docs" / "index.md"
@@ -92,13 +93,33 @@ def test_the_readme_is_short_and_keeps_the_test_command():
     assert "pip install -e \".[dev]\" && sedkit demo --workdir work/demo" in lines  # installs and runs the main job
 
 
-def test_the_readme_verb_table_and_the_docs_index_name_every_verb():
+def readme_table() -> dict[str, str]:
+    """README's verb table: verb -> its one example."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    table = set(re.findall(r"^\| \[`([\w-]+)`\]\(docs/cli\.md#[\w-]+\) \|[^|]+\| `sedkit \1 [^`]+` \|$", readme, flags=re.M))
+    return dict(re.findall(r"^\| \[`([\w-]+)`\]\(docs/cli\.md#[\w-]+\) \|[^|]+\| `(sedkit \1 [^`]+)` \|$", readme, flags=re.M))
+
+
+def test_the_readme_verb_table_and_the_docs_index_name_every_verb():
+    table = set(readme_table())
     index = set(re.findall(r"^\| `sedkit ([\w-]+)` \|", INDEX.read_text(encoding="utf-8"), flags=re.M))
     assert len(verbs()) >= 20
     assert table == verbs(), f"README's verb table (one example each) differs from `sedkit --help`: {table ^ verbs()}"
     assert index == verbs(), f"docs/index.md differs from `sedkit --help`: {index ^ verbs()}"
+
+
+def test_the_readme_verb_examples_parse():
+    """Each example of README's verb table is a valid command line for its verb (LightningCLI's verbs: a config)."""
+    raw = {verb for group in VERB_GROUPS for verb in getattr(group, "RAW_VERBS", {})}
+    parsed = 0
+    for verb, example in readme_table().items():
+        argv = shlex.split(example)[1:]
+        if verb in raw:
+            assert "--config" in argv, f"README: `{example}` names no config"
+            continue
+        args = build_parser().parse_args(argv)  # a usage error exits 2 and fails the test
+        assert args.verb == verb
+        parsed += 1
+    assert parsed == len(verbs() - raw)
 
 
 #: a fenced block (its lines are code, not headings or links)
