@@ -127,16 +127,15 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
 
 
 def cmd_ensemble_eval(args: argparse.Namespace, con) -> int:
-    import yaml
-
     from sed.fileio import check_output
-    from sed.inference.ensemble_eval import ensemble_eval, format_ensemble_eval
+    from sed.training.ensemble_eval import ensemble_eval, format_ensemble_eval
 
     if args.out:
         check_output(args.out, [*args.checkpoints, args.config])
     try:
-        table = ensemble_eval(args.checkpoints, args.config, split=args.split, out=args.out, device=args.device)
-    except (SedError, ValueError, OSError, yaml.YAMLError) as e:
+        table = ensemble_eval(args.checkpoints, args.config, split=args.split, out=args.out, device=args.device,
+                              overrides=args.overrides)
+    except (SedError, ValueError, OSError) as e:
         raise UsageError(e) from None
     print(format_ensemble_eval(table))
     return 0
@@ -178,11 +177,12 @@ def add_verbs(sub) -> None:
                                              "writes the ensemble weights")
     p.add_argument("--checkpoints", nargs="+", required=True, help="the ensemble members")
     p.add_argument("--config", required=True,
-                   help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args")
+                   help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args; "
+                        "--data.init_args.KEY=VALUE overrides it as in sedkit fit")
     p.add_argument("--split", choices=["val", "test"], default="val", help="the data split scored")
     p.add_argument("--out", default=None, help="write the table, member metrics and weights here (JSON)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
-    p.set_defaults(run=cmd_ensemble_eval)
+    p.set_defaults(run=cmd_ensemble_eval, config_overrides=True)
 
     p = sub.add_parser("embed", help="pooled embeddings of audio files to a .npy")
     p.add_argument("inputs", nargs="*", help="files, folders or globs")

@@ -38,10 +38,8 @@ def cmd_enroll(args: argparse.Namespace, con) -> int:
 def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
     import json
 
-    import yaml
-
     from sed.fileio import atomic_open, check_output
-    from sed.inference.fewshot_eval import fewshot_eval, format_fewshot_eval, split_embeddings
+    from sed.training.fewshot_eval import fewshot_eval, format_fewshot_eval, split_embeddings
 
     if args.out:
         check_output(args.out, [args.checkpoint, args.data])
@@ -54,13 +52,12 @@ def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
     try:
         data = split_embeddings(args.data, args.checkpoint, split=args.split, batch_size=args.batch_size,
                                 device=args.device, progress=con.progress, on_error=report,
-                                ways=args.ways, shots=args.shots, queries=args.queries)  # checked before embedding
+                                ways=args.ways, shots=args.shots, queries=args.queries,  # checked before embedding
+                                overrides=args.overrides)
         table = fewshot_eval(data.embeddings, data.labels, ways=args.ways, shots=args.shots, queries=args.queries,
                              episodes=args.episodes, seed=args.seed, methods=args.methods, progress=con.progress)
     except OSError as e:  # the data YAML, or a file it names: the file first
         raise UsageError(f"{e.filename}: {e.strerror}" if e.filename else one_line(e)) from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{args.data}: not valid YAML ({one_line(e)})") from None
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     table.update(split=args.split, checkpoint=str(args.checkpoint), data=str(args.data), skipped=bad)
@@ -97,7 +94,8 @@ def add_verbs(sub) -> None:
                                             "(prototypes and a logistic probe)")
     p.add_argument("--checkpoint", required=True, help="the backbone: any checkpoint sedkit embed takes")
     p.add_argument("--data", required=True,
-                   help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args")
+                   help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args; "
+                        "--data.init_args.KEY=VALUE overrides it as in sedkit fit")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test",
                    help="the clips episodes are drawn from")
     p.add_argument("--ways", type=count(1000), default=5, help="classes per episode")
@@ -110,4 +108,4 @@ def add_verbs(sub) -> None:
     p.add_argument("--out", default=None, help="write the table and per-episode accuracies here (JSON)")
     p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="clips per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.set_defaults(run=cmd_fewshot_eval)
+    p.set_defaults(run=cmd_fewshot_eval, config_overrides=True)

@@ -109,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] in raw:  # verbs with their own parser (LightningCLI)
             return _exit_code(raw[argv[0]](argv, console))
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        if rest and not getattr(args, "config_overrides", False):  # only verbs reading a data config take them
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.overrides = rest
         args.argv = argv  # the command as given (what a verb records, e.g. in a shard index)
         return _exit_code(args.run(args, console))
     except UsageError as e:

@@ -11,49 +11,21 @@ validation and report on a separate test split (``split="test"`` with the weight
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sed.data.datamodule import AudioDataModule
 from sed.fileio import atomic_open
 from sed.inference.device import resolve_device
 from sed.inference.ensemble import METHODS, check_members, combine, weights_from_metrics
 from sed.models.loading import load_model
+from sed.training.lightning_cli import datamodule_of
 
-__all__ = ["build_datamodule", "ensemble_eval", "format_ensemble_eval"]
-
-
-# ---------------------------------------------------------------------------------- evaluation
-def build_datamodule(config: str | os.PathLike | dict):
-    """A data module from a YAML file (or mapping): a LightningCLI config's ``data:`` section
-    (``class_path`` + ``init_args``), a bare ``class_path``/``init_args`` mapping, or bare init args
-    of :class:`~sed.data.datamodule.AudioDataModule`."""
-    if isinstance(config, dict):
-        cfg = config
-    else:
-        import yaml
-
-        cfg = yaml.safe_load(Path(config).read_text()) or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{config}: expected a YAML mapping")
-    section = cfg.get("data", cfg)
-    if not isinstance(section, dict):
-        raise ValueError(f"{config}: 'data' must be a mapping")
-    if "class_path" in section:
-        module, _, name = section["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        init = dict(section.get("init_args") or {})
-    else:
-        cls = AudioDataModule
-        init = dict(section.get("init_args", section))
-    return cls(**init)
+__all__ = ["ensemble_eval", "format_ensemble_eval"]
 
 
 def _member_scores(model: torch.nn.Module, loader, multi: bool, device: torch.device) -> np.ndarray:
@@ -80,10 +52,12 @@ def _metrics(scores: np.ndarray, y: np.ndarray, multi: bool) -> dict[str, float]
             "f1": float(F.multiclass_f1_score(pred, t.long(), c, average="macro"))}
 
 
-def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike | dict, split: str = "val",
-                  out: str | os.PathLike | None = None, device: str = "cpu",
-                  methods: Sequence[str] = METHODS) -> dict[str, Any]:
-    """Score every member and every ensemble method on ``split`` (``val`` or ``test``) of the data module.
+def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike, split: str = "val",
+                  out: str | os.PathLike | None = None, device: str = "auto",
+                  methods: Sequence[str] = METHODS, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Score every member and every ensemble method on ``split`` (``val`` or ``test``) of the data module of
+    ``data_config`` and ``overrides`` (``--data.init_args.x=y``), read as ``sedkit fit`` reads them
+    (:func:`~sed.training.lightning_cli.datamodule_of`).
 
     Returns ``{"split", "metric", "labels", "checkpoints" (files as absolute paths: ``classify --weights``
     matches each weight to its checkpoint by them), "members": [{"checkpoint", <metric>, "f1"}],
@@ -92,7 +66,7 @@ def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike | d
     """
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    dm = build_datamodule(data_config)
+    dm = datamodule_of(data_config, overrides)
     labels, multi = list(dm.label_names), bool(dm.is_multi_label)
     rate = int(getattr(dm.hparams, "sample_rate", 0) or 0) if hasattr(dm, "hparams") else 0
     members = []

@@ -14,7 +14,8 @@ support alone; its score is the accuracy averaged over episodes with the 95 % in
   the L2-normalised support embeddings.
 
 :func:`split_embeddings` embeds a data config's split once (a ``sedkit fit`` YAML's ``data:``
-section or AudioDataModule init args, read by :func:`sed.inference.ensemble_eval.build_datamodule`),
+section or AudioDataModule init args, with ``--data.init_args.x=y`` overrides, read as ``sedkit fit`` reads them:
+:func:`sed.training.lightning_cli.datamodule_of`),
 each clip as in enrolment (:func:`sed.inference.fewshot.embed_items`).
 """
 
@@ -30,10 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from sed.inference.classifier import Classifier
-from sed.inference.ensemble_eval import build_datamodule
 from sed.inference.fewshot import embed_items, item_name
 from sed.models.linear_probe import fit_logistic, logistic_logits
 from sed.models.prototype import prototype_logits
+from sed.training.lightning_cli import datamodule_of
 
 __all__ = ["EVAL_METHODS", "Episode", "SplitEmbeddings", "check_episodes", "fewshot_eval", "format_fewshot_eval", "sample_episodes",
            "split_embeddings"]
@@ -160,10 +161,11 @@ def _embedded(clf: Classifier, items: list, batch_size: int, errors: list[str]) 
         yield from rows
 
 
-def split_embeddings(config: str | os.PathLike | dict, backbone: str | os.PathLike, split: str = "test",
+def split_embeddings(config: str | os.PathLike, backbone: str | os.PathLike, split: str = "test",
                      batch_size: int = 8, device: str = "auto", progress: Progress | None = None,
                      on_error: Callable[[str], None] | None = None, ways: int | None = None,
-                     shots: int | None = None, queries: int | None = None) -> SplitEmbeddings:
+                     shots: int | None = None, queries: int | None = None,
+                     overrides: Sequence[str] = ()) -> SplitEmbeddings:
     """Embeddings of every clip of ``split`` (``train``, ``val``, ``test`` or ``all``) of the data
     config, computed once with ``backbone`` (any source :class:`Classifier` loads, ``.onnx`` included).
     A clip listed twice is embedded once; clips that cannot be read are reported and left out.
@@ -173,7 +175,7 @@ def split_embeddings(config: str | os.PathLike | dict, backbone: str | os.PathLi
     ``progress(iterable, total=, desc=, unit=)`` (a bar) wraps the clips as they are embedded."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    dm = build_datamodule(config)
+    dm = datamodule_of(config, overrides)
     if getattr(dm, "hparams", {}).get("source") == "shards" or not hasattr(dm, "splits"):
         raise ValueError("fewshot-eval reads clip corpora (folder, manifest, esc50), not shards")
     if dm.is_multi_label:

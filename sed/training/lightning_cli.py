@@ -17,6 +17,7 @@ as are Lightning's configuration errors (:func:`lightning_errors`). What a run p
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -249,3 +250,50 @@ def run_lightning(argv: Sequence[str]) -> int:
     cli = make_cli(argv)
     trainer = getattr(cli, "trainer", None)
     return sum(cb.failed for cb in getattr(trainer, "callbacks", []) if isinstance(cb, PredictionWriter))
+
+
+# ------------------------------------------------------------------------------- a data module alone
+class _DataCLI(SedLightningCLI):
+    """fit's parser (sections, links, defaults, ``--data.init_args.x=y`` overrides), building only the data module:
+    a config's model is optional and parsed, not built; its trainer is parsed, never built."""
+
+    def add_core_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=True)
+
+    def instantiate_classes(self) -> None:
+        config = self.config.clone()
+        config.model = None
+        with config_errors():
+            self.datamodule = self.parser.instantiate(config).data
+
+
+def build_datamodule(config_args: Sequence[str]) -> pl.LightningDataModule:
+    """The data module of LightningCLI arguments (``--config FILE``, ``--data.init_args.x=y``...) read as fit reads
+    them (seeded as fit seeds); an error in them is one :class:`~sed.errors.UsageError` line."""
+    quiet_lightning()
+    return _DataCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                    seed_everything_default=0, args=list(config_args), run=False, auto_configure_optimizers=False,
+                    parser_kwargs={"prog": "sedkit", "exit_on_error": False}).datamodule
+
+
+#: the data module a YAML of bare init args configures
+DEFAULT_DATAMODULE = "sed.data.datamodule.AudioDataModule"
+
+
+def datamodule_of(config: str | os.PathLike, overrides: Sequence[str] = ()) -> pl.LightningDataModule:
+    """:func:`build_datamodule` of ``--config CONFIG`` and ``overrides`` (``--data.init_args.x=y``); a YAML that is
+    not a LightningCLI config but the init args of :class:`~sed.data.datamodule.AudioDataModule` is read as
+    those (``--data=AudioDataModule --data=CONFIG``). A config neither reads as is the first one's error."""
+    try:
+        open(config, "rb").close()
+    except OSError as e:
+        raise UsageError(f"{config}: {e.strerror}") from None
+    try:
+        return build_datamodule(["--config", str(config), *overrides])
+    except UsageError as first:
+        try:
+            return build_datamodule([f"--data={DEFAULT_DATAMODULE}", f"--data={config}", *overrides])
+        except UsageError:
+            raise first from None

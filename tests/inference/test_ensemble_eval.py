@@ -11,8 +11,8 @@ from sed.checkpoint import save_model
 from sed.data.synth import make_esc50
 from sed.inference.classifier import Classifier
 from sed.inference.ensemble import EnsembleClassifier, combine, ensemble_options
-from sed.inference.ensemble_eval import ensemble_eval, format_ensemble_eval
 from sed.models import create_model
+from sed.training.ensemble_eval import ensemble_eval, format_ensemble_eval
 
 DATA = {"source": "esc50", "clip_seconds": 1.0, "batch_size": 4, "val_folds": [5], "test_folds": [5],
         "cache_audio": True}
@@ -260,3 +260,26 @@ def test_sedkit_ensemble_usage_and_eval(setup, tmp_path, capsys):
     assert main(["ensemble-eval", "--checkpoints", a, b, "--config", str(cfg), "--out", str(tmp_path / "w.json")]) == 0
     out = capsys.readouterr().out
     assert "rank" in out and "vote" in out and (tmp_path / "w.json").exists()
+
+
+def test_ensemble_eval_takes_data_overrides_as_fit_does(setup, tmp_path, capsys):
+    """--data.init_args.KEY=VALUE reaches the data module as in sedkit fit (issue 22), with a fit config or bare
+    init args: the test split of folds 1 and 2 is 6 clips, not fold 5's 3."""
+    from sed.cli.main import main
+
+    fit = tmp_path / "fit.yaml"
+    fit.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.datamodule.AudioDataModule",
+                                            "init_args": {"root": str(setup["corpus"]), **DATA}}}))
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({**DATA, "root": str(setup["corpus"])}))
+    for cfg in (fit, bare):
+        out = tmp_path / f"{cfg.stem}.json"
+        argv = ["ensemble-eval", "--checkpoints", *setup["members"], "--config", str(cfg), "--split", "test"]
+        assert main([*argv, "--out", str(out)]) == 0
+        assert json.loads(out.read_text())["clips"] == 3
+        assert main([*argv, "--out", str(out), "--data.init_args.test_folds=[1,2]"]) == 0
+        assert json.loads(out.read_text())["clips"] == 6
+    capsys.readouterr()
+    assert main([*argv, "--data.init_args.test_folds=oops"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "test_folds" in err, err

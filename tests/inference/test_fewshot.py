@@ -14,8 +14,8 @@ from sed.data.synth import make_esc50
 from sed.errors import DatasetError
 from sed.inference.classifier import Classifier
 from sed.inference.fewshot import enroll
-from sed.inference.fewshot_eval import fewshot_eval, sample_episodes
 from sed.models import create_model, load_model
+from sed.training.fewshot_eval import fewshot_eval, sample_episodes
 
 
 @pytest.fixture(scope="module")

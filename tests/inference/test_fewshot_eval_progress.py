@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import sed.inference.fewshot_eval
+import sed.training.fewshot_eval
 from sed.checkpoint import save_model
 from sed.cli.main import Console, main
 from sed.data.synth import make_esc50
@@ -46,7 +46,7 @@ def test_impossible_episodes_are_refused_before_anything_is_embedded(setup, monk
     def never(*a, **k):
         raise AssertionError("embedded although the episodes could never be drawn")
 
-    monkeypatch.setattr(sed.inference.fewshot_eval, "embed_items", never)
+    monkeypatch.setattr(sed.training.fewshot_eval, "embed_items", never)
     code = main(["fewshot-eval", "--checkpoint", str(backbone), "--data", str(cfg), "--split", "all",
                  "--ways", "5", "--shots", "2", "--queries", "2"])
     err = capsys.readouterr().err
@@ -67,3 +67,19 @@ def test_progress_over_embedding_and_episodes(setup, bars, capsys):
                  "--methods", "prototype_cosine", "logistic", "--batch-size", "5"])
     assert code == 0, capsys.readouterr().err
     assert bars == [["embed", 15, 15, "file"], ["prototype_cosine", 4, 4, "episode"], ["logistic", 4, 4, "episode"]]
+
+
+def test_data_overrides_as_in_fit(setup, bars, capsys):
+    """--data.init_args.KEY=VALUE reaches the data module as in sedkit fit (issue 22): the test split of folds 1
+    and 2 is 6 clips; a key the data module does not take is one line naming it."""
+    cfg, backbone = setup
+    argv = ["fewshot-eval", "--checkpoint", str(backbone), "--data", str(cfg), "--split", "test",
+            "--ways", "2", "--shots", "1", "--queries", "1", "--episodes", "2", "--methods", "prototype_cosine"]
+    assert main([*argv, "--data.init_args.test_folds=[1,2]"]) == 0, capsys.readouterr().err
+    assert bars[0][:3] == ["embed", 6, 6]
+    code = main([*argv, "--data.init_args.nope=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "nope" in err, err
+    with pytest.raises(SystemExit, match="2"):  # a verb that reads no data config takes none
+        main(["embed", "x.wav", "--checkpoint", str(backbone), "--out", "e.npy", "--data.init_args.nope=1"])
+    assert "unrecognized arguments: --data.init_args.nope=1" in capsys.readouterr().err
