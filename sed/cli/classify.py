@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sed.cli.options import BATCH_SIZE, TOP_K, seconds
+from sed.cli.options import TOP_K, add_batch_size, add_checkpoint, add_device, add_precision, seconds
 from sed.errors import SedError, UsageError
 
 
@@ -142,13 +142,11 @@ def cmd_ensemble_eval(args: argparse.Namespace, con) -> int:
 
 
 def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
-    p.add_argument("--checkpoint", required=True, action="append" if several else "store",
-                   help="sed checkpoint, Lightning .ckpt, exported .onnx, AST .pth, HF dir/hub id or short name"
-                        + ("; repeat it with --ensemble" if several else ""))
-    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="clips (or windows) per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
-                   help="int8: dynamic int8 linear layers on the CPU (an .onnx file keeps its own precision)")
+    add_checkpoint(p, "sed checkpoint, Lightning .ckpt, exported .onnx, AST .pth, HF dir/hub id or short name"
+                   + ("; repeat it with --ensemble" if several else ""), several=several)
+    add_batch_size(p, "clips (or windows)")
+    add_device(p)
+    add_precision(p)
 
 
 def add_verbs(sub) -> None:
@@ -181,7 +179,7 @@ def add_verbs(sub) -> None:
                         "--data.init_args.KEY=VALUE overrides it as in sedkit fit")
     p.add_argument("--split", choices=["val", "test"], default="val", help="the data split scored")
     p.add_argument("--out", default=None, help="write the table, member metrics and weights here (JSON)")
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    add_device(p)
     p.set_defaults(run=cmd_ensemble_eval, config_overrides=True)
 
     p = sub.add_parser("embed", help="pooled embeddings of audio files to a .npy")

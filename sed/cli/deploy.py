@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sed.cli.options import add_checkpoint, add_precision
 from sed.errors import SedError, UsageError
 from sed.fileio import check_output
 
@@ -45,14 +46,14 @@ def cmd_convert(args: argparse.Namespace, con) -> int:
 
 def add_verbs(sub) -> None:
     p = sub.add_parser("convert", help="a training checkpoint (.ckpt) as a self-describing model file (.pt, .safetensors)")
-    p.add_argument("--checkpoint", required=True, help="a sed checkpoint: a .ckpt written by sed training, .pt or .safetensors")
+    add_checkpoint(p, "a sed checkpoint: a .ckpt written by sed training, .pt or .safetensors")
     p.add_argument("--out", required=True,
                    help="output file (written atomically): .safetensors by extension, else a torch .pt file; "
                         "the model's weights and description only, no optimiser state")
     p.set_defaults(run=cmd_convert)
 
     p = sub.add_parser("export", help="a checkpoint as one ONNX graph, front end inside (fp32 or int8)")
-    p.add_argument("--checkpoint", required=True, help="any checkpoint sedkit classify takes")
+    add_checkpoint(p, "any checkpoint sedkit classify takes")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the graph's format")
     p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
     p.add_argument("--opset", type=int, default=None,
@@ -60,6 +61,5 @@ def add_verbs(sub) -> None:
                         "which has the Attention op)")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
                    help="a dynamic batch dimension (--no-dynamic-batch: batch 1)")
-    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
-                   help="int8: ONNX Runtime's dynamic quantisation of the linear layers")
+    add_precision(p, ("fp32", "int8"), "int8: ONNX Runtime's dynamic quantisation of the linear layers")
     p.set_defaults(run=cmd_export)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sed.cli.options import BATCH_SIZE, SEED, bounded, count
+from sed.cli.options import SEED, add_batch_size, add_checkpoint, add_device, bounded, count
 from sed.errors import SedError, UsageError, one_line
 
 
@@ -72,8 +72,7 @@ def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
 def add_verbs(sub) -> None:
     p = sub.add_parser("enroll", help="new classes from a few examples: class prototypes on a checkpoint's embedding")
     p.add_argument("support", metavar="SUPPORT", help="a folder with one sub-folder per class, or a .csv/.jsonl manifest")
-    p.add_argument("--checkpoint", required=True,
-                   help="the backbone: any checkpoint sedkit embed takes but .onnx (with --add: a prototype checkpoint)")
+    add_checkpoint(p, "the backbone: any checkpoint sedkit embed takes but .onnx (with --add: a prototype checkpoint)")
     p.add_argument("--out", required=True, help="the prototype checkpoint to write (.pt or .safetensors)")
     p.add_argument("--metric", choices=["cosine", "euclidean"], default=None,
                    help="cosine (default) or euclidean; with --add, the checkpoint's")
@@ -86,13 +85,13 @@ def add_verbs(sub) -> None:
                    help="cosine logits = scale * cos (default: 10)")
     p.add_argument("--add", action="store_true",
                    help="--checkpoint is a prototype checkpoint: keep its classes and append SUPPORT's")
-    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="clips per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_batch_size(p)
+    add_device(p)
     p.set_defaults(run=cmd_enroll)
 
     p = sub.add_parser("fewshot-eval", help="episodic k-way n-shot accuracy of a checkpoint's embedding "
                                             "(prototypes and a logistic probe)")
-    p.add_argument("--checkpoint", required=True, help="the backbone: any checkpoint sedkit embed takes")
+    add_checkpoint(p, "the backbone: any checkpoint sedkit embed takes")
     p.add_argument("--data", required=True,
                    help="data YAML: a sedkit fit config (its data: section) or AudioDataModule init args; "
                         "--data.init_args.KEY=VALUE overrides it as in sedkit fit")
@@ -106,6 +105,6 @@ def add_verbs(sub) -> None:
     p.add_argument("--methods", nargs="+", choices=["prototype_cosine", "prototype_euclidean", "logistic"],
                    default=["prototype_cosine", "prototype_euclidean", "logistic"], help="the classifiers compared")
     p.add_argument("--out", default=None, help="write the table and per-episode accuracies here (JSON)")
-    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="clips per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_batch_size(p)
+    add_device(p)
     p.set_defaults(run=cmd_fewshot_eval, config_overrides=True)

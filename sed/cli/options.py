@@ -14,7 +14,8 @@ import sys
 
 from sed.errors import printable
 
-__all__ = ["BATCH_SIZE", "RATE", "SEED", "TOP_K", "Bounded", "HelpFormatter", "Parser", "bounded", "count", "seconds"]
+__all__ = ["BATCH_SIZE", "DEVICE", "PRECISIONS", "RATE", "SEED", "TOP_K", "Bounded", "HelpFormatter", "Parser",
+           "add_batch_size", "add_checkpoint", "add_device", "add_precision", "bounded", "count", "seconds"]
 
 
 def _number(value: float) -> str:
@@ -72,6 +73,33 @@ BATCH_SIZE = count(1024)
 TOP_K = count(10_000)
 SEED = count(2**32 - 1, low=0, metavar="SEED")  # what numpy and torch seed generators take
 RATE = Bounded(int, 1000, 768_000, "HZ")  # audio sample rates (and what soxr resamples between in one step)
+
+
+#: the one default of --device (every verb that runs a model takes it)
+DEVICE = "auto"
+#: what --precision takes (``sedkit export`` writes fp32 or int8 graphs only)
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def add_checkpoint(p: argparse.ArgumentParser, help: str, several: bool = False, required: bool = True) -> None:
+    """``--checkpoint`` (``several``: repeatable, a list) with what this verb reads in ``help``."""
+    p.add_argument("--checkpoint", required=required, default=None, action="append" if several else "store", help=help)
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device`` with the one default, :data:`DEVICE`."""
+    p.add_argument("--device", default=DEVICE, help="auto, cpu, cuda or cuda:N")
+
+
+def add_precision(p: argparse.ArgumentParser, choices: tuple[str, ...] = PRECISIONS,
+                  help: str = "int8: dynamic int8 linear layers on the CPU (an .onnx file keeps its own precision)") -> None:
+    """``--precision`` (default fp32) of :data:`PRECISIONS` or the verb's subset."""
+    p.add_argument("--precision", choices=list(choices), default="fp32", help=help)
+
+
+def add_batch_size(p: argparse.ArgumentParser, what: str = "clips") -> None:
+    """``--batch-size`` (1 to 1024, default 8): ``what`` goes through the model at once."""
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help=f"{what} per forward pass")
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sed.cli.options import BATCH_SIZE, count, seconds
+from sed.cli.options import add_batch_size, add_checkpoint, add_device, count, seconds
 from sed.errors import CheckpointError, SedError, UsageError
 
 
@@ -105,21 +105,20 @@ def add_verbs(sub) -> None:
 
     p = sub.add_parser("seld-infer", help="SELD predictions (DCASE CSVs) of audio files of any length")
     p.add_argument("audio", nargs="+", help="4-channel audio files, folders or globs")
-    p.add_argument("--checkpoint", required=True, help="SELD checkpoint (.ckpt from sedkit fit, .pt, .safetensors)")
+    add_checkpoint(p, "SELD checkpoint (.ckpt from sedkit fit, .pt, .safetensors)")
     p.add_argument("--out", required=True, help="folder for one <stem>.csv per file")
     p.add_argument("--window", type=seconds(600), default=5.0, help="window in seconds (multiple of 0.1)")
     p.add_argument("--hop", type=seconds(600), default=5.0, help="hop in seconds (<= window; overlaps are averaged)")
-    p.add_argument("--batch-size", type=BATCH_SIZE, default=8, help="windows per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_batch_size(p, "windows")
+    add_device(p)
     p.add_argument("--year", type=int, choices=[2023, 2024], default=2023, help="CSV format (2024: distance)")
     p.set_defaults(run=cmd_seld_infer)
 
     p = sub.add_parser("plot-doa", help="azimuth/elevation against time per class of a DCASE CSV")
     p.add_argument("csv", help="prediction CSV")
     p.add_argument("--ref", default=None, help="reference CSV drawn underneath")
-    p.add_argument("--checkpoint", default=None,
-                   help="the SELD checkpoint that made the CSV: named in the title, its class names in the legend "
-                        "(default: the STARSS names)")
+    add_checkpoint(p, "the SELD checkpoint that made the CSV: named in the title, its class names in the legend "
+                      "(default: the STARSS names)", required=False)
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(run=cmd_plot_doa)
 

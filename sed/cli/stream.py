@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from sed.cli.options import RATE, TOP_K, count, seconds
+from sed.cli.options import RATE, TOP_K, add_checkpoint, add_device, add_precision, count, seconds
 from sed.errors import SedError, UsageError
 
 
@@ -48,8 +48,7 @@ def cmd_stream(args: argparse.Namespace, con) -> int:
 def add_verbs(sub) -> None:
     p = sub.add_parser("stream", help="top-k scores every --hop seconds of a file or a live raw PCM stream "
                                       "(one JSON line each; constant memory)")
-    p.add_argument("--checkpoint", required=True, help="sed checkpoint, Lightning .ckpt, AST .pth, HF dir/hub id "
-                                                       "or short name")
+    add_checkpoint(p, "sed checkpoint, Lightning .ckpt, AST .pth, HF dir/hub id or short name")
     p.add_argument("--input", default="-", metavar="FILE", help="an audio file, or - for raw PCM on stdin")
     p.add_argument("--hop", type=seconds(3600), default=0.5, help="seconds between results")
     p.add_argument("--format", choices=["f32", "s16"], default=None,
@@ -66,9 +65,8 @@ def add_verbs(sub) -> None:
                    help='add "ms" to each line: the milliseconds computed for that hop (not waiting for input)')
     p.add_argument("--threads", type=count(1024), default=None,
                    help="CPU threads of the model (default: torch's); 1 keeps per-hop times steady on a busy machine")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
-                   help="int8: dynamic int8 linear layers on the CPU (an .onnx file keeps its own precision)")
+    add_device(p)
+    add_precision(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--multi-label", dest="multi_label", action="store_true", default=None, help="sigmoid scores")
     g.add_argument("--single-label", dest="multi_label", action="store_false", help="softmax scores")

@@ -148,3 +148,14 @@ def test_kfold_help_shows_its_defaults_too(wide, capsys):
     entries = _entries(_help(["kfold"], capsys))
     assert "{best,last}" in entries["--ckpt"] and "default: best" in entries["--ckpt"]
     assert "default: runs/kfold-<config name>" in entries["--root"]
+
+
+@pytest.mark.parametrize("option", ["--device", "--precision", "--batch-size"])
+def test_a_shared_option_has_one_default_in_every_verb(option):
+    """--device, --precision and --batch-size are declared once (sed.cli.options): every verb that takes one has the
+    same default (ensemble-eval's --device was cpu, the others' auto; issue 22)."""
+    defaults = {verb: next(a.default for a in p._actions if option in a.option_strings)
+                for verb, p in verb_parsers().items() if option in p._option_string_actions}
+    assert len(defaults) >= (2 if option == "--precision" else 5), defaults
+    assert set(defaults.values()) == {{"--device": "auto", "--precision": "fp32", "--batch-size": 8}[option]}, defaults
+
