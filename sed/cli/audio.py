@@ -42,7 +42,7 @@ def cmd_synth(args: argparse.Namespace, con) -> int:
 
 def cmd_info(args: argparse.Namespace, con) -> int:
     from sed.audio.io import info
-    from sed.inference.output import format_table
+    from sed.cli.report import format_table
 
     files, failed = con.expand(args.inputs)
     rows = []

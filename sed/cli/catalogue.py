@@ -9,7 +9,7 @@ from sed.errors import UsageError
 
 
 def cmd_models(args: argparse.Namespace, con) -> int:
-    from sed.inference.output import format_table
+    from sed.cli.report import format_table
     from sed.models.catalogue import catalogue, markdown
 
     try:

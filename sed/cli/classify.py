@@ -67,8 +67,8 @@ def _inputs(args: argparse.Namespace, con, sample_rate: int, outputs=()):
 
 
 def cmd_classify(args: argparse.Namespace, con) -> int:
+    from sed.cli.report import emit, format_predictions
     from sed.inference.classifier import crop_notes
-    from sed.inference.output import emit, format_predictions
 
     if args.hop is not None and args.window is None:
         raise UsageError("--hop needs --window")
@@ -98,9 +98,9 @@ def cmd_classify(args: argparse.Namespace, con) -> int:
 def cmd_embed(args: argparse.Namespace, con) -> int:
     import numpy as np
 
+    from sed.cli.report import embedding_names, write_embeddings
     from sed.fileio import check_output
     from sed.inference.classifier import crop_notes
-    from sed.inference.output import embedding_names, write_embeddings
 
     args.checkpoint = [args.checkpoint]
     outputs = [check_output(args.out), embedding_names(args.out)]  # the name first: "" has no .files.txt
@@ -127,8 +127,9 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
 
 
 def cmd_ensemble_eval(args: argparse.Namespace, con) -> int:
+    from sed.cli.report import format_ensemble_eval
     from sed.fileio import check_output
-    from sed.training.ensemble_eval import ensemble_eval, format_ensemble_eval
+    from sed.training.ensemble_eval import ensemble_eval
 
     if args.out:
         check_output(args.out, [*args.checkpoints, args.config])

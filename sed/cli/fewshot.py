@@ -38,8 +38,9 @@ def cmd_enroll(args: argparse.Namespace, con) -> int:
 def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
     import json
 
+    from sed.cli.report import format_fewshot_eval
     from sed.fileio import atomic_open, check_output
-    from sed.training.fewshot_eval import fewshot_eval, format_fewshot_eval, split_embeddings
+    from sed.training.fewshot_eval import fewshot_eval, split_embeddings
 
     if args.out:
         check_output(args.out, [args.checkpoint, args.data])

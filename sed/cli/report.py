@@ -1,4 +1,6 @@
-"""How results are printed: aligned tables, JSON lines and CSV (stdout or an atomic file).
+"""How results are presented: the one table renderer (:func:`format_table`), predictions as tables, JSON lines
+and CSV, the tables of ``ensemble-eval`` and ``fewshot-eval``, and where they go (stdout or an atomic file).
+sed.inference and sed.training compute results; this module alone lays them out.
 
 File names are data here, so they are kept, but every row stays one line: tables and CSV escape the
 characters :func:`sed.errors.printable` escapes (JSON escapes them itself)."""
@@ -85,6 +87,33 @@ def format_predictions(predictions: list[dict[str, Any]], fmt: str, aggregate: s
 
 def _top(top_k: list[dict]) -> str:
     return "  ".join(f"{t['label']} {t['score']:.3f}" for t in top_k)
+
+
+def format_ensemble_eval(table: dict[str, Any]) -> str:
+    """:func:`~sed.training.ensemble_eval.ensemble_eval`'s result: a line naming the split and metric, then a row
+    per member and per ensemble method (with its weights)."""
+    key = table["metric"]
+    rows = [{"": f"member {i}", "model": r["checkpoint"], key: r[key], "f1": r["f1"]}
+            for i, r in enumerate(table["members"])]
+    rows += [{"": "ensemble", "model": r["method"], key: r[key], "f1": r["f1"],
+              "weights": " ".join(f"{x:.3f}" for x in r.get("weights", []))} for r in table["methods"]]
+    return (f"split {table['split']} ({table['clips']} clips), metric {key}\n"
+            + format_table(rows, ["", "model", key, "f1", "weights"]))
+
+
+#: how fewshot-eval's table names its methods
+FEWSHOT_METHODS = {"prototype_cosine": "prototype (cosine)", "prototype_euclidean": "prototype (euclidean)",
+                   "logistic": "logistic probe"}
+
+
+def format_fewshot_eval(table: dict[str, Any]) -> str:
+    """:func:`~sed.training.fewshot_eval.fewshot_eval`'s result: a line of the protocol, then a row per method
+    (mean accuracy over the episodes and its 95 % interval)."""
+    rows = [{"method": FEWSHOT_METHODS.get(r["method"], r["method"]), "accuracy": r["mean"],
+             "95% interval": f"± {r['ci95']:.4f}"} for r in table["methods"]]
+    return (f"{table['ways']}-way {table['shots']}-shot, {table['queries']} queries per class, {table['episodes']} "
+            f"episodes (seed {table['seed']}); {table['clips']} clips of {table['classes']} classes\n"
+            + format_table(rows, ["method", "accuracy", "95% interval"]))
 
 
 def emit(text: str, output: str | os.PathLike | None) -> None:

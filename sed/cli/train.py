@@ -46,7 +46,7 @@ def lightning(argv: Sequence[str], con) -> int:
 
 
 def kfold(argv: Sequence[str], con) -> int:
-    from sed.inference.output import format_table
+    from sed.cli.report import format_table
     from sed.training.kfold import kfold_table, run_kfold
 
     p = Parser(prog="sedkit kfold", description="one run per held-out fold; metrics with mean and std")
@@ -115,9 +115,10 @@ def cmd_plot(args: argparse.Namespace, con) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, con) -> int:
+    from sed.cli.report import format_predictions
     from sed.training.demo import run_demo
 
-    return run_demo(args.workdir, size=args.size)
+    return run_demo(args.workdir, size=args.size, present=lambda rows: format_predictions(rows, "table"))
 
 
 def add_verbs(sub) -> None:

@@ -4,7 +4,6 @@
 - :mod:`~sed.inference.stream`: streaming classification, one result per hop in constant memory (``sedkit stream``)
 - :mod:`~sed.inference.seld`: SELD inference on files of any length, DCASE CSVs, DOA plots
 - :mod:`~sed.inference.ensemble`: the notes' four ensemble methods and :class:`EnsembleClassifier` (Classifier's API)
-- :mod:`~sed.inference.output`: predictions as tables, JSON lines and CSV
 - :mod:`~sed.inference.device`: ``--device`` and ``--precision``
 """
 

@@ -25,7 +25,7 @@ from sed.inference.ensemble import METHODS, check_members, combine, weights_from
 from sed.models.loading import load_model
 from sed.training.lightning_cli import datamodule_of
 
-__all__ = ["ensemble_eval", "format_ensemble_eval"]
+__all__ = ["ensemble_eval"]
 
 
 def _member_scores(model: torch.nn.Module, loader, multi: bool, device: torch.device) -> np.ndarray:
@@ -111,16 +111,3 @@ def _where(checkpoint: str | os.PathLike) -> str:
     matches it from any folder), a hub id or short name as given."""
     return os.path.abspath(checkpoint) if os.path.isfile(checkpoint) else str(checkpoint)
 
-
-def format_ensemble_eval(table: dict[str, Any]) -> str:
-    """A plain-text table of :func:`ensemble_eval`'s result."""
-    key = table["metric"]
-    lines = [f"split {table['split']} ({table['clips']} clips), metric {key}",
-             f"{'':<10} {'model':<48} {key:>7} {'f1':>7}  weights"]
-    for i, r in enumerate(table["members"]):
-        name = r["checkpoint"] if len(r["checkpoint"]) <= 48 else "..." + r["checkpoint"][-45:]
-        lines.append(f"{'member ' + str(i):<10} {name:<48} {r[key]:>7.4f} {r['f1']:>7.4f}")
-    for r in table["methods"]:
-        w = " ".join(f"{x:.3f}" for x in r.get("weights", []))
-        lines.append(f"{'ensemble':<10} {r['method']:<48} {r[key]:>7.4f} {r['f1']:>7.4f}  {w}")
-    return "\n".join(lines)

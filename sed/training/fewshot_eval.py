@@ -36,7 +36,7 @@ from sed.models.linear_probe import fit_logistic, logistic_logits
 from sed.models.prototype import prototype_logits
 from sed.training.lightning_cli import datamodule_of
 
-__all__ = ["EVAL_METHODS", "Episode", "SplitEmbeddings", "check_episodes", "fewshot_eval", "format_fewshot_eval", "sample_episodes",
+__all__ = ["EVAL_METHODS", "Episode", "SplitEmbeddings", "check_episodes", "fewshot_eval", "sample_episodes",
            "split_embeddings"]
 
 #: A progress bar: ``progress(iterable, total=, desc=, unit=)`` yields the items (Console.progress).
@@ -199,14 +199,3 @@ def split_embeddings(config: str | os.PathLike, backbone: str | os.PathLike, spl
                            np.array([int(items[i].label) for i in ok], dtype=np.int64), dm.label_names,
                            [item_name(items[i]) for i in ok], errors)
 
-
-def format_fewshot_eval(table: dict[str, Any]) -> str:
-    """A plain-text table of :func:`fewshot_eval`'s result."""
-    names = {"prototype_cosine": "prototype (cosine)", "prototype_euclidean": "prototype (euclidean)",
-             "logistic": "logistic probe"}
-    lines = [f"{table['ways']}-way {table['shots']}-shot, {table['queries']} queries per class, "
-             f"{table['episodes']} episodes (seed {table['seed']}); {table['clips']} clips of {table['classes']} classes",
-             f"{'method':<24} {'accuracy':>8}  95% interval"]
-    for r in table["methods"]:
-        lines.append(f"{names.get(r['method'], r['method']):<24} {r['mean']:>8.4f}  ± {r['ci95']:.4f}")
-    return "\n".join(lines)

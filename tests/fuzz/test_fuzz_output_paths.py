@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 
 from sed.checkpoint import save_model
 from sed.cli.main import main
+from sed.cli.report import embedding_names
 from sed.errors import OutputError, printable
 from sed.fileio import atomic_open, check_output
-from sed.inference.output import embedding_names
 from sed.models import create_model
 from tests.fuzz.strategies import OUTPUT_FAULTS, STEMS, outcome, output_fault, scaled
 

@@ -8,11 +8,12 @@ import torch
 import yaml
 
 from sed.checkpoint import save_model
+from sed.cli.report import format_ensemble_eval
 from sed.data.synth import make_esc50
 from sed.inference.classifier import Classifier
 from sed.inference.ensemble import EnsembleClassifier, combine, ensemble_options
 from sed.models import create_model
-from sed.training.ensemble_eval import ensemble_eval, format_ensemble_eval
+from sed.training.ensemble_eval import ensemble_eval
 
 DATA = {"source": "esc50", "clip_seconds": 1.0, "batch_size": 4, "val_folds": [5], "test_folds": [5],
         "cache_audio": True}
