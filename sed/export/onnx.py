@@ -52,9 +52,9 @@ class _Graph(nn.Module):
 
 
 def _check_exportable(model: nn.Module, source) -> None:
-    needed = ("embed", "head", "sample_rate", "clip_samples", "frontend")
-    missing = [n for n in needed if not hasattr(model, n)]
-    if missing or getattr(model, "channel_layout", "mono") != "mono":
+    from sed.models.base import is_clip_model  # as load_model below: sed.models is imported on first use
+
+    if not is_clip_model(model):
         raise CheckpointError(source, f"{type(model).__name__} is not a mono clip classifier with a waveform front end "
                                       "(ONNX export takes the AST family and the CNN students)")
 

@@ -37,6 +37,7 @@ from sed.data.folder import folder_items, manifest_items
 from sed.errors import DatasetError, SedError, short
 from sed.inference.classifier import Classifier
 from sed.inference.runtime import is_onnx
+from sed.models.base import is_clip_model
 from sed.models.loading import load_model
 from sed.models.prototype import DEFAULT_SCALE, METRICS, PrototypeClassifier, build_prototype_classifier
 
@@ -145,9 +146,8 @@ def load_backbone(source: str | os.PathLike | nn.Module) -> nn.Module:
         model, _ = load_model(source, kind="clip")
     if isinstance(model, PrototypeClassifier):
         model = model.backbone
-    missing = [n for n in ("embed", "embed_dim", "frontend", "sed_config") if not hasattr(model, n)]
-    if missing:
-        raise ValueError(f"{type(model).__name__} has no {', '.join(missing)}: not a clip model to embed with")
+    if not is_clip_model(model) or not hasattr(model, "sed_config"):
+        raise ValueError(f"{type(model).__name__} is not a clip model built by sed to embed with")
     return model.eval()
 
 

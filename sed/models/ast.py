@@ -100,15 +100,6 @@ class ASTModel(FbankClassifier, nn.Module):
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if min(input_tdim, input_fdim) < patch_size:
             raise ValueError(f"input {input_tdim}x{input_fdim} is smaller than one {patch_size}x{patch_size} patch")
-        self._kwargs = {
-            "num_classes": int(num_classes), "embed_dim": int(embed_dim), "depth": int(depth),
-            "num_heads": int(num_heads), "mlp_ratio": float(mlp_ratio), "input_tdim": int(input_tdim),
-            "input_fdim": int(input_fdim), "fstride": int(fstride), "tstride": int(tstride),
-            "patch_size": int(patch_size), "sample_rate": int(sample_rate), "mean": float(mean),
-            "std": float(std), "block_eps": float(block_eps), "norm_eps": float(norm_eps),
-            "head_eps": float(head_eps), "qkv_bias": bool(qkv_bias), "drop_rate": float(drop_rate),
-            "attn_drop_rate": float(attn_drop_rate), "drop_path_rate": float(drop_path_rate), "labels": None,
-        }
         self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
         self.input_tdim, self.input_fdim = int(input_tdim), int(input_fdim)
         self.frontend = KaldiFbank(sample_rate, input_fdim, input_tdim, mean, std)
@@ -324,4 +315,4 @@ WEIGHTS = (
 FAMILY = register_family(Family(
     "ast", tuple(AST_SIZES), "ast_micro", "fixed",
     "AST (Gong et al. 2021): Kaldi fbank padded or cut to 1024 frames, overlapping 16x16 patches, DeiT",
-    "sed.models.pretrained.ast:IMPORTER", WEIGHTS))
+    "sed.models.pretrained.ast:IMPORTER", WEIGHTS, test_kwargs={"input_tdim": 98, "depth": 2}))

@@ -1,4 +1,7 @@
-"""What every registry model shares: its rebuild kwargs, its label names, and its length policy.
+"""The model-family contract: what every registry model shares (its rebuild kwargs, recorded by
+:class:`DescribedModel` from its constructor's call; its label names; its length policy) and the one test of
+each kind: :func:`is_clip_model` (:class:`ClipModel`; :func:`is_trainable_clip_model` for a task's model)
+and :func:`is_seld_model` (:class:`SeldModelProtocol`). Every "is this a clip / SELD model" check uses them.
 
 Length policy (the family's docstring and README row state theirs): a *fixed-length* family (AST, the
 CNN students) pads or cuts every clip to ``clip_samples``, as its reference's data loader does; a
@@ -10,7 +13,11 @@ equal length on its own (:func:`per_length`), so every clip gets exactly the res
 
 from __future__ import annotations
 
+import functools
+import inspect
+import numbers
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -51,21 +58,155 @@ def per_length(fn: Callable[[torch.Tensor], torch.Tensor], wave: torch.Tensor,
     return out
 
 
-class DescribedModel:
-    """Mixin for ``nn.Module`` models built by ``create_model``.
+@runtime_checkable
+class ClipModel(Protocol):
+    """A clip classifier: mono waveforms ``[B, T]`` at ``sample_rate`` -> logits ``[B, num_classes]``, with
+    the pooled embedding (``embed``) that ``head`` maps to logits, and its front end. What inference,
+    few-shot enrolment and export take (:func:`is_clip_model`)."""
 
-    The model keeps its constructor kwargs in ``self._kwargs`` and its label names in
-    ``self._labels``; ``sed_kwargs()`` rebuilds it, and setting ``labels`` keeps the
-    registry's ``sed_config`` (what checkpoints store) in step.
+    num_classes: int
+    embed_dim: int
+    labels: list[str] | None
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def clip_samples(self) -> int | None: ...
+
+    @property
+    def frontend(self) -> torch.nn.Module: ...
+
+    @property
+    def head(self) -> torch.nn.Module: ...
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def sed_kwargs(self) -> dict: ...
+
+
+@runtime_checkable
+class TrainableClipModel(ClipModel, Protocol):
+    """A clip model a training task drives: its front end (``features``) and the network after it
+    (``forward_from_features``) apart, so a task augments features in between."""
+
+    def features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def forward_from_features(self, feats: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SeldModelProtocol(Protocol):
+    """A SELD model: waveforms ``[B, channels, T]`` in ``channel_layout`` -> multi-ACCDOA frames at the
+    label rate; ``features`` (unstandardised, what a feature cache stores), ``standardizer`` and
+    ``forward_features`` (cached or augmented features -> frames) apart (:func:`is_seld_model`)."""
+
+    num_classes: int
+    channel_layout: str
+    label_frame_samples: int
+    standardizer: torch.nn.Module
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def output_dim(self) -> int: ...
+
+    def num_label_frames(self, num_samples: int) -> int: ...
+
+    def features(self, audio: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_features(self, feats: torch.Tensor) -> torch.Tensor: ...
+
+    def sed_kwargs(self) -> dict: ...
+
+
+def is_seld_model(model) -> bool:
+    """Whether ``model`` is a SELD model (:class:`SeldModelProtocol`)."""
+    return isinstance(model, SeldModelProtocol)
+
+
+def is_clip_model(model) -> bool:
+    """Whether ``model`` is a mono clip classifier (:class:`ClipModel`, not a SELD model)."""
+    return isinstance(model, ClipModel) and not is_seld_model(model) \
+        and getattr(model, "channel_layout", "mono") == "mono"
+
+
+def is_trainable_clip_model(model) -> bool:
+    """Whether ``model`` is a clip model a training task can drive (:class:`TrainableClipModel`)."""
+    return is_clip_model(model) and isinstance(model, TrainableClipModel)
+
+
+def _plain(value):
+    """``value`` as JSON keeps it: tuples become lists, numpy/torch scalars Python numbers."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def _recording(init: Callable) -> Callable:
+    """``init`` that first records its call's arguments (defaults applied) in ``self._kwargs``.
+
+    The outermost ``__init__`` of a model records first; a base class's ``__init__`` reached through
+    ``super().__init__(**kwargs)`` adds its own arguments (those the subclass passed on, and its
+    defaults) under them. A ``**kwargs`` parameter is recorded by the ``__init__`` it reaches, not where
+    it is collected."""
+    sig = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        named = [p.name for p in list(sig.parameters.values())[1:]
+                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        mine = {k: _plain(bound.arguments[k]) for k in named}
+        record = self.__dict__.get("_kwargs")
+        if record is None:
+            self.__dict__["_kwargs"] = mine
+        else:
+            for k, v in mine.items():
+                record.setdefault(k, v)
+        init(self, *args, **kwargs)
+
+    return wrapped
+
+
+class DescribedModel:
+    """Mixin for ``nn.Module`` models built by ``create_model``: the family contract's description part.
+
+    Every subclass's ``__init__`` records its call's arguments (defaults applied) in ``self._kwargs``
+    (:func:`_recording`, installed by ``__init_subclass__``): no family writes its rebuild kwargs by hand.
+    A family whose constructor resolves an argument into a derived value (``clip_seconds`` into
+    ``input_tdim``, a default ``t_pool_size`` into the one built) records it with :meth:`record_kwargs`,
+    so a checkpoint states what was built. ``sed_kwargs()`` rebuilds the model; its label names live in
+    ``self._labels``, and setting ``labels`` keeps the registry's ``sed_config`` (what checkpoints
+    store) in step.
     """
 
     _kwargs: dict
     _labels: list[str] | None = None
     num_classes: int
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])
+
+    def record_kwargs(self, **values) -> None:
+        """The hook for derived values: record ``values`` over the call's arguments (what a rebuild passes)."""
+        self._kwargs.update({k: _plain(v) for k, v in values.items()})
+
     def sed_kwargs(self) -> dict:
         """Constructor kwargs that rebuild this model (JSON-serialisable)."""
-        out = {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in self._kwargs.items()}
+        out = dict(self._kwargs)
         out["labels"] = None if self._labels is None else list(self._labels)
         return out
 
@@ -83,7 +224,6 @@ class DescribedModel:
         cfg = getattr(self, "sed_config", None)
         if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
             cfg["kwargs"]["labels"] = None if value is None else list(value)
-
 
 class FbankClassifier(DescribedModel):
     """Mixin for classifiers that hold a :class:`~sed.audio.features.KaldiFbank` front end

@@ -191,13 +191,6 @@ class BEATsModel(FbankClassifier, nn.Module):
             raise ValueError(f"input {input_tdim}x{num_mel_bins} is smaller than one {patch_size}x{patch_size} patch")
         if embed_dim % conv_pos_groups:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by conv_pos_groups {conv_pos_groups}")
-        local = dict(locals())
-        self._kwargs = {k: local[k] for k in (
-            "num_classes", "embed_dim", "patch_dim", "depth", "num_heads", "ffn_dim", "patch_size", "conv_bias",
-            "conv_pos", "conv_pos_groups", "num_buckets", "max_distance", "gru_rel_pos", "deep_norm", "input_tdim",
-            "num_mel_bins", "sample_rate", "mean", "std", "dropout", "attention_dropout", "activation_dropout",
-            "dropout_input", "predictor_dropout")}
-        self._kwargs["labels"] = None
         self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
         self.input_tdim, self.num_mel_bins, self.patch_size = int(input_tdim), int(num_mel_bins), int(patch_size)
         self.num_buckets, self.max_distance = int(num_buckets), int(max_distance)
@@ -376,4 +369,4 @@ WEIGHTS = (
 FAMILY = register_family(Family(
     "beats", tuple(BEATS_SIZES), "beats_micro", "native",
     "BEATs iter3 / iter3+ (Chen et al. 2023): Kaldi fbank, 16x16 patches, relative-position transformer",
-    "sed.models.pretrained.beats:IMPORTER", WEIGHTS))
+    "sed.models.pretrained.beats:IMPORTER", WEIGHTS, test_kwargs={"input_tdim": 98, "depth": 2}))

@@ -154,12 +154,7 @@ class TCNModel(FbankClassifier, nn.Module):
             raise ValueError(f"a TCN needs 1..16 blocks, kernel_size >= 2 and positive widths, got depth={depth}, "
                              f"kernel_size={kernel_size}, channels={channels}, stem_channels={stem_channels}")
         input_tdim = resolve_tdim(input_tdim, clip_seconds, sample_rate, num_mel_bins)
-        self._kwargs = {
-            "num_classes": int(num_classes), "channels": int(channels), "depth": int(depth),
-            "kernel_size": int(kernel_size), "stem_channels": int(stem_channels), "num_mel_bins": int(num_mel_bins),
-            "input_tdim": input_tdim, "sample_rate": int(sample_rate), "mean": float(mean), "std": float(std),
-            "dropout": float(dropout), "drop_rate": float(drop_rate), "labels": None,
-        }
+        self.record_kwargs(input_tdim=input_tdim, clip_seconds=None)
         self.num_classes, self.embed_dim = int(num_classes), int(channels)
         self.input_tdim, self.input_fdim = input_tdim, int(num_mel_bins)
         self.frontend = KaldiFbank(sample_rate, num_mel_bins, None, mean, std)
@@ -303,4 +298,5 @@ def tcn_base(num_classes: int = 527, **kwargs) -> TCNModel:
 
 FAMILY = register_family(Family(
     "tcn", tuple(TCN_SIZES), "tcn_tiny", "fixed",
-    "causal TCNs for streaming: dilated causal 1-D convolutions on the AST fbank; no public weights"))
+    "causal TCNs for streaming: dilated causal 1-D convolutions on the AST fbank; no public weights",
+    test_kwargs={"clip_seconds": 1.0}))

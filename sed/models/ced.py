@@ -160,14 +160,6 @@ class CEDModel(DescribedModel, nn.Module):
                              f"is smaller than one {patch_size}x{patch_size} patch")
         if chunk_average not in ("prob", "embedding"):
             raise ValueError(f"chunk_average must be 'prob' or 'embedding', got {chunk_average!r}")
-        self._kwargs = {
-            "num_classes": int(num_classes), "embed_dim": int(embed_dim), "depth": int(depth),
-            "num_heads": int(num_heads), "mlp_ratio": float(mlp_ratio), "qkv_bias": bool(qkv_bias),
-            "patch_size": int(patch_size), "num_mel_bins": int(num_mel_bins), "target_length": int(target_length),
-            "input_tdim": int(input_tdim), "chunk_average": chunk_average, "pad_last": bool(pad_last),
-            "sample_rate": int(sample_rate), "drop_rate": float(drop_rate), "attn_drop_rate": float(attn_drop_rate),
-            "drop_path_rate": float(drop_path_rate), "labels": None,
-        }
         self.num_classes, self.embed_dim, self.patch_size = int(num_classes), int(embed_dim), int(patch_size)
         self.input_tdim, self.target_length, self.num_mel_bins = int(input_tdim), int(target_length), int(num_mel_bins)
         self.chunk_average, self.pad_last = chunk_average, bool(pad_last)
@@ -391,4 +383,4 @@ WEIGHTS = (
 FAMILY = register_family(Family(
     "ced", tuple(CED_SIZES), "ced_tiny", "native",
     "CED (Dinkel et al. 2023): 64-bin dB mel, 16x16 patches, ViT with separate time/frequency positions",
-    "sed.models.pretrained.ced:IMPORTER", WEIGHTS))
+    "sed.models.pretrained.ced:IMPORTER", WEIGHTS, test_kwargs={"input_tdim": 101, "depth": 2}))

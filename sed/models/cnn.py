@@ -115,13 +115,7 @@ class CNNModel(FbankClassifier, nn.Module):
                 raise ValueError(f"depth must be 1..{len(widths)} stages, got {depth}")
             widths, depths = widths[:depth], depths[:depth]
         input_tdim = resolve_tdim(input_tdim, clip_seconds, sample_rate, num_mel_bins)
-        self._kwargs = {
-            "num_classes": int(num_classes), "stem_dim": int(stem_dim), "widths": widths, "depths": depths,
-            "expand_ratio": float(expand_ratio), "se_ratio": float(se_ratio), "embed_dim": int(embed_dim),
-            "num_mel_bins": int(num_mel_bins), "input_tdim": input_tdim, "sample_rate": int(sample_rate),
-            "mean": float(mean), "std": float(std), "drop_rate": float(drop_rate),
-            "drop_path_rate": float(drop_path_rate), "bn_momentum": float(bn_momentum), "labels": None,
-        }
+        self.record_kwargs(input_tdim=input_tdim, clip_seconds=None, widths=widths, depths=depths, depth=None)
         self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
         self.input_tdim, self.input_fdim = input_tdim, int(num_mel_bins)
         self.frontend = KaldiFbank(sample_rate, num_mel_bins, input_tdim, mean, std)
@@ -205,4 +199,5 @@ def cnn_base(num_classes: int = 527, **kwargs) -> CNNModel:
 
 FAMILY = register_family(Family(
     "cnn", tuple(CNN_SIZES), "cnn_tiny", "fixed",
-    "compact CNN students: inverted residual blocks on the AST fbank (64 bins); trained here, no public weights"))
+    "compact CNN students: inverted residual blocks on the AST fbank (64 bins); trained here, no public weights",
+    test_kwargs={"clip_seconds": 1.0}))

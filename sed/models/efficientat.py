@@ -151,13 +151,6 @@ class EfficientATModel(FbankClassifier, nn.Module):
         if len(strides) != 4 or not all(s in (1, 2) for s in strides):
             raise ValueError(f"strides must be four values of 1 or 2, got {strides}")
         self.frontend = EfficientATMel(sample_rate, num_mel_bins, None, win_length, hop_size, n_fft, fmin, fmax)
-        self._kwargs = {
-            "num_classes": int(num_classes), "width_mult": float(width_mult), "strides": strides,
-            "se_reduction": int(se_reduction), "dropout": float(dropout), "num_mel_bins": int(num_mel_bins),
-            "input_tdim": int(input_tdim), "sample_rate": int(sample_rate), "win_length": int(win_length),
-            "hop_size": int(hop_size), "n_fft": int(n_fft), "fmin": float(fmin),
-            "fmax": None if fmax is None else float(fmax), "bn_momentum": float(bn_momentum), "labels": None,
-        }
         settings = block_settings(width_mult, strides)
         bn = {"momentum": float(bn_momentum)}
         self.stem = conv_bn_act(1, settings[0][0], 3, 2, **bn)
@@ -269,4 +262,4 @@ WEIGHTS = tuple(_weights(size, f) for size, f in (
 FAMILY = register_family(Family(
     "efficientat", tuple(EFFICIENTAT_SIZES), "efficientat_mn04", "native",
     "EfficientAT MobileNetV3 (Schmid et al. 2023): 32 kHz log-mel, inverted residual blocks, global pooling",
-    "sed.models.pretrained.efficientat:IMPORTER", WEIGHTS))
+    "sed.models.pretrained.efficientat:IMPORTER", WEIGHTS, test_kwargs={"input_tdim": 100}))

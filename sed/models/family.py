@@ -4,7 +4,12 @@ Each family's model file declares itself once, next to its registered sizes::
 
     register_family(Family("beats", sizes=("beats_iter3", "beats_micro"), test_size="beats_micro",
                            length_policy="native", importer="sed.models.pretrained.beats:IMPORTER",
-                           weights=WEIGHTS))
+                           weights=WEIGHTS, test_kwargs={"input_tdim": 98, "depth": 2}))
+
+``test_size`` with ``test_kwargs`` over it is the family's CPU test configuration (:func:`tiny_kwargs`): it
+takes 1 s of audio and runs in well under a second; the kwargs also shrink the family's other sizes (fewer
+blocks), so a test can build any registered name cheaply. Tests parametrize over these, one per family
+(a family's sizes share its code), never over name prefixes.
 
 ``weights`` is the family's table of public checkpoints, one :class:`Weights` per short name, all of one
 shape (name, architecture, sources, classes and label set, multi-label, sample rate, clip length,
@@ -16,12 +21,13 @@ pretrained source is first resolved, so a model file never imports its importer 
 
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["Family", "Weights", "families", "family", "family_of_model", "find_weights", "importer_of",
-           "register_family", "weights_table"]
+           "family_test_sizes", "register_family", "tiny_kwargs", "weights_table"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,8 @@ class Weights:
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: its registered sizes, a CPU test size, its length policy, importer and weights."""
+    """A model family: its registered sizes, a CPU test size (and the kwargs that make it one), its length
+    policy, importer and weights."""
 
     name: str
     sizes: tuple[str, ...]
@@ -62,6 +69,8 @@ class Family:
     description: str
     importer: str | None = None  # "module:ATTRIBUTE" of its Importer (foreign release files)
     weights: tuple[Weights, ...] = ()
+    #: kwargs over ``test_size`` (or any size) for a CPU test: 1 s of audio, well under a second
+    test_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if self.test_size not in self.sizes:
@@ -117,6 +126,19 @@ def default_weights(model_name: str) -> Weights | None:
     """What ``pretrained=True`` loads for a size: the first weights of its family's table that build it."""
     fam = family_of_model(model_name)
     return next((w for w in fam.weights if w.arch == model_name), None) if fam else None
+
+
+def tiny_kwargs(model_name: str) -> dict[str, Any]:
+    """The declared test kwargs of the family of the registered size ``model_name`` (a fresh copy)."""
+    fam = family_of_model(model_name)
+    if fam is None:
+        raise ValueError(f"model {model_name!r} belongs to no family")
+    return copy.deepcopy(fam.test_kwargs)
+
+
+def family_test_sizes() -> list[str]:
+    """One test size per family (its sizes share its code), in registration order."""
+    return [f.test_size for f in _FAMILIES.values()]
 
 
 def importer_of(fam: Family):

@@ -21,28 +21,30 @@ from torch import nn
 
 from sed.checkpoint import check_description, describe
 from sed.errors import CheckpointError, short
+from sed.models.base import is_clip_model, is_seld_model
 from sed.models.budget import check_weights, checked_build
 from sed.models.pretrained.build import import_pretrained
 from sed.models.pretrained.sources import resolve
 from sed.models.registry import create_model, is_model
-from sed.models.seld_common import SeldModel
 
 __all__ = ["KINDS", "build_from_description", "check_kind", "load_model", "model_kind"]
 
 #: the kinds of model a verb opens: what one is called, and the verbs that take it
 KINDS = {"clip": ("a clip classifier", "sedkit classify, embed, ensemble-eval, stream, enroll or export take it"),
-         "seld": ("a SELD model", "sedkit seld-infer takes it")}
+         "seld": ("a SELD model", "sedkit seld-infer takes it"),
+         "other": ("neither a clip classifier nor a SELD model", "no sedkit command takes it")}
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"seld"`` for a SELD model (multi-ACCDOA frames of 4-channel audio), else ``"clip"``."""
-    return "seld" if isinstance(model, SeldModel) else "clip"
+    """``"seld"`` for a SELD model (:func:`~sed.models.base.is_seld_model`), ``"clip"`` for a clip classifier
+    (:func:`~sed.models.base.is_clip_model`), else ``"other"``."""
+    return "seld" if is_seld_model(model) else "clip" if is_clip_model(model) else "other"
 
 
 def check_kind(model: nn.Module, kind: str, path: str | os.PathLike | None = None) -> None:
     """A :class:`CheckpointError` naming what ``model`` is and the verbs that take it, unless it is a ``kind``."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind not in ("clip", "seld"):
+        raise ValueError(f"kind must be 'clip' or 'seld', got {kind!r}")
     found = model_kind(model)
     if found != kind:
         name = getattr(model, "sed_config", {}).get("name") or type(model).__name__

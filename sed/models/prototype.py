@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sed.models.base import DescribedModel
+from sed.models.base import DescribedModel, is_clip_model
 from sed.models.family import Family, register_family
 from sed.models.registry import create_model, register_model
 
@@ -119,15 +119,13 @@ class PrototypeClassifier(DescribedModel, nn.Module):
         if num_prototypes < 1:
             raise ValueError(f"num_classes {num_classes} leaves no enrolled class (open_set adds 'unknown')")
         self.backbone = create_model(spec["model_name"], **spec["model_kwargs"])
-        for needed in ("embed", "embed_dim", "frontend"):
-            if not hasattr(self.backbone, needed):
-                raise ValueError(f"{spec['model_name']} has no {needed}: not a clip model with a waveform front end")
+        if not is_clip_model(self.backbone):
+            raise ValueError(f"{spec['model_name']} is not a clip model with a waveform front end (its backbone)")
         spec = {"model_name": spec["model_name"], "model_kwargs": dict(self.backbone.sed_config["kwargs"])}
         self.head = PrototypeHead(num_prototypes, self.backbone.embed_dim, metric, scale, open_set)
         self.num_classes, self.embed_dim = int(num_classes), int(self.backbone.embed_dim)
         self.multi_label = False
-        self._kwargs = {"num_classes": int(num_classes), "backbone": spec, "metric": metric, "scale": float(scale),
-                        "open_set": open_set, "unknown_label": str(unknown_label), "labels": None}
+        self.record_kwargs(backbone=spec)  # the backbone's own full kwargs (backbone_kwargs folded in)
         self.labels = labels
 
     # ------------------------------------------------------------------ what the backbone gives
@@ -216,4 +214,5 @@ def build_prototype_classifier(backbone: nn.Module, prototypes: torch.Tensor, la
 
 FAMILY = register_family(Family(
     "prototype", ("prototype_classifier",), "prototype_classifier", "backbone",
-    "few-shot class prototypes on any clip model's embedding (sedkit enroll); the backbone's length policy"))
+    "few-shot class prototypes on any clip model's embedding (sedkit enroll); the backbone's length policy",
+    test_kwargs={"backbone": {"model_name": DEFAULT_BACKBONE, "model_kwargs": {"clip_seconds": 1.0}}}))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from sed.models.base import DescribedModel
 from sed.models.family import default_weights, families, family_of_model, importer_of
 
 __all__ = ["create_model", "is_model", "list_models", "model_entry", "register_model"]
@@ -64,7 +65,7 @@ def model_entry(name: str) -> ModelEntry:
 
 def _rebuild_kwargs(model: nn.Module, num_classes: int | None, kwargs: dict) -> dict:
     """All kwargs that rebuild ``model``: the model's own (``sed_kwargs()``) when it has them."""
-    if hasattr(model, "sed_kwargs"):
+    if isinstance(model, DescribedModel):
         out = dict(model.sed_kwargs())
     else:
         out = dict(kwargs)

@@ -84,10 +84,7 @@ class ResNetConformer(SeldModel):
             raise ValueError(f"kernel_size must be odd (torchaudio's Conformer), got {kernel_size}")
         ffn_dim = 4 * d_model if ffn_dim is None else int(ffn_dim)
         self.time_pool = time_pool
-        self._set_arch_kwargs(channels=channels, blocks_per_stage=int(blocks_per_stage), freq_pool=freq_pool,
-                              d_model=int(d_model), num_layers=int(num_layers), num_heads=int(num_heads),
-                              ffn_dim=ffn_dim, kernel_size=int(kernel_size), dropout=float(dropout),
-                              time_pool=time_pool)
+        self.record_kwargs(ffn_dim=ffn_dim)  # the default resolved
         self.stem = nn.Sequential(nn.Conv2d(self.in_channels, channels[0], 3, padding=1, bias=False),
                                   nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))
         stages, pools, prev = [], [], channels[0]

@@ -75,12 +75,6 @@ class SeldModel(DescribedModel, nn.Module):
         self.in_channels, self.n_mels = self.frontend.num_output_channels, int(n_mels)
         self.standardizer = FeatureStandardizer(self.in_channels, self.n_mels)
         self.doa_activation, self.distance_activation = doa_activation, distance_activation
-        self._kwargs = {
-            "num_classes": self.num_classes, "fmt": fmt, "with_distance": self.with_distance,
-            "sample_rate": int(sample_rate), "hop_length": int(hop_length), "win_length": int(win_length),
-            "n_fft": int(n_fft), "n_mels": self.n_mels, "label_hop_seconds": float(label_hop_seconds),
-            "doa_activation": doa_activation, "distance_activation": distance_activation, "labels": None,
-        }
         self._labels = None
         self.labels = labels
 
@@ -102,9 +96,6 @@ class SeldModel(DescribedModel, nn.Module):
     def num_label_frames(self, num_samples: int) -> int:
         """Output frames for a clip of ``num_samples`` samples: ``(num_samples // hop) // frames_per_label``."""
         return self.frontend.num_frames(num_samples) // self.frames_per_label
-
-    def _set_arch_kwargs(self, **kwargs) -> None:
-        self._kwargs.update(kwargs)
 
 
     # ------------------------------------------------------------------ forward pieces

@@ -61,11 +61,7 @@ class SELDnet(SeldModel):
             raise ValueError(f"n_mels {self.n_mels} is smaller than the frequency pooling {math.prod(f_pool_size)}")
         if rnn_size % nb_heads:
             raise ValueError(f"rnn_size {rnn_size} is not divisible by nb_heads {nb_heads}")
-        self._set_arch_kwargs(nb_cnn2d_filt=int(nb_cnn2d_filt), f_pool_size=f_pool_size, t_pool_size=t_pool_size,
-                              rnn_size=int(rnn_size), nb_rnn_layers=int(nb_rnn_layers),
-                              nb_self_attn_layers=int(nb_self_attn_layers), nb_heads=int(nb_heads),
-                              nb_fnn_layers=int(nb_fnn_layers), fnn_size=int(fnn_size),
-                              dropout_rate=float(dropout_rate))
+        self.record_kwargs(f_pool_size=f_pool_size, t_pool_size=t_pool_size)  # the default resolved
         self.conv_block_list = nn.ModuleList()
         for i, (t, f) in enumerate(zip(t_pool_size, f_pool_size)):
             self.conv_block_list.append(ConvBlock(nb_cnn2d_filt if i else self.in_channels, nb_cnn2d_filt))

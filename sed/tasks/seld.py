@@ -35,6 +35,7 @@ import torch
 
 from sed.augment.acs import RandomACS, apply_acs_features, transform_adpit_targets
 from sed.losses.adpit import adpit_loss
+from sed.models.base import is_seld_model
 from sed.tasks.base import Task
 
 __all__ = ["SELDTask", "targets_to_events"]
@@ -92,7 +93,7 @@ class SELDTask(Task):
             raise ValueError("SELD targets are multi-ACCDOA regression targets; multi_label must be False")
         super().__init__(model_name=model_name, num_classes=num_classes, lr=lr, weight_decay=weight_decay,
                          betas=betas, monitor=monitor, **kwargs)
-        if not hasattr(self.model, "forward_features") or not hasattr(self.model, "standardizer"):
+        if not is_seld_model(self.model):
             raise ValueError(f"{model_name} is not a SELD model (no forward_features / standardizer)")
         self.fmt = self.model.channel_layout
         self.acs = RandomACS(p=acs_p, fmt=self.fmt)

@@ -8,6 +8,7 @@ import torch
 from sed.checkpoint import describe
 from sed.inference.classifier import Classifier
 from sed.models import create_model
+from sed.models.family import families, tiny_kwargs
 
 LABELS = ["a", "b", "c"]
 SR = 16000
@@ -135,10 +136,11 @@ def test_package_level_from_pretrained(clf, tmp_path):
     assert np.allclose(loaded.score([w])[0].scores, clf.score([w])[0].scores, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["beats_micro", "ced_tiny", "efficientat_mn04"])
+@pytest.mark.parametrize("name", [f.test_size for f in families() if f.length_policy == "native"])
 def test_native_length_families_score_each_clip_whole_and_alone(name):
     torch.manual_seed(0)
-    kwargs = {"depth": 2} if name.startswith("ced") else {}
+    # the family's test size at its own training clip (10 s): the clips below are shorter and longer than it
+    kwargs = {k: v for k, v in tiny_kwargs(name).items() if k != "input_tdim"}
     model = create_model(name, num_classes=3, **kwargs).eval()
     clf = Classifier(model, describe(model), device="cpu")
     rate = clf.sample_rate

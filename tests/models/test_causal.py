@@ -138,7 +138,7 @@ def test_round_trip_through_sed_config_and_checkpoints(tmp_path):
 def test_trains_through_the_classification_task():
     from sed.tasks import ClassificationTask
 
-    task = ClassificationTask("tcn_tiny", num_classes=3, model_kwargs={"input_tdim": TDIM}, freqm=8, timem=8,
+    task = ClassificationTask(model_name="tcn_tiny", num_classes=3, model_kwargs={"input_tdim": TDIM}, freqm=8, timem=8,
                               lr=3e-3, transfer="last_n", finetune_blocks=2)
     opt = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=3e-3)
     task.train()
