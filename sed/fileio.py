@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from sed.errors import OutputError
+from sed.errors import OutputError, one_line
 
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 
@@ -29,7 +29,7 @@ def _reason(err: OSError) -> str:
         return "is a directory"
     if err.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: mkdir of a parent that is a file
         return "a parent is not a folder"
-    return f"cannot write: {err.strerror or type(err).__name__}"
+    return f"cannot write: {err.strerror or one_line(err)}"
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from sed.audio.features import FeatureStandardizer, FOALogMelIV, MicLogMelGCC
 from sed.audio.io import load_audio
 from sed.data import feature_cache as fc
 from sed.data.feature_cache import FeatureCache, fit_standardizer
-from sed.errors import AudioError
+from sed.errors import AudioError, OutputError
 
 SR = 24000
 
@@ -111,7 +111,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(fc.np, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="cannot write: disk full"):  # one line naming the entry
         cache.get(wav)
     assert _all_files(tmp_path / "cache") == [f"{cache.dir.name}/config.json"]
     monkeypatch.undo()
