@@ -4,13 +4,41 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
+from sed.cli.report import format_table
 from sed.errors import UsageError
+
+#: how docs/models.md words a family's length policy
+POLICY = {"fixed": "fixed: padded or cut to the clip", "native": "native: each clip at its own length",
+          "frames": "frames: the whole input, frame outputs", "backbone": "its backbone's"}
+
+
+def _millions(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} M" if n < 1e8 else f"{n / 1e6:.0f} M"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """docs/models.md's two tables of :func:`~sed.models.catalogue.catalogue`'s rows (the one table renderer's
+    Markdown): families (sizes, parameters, length policy) and the declared weights."""
+    families = [{"family": r["family"],
+                 "sizes (parameters, default head)": ", ".join(f"`{s['name']}` {_millions(s['parameters'])}"
+                                                               for s in r["sizes"]),
+                 "length policy": POLICY[r["length_policy"]], "what it is": r["description"]} for r in rows]
+    weights = [{"short name": f"`{w['name']}`", "builds": f"`{w['arch']}`",
+                "classes": "none (encoder)" if w["classes"] is None else f"{w['classes']} {w['label_set']}",
+                "multi-label": "yes" if w["multi_label"] else "no",
+                "rate, clip": f"{w['sample_rate'] // 1000} kHz, {w['clip_seconds']:g} s",
+                "published": f"{w['metric']}; {w['citation']}", "licence": w["licence"]}
+               for r in rows for w in r["weights"]]
+    return "\n\n".join([
+        format_table(families, ["family", "sizes (parameters, default head)", "length policy", "what it is"], markdown=True),
+        format_table(weights, ["short name", "builds", "classes", "multi-label", "rate, clip", "published", "licence"],
+                     markdown=True)]) + "\n"
 
 
 def cmd_models(args: argparse.Namespace, con) -> int:
-    from sed.cli.report import format_table
-    from sed.models.catalogue import catalogue, markdown
+    from sed.models.catalogue import catalogue
 
     try:
         rows = catalogue(args.family)

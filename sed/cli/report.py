@@ -20,13 +20,17 @@ from sed.errors import printable
 from sed.fileio import atomic_open, derived_name
 
 
-def format_table(rows: list[dict], columns: Sequence[str]) -> str:
-    """An aligned plain-text table (numeric columns right-aligned)."""
+def format_table(rows: list[dict], columns: Sequence[str], markdown: bool = False) -> str:
+    """An aligned plain-text table (numeric columns right-aligned), or with ``markdown`` a Markdown table (a
+    ``| a | b |`` line per row under a ``|---|---|`` rule, no padding)."""
 
     def cell(v) -> str:
         return f"{v:.4f}" if isinstance(v, float) else printable(str(v))
 
     cells = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    if markdown:
+        lines = [f"| {' | '.join(vals)} |" for vals in [list(columns), *cells]]
+        return "\n".join([lines[0], "|" + "---|" * len(columns), *lines[1:]])
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     numeric = [bool(rows) and all(isinstance(r.get(c), int | float) for r in rows) for c in columns]
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sed.cli.catalogue import markdown
 from sed.models import list_models
-from sed.models.catalogue import MARKERS, catalogue, markdown, parameter_count
+from sed.models.catalogue import MARKERS, catalogue, parameter_count
 from sed.models.family import default_weights, families, family_of_model, find_weights, weights_table
 
 ROOT = Path(__file__).resolve().parents[2]
