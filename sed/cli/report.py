@@ -105,6 +105,14 @@ def format_ensemble_eval(table: dict[str, Any]) -> str:
             + format_table(rows, ["", "model", key, "f1", "weights"]))
 
 
+def format_kfold(rows: list[dict], summary: dict[str, dict[str, float]]) -> str:
+    """:func:`~sed.training.kfold.run_kfold`'s result: a row per fold, then the mean and std rows."""
+    keys = list(summary)
+    table = [{"fold": str(r["fold"]), **{k: r.get(k, float("nan")) for k in keys}} for r in rows]
+    table += [{"fold": stat, **{k: summary[k][stat] for k in keys}} for stat in ("mean", "std")]
+    return format_table(table, ["fold", *keys])
+
+
 #: how fewshot-eval's table names its methods
 FEWSHOT_METHODS = {"prototype_cosine": "prototype (cosine)", "prototype_euclidean": "prototype (euclidean)",
                    "logistic": "logistic probe"}

@@ -46,8 +46,8 @@ def lightning(argv: Sequence[str], con) -> int:
 
 
 def kfold(argv: Sequence[str], con) -> int:
-    from sed.cli.report import format_table
-    from sed.training.kfold import kfold_table, run_kfold
+    from sed.cli.report import format_kfold
+    from sed.training.kfold import run_kfold
 
     p = Parser(prog="sedkit kfold", description="one run per held-out fold; metrics with mean and std")
     p.add_argument("--config", action="append", required=True, help="LightningCLI config YAML (repeatable)")
@@ -62,7 +62,7 @@ def kfold(argv: Sequence[str], con) -> int:
     root = Path(args.root or f"runs/kfold-{Path(args.config[-1]).stem}")
     config_args = [a for c in args.config for a in ("--config", c)] + rest
     rows, summary = run_kfold(config_args, folds, root, ckpt=args.ckpt)
-    print(format_table(*kfold_table(rows, summary)))
+    print(format_kfold(rows, summary))
     con.status(f"per-fold runs and kfold.csv / kfold.json in {root}")
     return 0
 

@@ -37,15 +37,6 @@ def summarize(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def kfold_table(rows: list[dict], summary: dict[str, dict[str, float]]) -> tuple[list[dict], list[str]]:
-    """(rows, columns) of the per-fold table with its mean and std rows."""
-    keys = list(summary)
-    table = [{"fold": str(r["fold"]), **{k: r.get(k, float("nan")) for k in keys}} for r in rows]
-    table.append({"fold": "mean", **{k: summary[k]["mean"] for k in keys}})
-    table.append({"fold": "std", **{k: summary[k]["std"] for k in keys}})
-    return table, ["fold", *keys]
-
-
 def write_kfold(root: Path, rows: list[dict], summary: dict) -> None:
     keys = list(summary)
     with atomic_open(root / "kfold.csv", newline="") as f:

@@ -53,3 +53,11 @@ def test_the_eval_tables_are_drawn_by_the_one_table_renderer():
         [{"method": "prototype (cosine)", "accuracy": 0.75, "95% interval": "± 0.1250"},
          {"method": "logistic probe", "accuracy": 0.5, "95% interval": "± 0.0000"}], ["method", "accuracy", "95% interval"])
     assert lines[2] == "prototype (cosine)    0.7500  ± 0.1250"
+
+
+def test_the_kfold_table_is_a_row_per_fold_then_mean_and_std():
+    from sed.cli.report import format_kfold
+
+    text = format_kfold([{"fold": 1, "test_acc": 0.5}, {"fold": 2, "test_acc": 1.0}],
+                        {"test_acc": {"mean": 0.75, "std": 0.353553}})
+    assert text.splitlines() == ["fold  test_acc", "1       0.5000", "2       1.0000", "mean    0.7500", "std     0.3536"]
