@@ -91,14 +91,10 @@ def plot_run(run_dir) -> dict:
         notes.append(f"{metrics_csv}: no metric values: no learning curves")
     for stage in ("val", "test"):
         path = find(f"confusion_{stage}.csv")
-        if path is None:
-            notes.append(f"no confusion_{stage}.csv: {stage} confusion matrix skipped")
+        read = _read_confusion(path, f"confusion_{stage}.csv", f"{stage} confusion matrix skipped", notes)
+        if read is None:
             continue
-        try:
-            m, labs = read_confusion_csv(path)
-        except DatasetError as e:
-            notes.append(f"{e}: {stage} confusion matrix skipped")
-            continue
+        m, labs = read
         if len(labels) == len(labs) and labs == [str(i) for i in range(len(labs))]:
             labs = [str(x) for x in labels]  # a matrix written without names: labels.json's
         meta = read_confusion_meta(path)
@@ -108,6 +104,18 @@ def plot_run(run_dir) -> dict:
         out = write_per_class_csv(run / f"per_class_{stage}.csv", per_class_table(m, labs))
         files[f"per_class_{stage}"] = str(out)
     return {"files": files, "diagnosis": diagnosis, "notes": notes}
+
+
+def _read_confusion(path: Path | None, name: str, skipped: str, notes: list[str]):
+    """``(matrix, labels)`` of a confusion CSV, or None with a note saying why and what was ``skipped``."""
+    if path is None:
+        notes.append(f"no {name}: {skipped}")
+        return None
+    try:
+        return read_confusion_csv(path)
+    except DatasetError as e:
+        notes.append(f"{e}: {skipped}")
+        return None
 
 
 # ------------------------------------------------------------------------------------------ k-fold
@@ -161,14 +169,10 @@ def plot_kfold(root, rows: list[dict], summary: dict, checkpoint: str | None = N
     for r in rows:
         fold_dir = root / f"fold{r['fold']}"
         path = _fold_confusion(fold_dir)
-        if path is None:
-            notes.append(f"{fold_dir}: no confusion_test.csv; left out of the pooled confusion matrix")
+        read = _read_confusion(path, f"confusion_test.csv in {fold_dir}", "left out of the pooled confusion matrix", notes)
+        if read is None:
             continue
-        try:
-            m, labs = read_confusion_csv(path)
-        except DatasetError as e:
-            notes.append(f"{e}; left out of the pooled confusion matrix")
-            continue
+        m, labs = read
         if labels is not None and labs != labels:
             notes.append(f"{path}: other labels than fold {used[0]}; left out of the pooled confusion matrix")
             continue
