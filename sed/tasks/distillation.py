@@ -23,7 +23,7 @@ length (the batch does not carry the crop offset): the key matches exactly when 
 see the same samples. The cache is only used when the training input is deterministic:
 
 - the data module's training crop is deterministic: ``clip_seconds`` is None or no training clip is
-  longer than ``clip_seconds`` (checked in ``setup`` for :class:`~sed.data.datamodule.AudioDataModule`;
+  longer than ``clip_seconds`` (checked in ``setup`` for :class:`~sed.data.modules.audio.AudioDataModule`;
   a data module that cannot be checked is treated as random), and
 - waveform ``mixup`` is off (mixed waves are new inputs every step).
 

@@ -2,12 +2,12 @@
 
 Training serves non-overlapping ``sequence_seconds`` sequences of the ``train_split`` files
 (shuffled); validation and test serve whole files (``mode="eval"``, one item per file, padded
-by :func:`~sed.data.seld_dataset.collate`), so the task can score each file with the DCASE
+by :func:`~sed.data.modules.seld_dataset.collate`), so the task can score each file with the DCASE
 metrics. Items carry "audio" ``[4, T]`` at 24 kHz, or, with ``cache_dir``, "features"
 ``[C, frames, bins]`` computed once by the format's default front end
 (:func:`sed.audio.features.build_frontend`, the same one ``sedkit prepare starss --cache DIR``
 fills) and kept under ``cache_dir``. The task checks that its model's front end has the same
-key (:func:`~sed.data.feature_cache.frontend_key`), so cached features are always what the
+key (:func:`~sed.data.modules.feature_cache.frontend_key`), so cached features are always what the
 model would compute itself.
 
 ``num_classes``, ``label_names`` and ``is_multi_label`` (False) are known after ``__init__`` for
@@ -28,9 +28,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from sed.data import starss
-from sed.data.samplers import training_sampling
-from sed.data.seld_dataset import StarssDataset, collate
+from sed.data.corpora import starss
+from sed.data.modules.samplers import training_sampling
+from sed.data.modules.seld_dataset import StarssDataset, collate
 
 __all__ = ["StarssDataModule", "seld_label_names"]
 
@@ -96,10 +96,10 @@ class StarssDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ data
     @property
     def cache(self):
-        """The :class:`~sed.data.feature_cache.FeatureCache` of ``cache_dir`` (None without one)."""
+        """The :class:`~sed.data.modules.feature_cache.FeatureCache` of ``cache_dir`` (None without one)."""
         if self.cache_dir and self._cache is None:
             from sed.audio.features import build_frontend
-            from sed.data.feature_cache import FeatureCache
+            from sed.data.modules.feature_cache import FeatureCache
 
             self._cache = FeatureCache(self.cache_dir, build_frontend(self.fmt))
         return self._cache

@@ -1,10 +1,10 @@
 """AudioDataModule: clip-classification data for Lightning, configured by plain arguments (YAML).
 
-``source`` picks the reader: ``folder`` (:func:`~sed.data.folder.folder_items` of ``root``),
-``manifest`` (:func:`~sed.data.folder.manifest_items` of ``manifest``; ``root``, when given,
-is the base of relative paths), ``esc50`` (:func:`~sed.data.esc50.esc50_items` of ``root``) or
+``source`` picks the reader: ``folder`` (:func:`~sed.data.corpora.folder.folder_items` of ``root``),
+``manifest`` (:func:`~sed.data.corpora.folder.manifest_items` of ``manifest``; ``root``, when given,
+is the base of relative paths), ``esc50`` (:func:`~sed.data.corpora.esc50.esc50_items` of ``root``) or
 ``shards`` (WebDataset shards of ``sedkit shard``: ``shards`` is a folder, a brace pattern or a
-list, local or URLs; streamed by :class:`~sed.data.shards.ShardClips`, with its guarantees on
+list, local or URLs; streamed by :class:`~sed.data.shards.reader.ShardClips`, with its guarantees on
 what each rank and worker reads; split by the samples' folds, or ``val_shards``/``test_shards``;
 the epoch length comes from ``index.json``; ``shuffle_buffer`` samples are shuffled per worker).
 The metadata is read in ``__init__`` so that ``num_classes``, ``label_names`` and
@@ -25,7 +25,7 @@ Training crops ``clip_seconds`` at random; val/test/predict take the centre crop
 ``len(train)`` draws per epoch) whose per-item weight is the sum over its labels of
 1 / (label count in train), AST's balanced sampler; items without labels get the smallest
 weight of the labelled ones. Epoch ``e``'s draws (or shuffle) are seeded by the run's seed,
-``seed`` and ``e`` (:mod:`sed.data.samplers`), so a resumed run draws what the uninterrupted one
+``seed`` and ``e`` (:mod:`sed.data.modules.samplers`), so a resumed run draws what the uninterrupted one
 did. Under DDP Lightning wraps the balanced sampler in its DistributedSamplerWrapper: every rank
 draws the same weighted sequence each epoch and takes its own 1/world_size share of it (an epoch
 is still ``len(train)`` draws in all). Plain shuffling gets Lightning's DistributedSampler.
@@ -51,11 +51,11 @@ from torch.utils.data import DataLoader
 
 from sed.audio.io import find_audio_files
 from sed.data.clips import ClipDataset, ClipItem, collate_clips, item_labels, split_items, validate_files
-from sed.data.esc50 import esc50_items
-from sed.data.folder import folder_items, manifest_items
-from sed.data.samplers import run_seed, training_sampling
-from sed.data.shards import ShardClips, read_index, shard_class_counts
-from sed.data.unlabeled import HiddenLabels, unlabeled_items
+from sed.data.corpora.esc50 import esc50_items
+from sed.data.corpora.folder import folder_items, manifest_items
+from sed.data.modules.samplers import run_seed, training_sampling
+from sed.data.modules.unlabeled import HiddenLabels, unlabeled_items
+from sed.data.shards.reader import ShardClips, read_index, shard_class_counts
 from sed.errors import DatasetError
 
 __all__ = ["AudioDataModule", "balanced_weights"]

@@ -1,6 +1,6 @@
 """IcbhiDataModule: ICBHI 2017 respiratory cycles for Lightning (spec ``ast-patchmix-icbhi.md`` §2.1).
 
-Splits come from :class:`~sed.data.icbhi.IcbhiDataset` (:func:`~sed.data.icbhi.split_recordings`):
+Splits come from :class:`~sed.data.corpora.icbhi.IcbhiDataset` (:func:`~sed.data.corpora.icbhi.split_recordings`):
 ``test`` is the official 60/40 test split (or patient fold ``k``); ``val`` is carved by patient
 from the training recordings (``val_fraction``, ``seed``) unless ``select_on_test=True``, which
 reproduces the published protocol (train on every training recording, select on the test split).
@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from sed.data.clips import collate_clips
-from sed.data.icbhi import LABEL_NAMES, SAMPLE_RATE, IcbhiDataset, _fold_arg
-from sed.data.samplers import training_sampling
+from sed.data.corpora.icbhi import LABEL_NAMES, SAMPLE_RATE, IcbhiDataset, _fold_arg
+from sed.data.modules.samplers import training_sampling
 
 __all__ = ["IcbhiDataModule"]
 
