@@ -43,6 +43,8 @@ import torch
 import torchaudio
 from pytorch_lightning.utilities import rank_zero_warn
 
+from sed.data.clips import ClipDataset
+from sed.data.modules.base import SedDataModule
 from sed.errors import CheckpointError
 from sed.losses.distillation import distillation_loss, multilabel_distillation_loss, soften
 from sed.tasks.classification import ClassificationTask
@@ -151,9 +153,11 @@ class DistillationTask(ClassificationTask):
         if self.hparams.mixup > 0:
             return False
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "_get"):
+        if not isinstance(dm, SedDataModule):
             return False
-        ds = dm._get("train")
+        ds = dm.dataset("train")
+        if not isinstance(ds, ClipDataset):  # cycles of ICBHI, shards: sed cannot check their crops
+            return False
         n = getattr(ds, "clip_samples", None)
         if n is None:
             return True
