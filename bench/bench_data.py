@@ -25,8 +25,7 @@ import soundfile as sf
 
 
 def make_corpus(root: Path, clips: int, seconds: float, rate: int) -> None:
-    from sed.data import synth_signals as s
-
+    from sed.data.synth import signals as s
     kinds = {"tone": s.tone, "chirp": s.chirp, "noise_burst": s.noise_burst}
     rng = np.random.default_rng(0)
     n = int(seconds * rate)
@@ -64,8 +63,8 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="build (or reuse) the corpus and shards here")
     args = ap.parse_args()
 
-    from sed.data.datamodule import AudioDataModule
-    from sed.data.shard_writer import read_source, write_shards
+    from sed.data.modules.audio import AudioDataModule
+    from sed.data.shards.writer import read_source, write_shards
 
     tmp = None if args.keep else tempfile.mkdtemp()
     root = Path(args.keep or tmp)

@@ -37,8 +37,7 @@ from bench_classify import hf_ast  # the same transformers baseline
 
 
 def synthetic_clips(n: int, seconds: float, seed: int = 0) -> list[torch.Tensor]:
-    from sed.data import synth_signals as s
-
+    from sed.data.synth import signals as s
     kinds = [s.tone, s.chirp, s.noise_burst, s.click_train, s.harmonic_stack, s.am_tone, s.fm_tone, s.hiss,
              s.plucks, s.beeps, s.rumble, s.bandpass_noise]
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ folder, then times, over all files:
 
 It prints times and ratios (ratios are the point: absolute times depend on the machine), the
 largest difference to the baseline's features, and the peak memory of extracting one whole
-file in this process (the cache extracts whole files; see sed/data/feature_cache.py).
+file in this process (the cache extracts whole files; see sed/data/modules/feature_cache.py).
 
     python bench/bench_seld_features.py --ref /path/to/seld-dcase2023            # 4 files x 60 s
     python bench/bench_seld_features.py --ref /path/to/seld-dcase2023 --quick    # 2 files x 10 s
@@ -127,7 +127,7 @@ def main() -> None:
 
     from sed.audio.features import FOALogMelIV
     from sed.audio.io import load_audio
-    from sed.data.feature_cache import FeatureCache
+    from sed.data.modules.feature_cache import FeatureCache
 
     FOALogMelIV()(torch.zeros(4, SR))  # first-use costs (librosa import, mel matrix) out of the timings
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,8 +10,8 @@ import time
 import pytorch_lightning as pl
 import torch
 
-from sed.data.seld_datamodule import StarssDataModule
-from sed.data.synth import make_starss
+from sed.data.modules.seld import StarssDataModule
+from sed.data.synth.corpora import make_starss
 from sed.tasks.seld import SELDTask
 
 

@@ -122,6 +122,47 @@ def test_imports_run_down_the_road():
     assert upward == []
 
 
+#: sed.data inside, bottom to top: the clip record, the corpus readers, then what is built on them
+DATA_LAYERS = {
+    "sed.data.clips": 0,
+    "sed.data.corpora": 1,
+    "sed.data.synth": 2, "sed.data.shards": 2,
+    "sed.data.modules": 3,
+}
+
+
+def _data_layer(name: str) -> tuple[str, int]:
+    key = next((k for k in DATA_LAYERS if name == k or name.startswith(k + ".")), None)
+    assert key is not None, f"{name} is not in a layer of sed.data (DATA_LAYERS); place it in a sub-package"
+    return key, DATA_LAYERS[key]
+
+
+def test_data_modules_live_in_the_data_layers():
+    data = sorted(n for n in MODULES if n.startswith("sed.data."))
+    assert data and all(_data_layer(n) for n in data)
+    assert {p.name for p in (SED / "data").glob("*.py")} == {"__init__.py", "clips.py"}
+
+
+def test_data_imports_run_down_its_layers():
+    # a sub-package may import its own modules and lower layers, never a sibling of its layer or one above
+    data = [n for n in MODULES if n.startswith("sed.data.")]
+    wrong = []
+    for a in data:
+        for b in GRAPH[a]:
+            if b.startswith("sed.data."):
+                (pa, la), (pb, lb) = _data_layer(a), _data_layer(b)
+                if pa != pb and lb >= la:
+                    wrong.append(f"{a} -> {b}")
+    assert wrong == []
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n == "sed.data" or (n.startswith("sed.data.") and _is_package(n))))
+def test_data_packages_import_nothing(name):
+    # `import sed.data.corpora` must not pull torch or Lightning in: the package files are docstrings only
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    assert [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))] == []
+
+
 def test_function_level_imports_are_seen():
     # sed.cli.classify imports the classifier inside its verb function (startup time of `sedkit --help`)
     assert "sed.inference.classifier" in GRAPH["sed.cli.classify"]

@@ -17,7 +17,7 @@ _SYNTH_OPTIONS = {
 
 
 def cmd_synth(args: argparse.Namespace, con) -> int:
-    from sed.data.synth import SYNTH_CORPORA
+    from sed.data.synth.corpora import SYNTH_CORPORA
 
     allowed = _SYNTH_OPTIONS[args.corpus]
     kwargs = {}

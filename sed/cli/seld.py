@@ -66,14 +66,14 @@ def cmd_plot_doa(args: argparse.Namespace, con) -> int:
 
 def cmd_prepare(args: argparse.Namespace, con) -> int:
     if args.corpus == "icbhi":
-        from sed.data.icbhi_prepare import format_icbhi_report, prepare_icbhi
+        from sed.data.corpora.icbhi_prepare import format_icbhi_report, prepare_icbhi
 
         rep = prepare_icbhi(args.root, strict=False)
         print(format_icbhi_report(rep))
         for line in rep["problems"]:
             con.error(line)
         return len(rep["problems"])
-    from sed.data.starss import format_prepare_report, prepare_starss
+    from sed.data.corpora.starss import format_prepare_report, prepare_starss
 
     rep = prepare_starss(args.root, fmt=args.format, strict=False)
     print(format_prepare_report(rep))
@@ -82,7 +82,7 @@ def cmd_prepare(args: argparse.Namespace, con) -> int:
         con.error(line)
     if args.cache and not problems:
         from sed.audio.features import build_frontend
-        from sed.data.feature_cache import FeatureCache
+        from sed.data.modules.feature_cache import FeatureCache
 
         cache = FeatureCache(args.cache, build_frontend(args.format))
         problems = cache.warm([f["audio"] for f in rep["files"]], progress=True, num_threads=1)  # reports bad files

@@ -9,7 +9,7 @@ from sed.errors import SedError, UsageError
 
 
 def cmd_shard(args: argparse.Namespace, con) -> int:
-    from sed.data.shard_writer import read_source, write_shards
+    from sed.data.shards.writer import read_source, write_shards
     from sed.fileio import check_output
 
     check_output(args.out, [args.source_path], kind="folder")

@@ -184,7 +184,7 @@ def crop_span(total: int, n: int | None, train: bool) -> tuple[int, int]:
     (a random start for training, the centre for evaluation).
 
     The centre is sed's one crop policy for a clip longer than the model's: the val/test/predict
-    loaders here, the shards' (:mod:`sed.data.shards`) and ``sedkit classify``/``embed``
+    loaders here, the shards' (:mod:`sed.data.shards.reader`) and ``sedkit classify``/``embed``
     (:mod:`sed.inference.classifier`) all cut with this function, so a file gets one score whatever
     the verb, the score its checkpoint was selected and reported on. Why the centre: training sees
     random crops from everywhere in a clip, and the centre keeps the part farthest from a recording's
@@ -222,7 +222,7 @@ def collate_clips(batch: list[dict]) -> dict:
     label = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels, dtype=torch.long)
     out = {"wave": wave, "lengths": torch.tensor([b["length"] for b in batch], dtype=torch.long),
            "label": label, "path": [b["path"] for b in batch]}
-    if any("pad" in b for b in batch):  # evaluation padding of streamed shards (sed.data.shards)
+    if any("pad" in b for b in batch):  # evaluation padding of streamed shards (sed.data.shards.reader)
         out["pad"] = torch.tensor([bool(b.get("pad")) for b in batch])
     if any("error" in b for b in batch):  # failures of streamed shards (flagged pad): their shard and reason
         out["shard"] = [b.get("shard") for b in batch]

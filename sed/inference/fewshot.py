@@ -1,7 +1,7 @@
 """Few-shot enrolment of new classes: class prototypes on any clip model's embedding (``sedkit enroll``).
 
 :func:`enroll` reads a *support set* -- a folder with one sub-folder per class, or a CSV/JSONL
-manifest (:func:`sed.data.folder.folder_items` / :func:`~sed.data.folder.manifest_items`) -- embeds
+manifest (:func:`sed.data.corpora.folder.folder_items` / :func:`~sed.data.corpora.folder.manifest_items`) -- embeds
 every file with the backbone (:meth:`sed.inference.classifier.Classifier.embed`; a file longer than
 the backbone's clip is the mean of its clip-length windows, weighted by their valid samples) and
 returns a :class:`~sed.models.prototype.PrototypeClassifier` whose prototypes are the classes' mean
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from sed.data.clips import ClipDataset, ClipItem
-from sed.data.folder import folder_items, manifest_items
+from sed.data.corpora.folder import folder_items, manifest_items
 from sed.errors import DatasetError, SedError, short
 from sed.inference.classifier import Classifier
 from sed.inference.runtime import is_onnx

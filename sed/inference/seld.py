@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sed.audio.io import info, iter_blocks
-from sed.data.dcase_csv import read_dcase_csv, write_dcase_csv
+from sed.data.corpora.dcase_csv import read_dcase_csv, write_dcase_csv
 from sed.errors import AudioError, SedError
 from sed.fileio import derived_name
 from sed.inference.device import resolve_device
@@ -151,7 +151,7 @@ def seld_infer(audio_paths: Sequence[str | os.PathLike], checkpoint: str | os.Pa
 def _class_names(classes: Sequence[int], labels: Sequence[str] | None) -> dict[int, str]:
     """Names of the class indices: ``labels`` (a checkpoint's), else the STARSS names when every index
     is one of STARSS's 13 classes, else ``class N``."""
-    from sed.data.starss import CLASS_NAMES
+    from sed.data.corpora.starss import CLASS_NAMES
 
     names = list(labels) if labels else (list(CLASS_NAMES) if all(c < len(CLASS_NAMES) for c in classes) else [])
     return {c: names[c] if c < len(names) else f"class {c}" for c in classes}

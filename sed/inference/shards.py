@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from sed.data.shards import ShardClips, read_index, shard_urls
+from sed.data.shards.reader import ShardClips, read_index, shard_urls
 
 __all__ = ["ShardSources", "shard_sources"]
 

@@ -2,7 +2,7 @@
 (``MSELoss_ADPIT`` of the DCASE2023/2024 baselines, ../shared/specs/seld.md 4).
 
 ``output``: ``[B, T, 3*A*C]`` (flat index ``track*A*C + axis*C + class``; A = 3 axes x, y, z, or 4 with
-the distance). ``target``: ADPIT labels ``[B, T, 6, 1+A, C]`` (:func:`sed.data.starss.adpit_targets`):
+the distance). ``target``: ADPIT labels ``[B, T, 6, 1+A, C]`` (:func:`sed.data.corpora.starss.adpit_targets`):
 slots A0, B0, B1, C0, C1, C2 (one / two / three same-class instances), entries activity, x, y, z
 (, distance).
 

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import t as student_t
 
-from sed.data.dcase_csv import SeldEvent
+from sed.data.corpora.dcase_csv import SeldEvent
 
 EPS = np.finfo(float).eps
 STARSS_NB_CLASSES = 13

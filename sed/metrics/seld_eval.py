@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from sed.data.dcase_csv import read_dcase_csv
+from sed.data.corpora.dcase_csv import read_dcase_csv
 from sed.errors import DatasetError
 from sed.metrics.seld import STARSS_NB_CLASSES, SELDMetrics2023, SELDMetrics2024
 

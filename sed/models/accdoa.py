@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sed.data.dcase_csv import SeldEvent
+from sed.data.corpora.dcase_csv import SeldEvent
 
 ACTIVITY_THRESHOLD = 0.5
 UNIFY_THRESHOLD_DEG = 15.0

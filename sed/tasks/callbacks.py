@@ -88,7 +88,7 @@ class PredictionWriter(BasePredictionWriter):
     "score"}, ...]}`` (every class, best first: the schema of ``sedkit classify --format json``).
 
     From files, each rank writes its own (``predictions.rank{R}.jsonl`` under DDP). From streamed
-    shards (:class:`~sed.data.shards.ShardClips`), each shard's rows are written to
+    shards (:class:`~sed.data.shards.reader.ShardClips`), each shard's rows are written to
     ``predictions/<shard>.jsonl`` (atomically, in key order) as soon as all of them have come, padding
     left out, and its failures to ``predictions/<shard>.errors`` (one line each); a shard's part is
     written once: a row that comes later (a key the index did not count) is a failure, never a
@@ -114,7 +114,7 @@ class PredictionWriter(BasePredictionWriter):
         return self._folder() / f"{url.rsplit('/', 1)[-1]}{suffix}"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from sed.data.shards import ShardClips
+        from sed.data.shards.reader import ShardClips
 
         self._root = Path(trainer.log_dir or ".")  # a collective under DDP: asked here, by every rank at once
         dm = getattr(trainer, "datamodule", None)

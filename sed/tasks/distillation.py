@@ -23,7 +23,7 @@ length (the batch does not carry the crop offset): the key matches exactly when 
 see the same samples. The cache is only used when the training input is deterministic:
 
 - the data module's training crop is deterministic: ``clip_seconds`` is None or no training clip is
-  longer than ``clip_seconds`` (checked in ``setup`` for :class:`~sed.data.datamodule.AudioDataModule`;
+  longer than ``clip_seconds`` (checked in ``setup`` for :class:`~sed.data.modules.audio.AudioDataModule`;
   a data module that cannot be checked is treated as random), and
 - waveform ``mixup`` is off (mixed waves are new inputs every step).
 
@@ -43,6 +43,8 @@ import torch
 import torchaudio
 from pytorch_lightning.utilities import rank_zero_warn
 
+from sed.data.clips import ClipDataset
+from sed.data.modules.base import SedDataModule
 from sed.errors import CheckpointError
 from sed.losses.distillation import distillation_loss, multilabel_distillation_loss, soften
 from sed.tasks.classification import ClassificationTask
@@ -151,9 +153,11 @@ class DistillationTask(ClassificationTask):
         if self.hparams.mixup > 0:
             return False
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "_get"):
+        if not isinstance(dm, SedDataModule):
             return False
-        ds = dm._get("train")
+        ds = dm.dataset("train")
+        if not isinstance(ds, ClipDataset):  # cycles of ICBHI, shards: sed cannot check their crops
+            return False
         n = getattr(ds, "clip_samples", None)
         if n is None:
             return True

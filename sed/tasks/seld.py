@@ -1,7 +1,7 @@
 """SELDTask: a registry SELD model + ACS + masking + ADPIT loss + DCASE metrics, as a LightningModule
 (../shared/specs/seld.md 3-6, 8).
 
-Training batches come from :class:`sed.data.seld_datamodule.StarssDataModule`: ``"audio"`` ``[B, 4, T]``
+Training batches come from :class:`sed.data.modules.seld.StarssDataModule`: ``"audio"`` ``[B, 4, T]``
 or cached ``"features"`` ``[B, C, frames, bins]`` (unstandardised) and ADPIT ``"target"``
 ``[B, frames, 6, 4|5, C]``.
 
@@ -44,7 +44,7 @@ __all__ = ["SELDTask", "targets_to_events"]
 def targets_to_events(target: torch.Tensor, num_frames: int | None = None) -> list:
     """Reference events (``SeldEvent``, degrees; distance in metres with 5-entry targets) of one item's
     ADPIT target ``[frames, 6, 4|5, C]``; one event per active slot, the slot number as track."""
-    from sed.data.dcase_csv import SeldEvent
+    from sed.data.corpora.dcase_csv import SeldEvent
 
     t = target[:num_frames].detach().float().cpu().numpy()
     f_idx, s_idx, c_idx = np.nonzero(t[:, :, 0, :] > 0.5)
@@ -141,7 +141,7 @@ class SELDTask(Task):
         dm = getattr(self.trainer, "datamodule", None)
         cache = getattr(dm, "cache", None)
         if cache is not None:
-            from sed.data.feature_cache import frontend_key
+            from sed.data.modules.feature_cache import frontend_key
 
             if frontend_key(self.model.frontend) != cache.key:
                 raise ValueError(f"cached features in {cache.dir} were made by another front end than "

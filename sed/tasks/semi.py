@@ -1,7 +1,7 @@
 """Semi-supervised clip classification: confidence-thresholded pseudo-labels, or a mean teacher.
 
 :class:`SemiSupervisedTask` (``semi``: the mode) trains on ``{"labeled": batch, "unlabeled": batch}``
-(:class:`~sed.data.datamodule.AudioDataModule` with ``unlabeled`` or ``labeled_fraction``). The loss
+(:class:`~sed.data.modules.audio.AudioDataModule` with ``unlabeled`` or ``labeled_fraction``). The loss
 is the supervised loss of the labelled batch plus ``semi_weight * ramp(step)`` times an unlabelled
 term; ``ramp`` is the sigmoid-shaped ramp-up of Laine & Aila / Tarvainen & Valpola,
 ``exp(-5 (1 - t)^2)`` with ``t = min(1, step / semi_rampup)`` (``semi_rampup`` optimiser steps; 0: no ramp).

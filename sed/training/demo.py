@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sed.data.synth import make_esc50
+from sed.data.synth.corpora import make_esc50
 from sed.errors import DatasetError
 from sed.inference.classifier import Classifier
 from sed.training.lightning_cli import make_cli

@@ -279,12 +279,12 @@ def build_datamodule(config_args: Sequence[str]) -> pl.LightningDataModule:
 
 
 #: the data module a YAML of bare init args configures
-DEFAULT_DATAMODULE = "sed.data.datamodule.AudioDataModule"
+DEFAULT_DATAMODULE = "sed.data.modules.audio.AudioDataModule"
 
 
 def datamodule_of(config: str | os.PathLike, overrides: Sequence[str] = ()) -> pl.LightningDataModule:
     """:func:`build_datamodule` of ``--config CONFIG`` and ``overrides`` (``--data.init_args.x=y``); a YAML that is
-    not a LightningCLI config but the init args of :class:`~sed.data.datamodule.AudioDataModule` is read as
+    not a LightningCLI config but the init args of :class:`~sed.data.modules.audio.AudioDataModule` is read as
     those (``--data=AudioDataModule --data=CONFIG``). A config neither reads as is the first one's error."""
     try:
         open(config, "rb").close()

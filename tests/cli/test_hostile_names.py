@@ -84,7 +84,7 @@ def test_classify_output_and_embed_out_of_255_byte_names(long_wav, ckpt, tmp_pat
 
 def test_feature_cache_entry_of_a_255_byte_name(long_wav, tmp_path):
     from sed.audio.features import build_frontend
-    from sed.data.feature_cache import FeatureCache
+    from sed.data.modules.feature_cache import FeatureCache
 
     cache = FeatureCache(tmp_path / "cache", build_frontend("fbank"))
     entry = cache.entry(long_wav)

@@ -93,7 +93,7 @@ def no_work(monkeypatch, verb: str) -> None:
         monkeypatch.setattr(Classifier, "predict" if verb == "classify" else "embed", _work_started)
     else:
         target = {"enroll": "sed.inference.fewshot.enroll", "export": "sed.export.onnx.export_checkpoint",
-                  "shard": "sed.data.shard_writer.write_shards", "features": "sed.audio.extract.extract_to_files"}
+                  "shard": "sed.data.shards.writer.write_shards", "features": "sed.audio.extract.extract_to_files"}
         monkeypatch.setattr(target[verb], _work_started)
 
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from sed.cli.main import main
-from sed.data.synth import make_starss
+from sed.data.synth.corpora import make_starss
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_prepare_starss_lists_every_problem(corpus, tmp_path, capsys):
 
 
 def test_prepare_icbhi(tmp_path, capsys):
-    from sed.data.synth import make_icbhi
+    from sed.data.synth.corpora import make_icbhi
 
     root = tmp_path / "icbhi"
     make_icbhi(root, seed=0, num_patients=3, recordings_per_patient=1, duration=8.0)

@@ -1,4 +1,4 @@
-from sed.data.audioset import NUM_AUDIOSET_CLASSES, _rows, audioset_labels, audioset_mids
+from sed.data.corpora.audioset import NUM_AUDIOSET_CLASSES, _rows, audioset_labels, audioset_mids
 
 
 def test_table_has_527_rows_in_index_order():

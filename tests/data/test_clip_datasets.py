@@ -14,9 +14,9 @@ import torch
 from sed.audio.io import load_audio
 from sed.data import clips as clips_mod
 from sed.data.clips import ClipDataset, ClipItem, collate_clips, split_items, validate_files
-from sed.data.esc50 import Esc50Dataset, esc50_items
-from sed.data.folder import FolderDataset, ManifestDataset, folder_items, manifest_items
-from sed.data.synth import make_esc50
+from sed.data.corpora.esc50 import Esc50Dataset, esc50_items
+from sed.data.corpora.folder import FolderDataset, ManifestDataset, folder_items, manifest_items
+from sed.data.synth.corpora import make_esc50
 from sed.errors import DatasetError
 
 SR = 16000

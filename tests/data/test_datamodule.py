@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from sed.audio import io as audio_io
-from sed.data.datamodule import AudioDataModule, balanced_weights
-from sed.data.synth import make_esc50
+from sed.data.modules.audio import AudioDataModule, balanced_weights
+from sed.data.synth.corpora import make_esc50
 from sed.errors import DatasetError
 
 SR = 16000

@@ -11,8 +11,8 @@ import torch
 
 from sed.audio.features import FeatureStandardizer, FOALogMelIV, MicLogMelGCC
 from sed.audio.io import load_audio
-from sed.data import feature_cache as fc
-from sed.data.feature_cache import FeatureCache, fit_standardizer
+from sed.data.modules import feature_cache as fc
+from sed.data.modules.feature_cache import FeatureCache, fit_standardizer
 from sed.errors import AudioError, OutputError
 
 SR = 24000

@@ -12,10 +12,10 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from sed.data import icbhi
-from sed.data.icbhi import IcbhiDataset
-from sed.data.icbhi_prepare import format_icbhi_report, prepare_icbhi
-from sed.data.synth import make_icbhi
+from sed.data.corpora import icbhi
+from sed.data.corpora.icbhi import IcbhiDataset
+from sed.data.corpora.icbhi_prepare import format_icbhi_report, prepare_icbhi
+from sed.data.synth.corpora import make_icbhi
 from sed.errors import DatasetError
 
 T, SR, FADE = 128000, 16000, 1000

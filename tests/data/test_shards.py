@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader
 from sed.audio.io import load_audio
 from sed.cli.main import main
 from sed.data.clips import collate_clips
-from sed.data.datamodule import AudioDataModule
-from sed.data.shard_writer import parse_bytes, read_source, write_shards
-from sed.data.shards import ShardClips, shard_urls
-from sed.data.synth import make_esc50, make_icbhi
+from sed.data.modules.audio import AudioDataModule
+from sed.data.shards.reader import ShardClips, shard_urls
+from sed.data.shards.writer import parse_bytes, read_source, write_shards
+from sed.data.synth.corpora import make_esc50, make_icbhi
 from sed.errors import DatasetError
 
 
@@ -249,7 +249,7 @@ def test_two_ddp_processes_on_shards(esc, tmp_path):
                     "callbacks": [{"class_path": "tests.training.ddp_probe.Probe", "init_args": {"out": str(probe)}}]},
         "model": {"class_path": "sed.tasks.ClassificationTask",
                   "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}, "lr": 0.003}},
-        "data": {"class_path": "sed.data.datamodule.AudioDataModule",
+        "data": {"class_path": "sed.data.modules.audio.AudioDataModule",
                  "init_args": {"source": "shards", "shards": str(tmp_path / "train"), "val_shards": str(tmp_path / "val"),
                                "clip_seconds": 1.0, "batch_size": 4, "shuffle_buffer": 8}},
     }
@@ -366,7 +366,7 @@ def test_huge_members_are_refused_before_any_read(tmp_path, capfd, monkeypatch):
     import shutil
     import tracemalloc
 
-    import sed.data.shard_members as shards
+    import sed.data.shards.members as shards
 
     header = tarfile.TarInfo("00000002.flac")
     header.size = 3 << 30

@@ -16,11 +16,11 @@ from sed.audio.ambisonics import polar_to_cartesian
 from sed.audio.features import FOALogMelIV
 from sed.audio.io import load_audio
 from sed.augment.acs import ACSExpandedDataset
-from sed.data import starss
-from sed.data.dcase_csv import SeldEvent
-from sed.data.feature_cache import FeatureCache
-from sed.data.seld_dataset import StarssDataset, collate
-from sed.data.synth import make_starss
+from sed.data.corpora import starss
+from sed.data.corpora.dcase_csv import SeldEvent
+from sed.data.modules.feature_cache import FeatureCache
+from sed.data.modules.seld_dataset import StarssDataset, collate
+from sed.data.synth.corpora import make_starss
 from sed.errors import DatasetError
 
 C = 13

@@ -1,4 +1,4 @@
-"""Synthetic corpora (sed.data.synth) read back by their readers, plus the readers' errors."""
+"""Synthetic corpora (sed.data.synth.corpora) read back by their readers, plus the readers' errors."""
 
 import math
 import re
@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from sed.data import esc50, icbhi, starss
-from sed.data.dcase_csv import events_by_frame, read_dcase_csv
-from sed.data.synth import SYNTH_CORPORA, make_esc50, make_icbhi, make_starss
+from sed.data.corpora import esc50, icbhi, starss
+from sed.data.corpora.dcase_csv import events_by_frame, read_dcase_csv
+from sed.data.synth.corpora import SYNTH_CORPORA, make_esc50, make_icbhi, make_starss
 from sed.errors import DatasetError
 
 ESC_ARGS = dict(num_classes=10, clips_per_class=5, duration=1.0, sample_rate=16000)

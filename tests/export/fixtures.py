@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sed.checkpoint import save_model
-from sed.data import synth_signals
+from sed.data.synth import signals as synth_signals
 from sed.export.onnx import export_onnx
 from sed.models import create_model
 

@@ -1,4 +1,4 @@
-"""Property-based fuzz tests of the shard reader (:class:`~sed.data.shards.ShardClips`, as
+"""Property-based fuzz tests of the shard reader (:class:`~sed.data.shards.reader.ShardClips`, as
 ``sedkit predict`` and ``classify --shards`` read shards).
 
 Targets: the tar structure (a seed shard written by ``write_shards``' format, mutated byte-wise near
@@ -25,7 +25,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sed.data.shards import ShardClips
+from sed.data.shards.reader import ShardClips
 from sed.errors import SedError
 from tests.fuzz.strategies import check_error, mutants, near, scaled, seed_bytes, watchdog
 

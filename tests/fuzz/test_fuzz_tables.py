@@ -23,8 +23,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sed.cli.main import main
-from sed.data.dcase_csv import read_dcase_csv
-from sed.data.folder import manifest_items
+from sed.data.corpora.dcase_csv import read_dcase_csv
+from sed.data.corpora.folder import manifest_items
 from sed.errors import DatasetError, printable
 from sed.metrics.seld_eval import evaluate_dirs
 from tests.fuzz.strategies import STEMS, corrupted, csv_text, odd_cells, outcome, scaled

@@ -175,11 +175,11 @@ def test_beats_scores_the_centre_of_a_file_past_its_30_s_limit():
 @pytest.fixture(scope="module")
 def long_corpus(tmp_path_factory):
     """An ESC-50-layout corpus of 3-s clips, and an AST checkpoint whose clip (1.015 s) is shorter."""
-    from sed.data.synth import make_esc50
+    from sed.data.synth.corpora import make_esc50
 
     root = tmp_path_factory.mktemp("long")
     make_esc50(root / "esc", seed=0, num_classes=2, clips_per_class=5, duration=3.0, sample_rate=SR)
-    from sed.data.datamodule import AudioDataModule
+    from sed.data.modules.audio import AudioDataModule
 
     labels = AudioDataModule(source="esc50", root=str(root / "esc")).label_names
     torch.manual_seed(4)
@@ -191,7 +191,7 @@ def long_corpus(tmp_path_factory):
 
 def test_a_long_file_scores_what_the_test_and_predict_loaders_score(long_corpus):
     """classify and the data module's evaluation path (``sedkit test``/``predict``) cut one crop."""
-    from sed.data.datamodule import AudioDataModule
+    from sed.data.modules.audio import AudioDataModule
     from sed.tasks.classification import ClassificationTask
 
     corpus, ckpt = long_corpus

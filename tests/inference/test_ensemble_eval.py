@@ -9,7 +9,7 @@ import yaml
 
 from sed.checkpoint import save_model
 from sed.cli.report import format_ensemble_eval
-from sed.data.synth import make_esc50
+from sed.data.synth.corpora import make_esc50
 from sed.inference.classifier import Classifier
 from sed.inference.ensemble import EnsembleClassifier, combine, ensemble_options
 from sed.models import create_model
@@ -22,7 +22,7 @@ DATA = {"source": "esc50", "clip_seconds": 1.0, "batch_size": 4, "val_folds": [5
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A 3-class 1-s corpus and two cnn_tiny members (different seeds, a few steps on the data)."""
-    from sed.data.datamodule import AudioDataModule
+    from sed.data.modules.audio import AudioDataModule
 
     root = tmp_path_factory.mktemp("ens")
     corpus = root / "esc"
@@ -190,7 +190,7 @@ def test_a_bad_weights_file_is_one_line_naming_it(tmp_path, content, msg):
 def test_ensemble_eval_members_methods_and_weights(setup, tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({"trainer": {"max_epochs": 1}, "data": {
-        "class_path": "sed.data.datamodule.AudioDataModule", "init_args": {**DATA, "root": str(setup["corpus"])}}}))
+        "class_path": "sed.data.modules.audio.AudioDataModule", "init_args": {**DATA, "root": str(setup["corpus"])}}}))
     out = tmp_path / "weights.json"
     table = ensemble_eval(setup["members"], str(cfg), split="val", out=out)
     assert table["metric"] == "acc" and table["clips"] == len(setup["files"])
@@ -223,7 +223,7 @@ def test_ensemble_eval_members_methods_and_weights(setup, tmp_path):
 
 
 def _val_labels(setup):
-    from sed.data.datamodule import AudioDataModule
+    from sed.data.modules.audio import AudioDataModule
 
     dm = AudioDataModule(root=str(setup["corpus"]), **DATA)
     return [it.label for it in dm.splits["val"]]
@@ -256,7 +256,7 @@ def test_sedkit_ensemble_usage_and_eval(setup, tmp_path, capsys):
     assert main(["classify", *map(str, setup["files"]), "--checkpoint", a, "--ensemble", "average"]) == 2
     assert "error: an ensemble needs at least two checkpoints" in capsys.readouterr().err
     cfg = tmp_path / "data.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.datamodule.AudioDataModule",
+    cfg.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.modules.audio.AudioDataModule",
                                             "init_args": {"root": str(setup["corpus"]), **DATA}}}))
     assert main(["ensemble-eval", "--checkpoints", a, b, "--config", str(cfg), "--out", str(tmp_path / "w.json")]) == 0
     out = capsys.readouterr().out
@@ -269,7 +269,7 @@ def test_ensemble_eval_takes_data_overrides_as_fit_does(setup, tmp_path, capsys)
     from sed.cli.main import main
 
     fit = tmp_path / "fit.yaml"
-    fit.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.datamodule.AudioDataModule",
+    fit.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.modules.audio.AudioDataModule",
                                             "init_args": {"root": str(setup["corpus"]), **DATA}}}))
     bare = tmp_path / "bare.yaml"
     bare.write_text(yaml.safe_dump({**DATA, "root": str(setup["corpus"])}))

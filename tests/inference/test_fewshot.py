@@ -9,8 +9,8 @@ import torch
 
 from sed.checkpoint import save_model
 from sed.cli.main import main
-from sed.data.esc50 import esc50_items
-from sed.data.synth import make_esc50
+from sed.data.corpora.esc50 import esc50_items
+from sed.data.synth.corpora import make_esc50
 from sed.errors import DatasetError
 from sed.inference.classifier import Classifier
 from sed.inference.fewshot import enroll
@@ -172,7 +172,7 @@ def test_fewshot_eval_on_separable_embeddings():
 def test_fewshot_eval_cli(corpus, tmp_path, capsys):
     root, backbone, _ = corpus
     cfg = tmp_path / "data.yaml"
-    cfg.write_text(f"data:\n  class_path: sed.data.datamodule.AudioDataModule\n  init_args:\n"
+    cfg.write_text(f"data:\n  class_path: sed.data.modules.audio.AudioDataModule\n  init_args:\n"
                    f"    source: esc50\n    root: {root / 'esc'}\n    clip_seconds: 1.0\n")
     out = tmp_path / "fs.json"
     code = main(["fewshot-eval", "--checkpoint", str(backbone), "--data", str(cfg), "--split", "all", "--ways", "5",

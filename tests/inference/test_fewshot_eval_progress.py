@@ -6,7 +6,7 @@ import torch
 import sed.training.fewshot_eval
 from sed.checkpoint import save_model
 from sed.cli.main import Console, main
-from sed.data.synth import make_esc50
+from sed.data.synth.corpora import make_esc50
 from sed.models import create_model
 
 
@@ -16,7 +16,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("fse")
     make_esc50(root / "esc", seed=0, num_classes=3, clips_per_class=5, duration=1.0, sample_rate=16000)
     cfg = root / "data.yaml"
-    cfg.write_text(f"data:\n  class_path: sed.data.datamodule.AudioDataModule\n  init_args:\n"
+    cfg.write_text(f"data:\n  class_path: sed.data.modules.audio.AudioDataModule\n  init_args:\n"
                    f"    source: esc50\n    root: {root / 'esc'}\n    clip_seconds: 1.0\n")
     torch.manual_seed(0)
     backbone = save_model(root / "b.pt", create_model("cnn_tiny", num_classes=3, clip_seconds=1.0).eval(),

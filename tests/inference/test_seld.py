@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sed.checkpoint import save_model
-from sed.data.synth import make_starss
+from sed.data.synth.corpora import make_starss
 from sed.inference.seld import infer_file, load_seld_model, plot_doa, seld_infer
 from sed.models import create_model
 
@@ -74,7 +74,7 @@ def test_cli_seld_infer_then_eval_and_plot(tmp_path, capsys):
     """`sedkit seld-infer` -> `sedkit seld-eval` -> `sedkit plot-doa` with an untrained tiny model."""
     from sed.checkpoint import save_model
     from sed.cli.main import main
-    from sed.data.synth import make_starss
+    from sed.data.synth.corpora import make_starss
     from sed.models import create_model
 
     corpus = tmp_path / "starss"

@@ -15,8 +15,8 @@ import yaml
 
 from sed.checkpoint import save_model
 from sed.cli.main import main
-from sed.data.shard_writer import read_source, write_shards
-from sed.data.synth import make_esc50
+from sed.data.shards.writer import read_source, write_shards
+from sed.data.synth.corpora import make_esc50
 from sed.models import create_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def _predict(root: Path, run: Path, devices: int) -> list[dict]:
                     "default_root_dir": str(run), "enable_progress_bar": False, "logger": False},
         "model": {"class_path": "sed.tasks.ClassificationTask",
                   "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}}},
-        "data": {"class_path": "sed.data.datamodule.AudioDataModule",
+        "data": {"class_path": "sed.data.modules.audio.AudioDataModule",
                  "init_args": {"source": "shards", "shards": str(root / "shards"), "val_shards": str(root / "shards"),
                                "clip_seconds": 1.0, "batch_size": 3}},  # predict: the test split, all of it
     }
@@ -125,7 +125,7 @@ def _predict_here(shards: Path, run: Path, capfd) -> tuple[int, list[dict], list
                        "logger": False, "enable_model_summary": False},
            "model": {"class_path": "sed.tasks.ClassificationTask",
                      "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}}},
-           "data": {"class_path": "sed.data.datamodule.AudioDataModule",
+           "data": {"class_path": "sed.data.modules.audio.AudioDataModule",
                     "init_args": {"source": "shards", "shards": str(shards), "val_shards": str(shards),
                                   "clip_seconds": 1.0, "batch_size": 3}}}
     path = run.parent / f"{run.name}.yaml"

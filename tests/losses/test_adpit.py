@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from sed.data.dcase_csv import SeldEvent
-from sed.data.starss import adpit_targets
+from sed.data.corpora.dcase_csv import SeldEvent
+from sed.data.corpora.starss import adpit_targets
 from sed.losses.adpit import ADPITLoss, adpit_loss
 
 C = 4

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from sed.data.dcase_csv import SeldEvent, read_dcase_csv, write_dcase_csv
+from sed.data.corpora.dcase_csv import SeldEvent, read_dcase_csv, write_dcase_csv
 from sed.inference.seld import write_prediction_csv
 from sed.metrics.seld import SELDMetrics2023, SELDMetrics2024
 from sed.metrics.seld_eval import evaluate_dirs, format_results

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sed.data.dcase_csv import read_dcase_csv
+from sed.data.corpora.dcase_csv import read_dcase_csv
 from sed.inference.seld import write_prediction_csv
 from sed.models.accdoa import SeldDetection, multi_accdoa_to_detections, unify_tracks
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torchaudio.compliance import kaldi
 
-from sed.data.audioset import audioset_mids
+from sed.data.corpora.audioset import audioset_mids
 from sed.errors import CheckpointError
 from sed.models import beats as beats_module  # noqa: F401 - registers the sizes
 from sed.models.beats import WEIGHTS, BEATsFbank

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 import sed.models.pretrained.ced as ced_pre
 from sed.checkpoint import save_model
-from sed.data.audioset import audioset_labels
+from sed.data.corpora.audioset import audioset_labels
 from sed.errors import CheckpointError
 from sed.models import ced as ced_mod
 from sed.models.family import find_weights

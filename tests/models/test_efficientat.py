@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import sed.models.efficientat as effat_mod
 from sed.checkpoint import save_model
-from sed.data.audioset import audioset_labels
+from sed.data.corpora.audioset import audioset_labels
 from sed.errors import CheckpointError
 from sed.models.loading import load_model
 from sed.models.pretrained import sources

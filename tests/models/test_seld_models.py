@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sed.augment.acs import RandomACS
-from sed.data.seld_dataset import StarssDataset, collate
-from sed.data.synth import make_starss
+from sed.data.modules.seld_dataset import StarssDataset, collate
+from sed.data.synth.corpora import make_starss
 from sed.losses.adpit import adpit_loss
 from sed.models import create_model, list_models
 from sed.models import resnet_conformer as _rc  # noqa: F401  (registers the SELD models)

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from sed.data.synth import make_esc50
+from sed.data.synth.corpora import make_esc50
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def write_config(folder, corpus, **over):
         "model": {"class_path": "sed.tasks.ClassificationTask",
                   "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}, "lr": 0.003,
                                 "optimizer": "adamw"}},
-        "data": {"class_path": "sed.data.datamodule.AudioDataModule",
+        "data": {"class_path": "sed.data.modules.audio.AudioDataModule",
                  "init_args": {"source": "esc50", "root": str(corpus), "clip_seconds": 1.0, "batch_size": 6,
                                "val_folds": [5], "test_folds": [5], "cache_audio": True}},
     }

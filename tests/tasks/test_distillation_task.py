@@ -31,7 +31,7 @@ def _fit(cfg, *extra):
 def teachers(tiny_corpus, tmp_path_factory):
     """Two cnn_tiny teachers (different seeds) trained for a few epochs, saved with save_model."""
     from sed.checkpoint import save_model
-    from sed.data.datamodule import AudioDataModule
+    from sed.data.modules.audio import AudioDataModule
     from sed.models import create_model
 
     folder = tmp_path_factory.mktemp("teachers")

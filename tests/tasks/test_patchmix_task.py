@@ -9,8 +9,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from sed.data.icbhi_datamodule import IcbhiDataModule
-from sed.data.synth import make_icbhi
+from sed.data.modules.icbhi import IcbhiDataModule
+from sed.data.synth.corpora import make_icbhi
 from sed.models.loading import load_model
 from sed.tasks.patchmix import PatchMixTask
 from sed.training.lightning_cli import make_cli

@@ -9,7 +9,7 @@ import torch
 
 from sed.checkpoint import save_model
 from sed.cli.main import main
-from sed.data.datamodule import AudioDataModule
+from sed.data.modules.audio import AudioDataModule
 from sed.models import create_model, load_model
 from sed.models.linear_probe import fit_logistic, fit_ridge
 from sed.tasks import ClassificationTask, ProbeTask

@@ -4,8 +4,8 @@ import pytest
 import torch
 import yaml
 
-from sed.data.seld_datamodule import StarssDataModule
-from sed.data.synth import make_starss
+from sed.data.modules.seld import StarssDataModule
+from sed.data.synth.corpora import make_starss
 from sed.tasks.seld import SELDTask, targets_to_events
 
 SMALL_SELDNET = {"nb_cnn2d_filt": 16, "rnn_size": 32, "fnn_size": 32, "nb_heads": 4}
@@ -80,7 +80,7 @@ def test_cli_fit_logs_val_seld(starss_root, tmp_path):
                     "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1},
         "model": {"class_path": "sed.tasks.seld.SELDTask",
                   "init_args": {"model_name": "resnet_conformer_tiny", "acs_p": 1.0, "lr": 0.003}},
-        "data": {"class_path": "sed.data.seld_datamodule.StarssDataModule",
+        "data": {"class_path": "sed.data.modules.seld.StarssDataModule",
                  "init_args": {"root": str(starss_root), "num_classes": 3, "sequence_seconds": 2.0,
                                "batch_size": 4}},
     }

@@ -9,8 +9,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from sed.data.datamodule import AudioDataModule
-from sed.data.synth import make_esc50
+from sed.data.modules.audio import AudioDataModule
+from sed.data.synth.corpora import make_esc50
 from sed.errors import DatasetError
 from sed.tasks import ClassificationTask, SemiSupervisedTask
 from sed.tasks.semi import MeanTeacher, pseudo_label_loss, rampup
@@ -109,8 +109,8 @@ def test_mean_teacher_trains_and_logs(semi_corpus):
 
 
 def test_unlabeled_shards(semi_corpus, tmp_path):
-    from sed.data.shard_writer import read_source, write_shards
-    from sed.data.unlabeled import HiddenLabels
+    from sed.data.modules.unlabeled import HiddenLabels
+    from sed.data.shards.writer import read_source, write_shards
 
     write_shards(read_source(semi_corpus), tmp_path / "shards", shard_size=50)
     dm = AudioDataModule(source="esc50", root=str(semi_corpus), clip_seconds=1.0, batch_size=4, val_folds=[5],

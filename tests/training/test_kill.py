@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sed.data.synth import make_esc50
+from sed.data.synth.corpora import make_esc50
 from sed.models.loading import load_model
 from sed.training.demo import RECIPE
 

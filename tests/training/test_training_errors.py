@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sed.cli.main import main
-from sed.data.synth import make_esc50
+from sed.data.synth.corpora import make_esc50
 from sed.training.demo import RECIPE
 from tests.tasks.conftest import write_config
 
@@ -118,7 +118,7 @@ def test_finetune_help_shows_every_fit_option(capsys):
 
 # --------------------------------------------------------------------------------- runs that say so
 def test_fit_on_an_unreadable_training_shard_is_an_error(corpus, tmp_path, capsys):
-    from sed.data.shard_writer import read_source, write_shards
+    from sed.data.shards.writer import read_source, write_shards
 
     for name in ("train", "val"):
         write_shards(read_source(corpus), tmp_path / name, shard_size=1000)

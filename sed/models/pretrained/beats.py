@@ -20,7 +20,7 @@ reference                                                      sed
 ============================================================  ==============================================
 
 A fine-tuned AudioSet predictor is re-ordered so that output ``i`` is class ``i`` of the AudioSet ontology
-table (:func:`sed.data.audioset.audioset_labels`, the AST order); its labels and the multi-label flag come
+table (:func:`sed.data.corpora.audioset.audioset_labels`, the AST order); its labels and the multi-label flag come
 with it. A ``label_dict`` whose mids are not all AudioSet's keeps the predictor order, named by the mids.
 Only the ``{row: mid}`` form is read: no public release uses the inverse. The short names (declared in
 :mod:`sed.models.beats`) download from public Hugging Face mirrors (the official links are not scriptable).
@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 import torch
 
-from sed.data.audioset import audioset_labels, audioset_mids
+from sed.data.corpora.audioset import audioset_labels, audioset_mids
 from sed.errors import CheckpointError, short
 from sed.models.beats import BEATS_SIZES
 from sed.models.pretrained.build import Arch, Importer, sed_arch

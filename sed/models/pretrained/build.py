@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sed.data.audioset import audioset_labels
+from sed.data.corpora.audioset import audioset_labels
 from sed.errors import CheckpointError, one_line
 from sed.models.budget import check_weights, checked_build
 from sed.models.family import families, family, family_of_model, find_weights, importer_of

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import torch
 
-from sed.data.audioset import audioset_labels
+from sed.data.corpora.audioset import audioset_labels
 from sed.errors import CheckpointError
 from sed.models.ced import CED_SIZES, CEDMel, adapt_freq_pos_embed, adapt_time_pos_embed
 from sed.models.pretrained.build import Arch, Importer, sed_arch

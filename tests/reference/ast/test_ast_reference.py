@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from sed.data.audioset import audioset_labels
+from sed.data.corpora.audioset import audioset_labels
 from sed.models.loading import load_model
 from tests.reference import common
 

@@ -77,7 +77,7 @@ def fill(key: str, shape: tuple[int, ...]) -> dict:
 
 def audioset_mids() -> list[str]:
     """The 527 AudioSet mids of sed's label table (read as data, file order)."""
-    with open(ROOT / "sed" / "data" / "audioset_labels.csv", newline="", encoding="utf-8") as f:
+    with open(ROOT / "sed" / "data" / "corpora" / "audioset_labels.csv", newline="", encoding="utf-8") as f:
         return [row["mid"] for row in csv.DictReader(f)]
 
 

@@ -22,7 +22,7 @@ from sed.models.loading import load_model
 from tests.reference import common
 
 HERE = Path(__file__).resolve().parent
-LABELS_CSV = HERE.parents[2] / "sed" / "data" / "audioset_labels.csv"
+LABELS_CSV = HERE.parents[2] / "sed" / "data" / "corpora" / "audioset_labels.csv"
 RATE = 16000
 
 MANIFEST = common.load_manifest(HERE / "weights.json")

@@ -40,7 +40,7 @@ CONFIG_KWARGS = {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_ratio": 4.0, 
                  "patch_size": 16, "patch_stride": 16, "pooling": "mean", "target_length": TARGET}
 #: the AudioSet class table CedConfig fetches from the hub (topel/ConvNeXt-Tiny-AT) for 527 outputs;
 #: offline, the same public table (index,mid,display_name) shipped in this repository is handed to it
-LABELS_CSV = ROOT / "sed" / "data" / "audioset_labels.csv"
+LABELS_CSV = ROOT / "sed" / "data" / "corpora" / "audioset_labels.csv"
 EXACT2X_SAMPLES = (2 * TARGET - 1) * HOP
 
 

@@ -6,7 +6,7 @@ Usage (the reference checkout is a plain work tree of raymin0223/patch-mix_contr
 
 :func:`write_corpus` writes a small ICBHI-like corpus (recordings at 44.1, 10 and 4 kHz whose audio is
 :func:`tests.reference.common.signal`, their tab-separated cycle annotations, ``official_split.txt`` and
-``patient_list_foldwise.txt``) into one flat folder, the layout ``sed.data.icbhi`` reads. The generator lays
+``patient_list_foldwise.txt``) into one flat folder, the layout ``sed.data.corpora.icbhi`` reads. The generator lays
 the same files out as the reference expects (``<data>/icbhi_dataset/audio_test_data/`` + the split files
 and the repository's own ``metadata.txt`` in ``<data>/icbhi_dataset/``), builds the datasets through the
 reference's ``main.set_loader`` (the train and the test ``ICBHIDataset`` with their transforms) and records,

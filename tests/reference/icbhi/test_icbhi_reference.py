@@ -1,7 +1,7 @@
 """sed's ICBHI loader against the Patch-Mix repository's ``ICBHIDataset`` (fixtures: generate.py, README.md).
 
 The synthetic corpus of :func:`generate.write_corpus` is rebuilt in ``tmp_path``; sed reads it through
-:class:`~sed.data.icbhi_datamodule.IcbhiDataModule` (``select_on_test=True``: the reference's train split is
+:class:`~sed.data.modules.icbhi.IcbhiDataModule` (``select_on_test=True``: the reference's train split is
 every training recording) and the AST front end of an ICBHI-sized model (``input_tdim=798``) turns the
 8-s cycles into what the model sees. Per cycle: the waveform, the fbank, the labels (4 and 2 classes) and the
 split (official 60/40, patient folds 0 and 1).
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from sed.data.clips import collate_clips
-from sed.data.icbhi import IcbhiDataset
-from sed.data.icbhi_datamodule import IcbhiDataModule
+from sed.data.corpora.icbhi import IcbhiDataset
+from sed.data.modules.icbhi import IcbhiDataModule
 from sed.models.ast import ASTModel
 from tests.reference import common
 from tests.reference.icbhi import generate

@@ -9,7 +9,7 @@ patches (the draws, ``randperm(B)`` then ``randperm(width)``, are the reference'
 The Patch-Mix model: a DeiT-tiny-sized Patch-Mix AST is written in the release layout of the reference's
 ``save_model`` (``best.pth``: ``args``, ``model``, ``optimizer``, ``epoch``, ``classifier``), loaded through
 :func:`sed.models.loading.load_model`, and run on the regimes' clips after the ICBHI data stage
-(:func:`sed.data.icbhi.fix_length`: cut or repeat-pad to 8 s, as the reference's ``cut_pad_sample_torchaudio``):
+(:func:`sed.data.corpora.icbhi.fix_length`: cut or repeat-pad to 8 s, as the reference's ``cut_pad_sample_torchaudio``):
 pooled embedding and logits (the reference's ``classifier`` on ``model(x)``), and the Patch-Mix forward.
 """
 
@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from sed.augment.patch_mix import patch_mix
-from sed.data.icbhi import fix_length
+from sed.data.corpora.icbhi import fix_length
 from tests.reference import common
 from tests.reference.patchmix import generate
 

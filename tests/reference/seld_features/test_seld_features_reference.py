@@ -6,7 +6,7 @@ path for SELD data (``FeatureCache``: ``load_audio``, the front end, a ``.npy`` 
 batches through ``load_audio`` and the front end on one batch. The features, ``[C, frames, 64]`` here, are compared in the baseline's
 ``(frames, C * 64)`` channel-major layout: 4 whole frames (log-mel block and spatial block separately:
 their ranges differ by orders of magnitude) and every frame's block means. The standardiser is fitted
-over the cached features of all clips (``sed.data.feature_cache.fit_standardizer``), as the baseline's
+over the cached features of all clips (``sed.data.modules.feature_cache.fit_standardizer``), as the baseline's
 ``StandardScaler.partial_fit`` over every feature file.
 """
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from sed.audio.io import load_audio
 from sed.audio.spatial import FOALogMelIV, MicLogMelGCC
-from sed.data.feature_cache import FeatureCache, fit_standardizer
+from sed.data.modules.feature_cache import FeatureCache, fit_standardizer
 from tests.reference import common
 from tests.reference.seld_features.generate import N_MELS, RATE, clip_signal, pcm16
 

@@ -1,6 +1,6 @@
 """IcbhiDataModule: ICBHI 2017 respiratory cycles for Lightning (spec ``ast-patchmix-icbhi.md`` §2.1).
 
-Splits come from :class:`~sed.data.icbhi.IcbhiDataset` (:func:`~sed.data.icbhi.split_recordings`):
+Splits come from :class:`~sed.data.corpora.icbhi.IcbhiDataset` (:func:`~sed.data.corpora.icbhi.split_recordings`):
 ``test`` is the official 60/40 test split (or patient fold ``k``); ``val`` is carved by patient
 from the training recordings (``val_fraction``, ``seed``) unless ``select_on_test=True``, which
 reproduces the published protocol (train on every training recording, select on the test split).
@@ -14,17 +14,15 @@ incomplete batch as the reference does (``drop_last=True``).
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+import torch
 
-from sed.data.clips import collate_clips
-from sed.data.icbhi import LABEL_NAMES, SAMPLE_RATE, IcbhiDataset, _fold_arg
-from sed.data.samplers import training_sampling
+from sed.data.corpora.icbhi import LABEL_NAMES, SAMPLE_RATE, IcbhiDataset, _fold_arg
+from sed.data.modules.base import SedDataModule
 
 __all__ = ["IcbhiDataModule"]
 
 
-class IcbhiDataModule(pl.LightningDataModule):
+class IcbhiDataModule(SedDataModule):
     """ICBHI cycles fixed to ``cycle_seconds`` (8 s: 798 AST frames) at 16 kHz.
 
     Args:
@@ -38,38 +36,25 @@ class IcbhiDataModule(pl.LightningDataModule):
         cycle_seconds: cycle length (8 s in the reference; smaller for quick runs).
     """
 
+    drop_last_train = True  # as the reference
+
     def __init__(self, root: str, fold: str | int = "official", classes: int = 4, pad: str = "repeat",
                  val_fraction: float = 0.2, seed: int = 0, select_on_test: bool = False, batch_size: int = 8,
                  num_workers: int = 0, eval_batch_size: int | None = None, cycle_seconds: float = 8.0):
-        super().__init__()
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
         self.save_hyperparameters()
         if classes not in (2, 4):
             raise ValueError(f"classes must be 4 or 2, got {classes}")
         if pad not in ("repeat", "zero"):
             raise ValueError(f"pad must be 'repeat' or 'zero', got {pad!r}")
-        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
-            raise ValueError("batch_size and eval_batch_size must be >= 1 and num_workers >= 0")
         if cycle_seconds <= 0:
             raise ValueError(f"cycle_seconds must be positive, got {cycle_seconds}")
         if not select_on_test and not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1) without select_on_test, got {val_fraction}")
         self.fold = _fold_arg(fold)
+        self.set_labels(LABEL_NAMES if classes == 4 else ["normal", "abnormal"])
         self._datasets: dict[str, IcbhiDataset] = {}
 
-    # ------------------------------------------------------------------ linked into the task
-    @property
-    def num_classes(self) -> int:
-        return int(self.hparams.classes)
-
-    @property
-    def label_names(self) -> list[str]:
-        return list(LABEL_NAMES) if self.hparams.classes == 4 else ["normal", "abnormal"]
-
-    @property
-    def is_multi_label(self) -> bool:
-        return False
-
-    # ------------------------------------------------------------------ data
     def dataset(self, split: str) -> IcbhiDataset:
         """The ``train``/``val``/``test`` :class:`IcbhiDataset`, read on first use."""
         if split not in self._datasets:
@@ -80,30 +65,6 @@ class IcbhiDataModule(pl.LightningDataModule):
                 sample_rate=SAMPLE_RATE)
         return self._datasets[split]
 
-    def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for split in splits.get(stage, ("train", "val", "test")):
-            self.dataset(split)
-
-    def class_counts(self) -> list[int]:
-        """Training cycles per class (for ``class_weights="inverse_frequency"``)."""
-        return self.dataset("train").class_counts()
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        h = self.hparams
-        ds = self.dataset(split)
-        return DataLoader(ds, batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
-                          drop_last=train, num_workers=h.num_workers, collate_fn=collate_clips,
-                          persistent_workers=h.num_workers > 0, **(training_sampling(ds) if train else {}))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def class_counts(self, split: str = "train") -> torch.Tensor:
+        """Cycles per class ``[C]`` (long) of a split (for ``class_weights="inverse_frequency"``)."""
+        return torch.tensor(self.dataset(split).class_counts(), dtype=torch.long)

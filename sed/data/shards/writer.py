@@ -1,4 +1,4 @@
-"""Writing a corpus as WebDataset shards (``sedkit shard``): the format :mod:`sed.data.shards` reads.
+"""Writing a corpus as WebDataset shards (``sedkit shard``): the format :mod:`sed.data.shards.reader` reads.
 
 ``DIR/shard-000000.tar``, ``shard-000001.tar``, ... are plain tar files (``tar -tf`` lists them,
 ``webdataset.WebDataset`` reads them alone) written with ``webdataset.TarWriter``. Per sample,
@@ -98,9 +98,9 @@ def read_source(path: str | os.PathLike, source: str = "auto", labels: Sequence[
     """What a dataset source holds, as :func:`write_shards` takes it: a folder of class sub-folders,
     a CSV/JSONL manifest, an ESC-50 root or an ICBHI folder (its respiratory cycles); ``auto``
     tells them apart by their files."""
-    from sed.data.esc50 import esc50_items
-    from sed.data.folder import folder_items, manifest_items
-    from sed.data.icbhi import icbhi_items
+    from sed.data.corpora.esc50 import esc50_items
+    from sed.data.corpora.folder import folder_items, manifest_items
+    from sed.data.corpora.icbhi import icbhi_items
 
     p = Path(path)
     if not p.exists():

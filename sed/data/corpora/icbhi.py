@@ -13,7 +13,7 @@ under its own name first, then under the other form (``X_AKGC417L`` / ``X_LittC2
 
 Cycles (:func:`load_recording`, :func:`slice_cycle`, :func:`fix_length`) follow the reference's
 ``get_individual_cycles_torchaudio`` and ``cut_pad_sample_torchaudio`` (spec 2.1) exactly.
-Checking a corpus folder and counting its cycles: :mod:`sed.data.icbhi_prepare`.
+Checking a corpus folder and counting its cycles: :mod:`sed.data.corpora.icbhi_prepare`.
 """
 
 from __future__ import annotations

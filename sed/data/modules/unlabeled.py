@@ -19,8 +19,8 @@ from torch.utils.data import IterableDataset
 
 from sed.audio.io import find_audio_files
 from sed.data.clips import ClipItem
-from sed.data.folder import manifest_items
-from sed.data.shards import ShardClips
+from sed.data.corpora.folder import manifest_items
+from sed.data.shards.reader import ShardClips
 from sed.errors import AudioError, DatasetError
 
 __all__ = ["HiddenLabels", "unlabeled_items"]

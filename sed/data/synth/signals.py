@@ -1,4 +1,4 @@
-"""Procedural signals for the synthetic corpora (:mod:`sed.data.synth`).
+"""Procedural signals for the synthetic corpora (:mod:`sed.data.synth.corpora`).
 
 ``SIGNAL_KINDS`` maps a class name to a generator ``fn(rng, n, sr) -> float64 [n]``. Every
 call draws its parameters from a range of its own, so clips of one class vary while the

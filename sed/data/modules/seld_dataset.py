@@ -2,7 +2,7 @@
 (../shared/specs/seld.md 2, 3.1, 3.3).
 
 Items are dicts ``{"audio": [4, T]`` (or ``"features": [C, frames, bins]`` read from a
-:class:`~sed.data.feature_cache.FeatureCache`), ``"target": [label_frames, 6, 4|5, C]`` (ADPIT),
+:class:`~sed.data.modules.feature_cache.FeatureCache`), ``"target": [label_frames, 6, 4|5, C]`` (ADPIT),
 ``"file": str, "start": float seconds}``; "audio"/"target" are what
 :class:`sed.augment.acs.ACSExpandedDataset` transforms. Label frames are 100 ms (2400
 samples at 24 kHz), i.e. 5 feature frames at hop 480.
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from sed.audio.io import info, load_audio
-from sed.data import starss
-from sed.data.feature_cache import FeatureCache
+from sed.data.corpora import starss
+from sed.data.modules.feature_cache import FeatureCache
 from sed.errors import AudioError, DatasetError
 
 __all__ = ["StarssDataset", "collate"]

@@ -1,6 +1,6 @@
 """Check an ICBHI 2017 folder and count its cycles per split, fold and class (``sedkit prepare icbhi``).
 
-The corpus layout, names and split files are those of :mod:`sed.data.icbhi`.
+The corpus layout, names and split files are those of :mod:`sed.data.corpora.icbhi`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from sed.audio.io import info
-from sed.data.icbhi import (
+from sed.data.corpora.icbhi import (
     FOLD_FILE,
     LABEL_NAMES,
     NUM_FOLDS,

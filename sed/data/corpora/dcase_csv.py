@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 
 from sed.audio.ambisonics import cartesian_to_polar
-from sed.data.text import csv_rows
+from sed.data.corpora.text import csv_rows
 from sed.errors import DatasetError, one_line, short
 from sed.fileio import atomic_open
 

@@ -1,4 +1,4 @@
-"""Checked reading of what ``sedkit shard`` writes, for :mod:`sed.data.shards`: one shard's tar members
+"""Checked reading of what ``sedkit shard`` writes, for :mod:`sed.data.shards.reader`: one shard's tar members
 grouped into samples, their audio and ``.json``, and the shape of ``index.json``.
 
 Nothing is read before it is checked: a member whose name is not ``<key>.<ext>`` in the tar's top

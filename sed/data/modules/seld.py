@@ -2,12 +2,12 @@
 
 Training serves non-overlapping ``sequence_seconds`` sequences of the ``train_split`` files
 (shuffled); validation and test serve whole files (``mode="eval"``, one item per file, padded
-by :func:`~sed.data.seld_dataset.collate`), so the task can score each file with the DCASE
+by :func:`~sed.data.modules.seld_dataset.collate`), so the task can score each file with the DCASE
 metrics. Items carry "audio" ``[4, T]`` at 24 kHz, or, with ``cache_dir``, "features"
 ``[C, frames, bins]`` computed once by the format's default front end
 (:func:`sed.audio.features.build_frontend`, the same one ``sedkit prepare starss --cache DIR``
 fills) and kept under ``cache_dir``. The task checks that its model's front end has the same
-key (:func:`~sed.data.feature_cache.frontend_key`), so cached features are always what the
+key (:func:`~sed.data.modules.feature_cache.frontend_key`), so cached features are always what the
 model would compute itself.
 
 ``num_classes``, ``label_names`` and ``is_multi_label`` (False) are known after ``__init__`` for
@@ -24,13 +24,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
-from sed.data import starss
-from sed.data.samplers import training_sampling
-from sed.data.seld_dataset import StarssDataset, collate
+from sed.data.corpora import starss
+from sed.data.modules.base import SedDataModule
+from sed.data.modules.seld_dataset import StarssDataset
+from sed.data.modules.seld_dataset import collate as collate_seld
 
 __all__ = ["StarssDataModule", "seld_label_names"]
 
@@ -42,7 +41,7 @@ def seld_label_names(num_classes: int) -> list[str]:
     return [f"class_{k}" for k in range(num_classes)]
 
 
-class StarssDataModule(pl.LightningDataModule):
+class StarssDataModule(SedDataModule):
     """SELD batches of a STARSS corpus (see the module docstring).
 
     Args:
@@ -57,13 +56,15 @@ class StarssDataModule(pl.LightningDataModule):
         fit_standardizer: let the task fit the model's standardiser at the start of fit.
     """
 
+    collate = staticmethod(collate_seld)
+
     def __init__(self, root: str, fmt: str = "foa", train_split: str | list[int] = "dev-train",
                  val_split: str | list[int] = "dev-test", test_split: str | list[int] = "dev-test",
                  sequence_seconds: float = 5.0, batch_size: int = 32, eval_batch_size: int = 1,
                  num_workers: int = 0, with_distance: bool = False, num_classes: int = starss.NUM_CLASSES,
                  label_names: list[str] | None = None, cache_dir: str | None = None,
                  fit_standardizer: bool = True):
-        super().__init__()
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
         if fmt not in starss.FORMATS:
             raise ValueError(f"fmt must be one of {starss.FORMATS}, got {fmt!r}")
         if int(num_classes) < 1:
@@ -72,73 +73,43 @@ class StarssDataModule(pl.LightningDataModule):
             raise ValueError(f"{len(label_names)} label_names for {num_classes} classes")
         self.root, self.fmt = os.fspath(root), fmt
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
-        self.sequence_seconds, self.batch_size = float(sequence_seconds), int(batch_size)
-        self.eval_batch_size, self.num_workers = int(eval_batch_size), int(num_workers)
-        self.with_distance, self._num_classes = bool(with_distance), int(num_classes)
-        self._label_names = list(label_names) if label_names else seld_label_names(self._num_classes)
+        self.sequence_seconds, self.with_distance = float(sequence_seconds), bool(with_distance)
+        self.set_labels(label_names if label_names else seld_label_names(int(num_classes)))
         self.cache_dir, self.fit_standardizer = cache_dir, bool(fit_standardizer)
         self._cache = None
         self.datasets: dict[str, StarssDataset] = {}
 
-    # ------------------------------------------------------------------ links
-    @property
-    def num_classes(self) -> int:
-        return self._num_classes
-
-    @property
-    def label_names(self) -> list[str]:
-        return list(self._label_names)
-
-    @property
-    def is_multi_label(self) -> bool:
-        return False
-
     # ------------------------------------------------------------------ data
     @property
     def cache(self):
-        """The :class:`~sed.data.feature_cache.FeatureCache` of ``cache_dir`` (None without one)."""
+        """The :class:`~sed.data.modules.feature_cache.FeatureCache` of ``cache_dir`` (None without one)."""
         if self.cache_dir and self._cache is None:
             from sed.audio.features import build_frontend
-            from sed.data.feature_cache import FeatureCache
+            from sed.data.modules.feature_cache import FeatureCache
 
             self._cache = FeatureCache(self.cache_dir, build_frontend(self.fmt))
         return self._cache
 
-    def _dataset(self, stage: str) -> StarssDataset:
+    def dataset(self, stage: str) -> StarssDataset:
+        """The ``train``/``val``/``test`` :class:`StarssDataset`, read on first use."""
         if stage not in self.datasets:
             self.datasets[stage] = StarssDataset(
                 self.root, self.splits[stage], fmt=self.fmt, sequence_seconds=self.sequence_seconds,
                 mode="train" if stage == "train" else "eval", with_distance=self.with_distance,
-                num_classes=self._num_classes, cache=self.cache)
+                num_classes=self.num_classes, cache=self.cache)
         return self.datasets[stage]
 
-    def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for s in wanted.get(stage, ("train", "val", "test")):
-            self._dataset(s)
-
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
-        ds = self._dataset(stage)
-        bs = self.batch_size if stage == "train" else self.eval_batch_size
-        return DataLoader(ds, batch_size=bs, num_workers=self.num_workers, collate_fn=collate, drop_last=False,
-                          persistent_workers=self.num_workers > 0, **(training_sampling(ds) if shuffle else {}))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def class_counts(self, split: str = "train") -> torch.Tensor:
+        """Event frames (metadata rows) per class ``[C]`` (long) of a split's files."""
+        counts = torch.zeros(self.num_classes, dtype=torch.long)
+        for f in self.dataset(split).files:
+            counts += torch.from_numpy(f["labels"].class_counts(self.num_classes))
+        return counts
 
     # ------------------------------------------------------------------ standardiser
     def standardizer_files(self) -> list:
         """The audio files the standardiser is fitted on (the training split's)."""
-        return [f["audio"] for f in self._dataset("train").files]
+        return [f["audio"] for f in self.dataset("train").files]
 
     def standardizer_features(self, frontend: Callable[[torch.Tensor], torch.Tensor] | None = None
                               ) -> Iterator[torch.Tensor]:

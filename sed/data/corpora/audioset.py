@@ -1,6 +1,6 @@
 """The AudioSet ontology's 527 classes in the order of the public class_labels_indices.csv.
 
-The table ships with the package (sed/data/audioset_labels.csv, header ``index,mid,display_name``)
+The table ships with the package (sed/data/corpora/audioset_labels.csv, header ``index,mid,display_name``)
 and is read once through importlib.resources; pretrained AudioSet taggers take their label names
 from here.
 """
@@ -17,7 +17,7 @@ _FILE = "audioset_labels.csv"
 
 @lru_cache(maxsize=1)
 def _rows() -> tuple[tuple[int, str, str], ...]:
-    text = resources.files("sed.data").joinpath(_FILE).read_text(encoding="utf-8")
+    text = resources.files("sed.data.corpora").joinpath(_FILE).read_text(encoding="utf-8")
     rows = []
     for row in csv.DictReader(io.StringIO(text)):
         rows.append((int(row["index"]), row["mid"], row["display_name"]))

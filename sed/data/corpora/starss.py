@@ -3,7 +3,7 @@
 
 ``<root>/{foa,mic}_dev/<split>/fold{F}_room{R}_mix{M:03d}.wav`` (4 channels, 24 kHz) with
 ``<root>/metadata_dev/<split>/<same stem>.csv`` (rows read by
-:func:`sed.data.dcase_csv.read_dcase_csv`). Splits are ``dev-train-*`` (fold 3) and
+:func:`sed.data.corpora.dcase_csv.read_dcase_csv`). Splits are ``dev-train-*`` (fold 3) and
 ``dev-test-*`` (fold 4). The same metadata layout with a track column is read for
 TAU-NIGENS 2020/2021 (:func:`read_tau_metadata`).
 """
@@ -22,7 +22,7 @@ import torch
 
 from sed.audio.ambisonics import polar_to_cartesian
 from sed.audio.io import info
-from sed.data.dcase_csv import SeldEvent, read_dcase_csv
+from sed.data.corpora.dcase_csv import SeldEvent, read_dcase_csv
 from sed.errors import DatasetError, SedError
 
 FORMATS = ("foa", "mic")

@@ -1,4 +1,4 @@
-"""Reading WebDataset shards written by ``sedkit shard`` (:mod:`sed.data.shard_writer`) as a stream.
+"""Reading WebDataset shards written by ``sedkit shard`` (:mod:`sed.data.shards.writer`) as a stream.
 
 :class:`ShardClips` is an ``IterableDataset`` of the same items as :class:`~sed.data.clips.ClipDataset`
 (``wave``, ``length``, ``label``, ``path``; random crop for training, centre crop for evaluation,
@@ -25,8 +25,8 @@ ranks x workers, a worker without a shard of its own reads one that another also
 
 **Bad input.** Members are checked before they are read: a name that is not ``<key>.<ext>`` in the
 tar's top folder (no folders, no ``..``, not absolute), anything but a regular file (links,
-directories, sparse files), a member larger than :data:`~sed.data.shard_members.MAX_MEMBER_BYTES` (256 MiB) or past the end
-of the archive is refused without reading it; audio decodes to at most :data:`~sed.data.shard_members.MAX_MEMBER_SAMPLES`
+directories, sparse files), a member larger than :data:`~sed.data.shards.members.MAX_MEMBER_BYTES` (256 MiB) or past the end
+of the archive is refused without reading it; audio decodes to at most :data:`~sed.data.shards.members.MAX_MEMBER_SAMPLES`
 samples. A key met twice in a shard keeps its first sample. Each failure (a bad member, key, audio,
 ``.json`` or label; a damaged tar ends its shard there) is one line on stderr
 (``error: <shard>/<key>: reason``) and the stream goes on: in training the next sample takes its
@@ -50,7 +50,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from sed.audio.io import resample
 from sed.data.clips import fit_clip
-from sed.data.shard_members import (
+from sed.data.shards.members import (
     MAX_INDEX_BYTES,
     Failure,
     decode_audio,
@@ -96,7 +96,7 @@ def read_index(spec: str | os.PathLike | Sequence[str]) -> dict[str, Any]:
     """``index.json`` of shards: in a shard folder, beside the first shard of a pattern, list or URL
     (opened with ``webdataset.gopen``: local, ``http(s)://``, ``pipe:``), or the ``.json`` named.
     An index that is not JSON, too large (:data:`MAX_INDEX_BYTES`) or not of the shape
-    :mod:`sed.data.shard_writer` writes is a :class:`~sed.errors.DatasetError` naming it."""
+    :mod:`sed.data.shards.writer` writes is a :class:`~sed.errors.DatasetError` naming it."""
     import webdataset as wds
 
     if isinstance(spec, (list, tuple)):

@@ -1,10 +1,10 @@
 """AudioDataModule: clip-classification data for Lightning, configured by plain arguments (YAML).
 
-``source`` picks the reader: ``folder`` (:func:`~sed.data.folder.folder_items` of ``root``),
-``manifest`` (:func:`~sed.data.folder.manifest_items` of ``manifest``; ``root``, when given,
-is the base of relative paths), ``esc50`` (:func:`~sed.data.esc50.esc50_items` of ``root``) or
+``source`` picks the reader: ``folder`` (:func:`~sed.data.corpora.folder.folder_items` of ``root``),
+``manifest`` (:func:`~sed.data.corpora.folder.manifest_items` of ``manifest``; ``root``, when given,
+is the base of relative paths), ``esc50`` (:func:`~sed.data.corpora.esc50.esc50_items` of ``root``) or
 ``shards`` (WebDataset shards of ``sedkit shard``: ``shards`` is a folder, a brace pattern or a
-list, local or URLs; streamed by :class:`~sed.data.shards.ShardClips`, with its guarantees on
+list, local or URLs; streamed by :class:`~sed.data.shards.reader.ShardClips`, with its guarantees on
 what each rank and worker reads; split by the samples' folds, or ``val_shards``/``test_shards``;
 the epoch length comes from ``index.json``; ``shuffle_buffer`` samples are shuffled per worker).
 The metadata is read in ``__init__`` so that ``num_classes``, ``label_names`` and
@@ -25,7 +25,7 @@ Training crops ``clip_seconds`` at random; val/test/predict take the centre crop
 ``len(train)`` draws per epoch) whose per-item weight is the sum over its labels of
 1 / (label count in train), AST's balanced sampler; items without labels get the smallest
 weight of the labelled ones. Epoch ``e``'s draws (or shuffle) are seeded by the run's seed,
-``seed`` and ``e`` (:mod:`sed.data.samplers`), so a resumed run draws what the uninterrupted one
+``seed`` and ``e`` (:mod:`sed.data.modules.samplers`), so a resumed run draws what the uninterrupted one
 did. Under DDP Lightning wraps the balanced sampler in its DistributedSamplerWrapper: every rank
 draws the same weighted sequence each epoch and takes its own 1/world_size share of it (an epoch
 is still ``len(train)`` draws in all). Plain shuffling gets Lightning's DistributedSampler.
@@ -45,17 +45,17 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from sed.audio.io import find_audio_files
-from sed.data.clips import ClipDataset, ClipItem, collate_clips, item_labels, split_items, validate_files
-from sed.data.esc50 import esc50_items
-from sed.data.folder import folder_items, manifest_items
-from sed.data.samplers import run_seed, training_sampling
-from sed.data.shards import ShardClips, read_index, shard_class_counts
-from sed.data.unlabeled import HiddenLabels, unlabeled_items
+from sed.data.clips import ClipDataset, ClipItem, item_labels, split_items, validate_files
+from sed.data.corpora.esc50 import esc50_items
+from sed.data.corpora.folder import folder_items, manifest_items
+from sed.data.modules.base import SedDataModule
+from sed.data.modules.samplers import run_seed
+from sed.data.modules.unlabeled import HiddenLabels, unlabeled_items
+from sed.data.shards.reader import ShardClips, read_index, shard_class_counts
 from sed.errors import DatasetError
 
 __all__ = ["AudioDataModule", "balanced_weights"]
@@ -72,9 +72,13 @@ def balanced_weights(items: list[ClipItem], num_classes: int) -> torch.Tensor:
     return w
 
 
-class AudioDataModule(pl.LightningDataModule):
+class AudioDataModule(SedDataModule):
     """Waveform batches ``{"wave": [B, T], "lengths": [B], "label": [B] | [B, C], "path": [...]}``
     of a clip corpus (see the module docstring for sources, splits and the balanced sampler)."""
+
+    pin_memory = True
+    predict_split = "predict"
+    persistent_splits = ("train", "val")  # test and predict run once
 
     def __init__(self, source: str = "folder", root: str | None = None, manifest: str | None = None,
                  labels: list[str] | None = None, multi_label: bool | None = None, sample_rate: int = 16000,
@@ -86,15 +90,14 @@ class AudioDataModule(pl.LightningDataModule):
                  val_shards: str | list[str] | None = None, test_shards: str | list[str] | None = None,
                  shuffle_buffer: int = 1000, unlabeled: str | list[str] | None = None,
                  labeled_fraction: float | None = None, unlabeled_batch_size: int | None = None):
-        super().__init__()
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                         sampling_seed=seed)
         # labels/multi_label are linked into the task, which logs the resolved values; kept apart
         # here so that Lightning's merge of task and data hyperparameters does not conflict
         self.save_hyperparameters(ignore=["labels", "multi_label"])
         self._given_labels = labels
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
-            raise ValueError("batch_size and eval_batch_size must be >= 1 and num_workers >= 0")
         if sample_rate <= 0 or (clip_seconds is not None and clip_seconds <= 0):
             raise ValueError("sample_rate and clip_seconds must be positive")
         if labeled_fraction is not None and not 0.0 < labeled_fraction < 1.0:
@@ -106,35 +109,23 @@ class AudioDataModule(pl.LightningDataModule):
         if source == "shards" and balanced:
             raise ValueError("balanced sampling needs random access to the items; not with source: shards")
         self.index = read_index(shards) if source == "shards" and shards else None
-        self.items, self._label_names, data_multi = self._read()
+        self.items, names, data_multi = self._read()
         if multi_label is False and data_multi:
             several = [it.path for it in self.items if len(item_labels(it)) != 1]
             if several:
                 raise DatasetError(manifest or root, f"{len(several)} item(s) do not have exactly one label "
                                                      f"(e.g. {several[0]}), but multi_label is False")
-        self._multi = data_multi if multi_label is None else bool(multi_label)
+        self.set_labels(names, data_multi if multi_label is None else bool(multi_label))
         self.splits: dict[str, list[ClipItem]] = self._split()
         self.unlabeled_items: list[ClipItem] = []
         if labeled_fraction is not None:
             rest, kept = split_items(self.splits["train"], labeled_fraction, seed)
             self.splits["train"], self.unlabeled_items = kept, rest
         if unlabeled is not None and not self._unlabeled_shards:
-            self.unlabeled_items += unlabeled_items(unlabeled, self._label_names, root)
+            self.unlabeled_items += unlabeled_items(unlabeled, self.label_names, root)
         self.datasets: dict[str, ClipDataset] = {}
 
     # ------------------------------------------------------------------ metadata (no audio)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self._label_names)
-
-    @property
-    def label_names(self) -> list[str]:
-        return list(self._label_names)
-
-    @property
-    def is_multi_label(self) -> bool:
-        return self._multi
 
     @property
     def has_unlabeled(self) -> bool:
@@ -224,7 +215,7 @@ class AudioDataModule(pl.LightningDataModule):
     def class_counts(self, split: str = "train") -> torch.Tensor:
         """Items per class ``[C]`` (long) in a split, each label of a multi-label item counted."""
         if self.hparams.source == "shards":
-            return shard_class_counts(read_index(self.splits[split][0]), self._label_names, self.splits[split][1])
+            return shard_class_counts(read_index(self.splits[split][0]), self.label_names, self.splits[split][1])
         counts = Counter(k for it in self.splits[split] for k in item_labels(it))
         return torch.tensor([counts[k] for k in range(self.num_classes)], dtype=torch.long)
 
@@ -232,13 +223,13 @@ class AudioDataModule(pl.LightningDataModule):
 
     def _dataset(self, items: list[ClipItem], train: bool) -> ClipDataset:
         hp = self.hparams
-        return ClipDataset(items, self._label_names, multi_label=self._multi, sample_rate=hp.sample_rate,
+        return ClipDataset(items, self.label_names, multi_label=self.is_multi_label, sample_rate=hp.sample_rate,
                            clip_seconds=hp.clip_seconds, train=train, cache_audio=hp.cache_audio)
 
     def _shard_dataset(self, split: str, train: bool) -> ShardClips:
         hp = self.hparams
         spec, folds = self.splits[split]
-        return ShardClips(spec, self._label_names, self._multi, sample_rate=hp.sample_rate,
+        return ShardClips(spec, self.label_names, self.is_multi_label, sample_rate=hp.sample_rate,
                           clip_seconds=hp.clip_seconds, train=train, folds=folds, shuffle_buffer=hp.shuffle_buffer,
                           seed=run_seed(hp.seed), num_workers=hp.num_workers)
 
@@ -271,34 +262,27 @@ class AudioDataModule(pl.LightningDataModule):
         if not self.hparams.predict_paths:
             self.datasets.setdefault("predict", self.datasets["test"])
 
-    def _get(self, name: str) -> ClipDataset:
-        if name not in self.datasets:
-            self.setup("predict" if name == "predict" else None)
-        return self.datasets[name]
+    def dataset(self, split: str) -> ClipDataset | ShardClips:
+        """The dataset of ``split`` (``train``/``val``/``test``/``predict``/``unlabeled``), built on first use."""
+        if split not in self.datasets:
+            self.setup("predict" if split == "predict" else None)
+        return self.datasets[split]
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, ds: ClipDataset | ShardClips | HiddenLabels, batch_size: int, persistent: bool,
-                **kwargs) -> DataLoader:
-        workers = self.hparams.num_workers
-        if isinstance(ds, (ShardClips, HiddenLabels)):  # workers fork each epoch, so that they see the epoch (set_epoch)
+    def make_loader(self, dataset, batch_size: int, **kwargs) -> DataLoader:
+        if isinstance(dataset, (ShardClips, HiddenLabels)):  # workers fork each epoch, so that they see the epoch
             trainer = getattr(self, "trainer", None)
-            ds.set_epoch(trainer.current_epoch if trainer is not None else 0)
-            return DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips,
-                              pin_memory=torch.cuda.is_available(), persistent_workers=False)
-        if workers > 0:
-            ds.preload()  # fill the cache (cache_audio) once here; forked workers inherit it
-        return DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0,
-                          drop_last=False, **kwargs)
+            dataset.set_epoch(trainer.current_epoch if trainer is not None else 0)
+            kwargs.update(shuffle=False, persistent=False)  # the shards shuffle themselves
+        elif self.num_workers > 0:
+            dataset.preload()  # fill the cache (cache_audio) once here; forked workers inherit it
+        return super().make_loader(dataset, batch_size, **kwargs)
 
     def train_dataloader(self):
-        ds = self._get("train")
-        if isinstance(ds, ShardClips):
-            labeled = self._loader(ds, self.hparams.batch_size, False)
-        else:
-            weights = balanced_weights(ds.items, self.num_classes) if self.hparams.balanced else None
-            labeled = self._loader(ds, self.hparams.batch_size, True, **training_sampling(ds, self.hparams.seed, weights))
+        ds = self.dataset("train")
+        weights = balanced_weights(ds.items, self.num_classes) if self.hparams.balanced else None
+        labeled = self.make_loader(ds, self.batch_size, shuffle=True, weights=weights)
         if not self.has_unlabeled:
             return labeled
         from pytorch_lightning.utilities import CombinedLoader
@@ -307,26 +291,13 @@ class AudioDataModule(pl.LightningDataModule):
 
     def _unlabeled_loader(self) -> DataLoader:
         hp = self.hparams
-        size = hp.unlabeled_batch_size or hp.batch_size
+        size = hp.unlabeled_batch_size or self.batch_size
         if self._unlabeled_shards:
             shards = ShardClips(hp.unlabeled, None, None, sample_rate=hp.sample_rate, clip_seconds=hp.clip_seconds,
                                 train=True, shuffle_buffer=hp.shuffle_buffer, seed=run_seed(hp.seed) + 1,
                                 num_workers=hp.num_workers)
-            same = list(shards.index["labels"]) == self._label_names and bool(shards.index.get("multi_label")) == self._multi
-            return self._loader(HiddenLabels(shards, keep=same, num_classes=self.num_classes, multi_label=self._multi),
-                                size, False)
-        ds = self._get("unlabeled")
-        return self._loader(ds, size, True, **training_sampling(ds, hp.seed + 1, None))
-
-    @property
-    def _eval_batch(self) -> int:
-        return self.hparams.eval_batch_size or self.hparams.batch_size
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._get("val"), self._eval_batch, True)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self._get("test"), self._eval_batch, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self._get("predict"), self._eval_batch, False)
+            same = (list(shards.index["labels"]) == self.label_names
+                    and bool(shards.index.get("multi_label")) == self.is_multi_label)
+            return self.make_loader(HiddenLabels(shards, keep=same, num_classes=self.num_classes,
+                                                 multi_label=self.is_multi_label), size)
+        return self.make_loader(self.dataset("unlabeled"), size, shuffle=True, seed=hp.seed + 1)

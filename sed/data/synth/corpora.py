@@ -1,11 +1,11 @@
 """Deterministic synthetic stand-ins for ESC-50, ICBHI 2017 and STARSS23, in their real layouts.
 
-Each ``make_*`` writes a small corpus that the matching reader (:mod:`sed.data.esc50`,
-:mod:`sed.data.icbhi`, :mod:`sed.data.starss`) reads like the real one, and returns a
+Each ``make_*`` writes a small corpus that the matching reader (:mod:`sed.data.corpora.esc50`,
+:mod:`sed.data.corpora.icbhi`, :mod:`sed.data.corpora.starss`) reads like the real one, and returns a
 JSON-serialisable summary that includes the labels it rendered. Everything follows from
 ``seed``: the same arguments give byte-identical files. Every file is written atomically as
 16-bit PCM, peak-normalised below full scale. The sounds come from
-:mod:`sed.data.synth_signals`.
+:mod:`sed.data.synth.signals`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import soundfile as sf
 import torch
 
 from sed.audio.ambisonics import foa_encode, mic_plane_wave
-from sed.data import esc50, icbhi, starss
-from sed.data import synth_signals as sig
-from sed.data.dcase_csv import write_dcase_csv
+from sed.data.corpora import esc50, icbhi, starss
+from sed.data.corpora.dcase_csv import write_dcase_csv
+from sed.data.synth import signals as sig
 from sed.fileio import atomic_open, atomic_save
 
 __all__ = ["SYNTH_CORPORA", "make_esc50", "make_icbhi", "make_starss"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sed.audio.io import AUDIO_EXTENSIONS
 from sed.data.clips import ClipDataset, ClipItem
-from sed.data.text import csv_errors, text_lines
+from sed.data.corpora.text import csv_errors, text_lines
 from sed.errors import DatasetError, short
 
 __all__ = ["FolderDataset", "ManifestDataset", "folder_items", "manifest_items"]
