@@ -19,8 +19,10 @@ import argparse
 import torch
 from bench_student import latency, params  # the same timing as the student bench
 
-DEFAULT = ("beats_iter3,ced_tiny,ced_mini,ced_small,ced_base,efficientat_mn04,efficientat_mn05,efficientat_mn10,"
-           "efficientat_mn20,efficientat_mn30,efficientat_mn40")
+DEFAULT = (
+    "beats_iter3,ced_tiny,ced_mini,ced_small,ced_base,efficientat_mn04,efficientat_mn05,efficientat_mn10,"
+    "efficientat_mn20,efficientat_mn30,efficientat_mn40"
+)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -41,19 +43,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for name in [args.reference] + [m for m in args.models.split(",") if m]:
         torch.manual_seed(0)
-        model = create_model(name, num_classes=527, **({"input_tdim": 1024} if name.startswith("ast") else {}))
+        model = create_model(
+            name, num_classes=527, **({"input_tdim": 1024} if name.startswith("ast") else {})
+        )
         sr = int(model.sample_rate)
-        rows.append({"model": name, "params": params(model), "sample_rate": sr,
-                     "latency_s": latency(model, 10.0, sr, warmup, repeats)})
+        rows.append(
+            {
+                "model": name,
+                "params": params(model),
+                "sample_rate": sr,
+                "latency_s": latency(model, 10.0, sr, warmup, repeats),
+            }
+        )
         del model
     ref = rows[0]
-    print(f"CPU, batch 1, one 10-s clip, {torch.get_num_threads()} threads, median of {repeats} after {warmup} warm-up; "
-          f"ratios to {args.reference}")
+    print(
+        f"CPU, batch 1, one 10-s clip, {torch.get_num_threads()} threads, median of {repeats} after {warmup} warm-up; "
+        f"ratios to {args.reference}"
+    )
     print(f"{'model':<20} {'params':>12} {'rate':>6} {'ms/clip':>9} {'time ratio':>11} {'params ratio':>13}")
     for r in rows:
         r["time_ratio"], r["params_ratio"] = r["latency_s"] / ref["latency_s"], r["params"] / ref["params"]
-        print(f"{r['model']:<20} {r['params']:>12,} {r['sample_rate']:>6} {r['latency_s'] * 1e3:>9.1f} "
-              f"{r['time_ratio']:>10.3f}x {r['params_ratio']:>12.3f}x")
+        print(
+            f"{r['model']:<20} {r['params']:>12,} {r['sample_rate']:>6} {r['latency_s'] * 1e3:>9.1f} "
+            f"{r['time_ratio']:>10.3f}x {r['params_ratio']:>12.3f}x"
+        )
     return rows
 
 

@@ -63,8 +63,14 @@ def hf_ast(quick: bool):
     from transformers import ASTConfig, ASTForAudioClassification
 
     if quick:
-        cfg = ASTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=768,
-                        max_length=200, num_labels=10)
+        cfg = ASTConfig(
+            hidden_size=192,
+            num_hidden_layers=2,
+            num_attention_heads=3,
+            intermediate_size=768,
+            max_length=200,
+            num_labels=10,
+        )
     else:
         cfg = ASTConfig(num_labels=527)  # AST-base: 768 wide, 12 layers, 1024 frames
     torch.manual_seed(0)
@@ -102,7 +108,9 @@ def main() -> None:
 
         runs = {
             "sed fp32": lambda n=args.clips: clf.score(waves[:n], batch_size=bs),
-            "transformers pipe": lambda n=args.clips: pipe([c.copy() for c in clips[:n]], batch_size=bs, top_k=1),
+            "transformers pipe": lambda n=args.clips: pipe(
+                [c.copy() for c in clips[:n]], batch_size=bs, top_k=1
+            ),
             "sed bf16": lambda n=args.clips: clf_bf16.score(waves[:n], batch_size=bs),
         }
         outputs, times = {}, {k: [] for k in runs}
@@ -142,20 +150,28 @@ def main() -> None:
     r32, r16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
     best = {k: min(v) for k, v in times.items()}
     n = args.clips
-    print(f"clips: {n} x {args.seconds:.0f} s, model width {cfg.hidden_size}, {cfg.num_hidden_layers} layers, "
-          f"{cfg.max_length} frames, batch {bs}, torch threads {torch.get_num_threads()}, "
-          f"best of {args.rounds} interleaved rounds")
+    print(
+        f"clips: {n} x {args.seconds:.0f} s, model width {cfg.hidden_size}, {cfg.num_hidden_layers} layers, "
+        f"{cfg.max_length} frames, batch {bs}, torch threads {torch.get_num_threads()}, "
+        f"best of {args.rounds} interleaved rounds"
+    )
     for name, t in best.items():
         rounds = ", ".join(f"{x:.2f}" for x in times[name])
         print(f"{name:18s}  {t:8.2f} s  ({n / t:6.2f} clips/s)   rounds: {rounds}")
     t_sed, t_pipe, t_bf16 = best["sed fp32"], best["transformers pipe"], best["sed bf16"]
     print(f"ratio pipeline/sed fp32: {t_pipe / t_sed:.2f}x (target >= 1.0)")
     print(f"ratio pipeline fp32/sed bf16: {t_pipe / t_bf16:.2f}x (target >= 1.6)")
-    print(f"max |logit difference| vs transformers: {max_diff:.2e} (target <= 1e-4); top-1 agreement {agree:.0%}")
-    print(f"bf16 vs fp32: max |score difference| {np.abs(p16 - p32).max():.2e}; top-1 agreement {agree16:.0%}")
-    print(f"AST forward: {flops / 1e9:.1f} GFLOP per clip executed ({ast_flops(clf.model, pruned=False) / 1e9:.1f} "
-          f"unpruned), {achieved:.1f} GFLOP/s; matmul fp32 {r32:.1f} GFLOP/s, bf16 {r16:.1f} GFLOP/s; "
-          f"{achieved / r32:.0%} of the fp32 matmul rate (target >= 85%)")
+    print(
+        f"max |logit difference| vs transformers: {max_diff:.2e} (target <= 1e-4); top-1 agreement {agree:.0%}"
+    )
+    print(
+        f"bf16 vs fp32: max |score difference| {np.abs(p16 - p32).max():.2e}; top-1 agreement {agree16:.0%}"
+    )
+    print(
+        f"AST forward: {flops / 1e9:.1f} GFLOP per clip executed ({ast_flops(clf.model, pruned=False) / 1e9:.1f} "
+        f"unpruned), {achieved:.1f} GFLOP/s; matmul fp32 {r32:.1f} GFLOP/s, bf16 {r16:.1f} GFLOP/s; "
+        f"{achieved / r32:.0%} of the fp32 matmul rate (target >= 85%)"
+    )
 
 
 if __name__ == "__main__":

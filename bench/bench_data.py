@@ -26,6 +26,7 @@ import soundfile as sf
 
 def make_corpus(root: Path, clips: int, seconds: float, rate: int) -> None:
     from sed.data.synth import signals as s
+
     kinds = {"tone": s.tone, "chirp": s.chirp, "noise_burst": s.noise_burst}
     rng = np.random.default_rng(0)
     n = int(seconds * rate)
@@ -34,8 +35,12 @@ def make_corpus(root: Path, clips: int, seconds: float, rate: int) -> None:
         x = kinds[name](rng, n, rate) + 0.05 * s.pink_noise(rng, n, rate)
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
-        sf.write(folder / f"{i:05d}.wav", (0.5 * x / max(np.abs(x).max(), 1e-6)).astype(np.float32), rate,
-                 subtype="PCM_16")
+        sf.write(
+            folder / f"{i:05d}.wav",
+            (0.5 * x / max(np.abs(x).max(), 1e-6)).astype(np.float32),
+            rate,
+            subtype="PCM_16",
+        )
 
 
 def du(path: Path) -> int:
@@ -74,30 +79,53 @@ def main() -> None:
             make_corpus(corpus, args.clips, args.seconds, args.rate)
         for fmt in ("flac", "wav"):
             write_shards(read_source(corpus), root / f"shards_{fmt}", shard_size=1000, fmt=fmt)
-        common = {"sample_rate": 16000, "clip_seconds": args.crop, "batch_size": 32, "num_workers": args.workers,
-                  "validate": False}
-        sources = {
-            "loose WAV files": lambda: AudioDataModule(source="folder", root=str(corpus), val_fraction=0.01, **common),
-            "FLAC shards": lambda: AudioDataModule(source="shards", shards=str(root / "shards_flac"),
-                                                   val_shards=str(root / "shards_flac"), **common),
-            "WAV shards": lambda: AudioDataModule(source="shards", shards=str(root / "shards_wav"),
-                                                  val_shards=str(root / "shards_wav"), **common),
+        common = {
+            "sample_rate": 16000,
+            "clip_seconds": args.crop,
+            "batch_size": 32,
+            "num_workers": args.workers,
+            "validate": False,
         }
-        sizes = {"loose WAV files": du(corpus), "FLAC shards": du(root / "shards_flac"), "WAV shards": du(root / "shards_wav")}
+        sources = {
+            "loose WAV files": lambda: AudioDataModule(
+                source="folder", root=str(corpus), val_fraction=0.01, **common
+            ),
+            "FLAC shards": lambda: AudioDataModule(
+                source="shards",
+                shards=str(root / "shards_flac"),
+                val_shards=str(root / "shards_flac"),
+                **common,
+            ),
+            "WAV shards": lambda: AudioDataModule(
+                source="shards",
+                shards=str(root / "shards_wav"),
+                val_shards=str(root / "shards_wav"),
+                **common,
+            ),
+        }
+        sizes = {
+            "loose WAV files": du(corpus),
+            "FLAC shards": du(root / "shards_flac"),
+            "WAV shards": du(root / "shards_wav"),
+        }
         best = {k: float("inf") for k in sources}
         counts = {}
         for _ in range(args.rounds):
             for name, make in sources.items():
                 t, n = epoch(make())
                 best[name], counts[name] = min(best[name], t), n
-        print(f"{args.clips} clips x {args.seconds:g} s at {args.rate} Hz, 16-bit; random {args.crop:g}-s crops "
-              f"resampled to 16 kHz, batch 32, {args.workers} workers; best of {args.rounds} rounds")
+        print(
+            f"{args.clips} clips x {args.seconds:g} s at {args.rate} Hz, 16-bit; random {args.crop:g}-s crops "
+            f"resampled to 16 kHz, batch 32, {args.workers} workers; best of {args.rounds} rounds"
+        )
         base = counts["loose WAV files"] / best["loose WAV files"]
         print(f"{'source':18s} {'clips/s':>9s} {'vs loose':>9s} {'on disk':>10s} {'vs loose':>9s}")
         for name in sources:
             rate = counts[name] / best[name]
-            print(f"{name:18s} {rate:9.1f} {rate / base:8.2f}x {sizes[name] / 2**20:8.0f} MB "
-                  f"{sizes[name] / sizes['loose WAV files']:8.2f}x")
+            print(
+                f"{name:18s} {rate:9.1f} {rate / base:8.2f}x {sizes[name] / 2**20:8.0f} MB "
+                f"{sizes[name] / sizes['loose WAV files']:8.2f}x"
+            )
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

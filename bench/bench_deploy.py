@@ -38,8 +38,21 @@ from bench_classify import hf_ast  # the same transformers baseline
 
 def synthetic_clips(n: int, seconds: float, seed: int = 0) -> list[torch.Tensor]:
     from sed.data.synth import signals as s
-    kinds = [s.tone, s.chirp, s.noise_burst, s.click_train, s.harmonic_stack, s.am_tone, s.fm_tone, s.hiss,
-             s.plucks, s.beeps, s.rumble, s.bandpass_noise]
+
+    kinds = [
+        s.tone,
+        s.chirp,
+        s.noise_burst,
+        s.click_train,
+        s.harmonic_stack,
+        s.am_tone,
+        s.fm_tone,
+        s.hiss,
+        s.plucks,
+        s.beeps,
+        s.rumble,
+        s.bandpass_noise,
+    ]
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -50,7 +63,9 @@ def synthetic_clips(n: int, seconds: float, seed: int = 0) -> list[torch.Tensor]
 
 def logits_of(model, waves: list[torch.Tensor], bs: int) -> np.ndarray:
     with torch.inference_mode():
-        return np.concatenate([model(torch.stack(waves[i : i + bs])).float().numpy() for i in range(0, len(waves), bs)])
+        return np.concatenate(
+            [model(torch.stack(waves[i : i + bs])).float().numpy() for i in range(0, len(waves), bs)]
+        )
 
 
 def main() -> None:
@@ -60,7 +75,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--head-scale", type=float, default=30.0)
-    ap.add_argument("--margin", type=float, default=0.02, help="near-tie threshold, a share of the logit range")
+    ap.add_argument(
+        "--margin", type=float, default=0.02, help="near-tie threshold, a share of the logit range"
+    )
     ap.add_argument("--stream-minutes", type=float, default=0.0)
     ap.add_argument("--quick", action="store_true", help="tiny AST and 4 short clips")
     args = ap.parse_args()
@@ -117,7 +134,11 @@ def main() -> None:
         fx = ASTFeatureExtractor(max_length=cfg.max_length)
         with torch.inference_mode():
             feats = fx(clips, sampling_rate=16000, return_tensors="pt")["input_values"]
-            logits = {"transformers pipe": torch.cat([hf(feats[i : i + bs]).logits for i in range(0, len(clips), bs)]).numpy()}
+            logits = {
+                "transformers pipe": torch.cat(
+                    [hf(feats[i : i + bs]).logits for i in range(0, len(clips), bs)]
+                ).numpy()
+            }
         for name, m in methods.items():
             if name != "transformers pipe":
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "sed bf16"):
@@ -128,25 +149,35 @@ def main() -> None:
     clear = (top2[:, 1] - top2[:, 0]) > args.margin * (ref.max(1) - ref.min(1))
     best = {k: min(v) for k, v in times.items()}
     n = args.clips
-    print(f"AST width {cfg.hidden_size}, {cfg.num_hidden_layers} layers, {cfg.max_length} frames, {cfg.num_labels} classes "
-          f"(random weights, head x{args.head_scale:g}); {n} clips x {args.seconds:g} s, batch {bs}, "
-          f"torch threads {torch.get_num_threads()}, best of {args.rounds} interleaved rounds")
-    print(f"export: {t_export:.0f} s; the fp32 graph vs PyTorch on 2 random clips: max |logit difference| "
-          f"{report['max_abs_diff']:.1e}")
+    print(
+        f"AST width {cfg.hidden_size}, {cfg.num_hidden_layers} layers, {cfg.max_length} frames, {cfg.num_labels} classes "
+        f"(random weights, head x{args.head_scale:g}); {n} clips x {args.seconds:g} s, batch {bs}, "
+        f"torch threads {torch.get_num_threads()}, best of {args.rounds} interleaved rounds"
+    )
+    print(
+        f"export: {t_export:.0f} s; the fp32 graph vs PyTorch on 2 random clips: max |logit difference| "
+        f"{report['max_abs_diff']:.1e}"
+    )
     print(f"not-near-tie clips (top-1 lead > {args.margin:g} x logit range): {int(clear.sum())} of {n}")
-    print(f"{'method':18s} {'time':>8s} {'clips/s':>8s} {'vs pipe':>8s} {'max|dlogit|':>12s} {'top-1 agree':>12s} "
-          f"{'(not near-tie)':>14s}")
+    print(
+        f"{'method':18s} {'time':>8s} {'clips/s':>8s} {'vs pipe':>8s} {'max|dlogit|':>12s} {'top-1 agree':>12s} "
+        f"{'(not near-tie)':>14s}"
+    )
     t_pipe = best["transformers pipe"]
     for name in methods:
         diff = np.abs(logits[name] - ref).max()
-        agree = (logits[name].argmax(1) == ref.argmax(1))
+        agree = logits[name].argmax(1) == ref.argmax(1)
         clear_agree = agree[clear].mean() if clear.any() else float("nan")
-        print(f"{name:18s} {best[name]:7.2f}s {n / best[name]:8.2f} {t_pipe / best[name]:7.2f}x {diff:12.2e} "
-              f"{agree.mean():12.1%} {clear_agree:14.1%}")
+        print(
+            f"{name:18s} {best[name]:7.2f}s {n / best[name]:8.2f} {t_pipe / best[name]:7.2f}x {diff:12.2e} "
+            f"{agree.mean():12.1%} {clear_agree:14.1%}"
+        )
     int8_best = max(t_pipe / best["sed int8"], t_pipe / best["ort int8"])
-    print(f"targets: ort fp32 / sed fp32 speed {best['sed fp32'] / best['ort fp32']:.2f}x (>= 1.0), "
-          f"|dlogit| {np.abs(logits['ort fp32'] - ref).max():.1e} (<= 1e-4); best int8 vs pipeline fp32 "
-          f"{int8_best:.2f}x (>= 3)")
+    print(
+        f"targets: ort fp32 / sed fp32 speed {best['sed fp32'] / best['ort fp32']:.2f}x (>= 1.0), "
+        f"|dlogit| {np.abs(logits['ort fp32'] - ref).max():.1e} (<= 1e-4); best int8 vs pipeline fp32 "
+        f"{int8_best:.2f}x (>= 3)"
+    )
     if args.stream_minutes:
         from bench_stream import main as stream_main
 

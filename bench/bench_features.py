@@ -50,7 +50,9 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def race(ours: Callable[[], object], ref: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float]:
+def race(
+    ours: Callable[[], object], ref: Callable[[], object], repeats: int, warmup: int = 1
+) -> tuple[float, float]:
     """Median seconds of ``ours`` and ``ref``, timed alternately after ``warmup`` calls each."""
     for _ in range(warmup):
         ours()
@@ -72,16 +74,26 @@ def report(name: str, ours: float, ref: float, target: float | None) -> None:
     ratio = ref / ours
     verdict = "" if target is None else ("  ok" if ratio >= target else f"  MISSED (target {target:g}x)")
     goal = "" if target is None else f" (target >= {target:g}x)"
-    print(f"{name:<58} ours {ours * 1e3:9.1f} ms   reference {ref * 1e3:9.1f} ms   "
-          f"ratio {ratio:6.2f}x{goal}{verdict}")
+    print(
+        f"{name:<58} ours {ours * 1e3:9.1f} ms   reference {ref * 1e3:9.1f} ms   "
+        f"ratio {ratio:6.2f}x{goal}{verdict}"
+    )
 
 
 def ast_loader_loop(clips: torch.Tensor, target_length: int = 1024) -> list[torch.Tensor]:
     """What the AST reference data loader does, one clip at a time."""
     out = []
     for w in clips:
-        fb = kaldi.fbank(w[None], htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
-                         num_mel_bins=128, dither=0.0, frame_shift=10)
+        fb = kaldi.fbank(
+            w[None],
+            htk_compat=True,
+            sample_frequency=16000,
+            use_energy=False,
+            window_type="hanning",
+            num_mel_bins=128,
+            dither=0.0,
+            frame_shift=10,
+        )
         p = target_length - fb.shape[0]
         fb = F.pad(fb, (0, 0, 0, p)) if p > 0 else fb[:target_length]
         out.append((fb - AUDIOSET_MEAN) / (2 * AUDIOSET_STD))
@@ -129,8 +141,10 @@ def baseline_features(fc, audio: np.ndarray) -> np.ndarray:
 def bench_seld(ref_path: str, seconds: float, num_files: int, repeats: int) -> None:
     sr = 24000
     rng = np.random.default_rng(0)
-    files = [np.clip(0.1 * rng.standard_normal((int(seconds * sr), 4)), -1, 1).astype(np.float32)
-             for _ in range(num_files)]
+    files = [
+        np.clip(0.1 * rng.standard_normal((int(seconds * sr), 4)), -1, 1).astype(np.float32)
+        for _ in range(num_files)
+    ]
     batch = torch.stack([torch.from_numpy(np.ascontiguousarray(a.T)) for a in files])
     loaded = [a.astype(np.float64) + 1e-8 for a in files]  # the baseline's _load_audio: float64, + 1e-8
     base_foa, base_mic = seld_baseline(ref_path, "foa"), seld_baseline(ref_path, "mic")
@@ -142,13 +156,17 @@ def bench_seld(ref_path: str, seconds: float, num_files: int, repeats: int) -> N
         ours, ref = race(lambda: mic(one), lambda: baseline_features(base_mic, loaded[0]), repeats)
         report(f"    MicLogMelGCC, one {seconds:g}-s file, CPU vs baseline (librosa)", ours, ref, None)
         if num_files > 1:
-            ours, ref = race(lambda: foa(batch), lambda: [baseline_features(base_foa, a) for a in loaded],
-                             max(1, repeats // 2))
+            ours, ref = race(
+                lambda: foa(batch),
+                lambda: [baseline_features(base_foa, a) for a in loaded],
+                max(1, repeats // 2),
+            )
             report(f"(b) FOALogMelIV, {num_files} x {seconds:g} s batched, CPU vs baseline", ours, ref, None)
         if torch.cuda.is_available():
             foa_gpu, one_gpu = foa.cuda(), one.cuda()
-            ours, ref = race(lambda: foa_gpu(one_gpu), lambda: baseline_features(base_foa, loaded[0]), repeats,
-                             warmup=2)
+            ours, ref = race(
+                lambda: foa_gpu(one_gpu), lambda: baseline_features(base_foa, loaded[0]), repeats, warmup=2
+            )
             report(f"(b) FOALogMelIV, one {seconds:g}-s file, CUDA vs baseline (librosa)", ours, ref, None)
 
 
@@ -156,14 +174,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs and few repeats (a few seconds)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--ref", default=None, help="work tree of sharathadavanne/seld-dcase2023 for (b) "
-                        "(without it, (b) is skipped)")
+    parser.add_argument(
+        "--ref",
+        default=None,
+        help="work tree of sharathadavanne/seld-dcase2023 for (b) (without it, (b) is skipped)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     load = _load()  # before we add to it: what other processes put on the cores
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average before start {load:.2f}, CUDA {'yes' if torch.cuda.is_available() else 'no'}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average before start {load:.2f}, CUDA {'yes' if torch.cuda.is_available() else 'no'}"
+    )
     if args.quick:
         bench_fbank(num_clips=8, repeats=3)
     else:
@@ -175,8 +198,10 @@ def main() -> None:
     else:
         bench_seld(args.ref, seconds=60.0, num_files=4, repeats=7)
     if load >= (os.cpu_count() or 1) * 0.5:
-        print(f"note: load average {load:.2f} on {os.cpu_count()} CPUs before start: other processes compete for "
-              "the cores, so the ratios may understate the code (compare with --threads 1)")
+        print(
+            f"note: load average {load:.2f} on {os.cpu_count()} CPUs before start: other processes compete for "
+            "the cores, so the ratios may understate the code (compare with --threads 1)"
+        )
 
 
 def _load() -> float:

@@ -114,7 +114,9 @@ def main() -> None:
     ap.add_argument("--peak-rss", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds (best kept)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--ref", default=None, help="work tree of sharathadavanne/seld-dcase2023 (the baseline row)")
+    ap.add_argument(
+        "--ref", default=None, help="work tree of sharathadavanne/seld-dcase2023 (the baseline row)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,7 +164,11 @@ def main() -> None:
             return [cache.get(p) for p in paths]
 
         def sequences():
-            return [cache.get(p, s, s + seq) for p in paths for s in range(0, cache.get(p).shape[1] - seq + 1, seq)]
+            return [
+                cache.get(p, s, s + seq)
+                for p in paths
+                for s in range(0, cache.get(p).shape[1] - seq + 1, seq)
+            ]
 
         # rounds interleave the methods, and each keeps its best round: fairer on a busy machine
         names = ("baseline", "direct", "cold", "warm", "sequences")
@@ -179,16 +185,22 @@ def main() -> None:
         n_seq = sum(f.shape[1] // seq for f in warm)
         assert all(torch.equal(a, b) for a, b in zip(feats, warm)), "cache differs from direct extraction"
 
-        rows = [("direct FOALogMelIV", t_direct), ("cache cold (warm())", t_cold),
-                ("cache warm (get whole files)", t_warm), (f"cache warm ({n_seq} 5-s sequences)", t_seq)]
+        rows = [
+            ("direct FOALogMelIV", t_direct),
+            ("cache cold (warm())", t_cold),
+            ("cache warm (get whole files)", t_warm),
+            (f"cache warm ({n_seq} 5-s sequences)", t_seq),
+        ]
         if fc is not None:
             rows.insert(0, ("baseline (librosa)", best["baseline"]))
         t_base = best.get("baseline", t_direct)
         print(f"\n{'':34s} {'seconds':>9s} {'x realtime':>11s} {'baseline /' if fc else 'direct /':>11s}")
         for name, t in rows:
             print(f"{name:34s} {t:9.3f} {audio_s / t:11.0f} {t_base / t:11.1f}")
-        print(f"\ncold / warm: {t_cold / t_warm:.0f}x; cache overhead over direct extraction: "
-              f"{100 * (t_cold - t_direct) / t_direct:+.0f}%")
+        print(
+            f"\ncold / warm: {t_cold / t_warm:.0f}x; cache overhead over direct extraction: "
+            f"{100 * (t_cold - t_direct) / t_direct:+.0f}%"
+        )
         if fc is not None:  # the baseline's (frames, 7 * 64) channel-major file vs ours [7, frames, 64]
             base = np.load(base_dir / f"{paths[0].stem}.npy")
             ref = base.reshape(base.shape[0], -1, 64).transpose(1, 0, 2)
@@ -200,12 +212,19 @@ def main() -> None:
             print("no baseline: give the DCASE 2023 baseline's work tree with --ref PATH")
 
         if not args.quick:  # in a fresh process: this one's allocator already holds freed memory
-            out = subprocess.run([sys.executable, __file__, "--peak-rss", str(paths[0])], capture_output=True,
-                                 text=True, check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, __file__, "--peak-rss", str(paths[0])],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             if out:
                 before, after = map(float, out)
-                print(f"peak RSS extracting one {seconds:.0f}-s file: {before:.0f} MB -> {after:.0f} MB "
-                      f"(+{after - before:.0f} MB; its float32 waveform is {4 * 4 * seconds * SR / 2**20:.0f} MB)")
+                print(
+                    f"peak RSS extracting one {seconds:.0f}-s file: {before:.0f} MB -> {after:.0f} MB "
+                    f"(+{after - before:.0f} MB; its float32 waveform is {4 * 4 * seconds * SR / 2**20:.0f} MB)"
+                )
+
 
 if __name__ == "__main__":
     main()

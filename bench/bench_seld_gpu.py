@@ -45,18 +45,33 @@ def main() -> None:
     model = a.model or ("resnet_conformer_tiny" if cpu else "resnet_conformer")
     files, duration, batch, workers = (2, 8.0, 4, 0) if cpu else (12, 60.0, 32, 4)
     make_starss(f"{a.out}/data", seed=0, files_per_split=files, duration=duration, num_classes=13)
-    dm = StarssDataModule(f"{a.out}/data", sequence_seconds=2.0 if cpu else 5.0, batch_size=batch,
-                          num_workers=workers)
+    dm = StarssDataModule(
+        f"{a.out}/data", sequence_seconds=2.0 if cpu else 5.0, batch_size=batch, num_workers=workers
+    )
     task = SELDTask(model, num_classes=13, acs_p=1.0)
     clock = _Clock()
-    tr = pl.Trainer(max_epochs=1, accelerator="cpu" if cpu else "gpu", devices=1,
-                    precision="32-true" if cpu else "bf16-mixed", logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, limit_val_batches=0, callbacks=[clock],
-                    default_root_dir=a.out)
+    tr = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu" if cpu else "gpu",
+        devices=1,
+        precision="32-true" if cpu else "bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        callbacks=[clock],
+        default_root_dir=a.out,
+    )
     tr.fit(task, dm)
-    res = {"model": model, "device": "cpu" if cpu else torch.cuda.get_device_name(0),
-           "precision": "fp32" if cpu else "bf16-mixed", "sequences": clock.n, "seconds": round(clock.seconds, 2),
-           "sequences_per_s": round(clock.n / clock.seconds, 2), "train_loss": float(tr.callback_metrics["train_loss"])}
+    res = {
+        "model": model,
+        "device": "cpu" if cpu else torch.cuda.get_device_name(0),
+        "precision": "fp32" if cpu else "bf16-mixed",
+        "sequences": clock.n,
+        "seconds": round(clock.seconds, 2),
+        "sequences_per_s": round(clock.n / clock.seconds, 2),
+        "train_loss": float(tr.callback_metrics["train_loss"]),
+    }
     print(json.dumps(res))
 
 

@@ -41,8 +41,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _command(ckpt: Path, hop: float, threads: int | None) -> list[str]:
-    args = ["stream", "--checkpoint", str(ckpt), "--format", "f32", "--rate", str(SR), "--hop", str(hop),
-            "--top-k", "3", "--device", "cpu", "--timing", *(["--threads", str(threads)] if threads else [])]
+    args = [
+        "stream",
+        "--checkpoint",
+        str(ckpt),
+        "--format",
+        "f32",
+        "--rate",
+        str(SR),
+        "--hop",
+        str(hop),
+        "--top-k",
+        "3",
+        "--device",
+        "cpu",
+        "--timing",
+        *(["--threads", str(threads)] if threads else []),
+    ]
     return [sys.executable, "-m", "sed", *args]
 
 
@@ -81,10 +96,23 @@ def _lines(fd: int):
             yield now, line
 
 
-def run_one(name: str, ckpt: Path, minutes: float, hop: float, chunk: float, warmup: int,
-            realtime: bool = False, threads: int | None = None) -> dict:
-    proc = subprocess.Popen(_command(ckpt, hop, threads), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=ROOT)
+def run_one(
+    name: str,
+    ckpt: Path,
+    minutes: float,
+    hop: float,
+    chunk: float,
+    warmup: int,
+    realtime: bool = False,
+    threads: int | None = None,
+) -> dict:
+    proc = subprocess.Popen(
+        _command(ckpt, hop, threads),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
     pool, total = _audio_pool(), int(round(minutes * 60 * SR))
     per = max(1, int(round(chunk * SR))) * 4
     state = {"lines": 0, "done_writing": False, "rss": [], "end_rss": None}
@@ -143,20 +171,27 @@ def run_one(name: str, ckpt: Path, minutes: float, hop: float, chunk: float, war
         raise SystemExit(f"{name}: sedkit stream exited {rc}: {err.strip()[-500:]}")
     hops = len(stamps)
     gaps = np.array(latency[warmup:] if realtime else cost[warmup:])
-    steady = np.diff(np.array(stamps[warmup:])) * 1000  # wall time between lines (bursty under CPU contention)
+    steady = (
+        np.diff(np.array(stamps[warmup:])) * 1000
+    )  # wall time between lines (bursty under CPU contention)
     # while it streams: from the first to the last line (not the start-up, nor the interpreter's exit)
     running = [(n, k) for n, k, t in state["rss"] if stamps and stamps[0] <= t <= stamps[-1]]
     rss = [k for _, k in running]
     at10 = next((k for n, k in running if n >= hops // 10), rss[0] if rss else 0)
     return {
-        "model": name, "hops": hops, "audio_min": total / SR / 60, "wall_s": wall,
+        "model": name,
+        "hops": hops,
+        "audio_min": total / SR / 60,
+        "wall_s": wall,
         "last_time": json.loads(last)["time"] if last else None,
         "hop_ms_median": float(np.median(gaps)) if gaps.size else float("nan"),
         "hop_ms_p99": float(np.percentile(gaps, 99)) if gaps.size else float("nan"),
         "hop_ms_max": float(gaps.max()) if gaps.size else float("nan"),
         "wall_ms_mean": float(steady.mean()) if steady.size else float("nan"),
-        "rss_start_mib": (first_rss or 0) / 1024, "rss_end_mib": (state["end_rss"] or (rss[-1] if rss else 0)) / 1024,
-        "rss_max_mib": max(rss, default=0) / 1024, "rss_growth_mib": ((rss[-1] if rss else 0) - at10) / 1024,
+        "rss_start_mib": (first_rss or 0) / 1024,
+        "rss_end_mib": (state["end_rss"] or (rss[-1] if rss else 0)) / 1024,
+        "rss_max_mib": max(rss, default=0) / 1024,
+        "rss_growth_mib": ((rss[-1] if rss else 0) - at10) / 1024,
     }
 
 
@@ -166,14 +201,25 @@ def main() -> None:
     ap.add_argument("--hop", type=float, default=0.5)
     ap.add_argument("--chunk", type=float, default=0.1, help="seconds of audio per write to stdin")
     ap.add_argument("--models", default="tcn_small,cnn_tiny", help="comma-separated registry names")
-    ap.add_argument("--warmup", type=int, default=None,
-                    help="hops left out of the latency statistics (default: those until a full clip has "
-                         "arrived, plus 2: every earlier window has a new length)")
-    ap.add_argument("--threads", type=lambda v: [int(t) for t in v.split(",")], default=[1, 0],
-                    help="--threads of sedkit stream, comma-separated runs (0: torch's default); default 1,0")
-    ap.add_argument("--realtime", action="store_true",
-                    help="write the audio at real-time pace (as a microphone would) and report the latency from "
-                         "the write that completes a hop to its JSON line; takes --minutes of wall time")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="hops left out of the latency statistics (default: those until a full clip has "
+        "arrived, plus 2: every earlier window has a new length)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=lambda v: [int(t) for t in v.split(",")],
+        default=[1, 0],
+        help="--threads of sedkit stream, comma-separated runs (0: torch's default); default 1,0",
+    )
+    ap.add_argument(
+        "--realtime",
+        action="store_true",
+        help="write the audio at real-time pace (as a microphone would) and report the latency from "
+        "the write that completes a hop to its JSON line; takes --minutes of wall time",
+    )
     args = ap.parse_args()
 
     import torch
@@ -188,18 +234,39 @@ def main() -> None:
             model = create_model(name, num_classes=50).eval()
             ckpt = save_model(Path(tmp) / f"{name}.pt", model)
             kind = "causal" if hasattr(model, "stream_step") else "window"
-            print(f"{name} ({kind}, clip {model.clip_samples / SR:.2f} s): {args.minutes:g} min of audio, "
-                  f"threads {args.threads} ...", file=sys.stderr, flush=True)
-            warmup = args.warmup if args.warmup is not None else math.ceil(model.clip_samples / SR / args.hop) + 2
+            print(
+                f"{name} ({kind}, clip {model.clip_samples / SR:.2f} s): {args.minutes:g} min of audio, "
+                f"threads {args.threads} ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            warmup = (
+                args.warmup if args.warmup is not None else math.ceil(model.clip_samples / SR / args.hop) + 2
+            )
             for threads in args.threads:
                 row = run_one(name, ckpt, args.minutes, args.hop, args.chunk, warmup, args.realtime, threads)
                 rows.append({**row, "kind": kind, "threads": threads or torch.get_num_threads()})
-    what = "latency after the hop's last sample" if args.realtime else "computed per hop (the lines' \"ms\")"
-    print(f"\nsedkit stream, {args.minutes:g} min of 16 kHz float32 on stdin"
-          f"{' at real-time pace' if args.realtime else ''}; hop_ms = {what}; hop {args.hop} s, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    cols = ["model", "kind", "threads", "hops", "wall_s", "wall_ms_mean", "hop_ms_median", "hop_ms_p99", "hop_ms_max", "rss_start_mib",
-            "rss_end_mib", "rss_max_mib", "rss_growth_mib"]
+    what = "latency after the hop's last sample" if args.realtime else 'computed per hop (the lines\' "ms")'
+    print(
+        f"\nsedkit stream, {args.minutes:g} min of 16 kHz float32 on stdin"
+        f"{' at real-time pace' if args.realtime else ''}; hop_ms = {what}; hop {args.hop} s, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
+    cols = [
+        "model",
+        "kind",
+        "threads",
+        "hops",
+        "wall_s",
+        "wall_ms_mean",
+        "hop_ms_median",
+        "hop_ms_p99",
+        "hop_ms_max",
+        "rss_start_mib",
+        "rss_end_mib",
+        "rss_max_mib",
+        "rss_growth_mib",
+    ]
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols))

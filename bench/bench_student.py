@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--num-classes", type=int, default=50)
     ap.add_argument("--models", default="cnn_tiny,cnn_small,cnn_base", help="registry students")
     ap.add_argument("--reference", default="ast_base", help="the model the ratios are against")
-    ap.add_argument("--checkpoint", action="append", default=[], help="also time this checkpoint (repeatable)")
+    ap.add_argument(
+        "--checkpoint", action="append", default=[], help="also time this checkpoint (repeatable)"
+    )
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -65,28 +67,47 @@ def main(argv: list[str] | None = None) -> list[dict]:
     names = [args.reference] + [m for m in args.models.split(",") if m]
     for name in names:
         # AST: the Kaldi fbank frames of the clip (25 ms window, 10 ms shift at 16 kHz: 5 s -> 498)
-        kw = {"input_tdim": 1 + (int(round(args.clip_seconds * 16000)) - 400) // 160} if name.startswith("ast") \
+        kw = (
+            {"input_tdim": 1 + (int(round(args.clip_seconds * 16000)) - 400) // 160}
+            if name.startswith("ast")
             else {"clip_seconds": args.clip_seconds}
+        )
         model = create_model(name, num_classes=args.num_classes, **kw)
         sr = int(getattr(model, "sample_rate", 16000))
-        rows.append({"model": name, "params": params(model), "seconds": args.clip_seconds,
-                     "latency_s": latency(model, args.clip_seconds, sr, warmup, repeats)})
+        rows.append(
+            {
+                "model": name,
+                "params": params(model),
+                "seconds": args.clip_seconds,
+                "latency_s": latency(model, args.clip_seconds, sr, warmup, repeats),
+            }
+        )
         del model
     for path in args.checkpoint:
         model, meta = load_model(path)
         sr = int(meta.get("sample_rate") or 16000)
         secs = (meta.get("clip_samples") or args.clip_seconds * sr) / sr
         lat = latency(model, secs, sr, warmup, repeats)
-        rows.append({"model": f"{meta['model_name']} ({path})", "params": params(model), "seconds": secs,
-                     "latency_s": lat})
+        rows.append(
+            {
+                "model": f"{meta['model_name']} ({path})",
+                "params": params(model),
+                "seconds": secs,
+                "latency_s": lat,
+            }
+        )
     ref = rows[0]["latency_s"]
-    print(f"CPU, batch 1, {torch.get_num_threads()} threads, median of {repeats} after {warmup} warm-up; "
-          f"speed-up = {args.reference} time / model time ({args.clip_seconds:g}-s clip for the registry models)")
+    print(
+        f"CPU, batch 1, {torch.get_num_threads()} threads, median of {repeats} after {warmup} warm-up; "
+        f"speed-up = {args.reference} time / model time ({args.clip_seconds:g}-s clip for the registry models)"
+    )
     print(f"{'model':<40} {'params':>12} {'clip s':>7} {'ms/clip':>9} {'speed-up':>9}")
     for r in rows:
         r["speedup"] = ref / r["latency_s"]
         name = r["model"] if len(r["model"]) <= 40 else r["model"][:37] + "..."
-        print(f"{name:<40} {r['params']:>12,} {r['seconds']:>7.2f} {r['latency_s'] * 1e3:>9.2f} {r['speedup']:>8.1f}x")
+        print(
+            f"{name:<40} {r['params']:>12,} {r['seconds']:>7.2f} {r['latency_s'] * 1e3:>9.2f} {r['speedup']:>8.1f}x"
+        )
     return rows
 
 

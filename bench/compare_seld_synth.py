@@ -40,13 +40,24 @@ def main() -> None:
     results = {}
     for name, kwargs in MODELS.items():
         pl.seed_everything(0, workers=True)
-        dm = StarssDataModule(f"{a.out}/data", num_classes=a.classes, sequence_seconds=2.0, batch_size=a.batch_size)
-        task = SELDTask(name, num_classes=a.classes, labels=dm.label_names, model_kwargs=kwargs, acs_p=1.0, lr=a.lr)
+        dm = StarssDataModule(
+            f"{a.out}/data", num_classes=a.classes, sequence_seconds=2.0, batch_size=a.batch_size
+        )
+        task = SELDTask(
+            name, num_classes=a.classes, labels=dm.label_names, model_kwargs=kwargs, acs_p=1.0, lr=a.lr
+        )
         hist = _History()
         t = time.time()
-        tr = pl.Trainer(max_epochs=a.epochs, accelerator="cpu", enable_progress_bar=False, logger=False,
-                        enable_model_summary=False, default_root_dir=f"{a.out}/{name}",
-                        callbacks=[hist], num_sanity_val_steps=0)
+        tr = pl.Trainer(
+            max_epochs=a.epochs,
+            accelerator="cpu",
+            enable_progress_bar=False,
+            logger=False,
+            enable_model_summary=False,
+            default_root_dir=f"{a.out}/{name}",
+            callbacks=[hist],
+            num_sanity_val_steps=0,
+        )
         tr.fit(task, dm)
         m = {k: float(v) for k, v in tr.callback_metrics.items() if "/" not in k}
         m["val_SELD_per_epoch"], m["best_val_SELD"] = hist.seld, min(hist.seld)

@@ -8,7 +8,17 @@ model (``sed.models``) -> scores (``sed.inference``) -> metrics (``sed.metrics``
 from sed.errors import AudioError, CheckpointError, DatasetError, SedError
 from sed.version import __version__
 
-__all__ = ["AudioError", "CheckpointError", "Classifier", "DatasetError", "EnsembleClassifier", "SedError", "__version__", "load_model", "save_model"]
+__all__ = [
+    "AudioError",
+    "CheckpointError",
+    "Classifier",
+    "DatasetError",
+    "EnsembleClassifier",
+    "SedError",
+    "__version__",
+    "load_model",
+    "save_model",
+]
 
 _LAZY = {  # heavy imports (torch, the models) only when the API is used: `sed.Classifier.from_pretrained(...)`
     "Classifier": ("sed.inference.classifier", "Classifier"),

@@ -31,13 +31,26 @@ from sed.fileio import atomic_open
 from sed.version import __version__
 
 FORMAT = "sed-checkpoint-1"
-_META_KEYS = ("model_name", "model_kwargs", "labels", "sample_rate", "channels", "clip_samples", "max_samples",
-              "frontend", "multi_label")
+_META_KEYS = (
+    "model_name",
+    "model_kwargs",
+    "labels",
+    "sample_rate",
+    "channels",
+    "clip_samples",
+    "max_samples",
+    "frontend",
+    "multi_label",
+)
 
 
 def versions() -> dict[str, str]:
     out = {"sed": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    for mod, dist in (("torchaudio", "torchaudio"), ("timm", "timm"), ("pytorch_lightning", "pytorch-lightning")):
+    for mod, dist in (
+        ("torchaudio", "torchaudio"),
+        ("timm", "timm"),
+        ("pytorch_lightning", "pytorch-lightning"),
+    ):
         try:  # the installed distribution's version: importing pytorch_lightning only to read it takes seconds
             out[mod] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:  # optional
@@ -49,7 +62,9 @@ def describe(model: nn.Module, labels: list[str] | None = None, **meta: Any) -> 
     """The self-description of a model built by ``sed.models.create_model``."""
     cfg = getattr(model, "sed_config", None)
     if not cfg:
-        raise CheckpointError(None, f"{type(model).__name__} was not built by sed.models.create_model; cannot describe it")
+        raise CheckpointError(
+            None, f"{type(model).__name__} was not built by sed.models.create_model; cannot describe it"
+        )
     labels = list(labels if labels is not None else (getattr(model, "labels", None) or []))
     frontend = getattr(model, "frontend", None)
     kwargs = dict(cfg["kwargs"])
@@ -74,7 +89,9 @@ def describe(model: nn.Module, labels: list[str] | None = None, **meta: Any) -> 
     return json.loads(json.dumps(out, default=str))
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, labels: list[str] | None = None, **meta: Any) -> Path:
+def save_model(
+    path: str | os.PathLike, model: nn.Module, labels: list[str] | None = None, **meta: Any
+) -> Path:
     """Write a self-describing checkpoint (``.safetensors`` by extension, else a ``torch.save`` file)."""
     return _write(Path(path), describe(model, labels, **meta), model.state_dict())
 
@@ -89,7 +106,11 @@ def _write(path: Path, desc: dict[str, Any], state: dict[str, torch.Tensor]) -> 
             from safetensors.torch import save
 
             # one storage per tensor: safetensors refuses views of a shared storage (tied or sliced weights)
-            f.write(save({k: v.clone() for k, v in state.items()}, metadata={"sed": json.dumps(desc, default=str)}))
+            f.write(
+                save(
+                    {k: v.clone() for k, v in state.items()}, metadata={"sed": json.dumps(desc, default=str)}
+                )
+            )
         else:
             torch.save({"sed": desc, "state_dict": state}, f)
     return path
@@ -103,8 +124,11 @@ def convert_checkpoint(source: str | os.PathLike, out: str | os.PathLike) -> tup
     Returns (``out``, the description); a file with no sed description is a CheckpointError."""
     desc, state = read_checkpoint(source)
     if desc is None:
-        raise CheckpointError(source, "has no sed description (not written by sed): nothing says which model it "
-                                      "holds; foreign weights load through sed.load_model or --checkpoint as they are")
+        raise CheckpointError(
+            source,
+            "has no sed description (not written by sed): nothing says which model it "
+            "holds; foreign weights load through sed.load_model or --checkpoint as they are",
+        )
     desc = {k: v for k, v in desc.items() if k != "state_dict_prefix"}  # the weights are the model's own now
     return _write(Path(out), desc, state), desc
 
@@ -119,7 +143,9 @@ def _plain(value: Any, depth: int = 0) -> bool:
         return False
     if isinstance(value, list):
         return all(_plain(v, depth + 1) for v in value)
-    return isinstance(value, dict) and all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items()
+    )
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -130,8 +156,19 @@ def _is(value: Any, kind: type) -> bool:
 ONNX_INPUT, ONNX_OUTPUTS, ONNX_METADATA_KEY = "waveform", ("logits", "embedding"), "sed"
 
 #: the description's fields and their types (``None`` stands for an absent optional field)
-_FIELDS = {"model_name": str, "model_kwargs": dict, "labels": list, "sample_rate": int, "clip_samples": int,
-           "max_samples": int, "multi_label": bool, "channels": str, "frontend": dict, "format": str, "state_dict_prefix": str}
+_FIELDS = {
+    "model_name": str,
+    "model_kwargs": dict,
+    "labels": list,
+    "sample_rate": int,
+    "clip_samples": int,
+    "max_samples": int,
+    "multi_label": bool,
+    "channels": str,
+    "frontend": dict,
+    "format": str,
+    "state_dict_prefix": str,
+}
 #: an audio rate, and a clip of at most ten minutes
 MAX_SAMPLE_RATE, MAX_CLIP_SECONDS = 384_000, 600
 
@@ -149,7 +186,9 @@ def check_description(desc: Any, path: str | os.PathLike | None) -> dict[str, An
         if (value is not None or key in ("model_name", "model_kwargs")) and not _is(value, kind):
             raise CheckpointError(path, f"description field {key!r} is {short(value)}, not a {kind.__name__}")
     if desc.get("format") not in (None, FORMAT):
-        raise CheckpointError(path, f"format {short(desc['format'])} is not {FORMAT} (written by another sed version?)")
+        raise CheckpointError(
+            path, f"format {short(desc['format'])} is not {FORMAT} (written by another sed version?)"
+        )
     if not _plain(desc["model_kwargs"]) or not _plain(desc.get("frontend")):
         raise CheckpointError(path, "model_kwargs and frontend must hold plain JSON values (finite numbers)")
     if not all(isinstance(x, str) for x in desc.get("labels") or []):
@@ -168,8 +207,16 @@ def _check_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
     """``state`` if it maps names to plain (dense, CPU) tensors, else a CheckpointError."""
     if not isinstance(state, dict):
         raise CheckpointError(path, f"state_dict is a {type(state).__name__}, not a dict of tensors")
-    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
-           or v.layout != torch.strided or v.device.type != "cpu" or v.is_quantized or v.is_nested]
+    bad = [
+        k
+        for k, v in state.items()
+        if not isinstance(k, str)
+        or not isinstance(v, torch.Tensor)
+        or v.layout != torch.strided
+        or v.device.type != "cpu"
+        or v.is_quantized
+        or v.is_nested
+    ]
     if bad:
         raise CheckpointError(path, f"state_dict entries that are not plain tensors: {short(bad)}")
     return state
@@ -189,9 +236,16 @@ def _plain_objects() -> list:
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray
     dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    return [argparse.Namespace, np.ndarray, np.dtype, *dtypes, multiarray._reconstruct, multiarray.scalar,
-            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-            (multiarray.scalar, "numpy.core.multiarray.scalar")]
+    return [
+        argparse.Namespace,
+        np.ndarray,
+        np.dtype,
+        *dtypes,
+        multiarray._reconstruct,
+        multiarray.scalar,
+        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+        (multiarray.scalar, "numpy.core.multiarray.scalar"),
+    ]
 
 
 def _torch_load(path: Path) -> Any:
@@ -200,11 +254,17 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if m := re.search(r"GLOBAL (\S+)", str(e)):
-            raise CheckpointError(path, f"refused: loading it would need arbitrary unpickling (code execution: "
-                                        f"{m[1]}); only plain tensor checkpoints are loaded") from None
+            raise CheckpointError(
+                path,
+                f"refused: loading it would need arbitrary unpickling (code execution: "
+                f"{m[1]}); only plain tensor checkpoints are loaded",
+            ) from None
         detail = re.search(r"WeightsUnpickler error: *\n*(.+)", str(e))
-        raise CheckpointError(path, f"not a readable checkpoint (unpickling failed: "
-                                    f"{detail[1].strip()[:200] if detail else one_line(e)})") from None
+        raise CheckpointError(
+            path,
+            f"not a readable checkpoint (unpickling failed: "
+            f"{detail[1].strip()[:200] if detail else one_line(e)})",
+        ) from None
     except Exception as e:  # noqa: BLE001 - a damaged file makes torch's reader raise anything
         raise CheckpointError(path, f"not a readable checkpoint ({one_line(e)})") from None
 
@@ -242,5 +302,5 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any] | None, dic
     if "sed_meta" in obj and "state_dict" in obj:  # a Lightning checkpoint written by a sed task
         desc, state = check_description(obj["sed_meta"], p), _check_state(obj["state_dict"], p)
         prefix = desc.get("state_dict_prefix") or "model."
-        return desc, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        return desc, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return None, obj

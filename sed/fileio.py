@@ -33,7 +33,9 @@ def _reason(err: OSError) -> str:
 
 
 @contextlib.contextmanager
-def output_errors(path: str | os.PathLike, *written: str | os.PathLike, any_file: bool = False) -> Iterator[None]:
+def output_errors(
+    path: str | os.PathLike, *written: str | os.PathLike, any_file: bool = False
+) -> Iterator[None]:
     """Turn the ``OSError`` of writing ``path`` into one :class:`~sed.errors.OutputError` line.
 
     The error is the output's when it names no file (a failed ``write``: a full disk) or names
@@ -43,8 +45,12 @@ def output_errors(path: str | os.PathLike, *written: str | os.PathLike, any_file
         yield
     except OSError as err:
         names = {os.path.abspath(p) for p in (path, *written)}
-        if not (any_file or err.filename is None or isinstance(err.filename, int)
-                or os.path.abspath(os.fsdecode(err.filename)) in names):
+        if not (
+            any_file
+            or err.filename is None
+            or isinstance(err.filename, int)
+            or os.path.abspath(os.fsdecode(err.filename)) in names
+        ):
             raise
         raise OutputError(path, _reason(err)) from None
 
@@ -57,8 +63,9 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
-def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
-                 kind: str = "file") -> Path:
+def check_output(
+    path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), kind: str = "file"
+) -> Path:
     """``path`` as a :class:`~pathlib.Path` when the job may write it (``kind`` ``"file"`` or ``"folder"``),
     else :class:`~sed.errors.OutputError` naming it, before any work: it is one of ``inputs`` (the same
     file, also through a symbolic or hard link; ``None`` and missing inputs are skipped), a directory
@@ -124,7 +131,11 @@ def stale_temps(folder: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
     midway left in ``folder``."""
     folder = Path(folder)
     pattern = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(suffix) + "$")
-    return sorted(p for p in folder.iterdir() if pattern.match(p.name) and p.is_file()) if folder.is_dir() else []
+    return (
+        sorted(p for p in folder.iterdir() if pattern.match(p.name) and p.is_file())
+        if folder.is_dir()
+        else []
+    )
 
 
 @contextlib.contextmanager

@@ -4,11 +4,15 @@ import soundfile as sf
 import torch
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.export.fixtures"]  # the exported ONNX models, shared by tests/export and tests/inference
+pytest_plugins = [
+    "tests.export.fixtures"
+]  # the exported ONNX models, shared by tests/export and tests/inference
 
 # Hypothesis profiles: "ci" (the default: few examples, reproducible) and "long" (pytest --hypothesis-profile long).
 # Hangs are caught by the fuzz tests' own per-example alarm, not by a deadline.
-_FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True)
+_FUZZ = dict(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True
+)
 settings.register_profile("ci", max_examples=100, derandomize=True, **_FUZZ)
 settings.register_profile("long", max_examples=10_000, **_FUZZ)
 settings.load_profile("ci")

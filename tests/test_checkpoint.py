@@ -34,8 +34,12 @@ def test_round_trip_describes_itself(tmp_path, suffix):
 def test_lightning_style_checkpoint_loads(tmp_path):
     model = micro()
     desc, _ = read_checkpoint(save_model(tmp_path / "m.pt", model))
-    ckpt = {"epoch": 3, "sed_meta": desc, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "optimizer_states": []}
+    ckpt = {
+        "epoch": 3,
+        "sed_meta": desc,
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "optimizer_states": [],
+    }
     torch.save(ckpt, tmp_path / "last.ckpt")
     loaded, meta = load_model(tmp_path / "last.ckpt")
     assert meta["labels"] == LABELS
@@ -52,8 +56,12 @@ class _Payload:
 
 def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    torch.save({"sed": {"model_name": "ast_micro"}, "state_dict": {}, "x": _Payload(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match=r"evil\.pt: refused: loading it would need arbitrary unpickling"):
+    torch.save(
+        {"sed": {"model_name": "ast_micro"}, "state_dict": {}, "x": _Payload(marker)}, tmp_path / "evil.pt"
+    )
+    with pytest.raises(
+        CheckpointError, match=r"evil\.pt: refused: loading it would need arbitrary unpickling"
+    ):
         load_model(tmp_path / "evil.pt")
     assert not marker.exists()
 
@@ -61,7 +69,9 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 def test_bad_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="unknown pretrained source"):
         load_model(tmp_path / "missing")
-    torch.save({"sed": {"model_name": "no_such_model", "model_kwargs": {}}, "state_dict": {}}, tmp_path / "x.pt")
+    torch.save(
+        {"sed": {"model_name": "no_such_model", "model_kwargs": {}}, "state_dict": {}}, tmp_path / "x.pt"
+    )
     with pytest.raises(CheckpointError, match="unknown model 'no_such_model'"):
         load_model(tmp_path / "x.pt")
     model = micro()
@@ -69,7 +79,9 @@ def test_bad_checkpoints(tmp_path):
     state.pop("head.1.bias")
     desc, _ = read_checkpoint(save_model(tmp_path / "ok.pt", model))
     torch.save({"sed": desc, "state_dict": state}, tmp_path / "broken.pt")
-    with pytest.raises(CheckpointError, match=r"broken\.pt: weights do not fit ast_micro: missing \['head.1.bias'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"broken\.pt: weights do not fit ast_micro: missing \['head.1.bias'\]"
+    ):
         load_model(tmp_path / "broken.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pt"):

@@ -21,14 +21,21 @@ from sed.cli.main import VERB_GROUPS, build_parser
 REPO = Path(__file__).resolve().parents[1]
 INDEX = REPO / "docs" / "index.md"
 #: docs/index.md's numbered list: the pages in reading order
-PAGES = [REPO / "docs" / name for name in re.findall(r"^\d+\. \[[^]]+\]\(([\w-]+\.md)\)", INDEX.read_text(encoding="utf-8"),
-                                                     flags=re.M)]
+PAGES = [
+    REPO / "docs" / name
+    for name in re.findall(r"^\d+\. \[[^]]+\]\(([\w-]+\.md)\)", INDEX.read_text(encoding="utf-8"), flags=re.M)
+]
 DOCS = [REPO / "README.md", INDEX, *PAGES, *sorted((REPO / "recipes").glob("*/README.md"))]
 README_MAX_LINES = 260
 
 #: the commands cheap enough to run here (seconds each): their first words
-CHEAP = ("sedkit synth esc50 ", "sedkit info work/esc50", "sedkit features work/esc50/audio --kind fbank --out",
-         "sedkit models", "sedkit --help")
+CHEAP = (
+    "sedkit synth esc50 ",
+    "sedkit info work/esc50",
+    "sedkit features work/esc50/audio --kind fbank --out",
+    "sedkit models",
+    "sedkit --help",
+)
 
 
 def commands(path: Path) -> list[str]:
@@ -62,14 +69,16 @@ def test_every_model_file_an_example_reads_an_earlier_example_writes():
 def test_cheap_documented_commands_run_as_written(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "sedkit").write_text(f"#!/bin/sh\nexec {sys.executable} -m sed \"$@\"\n")
+    (bin_dir / "sedkit").write_text(f'#!/bin/sh\nexec {sys.executable} -m sed "$@"\n')
     (bin_dir / "sedkit").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
     ran = 0
     for doc, cmd in ALL:
         if not cmd.startswith(CHEAP):
             continue
-        out = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            ["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, f"{doc}: `{cmd}` exited {out.returncode}: {out.stderr[-500:]}"
         ran += 1
     assert ran >= 5
@@ -82,7 +91,9 @@ def verbs() -> set[str]:
 
 
 def test_every_docs_page_is_in_the_index_reading_order():
-    assert sorted(PAGES) == sorted(set(PAGES)) == sorted(p for p in (REPO / "docs").glob("*.md") if p != INDEX)
+    assert (
+        sorted(PAGES) == sorted(set(PAGES)) == sorted(p for p in (REPO / "docs").glob("*.md") if p != INDEX)
+    )
     assert len(PAGES) >= 8
 
 
@@ -90,20 +101,28 @@ def test_the_readme_is_short_and_keeps_the_test_command():
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
     assert "python -m pytest -x -q" in lines  # the line .ci/run runs
-    assert "pip install -e \".[dev]\" && sedkit demo --workdir work/demo" in lines  # installs and runs the main job
+    assert (
+        'pip install -e ".[dev]" && sedkit demo --workdir work/demo' in lines
+    )  # installs and runs the main job
 
 
 def readme_table() -> dict[str, str]:
     """README's verb table: verb -> its one example."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    return dict(re.findall(r"^\| \[`([\w-]+)`\]\(docs/cli\.md#[\w-]+\) \|[^|]+\| `(sedkit \1 [^`]+)` \|$", readme, flags=re.M))
+    return dict(
+        re.findall(
+            r"^\| \[`([\w-]+)`\]\(docs/cli\.md#[\w-]+\) \|[^|]+\| `(sedkit \1 [^`]+)` \|$", readme, flags=re.M
+        )
+    )
 
 
 def test_the_readme_verb_table_and_the_docs_index_name_every_verb():
     table = set(readme_table())
     index = set(re.findall(r"^\| `sedkit ([\w-]+)` \|", INDEX.read_text(encoding="utf-8"), flags=re.M))
     assert len(verbs()) >= 20
-    assert table == verbs(), f"README's verb table (one example each) differs from `sedkit --help`: {table ^ verbs()}"
+    assert table == verbs(), (
+        f"README's verb table (one example each) differs from `sedkit --help`: {table ^ verbs()}"
+    )
     assert index == verbs(), f"docs/index.md differs from `sedkit --help`: {index ^ verbs()}"
 
 
@@ -146,6 +165,8 @@ def test_every_relative_link_of_the_documents_leads_somewhere():
             path, _, frag = target.partition("#")
             dest = (doc.parent / path).resolve() if path else doc
             assert dest.exists(), f"{doc.relative_to(REPO)}: link {target} leads nowhere"
-            assert not frag or frag in anchors(dest), f"{doc.relative_to(REPO)}: no heading #{frag} in {path or doc.name}"
+            assert not frag or frag in anchors(dest), (
+                f"{doc.relative_to(REPO)}: no heading #{frag} in {path or doc.name}"
+            )
             checked += 1
     assert checked > 50

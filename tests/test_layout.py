@@ -16,14 +16,23 @@ SED = Path(__file__).resolve().parents[1] / "sed"
 
 #: the road, top to bottom: a module may import its own rank and below, never above
 RANKS = {
-    "sed": 7, "sed.__main__": 7,
+    "sed": 7,
+    "sed.__main__": 7,
     "sed.cli": 6,
-    "sed.training": 5, "sed.inference": 5, "sed.export": 5,
+    "sed.training": 5,
+    "sed.inference": 5,
+    "sed.export": 5,
     "sed.tasks": 4,
     "sed.models": 3,
-    "sed.augment": 2, "sed.data": 2, "sed.losses": 2, "sed.metrics": 2,
+    "sed.augment": 2,
+    "sed.data": 2,
+    "sed.losses": 2,
+    "sed.metrics": 2,
     "sed.audio": 1,
-    "sed.errors": 0, "sed.fileio": 0, "sed.checkpoint": 0, "sed.version": 0,
+    "sed.errors": 0,
+    "sed.fileio": 0,
+    "sed.checkpoint": 0,
+    "sed.version": 0,
 }
 
 
@@ -68,7 +77,9 @@ GRAPH = {name: imports_of(name) for name in MODULES}
 
 
 def _rank(name: str) -> int:
-    key = next((k for k in sorted(RANKS, key=len, reverse=True) if name == k or name.startswith(k + ".")), None)
+    key = next(
+        (k for k in sorted(RANKS, key=len, reverse=True) if name == k or name.startswith(k + ".")), None
+    )
     assert key is not None, f"{name} is not in the layout of DESIGN.md; place it in a stage package"
     return RANKS[key]
 
@@ -126,7 +137,8 @@ def test_imports_run_down_the_road():
 DATA_LAYERS = {
     "sed.data.clips": 0,
     "sed.data.corpora": 1,
-    "sed.data.synth": 2, "sed.data.shards": 2,
+    "sed.data.synth": 2,
+    "sed.data.shards": 2,
     "sed.data.modules": 3,
 }
 
@@ -156,7 +168,9 @@ def test_data_imports_run_down_its_layers():
     assert wrong == []
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if n == "sed.data" or (n.startswith("sed.data.") and _is_package(n))))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in MODULES if n == "sed.data" or (n.startswith("sed.data.") and _is_package(n)))
+)
 def test_data_packages_import_nothing(name):
     # `import sed.data.corpora` must not pull torch or Lightning in: the package files are docstrings only
     tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
@@ -170,16 +184,36 @@ def test_function_level_imports_are_seen():
 
 def test_the_top_level_is_the_package_face_only():
     top = {p.name for p in SED.iterdir() if not p.name.startswith((".", "__pycache__"))}
-    assert top == {"__init__.py", "__main__.py", "errors.py", "fileio.py", "checkpoint.py", "version.py",
-                   "audio", "augment", "data", "models", "losses", "metrics", "tasks", "inference", "export",
-                   "training", "cli"}
+    assert top == {
+        "__init__.py",
+        "__main__.py",
+        "errors.py",
+        "fileio.py",
+        "checkpoint.py",
+        "version.py",
+        "audio",
+        "augment",
+        "data",
+        "models",
+        "losses",
+        "metrics",
+        "tasks",
+        "inference",
+        "export",
+        "training",
+        "cli",
+    }
 
 
 def test_the_checkpoint_format_imports_no_model_code():
-    assert {m for m in GRAPH["sed.checkpoint"] if not m.startswith(("sed.errors", "sed.fileio", "sed.version"))} == set()
+    assert {
+        m for m in GRAPH["sed.checkpoint"] if not m.startswith(("sed.errors", "sed.fileio", "sed.version"))
+    } == set()
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("sed.cli.") and n != "sed.cli.main"))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in MODULES if n.startswith("sed.cli.") and n != "sed.cli.main")
+)
 def test_verb_modules_do_not_import_the_parser(name):
     assert "sed.cli.main" not in GRAPH[name]
 

@@ -26,8 +26,9 @@ from sed.training.kfold import summarize
 METRICS = ("test_sp", "test_se", "test_score")
 
 
-def run_seeds(config_args: Sequence[str], seeds: Sequence[int], root: str | Path, ckpt: str = "best"
-              ) -> tuple[list[dict], dict]:
+def run_seeds(
+    config_args: Sequence[str], seeds: Sequence[int], root: str | Path, ckpt: str = "best"
+) -> tuple[list[dict], dict]:
     from sed.training.lightning_cli import make_cli
 
     root = Path(root)
@@ -58,9 +59,15 @@ def write(root: Path, rows: list[dict], summary: dict) -> None:
 
 def format_rows(rows: list[dict], summary: dict) -> str:
     lines = [f"{'seed':>6}  {'Sp':>7}  {'Se':>7}  {'Score':>7}"]
-    lines += [f"{r['seed']:>6}  " + "  ".join(f"{r.get(k, float('nan')):7.2f}" for k in METRICS) for r in rows]
-    lines.append(f"{'mean':>6}  " + "  ".join(f"{summary.get(k, {}).get('mean', float('nan')):7.2f}" for k in METRICS))
-    lines.append(f"{'std':>6}  " + "  ".join(f"{summary.get(k, {}).get('std', float('nan')):7.2f}" for k in METRICS))
+    lines += [
+        f"{r['seed']:>6}  " + "  ".join(f"{r.get(k, float('nan')):7.2f}" for k in METRICS) for r in rows
+    ]
+    lines.append(
+        f"{'mean':>6}  " + "  ".join(f"{summary.get(k, {}).get('mean', float('nan')):7.2f}" for k in METRICS)
+    )
+    lines.append(
+        f"{'std':>6}  " + "  ".join(f"{summary.get(k, {}).get('std', float('nan')):7.2f}" for k in METRICS)
+    )
     return "\n".join(lines)
 
 

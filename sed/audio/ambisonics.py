@@ -52,7 +52,9 @@ def mic_capsule_vectors() -> torch.Tensor:
     return polar_to_cartesian(az, el) * MIC_RADIUS
 
 
-def mic_plane_wave(signal: torch.Tensor, azimuth_deg: float, elevation_deg: float, sample_rate: int) -> torch.Tensor:
+def mic_plane_wave(
+    signal: torch.Tensor, azimuth_deg: float, elevation_deg: float, sample_rate: int
+) -> torch.Tensor:
     """Free-field response ``[4, T]`` of the tetrahedral array to a far-field plane wave.
 
     Capsule i receives ``s(t + r_i . u / c)`` (it is closer to the source by ``r_i . u``),

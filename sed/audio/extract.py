@@ -23,20 +23,30 @@ from sed.fileio import atomic_save, derived_name
 __all__ = ["extract_to_files", "frontend_for"]
 
 
-def frontend_for(kind: str, target_length: int | None = None, sample_rate: int | None = None,
-                 n_mels: int | None = None) -> tuple[torch.nn.Module, dict]:
+def frontend_for(
+    kind: str, target_length: int | None = None, sample_rate: int | None = None, n_mels: int | None = None
+) -> tuple[torch.nn.Module, dict]:
     """(front end, ``load_audio`` keyword arguments) of a feature kind."""
     if kind == "fbank":
-        return build_frontend("fbank", target_length=target_length), {"sample_rate": 16000, "channels": "mono"}
+        return build_frontend("fbank", target_length=target_length), {
+            "sample_rate": 16000,
+            "channels": "mono",
+        }
     if kind == "logmel":
         sr = sample_rate or 16000
         return build_frontend("logmel", sample_rate=sr, n_mels=n_mels or 64), {"sample_rate": sr}
     return build_frontend(kind), {"sample_rate": 24000, "num_channels": 4}
 
 
-def extract_to_files(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike, kind: str = "fbank",
-                     target_length: int | None = None, sample_rate: int | None = None, n_mels: int | None = None,
-                     progress: Callable[[Iterable], Iterable] | None = None) -> tuple[dict[Path, Path], list[str]]:
+def extract_to_files(
+    files: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    kind: str = "fbank",
+    target_length: int | None = None,
+    sample_rate: int | None = None,
+    n_mels: int | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> tuple[dict[Path, Path], list[str]]:
     """Write the features of every file; returns ``({output: input}, [one-line error per bad file])``."""
     frontend, load_kwargs = frontend_for(kind, target_length, sample_rate, n_mels)
     out = Path(out_dir)
@@ -47,7 +57,9 @@ def extract_to_files(files: Sequence[str | os.PathLike], out_dir: str | os.PathL
         target = out / derived_name(path.stem, ".npy")
         try:
             if target in written:
-                raise SedError(path, f"output {target} already written for {written[target]}; rename one of them")
+                raise SedError(
+                    path, f"output {target} already written for {written[target]}; rename one of them"
+                )
             wave, _ = load_audio(path, **load_kwargs)
             with torch.inference_mode():
                 feats = frontend(wave[None])[0].numpy().astype(np.float32)

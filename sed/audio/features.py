@@ -92,7 +92,9 @@ class KaldiFbank(nn.Module):
         self.hop = int(sample_rate * frame_shift_ms / 1000)
         self.n_fft = 1 << (self.win - 1).bit_length()
         self.chunk_frames = int(chunk_frames)
-        banks, _ = kaldi.get_mel_banks(num_mel_bins, self.n_fft, float(sample_rate), low_freq, high_freq, 100.0, -500.0, 1.0)
+        banks, _ = kaldi.get_mel_banks(
+            num_mel_bins, self.n_fft, float(sample_rate), low_freq, high_freq, 100.0, -500.0, 1.0
+        )
         banks = F.pad(banks, (0, 1))  # [bins, n_fft//2 + 1], Nyquist bin unused, as in kaldi.fbank
         self.register_buffer("mel_t", banks.T.contiguous().float(), persistent=False)
         self.register_buffer("window", torch.hann_window(self.win, periodic=False), persistent=False)
@@ -162,7 +164,9 @@ class KaldiFbank(nn.Module):
         and sample counts stay dynamic (ONNX export). Same values as :meth:`fbank`."""
         frames = _as_batch(wave).float().unfold(1, self.win, self.hop)  # [B, n, win]
         x = frames - frames.mean(dim=-1, keepdim=True)
-        x = torch.cat([x[..., :1] * (1 - self.preemphasis), x[..., 1:] - self.preemphasis * x[..., :-1]], dim=-1)
+        x = torch.cat(
+            [x[..., :1] * (1 - self.preemphasis), x[..., 1:] - self.preemphasis * x[..., :-1]], dim=-1
+        )
         spec = torch.fft.rfft(x * self.window, n=self.n_fft)
         power = spec.real.square() + spec.imag.square()
         return (power @ self.mel_t).clamp_min(torch.finfo(power.dtype).eps).log()
@@ -212,8 +216,21 @@ class LogMel(nn.Module):
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
 
     def config(self) -> dict:
-        return {k: getattr(self, k) for k in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels",
-                                              "fmin", "fmax", "power", "top_db", "center")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "sample_rate",
+                "n_fft",
+                "hop_length",
+                "win_length",
+                "n_mels",
+                "fmin",
+                "fmax",
+                "power",
+                "top_db",
+                "center",
+            )
+        }
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() not in (1, 2, 3):
@@ -223,7 +240,9 @@ class LogMel(nn.Module):
             wave = wave.unsqueeze(0)
         if wave.dim() == 2:
             wave = wave.unsqueeze(1)
-        spec = stft_frames(wave.float(), self.n_fft, self.hop_length, self.win_length, self.window, self.center)
+        spec = stft_frames(
+            wave.float(), self.n_fft, self.hop_length, self.win_length, self.window, self.center
+        )
         if self.power == 2.0:  # |S|^2 without the square root of abs()
             ri = torch.view_as_real(spec)
             s = ri[..., 0].square().addcmul_(ri[..., 1], ri[..., 1])

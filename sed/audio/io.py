@@ -62,8 +62,12 @@ MAX_AMPLITUDE = 1000.0
 #: (PCM is <= 1, FLAC and Vorbis a few; silence compresses further, and is then read in chunks)
 MAX_EXPANSION = 64
 
-_FILE_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
-               stat.S_IFSOCK: "socket"}
+_FILE_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFSOCK: "socket",
+}
 
 
 def _check_path(path: str | os.PathLike) -> Path:
@@ -123,7 +127,9 @@ def _sf_reason(e: Exception) -> str:
     return msg.split("': ", 1)[-1].rstrip(".")
 
 
-def select_channels(wave: torch.Tensor, channels: Channels, path: str | os.PathLike = "<waveform>") -> torch.Tensor:
+def select_channels(
+    wave: torch.Tensor, channels: Channels, path: str | os.PathLike = "<waveform>"
+) -> torch.Tensor:
     """Pick channels of ``[C, T]``: None keeps all, 'mono' averages, an int or list selects."""
     if channels is None:
         return wave
@@ -190,8 +196,11 @@ def _check_samples(block: np.ndarray, path: Path, offset: int, sr: int) -> None:
         raise AudioError(path, f"contains {kind} samples (first at {(offset + bad) / sr:.3f} s)")
     if block.size and np.abs(block).max() > MAX_AMPLITUDE:
         bad = int(np.argmax((np.abs(block) > MAX_AMPLITUDE).any(axis=1)))
-        raise AudioError(path, f"sample of magnitude {np.abs(block[bad]).max():.3g} at {(offset + bad) / sr:.3f} s: "
-                               f"not audio in [-1, 1] (float samples up to {MAX_AMPLITUDE:g} are accepted)")
+        raise AudioError(
+            path,
+            f"sample of magnitude {np.abs(block[bad]).max():.3g} at {(offset + bad) / sr:.3f} s: "
+            f"not audio in [-1, 1] (float samples up to {MAX_AMPLITUDE:g} are accepted)",
+        )
 
 
 def _check_count(path: Path, have: int, num_channels: int | None) -> None:
@@ -232,7 +241,9 @@ def load_audio(
     return wave.contiguous(), sr
 
 
-def _resample_context(orig: int, new: int, lowpass_filter_width: int = 6, rolloff: float = 0.99) -> tuple[int, int, int]:
+def _resample_context(
+    orig: int, new: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> tuple[int, int, int]:
     """(reduced orig, reduced new, context in input samples, a multiple of orig) of torchaudio's kernel."""
     g = math.gcd(orig, new)
     o, n = orig // g, new // g
@@ -346,7 +357,9 @@ def _soxr_stream(p: Path, meta: AudioInfo, target: int, block_frames: int) -> It
     yield torch.from_numpy(np.ascontiguousarray(y.T))
 
 
-def find_audio_files(inputs: Sequence[str | os.PathLike], extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
+def find_audio_files(
+    inputs: Sequence[str | os.PathLike], extensions: Sequence[str] = AUDIO_EXTENSIONS
+) -> list[Path]:
     """Expand files, folders (recursive) and glob patterns into a sorted, de-duplicated file list.
 
     A named file is kept whatever its extension (so that a bad file is reported, not skipped);
@@ -363,8 +376,11 @@ def find_audio_files(inputs: Sequence[str | os.PathLike], extensions: Sequence[s
         elif p.exists() or not glob.has_magic(str(item)):
             found = [p]
         else:
-            found = sorted(Path(f) for f in glob.glob(str(item), recursive=True)
-                           if Path(f).is_file() and Path(f).suffix.lower() in extensions)
+            found = sorted(
+                Path(f)
+                for f in glob.glob(str(item), recursive=True)
+                if Path(f).is_file() and Path(f).suffix.lower() in extensions
+            )
         if not found:
             raise AudioError(p, "no audio files found")
         out.extend(found)

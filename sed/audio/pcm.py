@@ -27,8 +27,9 @@ __all__ = ["PCM_FORMATS", "decode_pcm", "iter_pcm"]
 PCM_FORMATS = {"f32": ("<f4", 4, 1.0), "s16": ("<i2", 2, 1.0 / 32768)}
 
 
-def decode_pcm(data: bytes, channels: int, fmt: str, name: str = "<stdin>", offset: int = 0,
-               rate: int | None = None) -> np.ndarray:
+def decode_pcm(
+    data: bytes, channels: int, fmt: str, name: str = "<stdin>", offset: int = 0, rate: int | None = None
+) -> np.ndarray:
     """Whole interleaved frames of ``data`` -> mono float32 ``[frames]``. ``offset`` (frames before
     ``data``) and ``rate`` place a bad sample in time in the error."""
     dtype, width, scale = PCM_FORMATS[fmt]
@@ -43,22 +44,35 @@ def decode_pcm(data: bytes, channels: int, fmt: str, name: str = "<stdin>", offs
             i = int(np.argmax(bad))
             where = f"{(offset + i) / rate:.3f} s" if rate else f"frame {offset + i}"
             row = x[i]
-            kind = "NaN" if np.isnan(row).any() else "Inf" if np.isinf(row).any() else f"{np.abs(row).max():.3g}"
-            what = f"contains {kind} samples" if kind in ("NaN", "Inf") else \
-                f"sample of magnitude {kind} (float samples up to {MAX_AMPLITUDE:g} are accepted)"
+            kind = (
+                "NaN" if np.isnan(row).any() else "Inf" if np.isinf(row).any() else f"{np.abs(row).max():.3g}"
+            )
+            what = (
+                f"contains {kind} samples"
+                if kind in ("NaN", "Inf")
+                else f"sample of magnitude {kind} (float samples up to {MAX_AMPLITUDE:g} are accepted)"
+            )
             raise AudioError(name, f"{what} (first at {where})")
     return x.mean(axis=1) if channels > 1 else x[:, 0].copy()
 
 
 def _partial(nbytes: int, width: int, channels: int, fmt: str) -> str:
     if nbytes % width:
-        return (f"ends inside a sample: {nbytes} bytes is not a whole number of {width}-byte {fmt} samples"
-                + (" (an odd number of bytes for 16-bit PCM)" if width == 2 else ""))
+        return f"ends inside a sample: {nbytes} bytes is not a whole number of {width}-byte {fmt} samples" + (
+            " (an odd number of bytes for 16-bit PCM)" if width == 2 else ""
+        )
     return f"ends inside a frame: {nbytes // width} samples is not a multiple of {channels} channels"
 
 
-def iter_pcm(stream: BinaryIO, rate: int, channels: int = 1, fmt: str = "f32", sample_rate: int | None = None,
-             block_frames: int = 4096, name: str = "<stdin>") -> Iterator[np.ndarray]:
+def iter_pcm(
+    stream: BinaryIO,
+    rate: int,
+    channels: int = 1,
+    fmt: str = "f32",
+    sample_rate: int | None = None,
+    block_frames: int = 4096,
+    name: str = "<stdin>",
+) -> Iterator[np.ndarray]:
     """Mono float32 blocks at ``sample_rate`` (default ``rate``) from raw interleaved PCM bytes.
 
     Reads with ``read1`` where the stream has it (a block comes back as soon as bytes arrive, so a
@@ -69,7 +83,9 @@ def iter_pcm(stream: BinaryIO, rate: int, channels: int = 1, fmt: str = "f32", s
         raise ValueError(f"rate ({rate} Hz), channels ({channels}) and block_frames must be positive")
     width = PCM_FORMATS[fmt][1] * channels
     target = sample_rate or rate
-    resampler = None if target == rate else soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+    resampler = (
+        None if target == rate else soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+    )
     read = getattr(stream, "read1", stream.read)
     pending, frames, emitted = b"", 0, 0
     while True:
@@ -92,7 +108,9 @@ def iter_pcm(stream: BinaryIO, rate: int, channels: int = 1, fmt: str = "f32", s
             yield x
     if pending:
         raise AudioError(name, _partial(frames * width + len(pending), PCM_FORMATS[fmt][1], channels, fmt))
-    if resampler is not None:  # the flushed tail, cut or padded to the one-shot length ceil(frames * target / rate)
+    if (
+        resampler is not None
+    ):  # the flushed tail, cut or padded to the one-shot length ceil(frames * target / rate)
         need = math.ceil(frames * target / rate) - emitted
         tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)[: max(need, 0)]
         tail = np.concatenate([tail, np.zeros(max(need - tail.shape[0], 0), np.float32)])

@@ -32,7 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def power_to_db(s: torch.Tensor, ref: float = 1.0, amin: float = 1e-10, top_db: float | None = 80.0) -> torch.Tensor:
+def power_to_db(
+    s: torch.Tensor, ref: float = 1.0, amin: float = 1e-10, top_db: float | None = 80.0
+) -> torch.Tensor:
     """``librosa.power_to_db`` on ``[..., frames, bins]``; the top_db floor is per leading index."""
     out = 10.0 * torch.log10(s.clamp_min(amin))
     offset = 10.0 * math.log10(max(amin, abs(ref)))
@@ -44,13 +46,21 @@ def power_to_db(s: torch.Tensor, ref: float = 1.0, amin: float = 1e-10, top_db: 
     return out
 
 
-def stft_frames(wave: torch.Tensor, n_fft: int, hop: int, win: int, window: torch.Tensor, center: bool = True) -> torch.Tensor:
+def stft_frames(
+    wave: torch.Tensor, n_fft: int, hop: int, win: int, window: torch.Tensor, center: bool = True
+) -> torch.Tensor:
     """Complex STFT of ``[B, C, T]`` as ``[B, C, frames, n_fft // 2 + 1]`` (librosa conventions:
     periodic Hann window centred in the FFT frame, zero padding of ``n_fft // 2`` when centred)."""
     b, c, t = wave.shape
     spec = torch.stft(
-        wave.reshape(b * c, t), n_fft=n_fft, hop_length=hop, win_length=win, window=window,
-        center=center, pad_mode="constant", return_complex=True,
+        wave.reshape(b * c, t),
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=win,
+        window=window,
+        center=center,
+        pad_mode="constant",
+        return_complex=True,
     )
     return spec.transpose(1, 2).reshape(b, c, spec.shape[-1], spec.shape[-2])
 
@@ -68,12 +78,29 @@ class _SeldSTFT(nn.Module):
     num_input_channels = 4
     num_output_channels = 4
 
-    def __init__(self, sample_rate: int = 24000, hop_length: int = 480, win_length: int = 960,
-                 n_fft: int = 1024, n_mels: int = 64, top_db: float | None = 80.0, dc_offset: float = 1e-8,
-                 chunk_frames: int = 256):
+    def __init__(
+        self,
+        sample_rate: int = 24000,
+        hop_length: int = 480,
+        win_length: int = 960,
+        n_fft: int = 1024,
+        n_mels: int = 64,
+        top_db: float | None = 80.0,
+        dc_offset: float = 1e-8,
+        chunk_frames: int = 256,
+    ):
         super().__init__()
-        self.sample_rate, self.hop_length, self.win_length = int(sample_rate), int(hop_length), int(win_length)
-        self.n_fft, self.n_mels, self.top_db, self.dc_offset = int(n_fft), int(n_mels), top_db, float(dc_offset)
+        self.sample_rate, self.hop_length, self.win_length = (
+            int(sample_rate),
+            int(hop_length),
+            int(win_length),
+        )
+        self.n_fft, self.n_mels, self.top_db, self.dc_offset = (
+            int(n_fft),
+            int(n_mels),
+            top_db,
+            float(dc_offset),
+        )
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} exceeds n_fft {self.n_fft}")
         self.chunk_frames = max(1, int(chunk_frames))
@@ -81,12 +108,20 @@ class _SeldSTFT(nn.Module):
         self.register_buffer("mel_t", torch.from_numpy(mel.T.copy()).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
         left = (self.n_fft - self.win_length) // 2  # librosa.util.pad_center, torch.stft
-        self.register_buffer("fft_window", F.pad(self.window, (left, self.n_fft - self.win_length - left)),
-                             persistent=False)
+        self.register_buffer(
+            "fft_window", F.pad(self.window, (left, self.n_fft - self.win_length - left)), persistent=False
+        )
 
     def config(self) -> dict:
-        return {"sample_rate": self.sample_rate, "hop_length": self.hop_length, "win_length": self.win_length,
-                "n_fft": self.n_fft, "n_mels": self.n_mels, "top_db": self.top_db, "dc_offset": self.dc_offset}
+        return {
+            "sample_rate": self.sample_rate,
+            "hop_length": self.hop_length,
+            "win_length": self.win_length,
+            "n_fft": self.n_fft,
+            "n_mels": self.n_mels,
+            "top_db": self.top_db,
+            "dc_offset": self.dc_offset,
+        }
 
     def num_frames(self, num_samples: int) -> int:
         return num_samples // self.hop_length
@@ -200,9 +235,12 @@ class MicLogMelGCC(_SeldSTFT):
         j = 0
         for m in range(3):
             sl = slice(j, j + 3 - m)
-            torch.mul(re[:, m : m + 1], re[:, m + 1 :], out=rr[:, sl]).addcmul_(im[:, m : m + 1], im[:, m + 1 :])
-            torch.mul(re[:, m : m + 1], im[:, m + 1 :], out=ri[:, sl]).addcmul_(im[:, m : m + 1], re[:, m + 1 :],
-                                                                               value=-1.0)
+            torch.mul(re[:, m : m + 1], re[:, m + 1 :], out=rr[:, sl]).addcmul_(
+                im[:, m : m + 1], im[:, m + 1 :]
+            )
+            torch.mul(re[:, m : m + 1], im[:, m + 1 :], out=ri[:, sl]).addcmul_(
+                im[:, m : m + 1], re[:, m + 1 :], value=-1.0
+            )
             j += 3 - m
         # PHAT: R / |R| without atan2/sin/cos
         mag2 = rr.square().addcmul_(ri, ri)
@@ -247,8 +285,10 @@ class FeatureStandardizer(nn.Module):
         if x.dim() == 3:
             x = x.unsqueeze(0)
         if x.dim() != 4 or tuple(x.shape[1:2]) + tuple(x.shape[-1:]) != tuple(self.mean.shape):
-            raise ValueError(f"expected features [B, {self.mean.shape[0]}, frames, {self.mean.shape[1]}], "
-                             f"got shape {tuple(feats.shape)}")
+            raise ValueError(
+                f"expected features [B, {self.mean.shape[0]}, frames, {self.mean.shape[1]}], "
+                f"got shape {tuple(feats.shape)}"
+            )
         x = x.transpose(0, 1).reshape(x.shape[1], -1, x.shape[-1])  # [C, N, bins]
         n_b = x.shape[1]
         if n_b == 0:

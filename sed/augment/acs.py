@@ -70,7 +70,9 @@ def mic_permutation(rotation, tol: float = 1e-9) -> tuple[int, ...]:
     dist = torch.cdist(target, r)
     best, src = dist.min(dim=1)
     if bool((best > tol).any()) or len(set(src.tolist())) != len(src):
-        raise ValueError(f"rotation {rotation} maps the tetrahedral capsules off the array: no channel permutation")
+        raise ValueError(
+            f"rotation {rotation} maps the tetrahedral capsules off the array: no channel permutation"
+        )
     return tuple(src.tolist())
 
 
@@ -108,8 +110,16 @@ class SpatialTransform:
 #: Spec 8.2 rows #1..#16 as (a, b, c); index k here = row #k+1.
 MAZZON16_LABELS = tuple((a, b, c) for a in (1, -1) for b in (0, 90, -90, 180) for c in (1, -1))
 #: Spec 8.3 rows #0..#7 as (a, b, c), in that order.
-ACS_LABELS = ((1, 0, 1), (1, -90, -1), (-1, -90, 1), (-1, 0, -1),
-              (1, 90, -1), (-1, 90, 1), (1, 180, 1), (-1, 180, -1))
+ACS_LABELS = (
+    (1, 0, 1),
+    (1, -90, -1),
+    (-1, -90, 1),
+    (-1, 0, -1),
+    (1, 90, -1),
+    (-1, 90, 1),
+    (1, 180, 1),
+    (-1, 180, -1),
+)
 
 MAZZON16_TRANSFORMS = tuple(SpatialTransform.from_labels(*t) for t in MAZZON16_LABELS)
 ACS_TRANSFORMS = tuple(SpatialTransform.from_labels(*t, require_mic=True) for t in ACS_LABELS)
@@ -126,7 +136,9 @@ def _maps(table: str, field: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``[N, K]`` src and sign tensors of one channel map ("xyz", "foa", "mic") of a table."""
     rows = _table(table)
     src = torch.tensor([getattr(t, f"{field}_src") for t in rows])
-    sign = torch.ones_like(src) if field == "mic" else torch.tensor([getattr(t, f"{field}_sign") for t in rows])
+    sign = (
+        torch.ones_like(src) if field == "mic" else torch.tensor([getattr(t, f"{field}_sign") for t in rows])
+    )
     return src, sign
 
 
@@ -147,11 +159,13 @@ def _signed_gather(x: torch.Tensor, dim: int, src: torch.Tensor, sign: torch.Ten
         return x.index_select(dim, src[i].to(x.device)) * sign[i].to(x.device, x.dtype).view(k, *trail)
     index = index.to(x.device, torch.long)
     if index.ndim > dim:
-        raise ValueError(f"index shape {tuple(index.shape)} is not a prefix of the leading dims {tuple(x.shape[:dim])}")
+        raise ValueError(
+            f"index shape {tuple(index.shape)} is not a prefix of the leading dims {tuple(x.shape[:dim])}"
+        )
     if index.numel() and not (0 <= int(index.min()) and int(index.max()) < n):
         raise IndexError(f"transform indices must lie in 0..{n - 1}")
     shape = (*index.shape, *(1,) * (dim - index.ndim), k, *trail)
-    s = src.to(x.device)[index].view(shape).expand(*x.shape[:dim], k, *x.shape[dim + 1:])
+    s = src.to(x.device)[index].view(shape).expand(*x.shape[:dim], k, *x.shape[dim + 1 :])
     return torch.gather(x, dim, s) * sign.to(x.device, x.dtype)[index].view(shape)
 
 

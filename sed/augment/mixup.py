@@ -65,13 +65,16 @@ def mixup(
         raise ValueError(f"mixup expects a batch of waveforms [B, ..., T], got shape {tuple(wave.shape)}")
     b = wave.shape[0]
     if targets.dim() != 2 or targets.shape[0] != b or not targets.is_floating_point():
-        raise ValueError(f"mixup expects float targets [{b}, C] (one-hot or multi-hot), got "
-                         f"{targets.dtype} {tuple(targets.shape)}")
+        raise ValueError(
+            f"mixup expects float targets [{b}, C] (one-hot or multi-hot), got "
+            f"{targets.dtype} {tuple(targets.shape)}"
+        )
     if lengths is not None and tuple(lengths.shape) != (b,):
         raise ValueError(f"lengths must have shape [{b}], got {tuple(lengths.shape)}")
     if prob == 0.0:  # nothing is mixed: the inputs themselves
-        return MixupOutput(wave, targets, torch.ones(b, device=wave.device), torch.arange(b, device=wave.device),
-                           lengths)
+        return MixupOutput(
+            wave, targets, torch.ones(b, device=wave.device), torch.arange(b, device=wave.device), lengths
+        )
     lam = _sample_beta(alpha, b, generator)
     if prob < 1.0:
         lam = torch.where(torch.rand(b, generator=generator) < prob, lam, torch.ones_like(lam))
@@ -102,6 +105,11 @@ class Mixup(nn.Module):
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, prob={self.prob}"
 
-    def forward(self, wave: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> MixupOutput:
+    def forward(
+        self,
+        wave: torch.Tensor,
+        targets: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MixupOutput:
         return mixup(wave, targets, self.alpha, self.prob if self.training else 0.0, lengths, generator)

@@ -38,8 +38,12 @@ class SpecAugment(nn.Module):
         iid: bool = True,
     ):
         super().__init__()
-        for name, v in (("freqm", freqm), ("timem", timem), ("num_freq_masks", num_freq_masks),
-                        ("num_time_masks", num_time_masks)):
+        for name, v in (
+            ("freqm", freqm),
+            ("timem", timem),
+            ("num_freq_masks", num_freq_masks),
+            ("num_time_masks", num_time_masks),
+        ):
             if isinstance(v, bool) or int(v) != v or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         self.freqm, self.timem = int(freqm), int(timem)
@@ -47,8 +51,10 @@ class SpecAugment(nn.Module):
         self.mask_value, self.iid = float(mask_value), bool(iid)
 
     def extra_repr(self) -> str:
-        return (f"freqm={self.freqm}, timem={self.timem}, num_freq_masks={self.num_freq_masks}, "
-                f"num_time_masks={self.num_time_masks}, mask_value={self.mask_value}, iid={self.iid}")
+        return (
+            f"freqm={self.freqm}, timem={self.timem}, num_freq_masks={self.num_freq_masks}, "
+            f"num_time_masks={self.num_time_masks}, mask_value={self.mask_value}, iid={self.iid}"
+        )
 
     def _mask(self, x: torch.Tensor, width: int, axis: int) -> torch.Tensor:
         axis = x.dim() + axis
@@ -61,7 +67,9 @@ class SpecAugment(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """Masked copy of ``feats`` in training mode; ``feats`` itself in eval mode."""
         if feats.dim() < 2:
-            raise ValueError(f"SpecAugment expects features [..., frames, bins], got shape {tuple(feats.shape)}")
+            raise ValueError(
+                f"SpecAugment expects features [..., frames, bins], got shape {tuple(feats.shape)}"
+            )
         if not self.training:
             return feats
         for _ in range(self.num_freq_masks if self.freqm > 0 else 0):

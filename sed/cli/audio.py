@@ -21,8 +21,15 @@ def cmd_synth(args: argparse.Namespace, con) -> int:
 
     allowed = _SYNTH_OPTIONS[args.corpus]
     kwargs = {}
-    for name in ("num_classes", "clips_per_class", "duration", "num_patients", "recordings_per_patient",
-                 "files_per_split", "format"):
+    for name in (
+        "num_classes",
+        "clips_per_class",
+        "duration",
+        "num_patients",
+        "recordings_per_patient",
+        "files_per_split",
+        "format",
+    ):
         value = getattr(args, name)
         if value is None:
             continue
@@ -31,12 +38,16 @@ def cmd_synth(args: argparse.Namespace, con) -> int:
         kwargs["fmt" if name == "format" else name] = value
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UsageError(f"{out}: folder is not empty (stale files would mix with the new corpus); use --overwrite")
+        raise UsageError(
+            f"{out}: folder is not empty (stale files would mix with the new corpus); use --overwrite"
+        )
     try:
         summary = SYNTH_CORPORA[args.corpus](out, seed=args.seed, **kwargs)
     except (ValueError, SedError) as e:
         raise UsageError(e) from None
-    print(json.dumps({k: v for k, v in summary.items() if isinstance(v, str | int | float | Path)}, default=str))
+    print(
+        json.dumps({k: v for k, v in summary.items() if isinstance(v, str | int | float | Path)}, default=str)
+    )
     return 0
 
 
@@ -49,15 +60,26 @@ def cmd_info(args: argparse.Namespace, con) -> int:
 
     def work(path: Path) -> None:
         i = info(path)
-        rows.append({"file": str(path), "sample_rate": i.sample_rate, "channels": i.channels,
-                     "frames": i.frames, "duration": round(i.duration, 6), "format": i.format, "subtype": i.subtype})
+        rows.append(
+            {
+                "file": str(path),
+                "sample_rate": i.sample_rate,
+                "channels": i.channels,
+                "frames": i.frames,
+                "duration": round(i.duration, 6),
+                "format": i.format,
+                "subtype": i.subtype,
+            }
+        )
 
     failed += con.batch(files, work, "info")
     if args.json:
         for r in rows:
             print(json.dumps(r))
     else:
-        print(format_table(rows, ["file", "sample_rate", "channels", "frames", "duration", "format", "subtype"]))
+        print(
+            format_table(rows, ["file", "sample_rate", "channels", "frames", "duration", "format", "subtype"])
+        )
     return failed
 
 
@@ -67,9 +89,15 @@ def cmd_features(args: argparse.Namespace, con) -> int:
 
     check_output(args.out, kind="folder")
     files, failed = con.expand(args.inputs)
-    written, errors = extract_to_files(files, args.out, kind=args.kind, target_length=args.target_length,
-                                       sample_rate=args.sample_rate, n_mels=args.n_mels,
-                                       progress=lambda it: con.progress(it, total=len(files), desc=f"features ({args.kind})"))
+    written, errors = extract_to_files(
+        files,
+        args.out,
+        kind=args.kind,
+        target_length=args.target_length,
+        sample_rate=args.sample_rate,
+        n_mels=args.n_mels,
+        progress=lambda it: con.progress(it, total=len(files), desc=f"features ({args.kind})"),
+    )
     for err in errors:
         con.error(err)
     con.status(f"wrote {len(written)} feature file(s) to {args.out}")
@@ -81,13 +109,17 @@ def add_verbs(sub) -> None:
     p.add_argument("corpus", choices=sorted(_SYNTH_OPTIONS))
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=SEED, default=0, help="the corpus drawn")
-    for name, (typ, text) in {"num_classes": (count(1000), "esc50, starss: sound classes"),
-                              "clips_per_class": (count(10_000), "esc50: clips per class (a multiple of 5)"),
-                              "duration": (seconds(600), "seconds per clip or recording"),
-                              "num_patients": (count(1000), "icbhi: patients"),
-                              "recordings_per_patient": (count(100), "icbhi: recordings per patient"),
-                              "files_per_split": (count(10_000), "starss: recordings per split")}.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=f"{text} (default: the corpus's)")
+    for name, (typ, text) in {
+        "num_classes": (count(1000), "esc50, starss: sound classes"),
+        "clips_per_class": (count(10_000), "esc50: clips per class (a multiple of 5)"),
+        "duration": (seconds(600), "seconds per clip or recording"),
+        "num_patients": (count(1000), "icbhi: patients"),
+        "recordings_per_patient": (count(100), "icbhi: recordings per patient"),
+        "files_per_split": (count(10_000), "starss: recordings per split"),
+    }.items():
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=typ, default=None, help=f"{text} (default: the corpus's)"
+        )
     p.add_argument("--format", choices=["foa", "mic", "both"], default=None, help="starss: audio format(s)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
     p.set_defaults(run=cmd_synth)
@@ -99,11 +131,19 @@ def add_verbs(sub) -> None:
 
     p = sub.add_parser("features", help="extract features to one .npy per file")
     p.add_argument("inputs", nargs="+", help="files, folders or globs")
-    p.add_argument("--kind", choices=["fbank", "logmel", "foa", "mic"], default="fbank",
-                   help="fbank: AST's Kaldi fbank; logmel; foa/mic: the SELD features of 4-channel audio")
+    p.add_argument(
+        "--kind",
+        choices=["fbank", "logmel", "foa", "mic"],
+        default="fbank",
+        help="fbank: AST's Kaldi fbank; logmel; foa/mic: the SELD features of 4-channel audio",
+    )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--target-length", type=count(100_000, metavar="FRAMES"), default=None,
-                   help="fbank: pad/crop to this many frames")
+    p.add_argument(
+        "--target-length",
+        type=count(100_000, metavar="FRAMES"),
+        default=None,
+        help="fbank: pad/crop to this many frames",
+    )
     p.add_argument("--sample-rate", type=RATE, default=None, help="logmel: sample rate (default: 16000)")
     p.add_argument("--n-mels", type=count(512), default=None, help="logmel: mel bands (default: 64)")
     p.set_defaults(run=cmd_features)

@@ -22,15 +22,24 @@ def cmd_export(args: argparse.Namespace, con) -> int:
 
     check_output(args.out, _files_of(args.checkpoint))
     try:
-        report = export_checkpoint(args.checkpoint, args.out, precision=args.precision, opset=args.opset,
-                                   dynamic_batch=args.dynamic_batch)
+        report = export_checkpoint(
+            args.checkpoint,
+            args.out,
+            precision=args.precision,
+            opset=args.opset,
+            dynamic_batch=args.dynamic_batch,
+        )
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     desc = report["description"]
-    diffs = "; ".join(f"{graph} graph vs PyTorch: max |logit difference| {diff:.2e}"
-                      for graph, diff in report["max_abs_diffs"].items())
-    con.status(f"wrote {report['path']} ({args.precision}, opset {report['opset']}): waveform [batch, samples] at "
-               f"{desc['sample_rate']} Hz -> logits [batch, {len(desc['labels']) or '?'}], embedding; {diffs}")
+    diffs = "; ".join(
+        f"{graph} graph vs PyTorch: max |logit difference| {diff:.2e}"
+        for graph, diff in report["max_abs_diffs"].items()
+    )
+    con.status(
+        f"wrote {report['path']} ({args.precision}, opset {report['opset']}): waveform [batch, samples] at "
+        f"{desc['sample_rate']} Hz -> logits [batch, {len(desc['labels']) or '?'}], embedding; {diffs}"
+    )
     return 0
 
 
@@ -39,27 +48,42 @@ def cmd_convert(args: argparse.Namespace, con) -> int:
 
     check_output(args.out, [args.checkpoint])
     path, desc = convert_checkpoint(args.checkpoint, args.out)
-    con.status(f"wrote {path}: {desc['model_name']}, {len(desc.get('labels') or [])} labels, "
-               f"{desc.get('sample_rate')} Hz (load it with --checkpoint or sed.load_model)")
+    con.status(
+        f"wrote {path}: {desc['model_name']}, {len(desc.get('labels') or [])} labels, "
+        f"{desc.get('sample_rate')} Hz (load it with --checkpoint or sed.load_model)"
+    )
     return 0
 
 
 def add_verbs(sub) -> None:
-    p = sub.add_parser("convert", help="a training checkpoint (.ckpt) as a self-describing model file (.pt, .safetensors)")
+    p = sub.add_parser(
+        "convert", help="a training checkpoint (.ckpt) as a self-describing model file (.pt, .safetensors)"
+    )
     add_checkpoint(p, "a sed checkpoint: a .ckpt written by sed training, .pt or .safetensors")
-    p.add_argument("--out", required=True,
-                   help="output file (written atomically): .safetensors by extension, else a torch .pt file; "
-                        "the model's weights and description only, no optimiser state")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output file (written atomically): .safetensors by extension, else a torch .pt file; "
+        "the model's weights and description only, no optimiser state",
+    )
     p.set_defaults(run=cmd_convert)
 
     p = sub.add_parser("export", help="a checkpoint as one ONNX graph, front end inside (fp32 or int8)")
     add_checkpoint(p, "any checkpoint sedkit classify takes")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the graph's format")
     p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
-    p.add_argument("--opset", type=int, default=None,
-                   help="ONNX opset, one torch's exporter writes: 18 (older runtimes) to 23 (the default, "
-                        "which has the Attention op)")
-    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
-                   help="a dynamic batch dimension (--no-dynamic-batch: batch 1)")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help="ONNX opset, one torch's exporter writes: 18 (older runtimes) to 23 (the default, "
+        "which has the Attention op)",
+    )
+    p.add_argument(
+        "--dynamic-batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a dynamic batch dimension (--no-dynamic-batch: batch 1)",
+    )
     add_precision(p, ("fp32", "int8"), "int8: ONNX Runtime's dynamic quantisation of the linear layers")
     p.set_defaults(run=cmd_export)

@@ -41,15 +41,28 @@ class Console:
         """A line about what was done (``wrote 3 files to out/``), on stderr so stdout stays data."""
         print(printable(message), file=sys.stderr)
 
-    def progress(self, iterable, total: int | None = None, desc: str = "", done: Callable | None = None,
-                 unit: str = "file"):
+    def progress(
+        self,
+        iterable,
+        total: int | None = None,
+        desc: str = "",
+        done: Callable | None = None,
+        unit: str = "file",
+    ):
         """A progress bar of ``total`` files (or ``unit``s; default: the iterable's length) on stderr,
         silent when stderr is not a terminal. With ``done``, the items are not the files (e.g. a file's windows):
         ``done(item)`` is the number of files finished when ``item`` arrives, and the bar ends at ``total``."""
         from tqdm import tqdm
 
-        bar = tqdm(None if done else iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=None,
-                   leave=False)
+        bar = tqdm(
+            None if done else iterable,
+            total=total,
+            desc=desc,
+            unit=unit,
+            file=sys.stderr,
+            disable=None,
+            leave=False,
+        )
         return _counted(iterable, bar, done) if done else bar
 
     def batch(self, items: Sequence, work: Callable, desc: str) -> int:
@@ -88,8 +101,11 @@ def _counted(items, bar, done: Callable):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="sedkit", description="Audio sound-event classification and SELD.",
-                    epilog="sedkit VERB --help: what a verb takes, each option's range and default.")
+    parser = Parser(
+        prog="sedkit",
+        description="Audio sound-event classification and SELD.",
+        epilog="sedkit VERB --help: what a verb takes, each option's range and default.",
+    )
     parser.add_argument("--version", action="version", version=f"sedkit {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
@@ -111,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _exit_code(raw[argv[0]](argv, console))
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
-        if rest and not getattr(args, "config_overrides", False):  # only verbs reading a data config take them
+        if rest and not getattr(
+            args, "config_overrides", False
+        ):  # only verbs reading a data config take them
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = rest
         args.argv = argv  # the command as given (what a verb records, e.g. in a shard index)

@@ -14,8 +14,24 @@ import sys
 
 from sed.errors import printable
 
-__all__ = ["BATCH_SIZE", "DEVICE", "PRECISIONS", "RATE", "SEED", "TOP_K", "Bounded", "HelpFormatter", "Parser",
-           "add_batch_size", "add_checkpoint", "add_device", "add_precision", "bounded", "count", "seconds"]
+__all__ = [
+    "BATCH_SIZE",
+    "DEVICE",
+    "PRECISIONS",
+    "RATE",
+    "SEED",
+    "TOP_K",
+    "Bounded",
+    "HelpFormatter",
+    "Parser",
+    "add_batch_size",
+    "add_checkpoint",
+    "add_device",
+    "add_precision",
+    "bounded",
+    "count",
+    "seconds",
+]
 
 
 def _number(value: float) -> str:
@@ -42,7 +58,8 @@ class Bounded:
             value = self.kind(text)
         except (ValueError, OverflowError):  # also int() of a 5000-digit string
             raise argparse.ArgumentTypeError(
-                f"{shown} is not {'an integer' if self.kind is int else 'a number'} ({self.range})") from None
+                f"{shown} is not {'an integer' if self.kind is int else 'a number'} ({self.range})"
+            ) from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{shown} is not finite ({self.range})")
         if value < self.low or value == self.low and self.open_low or value > self.high:
@@ -81,9 +98,13 @@ DEVICE = "auto"
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
-def add_checkpoint(p: argparse.ArgumentParser, help: str, several: bool = False, required: bool = True) -> None:
+def add_checkpoint(
+    p: argparse.ArgumentParser, help: str, several: bool = False, required: bool = True
+) -> None:
     """``--checkpoint`` (``several``: repeatable, a list) with what this verb reads in ``help``."""
-    p.add_argument("--checkpoint", required=required, default=None, action="append" if several else "store", help=help)
+    p.add_argument(
+        "--checkpoint", required=required, default=None, action="append" if several else "store", help=help
+    )
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
@@ -91,8 +112,11 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=DEVICE, help="auto, cpu, cuda or cuda:N")
 
 
-def add_precision(p: argparse.ArgumentParser, choices: tuple[str, ...] = PRECISIONS,
-                  help: str = "int8: dynamic int8 linear layers on the CPU (an .onnx file keeps its own precision)") -> None:
+def add_precision(
+    p: argparse.ArgumentParser,
+    choices: tuple[str, ...] = PRECISIONS,
+    help: str = "int8: dynamic int8 linear layers on the CPU (an .onnx file keeps its own precision)",
+) -> None:
     """``--precision`` (default fp32) of :data:`PRECISIONS` or the verb's subset."""
     p.add_argument("--precision", choices=list(choices), default="fp32", help=help)
 
@@ -112,7 +136,9 @@ class HelpFormatter(argparse.HelpFormatter):
             extra.append(action.type.range)
         default = action.default
         shown = default is not None and default is not False and default != argparse.SUPPRESS
-        flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)  # its value is no default
+        flag = action.nargs == 0 and not isinstance(
+            action, argparse.BooleanOptionalAction
+        )  # its value is no default
         if shown and action.option_strings and not flag and "%(default)" not in text:
             listed = " ".join(map(str, default)).replace("%", "%%") if isinstance(default, list) else None
             extra.append(f"default: {listed or '%(default)s'}")
@@ -123,7 +149,11 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} ({'; '.join(extra)})".lstrip()
 
     def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
-        return action.type.metavar if isinstance(action.type, Bounded) else super()._get_default_metavar_for_optional(action)
+        return (
+            action.type.metavar
+            if isinstance(action.type, Bounded)
+            else super()._get_default_metavar_for_optional(action)
+        )
 
 
 class Parser(argparse.ArgumentParser):
@@ -134,5 +164,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str):
-        print(f"error: {printable(self.prog)}: {printable(message)} (see {printable(self.prog)} --help)", file=sys.stderr)
+        print(
+            f"error: {printable(self.prog)}: {printable(message)} (see {printable(self.prog)} --help)",
+            file=sys.stderr,
+        )
         sys.exit(2)

@@ -35,7 +35,9 @@ def format_table(rows: list[dict], columns: Sequence[str], markdown: bool = Fals
     numeric = [bool(rows) and all(isinstance(r.get(c), int | float) for r in rows) for c in columns]
 
     def line(vals):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)
+        ).rstrip()
 
     return "\n".join([line(list(columns))] + [line(r) for r in cells])
 
@@ -50,8 +52,16 @@ def _flat_rows(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         spans.append(("all" if p.get("windows") else "", "", p["top_k"]))
         for start, end, top in spans:
             for rank, t in enumerate(top, 1):
-                rows.append({"file": printable(p["file"]), "start": start, "end": end, "rank": rank,
-                             "label": printable(t["label"]), "score": round(t["score"], 6)})
+                rows.append(
+                    {
+                        "file": printable(p["file"]),
+                        "start": start,
+                        "end": end,
+                        "rank": rank,
+                        "label": printable(t["label"]),
+                        "score": round(t["score"], 6),
+                    }
+                )
     return rows
 
 
@@ -64,8 +74,16 @@ def format_predictions(predictions: list[dict[str, Any]], fmt: str, aggregate: s
             if "error" in p:
                 continue
             for w in p.get("windows", []):
-                lines.append(json.dumps({"file": p["file"], "start": round(w["start"], 3), "end": round(w["end"], 3),
-                                         "top_k": w["top_k"]}))
+                lines.append(
+                    json.dumps(
+                        {
+                            "file": p["file"],
+                            "start": round(w["start"], 3),
+                            "end": round(w["end"], 3),
+                            "top_k": w["top_k"],
+                        }
+                    )
+                )
             obj = {"file": p["file"], "top_k": p["top_k"]}
             if p.get("windows"):
                 obj["aggregate"] = aggregate
@@ -73,7 +91,9 @@ def format_predictions(predictions: list[dict[str, Any]], fmt: str, aggregate: s
         return "\n".join(lines)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["file", "start", "end", "rank", "label", "score"], lineterminator="\n")
+        w = csv.DictWriter(
+            buf, fieldnames=["file", "start", "end", "rank", "label", "score"], lineterminator="\n"
+        )
         w.writeheader()
         w.writerows(_flat_rows(predictions))
         return buf.getvalue().rstrip("\n")
@@ -83,8 +103,16 @@ def format_predictions(predictions: list[dict[str, Any]], fmt: str, aggregate: s
             if "error" in p:
                 continue
             for w in p.get("windows", []):
-                rows.append({"file": p["file"], "span": f"{w['start']:.2f}-{w['end']:.2f}", "top": _top(w["top_k"])})
-            rows.append({"file": p["file"], "span": aggregate if p.get("windows") else "clip", "top": _top(p["top_k"])})
+                rows.append(
+                    {"file": p["file"], "span": f"{w['start']:.2f}-{w['end']:.2f}", "top": _top(w["top_k"])}
+                )
+            rows.append(
+                {
+                    "file": p["file"],
+                    "span": aggregate if p.get("windows") else "clip",
+                    "top": _top(p["top_k"]),
+                }
+            )
         return format_table(rows, ["file", "span", "top"])
     raise ValueError(f"unknown format {fmt!r}")
 
@@ -97,12 +125,23 @@ def format_ensemble_eval(table: dict[str, Any]) -> str:
     """:func:`~sed.training.ensemble_eval.ensemble_eval`'s result: a line naming the split and metric, then a row
     per member and per ensemble method (with its weights)."""
     key = table["metric"]
-    rows = [{"": f"member {i}", "model": r["checkpoint"], key: r[key], "f1": r["f1"]}
-            for i, r in enumerate(table["members"])]
-    rows += [{"": "ensemble", "model": r["method"], key: r[key], "f1": r["f1"],
-              "weights": " ".join(f"{x:.3f}" for x in r.get("weights", []))} for r in table["methods"]]
-    return (f"split {table['split']} ({table['clips']} clips), metric {key}\n"
-            + format_table(rows, ["", "model", key, "f1", "weights"]))
+    rows = [
+        {"": f"member {i}", "model": r["checkpoint"], key: r[key], "f1": r["f1"]}
+        for i, r in enumerate(table["members"])
+    ]
+    rows += [
+        {
+            "": "ensemble",
+            "model": r["method"],
+            key: r[key],
+            "f1": r["f1"],
+            "weights": " ".join(f"{x:.3f}" for x in r.get("weights", [])),
+        }
+        for r in table["methods"]
+    ]
+    return f"split {table['split']} ({table['clips']} clips), metric {key}\n" + format_table(
+        rows, ["", "model", key, "f1", "weights"]
+    )
 
 
 def format_kfold(rows: list[dict], summary: dict[str, dict[str, float]]) -> str:
@@ -114,18 +153,29 @@ def format_kfold(rows: list[dict], summary: dict[str, dict[str, float]]) -> str:
 
 
 #: how fewshot-eval's table names its methods
-FEWSHOT_METHODS = {"prototype_cosine": "prototype (cosine)", "prototype_euclidean": "prototype (euclidean)",
-                   "logistic": "logistic probe"}
+FEWSHOT_METHODS = {
+    "prototype_cosine": "prototype (cosine)",
+    "prototype_euclidean": "prototype (euclidean)",
+    "logistic": "logistic probe",
+}
 
 
 def format_fewshot_eval(table: dict[str, Any]) -> str:
     """:func:`~sed.training.fewshot_eval.fewshot_eval`'s result: a line of the protocol, then a row per method
     (mean accuracy over the episodes and its 95 % interval)."""
-    rows = [{"method": FEWSHOT_METHODS.get(r["method"], r["method"]), "accuracy": r["mean"],
-             "95% interval": f"± {r['ci95']:.4f}"} for r in table["methods"]]
-    return (f"{table['ways']}-way {table['shots']}-shot, {table['queries']} queries per class, {table['episodes']} "
-            f"episodes (seed {table['seed']}); {table['clips']} clips of {table['classes']} classes\n"
-            + format_table(rows, ["method", "accuracy", "95% interval"]))
+    rows = [
+        {
+            "method": FEWSHOT_METHODS.get(r["method"], r["method"]),
+            "accuracy": r["mean"],
+            "95% interval": f"± {r['ci95']:.4f}",
+        }
+        for r in table["methods"]
+    ]
+    return (
+        f"{table['ways']}-way {table['shots']}-shot, {table['queries']} queries per class, {table['episodes']} "
+        f"episodes (seed {table['seed']}); {table['clips']} clips of {table['classes']} classes\n"
+        + format_table(rows, ["method", "accuracy", "95% interval"])
+    )
 
 
 def emit(text: str, output: str | os.PathLike | None) -> None:

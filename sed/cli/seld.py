@@ -13,8 +13,14 @@ def cmd_seld_eval(args: argparse.Namespace, con) -> int:
     from sed.metrics.seld_eval import evaluate_dirs, format_results
 
     try:
-        results, rep = evaluate_dirs(args.pred, args.ref, year=args.year, average=args.average,
-                                     nb_classes=args.nb_classes, jackknife=args.jackknife)
+        results, rep = evaluate_dirs(
+            args.pred,
+            args.ref,
+            year=args.year,
+            average=args.average,
+            nb_classes=args.nb_classes,
+            jackknife=args.jackknife,
+        )
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     for name in rep.get("missing_predictions", []):
@@ -40,8 +46,17 @@ def cmd_seld_infer(args: argparse.Namespace, con) -> int:
             return failed
         raise UsageError("no audio files to process")
     try:
-        results = seld_infer(files, args.checkpoint, args.out, window=args.window, hop=args.hop,
-                             batch_size=args.batch_size, device=args.device, year=args.year, progress=True)
+        results = seld_infer(
+            files,
+            args.checkpoint,
+            args.out,
+            window=args.window,
+            hop=args.hop,
+            batch_size=args.batch_size,
+            device=args.device,
+            year=args.year,
+            progress=True,
+        )
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     for _, err in results:
@@ -85,7 +100,9 @@ def cmd_prepare(args: argparse.Namespace, con) -> int:
         from sed.data.modules.feature_cache import FeatureCache
 
         cache = FeatureCache(args.cache, build_frontend(args.format))
-        problems = cache.warm([f["audio"] for f in rep["files"]], progress=True, num_threads=1)  # reports bad files
+        problems = cache.warm(
+            [f["audio"] for f in rep["files"]], progress=True, num_threads=1
+        )  # reports bad files
         con.status(f"features cached under {cache.dir}")
     return len(problems)
 
@@ -94,12 +111,25 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("seld-eval", help="DCASE SELD metrics of prediction CSVs against reference CSVs")
     p.add_argument("--pred", required=True, help="folder of prediction CSVs (searched recursively)")
     p.add_argument("--ref", required=True, help="folder of reference metadata CSVs (searched recursively)")
-    p.add_argument("--year", type=int, choices=[2023, 2024], default=2023,
-                   help="2023: segment-level ER/F/LE/LR/SELD; 2024: frame-level with distance")
-    p.add_argument("--average", choices=["macro", "micro"], default="macro", help="over classes, or over events")
-    p.add_argument("--nb-classes", type=count(1000), default=None,
-                   help="classes scored (default: 13 for STARSS names, else inferred)")
-    p.add_argument("--jackknife", action="store_true", help="add leave-one-file-out 95%% confidence intervals")
+    p.add_argument(
+        "--year",
+        type=int,
+        choices=[2023, 2024],
+        default=2023,
+        help="2023: segment-level ER/F/LE/LR/SELD; 2024: frame-level with distance",
+    )
+    p.add_argument(
+        "--average", choices=["macro", "micro"], default="macro", help="over classes, or over events"
+    )
+    p.add_argument(
+        "--nb-classes",
+        type=count(1000),
+        default=None,
+        help="classes scored (default: 13 for STARSS names, else inferred)",
+    )
+    p.add_argument(
+        "--jackknife", action="store_true", help="add leave-one-file-out 95%% confidence intervals"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (F and LR as fractions)")
     p.set_defaults(run=cmd_seld_eval)
 
@@ -108,7 +138,9 @@ def add_verbs(sub) -> None:
     add_checkpoint(p, "SELD checkpoint (.ckpt from sedkit fit, .pt, .safetensors)")
     p.add_argument("--out", required=True, help="folder for one <stem>.csv per file")
     p.add_argument("--window", type=seconds(600), default=5.0, help="window in seconds (multiple of 0.1)")
-    p.add_argument("--hop", type=seconds(600), default=5.0, help="hop in seconds (<= window; overlaps are averaged)")
+    p.add_argument(
+        "--hop", type=seconds(600), default=5.0, help="hop in seconds (<= window; overlaps are averaged)"
+    )
     add_batch_size(p, "windows")
     add_device(p)
     p.add_argument("--year", type=int, choices=[2023, 2024], default=2023, help="CSV format (2024: distance)")
@@ -117,15 +149,25 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("plot-doa", help="azimuth/elevation against time per class of a DCASE CSV")
     p.add_argument("csv", help="prediction CSV")
     p.add_argument("--ref", default=None, help="reference CSV drawn underneath")
-    add_checkpoint(p, "the SELD checkpoint that made the CSV: named in the title, its class names in the legend "
-                      "(default: the STARSS names)", required=False)
+    add_checkpoint(
+        p,
+        "the SELD checkpoint that made the CSV: named in the title, its class names in the legend "
+        "(default: the STARSS names)",
+        required=False,
+    )
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(run=cmd_plot_doa)
 
     p = sub.add_parser("prepare", help="validate a corpus and print its per-fold and per-class counts")
     p.add_argument("corpus", choices=["starss", "icbhi"])
-    p.add_argument("--root", required=True, help="corpus root (starss: foa_dev/ or mic_dev/ and metadata_dev/; "
-                                                 "icbhi: the recordings, their .txt and official_split.txt)")
+    p.add_argument(
+        "--root",
+        required=True,
+        help="corpus root (starss: foa_dev/ or mic_dev/ and metadata_dev/; "
+        "icbhi: the recordings, their .txt and official_split.txt)",
+    )
     p.add_argument("--format", choices=["foa", "mic"], default="foa", help="starss: audio format")
-    p.add_argument("--cache", default=None, help="starss: also extract every file's features into this cache folder")
+    p.add_argument(
+        "--cache", default=None, help="starss: also extract every file's features into this cache folder"
+    )
     p.set_defaults(run=cmd_prepare)

@@ -53,7 +53,9 @@ def kfold(argv: Sequence[str], con) -> int:
     p.add_argument("--config", action="append", required=True, help="LightningCLI config YAML (repeatable)")
     p.add_argument("--folds", required=True, help="comma-separated fold numbers, e.g. 1,2,3,4,5")
     p.add_argument("--root", default=None, help="output folder (default: runs/kfold-<config name>)")
-    p.add_argument("--ckpt", choices=["best", "last"], default="best", help="checkpoint tested on the held-out fold")
+    p.add_argument(
+        "--ckpt", choices=["best", "last"], default="best", help="checkpoint tested on the held-out fold"
+    )
     args, rest = p.parse_known_args(argv[1:])
     try:
         folds = [int(f) for f in args.folds.split(",") if f.strip()]
@@ -78,13 +80,20 @@ def pretrained_families() -> str:
 def finetune(argv: Sequence[str], con) -> int:
     from sed.errors import UsageError
 
-    p = argparse.ArgumentParser(prog="sedkit finetune", add_help=False,
-                                description="fit from a pretrained source with a new head: sedkit finetune --from SRC "
-                                            "takes every option of sedkit fit (below) and sets "
-                                            "--model.init_args.pretrained=SRC")
-    p.add_argument("--from", dest="source", metavar="SRC",
-                   help="sed checkpoint, AST .pth, HF dir/hub id, short name or timm DeiT name, of a family with "
-                        f"pretrained weights ({pretrained_families()}); the config's model_name is of that family")
+    p = argparse.ArgumentParser(
+        prog="sedkit finetune",
+        add_help=False,
+        description="fit from a pretrained source with a new head: sedkit finetune --from SRC "
+        "takes every option of sedkit fit (below) and sets "
+        "--model.init_args.pretrained=SRC",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="SRC",
+        help="sed checkpoint, AST .pth, HF dir/hub id, short name or timm DeiT name, of a family with "
+        f"pretrained weights ({pretrained_families()}); the config's model_name is of that family",
+    )
     p.add_argument("-h", "--help", action="store_true", help="this help, then sedkit fit's")
     args, rest = p.parse_known_args(argv[1:])
     if args.help:
@@ -96,8 +105,14 @@ def finetune(argv: Sequence[str], con) -> int:
 
 
 #: verbs that parse their own arguments: ``sedkit VERB ARGV...`` calls ``RAW_VERBS[VERB](argv, console)``
-RAW_VERBS = {verb: training_verb(run) for verb, run in
-             {**dict.fromkeys(LIGHTNING_VERBS, lightning), "kfold": kfold, "finetune": finetune}.items()}
+RAW_VERBS = {
+    verb: training_verb(run)
+    for verb, run in {
+        **dict.fromkeys(LIGHTNING_VERBS, lightning),
+        "kfold": kfold,
+        "finetune": finetune,
+    }.items()
+}
 
 
 def cmd_plot(args: argparse.Namespace, con) -> int:
@@ -123,15 +138,27 @@ def cmd_demo(args: argparse.Namespace, con) -> int:
 
 def add_verbs(sub) -> None:
     for verb in LIGHTNING_VERBS:
-        sub.add_parser(verb, add_help=False, help=f"LightningCLI {verb}: sedkit {verb} --config YAML [--section.key value ...]")
-    sub.add_parser("kfold", add_help=False, help="k-fold cross-validation: sedkit kfold --config YAML --folds 1,2,3,4,5")
-    sub.add_parser("finetune", add_help=False, help="fit from a pretrained source: sedkit finetune --from SRC --config YAML")
+        sub.add_parser(
+            verb,
+            add_help=False,
+            help=f"LightningCLI {verb}: sedkit {verb} --config YAML [--section.key value ...]",
+        )
+    sub.add_parser(
+        "kfold", add_help=False, help="k-fold cross-validation: sedkit kfold --config YAML --folds 1,2,3,4,5"
+    )
+    sub.add_parser(
+        "finetune",
+        add_help=False,
+        help="fit from a pretrained source: sedkit finetune --from SRC --config YAML",
+    )
 
     p = sub.add_parser("plot", help="learning curves, diagnosis, confusion matrix of a run directory")
     p.add_argument("run_dir")
     p.set_defaults(run=cmd_plot)
 
-    p = sub.add_parser("demo", help="the whole road on synthetic data: synth, train, evaluate, plot, classify")
+    p = sub.add_parser(
+        "demo", help="the whole road on synthetic data: synth, train, evaluate, plot, classify"
+    )
     p.add_argument("--workdir", default="work/demo", help="folder of the corpus, runs and pictures")
     p.add_argument("--size", choices=["ci", "full"], default="full", help="ci: a smaller, faster run")
     p.set_defaults(run=cmd_demo)

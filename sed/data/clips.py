@@ -33,8 +33,17 @@ from torch.utils.data import Dataset
 from sed.audio.io import AudioInfo, info, load_audio, resample
 from sed.errors import AudioError, DatasetError, printable
 
-__all__ = ["ClipDataset", "ClipItem", "collate_clips", "crop_span", "fit_clip", "item_labels", "pad_clip",
-           "split_items", "validate_files"]
+__all__ = [
+    "ClipDataset",
+    "ClipItem",
+    "collate_clips",
+    "crop_span",
+    "fit_clip",
+    "item_labels",
+    "pad_clip",
+    "split_items",
+    "validate_files",
+]
 
 
 @dataclass(frozen=True)
@@ -63,9 +72,17 @@ class ClipDataset(Dataset):
 
     ``multi_label=None`` is inferred: True when any item carries a list of labels."""
 
-    def __init__(self, items: Sequence[ClipItem], label_names: Sequence[str], *, multi_label: bool | None = None,
-                 sample_rate: int = 16000, clip_seconds: float | None = None, train: bool = False,
-                 cache_audio: bool = False):
+    def __init__(
+        self,
+        items: Sequence[ClipItem],
+        label_names: Sequence[str],
+        *,
+        multi_label: bool | None = None,
+        sample_rate: int = 16000,
+        clip_seconds: float | None = None,
+        train: bool = False,
+        cache_audio: bool = False,
+    ):
         if clip_seconds is not None and clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be positive or None, got {clip_seconds}")
         self.label_names = list(label_names)
@@ -131,8 +148,11 @@ class ClipDataset(Dataset):
         a = 0 if it.start is None else min(round(it.start * self.sample_rate), total)
         b = total if it.end is None else min(round(it.end * self.sample_rate), total)
         if b <= a:
-            raise DatasetError(it.path, f"segment {it.start}-{it.end} s holds no audio (the file lasts "
-                                        f"{total / self.sample_rate:.3f} s)")
+            raise DatasetError(
+                it.path,
+                f"segment {it.start}-{it.end} s holds no audio (the file lasts "
+                f"{total / self.sample_rate:.3f} s)",
+            )
         return a, b
 
     def _load(self, path: str) -> torch.Tensor:
@@ -219,9 +239,15 @@ def collate_clips(batch: list[dict]) -> dict:
     longest = max(b["wave"].shape[-1] for b in batch)
     wave = torch.stack([F.pad(b["wave"], (0, longest - b["wave"].shape[-1])) for b in batch])
     labels = [b["label"] for b in batch]
-    label = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels, dtype=torch.long)
-    out = {"wave": wave, "lengths": torch.tensor([b["length"] for b in batch], dtype=torch.long),
-           "label": label, "path": [b["path"] for b in batch]}
+    label = (
+        torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels, dtype=torch.long)
+    )
+    out = {
+        "wave": wave,
+        "lengths": torch.tensor([b["length"] for b in batch], dtype=torch.long),
+        "label": label,
+        "path": [b["path"] for b in batch],
+    }
     if any("pad" in b for b in batch):  # evaluation padding of streamed shards (sed.data.shards.reader)
         out["pad"] = torch.tensor([bool(b.get("pad")) for b in batch])
     if any("error" in b for b in batch):  # failures of streamed shards (flagged pad): their shard and reason
@@ -250,15 +276,21 @@ def validate_files(items: Sequence[ClipItem], workers: int = 8) -> None:
     for it in items:
         meta = results[it.path]
         if isinstance(meta, AudioInfo) and it.start is not None and it.start >= meta.duration:
-            problems.append((it.path, f"segment starts at {it.start} s, after the end of the file "
-                                      f"({meta.duration:.3f} s)"))
+            problems.append(
+                (
+                    it.path,
+                    f"segment starts at {it.start} s, after the end of the file ({meta.duration:.3f} s)",
+                )
+            )
     if problems:
         bad = len({p for p, _ in problems})
         lines = "\n".join(f"{printable(str(p))}: {r}" for p, r in problems)
         raise DatasetError(None, f"{bad} of {len(paths)} audio file(s) cannot be used:\n{lines}")
 
 
-def split_items(items: Sequence[ClipItem], val_fraction: float, seed: int = 0) -> tuple[list[ClipItem], list[ClipItem]]:
+def split_items(
+    items: Sequence[ClipItem], val_fraction: float, seed: int = 0
+) -> tuple[list[ClipItem], list[ClipItem]]:
     """Deterministic stratified (train, val) split, both in the input order.
 
     Segments of one file stay on one side. Files are stratified by their rarest label

@@ -31,8 +31,17 @@ from sed.checkpoint import describe
 from sed.errors import CheckpointError, UsageError, one_line, short
 from sed.fileio import atomic_save
 
-__all__ = ["INPUT", "METADATA_KEY", "OUTPUTS", "check_inputs", "check_opset", "export_checkpoint", "export_onnx",
-           "onnx_description", "supported_opsets"]
+__all__ = [
+    "INPUT",
+    "METADATA_KEY",
+    "OUTPUTS",
+    "check_inputs",
+    "check_opset",
+    "export_checkpoint",
+    "export_onnx",
+    "onnx_description",
+    "supported_opsets",
+]
 
 DEFAULT_OPSET = 23  # ONNX's Attention op (opset 23): ONNX Runtime runs AST ~5-10 % faster than at 18
 #: the longest input the graph is declared for: one hour at the model's rate
@@ -55,8 +64,11 @@ def _check_exportable(model: nn.Module, source) -> None:
     from sed.models.base import is_clip_model  # as load_model below: sed.models is imported on first use
 
     if not is_clip_model(model):
-        raise CheckpointError(source, f"{type(model).__name__} is not a mono clip classifier with a waveform front end "
-                                      "(ONNX export takes the AST family and the CNN students)")
+        raise CheckpointError(
+            source,
+            f"{type(model).__name__} is not a mono clip classifier with a waveform front end "
+            "(ONNX export takes the AST family and the CNN students)",
+        )
 
 
 def onnx_description(model: nn.Module, precision: str = "fp32", **meta: Any) -> dict[str, Any]:
@@ -91,7 +103,9 @@ def check_opset(opset: int | None) -> int:
         return DEFAULT_OPSET
     low, high = supported_opsets()
     if type(opset) is not int or not low <= opset <= high:
-        raise UsageError(f"ONNX opset {short(opset)} is not supported: torch's exporter writes opsets {low} to {high}")
+        raise UsageError(
+            f"ONNX opset {short(opset)} is not supported: torch's exporter writes opsets {low} to {high}"
+        )
     return opset
 
 
@@ -113,16 +127,33 @@ def _exported_program(model: nn.Module, opset: int, dynamic_batch: bool):
     low, high = input_bounds(model)
     example = check_inputs(model, dynamic_batch)
     samples = torch.export.Dim("samples", min=low, max=high)
-    shapes = {INPUT: {0: torch.export.Dim("batch", min=1, max=65536), 1: samples} if dynamic_batch else {1: samples}}
+    shapes = {
+        INPUT: {0: torch.export.Dim("batch", min=1, max=65536), 1: samples} if dynamic_batch else {1: samples}
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
-        return torch.onnx.export(_Graph(model).eval(), (example,), None, dynamo=True, opset_version=opset,
-                                 input_names=[INPUT], output_names=list(OUTPUTS), dynamic_shapes=shapes,
-                                 verbose=False), example
+        return torch.onnx.export(
+            _Graph(model).eval(),
+            (example,),
+            None,
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_shapes=shapes,
+            verbose=False,
+        ), example
 
 
-def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int | None = None, dynamic_batch: bool = True,
-                source: str | os.PathLike | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def export_onnx(
+    model: nn.Module,
+    out: str | os.PathLike,
+    *,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    source: str | os.PathLike | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write ``model`` (a clip classifier from :func:`sed.models.load_model`) as ONNX to ``out``
     atomically (``opset`` None: :data:`DEFAULT_OPSET`; one torch's exporter cannot write is a
     :class:`UsageError`); returns ``{"path", "max_abs_diff", "max_abs_diffs", "description", "opset"}``,
@@ -144,16 +175,25 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int | None =
     if hasattr(model, "onnx_max_samples"):
         longest = min(model.onnx_max_samples, longest or model.onnx_max_samples)
     bounds = {"onnx_input_samples": list(input_bounds(model)), "max_samples": longest}
-    desc = onnx_description(model, **({"exported_from": os.fspath(source)} if source is not None else {}),
-                            **bounds, **(meta or {}))
+    desc = onnx_description(
+        model,
+        **({"exported_from": os.fspath(source)} if source is not None else {}),
+        **bounds,
+        **(meta or {}),
+    )
     del proto.metadata_props[:]
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(desc))
     onnx.checker.check_model(proto, full_check=True)
     out = Path(out)
     atomic_save(out, lambda tmp: onnx.save_model(proto, tmp))
     diff = max_logit_diff(out, model, example)
-    return {"path": out, "max_abs_diff": diff, "max_abs_diffs": {"fp32": diff}, "description": desc,
-            "opset": written_opset(proto)}
+    return {
+        "path": out,
+        "max_abs_diff": diff,
+        "max_abs_diffs": {"fp32": diff},
+        "description": desc,
+        "opset": written_opset(proto),
+    }
 
 
 def max_logit_diff(path: str | os.PathLike, model: nn.Module, wave: torch.Tensor) -> float:
@@ -167,8 +207,14 @@ def max_logit_diff(path: str | os.PathLike, model: nn.Module, wave: torch.Tensor
     return float(abs(got - ref).max())
 
 
-def export_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, precision: str = "fp32",
-                      opset: int | None = None, dynamic_batch: bool = True) -> dict[str, Any]:
+def export_checkpoint(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    precision: str = "fp32",
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+) -> dict[str, Any]:
     """``sedkit export``: any checkpoint :func:`sed.models.loading.load_model` reads, as an ONNX file
     (``precision="int8"``: the fp32 export, then ONNX Runtime's dynamic int8 quantisation of its
     linear layers). Returns :func:`export_onnx`'s report; for int8, ``max_abs_diff`` is the int8 graph's
@@ -187,8 +233,15 @@ def export_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, prec
     if precision == "fp32":
         return export_onnx(model, out, opset=opset, dynamic_batch=dynamic_batch, source=source)
     with tempfile.TemporaryDirectory() as tmp:
-        report = export_onnx(model, Path(tmp) / "fp32.onnx", opset=opset, dynamic_batch=dynamic_batch, source=source)
+        report = export_onnx(
+            model, Path(tmp) / "fp32.onnx", opset=opset, dynamic_batch=dynamic_batch, source=source
+        )
         path = quantize_onnx(report["path"], out)
     diff = max_logit_diff(path, model, check_inputs(model, dynamic_batch))
-    return {**report, "path": path, "max_abs_diff": diff, "max_abs_diffs": {**report["max_abs_diffs"], "int8": diff},
-            "opset": written_opset(onnx.load(str(path), load_external_data=False))}
+    return {
+        **report,
+        "path": path,
+        "max_abs_diff": diff,
+        "max_abs_diffs": {**report["max_abs_diffs"], "int8": diff},
+        "opset": written_opset(onnx.load(str(path), load_external_data=False)),
+    }

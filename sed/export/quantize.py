@@ -42,8 +42,14 @@ def quantize_torch(model: nn.Module) -> nn.Module:
 def _linear_nodes(model) -> list[str]:
     """MatMul/Gemm nodes that multiply by a weight initializer, except the front end's."""
     weights = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1
-            and n.input[1] in weights and "frontend" not in n.input[1]]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm")
+        and len(n.input) > 1
+        and n.input[1] in weights
+        and "frontend" not in n.input[1]
+    ]
 
 
 def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -61,8 +67,13 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike) -> Path:
                 warnings.simplefilter("ignore")
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
                 nodes = _linear_nodes(onnx.load(str(pre), load_external_data=False))
-                quantize_dynamic(str(pre), str(q), weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                                 op_types_to_quantize=["MatMul", "Gemm"])
+                quantize_dynamic(
+                    str(pre),
+                    str(q),
+                    weight_type=QuantType.QInt8,
+                    nodes_to_quantize=nodes,
+                    op_types_to_quantize=["MatMul", "Gemm"],
+                )
         except Exception as e:  # noqa: BLE001 - ONNX Runtime's tools raise their own errors
             raise CheckpointError(src, f"int8 quantisation failed: {one_line(e)}") from None
         proto = onnx.load(str(q))

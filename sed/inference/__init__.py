@@ -9,10 +9,25 @@
 
 import importlib
 
-__all__ = ["Classifier", "EnsembleClassifier", "FileResult", "Segment", "autocast", "combine", "resolve_device"]
+__all__ = [
+    "Classifier",
+    "EnsembleClassifier",
+    "FileResult",
+    "Segment",
+    "autocast",
+    "combine",
+    "resolve_device",
+]
 
-_LAZY = {"Classifier": "classifier", "FileResult": "classifier", "Segment": "classifier", "autocast": "device",
-         "resolve_device": "device", "EnsembleClassifier": "ensemble", "combine": "ensemble"}
+_LAZY = {
+    "Classifier": "classifier",
+    "FileResult": "classifier",
+    "Segment": "classifier",
+    "autocast": "device",
+    "resolve_device": "device",
+    "EnsembleClassifier": "ensemble",
+    "combine": "ensemble",
+}
 
 
 def __getattr__(name: str):

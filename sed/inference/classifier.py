@@ -50,7 +50,9 @@ class FileResult:
     scores: np.ndarray | None = None  # [C] clip scores (window mode: the aggregate)
     windows: list[tuple[float, float, np.ndarray]] = field(default_factory=list)
     error: str | None = None
-    cropped: float | None = None  # clip mode, an input longer than the model takes: the seconds of its centre scored
+    cropped: float | None = (
+        None  # clip mode, an input longer than the model takes: the seconds of its centre scored
+    )
 
 
 class Predictor:
@@ -84,7 +86,9 @@ class Predictor:
             else:
                 row["top_k"] = self.top_k(r.scores, top_k)
                 if r.windows:
-                    row["windows"] = [{"start": s, "end": e, "top_k": self.top_k(sc, top_k)} for s, e, sc in r.windows]
+                    row["windows"] = [
+                        {"start": s, "end": e, "top_k": self.top_k(sc, top_k)} for s, e, sc in r.windows
+                    ]
             out.append(row)
         return out
 
@@ -96,11 +100,15 @@ class Classifier(Predictor):
     >>> clf.predict(["a.wav", "b.wav"], top_k=3)                         # doctest: +SKIP
     """
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str = "auto", precision: str = "fp32"):
+    def __init__(
+        self, model: torch.nn.Module, meta: dict[str, Any], device: str = "auto", precision: str = "fp32"
+    ):
         onnx = isinstance(model, OnnxModel)
         if onnx and precision != "fp32":
-            raise ValueError(f"{model.path} is an ONNX file: its precision is fixed at export "
-                             "(sedkit export --precision int8 writes an int8 file)")
+            raise ValueError(
+                f"{model.path} is an ONNX file: its precision is fixed at export "
+                "(sedkit export --precision int8 writes an int8 file)"
+            )
         self.device = resolve_device("cpu" if onnx or precision == "int8" else device)
         if precision == "int8" and device not in ("auto", "cpu"):
             raise ValueError("--precision int8 runs on the CPU (dynamic int8 kernels); use --device cpu")
@@ -120,7 +128,9 @@ class Classifier(Predictor):
         self.min_samples = int(getattr(frontend, "win", None) or round(0.025 * self.sample_rate))
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, device: str = "auto", precision: str = "fp32", **overrides):
+    def from_pretrained(
+        cls, source: str | os.PathLike, device: str = "auto", precision: str = "fp32", **overrides
+    ):
         """Any checkpoint :func:`~sed.models.loading.load_model` reads, or an exported ``.onnx`` file
         (run by ONNX Runtime)."""
         if is_onnx(source):
@@ -134,8 +144,11 @@ class Classifier(Predictor):
         wave, name = self._load(src)
         n = wave.shape[-1]
         if n < self.min_samples:
-            raise AudioError(name, f"{n} samples at {self.sample_rate} Hz: shorter than one feature frame "
-                                   f"({self.min_samples} samples)")
+            raise AudioError(
+                name,
+                f"{n} samples at {self.sample_rate} Hz: shorter than one feature frame "
+                f"({self.min_samples} samples)",
+            )
         start, stop = crop_span(n, self.max_samples, train=False)  # the crop policy (module docstring)
         if stop - start < n:
             cropped[idx] = (stop - start) / self.sample_rate
@@ -145,15 +158,23 @@ class Classifier(Predictor):
         win, step = int(round(window * self.sample_rate)), int(round(hop * self.sample_rate))
         if win <= 0 or step <= 0:
             raise ValueError("--window and --hop must be positive")
-        blocks = iter([self._load(src)[0][None]]) if isinstance(src, tuple | torch.Tensor) else \
-            (b.mean(0, keepdim=True) for b in iter_blocks(src, max(step, 4096), sample_rate=self.sample_rate))
+        blocks = (
+            iter([self._load(src)[0][None]])
+            if isinstance(src, tuple | torch.Tensor)
+            else (
+                b.mean(0, keepdim=True)
+                for b in iter_blocks(src, max(step, 4096), sample_rate=self.sample_rate)
+            )
+        )
         buf, buf_start, start, total = torch.zeros(1, 0), 0, 0, 0
         for block in blocks:
             buf = torch.cat([buf, block], dim=1)
             total += block.shape[1]
             while start + win <= total:
                 seg = buf[0, start - buf_start : start - buf_start + win]
-                yield Segment(idx, start / self.sample_rate, (start + win) / self.sample_rate, seg.clone(), win)
+                yield Segment(
+                    idx, start / self.sample_rate, (start + win) / self.sample_rate, seg.clone(), win
+                )
                 start += step
                 buf, buf_start = buf[:, start - buf_start :], start
         if total == 0:
@@ -161,10 +182,15 @@ class Classifier(Predictor):
         if start == 0 or start + win - step < total:  # the tail (or a file shorter than one window)
             seg = buf[0, start - buf_start : total - buf_start]
             if start == 0 and seg.numel() < self.min_samples:
-                raise AudioError(_name(src), f"{seg.numel()} samples at {self.sample_rate} Hz: shorter than one "
-                                             f"feature frame ({self.min_samples} samples)")
+                raise AudioError(
+                    _name(src),
+                    f"{seg.numel()} samples at {self.sample_rate} Hz: shorter than one "
+                    f"feature frame ({self.min_samples} samples)",
+                )
             if seg.numel() >= self.min_samples:  # a tail too short for one frame holds nothing to score
-                yield Segment(idx, start / self.sample_rate, total / self.sample_rate, seg.clone(), seg.numel())
+                yield Segment(
+                    idx, start / self.sample_rate, total / self.sample_rate, seg.clone(), seg.numel()
+                )
 
     def _load(self, src: Source) -> tuple[torch.Tensor, str]:
         if isinstance(src, tuple | torch.Tensor):
@@ -182,13 +208,16 @@ class Classifier(Predictor):
             out = fn(wave.to(self.device), lengths.to(self.device))
         return out.float().cpu()
 
-    def classify_batch(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
-                       multi_label: bool | None = None) -> torch.Tensor:
+    def classify_batch(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None, multi_label: bool | None = None
+    ) -> torch.Tensor:
         """Scores ``[B, C]`` (float32, CPU) of a batch of mono waveforms ``[B, T]`` at :attr:`sample_rate`, of which
         ``lengths[b]`` samples are valid (default: all): softmax, or sigmoid when multi-label."""
         return self._infer(lambda w, n: self._scores(self.model(w, lengths=n), multi_label), wave, lengths)
 
-    def _run(self, segments: Iterable[Segment], batch_size: int, fn: Callable) -> Iterator[tuple[Segment, np.ndarray]]:
+    def _run(
+        self, segments: Iterable[Segment], batch_size: int, fn: Callable
+    ) -> Iterator[tuple[Segment, np.ndarray]]:
         pending: list[Segment] = []
 
         def flush():
@@ -208,8 +237,9 @@ class Classifier(Predictor):
         if pending:
             yield from flush()
 
-    def _segments(self, sources: Sequence[Source], window, hop, results: list[FileResult], cropped
-                  ) -> Iterator[Segment]:
+    def _segments(
+        self, sources: Sequence[Source], window, hop, results: list[FileResult], cropped
+    ) -> Iterator[Segment]:
         for idx, src in enumerate(sources):
             try:
                 if window:
@@ -224,9 +254,16 @@ class Classifier(Predictor):
         logits = logits.float()  # bf16/fp16 logits: scores in float32, not rounded to 8 bits
         return torch.sigmoid(logits) if ml else torch.softmax(logits, dim=-1)
 
-    def score(self, sources: Sequence[Source], window: float | None = None, hop: float | None = None,
-              aggregate: str = "mean", batch_size: int = 8, multi_label: bool | None = None,
-              progress: Callable[[Iterable], Iterable] | None = None) -> list[FileResult]:
+    def score(
+        self,
+        sources: Sequence[Source],
+        window: float | None = None,
+        hop: float | None = None,
+        aggregate: str = "mean",
+        batch_size: int = 8,
+        multi_label: bool | None = None,
+        progress: Callable[[Iterable], Iterable] | None = None,
+    ) -> list[FileResult]:
         """Scores per input (and per window in window mode). Failed inputs carry ``error``."""
         if aggregate not in ("mean", "max"):
             raise ValueError("aggregate must be 'mean' or 'max'")
@@ -234,7 +271,9 @@ class Classifier(Predictor):
         cropped: dict[int, float] = {}
         segs = self._segments(sources, window, hop, results, cropped)
 
-        stream = self._run(segs, batch_size, lambda batch, lengths: self.classify_batch(batch, lengths, multi_label))
+        stream = self._run(
+            segs, batch_size, lambda batch, lengths: self.classify_batch(batch, lengths, multi_label)
+        )
         if progress is not None:
             stream = progress(stream)
         for seg, sc in stream:
@@ -252,9 +291,14 @@ class Classifier(Predictor):
                 r.scores = stack.mean(0) if aggregate == "mean" else stack.max(0)
         return results
 
-    def embed(self, sources: Sequence[Source], batch_size: int = 8, window: float | None = None,
-              hop: float | None = None, progress: Callable[[Iterable], Iterable] | None = None
-              ) -> tuple[np.ndarray, list[FileResult]]:
+    def embed(
+        self,
+        sources: Sequence[Source],
+        batch_size: int = 8,
+        window: float | None = None,
+        hop: float | None = None,
+        progress: Callable[[Iterable], Iterable] | None = None,
+    ) -> tuple[np.ndarray, list[FileResult]]:
         """Pooled embeddings ``[N_ok, D]`` of the inputs that loaded, and a result per input.
 
         With ``window`` (seconds; ``hop`` defaults to it) an input's embedding is the mean of the
@@ -289,8 +333,11 @@ def crop_notes(cropped: Iterable[float | None], hint: str = "") -> list[str]:
     crop length, "N files longer than the model's clip were scored on their centre S s" (+ `` (hint)``)."""
     counts = Counter(c for c in cropped if c)
     tail = f" ({hint})" if hint else ""
-    return [f"{n} file{'s' if n > 1 else ''} longer than the model's clip {'were' if n > 1 else 'was'} scored on "
-            f"{'their' if n > 1 else 'its'} centre {seconds:.2f} s{tail}" for seconds, n in sorted(counts.items())]
+    return [
+        f"{n} file{'s' if n > 1 else ''} longer than the model's clip {'were' if n > 1 else 'was'} scored on "
+        f"{'their' if n > 1 else 'its'} centre {seconds:.2f} s{tail}"
+        for seconds, n in sorted(counts.items())
+    ]
 
 
 def _name(src: Source) -> str:

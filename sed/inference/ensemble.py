@@ -52,8 +52,17 @@ from sed.audio.io import resample
 from sed.errors import one_line
 from sed.inference.classifier import Classifier, FileResult, Predictor, Source
 
-__all__ = ["METHODS", "EnsembleClassifier", "check_members", "combine", "ensemble_options", "evaluate_members",
-           "read_weights_file", "vote_counts", "weights_from_metrics"]
+__all__ = [
+    "METHODS",
+    "EnsembleClassifier",
+    "check_members",
+    "combine",
+    "ensemble_options",
+    "evaluate_members",
+    "read_weights_file",
+    "vote_counts",
+    "weights_from_metrics",
+]
 
 METHODS = ("vote", "average", "weighted", "rank")
 _WEIGHT_METHODS = ("rank", "proportional")
@@ -226,19 +235,25 @@ def _stack(scores) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- members of a classify run
-def check_members(labels_list: Sequence[Sequence[str]], multi: Sequence[bool], names: Sequence[str], least: int = 2) -> None:
+def check_members(
+    labels_list: Sequence[Sequence[str]], multi: Sequence[bool], names: Sequence[str], least: int = 2
+) -> None:
     """Members that can be combined: at least ``least`` of them, with the same labels, all single- or all multi-label."""
     if len(labels_list) < least:
         raise ValueError(f"an ensemble needs at least {'two checkpoints' if least == 2 else 'one member'}")
     for name, labels, ml in zip(names[1:], labels_list[1:], multi[1:]):
         if list(labels) != list(labels_list[0]):
-            raise ValueError(f"{name}: labels {list(labels)} differ from {names[0]}'s {list(labels_list[0])}; "
-                             "ensemble members must share their labels")
+            raise ValueError(
+                f"{name}: labels {list(labels)} differ from {names[0]}'s {list(labels_list[0])}; "
+                "ensemble members must share their labels"
+            )
         if ml != multi[0]:
             raise ValueError(f"{name}: {'multi' if ml else 'single'}-label scores, {names[0]} is not")
 
 
-def ensemble_options(method: str, weights: str | Sequence[float] | None, checkpoints: Sequence[str]) -> dict[str, Any]:
+def ensemble_options(
+    method: str, weights: str | Sequence[float] | None, checkpoints: Sequence[str]
+) -> dict[str, Any]:
     """``weights=``/``metrics=`` for :func:`combine` from a ``--weights`` value, one per ``checkpoints``.
 
     ``weights`` is a list of numbers or a comma list (``"0.3,0.7"``), in the order of ``checkpoints``,
@@ -255,19 +270,25 @@ def ensemble_options(method: str, weights: str | Sequence[float] | None, checkpo
         if method == "weighted":
             raise ValueError("--ensemble weighted needs --weights (numbers or an ensemble-eval weights file)")
         if method == "rank":
-            raise ValueError("--ensemble rank needs --weights (the members' validation metrics or an "
-                             "ensemble-eval weights file)")
+            raise ValueError(
+                "--ensemble rank needs --weights (the members' validation metrics or an "
+                "ensemble-eval weights file)"
+            )
         return {}
     if method in ("vote", "average"):
         raise ValueError(f"--ensemble {method} takes no --weights")
     values: list[float]
     if isinstance(weights, str) and Path(weights).is_file():
-        values = _weights_by_checkpoint(weights, "weighted" if method == "weighted" else "metrics", checkpoints)
+        values = _weights_by_checkpoint(
+            weights, "weighted" if method == "weighted" else "metrics", checkpoints
+        )
     elif isinstance(weights, str):
         try:
             values = [float(x) for x in weights.replace(" ", "").split(",") if x]
         except ValueError:
-            raise ValueError(f"--weights {weights!r}: not a file nor a comma-separated list of numbers") from None
+            raise ValueError(
+                f"--weights {weights!r}: not a file nor a comma-separated list of numbers"
+            ) from None
     else:
         values = [float(x) for x in weights]
     if len(values) != len(checkpoints):
@@ -285,21 +306,30 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, list]:
     with open(path, "rb") as f:
         raw = f.read(WEIGHTS_FILE_BYTES + 1)
     if len(raw) > WEIGHTS_FILE_BYTES:
-        raise ValueError(f"{path}: larger than {WEIGHTS_FILE_BYTES >> 20} MiB: not a weights file of sedkit ensemble-eval")
+        raise ValueError(
+            f"{path}: larger than {WEIGHTS_FILE_BYTES >> 20} MiB: not a weights file of sedkit ensemble-eval"
+        )
     try:
         data = json.loads(raw)
     except ValueError as e:
         raise ValueError(f"{path}: not JSON ({one_line(e)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("weights", {}), dict):
-        raise ValueError(f"{path}: not a weights file of sedkit ensemble-eval (a JSON object with checkpoints, "
-                         "weights and member_metrics)")
+        raise ValueError(
+            f"{path}: not a weights file of sedkit ensemble-eval (a JSON object with checkpoints, "
+            "weights and member_metrics)"
+        )
     names = data.get("checkpoints")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{path}: names no checkpoints (write it again with sedkit ensemble-eval --out)")
     out: dict[str, list] = {"checkpoints": names}
-    for key, value in (("weighted", data["weights"].get("weighted")), ("metrics", data.get("member_metrics"))):
+    for key, value in (
+        ("weighted", data["weights"].get("weighted")),
+        ("metrics", data.get("member_metrics")),
+    ):
         what = "weighted weights" if key == "weighted" else "member metrics"
-        if not isinstance(value, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
             raise ValueError(f"{path}: its {what} are not numbers")
         if len(value) != len(names):
             raise ValueError(f"{path}: {len(value)} {what} for {len(names)} checkpoints")
@@ -319,7 +349,9 @@ def _weights_by_checkpoint(path: str, key: str, checkpoints: Sequence[str]) -> l
         del left[i]
         values.append(data[key][i])
     if left:
-        raise ValueError(f"{path}: weighs {next(iter(left.values()))}, which is not a --checkpoint of this run")
+        raise ValueError(
+            f"{path}: weighs {next(iter(left.values()))}, which is not a --checkpoint of this run"
+        )
     return values
 
 
@@ -343,42 +375,65 @@ class EnsembleClassifier(Predictor):
     >>> ens.predict(["a.wav"], top_k=3)                                                        # doctest: +SKIP
     """
 
-    def __init__(self, members: Sequence[Classifier], method: str = "average", weights: Sequence[float] | None = None,
-                 metrics: Sequence[float] | None = None, threshold: float = 0.5):
+    def __init__(
+        self,
+        members: Sequence[Classifier],
+        method: str = "average",
+        weights: Sequence[float] | None = None,
+        metrics: Sequence[float] | None = None,
+        threshold: float = 0.5,
+    ):
         self.members = list(members)
         names = [str(c.meta.get("source") or f"member {i}") for i, c in enumerate(self.members)]
         check_members([c.labels for c in self.members], [c.multi_label for c in self.members], names, least=1)
         head = self.members[0]
         self.labels, self.multi_label, self.sample_rate = head.labels, head.multi_label, head.sample_rate
         self.method, self.weights, self.metrics, self.threshold = method, weights, metrics, threshold
-        self.combine([np.zeros((1, max(1, len(self.labels))))] * len(self.members))  # a bad method or weights: now
+        self.combine(
+            [np.zeros((1, max(1, len(self.labels))))] * len(self.members)
+        )  # a bad method or weights: now
 
     def combine(self, mats: Sequence, multi_label: bool | None = None) -> np.ndarray:
         """The members' ``[N, C]`` scores as one ``[N, C]`` matrix by this ensemble's method."""
         ml = self.multi_label if multi_label is None else bool(multi_label)
-        return combine(mats, self.method, weights=self.weights, metrics=self.metrics, multi_label=ml,
-                       threshold=self.threshold)
+        return combine(
+            mats,
+            self.method,
+            weights=self.weights,
+            metrics=self.metrics,
+            multi_label=ml,
+            threshold=self.threshold,
+        )
 
-    def classify_batch(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
-                       multi_label: bool | None = None) -> torch.Tensor:
+    def classify_batch(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None, multi_label: bool | None = None
+    ) -> torch.Tensor:
         """Combined scores ``[B, C]`` of waveforms ``[B, T]`` at :attr:`sample_rate` (resampled to each member's)."""
         if lengths is None:
             lengths = torch.full((wave.shape[0],), wave.shape[-1])
         mats = []
         for m in self.members:
             w = resample(wave, self.sample_rate, m.sample_rate)
-            n = (lengths * m.sample_rate + self.sample_rate - 1) // self.sample_rate  # ceil, as resample's length
+            n = (
+                lengths * m.sample_rate + self.sample_rate - 1
+            ) // self.sample_rate  # ceil, as resample's length
             mats.append(m.classify_batch(w, n.clamp(max=w.shape[-1]), multi_label).numpy())
         return torch.from_numpy(self.combine(mats, multi_label))
 
-    def score(self, sources: Sequence[Source], multi_label: bool | None = None, **kwargs: Any) -> list[FileResult]:
+    def score(
+        self, sources: Sequence[Source], multi_label: bool | None = None, **kwargs: Any
+    ) -> list[FileResult]:
         """:meth:`Classifier.score`'s results of the combined scores (clip, and each window in window mode);
         an input that fails for any member carries that member's ``error``."""
-        per_member = [m.score([self._at_rate(s, m.sample_rate) for s in sources], multi_label=multi_label, **kwargs)
-                      for m in self.members]
+        per_member = [
+            m.score([self._at_rate(s, m.sample_rate) for s in sources], multi_label=multi_label, **kwargs)
+            for m in self.members
+        ]
         out = []
         for results in zip(*per_member):
-            res = FileResult(results[0].name, cropped=max((r.cropped for r in results if r.cropped), default=None))
+            res = FileResult(
+                results[0].name, cropped=max((r.cropped for r in results if r.cropped), default=None)
+            )
             res.error = next((r.error for r in results if r.error), None)
             if res.error is None and any(r.scores is None for r in results):
                 res.error = f"{res.name}: no audio to score"

@@ -59,12 +59,20 @@ class EnrollReport:
     open_set: float | None = None
     embed_dim: int = 0
 
-    def summary(self, support: str | os.PathLike | None = None, shots: int | None = None,
-                seed: int | None = None) -> dict[str, Any]:
+    def summary(
+        self, support: str | os.PathLike | None = None, shots: int | None = None, seed: int | None = None
+    ) -> dict[str, Any]:
         """JSON metadata for the checkpoint's description (key ``fewshot``)."""
-        return {"support": None if support is None else os.fspath(support), "shots": shots, "seed": seed,
-                "files_per_class": {c: len(f) for c, f in self.files.items()}, "kept_classes": list(self.kept),
-                "metric": self.metric, "open_set": self.open_set, "skipped": len(self.skipped)}
+        return {
+            "support": None if support is None else os.fspath(support),
+            "shots": shots,
+            "seed": seed,
+            "files_per_class": {c: len(f) for c, f in self.files.items()},
+            "kept_classes": list(self.kept),
+            "metric": self.metric,
+            "open_set": self.open_set,
+            "skipped": len(self.skipped),
+        }
 
 
 # ---------------------------------------------------------------------------------- the support set
@@ -83,9 +91,13 @@ def support_items(support: str | os.PathLike) -> tuple[list[ClipItem], list[str]
     if root.is_file():
         items, names, multi = manifest_items(root)
         if multi:
-            raise DatasetError(root, "a support manifest gives exactly one label per file (this one is multi-label)")
+            raise DatasetError(
+                root, "a support manifest gives exactly one label per file (this one is multi-label)"
+            )
         return items, names
-    raise DatasetError(root, "support set not found (a folder with one sub-folder per class, or a .csv/.jsonl manifest)")
+    raise DatasetError(
+        root, "support set not found (a folder with one sub-folder per class, or a .csv/.jsonl manifest)"
+    )
 
 
 def item_name(item: ClipItem) -> str:
@@ -104,8 +116,12 @@ def _source(item: ClipItem, sample_rate: int):
     return item_name(item), ds[0]["wave"]
 
 
-def embed_items(clf: Classifier, items: Sequence[ClipItem], batch_size: int = 8,
-                progress: Callable[[Iterable], Iterable] | None = None) -> tuple[list[np.ndarray | None], list[str]]:
+def embed_items(
+    clf: Classifier,
+    items: Sequence[ClipItem],
+    batch_size: int = 8,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> tuple[list[np.ndarray | None], list[str]]:
     """(an embedding or None per item, "name: reason" per item that failed). A file longer than the
     backbone's clip is embedded as the mean of its clip-length windows (weighted by valid samples)."""
     window = clf.clip_samples / clf.sample_rate if clf.clip_samples else None
@@ -141,8 +157,10 @@ def load_backbone(source: str | os.PathLike | nn.Module) -> nn.Module:
         model = source
     else:
         if is_onnx(source):
-            raise ValueError(f"{source}: an exported .onnx file cannot be a backbone (the prototype checkpoint "
-                             "carries PyTorch weights); use the checkpoint it was exported from")
+            raise ValueError(
+                f"{source}: an exported .onnx file cannot be a backbone (the prototype checkpoint "
+                "carries PyTorch weights); use the checkpoint it was exported from"
+            )
         model, _ = load_model(source, kind="clip")
     if isinstance(model, PrototypeClassifier):
         model = model.backbone
@@ -154,14 +172,24 @@ def load_backbone(source: str | os.PathLike | nn.Module) -> nn.Module:
 def _prototype(source) -> PrototypeClassifier:
     model = source if isinstance(source, nn.Module) else load_model(source)[0]
     if not isinstance(model, PrototypeClassifier):
-        raise ValueError(f"{source if not isinstance(source, nn.Module) else type(model).__name__} is not a prototype "
-                         "checkpoint (written by sedkit enroll); only those take more classes")
+        raise ValueError(
+            f"{source if not isinstance(source, nn.Module) else type(model).__name__} is not a prototype "
+            "checkpoint (written by sedkit enroll); only those take more classes"
+        )
     return model
 
 
 # ---------------------------------------------------------------------------------- enrolment
-def _choose(items: list[ClipItem], labels: list[str], shots: int | None, seed: int, clf: Classifier,
-            batch_size: int, progress, on_error) -> tuple[dict[int, list[int]], dict[int, list[np.ndarray]], list[str]]:
+def _choose(
+    items: list[ClipItem],
+    labels: list[str],
+    shots: int | None,
+    seed: int,
+    clf: Classifier,
+    batch_size: int,
+    progress,
+    on_error,
+) -> tuple[dict[int, list[int]], dict[int, list[np.ndarray]], list[str]]:
     """Embed each class's files (in a seeded random order with ``shots``, until N of them are usable)."""
     by_class: dict[int, list[int]] = {k: [] for k in range(len(labels))}
     for i, it in enumerate(items):
@@ -194,11 +222,20 @@ def _choose(items: list[ClipItem], labels: list[str], shots: int | None, seed: i
             return used, embs, skipped
 
 
-def enroll(support: str | os.PathLike, backbone_source: str | os.PathLike | nn.Module | None = None,
-           metric: str | None = None, shots: int | None = None, open_set: float | None = None,
-           add_to: str | os.PathLike | nn.Module | None = None, seed: int = 0, scale: float | None = None,
-           batch_size: int = 8, device: str = "auto", progress: Callable[[Iterable], Iterable] | None = None,
-           on_error: Callable[[str], None] | None = None) -> tuple[PrototypeClassifier, EnrollReport]:
+def enroll(
+    support: str | os.PathLike,
+    backbone_source: str | os.PathLike | nn.Module | None = None,
+    metric: str | None = None,
+    shots: int | None = None,
+    open_set: float | None = None,
+    add_to: str | os.PathLike | nn.Module | None = None,
+    seed: int = 0,
+    scale: float | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: Callable[[Iterable], Iterable] | None = None,
+    on_error: Callable[[str], None] | None = None,
+) -> tuple[PrototypeClassifier, EnrollReport]:
     """Enrol the classes of ``support`` (see the module docstring) on the embedding of
     ``backbone_source`` (any source :func:`load_model` reads, or a model), or append them to the
     prototype checkpoint ``add_to``. ``metric`` is ``cosine`` (default) or ``euclidean``; ``open_set``
@@ -216,7 +253,9 @@ def enroll(support: str | os.PathLike, backbone_source: str | os.PathLike | nn.M
         if metric not in (None, old.metric):
             raise ValueError(f"{add_to} compares by {old.metric}; its new classes cannot use {metric}")
         if scale not in (None, old.head.scale):
-            raise ValueError(f"{add_to} has cosine scale {old.head.scale}; its new classes cannot use {scale}")
+            raise ValueError(
+                f"{add_to} has cosine scale {old.head.scale}; its new classes cannot use {scale}"
+            )
         metric, scale = old.metric, old.head.scale
         open_set = old.open_set if open_set is None else open_set
     backbone = load_backbone(old.backbone if old is not None else backbone_source)
@@ -225,25 +264,47 @@ def enroll(support: str | os.PathLike, backbone_source: str | os.PathLike | nn.M
     kept = list(old.class_names or []) if old is not None else []
     taken = [c for c in labels if c in kept]
     if taken:
-        raise DatasetError(support, f"class(es) already enrolled in {add_to}: {', '.join(map(short, taken))} "
-                                    "(enrol them under other names)")
-    clf = Classifier(backbone, {"sample_rate": backbone.sample_rate, "clip_samples": backbone.clip_samples},
-                     device=device)
+        raise DatasetError(
+            support,
+            f"class(es) already enrolled in {add_to}: {', '.join(map(short, taken))} "
+            "(enrol them under other names)",
+        )
+    clf = Classifier(
+        backbone, {"sample_rate": backbone.sample_rate, "clip_samples": backbone.clip_samples}, device=device
+    )
     used, embs, skipped = _choose(items, labels, shots, seed, clf, batch_size, progress, on_error)
     need = shots or 1
-    short_classes = [f"{short(labels[k])} ({len(used[k])} usable of {sum(int(it.label) == k for it in items)} files)"
-                     for k in range(len(labels)) if len(used[k]) < need]
+    short_classes = [
+        f"{short(labels[k])} ({len(used[k])} usable of {sum(int(it.label) == k for it in items)} files)"
+        for k in range(len(labels))
+        if len(used[k]) < need
+    ]
     if short_classes:
-        raise DatasetError(support, f"{len(short_classes)} class(es) have fewer than {need} usable file(s): "
-                                    + ", ".join(short_classes))
-    new = torch.from_numpy(np.stack([np.mean(np.stack(embs[k]).astype(np.float64), axis=0)
-                                     for k in range(len(labels))]).astype(np.float32))
+        raise DatasetError(
+            support,
+            f"{len(short_classes)} class(es) have fewer than {need} usable file(s): "
+            + ", ".join(short_classes),
+        )
+    new = torch.from_numpy(
+        np.stack([np.mean(np.stack(embs[k]).astype(np.float64), axis=0) for k in range(len(labels))]).astype(
+            np.float32
+        )
+    )
     backbone.cpu()
     prototypes = new if old is None else torch.cat([old.prototypes.detach().cpu(), new])
     unknown = old._kwargs["unknown_label"] if old is not None else "unknown"
     if open_set is not None and unknown in labels:
-        raise DatasetError(support, f"{short(unknown)} is the open-set answer; it cannot be an enrolled class")
-    model = build_prototype_classifier(backbone, prototypes, kept + labels, metric=metric, scale=scale,
-                                       open_set=open_set, unknown_label=unknown)
+        raise DatasetError(
+            support, f"{short(unknown)} is the open-set answer; it cannot be an enrolled class"
+        )
+    model = build_prototype_classifier(
+        backbone,
+        prototypes,
+        kept + labels,
+        metric=metric,
+        scale=scale,
+        open_set=open_set,
+        unknown_label=unknown,
+    )
     files = {labels[k]: [item_name(items[i]) for i in used[k]] for k in range(len(labels))}
     return model, EnrollReport(labels, files, skipped, kept, metric, open_set, model.embed_dim)

@@ -76,9 +76,10 @@ class OnnxModel:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
             # the names, shapes and metadata decoded once (a name or value that is not UTF-8 fails here)
-            self._inputs, self._graph_outputs = ([SimpleNamespace(name=n.name, type=n.type, shape=list(n.shape))
-                                                  for n in nodes]
-                                                 for nodes in (self.session.get_inputs(), self.session.get_outputs()))
+            self._inputs, self._graph_outputs = (
+                [SimpleNamespace(name=n.name, type=n.type, shape=list(n.shape)) for n in nodes]
+                for nodes in (self.session.get_inputs(), self.session.get_outputs())
+            )
             self._props = self.session.get_modelmeta().custom_metadata_map
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own error types
             raise CheckpointError(self.path, f"not a readable ONNX model ({one_line(e)})") from None
@@ -101,7 +102,9 @@ class OnnxModel:
     def _description(self) -> dict[str, Any]:
         props = self._props
         if METADATA_KEY not in props:
-            raise CheckpointError(self.path, "an ONNX model without sed metadata (export it with sedkit export)")
+            raise CheckpointError(
+                self.path, "an ONNX model without sed metadata (export it with sedkit export)"
+            )
         try:
             desc = json.loads(props[METADATA_KEY])
         except (ValueError, RecursionError) as e:
@@ -111,16 +114,23 @@ class OnnxModel:
     def _check_graph(self) -> None:
         inputs = self._inputs
         if [i.name for i in inputs] != [INPUT]:
-            raise CheckpointError(self.path, f"graph inputs {short([i.name for i in inputs])} are not [{INPUT!r}] "
-                                             "(not a sed export)")
+            raise CheckpointError(
+                self.path,
+                f"graph inputs {short([i.name for i in inputs])} are not [{INPUT!r}] (not a sed export)",
+            )
         outputs = {o.name: o for o in self._graph_outputs}
         if LOGITS not in outputs:
-            raise CheckpointError(self.path, f"graph outputs {short(sorted(outputs))} lack {LOGITS!r} (not a sed export)")
+            raise CheckpointError(
+                self.path, f"graph outputs {short(sorted(outputs))} lack {LOGITS!r} (not a sed export)"
+            )
         labels = self.meta.get("labels") or []
         width = _fixed(outputs[LOGITS].shape[-1]) if outputs[LOGITS].shape else None
         if width is None or (labels and width != len(labels)):
-            raise CheckpointError(self.path, f"the graph's logits have {width} classes but its metadata names "
-                                             f"{len(labels)} labels (another model's graph?)")
+            raise CheckpointError(
+                self.path,
+                f"the graph's logits have {width} classes but its metadata names "
+                f"{len(labels)} labels (another model's graph?)",
+            )
         self.batch = self._check_input(inputs[0])
         self._outputs = {name: self._check_output(o) for name, o in outputs.items() if name in ONNX_OUTPUTS}
 
@@ -128,41 +138,58 @@ class OnnxModel:
         """The fixed batch of the ``waveform`` input (None: dynamic), after checking it is a float
         ``[batch, samples]`` whose fixed sizes are possible; a fixed sample count becomes the input bounds."""
         if node.type != FLOAT_INPUT:
-            raise CheckpointError(self.path, f"the graph's {INPUT!r} is {printable(node.type)}, not float "
-                                             "(not a sed export)")
+            raise CheckpointError(
+                self.path, f"the graph's {INPUT!r} is {printable(node.type)}, not float (not a sed export)"
+            )
         if len(node.shape) != 2:
-            raise CheckpointError(self.path, f"the graph's {INPUT!r} has {len(node.shape)} dimensions, "
-                                             "not 2 ([batch, samples])")
+            raise CheckpointError(
+                self.path, f"the graph's {INPUT!r} has {len(node.shape)} dimensions, not 2 ([batch, samples])"
+            )
         batch, samples = (_fixed(d) for d in node.shape)
         if batch is not None and not 1 <= batch <= MAX_FIXED_BATCH:
-            raise CheckpointError(self.path, f"the graph's {INPUT!r} has a fixed batch of {batch} "
-                                             f"(possible: 1 to {MAX_FIXED_BATCH})")
+            raise CheckpointError(
+                self.path,
+                f"the graph's {INPUT!r} has a fixed batch of {batch} (possible: 1 to {MAX_FIXED_BATCH})",
+            )
         if samples is not None:
             low, high = self.input_samples
             high = high if high is not None else MAX_SECONDS * self.sample_rate
             if not low <= samples <= high:
-                raise CheckpointError(self.path, f"the graph's {INPUT!r} takes {samples} samples, outside the "
-                                                 f"{low} to {high} its metadata describes")
+                raise CheckpointError(
+                    self.path,
+                    f"the graph's {INPUT!r} takes {samples} samples, outside the "
+                    f"{low} to {high} its metadata describes",
+                )
             self.input_samples = (samples, samples)
             self.max_samples = min(self.max_samples or samples, samples)
         padded = (batch or 1) * self.input_samples[0] * 4
         if padded > MAX_CALL_BYTES:
-            raise CheckpointError(self.path, f"the graph's fixed input sizes take {padded >> 20} MiB per call "
-                                             f"(at most {MAX_CALL_BYTES >> 20} MiB)")
+            raise CheckpointError(
+                self.path,
+                f"the graph's fixed input sizes take {padded >> 20} MiB per call "
+                f"(at most {MAX_CALL_BYTES >> 20} MiB)",
+            )
         return batch
 
     def _check_output(self, node) -> int | None:
         """The fixed width of an output, after checking it is a float ``[batch, width]`` of the input's batch."""
         if node.type not in FLOAT_OUTPUTS:
-            raise CheckpointError(self.path, f"the graph's {node.name!r} are {printable(node.type)}, not float "
-                                             "(not a sed export)")
+            raise CheckpointError(
+                self.path,
+                f"the graph's {node.name!r} are {printable(node.type)}, not float (not a sed export)",
+            )
         if len(node.shape) != 2:
-            raise CheckpointError(self.path, f"the graph's {node.name!r} have {len(node.shape)} dimensions, not 2 "
-                                             "([batch, width])")
+            raise CheckpointError(
+                self.path,
+                f"the graph's {node.name!r} have {len(node.shape)} dimensions, not 2 ([batch, width])",
+            )
         batch, width = (_fixed(d) for d in node.shape)
         if batch is not None and batch != self.batch:
-            raise CheckpointError(self.path, f"the graph's {node.name!r} have a batch of {batch}, its input "
-                                             f"{'a dynamic one' if self.batch is None else self.batch}")
+            raise CheckpointError(
+                self.path,
+                f"the graph's {node.name!r} have a batch of {batch}, its input "
+                f"{'a dynamic one' if self.batch is None else self.batch}",
+            )
         if width is not None and width < 1:
             raise CheckpointError(self.path, f"the graph's {node.name!r} have width {width}")
         return width
@@ -173,7 +200,9 @@ class OnnxModel:
             return 1, None
         ok = isinstance(bounds, list) and len(bounds) == 2 and all(type(b) is int for b in bounds)
         if not ok or not 1 <= bounds[0] <= bounds[1]:
-            raise CheckpointError(self.path, f"onnx_input_samples {short(bounds)} is not [shortest, longest] samples")
+            raise CheckpointError(
+                self.path, f"onnx_input_samples {short(bounds)} is not [shortest, longest] samples"
+            )
         return bounds[0], bounds[1]
 
     # ------------------------------------------------------------------ the model interface
@@ -186,8 +215,11 @@ class OnnxModel:
         low, high = self.input_samples
         for length, rows in length_groups(lengths, x.shape[0], x.shape[-1]):
             if high is not None and length > high:
-                raise CheckpointError(self.path, f"the graph takes at most {high} samples ({high / self.sample_rate:.2f} s) "
-                                                 f"in one piece, got {length}; use shorter windows (--window)")
+                raise CheckpointError(
+                    self.path,
+                    f"the graph takes at most {high} samples ({high / self.sample_rate:.2f} s) "
+                    f"in one piece, got {length}; use shorter windows (--window)",
+                )
             part = x[rows, :length]
             if length < low:
                 part = torch.nn.functional.pad(part, (0, low - length))
@@ -207,11 +239,15 @@ class OnnxModel:
             try:
                 got = self.session.run([output], {INPUT: np.ascontiguousarray(chunk)})[0]
             except Exception as e:  # noqa: BLE001 - a graph that loads but cannot run what it declares it takes
-                raise CheckpointError(self.path, f"ONNX Runtime cannot run the graph on {list(chunk.shape)} "
-                                                 f"({one_line(e)})") from None
+                raise CheckpointError(
+                    self.path, f"ONNX Runtime cannot run the graph on {list(chunk.shape)} ({one_line(e)})"
+                ) from None
             if got.ndim != 2 or len(got) != step:
-                raise CheckpointError(self.path, f"the graph gave {output!r} of shape {list(got.shape)} for a batch "
-                                                 f"of {step} (not [batch, width])")
+                raise CheckpointError(
+                    self.path,
+                    f"the graph gave {output!r} of shape {list(got.shape)} for a batch "
+                    f"of {step} (not [batch, width])",
+                )
             parts.append(got)
         return np.concatenate(parts)[: len(batch)]
 

@@ -43,13 +43,16 @@ def load_seld_model(checkpoint: str | os.PathLike, device: str = "auto"):
 def _frames_of(seconds: float, label_samples: int, sample_rate: int, what: str) -> int:
     n = seconds * sample_rate / label_samples
     if seconds <= 0 or not math.isclose(n, round(n), abs_tol=1e-6):
-        raise ValueError(f"{what} must be a positive multiple of {label_samples / sample_rate:g} s, got {seconds}")
+        raise ValueError(
+            f"{what} must be a positive multiple of {label_samples / sample_rate:g} s, got {seconds}"
+        )
     return round(n)
 
 
 @torch.inference_mode()
-def infer_file(model, path: str | os.PathLike, window: float = 5.0, hop: float = 5.0, batch_size: int = 8
-               ) -> np.ndarray:
+def infer_file(
+    model, path: str | os.PathLike, window: float = 5.0, hop: float = 5.0, batch_size: int = 8
+) -> np.ndarray:
     """Stitched multi-ACCDOA output ``[samples // 2400, out_dim]`` (float32) of one file (module docstring)."""
     sr, lab = model.sample_rate, model.label_frame_samples
     wf, hf = _frames_of(window, lab, sr, "window"), _frames_of(hop, lab, sr, "hop")
@@ -72,8 +75,8 @@ def infer_file(model, path: str | os.PathLike, window: float = 5.0, hop: float =
                 out = model(torch.stack([w for _, w in g]).to(device)).float().cpu().numpy()
                 for (f0, _), o in zip(g, out):
                     n = min(o.shape[0], acc.shape[0] - f0)
-                    acc[f0:f0 + n] += o[:n]
-                    cnt[f0:f0 + n] += 1
+                    acc[f0 : f0 + n] += o[:n]
+                    cnt[f0 : f0 + n] += 1
 
     buf, buf_start, total, next_start, covered = None, 0, 0, 0, 0  # all in label frames except buf/total
     for block in iter_blocks(path, lab * hf, sample_rate=sr, num_channels=4):
@@ -81,7 +84,7 @@ def infer_file(model, path: str | os.PathLike, window: float = 5.0, hop: float =
         total += block.shape[1]
         while (next_start - buf_start + wf) * lab <= buf.shape[1]:
             a = (next_start - buf_start) * lab
-            pending.append((next_start, buf[:, a:a + wf * lab].clone()))
+            pending.append((next_start, buf[:, a : a + wf * lab].clone()))
             covered = next_start + wf
             next_start += hf
             run(False)
@@ -92,7 +95,9 @@ def infer_file(model, path: str | os.PathLike, window: float = 5.0, hop: float =
             buf, buf_start = buf[:, keep_from:], buf_start + keep_from // lab
     frames = total // lab
     if frames < 1:
-        raise AudioError(path, f"too short: {total} samples at {sr} Hz is less than one {lab}-sample label frame")
+        raise AudioError(
+            path, f"too short: {total} samples at {sr} Hz is less than one {lab}-sample label frame"
+        )
     if covered < frames:  # the end: one window aligned to the last whole label frame
         start = max(0, frames - wf)
         a, b = (start - buf_start) * lab, frames * lab - buf_start * lab
@@ -106,10 +111,19 @@ def infer_file(model, path: str | os.PathLike, window: float = 5.0, hop: float =
     return (acc[:frames] / cnt[:, None]).astype(np.float32)
 
 
-def seld_infer(audio_paths: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
-               window: float = 5.0, hop: float = 5.0, batch_size: int = 8, device: str = "auto", year: int = 2023,
-               threshold: float = 0.5, unify_threshold: float = 15.0, progress: bool = False
-               ) -> list[tuple[str, str | None]]:
+def seld_infer(
+    audio_paths: Sequence[str | os.PathLike],
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    window: float = 5.0,
+    hop: float = 5.0,
+    batch_size: int = 8,
+    device: str = "auto",
+    year: int = 2023,
+    threshold: float = 0.5,
+    unify_threshold: float = 15.0,
+    progress: bool = False,
+) -> list[tuple[str, str | None]]:
     """Write ``<out_dir>/<stem>.csv`` (DCASE format, ``year`` 2023 or 2024) for every file; returns
     ``(path, None)`` per written file and ``(path, one-line error)`` per bad one. Checkpoint and argument
     problems raise (CheckpointError / ValueError) before any file is read."""
@@ -132,19 +146,24 @@ def seld_infer(audio_paths: Sequence[str | os.PathLike], checkpoint: str | os.Pa
         p = str(p)
         name = derived_name(Path(p).stem, ".csv")
         if name in seen:
-            results.append((p, str(SedError(p, f"same file name as {seen[name]}; its CSV would be overwritten"))))
+            results.append(
+                (p, str(SedError(p, f"same file name as {seen[name]}; its CSV would be overwritten")))
+            )
             continue
         try:
             output = infer_file(model, p, window, hop, batch_size)
-            dets = multi_accdoa_to_detections(output, model.num_classes, threshold=threshold,
-                                              unify_threshold=unify_threshold)
+            dets = multi_accdoa_to_detections(
+                output, model.num_classes, threshold=threshold, unify_threshold=unify_threshold
+            )
             write_prediction_csv(out / name, dets, year=year)
             seen[name] = p
             results.append((p, None))
         except SedError as e:
             results.append((p, str(e)))
         except (RuntimeError, ValueError, OSError) as e:
-            results.append((p, str(SedError(p, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))))
+            results.append(
+                (p, str(SedError(p, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")))
+            )
     return results
 
 
@@ -153,12 +172,19 @@ def _class_names(classes: Sequence[int], labels: Sequence[str] | None) -> dict[i
     is one of STARSS's 13 classes, else ``class N``."""
     from sed.data.corpora.starss import CLASS_NAMES
 
-    names = list(labels) if labels else (list(CLASS_NAMES) if all(c < len(CLASS_NAMES) for c in classes) else [])
+    names = (
+        list(labels) if labels else (list(CLASS_NAMES) if all(c < len(CLASS_NAMES) for c in classes) else [])
+    )
     return {c: names[c] if c < len(names) else f"class {c}" for c in classes}
 
 
-def plot_doa(csv: str | os.PathLike, out_png: str | os.PathLike, ref_csv: str | os.PathLike | None = None,
-             labels: Sequence[str] | None = None, checkpoint: str | os.PathLike | None = None) -> Path:
+def plot_doa(
+    csv: str | os.PathLike,
+    out_png: str | os.PathLike,
+    ref_csv: str | os.PathLike | None = None,
+    labels: Sequence[str] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> Path:
     """Azimuth and elevation against time (0.1 s frames) per class: the predictions as coloured dots
     (one colour per class, named by ``labels``, else the ``checkpoint``'s labels, else the STARSS
     names), the reference of ``ref_csv`` as wide grey marks underneath. The title names the files and
@@ -181,7 +207,9 @@ def plot_doa(csv: str | os.PathLike, out_png: str | os.PathLike, ref_csv: str | 
     if ref:
         t = [e.frame * 0.1 for e in ref]
         for ax, y in zip(axes, ([e.azimuth for e in ref], [e.elevation for e in ref])):
-            ax.scatter(t, y, color="0.6", s=60, marker="s", alpha=0.5, linewidths=0, label="reference", zorder=1)
+            ax.scatter(
+                t, y, color="0.6", s=60, marker="s", alpha=0.5, linewidths=0, label="reference", zorder=1
+            )
     for k, c in enumerate(cl for cl in classes if any(e.cls == cl for e in pred)):
         ev = [e for e in pred if e.cls == c]
         t = [e.frame * 0.1 for e in ev]
@@ -199,8 +227,9 @@ def plot_doa(csv: str | os.PathLike, out_png: str | os.PathLike, ref_csv: str | 
     return save_figure(fig, out_png)
 
 
-def write_prediction_csv(path: str | os.PathLike, rows: Iterable, year: int = 2023,
-                         float_format: str = "{:.6f}") -> None:
+def write_prediction_csv(
+    path: str | os.PathLike, rows: Iterable, year: int = 2023, float_format: str = "{:.6f}"
+) -> None:
     """Write detections (``SeldDetection`` or ``(frame, class, x, y, z[, dist])`` tuples) atomically as
     ``frame,class,0,x,y,z,0`` (2022/2023) or ``frame,class,0,x,y,z,dist`` with dist clipped at 0 (2024)."""
     if year not in (2022, 2023, 2024):

@@ -23,8 +23,10 @@ class ShardSources:
 
     def __init__(self, spec: str | os.PathLike | Sequence[str], sample_rate: int):
         index = read_index(spec)
-        self.shards = [ShardClips([url], sample_rate=sample_rate, clip_seconds=None, index=index)
-                       for url in shard_urls(spec)]
+        self.shards = [
+            ShardClips([url], sample_rate=sample_rate, clip_seconds=None, index=index)
+            for url in shard_urls(spec)
+        ]
         self.failed = 0
 
     def __iter__(self) -> Iterator[list[tuple[str, torch.Tensor]]]:

@@ -41,7 +41,9 @@ __all__ = ["Hop", "Streamer", "is_causal", "offline_scores", "open_input", "stre
 class Hop:
     time: float  # end of the hop, seconds of input
     scores: np.ndarray  # [C]
-    cost: float = 0.0  # seconds the streamer computed for this hop (since the previous one), not waiting for input
+    cost: float = (
+        0.0  # seconds the streamer computed for this hop (since the previous one), not waiting for input
+    )
 
 
 def is_causal(model: Any) -> bool:
@@ -54,8 +56,10 @@ def _samples(clf, seconds: float, what: str) -> int:
     zero, negative, NaN, or so long that the count is not finite)."""
     n = float(seconds) * clf.sample_rate
     if not np.isfinite(n) or round(n) < 1:
-        raise ValueError(f"{what} must be at least one sample ({1 / clf.sample_rate:.3g} s) and a finite number "
-                         f"of samples, got {seconds} s")
+        raise ValueError(
+            f"{what} must be at least one sample ({1 / clf.sample_rate:.3g} s) and a finite number "
+            f"of samples, got {seconds} s"
+        )
     return round(n)
 
 
@@ -96,7 +100,10 @@ class _CausalCore:
         return self.clf._scores(self.model.head(pooled), self.multi_label)[0].float().cpu().numpy()
 
     def sizes(self) -> dict[str, int]:
-        return {"ring": self.ring.numel(), "cache_bytes": sum(c.numel() * c.element_size() for c in self.state.caches)}
+        return {
+            "ring": self.ring.numel(),
+            "cache_bytes": sum(c.numel() * c.element_size() for c in self.state.caches),
+        }
 
 
 class _WindowCore:
@@ -145,8 +152,11 @@ class Streamer:
         self.clf, self.sample_rate = clf, int(clf.sample_rate)
         self.hop = _hop_samples(clf, hop)  # in samples
         self.causal = is_causal(clf.model) and window is None
-        self.core = _CausalCore(clf, multi_label) if self.causal else \
-            _WindowCore(clf, _window_samples(clf, window), multi_label)
+        self.core = (
+            _CausalCore(clf, multi_label)
+            if self.causal
+            else _WindowCore(clf, _window_samples(clf, window), multi_label)
+        )
         self.total = 0  # samples fed
         self.since = 0  # samples since the last hop
         self.busy = 0.0  # seconds computed since the last hop
@@ -160,8 +170,13 @@ class Streamer:
 
     def feed(self, samples) -> list[Hop]:
         """The hops that ``samples`` complete (often none or one)."""
-        x = torch.as_tensor(np.asarray(samples, dtype=np.float32) if not isinstance(samples, torch.Tensor)
-                            else samples).float().reshape(-1)
+        x = (
+            torch.as_tensor(
+                np.asarray(samples, dtype=np.float32) if not isinstance(samples, torch.Tensor) else samples
+            )
+            .float()
+            .reshape(-1)
+        )
         out, i = [], 0
         while i < x.shape[0]:
             take = min(x.shape[0] - i, self.hop - self.since)
@@ -192,8 +207,14 @@ class Streamer:
         return self.core.sizes()
 
 
-def stream(clf, chunks: Iterable, hop: float = 0.5, top_k: int = 5, multi_label: bool | None = None,
-           window: float | None = None) -> Iterator[dict[str, Any]]:
+def stream(
+    clf,
+    chunks: Iterable,
+    hop: float = 0.5,
+    top_k: int = 5,
+    multi_label: bool | None = None,
+    window: float | None = None,
+) -> Iterator[dict[str, Any]]:
     """``{"time": seconds, "top_k": [{"label", "score"}...]}`` per hop of ``chunks``."""
     for h in Streamer(clf, hop, multi_label, window).run(chunks):
         yield {"time": round(h.time, 6), "top_k": clf.top_k(h.scores, top_k)}
@@ -204,12 +225,20 @@ def _hop_ends(total: int, hop: int) -> list[int]:
     return ends + [total] if total % hop else ends
 
 
-def offline_scores(clf, wave, hop: float = 0.5, multi_label: bool | None = None, window: float | None = None,
-                   batch_size: int = 16) -> list[Hop]:
+def offline_scores(
+    clf,
+    wave,
+    hop: float = 0.5,
+    multi_label: bool | None = None,
+    window: float | None = None,
+    batch_size: int = 16,
+) -> list[Hop]:
     """The hop-wise scores of :class:`Streamer` from a whole mono waveform ``[T]`` (model rate), in one
     batched pass: the causal model's frame embeddings of the whole signal, averaged over the window
     ending at each hop; otherwise the window of samples ending at each hop, scored in batches."""
-    wave = torch.as_tensor(np.asarray(wave, np.float32) if not isinstance(wave, torch.Tensor) else wave).float()
+    wave = torch.as_tensor(
+        np.asarray(wave, np.float32) if not isinstance(wave, torch.Tensor) else wave
+    ).float()
     wave = wave.reshape(-1)
     step, sr = _hop_samples(clf, hop), clf.sample_rate
     ends = _hop_ends(wave.shape[0], step)
@@ -233,8 +262,14 @@ def offline_scores(clf, wave, hop: float = 0.5, multi_label: bool | None = None,
     return [Hop(e / sr, r.scores) for e, r in zip(ends, results) if not r.error]
 
 
-def open_input(src: str | os.PathLike | BinaryIO, sample_rate: int, fmt: str | None = None, rate: int | None = None,
-               channels: int = 1, block_frames: int = 8000) -> Iterator[np.ndarray]:
+def open_input(
+    src: str | os.PathLike | BinaryIO,
+    sample_rate: int,
+    fmt: str | None = None,
+    rate: int | None = None,
+    channels: int = 1,
+    block_frames: int = 8000,
+) -> Iterator[np.ndarray]:
     """Mono float32 blocks at ``sample_rate`` from ``src``: ``"-"`` (stdin) or a binary stream as raw
     PCM (``fmt`` ``f32``, the default, or ``s16``; ``rate`` Hz, default ``sample_rate``; ``channels``
     interleaved, averaged); a path is read block-wise by its header (resampled, down-mixed), or as
@@ -243,9 +278,16 @@ def open_input(src: str | os.PathLike | BinaryIO, sample_rate: int, fmt: str | N
     if not raw:
         if rate is not None or channels != 1:
             raise ValueError("rate and channels apply to raw PCM input (stdin, or a path with a PCM format)")
-        return (b[0].numpy() for b in iter_blocks(src, block_frames, sample_rate=sample_rate, channels="mono"))
-    kwargs = {"rate": int(rate or sample_rate), "channels": int(channels), "fmt": fmt or "f32",
-              "sample_rate": sample_rate, "block_frames": block_frames}
+        return (
+            b[0].numpy() for b in iter_blocks(src, block_frames, sample_rate=sample_rate, channels="mono")
+        )
+    kwargs = {
+        "rate": int(rate or sample_rate),
+        "channels": int(channels),
+        "fmt": fmt or "f32",
+        "sample_rate": sample_rate,
+        "block_frames": block_frames,
+    }
     if src == "-":
         return iter_pcm(sys.stdin.buffer, name="<stdin>", **kwargs)
     if hasattr(src, "read"):

@@ -28,8 +28,18 @@ NUM_SLOTS = 6
 #: The 13 candidates as ADPIT slot indices per output track (A0 = 0, B0 = 1, B1 = 2, C0 = 3, C1 = 4, C2 = 5).
 ADPIT_PERMUTATIONS: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0),
-    (1, 1, 2), (1, 2, 1), (1, 2, 2), (2, 1, 1), (2, 1, 2), (2, 2, 1),
-    (3, 4, 5), (3, 5, 4), (4, 3, 5), (4, 5, 3), (5, 3, 4), (5, 4, 3),
+    (1, 1, 2),
+    (1, 2, 1),
+    (1, 2, 2),
+    (2, 1, 1),
+    (2, 1, 2),
+    (2, 2, 1),
+    (3, 4, 5),
+    (3, 5, 4),
+    (4, 3, 5),
+    (4, 5, 3),
+    (5, 3, 4),
+    (5, 4, 3),
 )
 _TYPE_OF_CANDIDATE = (0,) + (1,) * 6 + (2,) * 6  # A, B, C
 _CANONICAL = (0, 1, 7)  # A0A0A0, B0B0B1, C0C1C2
@@ -39,10 +49,15 @@ def _check(output: torch.Tensor, target: torch.Tensor) -> int:
     if target.dim() != 5 or target.shape[2] != NUM_SLOTS or target.shape[3] not in (4, 5):
         raise ValueError(f"ADPIT target must be [B, T, 6, 4|5, C], got shape {tuple(target.shape)}")
     axes, c = target.shape[3] - 1, target.shape[4]
-    if output.dim() != 3 or tuple(output.shape[:2]) != tuple(target.shape[:2]) \
-            or output.shape[2] != NUM_TRACKS * axes * c:
-        raise ValueError(f"output must be [B, T, {NUM_TRACKS}*{axes}*{c}] = [{target.shape[0]}, {target.shape[1]}, "
-                         f"{NUM_TRACKS * axes * c}] for target {tuple(target.shape)}, got {tuple(output.shape)}")
+    if (
+        output.dim() != 3
+        or tuple(output.shape[:2]) != tuple(target.shape[:2])
+        or output.shape[2] != NUM_TRACKS * axes * c
+    ):
+        raise ValueError(
+            f"output must be [B, T, {NUM_TRACKS}*{axes}*{c}] = [{target.shape[0]}, {target.shape[1]}, "
+            f"{NUM_TRACKS * axes * c}] for target {tuple(target.shape)}, got {tuple(output.shape)}"
+        )
     return axes
 
 

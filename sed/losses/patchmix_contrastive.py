@@ -25,8 +25,12 @@ class Projector(nn.Sequential):
     """``Linear(in, in) -> BatchNorm1d(in) -> ReLU -> Linear(in, proj_dim)`` (reference ``models/projector.py``)."""
 
     def __init__(self, in_dim: int = 768, proj_dim: int = 768):
-        super().__init__(nn.Linear(in_dim, in_dim), nn.BatchNorm1d(in_dim), nn.ReLU(inplace=True),
-                         nn.Linear(in_dim, proj_dim))
+        super().__init__(
+            nn.Linear(in_dim, in_dim),
+            nn.BatchNorm1d(in_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(in_dim, proj_dim),
+        )
 
 
 class PatchMixContrastiveLoss(nn.Module):
@@ -49,12 +53,20 @@ class PatchMixContrastiveLoss(nn.Module):
             raise ValueError(f"negative_pair must be 'all' or 'diff_label', got {negative_pair!r}")
         self.temperature, self.negative_pair = float(temperature), negative_pair
 
-    def forward(self, proj_mixed: torch.Tensor, proj_clean: torch.Tensor, lam: float | torch.Tensor,
-                index: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        proj_mixed: torch.Tensor,
+        proj_clean: torch.Tensor,
+        lam: float | torch.Tensor,
+        index: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``proj_mixed [B, P]`` (anchors), ``proj_clean [B, P]`` (keys, detached by the caller),
         ``lam`` and ``index [B]`` from Patch-Mix -> scalar loss."""
         if proj_mixed.shape != proj_clean.shape or proj_mixed.dim() != 2:
-            raise ValueError(f"need two [B, P] tensors, got {tuple(proj_mixed.shape)} and {tuple(proj_clean.shape)}")
+            raise ValueError(
+                f"need two [B, P] tensors, got {tuple(proj_mixed.shape)} and {tuple(proj_clean.shape)}"
+            )
         b = proj_mixed.shape[0]
         dtype = torch.promote_types(torch.promote_types(proj_mixed.dtype, proj_clean.dtype), torch.float32)
         anchors = F.normalize(proj_mixed.to(dtype), dim=1)  # half precision is computed in float32
@@ -77,7 +89,14 @@ class PatchMixContrastiveLoss(nn.Module):
         return (-(mask * log_prob).sum(1) / mask.sum(1)).mean()
 
 
-def mixed_ce(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float | torch.Tensor,
-             weight: torch.Tensor | None = None) -> torch.Tensor:
+def mixed_ce(
+    logits: torch.Tensor,
+    y_a: torch.Tensor,
+    y_b: torch.Tensor,
+    lam: float | torch.Tensor,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Patch-Mix / mixup cross-entropy ``lam * CE(logits, y_a) + (1 - lam) * CE(logits, y_b)``."""
-    return lam * F.cross_entropy(logits, y_a, weight=weight) + (1 - lam) * F.cross_entropy(logits, y_b, weight=weight)
+    return lam * F.cross_entropy(logits, y_a, weight=weight) + (1 - lam) * F.cross_entropy(
+        logits, y_b, weight=weight
+    )

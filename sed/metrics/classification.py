@@ -26,23 +26,30 @@ def _as_labels(x, name: str) -> np.ndarray:
     if name == "y_pred" and a.ndim == 2:
         a = a.argmax(axis=1)
     if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D class indices (or [N, C] scores for y_pred), got shape {a.shape}")
-    whole = np.issubdtype(a.dtype, np.integer) or (np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a)))
+        raise ValueError(
+            f"{name} must be 1-D class indices (or [N, C] scores for y_pred), got shape {a.shape}"
+        )
+    whole = np.issubdtype(a.dtype, np.integer) or (
+        np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a))
+    )
     if a.size and (not whole or a.min() < 0):
         raise ValueError(f"{name} must hold non-negative integer class indices")
     return a.astype(np.int64)
 
 
-def icbhi_hits_counts(y_true, y_pred, two_class: bool = False, num_classes: int | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def icbhi_hits_counts(
+    y_true, y_pred, two_class: bool = False, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(hits, counts)`` per true label, as accumulated by the reference's ``validate``."""
     t, p = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"{t.size} labels but {p.size} predictions")
     k = max(num_classes or 0, int(t.max()) + 1 if t.size else 1, 1)
     hit = np.where(t == 0, p == 0, p > 0) if two_class else p == t
-    return (np.bincount(t, weights=hit.astype(np.float64), minlength=k),
-            np.bincount(t, minlength=k).astype(np.float64))
+    return (
+        np.bincount(t, weights=hit.astype(np.float64), minlength=k),
+        np.bincount(t, minlength=k).astype(np.float64),
+    )
 
 
 def icbhi_score_from_counts(hits, counts) -> tuple[float, float, float]:
@@ -73,7 +80,9 @@ class ICBHIScore(Metric):
         super().__init__(**kwargs)
         self.two_class, self.num_classes = bool(two_class), int(num_classes)
         self.add_state("hits", default=torch.zeros(self.num_classes, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("counts", default=torch.zeros(self.num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state(
+            "counts", default=torch.zeros(self.num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """``preds``: ``[N]`` class indices or ``[N, C]`` scores; ``target``: ``[N]`` labels."""

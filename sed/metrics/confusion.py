@@ -57,7 +57,9 @@ def read_confusion_csv(path) -> tuple[np.ndarray, list[str]]:
         raise DatasetError(path, "empty confusion matrix (expected a 'true\\pred,<labels>' header)")
     labels = rows[0][1:]
     if [r[0] for r in rows[1:]] != labels or any(len(r) != len(labels) + 1 for r in rows[1:]):
-        raise DatasetError(path, f"confusion matrix is not {len(labels)}x{len(labels)} with rows in header order")
+        raise DatasetError(
+            path, f"confusion matrix is not {len(labels)}x{len(labels)} with rows in header order"
+        )
     try:
         m = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
     except ValueError:
@@ -88,21 +90,37 @@ def confusion_figure(matrix, labels, normalize: bool = True, title: str = "") ->
     fig = Figure(figsize=(size + 1, size))
     ax = fig.subplots()
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class" if normalize else "count")
+    fig.colorbar(
+        im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class" if normalize else "count"
+    )
     ax.set_xticks(range(c), labels, rotation=90, fontsize=8 if c < 30 else 5)
     ax.set_yticks(range(c), labels, fontsize=8 if c < 30 else 5)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     if c <= 30:
         for i, j in np.ndindex(m.shape):
             n = f"{counts[i, j]:g}"
-            ax.text(j, i, f"{m[i, j]:.2f}\n({n})" if normalize else n, ha="center", va="center",
-                    fontsize=7 if c <= 15 else 5, color="white" if m[i, j] > 0.5 * max(m.max(), 1e-12) else "black")
+            ax.text(
+                j,
+                i,
+                f"{m[i, j]:.2f}\n({n})" if normalize else n,
+                ha="center",
+                va="center",
+                fontsize=7 if c <= 15 else 5,
+                color="white" if m[i, j] > 0.5 * max(m.max(), 1e-12) else "black",
+            )
     fig.tight_layout()
     return fig
 
 
-def plot_confusion_matrix(csv_path_or_matrix, labels=None, out_png="confusion.png", normalize: bool = True,
-                          split: str | None = None, checkpoint=None, epoch=None) -> Path:
+def plot_confusion_matrix(
+    csv_path_or_matrix,
+    labels=None,
+    out_png="confusion.png",
+    normalize: bool = True,
+    split: str | None = None,
+    checkpoint=None,
+    epoch=None,
+) -> Path:
     """Heat map of a confusion matrix (a CSV path or an array) titled with the ``split`` and the
     ``checkpoint`` (and ``epoch``) it counts; ``normalize`` divides rows (recall), counts stay in the cells."""
     if isinstance(csv_path_or_matrix, str | Path):
@@ -122,8 +140,16 @@ def per_class_table(matrix, labels) -> list[dict]:
     p = np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)
     r = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
     f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(tp), where=p + r > 0)
-    return [{"label": lab, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f1[i]),
-             "support": int(true[i])} for i, lab in enumerate(labels)]
+    return [
+        {
+            "label": lab,
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f1[i]),
+            "support": int(true[i]),
+        }
+        for i, lab in enumerate(labels)
+    ]
 
 
 def write_per_class_csv(path, rows: list[dict]) -> Path:

@@ -26,7 +26,9 @@ History = dict[str, list[tuple[int, float]]]
 def find_metrics_csv(run_dir) -> Path | None:
     """The newest ``metrics.csv`` in ``run_dir`` or any ``version_N/`` below it (mtime, then N)."""
     found = [p for p in Path(run_dir).rglob("metrics.csv") if p.is_file()]
-    return max(found, key=lambda p: (p.stat().st_mtime, int(re.sub(r"\D", "", p.parent.name) or -1)), default=None)
+    return max(
+        found, key=lambda p: (p.stat().st_mtime, int(re.sub(r"\D", "", p.parent.name) or -1)), default=None
+    )
 
 
 def _float(v) -> float | None:
@@ -55,7 +57,11 @@ def read_history(run_dir) -> History:
             if (epoch := _float(row.get("epoch"))) is None:
                 continue
             for k, v in row.items():
-                if k not in (None, "epoch", "step") and not k.endswith("_step") and (x := _float(v)) is not None:
+                if (
+                    k not in (None, "epoch", "step")
+                    and not k.endswith("_step")
+                    and (x := _float(v)) is not None
+                ):
                     name = k[: -len("_epoch")] if k.endswith("_epoch") else k
                     per.setdefault(name, {}).setdefault(int(epoch), []).append(x)
     return {
@@ -93,10 +99,22 @@ def _trend(x: np.ndarray, k: int, scale: float) -> float:
     return float(theilslopes(y).slope * (len(y) - 1) / scale) if len(y) > 1 else 0.0
 
 
-def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_loss: float | None = None,
-             smooth: int = 3, min_epochs: int | None = None, rise_tol: float = 0.10, fall_tol: float = 0.02,
-             gap_tol: float = 0.10, flat_tol: float = 0.05, high_frac: float = 0.70,
-             conv_tol: float = 0.02) -> Diagnosis:
+def diagnose(
+    train_loss,
+    val_loss,
+    patience: int = 3,
+    *,
+    epochs=None,
+    chance_loss: float | None = None,
+    smooth: int = 3,
+    min_epochs: int | None = None,
+    rise_tol: float = 0.10,
+    fall_tol: float = 0.02,
+    gap_tol: float = 0.10,
+    flat_tol: float = 0.05,
+    high_frac: float = 0.70,
+    conv_tol: float = 0.02,
+) -> Diagnosis:
     """Read per-epoch training/validation loss curves as the project notes do (under/over/good fit).
 
     Both curves are cut to their common length ``n``; the minimum is searched on a centred moving
@@ -135,16 +153,19 @@ def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_los
     t_raw, v_raw, n = t_raw[ok], v_raw[ok], int(ok.sum())
     min_epochs = max(4, max(5, 2 * patience) if min_epochs is None else min_epochs)
     if n < min_epochs:
-        return Diagnosis("not enough epochs", f"Only {n} epoch(s) with both losses; at least {min_epochs} "
-                         "are needed to judge the learning curves: train for more epochs.",
-                         details={"epochs": n, "min_epochs": min_epochs})
+        return Diagnosis(
+            "not enough epochs",
+            f"Only {n} epoch(s) with both losses; at least {min_epochs} "
+            "are needed to judge the learning curves: train for more epochs.",
+            details={"epochs": n, "min_epochs": min_epochs},
+        )
     t, v = _smooth(t_raw, smooth), _smooth(v_raw, smooth)
     scale = float(chance_loss) if chance_loss else float(max(abs(t_raw[0]), abs(v_raw[0])))
     scale = max(scale, 1e-12)
     h = max(smooth // 2, 0)
     m = int(np.argmin(v))
     lo = max(0, m - h)
-    m = lo + int(np.argmin(v_raw[lo:m + h + 1]))
+    m = lo + int(np.argmin(v_raw[lo : m + h + 1]))
     tail = max(1, min(max(patience, n // 4), n // 2))
     k = min(n, max(3, tail))
     t_end, v_end = float(t_raw[-patience:].mean()), float(v_raw[-patience:].mean())
@@ -152,66 +173,112 @@ def diagnose(train_loss, val_loss, patience: int = 3, *, epochs=None, chance_los
     gap, gap_m = v_end - t_end, float(v[m] - t[m])
 
     def drop(x):  # mean of the tail epochs before the last ones minus mean of the last ones, / scale
-        return float((x[-2 * tail:-tail].mean() - x[-tail:].mean()) / scale)
+        return float((x[-2 * tail : -tail].mean() - x[-tail:].mean()) / scale)
 
     d = {
-        "epochs": n, "scale": scale, "best_epoch": ep[m], "epochs_since_best": n - 1 - m,
-        "val_rise": float((v_end - v[m]) / max(abs(v[m]), 0.01 * scale)), "val_noise": sigma,
-        "train_fall": float((t[m] - t_end) / max(abs(t[m]), 1e-12)), "gap": gap, "gap_at_best": gap_m,
+        "epochs": n,
+        "scale": scale,
+        "best_epoch": ep[m],
+        "epochs_since_best": n - 1 - m,
+        "val_rise": float((v_end - v[m]) / max(abs(v[m]), 0.01 * scale)),
+        "val_noise": sigma,
+        "train_fall": float((t[m] - t_end) / max(abs(t[m]), 1e-12)),
+        "gap": gap,
+        "gap_at_best": gap_m,
         "train_improvement_last_half": float((t[n // 2] - t_end) / max(abs(t[n // 2]), 1e-12)),
-        "train_end_over_scale": t_end / scale, "train_tail_drop": drop(t_raw), "val_tail_drop": drop(v_raw),
-        "trend_epochs": k, "train_trend": _trend(t_raw, k, scale), "val_trend": _trend(v_raw, k, scale),
-        "thresholds": {"patience": patience, "smooth": smooth, "rise_tol": rise_tol, "fall_tol": fall_tol,
-                       "gap_tol": gap_tol, "flat_tol": flat_tol, "high_frac": high_frac,
-                       "conv_tol": conv_tol, "min_epochs": min_epochs},
+        "train_end_over_scale": t_end / scale,
+        "train_tail_drop": drop(t_raw),
+        "val_tail_drop": drop(v_raw),
+        "trend_epochs": k,
+        "train_trend": _trend(t_raw, k, scale),
+        "val_trend": _trend(v_raw, k, scale),
+        "thresholds": {
+            "patience": patience,
+            "smooth": smooth,
+            "rise_tol": rise_tol,
+            "fall_tol": fall_tol,
+            "gap_tol": gap_tol,
+            "flat_tol": flat_tol,
+            "high_frac": high_frac,
+            "conv_tol": conv_tol,
+            "min_epochs": min_epochs,
+        },
     }
     if d["train_improvement_last_half"] < flat_tol and d["train_end_over_scale"] >= high_frac:
         ref = "chance-level" if chance_loss else "initial"
-        return Diagnosis("underfitting", f"Underfitting: training loss is flat and high ({t_end:.3g}, "
-                         f"{100 * d['train_end_over_scale']:.0f}% of the {ref} loss {scale:.3g}; "
-                         f"{100 * d['train_improvement_last_half']:.1f}% better over the second half). "
-                         "The model is not learning the training set: use a bigger model, tune the "
-                         "learning rate, train longer, reduce regularisation, and check features and labels.",
-                         details={**d, "rule": "flat-high"})
+        return Diagnosis(
+            "underfitting",
+            f"Underfitting: training loss is flat and high ({t_end:.3g}, "
+            f"{100 * d['train_end_over_scale']:.0f}% of the {ref} loss {scale:.3g}; "
+            f"{100 * d['train_improvement_last_half']:.1f}% better over the second half). "
+            "The model is not learning the training set: use a bigger model, tune the "
+            "learning rate, train longer, reduce regularisation, and check features and labels.",
+            details={**d, "rule": "flat-high"},
+        )
     plateau = int(np.argmax(v <= v[m] + max(3 * sigma, 0.01 * scale)))  # first epoch near the minimum
-    rose = (n - 1 - m >= patience and d["val_rise"] >= rise_tol and v_end - v[m] > 3 * sigma
-            and d["train_fall"] >= fall_tol and gap > max(gap_m, 0.0))
+    rose = (
+        n - 1 - m >= patience
+        and d["val_rise"] >= rise_tol
+        and v_end - v[m] > 3 * sigma
+        and d["train_fall"] >= fall_tol
+        and gap > max(gap_m, 0.0)
+    )
     if rose or (n - 1 - plateau >= patience and gap > gap_tol * scale):
         if rose:
-            what = (f"was lowest at epoch {ep[m]} and rose by {100 * d['val_rise']:.0f}% over the next "
-                    f"{n - 1 - m} epochs while the training loss kept falling")
+            what = (
+                f"was lowest at epoch {ep[m]} and rose by {100 * d['val_rise']:.0f}% over the next "
+                f"{n - 1 - m} epochs while the training loss kept falling"
+            )
         else:
             m = plateau
-            what = (f"stopped improving at epoch {ep[m]} and stays {gap:.3g} above the training loss "
-                    f"(more than {100 * gap_tol:.0f}% of {scale:.3g})")
-        return Diagnosis("overfitting", f"Overfitting: validation loss {what}. Stop early at epoch "
-                         f"{ep[m]} (EarlyStopping on val_loss with patience {patience}, or keep the best "
-                         "checkpoint) and add regularisation (weight decay, dropout), data augmentation "
-                         "(SpecAugment, mixup, noise, time shift) or more data, or use a smaller model.",
-                         ep[m], {**d, "rule": "rise" if rose else "gap"})
+            what = (
+                f"stopped improving at epoch {ep[m]} and stays {gap:.3g} above the training loss "
+                f"(more than {100 * gap_tol:.0f}% of {scale:.3g})"
+            )
+        return Diagnosis(
+            "overfitting",
+            f"Overfitting: validation loss {what}. Stop early at epoch "
+            f"{ep[m]} (EarlyStopping on val_loss with patience {patience}, or keep the best "
+            "checkpoint) and add regularisation (weight decay, dropout), data augmentation "
+            "(SpecAugment, mixup, noise, time shift) or more data, or use a smaller model.",
+            ep[m],
+            {**d, "rule": "rise" if rose else "gap"},
+        )
     if d["train_trend"] > conv_tol:
-        return Diagnosis("unstable", f"Unstable: the training loss rose over the last {k} epochs "
-                         f"({t_raw[-k]:.3g} -> {t_raw[-1]:.3g}, {100 * d['train_trend']:.1f}% of {scale:.3g}): "
-                         "the optimisation is diverging or oscillating, and more epochs will not help. Lower the "
-                         "learning rate (or add warm-up or gradient clipping) and keep the best checkpoint.",
-                         details={**d, "rule": "train-rising"})
+        return Diagnosis(
+            "unstable",
+            f"Unstable: the training loss rose over the last {k} epochs "
+            f"({t_raw[-k]:.3g} -> {t_raw[-1]:.3g}, {100 * d['train_trend']:.1f}% of {scale:.3g}): "
+            "the optimisation is diverging or oscillating, and more epochs will not help. Lower the "
+            "learning rate (or add warm-up or gradient clipping) and keep the best checkpoint.",
+            details={**d, "rule": "train-rising"},
+        )
     converged = abs(d["train_trend"]) <= conv_tol and abs(d["val_trend"]) <= conv_tol
     if converged and gap <= gap_tol * scale:
-        return Diagnosis("good fit", f"Good fit: training and validation losses have converged "
-                         f"({t_end:.3g} / {v_end:.3g}) with a small generalisation gap ({gap:.3g}).",
-                         details={**d, "rule": "converged-small-gap"})
+        return Diagnosis(
+            "good fit",
+            f"Good fit: training and validation losses have converged "
+            f"({t_end:.3g} / {v_end:.3g}) with a small generalisation gap ({gap:.3g}).",
+            details={**d, "rule": "converged-small-gap"},
+        )
     if converged:  # flat, large gap, but validation still improved within the last `patience` epochs
-        msg = (f"Both losses have flattened with a large gap ({gap:.3g}) and validation loss was still "
-               f"improving {n - 1 - m} epoch(s) ago: train a few more epochs and watch for overfitting.")
+        msg = (
+            f"Both losses have flattened with a large gap ({gap:.3g}) and validation loss was still "
+            f"improving {n - 1 - m} epoch(s) ago: train a few more epochs and watch for overfitting."
+        )
     elif min(d["train_trend"], d["val_trend"]) < -conv_tol:
         which = "training" if d["train_trend"] < -conv_tol else "validation"
         pct = -100 * min(d["train_trend"], d["val_trend"])
-        msg = (f"The {which} loss is still falling at the end (by {pct:.1f}% of {scale:.3g} over the "
-               f"last {k} epochs): train for more epochs.")
+        msg = (
+            f"The {which} loss is still falling at the end (by {pct:.1f}% of {scale:.3g} over the "
+            f"last {k} epochs): train for more epochs."
+        )
     else:  # validation rising, training flat: not (yet) the overfitting pattern
-        msg = (f"The validation loss rose by {100 * d['val_trend']:.1f}% of {scale:.3g} over the last {k} "
-               "epochs while the training loss is flat: train a few more epochs with EarlyStopping on "
-               "val_loss and watch for overfitting.")
+        msg = (
+            f"The validation loss rose by {100 * d['val_trend']:.1f}% of {scale:.3g} over the last {k} "
+            "epochs while the training loss is flat: train a few more epochs with EarlyStopping on "
+            "val_loss and watch for overfitting."
+        )
     return Diagnosis("not enough epochs", msg, details={**d, "rule": "still-improving"})
 
 
@@ -224,13 +291,30 @@ def save_figure(fig: Figure, out_png) -> Path:
 
 
 #: The panels of the learning curves, one unit each, in this order: (name, y label).
-PANELS = (("loss", "loss"), ("fraction", "fraction (0-1)"), ("percent", "percent (%)"),
-          ("degrees", "degrees (°)"), ("metres", "metres (m)"), ("value", "value"), ("lr", "learning rate (log)"))
+PANELS = (
+    ("loss", "loss"),
+    ("fraction", "fraction (0-1)"),
+    ("percent", "percent (%)"),
+    ("degrees", "degrees (°)"),
+    ("metres", "metres (m)"),
+    ("value", "value"),
+    ("lr", "learning rate (log)"),
+)
 #: The unit of a logged metric by its name after the stage prefix (``val_LE`` -> ``LE``): SELD's angular
 #: and distance errors, the ICBHI score in percent; error and recall rates are fractions.
-METRIC_UNITS = {"LE": "degrees", "DOAE": "degrees", "DistE": "metres", "sp": "percent", "se": "percent",
-                "score": "percent", "ER": "fraction", "F": "fraction", "LR": "fraction", "SELD": "fraction",
-                "RDE": "fraction"}
+METRIC_UNITS = {
+    "LE": "degrees",
+    "DOAE": "degrees",
+    "DistE": "metres",
+    "sp": "percent",
+    "se": "percent",
+    "score": "percent",
+    "ER": "fraction",
+    "F": "fraction",
+    "LR": "fraction",
+    "SELD": "fraction",
+    "RDE": "fraction",
+}
 
 
 def unit_of(key: str, values) -> str | None:
@@ -268,7 +352,7 @@ def learning_curves_figure(history: History, diagnosis: Diagnosis | None = None)
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(5.5 * cols + 0.5, 4.2 * rows + (0.8 if diagnosis is not None else 0)))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     for ax, (name, ylabel) in zip(axes, panels):
         _draw(ax, history, groups.get(name, []))
@@ -285,7 +369,9 @@ def learning_curves_figure(history: History, diagnosis: Diagnosis | None = None)
             ax.legend(fontsize=8)
     if diagnosis is not None:
         fig.suptitle(diagnosis.kind.upper(), fontweight="bold")
-        fig.text(0.5, 0.01, "\n".join(textwrap.wrap(diagnosis.message, 150)), ha="center", va="bottom", fontsize=7)
+        fig.text(
+            0.5, 0.01, "\n".join(textwrap.wrap(diagnosis.message, 150)), ha="center", va="bottom", fontsize=7
+        )
     fig.tight_layout(rect=(0, 0.12 / rows, 1, 0.95) if diagnosis is not None else None)
     return fig
 

@@ -79,7 +79,9 @@ def plot_run(run_dir) -> dict:
     common = sorted(set(tr) & set(va))
     if common:
         chance = math.log(len(labels)) if len(labels) > 1 and "val_map" not in history else None
-        diagnosis = diagnose([tr[e] for e in common], [va[e] for e in common], epochs=common, chance_loss=chance)
+        diagnosis = diagnose(
+            [tr[e] for e in common], [va[e] for e in common], epochs=common, chance_loss=chance
+        )
         with atomic_open(run / "diagnosis.json", "w", encoding="utf-8") as f:
             json.dump(diagnosis.to_dict(), f, indent=2)
         files["diagnosis"] = str(run / "diagnosis.json")
@@ -98,9 +100,16 @@ def plot_run(run_dir) -> dict:
         if len(labels) == len(labs) and labs == [str(i) for i in range(len(labs))]:
             labs = [str(x) for x in labels]  # a matrix written without names: labels.json's
         meta = read_confusion_meta(path)
-        files[f"confusion_{stage}"] = str(plot_confusion_matrix(
-            m, labs, run / f"confusion_{stage}.png", split=stage, checkpoint=meta.get("checkpoint"),
-            epoch=meta.get("epoch")))
+        files[f"confusion_{stage}"] = str(
+            plot_confusion_matrix(
+                m,
+                labs,
+                run / f"confusion_{stage}.png",
+                split=stage,
+                checkpoint=meta.get("checkpoint"),
+                epoch=meta.get("epoch"),
+            )
+        )
         out = write_per_class_csv(run / f"per_class_{stage}.csv", per_class_table(m, labs))
         files[f"per_class_{stage}"] = str(out)
     return {"files": files, "diagnosis": diagnosis, "notes": notes}
@@ -122,7 +131,8 @@ def _read_confusion(path: Path | None, name: str, skipped: str, notes: list[str]
 def main_metric(keys: Sequence[str]) -> str | None:
     """:data:`MAIN_METRICS`' first in ``keys``, else the first key that is no loss (None when none)."""
     return next((k for k in MAIN_METRICS if k in keys), None) or next(
-        (k for k in keys if not k.endswith("loss") and "/" not in k), None)
+        (k for k in keys if not k.endswith("loss") and "/" not in k), None
+    )
 
 
 def kfold_summary_figure(rows: list[dict], metric: str) -> Figure:
@@ -137,8 +147,11 @@ def kfold_summary_figure(rows: list[dict], metric: str) -> Figure:
     ax.axhline(mean, color="black", lw=1.5, label=f"mean {mean:.3g}")
     ax.axhspan(mean - std, mean + std, color="grey", alpha=0.25, label=f"± 1 std {std:.3g}")
     ax.set_xticks(range(len(folds)), [f"fold {r['fold']}" for r in folds])
-    ax.set(ylabel=f"{metric}: {labels[unit_of(metric, values) or 'value']}", xlabel="held-out fold",
-           title=f"{metric}: mean {mean:.3g} ± {std:.3g} over {len(folds)} folds")
+    ax.set(
+        ylabel=f"{metric}: {labels[unit_of(metric, values) or 'value']}",
+        xlabel="held-out fold",
+        title=f"{metric}: mean {mean:.3g} ± {std:.3g} over {len(folds)} folds",
+    )
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -164,12 +177,16 @@ def plot_kfold(root, rows: list[dict], summary: dict, checkpoint: str | None = N
     if metric is None:
         notes.append("no test metric in the k-fold table: no per-fold summary")
     else:
-        files["kfold_summary"] = str(save_figure(kfold_summary_figure(rows, metric), root / "kfold_summary.png"))
+        files["kfold_summary"] = str(
+            save_figure(kfold_summary_figure(rows, metric), root / "kfold_summary.png")
+        )
     pooled, labels, used = None, None, []
     for r in rows:
         fold_dir = root / f"fold{r['fold']}"
         path = _fold_confusion(fold_dir)
-        read = _read_confusion(path, f"confusion_test.csv in {fold_dir}", "left out of the pooled confusion matrix", notes)
+        read = _read_confusion(
+            path, f"confusion_test.csv in {fold_dir}", "left out of the pooled confusion matrix", notes
+        )
         if read is None:
             continue
         m, labs = read
@@ -179,11 +196,16 @@ def plot_kfold(root, rows: list[dict], summary: dict, checkpoint: str | None = N
         pooled, labels = (m if pooled is None else pooled + m), labs
         used.append(r["fold"])
     if pooled is not None and len(used) > 1:
-        files["confusion_pooled_csv"] = str(write_confusion_csv(root / "confusion_pooled.csv", pooled, labels))
-        title = (f"test split pooled over folds {', '.join(map(str, used))}: "
-                 f"{f'the {checkpoint} checkpoint' if checkpoint else 'the tested checkpoint'} of each fold\n{CELLS[True]}")
-        files["confusion_pooled"] = str(save_figure(confusion_figure(pooled, labels, True, title),
-                                                    root / "confusion_pooled.png"))
+        files["confusion_pooled_csv"] = str(
+            write_confusion_csv(root / "confusion_pooled.csv", pooled, labels)
+        )
+        title = (
+            f"test split pooled over folds {', '.join(map(str, used))}: "
+            f"{f'the {checkpoint} checkpoint' if checkpoint else 'the tested checkpoint'} of each fold\n{CELLS[True]}"
+        )
+        files["confusion_pooled"] = str(
+            save_figure(confusion_figure(pooled, labels, True, title), root / "confusion_pooled.png")
+        )
     elif pooled is not None:
         notes.append("confusion matrices of fewer than two folds: no pooled confusion matrix")
     return {"files": files, "notes": notes}

@@ -51,13 +51,22 @@ def _coerce(e, frame: int | None = None) -> tuple[int, int, float, float, float 
         x, y, z = float(e.x), float(e.y), float(e.z)
         az, el = math.degrees(math.atan2(y, x)), math.degrees(math.atan2(z, math.hypot(x, y)))
     dist = getattr(e, "distance", None)
-    return (int(e.frame) if frame is None else int(frame)), int(e.cls), az, el, (None if dist is None else float(dist))
+    return (
+        (int(e.frame) if frame is None else int(frame)),
+        int(e.cls),
+        az,
+        el,
+        (None if dist is None else float(dist)),
+    )
 
 
 def _by_frame(events) -> dict[int, list[tuple[int, float, float, float | None]]]:
     """``{frame: [(class, az, el, dist), ...]}`` in input order, from a list of events or a frame->events dict."""
-    items = ((_coerce(e, f) for f, evs in events.items() for e in evs) if isinstance(events, Mapping)
-             else (_coerce(e) for e in events))
+    items = (
+        (_coerce(e, f) for f, evs in events.items() for e in evs)
+        if isinstance(events, Mapping)
+        else (_coerce(e) for e in events)
+    )
     out: dict[int, list] = {}
     for f, c, az, el, d in items:
         out.setdefault(f, []).append((c, az, el, d))
@@ -123,8 +132,12 @@ def jackknife_estimate(global_value: float, partials, significance: float = 0.05
     std_err = math.sqrt((n - 1) * np.mean((p - mean) ** 2))
     estimate = global_value - bias
     tv = student_t.ppf(1 - significance / 2, n - 1)
-    return {"estimate": float(estimate), "bias": float(bias), "std_err": float(std_err),
-            "ci": (float(estimate - tv * std_err), float(estimate + tv * std_err))}
+    return {
+        "estimate": float(estimate),
+        "bias": float(bias),
+        "std_err": float(std_err),
+        "ci": (float(estimate - tv * std_err), float(estimate + tv * std_err)),
+    }
 
 
 class _SeldMetricsBase:
@@ -150,7 +163,9 @@ class _SeldMetricsBase:
 
         ``nb_frames`` defaults to the official quirk: the last annotated reference frame index."""
         ref, pred = _by_frame(ref_events), _by_frame(pred_events)
-        bad = [c for fr in (ref, pred) for evs in fr.values() for c, *_ in evs if not 0 <= c < self.nb_classes]
+        bad = [
+            c for fr in (ref, pred) for evs in fr.values() for c, *_ in evs if not 0 <= c < self.nb_classes
+        ]
         if bad:
             raise ValueError(f"class index {bad[0]} outside 0..{self.nb_classes - 1}")
         if nb_frames is None:
@@ -172,10 +187,15 @@ class _SeldMetricsBase:
         er = (t["S"] + t["D"] + t["I"]) / (t["Nref"].sum() + EPS)
         class_wise = {"ER": np.full(self.nb_classes, er), **self._per_class(t, er)}
         if self.average == "macro":
-            overall = {k: (_nanmean(v) if k in self._nan_keys else float(np.mean(v)))
-                       for k, v in class_wise.items() if k != "ER"}
+            overall = {
+                k: (_nanmean(v) if k in self._nan_keys else float(np.mean(v)))
+                for k, v in class_wise.items()
+                if k != "ER"
+            }
         else:
-            overall = {k: float(v) for k, v in self._per_class({k: t[k].sum() for k in self._arrays}, er).items()}
+            overall = {
+                k: float(v) for k, v in self._per_class({k: t[k].sum() for k in self._arrays}, er).items()
+            }
         return {"ER": float(er), **overall}, class_wise
 
     @property
@@ -192,9 +212,10 @@ class _SeldMetricsBase:
             n = len(self._files)
             if n < 2:
                 raise ValueError("the jackknife needs at least 2 files")
-            partials = [self._scores(self._sum(self._files[:i] + self._files[i + 1:]))[0] for i in range(n)]
-            result["jackknife"] = {k: jackknife_estimate(result[k], [p[k] for p in partials], significance)
-                                   for k in overall}
+            partials = [self._scores(self._sum(self._files[:i] + self._files[i + 1 :]))[0] for i in range(n)]
+            result["jackknife"] = {
+                k: jackknife_estimate(result[k], [p[k] for p in partials], significance) for k in overall
+            }
         return result
 
 
@@ -275,9 +296,16 @@ class SELDMetrics2024(_SeldMetricsBase):
     _arrays = _ARRAYS_2024
     _nan_keys = ("DOAE", "DistE", "RDE")
 
-    def __init__(self, nb_classes: int, doa_threshold: float = 20, dist_threshold: float = float("inf"),
-                 reldist_threshold: float = 1.0, average: str = "macro", ref_cm_to_m: bool = True,
-                 eval_dist: bool = True):
+    def __init__(
+        self,
+        nb_classes: int,
+        doa_threshold: float = 20,
+        dist_threshold: float = float("inf"),
+        reldist_threshold: float = 1.0,
+        average: str = "macro",
+        ref_cm_to_m: bool = True,
+        eval_dist: bool = True,
+    ):
         super().__init__(nb_classes, doa_threshold, average)
         self.dist_threshold, self.reldist_threshold = float(dist_threshold), float(reldist_threshold)
         self.ref_cm_to_m, self.eval_dist = ref_cm_to_m, eval_dist
@@ -325,8 +353,10 @@ class SELDMetrics2024(_SeldMetricsBase):
         tp = np.asarray(s["DE_TP"], dtype=float)
         with np.errstate(invalid="ignore", divide="ignore"):
             f = s["TP"] / (EPS + s["TP"] + s["FP_spatial"] + 0.5 * (s["FP"] + s["FN"]))
-            doae, diste, rde = (np.where(tp == 0, np.nan, s[k] / (tp + EPS))
-                                for k in ("total_DE", "total_DistE", "total_RelDistE"))
+            doae, diste, rde = (
+                np.where(tp == 0, np.nan, s[k] / (tp + EPS))
+                for k in ("total_DE", "total_DistE", "total_RelDistE")
+            )
             lr = tp / (EPS + tp + s["DE_FN"])
         if self.eval_dist:
             parts = [1 - f, doae / 180, rde]

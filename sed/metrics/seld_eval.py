@@ -22,9 +22,16 @@ def _csv_files(root: Path, what: str) -> dict[str, Path]:
     return files
 
 
-def evaluate_dirs(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, year: int = 2023,
-                  average: str = "macro", nb_classes: int | None = None, *, doa_threshold: float = 20,
-                  jackknife: bool = False) -> tuple[dict, dict]:
+def evaluate_dirs(
+    pred_dir: str | os.PathLike,
+    ref_dir: str | os.PathLike,
+    year: int = 2023,
+    average: str = "macro",
+    nb_classes: int | None = None,
+    *,
+    doa_threshold: float = 20,
+    jackknife: bool = False,
+) -> tuple[dict, dict]:
     """Score every reference CSV under ``ref_dir`` (recursive) against the prediction CSV of the same
     file stem under ``pred_dir`` (recursive). Returns ``(results, report)``.
 
@@ -72,19 +79,35 @@ def evaluate_dirs(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, year:
             errors.append(f"{preds.get(stem, refs[stem])}: {e}")
     results = metrics.compute(jackknife=jackknife and evaluated >= 2)
     report = {
-        "year": year, "average": average, "nb_classes": nb_classes, "nb_classes_source": source,
-        "n_reference_files": len(refs), "n_evaluated": evaluated, "missing_predictions": missing,
-        "unmatched_predictions": [str(p) for s, p in preds.items() if s not in refs], "errors": errors,
+        "year": year,
+        "average": average,
+        "nb_classes": nb_classes,
+        "nb_classes_source": source,
+        "n_reference_files": len(refs),
+        "n_evaluated": evaluated,
+        "missing_predictions": missing,
+        "unmatched_predictions": [str(p) for s, p in preds.items() if s not in refs],
+        "errors": errors,
         "class_wise": {k: [float(x) for x in v] for k, v in metrics.class_wise.items()},
     }
     return results, report
 
 
 _ROWS = {
-    2023: (("ER", "ER_20", 1, "", 3), ("F", "F_20", 100, "%", 1), ("LE", "LE_CD", 1, "deg", 1),
-           ("LR", "LR_CD", 100, "%", 1), ("SELD", "SELD", 1, "", 3)),
-    2024: (("F", "F_20", 100, "%", 1), ("DOAE", "DOAE", 1, "deg", 1), ("RDE", "RDE", 1, "", 3),
-           ("DistE", "DistE", 1, "m", 2), ("SELD", "SELD", 1, "", 3)),
+    2023: (
+        ("ER", "ER_20", 1, "", 3),
+        ("F", "F_20", 100, "%", 1),
+        ("LE", "LE_CD", 1, "deg", 1),
+        ("LR", "LR_CD", 100, "%", 1),
+        ("SELD", "SELD", 1, "", 3),
+    ),
+    2024: (
+        ("F", "F_20", 100, "%", 1),
+        ("DOAE", "DOAE", 1, "deg", 1),
+        ("RDE", "RDE", 1, "", 3),
+        ("DistE", "DistE", 1, "m", 2),
+        ("SELD", "SELD", 1, "", 3),
+    ),
 }
 
 

@@ -14,5 +14,12 @@ from sed.models.ast import ASTModel
 from sed.models.loading import build_from_description, load_model
 from sed.models.registry import create_model, is_model, list_models, register_model
 
-__all__ = ["ASTModel", "build_from_description", "create_model", "is_model", "list_models", "load_model",
-           "register_model"]
+__all__ = [
+    "ASTModel",
+    "build_from_description",
+    "create_model",
+    "is_model",
+    "list_models",
+    "load_model",
+    "register_model",
+]

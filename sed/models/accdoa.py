@@ -62,8 +62,9 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(((a / na) * (b / nb)).sum(-1), -1, 1)))
 
 
-def unify_tracks(vectors: np.ndarray, threshold: float = ACTIVITY_THRESHOLD,
-                 unify_threshold: float = UNIFY_THRESHOLD_DEG) -> tuple[np.ndarray, np.ndarray]:
+def unify_tracks(
+    vectors: np.ndarray, threshold: float = ACTIVITY_THRESHOLD, unify_threshold: float = UNIFY_THRESHOLD_DEG
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply the activity threshold and the unify step to ``[..., 3 tracks, A]`` track vectors
     (``A`` = 3 for x, y, z or 4 with distance). Returns ``(candidates [..., 3, A], valid [..., 3])``:
     the output rows of each (frame, class) are ``candidates[valid]`` in slot order."""
@@ -72,7 +73,9 @@ def unify_tracks(vectors: np.ndarray, threshold: float = ACTIVITY_THRESHOLD,
     active = np.linalg.norm(xyz, axis=-1) > threshold
 
     def close(i: int, j: int) -> np.ndarray:
-        return active[..., i] & active[..., j] & (_angle_deg(xyz[..., i, :], xyz[..., j, :]) < unify_threshold)
+        return (
+            active[..., i] & active[..., j] & (_angle_deg(xyz[..., i, :], xyz[..., j, :]) < unify_threshold)
+        )
 
     s01, s12, s20 = close(0, 1), close(1, 2), close(2, 0)
     n = s01.astype(int) + s12 + s20
@@ -92,9 +95,14 @@ def unify_tracks(vectors: np.ndarray, threshold: float = ACTIVITY_THRESHOLD,
     return cand, valid
 
 
-def multi_accdoa_to_detections(output, nb_classes: int, *, threshold: float = ACTIVITY_THRESHOLD,
-                               unify_threshold: float = UNIFY_THRESHOLD_DEG,
-                               frame_offset: int = 0) -> list[SeldDetection]:
+def multi_accdoa_to_detections(
+    output,
+    nb_classes: int,
+    *,
+    threshold: float = ACTIVITY_THRESHOLD,
+    unify_threshold: float = UNIFY_THRESHOLD_DEG,
+    frame_offset: int = 0,
+) -> list[SeldDetection]:
     """Decode one file's multi-ACCDOA output ``[frames, 3*3*C]`` or ``[frames, 3*4*C]`` (numpy or torch)
     into detections ordered by frame, class, then output slot (the official row order)."""
     out = _to_numpy(output)

@@ -29,7 +29,14 @@ from sed.models.registry import register_model
 from sed.models.transformer import block_prefix, vit_blocks
 
 __all__ = [
-    "AST_SIZES", "ASTModel", "adapt_pos_embed", "ast_base", "ast_micro", "ast_small", "ast_tiny", "default_num_heads",
+    "AST_SIZES",
+    "ASTModel",
+    "adapt_pos_embed",
+    "ast_base",
+    "ast_micro",
+    "ast_small",
+    "ast_tiny",
+    "default_num_heads",
 ]
 
 #: width / depth / heads of the registered sizes (DeiT base/small/tiny, plus a CPU test size).
@@ -99,7 +106,9 @@ class ASTModel(FbankClassifier, nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if min(input_tdim, input_fdim) < patch_size:
-            raise ValueError(f"input {input_tdim}x{input_fdim} is smaller than one {patch_size}x{patch_size} patch")
+            raise ValueError(
+                f"input {input_tdim}x{input_fdim} is smaller than one {patch_size}x{patch_size} patch"
+            )
         self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
         self.input_tdim, self.input_fdim = int(input_tdim), int(input_fdim)
         self.frontend = KaldiFbank(sample_rate, input_fdim, input_tdim, mean, std)
@@ -111,8 +120,17 @@ class ASTModel(FbankClassifier, nn.Module):
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, f * t + 2, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        self.blocks = vit_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                                 drop_path_rate, eps=block_eps)
+        self.blocks = vit_blocks(
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            qkv_bias,
+            drop_rate,
+            attn_drop_rate,
+            drop_path_rate,
+            eps=block_eps,
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head = nn.Sequential(nn.LayerNorm(embed_dim, eps=head_eps), nn.Linear(embed_dim, num_classes))
         self._init_weights()
@@ -133,7 +151,6 @@ class ASTModel(FbankClassifier, nn.Module):
         self.head[0].reset_parameters()
         trunc_normal_(self.head[1].weight, std=0.02)
         nn.init.zeros_(self.head[1].bias)
-
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -213,9 +230,6 @@ class ASTModel(FbankClassifier, nn.Module):
         return self.head(self.forward_fbank_pooled(fbank))
 
 
-
-
-
 def adapt_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_prefix: int = 2) -> torch.Tensor:
     """AST's positional-embedding adaptation ``[1, P + f0*t0, D] -> [1, P + f*t, D]`` (spec §1.2).
 
@@ -278,41 +292,93 @@ def ast_micro(num_classes: int = 527, **kwargs) -> ASTModel:
 
 
 # ---------------------------------------------------------------------- the family and its public weights
-_AST = ("Gong, Chung, Glass 2021, AST (Interspeech), arXiv 2104.01778", "https://github.com/YuanGongND/ast",
-        "BSD-3-Clause (YuanGongND/ast)")
+_AST = (
+    "Gong, Chung, Glass 2021, AST (Interspeech), arXiv 2104.01778",
+    "https://github.com/YuanGongND/ast",
+    "BSD-3-Clause (YuanGongND/ast)",
+)
 _FBANK = f"Kaldi fbank, (x - ({AUDIOSET_MEAN})) / (2 x {AUDIOSET_STD})"
 
 
 def _audioset(name: str, repo: str, mean_ap: str, what: str) -> Weights:
-    return Weights(name, "ast_base", (f"hf://MIT/{repo}",), 527, "audioset", True, 16000, 10.24, _FBANK, _AST[2],
-                   f"AudioSet mAP {mean_ap} ({what})", _AST[0], _AST[1])
+    return Weights(
+        name,
+        "ast_base",
+        (f"hf://MIT/{repo}",),
+        527,
+        "audioset",
+        True,
+        16000,
+        10.24,
+        _FBANK,
+        _AST[2],
+        f"AudioSet mAP {mean_ap} ({what})",
+        _AST[0],
+        _AST[1],
+    )
 
 
 def _deit(name: str, size: str, top1: float) -> Weights:
-    return Weights(name, size, (f"timm://{name}",), 1000, "imagenet", False, 16000, 10.24, _FBANK + " (at fine-tuning)",
-                   "Apache-2.0 (facebookresearch/deit)", f"ImageNet top-1 {top1} % (the image model; a new audio head)",
-                   "Touvron et al. 2021, DeiT (ICML), arXiv 2012.12877", "https://github.com/facebookresearch/deit")
+    return Weights(
+        name,
+        size,
+        (f"timm://{name}",),
+        1000,
+        "imagenet",
+        False,
+        16000,
+        10.24,
+        _FBANK + " (at fine-tuning)",
+        "Apache-2.0 (facebookresearch/deit)",
+        f"ImageNet top-1 {top1} % (the image model; a new audio head)",
+        "Touvron et al. 2021, DeiT (ICML), arXiv 2012.12877",
+        "https://github.com/facebookresearch/deit",
+    )
 
 
 WEIGHTS = (
-    _audioset("ast-audioset-0.4593", "ast-finetuned-audioset-10-10-0.4593", "0.4593", "stride 10, weight averaging"),
+    _audioset(
+        "ast-audioset-0.4593", "ast-finetuned-audioset-10-10-0.4593", "0.4593", "stride 10, weight averaging"
+    ),
     _audioset("ast-audioset-0.450", "ast-finetuned-audioset-10-10-0.450", "0.450", "stride 10, model 1"),
     _audioset("ast-audioset-0.448", "ast-finetuned-audioset-10-10-0.448", "0.448", "stride 10, model 2"),
-    _audioset("ast-audioset-0.448-v2", "ast-finetuned-audioset-10-10-0.448-v2", "0.448", "stride 10, model 3"),
+    _audioset(
+        "ast-audioset-0.448-v2", "ast-finetuned-audioset-10-10-0.448-v2", "0.448", "stride 10, model 3"
+    ),
     _audioset("ast-audioset-12-12-0.447", "ast-finetuned-audioset-12-12-0.447", "0.447", "stride 12"),
     _audioset("ast-audioset-14-14-0.443", "ast-finetuned-audioset-14-14-0.443", "0.443", "stride 14"),
     _audioset("ast-audioset-16-16-0.442", "ast-finetuned-audioset-16-16-0.442", "0.442", "stride 16"),
-    Weights("ast-speech-commands-v2", "ast_base", ("hf://MIT/ast-finetuned-speech-commands-v2",), 35,
-            "speechcommands", False, 16000, 1.28, "Kaldi fbank, (x - (-6.845978)) / (2 x 5.5654526)", _AST[2],
-            "Speech Commands V2-35 accuracy 98.1 %", _AST[0], _AST[1],
-            defaults={"mean": -6.845978, "std": 5.5654526, "input_tdim": 128}),
+    Weights(
+        "ast-speech-commands-v2",
+        "ast_base",
+        ("hf://MIT/ast-finetuned-speech-commands-v2",),
+        35,
+        "speechcommands",
+        False,
+        16000,
+        1.28,
+        "Kaldi fbank, (x - (-6.845978)) / (2 x 5.5654526)",
+        _AST[2],
+        "Speech Commands V2-35 accuracy 98.1 %",
+        _AST[0],
+        _AST[1],
+        defaults={"mean": -6.845978, "std": 5.5654526, "input_tdim": 128},
+    ),
     _deit("deit_base_distilled_patch16_384", "ast_base", 85.2),
     _deit("deit_base_distilled_patch16_224", "ast_base", 83.4),
     _deit("deit_small_distilled_patch16_224", "ast_small", 81.2),
     _deit("deit_tiny_distilled_patch16_224", "ast_tiny", 74.5),
 )
 
-FAMILY = register_family(Family(
-    "ast", tuple(AST_SIZES), "ast_micro", "fixed",
-    "AST (Gong et al. 2021): Kaldi fbank padded or cut to 1024 frames, overlapping 16x16 patches, DeiT",
-    "sed.models.pretrained.ast:IMPORTER", WEIGHTS, test_kwargs={"input_tdim": 98, "depth": 2}))
+FAMILY = register_family(
+    Family(
+        "ast",
+        tuple(AST_SIZES),
+        "ast_micro",
+        "fixed",
+        "AST (Gong et al. 2021): Kaldi fbank padded or cut to 1024 frames, overlapping 16x16 patches, DeiT",
+        "sed.models.pretrained.ast:IMPORTER",
+        WEIGHTS,
+        test_kwargs={"input_tdim": 98, "depth": 2},
+    )
+)

@@ -24,7 +24,9 @@ import torch
 from sed.audio.features import KaldiFbank
 
 
-def length_groups(lengths: Sequence[int] | torch.Tensor | None, batch: int, samples: int) -> list[tuple[int, list[int]]]:
+def length_groups(
+    lengths: Sequence[int] | torch.Tensor | None, batch: int, samples: int
+) -> list[tuple[int, list[int]]]:
     """``[(length, rows)]``: the rows of a batch of ``batch`` clips padded to ``samples``, grouped by
     valid length (``lengths`` None: all of them, full length), shortest first."""
     valid = [samples] * batch if lengths is None else [min(int(v), samples) for v in lengths]
@@ -39,8 +41,9 @@ def pad_to(wave: torch.Tensor, samples: int) -> torch.Tensor:
     return torch.nn.functional.pad(wave, (0, samples - wave.shape[-1]))
 
 
-def per_length(fn: Callable[[torch.Tensor], torch.Tensor], wave: torch.Tensor,
-               lengths: torch.Tensor | None) -> torch.Tensor:
+def per_length(
+    fn: Callable[[torch.Tensor], torch.Tensor], wave: torch.Tensor, lengths: torch.Tensor | None
+) -> torch.Tensor:
     """``fn`` (a batch of clips of one length -> ``[B, ...]``) over a padded batch ``[B, (C,) T]`` whose
     clips have the valid ``lengths``: each group of equal length runs alone, cut to its length, and the
     rows come back in batch order. One group of full length is a single call."""
@@ -128,8 +131,11 @@ def is_seld_model(model) -> bool:
 
 def is_clip_model(model) -> bool:
     """Whether ``model`` is a mono clip classifier (:class:`ClipModel`, not a SELD model)."""
-    return isinstance(model, ClipModel) and not is_seld_model(model) \
+    return (
+        isinstance(model, ClipModel)
+        and not is_seld_model(model)
         and getattr(model, "channel_layout", "mono") == "mono"
+    )
 
 
 def is_trainable_clip_model(model) -> bool:
@@ -165,8 +171,11 @@ def _recording(init: Callable) -> Callable:
     def wrapped(self, *args, **kwargs):
         bound = sig.bind(self, *args, **kwargs)
         bound.apply_defaults()
-        named = [p.name for p in list(sig.parameters.values())[1:]
-                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        named = [
+            p.name
+            for p in list(sig.parameters.values())[1:]
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
         mine = {k: _plain(bound.arguments[k]) for k in named}
         record = self.__dict__.get("_kwargs")
         if record is None:
@@ -225,6 +234,7 @@ class DescribedModel:
         if isinstance(cfg, dict) and isinstance(cfg.get("kwargs"), dict):
             cfg["kwargs"]["labels"] = None if value is None else list(value)
 
+
 class FbankClassifier(DescribedModel):
     """Mixin for classifiers that hold a :class:`~sed.audio.features.KaldiFbank` front end
     (``self.frontend``) producing ``input_tdim`` frames: 16 kHz mono waveforms in."""
@@ -276,7 +286,9 @@ class FbankClassifier(DescribedModel):
         return self.head(self.embed(wave, lengths))
 
 
-def resolve_tdim(input_tdim: int | None, clip_seconds: float | None, sample_rate: int, num_mel_bins: int) -> int:
+def resolve_tdim(
+    input_tdim: int | None, clip_seconds: float | None, sample_rate: int, num_mel_bins: int
+) -> int:
     """Frames of the front end output: ``input_tdim``, else the frames in ``clip_seconds``; 5 s
     (498 frames at any rate) when neither is given."""
     if clip_seconds is not None or input_tdim is None:
@@ -285,7 +297,9 @@ def resolve_tdim(input_tdim: int | None, clip_seconds: float | None, sample_rate
         if frames < 1:
             raise ValueError(f"clip_seconds={clip_seconds} is shorter than one 25 ms frame")
         if input_tdim is not None and int(input_tdim) != frames:
-            raise ValueError(f"clip_seconds={clip_seconds} gives {frames} frames, contradicting input_tdim={input_tdim}")
+            raise ValueError(
+                f"clip_seconds={clip_seconds} gives {frames} frames, contradicting input_tdim={input_tdim}"
+            )
         return frames
     if int(input_tdim) < 1:
         raise ValueError(f"input_tdim must be >= 1 frame, got {input_tdim}")

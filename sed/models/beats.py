@@ -36,8 +36,16 @@ from sed.models.base import FbankClassifier, build_sized, pad_to
 from sed.models.family import Family, Weights, register_family
 from sed.models.registry import register_model
 
-__all__ = ["BEATS_MEAN", "BEATS_SIZES", "BEATS_STD", "BEATsFbank", "BEATsModel", "beats_iter3", "beats_micro",
-           "relative_position_bucket"]
+__all__ = [
+    "BEATS_MEAN",
+    "BEATS_SIZES",
+    "BEATS_STD",
+    "BEATsFbank",
+    "BEATsModel",
+    "beats_iter3",
+    "beats_micro",
+    "relative_position_bucket",
+]
 
 BEATS_MEAN, BEATS_STD = 15.41663, 6.55582
 #: the longest input ``sedkit classify`` scores in one piece (the reference sets no limit)
@@ -45,10 +53,24 @@ BEATS_MAX_SECONDS = 30.0
 
 #: the registered sizes: iter3 / iter3+ as released, and a CPU test size
 BEATS_SIZES: dict[str, dict] = {
-    "beats_iter3": {"embed_dim": 768, "patch_dim": 512, "depth": 12, "num_heads": 12, "ffn_dim": 3072,
-                    "conv_pos": 128, "conv_pos_groups": 16},
-    "beats_micro": {"embed_dim": 64, "patch_dim": 32, "depth": 2, "num_heads": 2, "ffn_dim": 128,
-                    "conv_pos": 16, "conv_pos_groups": 4},
+    "beats_iter3": {
+        "embed_dim": 768,
+        "patch_dim": 512,
+        "depth": 12,
+        "num_heads": 12,
+        "ffn_dim": 3072,
+        "conv_pos": 128,
+        "conv_pos_groups": 16,
+    },
+    "beats_micro": {
+        "embed_dim": 64,
+        "patch_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "ffn_dim": 128,
+        "conv_pos": 16,
+        "conv_pos_groups": 4,
+    },
 }
 
 
@@ -59,8 +81,15 @@ class BEATsFbank(KaldiFbank):
     statistics; every frame of the clip (``target_length=None``, the reference), or padded/cropped to
     ``target_length`` frames."""
 
-    def __init__(self, sample_rate: int = 16000, num_mel_bins: int = 128, target_length: int | None = None,
-                 mean: float = BEATS_MEAN, std: float = BEATS_STD, scale: float = 2.0**15):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        num_mel_bins: int = 128,
+        target_length: int | None = None,
+        mean: float = BEATS_MEAN,
+        std: float = BEATS_STD,
+        scale: float = 2.0**15,
+    ):
         super().__init__(sample_rate, num_mel_bins, target_length, mean, std)
         self.scale = float(scale)
         self.window = torch.hann_window(self.win, periodic=False).pow(0.85)  # Kaldi's "povey" window
@@ -88,8 +117,12 @@ def relative_position_bucket(rel: torch.Tensor, num_buckets: int, max_distance: 
     out = (rel > 0).long() * half
     dist = rel.abs()
     exact = half // 2
-    far = exact + (torch.log(dist.clamp_min(1).float() / exact) / math.log(max_distance / exact)
-                   * (half - exact)).long()
+    far = (
+        exact
+        + (
+            torch.log(dist.clamp_min(1).float() / exact) / math.log(max_distance / exact) * (half - exact)
+        ).long()
+    )
     far = far.clamp_max(half - 1)
     return out + torch.where(dist < exact, dist, far)
 
@@ -125,8 +158,9 @@ class BEATsAttention(nn.Module):
             mask = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * bias
         else:
             mask = bias.unsqueeze(0).expand(b, -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype),
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask.to(q.dtype), dropout_p=self.dropout if self.training else 0.0
+        )
         # a real copy: under torch.export the decomposed attention's output strides differ from eager's,
         # and a reshape (or a no-op contiguous) was recorded as a view that the ONNX exporter cannot take
         return self.out_proj(out.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(b, n, d))
@@ -135,8 +169,18 @@ class BEATsAttention(nn.Module):
 class BEATsLayer(nn.Module):
     """Post-LN Transformer layer with deep-norm residual scaling ``alpha = (2 * depth) ** 0.25``."""
 
-    def __init__(self, dim: int, ffn_dim: int, num_heads: int, depth: int, deep_norm: bool, gru_rel_pos: bool,
-                 dropout: float, attention_dropout: float, activation_dropout: float):
+    def __init__(
+        self,
+        dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        depth: int,
+        deep_norm: bool,
+        gru_rel_pos: bool,
+        dropout: float,
+        attention_dropout: float,
+        activation_dropout: float,
+    ):
         super().__init__()
         self.self_attn = BEATsAttention(dim, num_heads, gru_rel_pos, attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(dim)
@@ -188,26 +232,46 @@ class BEATsModel(FbankClassifier, nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if min(input_tdim, num_mel_bins) < patch_size:
-            raise ValueError(f"input {input_tdim}x{num_mel_bins} is smaller than one {patch_size}x{patch_size} patch")
+            raise ValueError(
+                f"input {input_tdim}x{num_mel_bins} is smaller than one {patch_size}x{patch_size} patch"
+            )
         if embed_dim % conv_pos_groups:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by conv_pos_groups {conv_pos_groups}")
         self.num_classes, self.embed_dim = int(num_classes), int(embed_dim)
-        self.input_tdim, self.num_mel_bins, self.patch_size = int(input_tdim), int(num_mel_bins), int(patch_size)
+        self.input_tdim, self.num_mel_bins, self.patch_size = (
+            int(input_tdim),
+            int(num_mel_bins),
+            int(patch_size),
+        )
         self.num_buckets, self.max_distance = int(num_buckets), int(max_distance)
         self.frontend = BEATsFbank(sample_rate, num_mel_bins, None, mean, std)
         self.patch_embedding = nn.Conv2d(1, patch_dim, patch_size, stride=patch_size, bias=conv_bias)
         self.layer_norm = nn.LayerNorm(patch_dim)
         self.post_extract_proj = nn.Linear(patch_dim, embed_dim) if patch_dim != embed_dim else nn.Identity()
         self.dropout_input = nn.Dropout(dropout_input)
-        self.pos_conv = weight_norm(nn.Conv1d(embed_dim, embed_dim, conv_pos, padding=conv_pos // 2,
-                                              groups=conv_pos_groups), name="weight", dim=2)
+        self.pos_conv = weight_norm(
+            nn.Conv1d(embed_dim, embed_dim, conv_pos, padding=conv_pos // 2, groups=conv_pos_groups),
+            name="weight",
+            dim=2,
+        )
         self.pos_trim = 1 if conv_pos % 2 == 0 else 0  # the reference's SamePad
         self.encoder_norm = nn.LayerNorm(embed_dim)
         self.encoder_dropout = nn.Dropout(dropout)
         self.rel_pos_bias = nn.Embedding(num_buckets, num_heads)
         self.blocks = nn.ModuleList(
-            BEATsLayer(embed_dim, ffn_dim, num_heads, depth, deep_norm, gru_rel_pos, dropout, attention_dropout,
-                       activation_dropout) for _ in range(depth))
+            BEATsLayer(
+                embed_dim,
+                ffn_dim,
+                num_heads,
+                depth,
+                deep_norm,
+                gru_rel_pos,
+                dropout,
+                attention_dropout,
+                activation_dropout,
+            )
+            for _ in range(depth)
+        )
         self.head = nn.Sequential(nn.Dropout(predictor_dropout), nn.Linear(embed_dim, num_classes))
         self._init_weights(deep_norm)
         self.labels = labels
@@ -224,8 +288,14 @@ class BEATsModel(FbankClassifier, nn.Module):
         beta = math.pow(8 * len(self.blocks), -0.25) if deep_norm else 1.0
         for blk in self.blocks:
             a = blk.self_attn
-            for lin, gain in ((a.k_proj, 1.0), (a.v_proj, beta), (a.q_proj, 1.0), (a.out_proj, beta),
-                              (blk.fc1, beta), (blk.fc2, beta)):
+            for lin, gain in (
+                (a.k_proj, 1.0),
+                (a.v_proj, beta),
+                (a.q_proj, 1.0),
+                (a.out_proj, beta),
+                (blk.fc1, beta),
+                (blk.fc2, beta),
+            ):
                 nn.init.xavier_normal_(lin.weight, gain=gain)
         conv = self.pos_conv
         std = math.sqrt(4.0 / (conv.kernel_size[0] * self.embed_dim))
@@ -267,8 +337,10 @@ class BEATsModel(FbankClassifier, nn.Module):
         """``[B, frames, bins]`` -> patch tokens ``[B, N, D]`` in time-major order (token = t * f + row),
         after the patch LayerNorm and ``post_extract_proj``: what enters the positional conv."""
         if fbank.dim() != 3 or fbank.shape[2] != self.num_mel_bins or fbank.shape[1] < self.patch_size:
-            raise ValueError(f"BEATs expects features [B, >= {self.patch_size}, {self.num_mel_bins}], "
-                             f"got {tuple(fbank.shape)}")
+            raise ValueError(
+                f"BEATs expects features [B, >= {self.patch_size}, {self.num_mel_bins}], "
+                f"got {tuple(fbank.shape)}"
+            )
         x = self.patch_embedding(fbank.unsqueeze(1)).flatten(2).transpose(1, 2)
         return self.dropout_input(self.post_extract_proj(self.layer_norm(x)))
 
@@ -318,7 +390,9 @@ class BEATsModel(FbankClassifier, nn.Module):
         f = self.num_mel_bins // self.patch_size
         t = n // f
         freq_major = x.view(b, t, f, d).transpose(1, 2).reshape(b, n, d)
-        mixed, y_a, y_b, lam, index = patch_mix(freq_major, y, beta, generator, time_domain=time_domain, grid=(f, t))
+        mixed, y_a, y_b, lam, index = patch_mix(
+            freq_major, y, beta, generator, time_domain=time_domain, grid=(f, t)
+        )
         x = mixed.view(b, f, t, d).transpose(1, 2).reshape(b, n, d)
         pooled = self.forward_tokens(x)[0]
         return self.head(pooled), pooled, y_a, y_b, lam, index
@@ -326,7 +400,9 @@ class BEATsModel(FbankClassifier, nn.Module):
 
 # ---------------------------------------------------------------------- registered sizes
 def _build(size: str, num_classes: int, kwargs: dict) -> BEATsModel:
-    return build_sized(BEATsModel, BEATS_SIZES, size, num_classes, kwargs)  # input_fdim taken for num_mel_bins
+    return build_sized(
+        BEATsModel, BEATS_SIZES, size, num_classes, kwargs
+    )  # input_fdim taken for num_mel_bins
 
 
 @register_model
@@ -347,26 +423,69 @@ _CITE = "Chen et al. 2023, BEATs (ICML), arXiv 2212.09058, Table 2"
 
 
 def _weights(name: str, sources: tuple[str, ...], classes: int | None, metric: str) -> Weights:
-    return Weights(name, "beats_iter3", sources, classes, "audioset" if classes else None, bool(classes), 16000, 10.0,
-                   f"Kaldi fbank of wave x 2^15, (x - {BEATS_MEAN}) / (2 x {BEATS_STD})", "MIT (microsoft/unilm)",
-                   metric, _CITE, _HOME)
+    return Weights(
+        name,
+        "beats_iter3",
+        sources,
+        classes,
+        "audioset" if classes else None,
+        bool(classes),
+        16000,
+        10.0,
+        f"Kaldi fbank of wave x 2^15, (x - {BEATS_MEAN}) / (2 x {BEATS_STD})",
+        "MIT (microsoft/unilm)",
+        metric,
+        _CITE,
+        _HOME,
+    )
 
 
 _MIRROR1, _MIRROR2 = "hf://lpepino/beats_ckpts/", "hf://camenduru/beats/"
 WEIGHTS = (
-    _weights("beats-iter3-plus-as2m", (_MIRROR1 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt",
-                                       _MIRROR2 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"),
-             527, "AudioSet-2M mAP 48.6 (iter3+, single model)"),
-    _weights("beats-iter3-plus-as2m-cpt2", (_MIRROR2 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt",),
-             527, "AudioSet-2M mAP 48.6 (iter3+, single model)"),
-    _weights("beats-iter3-plus-as2m-pt", (_MIRROR1 + "BEATs_iter3_plus_AS2M.pt",), None,
-             "ESC-50 98.1 % after fine-tuning (iter3+ AS2M)"),
-    _weights("beats-iter3-as2m", (_MIRROR1 + "BEATs_iter3_finetuned_on_AS2M_cpt1.pt",), 527,
-             "AudioSet-2M mAP 48.0 (iter3, single model)"),
-    _weights("beats-iter3-pt", (_MIRROR1 + "BEATs_iter3.pt",), None, "AudioSet-2M mAP 48.0 after fine-tuning (iter3)"),
+    _weights(
+        "beats-iter3-plus-as2m",
+        (
+            _MIRROR1 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt",
+            _MIRROR2 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt",
+        ),
+        527,
+        "AudioSet-2M mAP 48.6 (iter3+, single model)",
+    ),
+    _weights(
+        "beats-iter3-plus-as2m-cpt2",
+        (_MIRROR2 + "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt",),
+        527,
+        "AudioSet-2M mAP 48.6 (iter3+, single model)",
+    ),
+    _weights(
+        "beats-iter3-plus-as2m-pt",
+        (_MIRROR1 + "BEATs_iter3_plus_AS2M.pt",),
+        None,
+        "ESC-50 98.1 % after fine-tuning (iter3+ AS2M)",
+    ),
+    _weights(
+        "beats-iter3-as2m",
+        (_MIRROR1 + "BEATs_iter3_finetuned_on_AS2M_cpt1.pt",),
+        527,
+        "AudioSet-2M mAP 48.0 (iter3, single model)",
+    ),
+    _weights(
+        "beats-iter3-pt",
+        (_MIRROR1 + "BEATs_iter3.pt",),
+        None,
+        "AudioSet-2M mAP 48.0 after fine-tuning (iter3)",
+    ),
 )
 
-FAMILY = register_family(Family(
-    "beats", tuple(BEATS_SIZES), "beats_micro", "native",
-    "BEATs iter3 / iter3+ (Chen et al. 2023): Kaldi fbank, 16x16 patches, relative-position transformer",
-    "sed.models.pretrained.beats:IMPORTER", WEIGHTS, test_kwargs={"input_tdim": 98, "depth": 2}))
+FAMILY = register_family(
+    Family(
+        "beats",
+        tuple(BEATS_SIZES),
+        "beats_micro",
+        "native",
+        "BEATs iter3 / iter3+ (Chen et al. 2023): Kaldi fbank, 16x16 patches, relative-position transformer",
+        "sed.models.pretrained.beats:IMPORTER",
+        WEIGHTS,
+        test_kwargs={"input_tdim": 98, "depth": 2},
+    )
+)

@@ -74,7 +74,9 @@ def checked_build(source, what: str, weights: Mapping) -> Iterator[None]:
     tensor (plus 10,000), which is refused before it allocates; any failure is one
     :class:`CheckpointError` naming ``source``."""
     tensors = [t for t in weights.values() if isinstance(t, torch.Tensor)]
-    stored = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}  # not views' sizes
+    stored = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors
+    }  # not views' sizes
     try:
         with _Budget(8 * sum(stored.values()) + 2**26, 20 * len(tensors) + 10_000):
             yield
@@ -92,8 +94,11 @@ def check_weights(model: nn.Module, state: Mapping, source) -> None:
     wrong = [f"{k} {tuple(v.shape)} vs model {tuple(e.shape)}" for k, v, e in shared if v.shape != e.shape]
     if wrong:
         raise CheckpointError(source, "shape mismatch: " + "; ".join(wrong[:6]))
-    kinds = [f"{k} {v.dtype} vs model {e.dtype}" for k, v, e in shared
-             if v.is_complex() or v.is_floating_point() != e.is_floating_point()]
+    kinds = [
+        f"{k} {v.dtype} vs model {e.dtype}"
+        for k, v, e in shared
+        if v.is_complex() or v.is_floating_point() != e.is_floating_point()
+    ]
     if kinds:
         raise CheckpointError(source, "wrong kind of numbers: " + "; ".join(kinds[:6]))
     bad = [k for k, v, _ in shared if v.is_floating_point() and not torch.isfinite(v.float()).all()]

@@ -29,10 +29,18 @@ def parameter_count(size: str) -> int:
 
 
 def _family_row(fam: Family) -> dict[str, Any]:
-    sizes = [{"name": s, "parameters": None if fam.length_policy == "backbone" else parameter_count(s)}
-             for s in fam.sizes]
-    return {"family": fam.name, "description": fam.description, "length_policy": fam.length_policy,
-            "test_size": fam.test_size, "sizes": sizes, "weights": [w.row() for w in fam.weights]}
+    sizes = [
+        {"name": s, "parameters": None if fam.length_policy == "backbone" else parameter_count(s)}
+        for s in fam.sizes
+    ]
+    return {
+        "family": fam.name,
+        "description": fam.description,
+        "length_policy": fam.length_policy,
+        "test_size": fam.test_size,
+        "sizes": sizes,
+        "weights": [w.row() for w in fam.weights],
+    }
 
 
 def catalogue(family_name: str | None = None) -> list[dict[str, Any]]:

@@ -39,8 +39,17 @@ from sed.models.base import FbankClassifier, build_sized, resolve_tdim
 from sed.models.family import Family, register_family
 from sed.models.registry import register_model
 
-__all__ = ["TCN_SIZES", "CausalConv1d", "CausalConv2d", "StreamState", "TCNBlock", "TCNModel", "tcn_base",
-           "tcn_small", "tcn_tiny"]
+__all__ = [
+    "TCN_SIZES",
+    "CausalConv1d",
+    "CausalConv2d",
+    "StreamState",
+    "TCNBlock",
+    "TCNModel",
+    "tcn_base",
+    "tcn_small",
+    "tcn_tiny",
+]
 
 #: architecture of the registered sizes: block width, number of blocks (dilations 1 .. 2**(depth-1)),
 #: kernel size over time, channels of the 2-D stem (0: none, the mel bins are the input channels)
@@ -85,7 +94,9 @@ class CausalConv2d(nn.Conv2d):
     in frequency."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, freq_stride: int = 2):
-        super().__init__(cin, cout, kernel_size, stride=(1, freq_stride), padding=(0, kernel_size // 2), bias=False)
+        super().__init__(
+            cin, cout, kernel_size, stride=(1, freq_stride), padding=(0, kernel_size // 2), bias=False
+        )
         self.context = kernel_size - 1
 
     def forward(self, x: torch.Tensor, caches: _Caches | None = None) -> torch.Tensor:
@@ -151,15 +162,19 @@ class TCNModel(FbankClassifier, nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if not 1 <= depth <= 16 or kernel_size < 2 or channels < 1 or stem_channels < 0 or num_mel_bins < 1:
-            raise ValueError(f"a TCN needs 1..16 blocks, kernel_size >= 2 and positive widths, got depth={depth}, "
-                             f"kernel_size={kernel_size}, channels={channels}, stem_channels={stem_channels}")
+            raise ValueError(
+                f"a TCN needs 1..16 blocks, kernel_size >= 2 and positive widths, got depth={depth}, "
+                f"kernel_size={kernel_size}, channels={channels}, stem_channels={stem_channels}"
+            )
         input_tdim = resolve_tdim(input_tdim, clip_seconds, sample_rate, num_mel_bins)
         self.record_kwargs(input_tdim=input_tdim, clip_seconds=None)
         self.num_classes, self.embed_dim = int(num_classes), int(channels)
         self.input_tdim, self.input_fdim = input_tdim, int(num_mel_bins)
         self.frontend = KaldiFbank(sample_rate, num_mel_bins, None, mean, std)
         if stem_channels:
-            self.stem = nn.ModuleDict({"conv": CausalConv2d(1, stem_channels), "bn": nn.BatchNorm2d(stem_channels)})
+            self.stem = nn.ModuleDict(
+                {"conv": CausalConv2d(1, stem_channels), "bn": nn.BatchNorm2d(stem_channels)}
+            )
             cin = stem_channels * ((num_mel_bins - 1) // 2 + 1)
         else:
             self.stem, cin = None, int(num_mel_bins)
@@ -255,8 +270,11 @@ class TCNModel(FbankClassifier, nn.Module):
         """The state before any audio: no samples, zeros as every convolution's past (its left padding)."""
         device = device if device is not None else self.head[1].weight.device
         freq = self.input_fdim
-        return StreamState(torch.zeros(batch, 0, device=device),
-                           [m.empty_cache(batch, freq, device) for m in self._causal], 0)
+        return StreamState(
+            torch.zeros(batch, 0, device=device),
+            [m.empty_cache(batch, freq, device) for m in self._causal],
+            0,
+        )
 
     @torch.no_grad()
     def stream_step(self, state: StreamState, samples: torch.Tensor) -> tuple[torch.Tensor, StreamState]:
@@ -269,12 +287,16 @@ class TCNModel(FbankClassifier, nn.Module):
         fe = self.frontend
         k = fe.num_frames(buf.shape[1])
         if k == 0:
-            return buf.new_zeros(buf.shape[0], 0, self.embed_dim), StreamState(buf, state.caches, state.frames)
+            return buf.new_zeros(buf.shape[0], 0, self.embed_dim), StreamState(
+                buf, state.caches, state.frames
+            )
         with torch.autocast(device_type=buf.device.type, enabled=False):
             fbank = fe(buf[:, : (k - 1) * fe.hop + fe.win])
         caches = _Caches(state.caches)
         emb = self._body(fbank, caches)
-        return emb, StreamState(buf[:, k * fe.hop :].clone(), [c.clone() for c in caches.new], state.frames + k)
+        return emb, StreamState(
+            buf[:, k * fe.hop :].clone(), [c.clone() for c in caches.new], state.frames + k
+        )
 
 
 # ---------------------------------------------------------------------- registered sizes
@@ -296,7 +318,13 @@ def tcn_base(num_classes: int = 527, **kwargs) -> TCNModel:
     return build_sized(TCNModel, TCN_SIZES, "tcn_base", num_classes, kwargs)
 
 
-FAMILY = register_family(Family(
-    "tcn", tuple(TCN_SIZES), "tcn_tiny", "fixed",
-    "causal TCNs for streaming: dilated causal 1-D convolutions on the AST fbank; no public weights",
-    test_kwargs={"clip_seconds": 1.0}))
+FAMILY = register_family(
+    Family(
+        "tcn",
+        tuple(TCN_SIZES),
+        "tcn_tiny",
+        "fixed",
+        "causal TCNs for streaming: dilated causal 1-D convolutions on the AST fbank; no public weights",
+        test_kwargs={"clip_seconds": 1.0},
+    )
+)

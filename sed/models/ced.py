@@ -68,18 +68,36 @@ class CEDMel(nn.Module):
     feature extractor zero-pads audio; samples past ``lengths`` are zeroed the same way.
     """
 
-    def __init__(self, sample_rate: int = 16000, n_mels: int = 64, target_length: int | None = None,
-                 n_fft: int = 512, win_length: int = 512, hop_length: int = 160, f_min: float = 0.0,
-                 f_max: float = 8000.0, top_db: float | None = 120.0):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_mels: int = 64,
+        target_length: int | None = None,
+        n_fft: int = 512,
+        win_length: int = 512,
+        hop_length: int = 160,
+        f_min: float = 0.0,
+        f_max: float = 8000.0,
+        top_db: float | None = 120.0,
+    ):
         super().__init__()
         if win_length > n_fft:
             raise ValueError(f"win_length {win_length} is longer than n_fft {n_fft}")
         self.sample_rate, self.n_mels, self.n_fft = int(sample_rate), int(n_mels), int(n_fft)
-        self.win_length, self.hop, self.f_min, self.f_max = int(win_length), int(hop_length), float(f_min), float(f_max)
+        self.win_length, self.hop, self.f_min, self.f_max = (
+            int(win_length),
+            int(hop_length),
+            float(f_min),
+            float(f_max),
+        )
         self.top_db = None if top_db is None else float(top_db)
         self.target_length = None if target_length is None else int(target_length)
-        with torch.device("cpu"):  # numbers, also when the model is built on the meta device (parameter counts)
-            fb = torchaudio.functional.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, None, "htk")
+        with torch.device(
+            "cpu"
+        ):  # numbers, also when the model is built on the meta device (parameter counts)
+            fb = torchaudio.functional.melscale_fbanks(
+                n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, None, "htk"
+            )
         self.register_buffer("mel_fb", fb.float(), persistent=False)  # [n_fft//2 + 1, n_mels]
         left = (n_fft - win_length) // 2  # torch.stft centres a shorter window in the frame
         window = F.pad(torch.hann_window(win_length), (left, n_fft - win_length - left))
@@ -103,9 +121,18 @@ class CEDMel(nn.Module):
         return 1 + int(num_samples) // self.hop
 
     def config(self) -> dict:
-        return {"kind": "ced_mel", "sample_rate": self.sample_rate, "n_mels": self.n_mels,
-                "target_length": self.target_length, "n_fft": self.n_fft, "win_length": self.win_length,
-                "hop_length": self.hop, "f_min": self.f_min, "f_max": self.f_max, "top_db": self.top_db}
+        return {
+            "kind": "ced_mel",
+            "sample_rate": self.sample_rate,
+            "n_mels": self.n_mels,
+            "target_length": self.target_length,
+            "n_fft": self.n_fft,
+            "win_length": self.win_length,
+            "hop_length": self.hop,
+            "f_min": self.f_min,
+            "f_max": self.f_max,
+            "top_db": self.top_db,
+        }
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
@@ -116,7 +143,9 @@ class CEDMel(nn.Module):
             wave = F.pad(wave, (0, self.clip_samples))[:, : self.clip_samples]
         half = self.n_fft // 2
         x = F.pad(wave.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
-        spec = torch.fft.rfft(x.unfold(1, self.n_fft, self.hop) * self.window, n=self.n_fft)  # [B, frames, bins]
+        spec = torch.fft.rfft(
+            x.unfold(1, self.n_fft, self.hop) * self.window, n=self.n_fft
+        )  # [B, frames, bins]
         power = spec.real.square() + spec.imag.square()
         db = 10.0 * torch.log10((power @ self.mel_fb).clamp_min(1e-10))
         if self.top_db is not None:
@@ -156,12 +185,18 @@ class CEDModel(DescribedModel, nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if min(input_tdim, target_length, num_mel_bins) < patch_size:
-            raise ValueError(f"input {input_tdim} frames (chunks of {target_length}) x {num_mel_bins} mel bins "
-                             f"is smaller than one {patch_size}x{patch_size} patch")
+            raise ValueError(
+                f"input {input_tdim} frames (chunks of {target_length}) x {num_mel_bins} mel bins "
+                f"is smaller than one {patch_size}x{patch_size} patch"
+            )
         if chunk_average not in ("prob", "embedding"):
             raise ValueError(f"chunk_average must be 'prob' or 'embedding', got {chunk_average!r}")
         self.num_classes, self.embed_dim, self.patch_size = int(num_classes), int(embed_dim), int(patch_size)
-        self.input_tdim, self.target_length, self.num_mel_bins = int(input_tdim), int(target_length), int(num_mel_bins)
+        self.input_tdim, self.target_length, self.num_mel_bins = (
+            int(input_tdim),
+            int(target_length),
+            int(num_mel_bins),
+        )
         self.chunk_average, self.pad_last = chunk_average, bool(pad_last)
         self.frontend = CEDMel(sample_rate, num_mel_bins, None)
         self.init_bn = warm_start_batchnorm(nn.BatchNorm1d(num_mel_bins, momentum=0.01))  # sed.models.norm
@@ -170,8 +205,17 @@ class CEDModel(DescribedModel, nn.Module):
         self.time_pos_embed = nn.Parameter(torch.randn(1, embed_dim, 1, t0) * 0.02)
         self.freq_pos_embed = nn.Parameter(torch.randn(1, embed_dim, f, 1) * 0.02)
         self.pos_drop = nn.Dropout(drop_rate)
-        self.blocks = vit_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                                 drop_path_rate, eps=1e-6)
+        self.blocks = vit_blocks(
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            qkv_bias,
+            drop_rate,
+            attn_drop_rate,
+            drop_path_rate,
+            eps=1e-6,
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
         for m in self.modules():
@@ -208,7 +252,9 @@ class CEDModel(DescribedModel, nn.Module):
     @property
     def grid(self) -> tuple[int, int]:
         """Patch grid ``(f, t)`` of one chunk of the model's input: rows are frequency, columns time."""
-        return self.num_mel_bins // self.patch_size, min(self.input_tdim, self.target_length) // self.patch_size
+        return self.num_mel_bins // self.patch_size, min(
+            self.input_tdim, self.target_length
+        ) // self.patch_size
 
     @property
     def num_patches(self) -> int:
@@ -231,7 +277,9 @@ class CEDModel(DescribedModel, nn.Module):
     def _chunks(self, feats: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``[B, T, F]`` dB features -> batch-normalised ``[S * B, 1, F, t]`` chunks (chunk-major) and ``S``."""
         if feats.dim() != 3 or feats.shape[-1] != self.num_mel_bins:
-            raise ValueError(f"CED expects features [B, frames, {self.num_mel_bins}], got {tuple(feats.shape)}")
+            raise ValueError(
+                f"CED expects features [B, frames, {self.num_mel_bins}], got {tuple(feats.shape)}"
+            )
         x = self.init_bn(feats.transpose(1, 2))  # [B, F, T]
         n = self.target_length
         if torch.compiler.is_exporting() or x.shape[-1] <= n:  # an exported graph holds one chunk
@@ -249,7 +297,9 @@ class CEDModel(DescribedModel, nn.Module):
         the positional embeddings (where Patch-Mix mixes)."""
         x, s = self._chunks(feats)
         if s != 1:
-            raise ValueError(f"patch tokens are for inputs of at most target_length={self.target_length} frames")
+            raise ValueError(
+                f"patch tokens are for inputs of at most target_length={self.target_length} frames"
+            )
         return self.patch_embed(x).flatten(2).transpose(1, 2)
 
     def forward_tokens(self, patches: torch.Tensor, grid: tuple[int, int] | None = None):
@@ -308,13 +358,20 @@ class CEDModel(DescribedModel, nn.Module):
             return per_length(self.forward, wave, lengths)
         return self.forward_from_features(self.features(wave))
 
-    def forward_patch_mix(self, feats: torch.Tensor, y: torch.Tensor, beta: float = 1.0,
-                          generator: torch.Generator | None = None, time_domain: bool = False):
+    def forward_patch_mix(
+        self,
+        feats: torch.Tensor,
+        y: torch.Tensor,
+        beta: float = 1.0,
+        generator: torch.Generator | None = None,
+        time_domain: bool = False,
+    ):
         """Patch-Mix forward (as :meth:`sed.models.ast.ASTModel.forward_patch_mix`): features and labels
         ``[B]`` -> ``(logits, pooled, y_a, y_b, lam, index)``; patch tokens are mixed before the
         positional embeddings."""
-        patches, y_a, y_b, lam, index = patch_mix(self.patchify(feats), y, beta, generator,
-                                                  time_domain=time_domain, grid=self.grid)
+        patches, y_a, y_b, lam, index = patch_mix(
+            self.patchify(feats), y, beta, generator, time_domain=time_domain, grid=self.grid
+        )
         pooled = self.forward_tokens(patches)[0]
         return self.head(pooled), pooled, y_a, y_b, lam, index
 
@@ -366,21 +423,45 @@ def ced_base(num_classes: int = 527, **kwargs) -> CEDModel:
 # ---------------------------------------------------------------------- the family and its public weights
 def _weights(size: str, params: str, mean_ap: float, zenodo: str) -> Weights:
     name = size.replace("_", "-")
-    return Weights(name, size, (f"hf://mispeech/{name}", zenodo), 527, "audioset", True, 16000, 10.0,
-                   "dB mel (top_db 120), then init_bn (BatchNorm over the 64 bins)",
-                   "GPL-3.0 (RicherMans/CED repository)", f"AudioSet-2M mAP {mean_ap} ({params} parameters)",
-                   "Dinkel et al. 2023, CED, arXiv 2308.11957, Table 2", "https://github.com/RicherMans/CED")
+    return Weights(
+        name,
+        size,
+        (f"hf://mispeech/{name}", zenodo),
+        527,
+        "audioset",
+        True,
+        16000,
+        10.0,
+        "dB mel (top_db 120), then init_bn (BatchNorm over the 64 bins)",
+        "GPL-3.0 (RicherMans/CED repository)",
+        f"AudioSet-2M mAP {mean_ap} ({params} parameters)",
+        "Dinkel et al. 2023, CED, arXiv 2308.11957, Table 2",
+        "https://github.com/RicherMans/CED",
+    )
 
 
 _ZENODO = "https://zenodo.org/record/8275347/files/"
 WEIGHTS = (
     _weights("ced_tiny", "5.5 M", 48.1, _ZENODO + "audiotransformer_tiny_mAP_4814.pt"),
     _weights("ced_mini", "9.6 M", 49.0, _ZENODO + "audiotransformer_mini_mAP_4896.pt"),
-    _weights("ced_small", "22 M", 49.6, "https://zenodo.org/record/8275319/files/audiotransformer_small_mAP_4958.pt"),
+    _weights(
+        "ced_small",
+        "22 M",
+        49.6,
+        "https://zenodo.org/record/8275319/files/audiotransformer_small_mAP_4958.pt",
+    ),
     _weights("ced_base", "86 M", 50.0, _ZENODO + "audiotransformer_base_mAP_4999.pt"),
 )
 
-FAMILY = register_family(Family(
-    "ced", tuple(CED_SIZES), "ced_tiny", "native",
-    "CED (Dinkel et al. 2023): 64-bin dB mel, 16x16 patches, ViT with separate time/frequency positions",
-    "sed.models.pretrained.ced:IMPORTER", WEIGHTS, test_kwargs={"input_tdim": 101, "depth": 2}))
+FAMILY = register_family(
+    Family(
+        "ced",
+        tuple(CED_SIZES),
+        "ced_tiny",
+        "native",
+        "CED (Dinkel et al. 2023): 64-bin dB mel, 16x16 patches, ViT with separate time/frequency positions",
+        "sed.models.pretrained.ced:IMPORTER",
+        WEIGHTS,
+        test_kwargs={"input_tdim": 101, "depth": 2},
+    )
+)

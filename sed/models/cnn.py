@@ -38,17 +38,37 @@ __all__ = ["CNN_SIZES", "CNNModel", "InvertedResidual", "cnn_base", "cnn_small",
 #: architecture of the registered sizes: stem width, per-stage widths and block counts, expansion
 #: ratio of the inverted residuals, width of the final 1x1 conv (the embedding).
 CNN_SIZES: dict[str, dict] = {
-    "cnn_tiny": {"stem_dim": 16, "widths": [16, 24, 48, 80, 112], "depths": [1, 2, 2, 2, 1],
-                 "expand_ratio": 3.0, "embed_dim": 384},
-    "cnn_small": {"stem_dim": 16, "widths": [16, 32, 48, 88, 136], "depths": [1, 2, 3, 3, 2],
-                  "expand_ratio": 4.0, "embed_dim": 512},
-    "cnn_base": {"stem_dim": 24, "widths": [24, 40, 80, 128, 200], "depths": [1, 2, 3, 4, 3],
-                 "expand_ratio": 4.0, "embed_dim": 768},
+    "cnn_tiny": {
+        "stem_dim": 16,
+        "widths": [16, 24, 48, 80, 112],
+        "depths": [1, 2, 2, 2, 1],
+        "expand_ratio": 3.0,
+        "embed_dim": 384,
+    },
+    "cnn_small": {
+        "stem_dim": 16,
+        "widths": [16, 32, 48, 88, 136],
+        "depths": [1, 2, 3, 3, 2],
+        "expand_ratio": 4.0,
+        "embed_dim": 512,
+    },
+    "cnn_base": {
+        "stem_dim": 24,
+        "widths": [24, 40, 80, 128, 200],
+        "depths": [1, 2, 3, 4, 3],
+        "expand_ratio": 4.0,
+        "embed_dim": 768,
+    },
 }
 
 
-def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+def _conv_bn(
+    cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
+    layers = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     if act:
         layers.append(nn.Hardswish(inplace=True))
     return nn.Sequential(*layers)
@@ -58,13 +78,24 @@ class InvertedResidual(nn.Module):
     """1x1 expand -> 3x3 depthwise (``stride``) -> SE -> 1x1 project (BN, no activation), plus the
     input when the shapes match (MobileNetV2 with MobileNetV3's SE and Hardswish)."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, expand_ratio: float = 4.0, se_ratio: float = 0.25,
-                 drop_path: float = 0.0):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int = 1,
+        expand_ratio: float = 4.0,
+        se_ratio: float = 0.25,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         hidden = make_divisible(cin * expand_ratio, 8)
         self.expand = _conv_bn(cin, hidden) if hidden != cin else nn.Identity()
         self.dw = _conv_bn(hidden, hidden, 3, stride, groups=hidden)
-        self.se = SqueezeExcite(hidden, rd_ratio=se_ratio, gate_layer="hard_sigmoid") if se_ratio > 0 else nn.Identity()
+        self.se = (
+            SqueezeExcite(hidden, rd_ratio=se_ratio, gate_layer="hard_sigmoid")
+            if se_ratio > 0
+            else nn.Identity()
+        )
         self.project = _conv_bn(hidden, cout, act=False)
         self.has_skip = stride == 1 and cin == cout
         self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
@@ -109,7 +140,9 @@ class CNNModel(FbankClassifier, nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         widths, depths = [int(w) for w in widths], [int(d) for d in depths]
         if len(widths) != len(depths) or not widths or min(depths) < 1:
-            raise ValueError(f"widths {widths} and depths {depths} must be equally long, non-empty, depths >= 1")
+            raise ValueError(
+                f"widths {widths} and depths {depths} must be equally long, non-empty, depths >= 1"
+            )
         if depth is not None:
             if not 1 <= depth <= len(widths):
                 raise ValueError(f"depth must be 1..{len(widths)} stages, got {depth}")
@@ -159,7 +192,6 @@ class CNNModel(FbankClassifier, nn.Module):
         nn.init.normal_(self.head[1].weight, std=0.01)
         nn.init.zeros_(self.head[1].bias)
 
-
     # ------------------------------------------------------------------ forward pieces
 
     def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,9 +205,6 @@ class CNNModel(FbankClassifier, nn.Module):
         return self.head(pooled)
 
     forward_fbank = FbankClassifier.forward_from_features
-
-
-
 
 
 # ---------------------------------------------------------------------- registered sizes
@@ -197,7 +226,13 @@ def cnn_base(num_classes: int = 527, **kwargs) -> CNNModel:
     return build_sized(CNNModel, CNN_SIZES, "cnn_base", num_classes, kwargs)
 
 
-FAMILY = register_family(Family(
-    "cnn", tuple(CNN_SIZES), "cnn_tiny", "fixed",
-    "compact CNN students: inverted residual blocks on the AST fbank (64 bins); trained here, no public weights",
-    test_kwargs={"clip_seconds": 1.0}))
+FAMILY = register_family(
+    Family(
+        "cnn",
+        tuple(CNN_SIZES),
+        "cnn_tiny",
+        "fixed",
+        "compact CNN students: inverted residual blocks on the AST fbank (64 bins); trained here, no public weights",
+        test_kwargs={"clip_seconds": 1.0},
+    )
+)

@@ -34,8 +34,17 @@ from sed.models.family import Family, Weights, register_family
 from sed.models.norm import warm_start_batchnorm
 from sed.models.registry import register_model
 
-__all__ = ["EFFICIENTAT_SIZES", "EfficientATModel", "block_settings", "efficientat_mn04", "efficientat_mn05",
-           "efficientat_mn10", "efficientat_mn20", "efficientat_mn30", "efficientat_mn40"]
+__all__ = [
+    "EFFICIENTAT_SIZES",
+    "EfficientATModel",
+    "block_settings",
+    "efficientat_mn04",
+    "efficientat_mn05",
+    "efficientat_mn10",
+    "efficientat_mn20",
+    "efficientat_mn30",
+    "efficientat_mn40",
+]
 
 EFFICIENTAT_SIZES: dict[str, dict] = {
     "efficientat_mn04": {"width_mult": 0.4},
@@ -50,11 +59,21 @@ EFFICIENTAT_SIZES: dict[str, dict] = {
 #: expanded width, output width, squeeze-and-excitation, Hardswish (else ReLU), stride (0: one of the
 #: four ``strides``, 2 in the published models).
 _TABLE = (
-    (16, 3, 16, 16, False, False, 1), (16, 3, 64, 24, False, False, 0), (24, 3, 72, 24, False, False, 1),
-    (24, 5, 72, 40, True, False, 0), (40, 5, 120, 40, True, False, 1), (40, 5, 120, 40, True, False, 1),
-    (40, 3, 240, 80, False, True, 0), (80, 3, 200, 80, False, True, 1), (80, 3, 184, 80, False, True, 1),
-    (80, 3, 184, 80, False, True, 1), (80, 3, 480, 112, True, True, 1), (112, 3, 672, 112, True, True, 1),
-    (112, 5, 672, 160, True, True, 0), (160, 5, 960, 160, True, True, 1), (160, 5, 960, 160, True, True, 1),
+    (16, 3, 16, 16, False, False, 1),
+    (16, 3, 64, 24, False, False, 0),
+    (24, 3, 72, 24, False, False, 1),
+    (24, 5, 72, 40, True, False, 0),
+    (40, 5, 120, 40, True, False, 1),
+    (40, 5, 120, 40, True, False, 1),
+    (40, 3, 240, 80, False, True, 0),
+    (80, 3, 200, 80, False, True, 1),
+    (80, 3, 184, 80, False, True, 1),
+    (80, 3, 184, 80, False, True, 1),
+    (80, 3, 480, 112, True, True, 1),
+    (112, 3, 672, 112, True, True, 1),
+    (112, 5, 672, 160, True, True, 0),
+    (160, 5, 960, 160, True, True, 1),
+    (160, 5, 960, 160, True, True, 1),
 )
 
 
@@ -65,15 +84,27 @@ def _width(channels: float, width_mult: float) -> int:
 def block_settings(width_mult: float, strides=(2, 2, 2, 2)) -> list[tuple]:
     """The 15 blocks at ``width_mult``: ``(cin, kernel, expanded, cout, se, hardswish, stride)``."""
     it = iter(strides)
-    return [(_width(ci, width_mult), k, _width(ce, width_mult), _width(co, width_mult), se, hs, s or next(it))
-            for ci, k, ce, co, se, hs, s in _TABLE]
+    return [
+        (_width(ci, width_mult), k, _width(ce, width_mult), _width(co, width_mult), se, hs, s or next(it))
+        for ci, k, ce, co, se, hs, s in _TABLE
+    ]
 
 
-def conv_bn_act(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act=nn.Hardswish,
-                eps: float = 1e-3, momentum: float = 0.01) -> nn.Sequential:
+def conv_bn_act(
+    cin: int,
+    cout: int,
+    kernel: int = 1,
+    stride: int = 1,
+    groups: int = 1,
+    act=nn.Hardswish,
+    eps: float = 1e-3,
+    momentum: float = 0.01,
+) -> nn.Sequential:
     """Conv (no bias, 'same' padding) -> BN -> activation: torchvision's ConvNormActivation layout."""
-    layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(cout, eps=eps, momentum=momentum)]
+    layers = [
+        nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, eps=eps, momentum=momentum),
+    ]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
@@ -96,11 +127,24 @@ class InvertedResidual(nn.Module):
     """1x1 expand (when wider) -> kxk depthwise (stride) -> SE -> 1x1 project, plus the input when the
     stride is 1 and the width unchanged; modules in ``block`` as in the reference."""
 
-    def __init__(self, cin: int, kernel: int, expanded: int, cout: int, se: bool, hardswish: bool, stride: int,
-                 se_reduction: int = 4, eps: float = 1e-3, momentum: float = 0.01):
+    def __init__(
+        self,
+        cin: int,
+        kernel: int,
+        expanded: int,
+        cout: int,
+        se: bool,
+        hardswish: bool,
+        stride: int,
+        se_reduction: int = 4,
+        eps: float = 1e-3,
+        momentum: float = 0.01,
+    ):
         super().__init__()
         act = nn.Hardswish if hardswish else nn.ReLU
-        layers = [conv_bn_act(cin, expanded, 1, act=act, eps=eps, momentum=momentum)] if expanded != cin else []
+        layers = (
+            [conv_bn_act(cin, expanded, 1, act=act, eps=eps, momentum=momentum)] if expanded != cin else []
+        )
         layers.append(conv_bn_act(expanded, expanded, kernel, stride, expanded, act, eps, momentum))
         if se:
             layers.append(ChannelSE(expanded, se_reduction))
@@ -150,18 +194,26 @@ class EfficientATModel(FbankClassifier, nn.Module):
         strides = [int(s) for s in strides]
         if len(strides) != 4 or not all(s in (1, 2) for s in strides):
             raise ValueError(f"strides must be four values of 1 or 2, got {strides}")
-        self.frontend = EfficientATMel(sample_rate, num_mel_bins, None, win_length, hop_size, n_fft, fmin, fmax)
+        self.frontend = EfficientATMel(
+            sample_rate, num_mel_bins, None, win_length, hop_size, n_fft, fmin, fmax
+        )
         settings = block_settings(width_mult, strides)
         bn = {"momentum": float(bn_momentum)}
         self.stem = conv_bn_act(1, settings[0][0], 3, 2, **bn)
-        self.blocks = nn.Sequential(*(InvertedResidual(*s, se_reduction=se_reduction, **bn) for s in settings))
+        self.blocks = nn.Sequential(
+            *(InvertedResidual(*s, se_reduction=se_reduction, **bn) for s in settings)
+        )
         last = settings[-1][3]
         self.num_classes, self.embed_dim = int(num_classes), 6 * last
         self.input_tdim, self.input_fdim = int(input_tdim), int(num_mel_bins)
         self.last_conv = conv_bn_act(last, self.embed_dim, 1, **bn)
         hidden = _width(1280, width_mult)
-        self.head = nn.Sequential(nn.Linear(self.embed_dim, hidden), nn.Hardswish(), nn.Dropout(dropout),
-                                  nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Linear(self.embed_dim, hidden),
+            nn.Hardswish(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
         self._init_weights()
         warm_start_batchnorm(self)  # fresh weights: eval statistics from the first steps (sed.models.norm)
         self.labels = labels
@@ -195,7 +247,9 @@ class EfficientATModel(FbankClassifier, nn.Module):
         """Features ``[B, frames, bins]`` (any number of frames) -> (pooled ``[B, embed_dim]``,
         feature map ``[B, embed_dim, bins / 32, frames / 32]``)."""
         if feats.dim() != 3 or feats.shape[-1] != self.input_fdim:
-            raise ValueError(f"EfficientAT expects features [B, frames, {self.input_fdim}], got {tuple(feats.shape)}")
+            raise ValueError(
+                f"EfficientAT expects features [B, frames, {self.input_fdim}], got {tuple(feats.shape)}"
+            )
         fmap = self.last_conv(self.blocks(self.stem(feats.transpose(1, 2).unsqueeze(1))))
         return fmap.mean(dim=(2, 3)), fmap
 
@@ -248,18 +302,44 @@ _RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/"
 
 def _weights(size: str, filename: str) -> Weights:
     mean_ap = int(filename.rsplit("_", 1)[-1].removesuffix(".pt")) / 1000  # the mAP in the release file name
-    return Weights(f"efficientat-{size.split('_')[1]}-as", size, (_RELEASE + filename,), 527, "audioset", True, 32000,
-                   10.0, "log(mel + 1e-5), then (x + 4.5) / 5", "MIT (fschmid56/EfficientAT)",
-                   f"AudioSet mAP {mean_ap:.3f} (single model, the release file's name)",
-                   "Schmid, Koutini, Widmer 2023, ICASSP, arXiv 2211.04772", "https://github.com/fschmid56/EfficientAT")
+    return Weights(
+        f"efficientat-{size.split('_')[1]}-as",
+        size,
+        (_RELEASE + filename,),
+        527,
+        "audioset",
+        True,
+        32000,
+        10.0,
+        "log(mel + 1e-5), then (x + 4.5) / 5",
+        "MIT (fschmid56/EfficientAT)",
+        f"AudioSet mAP {mean_ap:.3f} (single model, the release file's name)",
+        "Schmid, Koutini, Widmer 2023, ICASSP, arXiv 2211.04772",
+        "https://github.com/fschmid56/EfficientAT",
+    )
 
 
-WEIGHTS = tuple(_weights(size, f) for size, f in (
-    ("efficientat_mn04", "mn04_as_mAP_432.pt"), ("efficientat_mn05", "mn05_as_mAP_443.pt"),
-    ("efficientat_mn10", "mn10_as_mAP_471.pt"), ("efficientat_mn20", "mn20_as_mAP_478.pt"),
-    ("efficientat_mn30", "mn30_as_mAP_482.pt"), ("efficientat_mn40", "mn40_as_mAP_484.pt")))
+WEIGHTS = tuple(
+    _weights(size, f)
+    for size, f in (
+        ("efficientat_mn04", "mn04_as_mAP_432.pt"),
+        ("efficientat_mn05", "mn05_as_mAP_443.pt"),
+        ("efficientat_mn10", "mn10_as_mAP_471.pt"),
+        ("efficientat_mn20", "mn20_as_mAP_478.pt"),
+        ("efficientat_mn30", "mn30_as_mAP_482.pt"),
+        ("efficientat_mn40", "mn40_as_mAP_484.pt"),
+    )
+)
 
-FAMILY = register_family(Family(
-    "efficientat", tuple(EFFICIENTAT_SIZES), "efficientat_mn04", "native",
-    "EfficientAT MobileNetV3 (Schmid et al. 2023): 32 kHz log-mel, inverted residual blocks, global pooling",
-    "sed.models.pretrained.efficientat:IMPORTER", WEIGHTS, test_kwargs={"input_tdim": 100}))
+FAMILY = register_family(
+    Family(
+        "efficientat",
+        tuple(EFFICIENTAT_SIZES),
+        "efficientat_mn04",
+        "native",
+        "EfficientAT MobileNetV3 (Schmid et al. 2023): 32 kHz log-mel, inverted residual blocks, global pooling",
+        "sed.models.pretrained.efficientat:IMPORTER",
+        WEIGHTS,
+        test_kwargs={"input_tdim": 100},
+    )
+)

@@ -64,8 +64,9 @@ class EfficientATMel(nn.Module):
         self.fmax = float(self.sample_rate // 2 - int(fmax_aug_range) // 2 if fmax is None else fmax)
         self.preemphasis, self.log_offset = float(preemphasis), float(log_offset)
         self.norm_shift, self.norm_scale = float(norm_shift), float(norm_scale)
-        banks, _ = kaldi.get_mel_banks(self.num_mel_bins, self.n_fft, float(self.sample_rate), self.fmin, self.fmax,
-                                       100.0, -500.0, 1.0)
+        banks, _ = kaldi.get_mel_banks(
+            self.num_mel_bins, self.n_fft, float(self.sample_rate), self.fmin, self.fmax, 100.0, -500.0, 1.0
+        )
         self.register_buffer("mel_t", F.pad(banks, (0, 1)).T.contiguous().float(), persistent=False)
         left = (self.n_fft - self.win) // 2  # torch.stft centres a shorter window in the FFT frame
         window = F.pad(torch.hann_window(self.win, periodic=False), (left, self.n_fft - self.win - left))
@@ -75,9 +76,17 @@ class EfficientATMel(nn.Module):
         return ", ".join(f"{k}={v}" for k, v in self.config().items())
 
     def config(self) -> dict:
-        return {"kind": "efficientat_mel", "sample_rate": self.sample_rate, "num_mel_bins": self.num_mel_bins,
-                "target_length": self.target_length, "win_length": self.win, "hop_size": self.hop,
-                "n_fft": self.n_fft, "fmin": self.fmin, "fmax": self.fmax}
+        return {
+            "kind": "efficientat_mel",
+            "sample_rate": self.sample_rate,
+            "num_mel_bins": self.num_mel_bins,
+            "target_length": self.target_length,
+            "win_length": self.win,
+            "hop_size": self.hop,
+            "n_fft": self.n_fft,
+            "fmin": self.fmin,
+            "fmax": self.fmax,
+        }
 
     @property
     def clip_samples(self) -> int | None:

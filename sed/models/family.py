@@ -26,8 +26,19 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Family", "Weights", "families", "family", "family_of_model", "find_weights", "importer_of",
-           "family_test_sizes", "register_family", "tiny_kwargs", "weights_table"]
+__all__ = [
+    "Family",
+    "Weights",
+    "families",
+    "family",
+    "family_of_model",
+    "find_weights",
+    "importer_of",
+    "family_test_sizes",
+    "register_family",
+    "tiny_kwargs",
+    "weights_table",
+]
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,9 @@ class Family:
             raise ValueError(f"family {self.name}: unknown length policy {self.length_policy!r}")
         for w in self.weights:
             if w.arch not in self.sizes:
-                raise ValueError(f"family {self.name}: weights {w.name} build {w.arch!r}, not one of its sizes")
+                raise ValueError(
+                    f"family {self.name}: weights {w.name} build {w.arch!r}, not one of its sizes"
+                )
 
 
 _FAMILIES: dict[str, Family] = {}

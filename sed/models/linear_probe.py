@@ -20,8 +20,15 @@ import torch.nn.functional as F
 __all__ = ["fit_logistic", "fit_ridge", "logistic_logits"]
 
 
-def fit_logistic(x, y, num_classes: int | None = None, l2: float = 1e-2, steps: int = 100,
-                 tolerance: float = 1e-9, multi_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logistic(
+    x,
+    y,
+    num_classes: int | None = None,
+    l2: float = 1e-2,
+    steps: int = 100,
+    tolerance: float = 1e-9,
+    multi_label: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight ``[C, D]``, bias ``[C]``), float32, of the L2-regularised logistic regression of
     labels ``y [N]`` (0..C-1) on features ``x [N, D]`` (see the module docstring). ``steps`` bounds
     the L-BFGS iterations; it stops earlier when the gradient falls below ``tolerance``."""
@@ -35,7 +42,9 @@ def _check_targets(x: torch.Tensor, y: torch.Tensor, num_classes: int | None, mu
     want = 2 if multi_label else 1
     if x.dim() != 2 or y.dim() != want or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         shape = "[N, C]" if multi_label else "[N]"
-        raise ValueError(f"expected x [N, D] and y {shape} with N >= 1, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"expected x [N, D] and y {shape} with N >= 1, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if multi_label:
         if num_classes is not None and y.shape[1] != num_classes:
             raise ValueError(f"y has {y.shape[1]} classes, not {num_classes}")
@@ -48,8 +57,15 @@ def _check_targets(x: torch.Tensor, y: torch.Tensor, num_classes: int | None, mu
     return num_classes
 
 
-def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int | None, l2: float, steps: int,
-         tolerance: float, multi_label: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int | None,
+    l2: float,
+    steps: int,
+    tolerance: float,
+    multi_label: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     num_classes = _check_targets(x, y, num_classes, multi_label)
     if not l2 >= 0 or steps < 1:
         raise ValueError(f"l2 must be >= 0 and steps >= 1, got {l2} and {steps}")
@@ -57,8 +73,15 @@ def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int | None, l2: float, s
         raise ValueError("features contain NaN or infinite values")
     weight = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=steps, tolerance_grad=tolerance,
-                            tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=steps,
+        tolerance_grad=tolerance,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -72,8 +95,9 @@ def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int | None, l2: float, s
     return weight.detach().float(), bias.detach().float()
 
 
-def fit_ridge(x, y, num_classes: int | None = None, l2: float = 1e-2,
-              multi_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_ridge(
+    x, y, num_classes: int | None = None, l2: float = 1e-2, multi_label: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight ``[C, D]``, bias ``[C]``), float32: the least-squares fit of one-hot (or multi-hot) targets
     on ``x`` with the ridge penalty ``l2 * N * ||weight||^2`` (the mean squared error's scale), bias
     unpenalised, from the normal equations in float64."""

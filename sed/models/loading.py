@@ -30,9 +30,11 @@ from sed.models.registry import create_model, is_model
 __all__ = ["KINDS", "build_from_description", "check_kind", "load_model", "model_kind"]
 
 #: the kinds of model a verb opens: what one is called, and the verbs that take it
-KINDS = {"clip": ("a clip classifier", "sedkit classify, embed, ensemble-eval, stream, enroll or export take it"),
-         "seld": ("a SELD model", "sedkit seld-infer takes it"),
-         "other": ("neither a clip classifier nor a SELD model", "no sedkit command takes it")}
+KINDS = {
+    "clip": ("a clip classifier", "sedkit classify, embed, ensemble-eval, stream, enroll or export take it"),
+    "seld": ("a SELD model", "sedkit seld-infer takes it"),
+    "other": ("neither a clip classifier nor a SELD model", "no sedkit command takes it"),
+}
 
 
 def model_kind(model: nn.Module) -> str:
@@ -48,10 +50,14 @@ def check_kind(model: nn.Module, kind: str, path: str | os.PathLike | None = Non
     found = model_kind(model)
     if found != kind:
         name = getattr(model, "sed_config", {}).get("name") or type(model).__name__
-        raise CheckpointError(path, f"{KINDS[found][0]} ({name}); {KINDS[found][1]}, this command takes {KINDS[kind][0]}")
+        raise CheckpointError(
+            path, f"{KINDS[found][0]} ({name}); {KINDS[found][1]}, this command takes {KINDS[kind][0]}"
+        )
 
 
-def build_from_description(desc: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> nn.Module:
+def build_from_description(
+    desc: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike | None = None
+) -> nn.Module:
     """The registered model a checkpoint description names, with its weights, labels and score type.
     Whatever the description and weights hold, the result is a model that fits them or a
     :class:`CheckpointError` naming ``path`` (absurd sizes are refused before they are allocated)."""
@@ -69,19 +75,24 @@ def build_from_description(desc: dict[str, Any], state: dict[str, torch.Tensor],
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
-            path, f"weights do not fit {name}: missing {result.missing_keys[:5]}, unexpected {short(result.unexpected_keys[:5])}"
+            path,
+            f"weights do not fit {name}: missing {result.missing_keys[:5]}, unexpected {short(result.unexpected_keys[:5])}",
         )
     audio = {k: getattr(model, k, None) for k in ("sample_rate", "clip_samples")}
     for key, value in audio.items():
         if value is not None and desc.get(key) not in (None, value):
             raise CheckpointError(path, f"{key} {desc[key]} contradicts its {name} model's {value}")
-    check_description({**desc, **{k: v for k, v in audio.items() if v is not None}}, path)  # the model's are sane
+    check_description(
+        {**desc, **{k: v for k, v in audio.items() if v is not None}}, path
+    )  # the model's are sane
     if "multi_label" in desc:
         model.multi_label = bool(desc["multi_label"])
     return model.eval()
 
 
-def load_model(source: str | os.PathLike, kind: str | None = None, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    source: str | os.PathLike, kind: str | None = None, **overrides: Any
+) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model and its description from a sed checkpoint (``.pt``, ``.safetensors``, a
     Lightning ``.ckpt`` written by sed training), or import a foreign one through the importer of
     its family (:mod:`sed.models.pretrained.sources`): an original AST ``.pth``, a Hugging Face AST
@@ -89,7 +100,9 @@ def load_model(source: str | os.PathLike, kind: str | None = None, **overrides: 
     ``ast-audioset-0.4593``. ``overrides`` (e.g. ``num_classes``, ``input_tdim``) apply to
     foreign imports only. ``kind`` (``"clip"`` or ``"seld"``, :data:`KINDS`): the kind of model the
     caller takes; another is a one-line CheckpointError (:func:`check_kind`)."""
-    contents = resolve(source)  # read once: a sed checkpoint is rebuilt, anything else goes to its family's importer
+    contents = resolve(
+        source
+    )  # read once: a sed checkpoint is rebuilt, anything else goes to its family's importer
     if contents.sed is not None:
         model, desc = build_from_description(contents.sed, contents.state, Path(source)), contents.sed
     else:

@@ -31,7 +31,11 @@ def warm_start_batchnorm(module: nn.Module) -> nn.Module:
     """Give every BatchNorm layer in ``module`` (with a momentum; not ``None``, the cumulative mean)
     the warm start of the module docstring; returns ``module``."""
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None and not hasattr(m, "warm_done"):
+        if (
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.momentum is not None
+            and not hasattr(m, "warm_done")
+        ):
             m.warm_momentum, m.warm_done = float(m.momentum), False
             m.register_forward_pre_hook(_warm_momentum)
     return module

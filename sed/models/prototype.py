@@ -36,8 +36,15 @@ from sed.models.base import DescribedModel, is_clip_model
 from sed.models.family import Family, register_family
 from sed.models.registry import create_model, register_model
 
-__all__ = ["METRICS", "PrototypeClassifier", "PrototypeHead", "build_prototype_classifier", "is_prototype_model",
-           "prototype_classifier", "prototype_logits"]
+__all__ = [
+    "METRICS",
+    "PrototypeClassifier",
+    "PrototypeHead",
+    "build_prototype_classifier",
+    "is_prototype_model",
+    "prototype_classifier",
+    "prototype_logits",
+]
 
 METRICS = ("cosine", "euclidean")
 NAME = "prototype_classifier"
@@ -46,8 +53,9 @@ DEFAULT_BACKBONE = "cnn_tiny"
 DEFAULT_SCALE = 10.0
 
 
-def prototype_logits(emb: torch.Tensor, prototypes: torch.Tensor, metric: str = "cosine",
-                     scale: float = DEFAULT_SCALE) -> torch.Tensor:
+def prototype_logits(
+    emb: torch.Tensor, prototypes: torch.Tensor, metric: str = "cosine", scale: float = DEFAULT_SCALE
+) -> torch.Tensor:
     """Logits ``[B, C]`` of embeddings ``[B, D]`` against prototypes ``[C, D]``, in float32:
     ``scale * cos`` (cosine) or minus the squared distance (Euclidean)."""
     if metric not in METRICS:
@@ -61,8 +69,14 @@ def prototype_logits(emb: torch.Tensor, prototypes: torch.Tensor, metric: str = 
 class PrototypeHead(nn.Module):
     """Pooled embedding ``[B, D]`` -> logits ``[B, C (+1)]`` (see the module docstring)."""
 
-    def __init__(self, num_prototypes: int, embed_dim: int, metric: str = "cosine", scale: float = DEFAULT_SCALE,
-                 open_set: float | None = None):
+    def __init__(
+        self,
+        num_prototypes: int,
+        embed_dim: int,
+        metric: str = "cosine",
+        scale: float = DEFAULT_SCALE,
+        open_set: float | None = None,
+    ):
         super().__init__()
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -95,8 +109,11 @@ def _backbone_spec(backbone, backbone_kwargs: dict) -> dict:
     """``{"model_name", "model_kwargs"}`` of the backbone, checked (a file may supply it)."""
     if backbone is None:
         backbone = {"model_name": DEFAULT_BACKBONE, "model_kwargs": {}}
-    if not isinstance(backbone, dict) or not isinstance(backbone.get("model_name"), str) \
-            or not isinstance(backbone.get("model_kwargs", {}), dict):
+    if (
+        not isinstance(backbone, dict)
+        or not isinstance(backbone.get("model_name"), str)
+        or not isinstance(backbone.get("model_kwargs", {}), dict)
+    ):
         raise ValueError("backbone must be a mapping {'model_name': str, 'model_kwargs': dict}")
     name, kwargs = backbone["model_name"], {**backbone.get("model_kwargs", {}), **backbone_kwargs}
     if name == NAME:
@@ -109,9 +126,17 @@ def _backbone_spec(backbone, backbone_kwargs: dict) -> dict:
 class PrototypeClassifier(DescribedModel, nn.Module):
     """A backbone plus class prototypes; see the module docstring."""
 
-    def __init__(self, num_classes: int = 1, backbone: dict | None = None, metric: str = "cosine",
-                 scale: float = DEFAULT_SCALE, open_set: float | None = None, unknown_label: str = "unknown",
-                 labels: list[str] | None = None, **backbone_kwargs):
+    def __init__(
+        self,
+        num_classes: int = 1,
+        backbone: dict | None = None,
+        metric: str = "cosine",
+        scale: float = DEFAULT_SCALE,
+        open_set: float | None = None,
+        unknown_label: str = "unknown",
+        labels: list[str] | None = None,
+        **backbone_kwargs,
+    ):
         super().__init__()
         spec = _backbone_spec(backbone, backbone_kwargs)
         open_set = None if open_set is None else float(open_set)
@@ -120,7 +145,9 @@ class PrototypeClassifier(DescribedModel, nn.Module):
             raise ValueError(f"num_classes {num_classes} leaves no enrolled class (open_set adds 'unknown')")
         self.backbone = create_model(spec["model_name"], **spec["model_kwargs"])
         if not is_clip_model(self.backbone):
-            raise ValueError(f"{spec['model_name']} is not a clip model with a waveform front end (its backbone)")
+            raise ValueError(
+                f"{spec['model_name']} is not a clip model with a waveform front end (its backbone)"
+            )
         spec = {"model_name": spec["model_name"], "model_kwargs": dict(self.backbone.sed_config["kwargs"])}
         self.head = PrototypeHead(num_prototypes, self.backbone.embed_dim, metric, scale, open_set)
         self.num_classes, self.embed_dim = int(num_classes), int(self.backbone.embed_dim)
@@ -188,9 +215,15 @@ def is_prototype_model(model: nn.Module) -> bool:
     return isinstance(model, PrototypeClassifier)
 
 
-def build_prototype_classifier(backbone: nn.Module, prototypes: torch.Tensor, labels: list[str],
-                               metric: str = "cosine", scale: float = DEFAULT_SCALE, open_set: float | None = None,
-                               unknown_label: str = "unknown") -> PrototypeClassifier:
+def build_prototype_classifier(
+    backbone: nn.Module,
+    prototypes: torch.Tensor,
+    labels: list[str],
+    metric: str = "cosine",
+    scale: float = DEFAULT_SCALE,
+    open_set: float | None = None,
+    unknown_label: str = "unknown",
+) -> PrototypeClassifier:
     """A registry-built prototype classifier over a copy of ``backbone`` (a model built by
     ``create_model``/``load_model``) with ``prototypes [C, D]`` and the C class ``labels``
     (``unknown_label`` is appended with an open set)."""
@@ -203,16 +236,32 @@ def build_prototype_classifier(backbone: nn.Module, prototypes: torch.Tensor, la
     if unknown_label in labels and open_set is not None:
         raise ValueError(f"{unknown_label!r} is the open-set answer; it cannot be an enrolled class")
     names = list(labels) + ([unknown_label] if open_set is not None else [])
-    model = create_model(NAME, num_classes=len(names), backbone={"model_name": cfg["name"], "model_kwargs": cfg["kwargs"]},
-                         metric=metric, scale=scale, open_set=open_set, unknown_label=unknown_label, labels=names)
+    model = create_model(
+        NAME,
+        num_classes=len(names),
+        backbone={"model_name": cfg["name"], "model_kwargs": cfg["kwargs"]},
+        metric=metric,
+        scale=scale,
+        open_set=open_set,
+        unknown_label=unknown_label,
+        labels=names,
+    )
     model.backbone.load_state_dict(backbone.state_dict())
     if prototypes.shape[1] != model.embed_dim:
-        raise ValueError(f"prototypes are {prototypes.shape[1]}-d, the backbone's embedding {model.embed_dim}-d")
+        raise ValueError(
+            f"prototypes are {prototypes.shape[1]}-d, the backbone's embedding {model.embed_dim}-d"
+        )
     model.head.prototypes.copy_(prototypes)
     return model.eval()
 
 
-FAMILY = register_family(Family(
-    "prototype", ("prototype_classifier",), "prototype_classifier", "backbone",
-    "few-shot class prototypes on any clip model's embedding (sedkit enroll); the backbone's length policy",
-    test_kwargs={"backbone": {"model_name": DEFAULT_BACKBONE, "model_kwargs": {"clip_seconds": 1.0}}}))
+FAMILY = register_family(
+    Family(
+        "prototype",
+        ("prototype_classifier",),
+        "prototype_classifier",
+        "backbone",
+        "few-shot class prototypes on any clip model's embedding (sedkit enroll); the backbone's length policy",
+        test_kwargs={"backbone": {"model_name": DEFAULT_BACKBONE, "model_kwargs": {"clip_seconds": 1.0}}},
+    )
+)

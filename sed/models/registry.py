@@ -75,7 +75,9 @@ def _rebuild_kwargs(model: nn.Module, num_classes: int | None, kwargs: dict) -> 
     try:
         json.dumps(out)
     except TypeError as err:
-        raise TypeError(f"model kwargs must be JSON-serialisable to be saved in a checkpoint: {err}") from None
+        raise TypeError(
+            f"model kwargs must be JSON-serialisable to be saved in a checkpoint: {err}"
+        ) from None
     return out
 
 
@@ -102,7 +104,9 @@ def create_model(name: str, num_classes: int | None = None, pretrained=None, **k
         importer = importer_of(fam) if fam else None
         if importer is None:
             takes = ", ".join(f.name for f in families() if f.importer)
-            raise ValueError(f"model {name!r} does not support pretrained weights (the families that do: {takes})")
+            raise ValueError(
+                f"model {name!r} does not support pretrained weights (the families that do: {takes})"
+            )
         model = importer.build(pretrained, num_classes=num_classes, factory=entry.factory, **kwargs)
     model.sed_config = {"name": name, "kwargs": _rebuild_kwargs(model, num_classes, kwargs)}
     return model

@@ -36,10 +36,20 @@ __all__ = ["BasicBlock", "ResNetConformer", "resnet_conformer", "resnet_conforme
 
 #: Registered sizes; anything here can be overridden by a keyword.
 RESNET_CONFORMER_SIZES: dict[str, dict] = {
-    "resnet_conformer": {"channels": [64, 128, 256, 512], "d_model": 256, "num_layers": 8, "num_heads": 8,
-                         "kernel_size": 31},
-    "resnet_conformer_tiny": {"channels": [8, 8, 16, 16], "d_model": 32, "num_layers": 2, "num_heads": 4,
-                              "kernel_size": 7},
+    "resnet_conformer": {
+        "channels": [64, 128, 256, 512],
+        "d_model": 256,
+        "num_layers": 8,
+        "num_heads": 8,
+        "kernel_size": 31,
+    },
+    "resnet_conformer_tiny": {
+        "channels": [8, 8, 16, 16],
+        "d_model": 32,
+        "num_layers": 2,
+        "num_heads": 4,
+        "kernel_size": 7,
+    },
 }
 
 
@@ -54,8 +64,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = nn.Identity()
         if in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                                          nn.BatchNorm2d(out_channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -66,16 +77,31 @@ class BasicBlock(nn.Module):
 class ResNetConformer(SeldModel):
     """See the module docstring; front-end and output keywords are those of :class:`SeldModel`."""
 
-    def __init__(self, num_classes: int = 13, fmt: str = "foa", with_distance: bool = False,
-                 channels=(64, 128, 256, 512), blocks_per_stage: int = 2, freq_pool=(2, 2, 2, 2),
-                 d_model: int = 256, num_layers: int = 8, num_heads: int = 8, ffn_dim: int | None = None,
-                 kernel_size: int = 31, dropout: float = 0.1, time_pool: str = "after", **kwargs):
+    def __init__(
+        self,
+        num_classes: int = 13,
+        fmt: str = "foa",
+        with_distance: bool = False,
+        channels=(64, 128, 256, 512),
+        blocks_per_stage: int = 2,
+        freq_pool=(2, 2, 2, 2),
+        d_model: int = 256,
+        num_layers: int = 8,
+        num_heads: int = 8,
+        ffn_dim: int | None = None,
+        kernel_size: int = 31,
+        dropout: float = 0.1,
+        time_pool: str = "after",
+        **kwargs,
+    ):
         super().__init__(num_classes=num_classes, fmt=fmt, with_distance=with_distance, **kwargs)
         channels, freq_pool = [int(c) for c in channels], [int(f) for f in freq_pool]
         if len(channels) != len(freq_pool) or not channels:
             raise ValueError(f"channels {channels} and freq_pool {freq_pool} need one entry per stage")
         if self.n_mels % math.prod(freq_pool):
-            raise ValueError(f"n_mels {self.n_mels} is not divisible by the frequency pooling {math.prod(freq_pool)}")
+            raise ValueError(
+                f"n_mels {self.n_mels} is not divisible by the frequency pooling {math.prod(freq_pool)}"
+            )
         if time_pool not in ("after", "resnet"):
             raise ValueError(f"time_pool must be 'after' or 'resnet', got {time_pool!r}")
         if d_model % num_heads:
@@ -85,19 +111,30 @@ class ResNetConformer(SeldModel):
         ffn_dim = 4 * d_model if ffn_dim is None else int(ffn_dim)
         self.time_pool = time_pool
         self.record_kwargs(ffn_dim=ffn_dim)  # the default resolved
-        self.stem = nn.Sequential(nn.Conv2d(self.in_channels, channels[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(self.in_channels, channels[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(inplace=True),
+        )
         stages, pools, prev = [], [], channels[0]
         for s, (c, f) in enumerate(zip(channels, freq_pool)):
-            stages.append(nn.Sequential(*[BasicBlock(prev if b == 0 else c, c) for b in range(blocks_per_stage)]))
+            stages.append(
+                nn.Sequential(*[BasicBlock(prev if b == 0 else c, c) for b in range(blocks_per_stage)])
+            )
             t = self.frames_per_label if (time_pool == "resnet" and s == 0) else 1
             pools.append(nn.AvgPool2d((t, f)) if (t, f) != (1, 1) else nn.Identity())
             prev = c
         self.stages, self.pools = nn.ModuleList(stages), nn.ModuleList(pools)
         self.proj = nn.Linear(channels[-1], d_model)
         self.proj_drop = nn.Dropout(dropout)
-        self.conformer = Conformer(input_dim=d_model, num_heads=num_heads, ffn_dim=ffn_dim, num_layers=num_layers,
-                                   depthwise_conv_kernel_size=kernel_size, dropout=dropout)
+        self.conformer = Conformer(
+            input_dim=d_model,
+            num_heads=num_heads,
+            ffn_dim=ffn_dim,
+            num_layers=num_layers,
+            depthwise_conv_kernel_size=kernel_size,
+            dropout=dropout,
+        )
         self.head = nn.Linear(d_model, self.output_dim)
 
     def conformer_frames(self, num_samples: int) -> int:
@@ -135,6 +172,12 @@ def resnet_conformer_tiny(num_classes: int = 13, **kwargs) -> ResNetConformer:
     return _build("resnet_conformer_tiny", num_classes, kwargs)
 
 
-FAMILY = register_family(Family(
-    "resnet_conformer", tuple(RESNET_CONFORMER_SIZES), "resnet_conformer_tiny", "frames",
-    "SELD ResNet-Conformer (multi-ACCDOA; DCASE SELD features); frame outputs at the label rate"))
+FAMILY = register_family(
+    Family(
+        "resnet_conformer",
+        tuple(RESNET_CONFORMER_SIZES),
+        "resnet_conformer_tiny",
+        "frames",
+        "SELD ResNet-Conformer (multi-ACCDOA; DCASE SELD features); frame outputs at the label rate",
+    )
+)

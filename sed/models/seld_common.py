@@ -54,21 +54,40 @@ def _activation(name: str, x: torch.Tensor) -> torch.Tensor:
 class SeldModel(DescribedModel, nn.Module):
     """Base of the SELD models: front end, standardiser, output layout (see the module docstring)."""
 
-    def __init__(self, num_classes: int = 13, fmt: str = "foa", with_distance: bool = False,
-                 sample_rate: int = 24000, hop_length: int = 480, win_length: int = 960, n_fft: int = 1024,
-                 n_mels: int = 64, label_hop_seconds: float = 0.1, doa_activation: str = "tanh",
-                 distance_activation: str = "identity", labels: list[str] | None = None):
+    def __init__(
+        self,
+        num_classes: int = 13,
+        fmt: str = "foa",
+        with_distance: bool = False,
+        sample_rate: int = 24000,
+        hop_length: int = 480,
+        win_length: int = 960,
+        n_fft: int = 1024,
+        n_mels: int = 64,
+        label_hop_seconds: float = 0.1,
+        doa_activation: str = "tanh",
+        distance_activation: str = "identity",
+        labels: list[str] | None = None,
+    ):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         for what, name in (("doa_activation", doa_activation), ("distance_activation", distance_activation)):
             if name not in _ACTIVATIONS:
                 raise ValueError(f"{what} must be one of {_ACTIVATIONS}, got {name!r}")
-        self.frontend = build_frontend(fmt, sample_rate=sample_rate, hop_length=hop_length,
-                                       win_length=win_length, n_fft=n_fft, n_mels=n_mels)
+        self.frontend = build_frontend(
+            fmt,
+            sample_rate=sample_rate,
+            hop_length=hop_length,
+            win_length=win_length,
+            n_fft=n_fft,
+            n_mels=n_mels,
+        )
         label_samples = round(sample_rate * label_hop_seconds)
         if label_samples % hop_length:
-            raise ValueError(f"label hop of {label_samples} samples is not a multiple of the feature hop {hop_length}")
+            raise ValueError(
+                f"label hop of {label_samples} samples is not a multiple of the feature hop {hop_length}"
+            )
         self.num_classes, self.with_distance, self.channel_layout = int(num_classes), bool(with_distance), fmt
         self.label_frame_samples = label_samples
         self.frames_per_label = label_samples // hop_length
@@ -97,7 +116,6 @@ class SeldModel(DescribedModel, nn.Module):
         """Output frames for a clip of ``num_samples`` samples: ``(num_samples // hop) // frames_per_label``."""
         return self.frontend.num_frames(num_samples) // self.frames_per_label
 
-
     # ------------------------------------------------------------------ forward pieces
     def features(self, audio: torch.Tensor) -> torch.Tensor:
         """Front end, float32: ``[B, 4, T]`` (or ``[4, T]``) -> unstandardised ``[B, C_in, T // hop, n_mels]``."""
@@ -108,11 +126,15 @@ class SeldModel(DescribedModel, nn.Module):
         if feats.dim() == 3:
             feats = feats.unsqueeze(0)
         if feats.dim() != 4 or feats.shape[1] != self.in_channels or feats.shape[-1] != self.n_mels:
-            raise ValueError(f"expected {self.channel_layout} features [B, {self.in_channels}, frames, {self.n_mels}], "
-                             f"got shape {tuple(feats.shape)}")
+            raise ValueError(
+                f"expected {self.channel_layout} features [B, {self.in_channels}, frames, {self.n_mels}], "
+                f"got shape {tuple(feats.shape)}"
+            )
         if feats.shape[2] < self.frames_per_label:
-            raise ValueError(f"{feats.shape[2]} feature frames is less than one {self.label_frame_samples}-sample "
-                             f"label frame ({self.frames_per_label} frames)")
+            raise ValueError(
+                f"{feats.shape[2]} feature frames is less than one {self.label_frame_samples}-sample "
+                f"label frame ({self.frames_per_label} frames)"
+            )
         with torch.autocast(device_type=feats.device.type, enabled=False):
             return self.standardizer(feats.float())
 
@@ -123,8 +145,13 @@ class SeldModel(DescribedModel, nn.Module):
             return _activation(self.doa_activation, raw)
         shape = raw.shape
         v = raw.reshape(*shape[:-1], NUM_TRACKS, self.num_axes, self.num_classes)
-        v = torch.cat([_activation(self.doa_activation, v[..., :3, :]),
-                       _activation(self.distance_activation, v[..., 3:, :])], dim=-2)
+        v = torch.cat(
+            [
+                _activation(self.doa_activation, v[..., :3, :]),
+                _activation(self.distance_activation, v[..., 3:, :]),
+            ],
+            dim=-2,
+        )
         return v.reshape(shape)
 
     def forward_network(self, x: torch.Tensor) -> torch.Tensor:

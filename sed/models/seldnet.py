@@ -46,19 +46,39 @@ class ConvBlock(nn.Module):
 class SELDnet(SeldModel):
     """The DCASE2023 baseline network with its own front end (see the module docstring)."""
 
-    def __init__(self, num_classes: int = 13, fmt: str = "foa", with_distance: bool = False,
-                 nb_cnn2d_filt: int = 64, f_pool_size=(4, 4, 2), t_pool_size=None, rnn_size: int = 128,
-                 nb_rnn_layers: int = 2, nb_self_attn_layers: int = 2, nb_heads: int = 8, nb_fnn_layers: int = 1,
-                 fnn_size: int = 128, dropout_rate: float = 0.05, **kwargs):
+    def __init__(
+        self,
+        num_classes: int = 13,
+        fmt: str = "foa",
+        with_distance: bool = False,
+        nb_cnn2d_filt: int = 64,
+        f_pool_size=(4, 4, 2),
+        t_pool_size=None,
+        rnn_size: int = 128,
+        nb_rnn_layers: int = 2,
+        nb_self_attn_layers: int = 2,
+        nb_heads: int = 8,
+        nb_fnn_layers: int = 1,
+        fnn_size: int = 128,
+        dropout_rate: float = 0.05,
+        **kwargs,
+    ):
         super().__init__(num_classes=num_classes, fmt=fmt, with_distance=with_distance, **kwargs)
         f_pool_size = [int(f) for f in f_pool_size]
-        t_pool_size = [self.frames_per_label] + [1] * (len(f_pool_size) - 1) if t_pool_size is None \
+        t_pool_size = (
+            [self.frames_per_label] + [1] * (len(f_pool_size) - 1)
+            if t_pool_size is None
             else [int(t) for t in t_pool_size]
+        )
         if len(t_pool_size) != len(f_pool_size) or math.prod(t_pool_size) != self.frames_per_label:
-            raise ValueError(f"t_pool_size {t_pool_size} must have one entry per conv block and pool "
-                             f"{self.frames_per_label} feature frames into one label frame")
+            raise ValueError(
+                f"t_pool_size {t_pool_size} must have one entry per conv block and pool "
+                f"{self.frames_per_label} feature frames into one label frame"
+            )
         if self.n_mels < math.prod(f_pool_size):
-            raise ValueError(f"n_mels {self.n_mels} is smaller than the frequency pooling {math.prod(f_pool_size)}")
+            raise ValueError(
+                f"n_mels {self.n_mels} is smaller than the frequency pooling {math.prod(f_pool_size)}"
+            )
         if rnn_size % nb_heads:
             raise ValueError(f"rnn_size {rnn_size} is not divisible by nb_heads {nb_heads}")
         self.record_kwargs(f_pool_size=f_pool_size, t_pool_size=t_pool_size)  # the default resolved
@@ -68,13 +88,22 @@ class SELDnet(SeldModel):
             self.conv_block_list.append(nn.MaxPool2d((t, f)))
             self.conv_block_list.append(nn.Dropout2d(p=dropout_rate))
         self.gru_input_dim = nb_cnn2d_filt * (self.n_mels // math.prod(f_pool_size))
-        self.gru = nn.GRU(input_size=self.gru_input_dim, hidden_size=rnn_size, num_layers=nb_rnn_layers,
-                          batch_first=True, dropout=dropout_rate, bidirectional=True)
+        self.gru = nn.GRU(
+            input_size=self.gru_input_dim,
+            hidden_size=rnn_size,
+            num_layers=nb_rnn_layers,
+            batch_first=True,
+            dropout=dropout_rate,
+            bidirectional=True,
+        )
         self.mhsa_block_list = nn.ModuleList()
         self.layer_norm_list = nn.ModuleList()
         for _ in range(nb_self_attn_layers):
-            self.mhsa_block_list.append(nn.MultiheadAttention(embed_dim=rnn_size, num_heads=nb_heads,
-                                                              dropout=dropout_rate, batch_first=True))
+            self.mhsa_block_list.append(
+                nn.MultiheadAttention(
+                    embed_dim=rnn_size, num_heads=nb_heads, dropout=dropout_rate, batch_first=True
+                )
+            )
             self.layer_norm_list.append(nn.LayerNorm(rnn_size))
         self.fnn_list = nn.ModuleList()
         for i in range(nb_fnn_layers):
@@ -88,7 +117,7 @@ class SELDnet(SeldModel):
         x = x.view(x.shape[0], x.shape[1], -1)
         x, _ = self.gru(x)
         x = torch.tanh(x)
-        x = x[:, :, x.shape[-1] // 2:] * x[:, :, : x.shape[-1] // 2]
+        x = x[:, :, x.shape[-1] // 2 :] * x[:, :, : x.shape[-1] // 2]
         for mhsa, norm in zip(self.mhsa_block_list, self.layer_norm_list):
             attn, _ = mhsa(x, x, x, need_weights=False)
             x = norm(attn + x)
@@ -103,6 +132,12 @@ def seldnet_baseline(num_classes: int = 13, **kwargs) -> SELDnet:
     return SELDnet(num_classes=num_classes, **kwargs)
 
 
-FAMILY = register_family(Family(
-    "seldnet", ("seldnet_baseline",), "seldnet_baseline", "frames",
-    "the DCASE 2023 SELD baseline CRNN (multi-ACCDOA); frame outputs at the label rate"))
+FAMILY = register_family(
+    Family(
+        "seldnet",
+        ("seldnet_baseline",),
+        "seldnet_baseline",
+        "frames",
+        "the DCASE 2023 SELD baseline CRNN (multi-ACCDOA); frame outputs at the label rate",
+    )
+)

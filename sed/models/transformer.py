@@ -37,8 +37,12 @@ _CPU_BF16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)(
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d)) v`` for ``q [B, H, Nq, d]``, ``k, v [B, H, N, d]`` -> ``[B, H, Nq, d]``."""
-    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0
-            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))):
+    if (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and dropout_p == 0.0
+        and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+    ):
         return _attend_cpu_bf16(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
@@ -62,8 +66,9 @@ class Attention(nn.Module):
     the ``qkv`` ``[3 * dim, dim]`` and ``proj`` ``[dim, dim]`` layers it takes over.
     """
 
-    def __init__(self, qkv: nn.Linear, proj: nn.Linear, num_heads: int, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0):
+    def __init__(
+        self, qkv: nn.Linear, proj: nn.Linear, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0
+    ):
         super().__init__()
         dim = proj.in_features
         if dim % num_heads or qkv.out_features != 3 * dim:
@@ -73,8 +78,13 @@ class Attention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                num_queries: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        num_queries: int | None = None,
+    ) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             raise NotImplementedError("AST attention takes no mask")
         b, n, c = x.shape
@@ -98,16 +108,34 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, nq, c)))
 
 
-def vit_blocks(embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-               drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-               eps: float = 1e-6) -> nn.Sequential:
+def vit_blocks(
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float = 4.0,
+    qkv_bias: bool = True,
+    drop_rate: float = 0.0,
+    attn_drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    eps: float = 1e-6,
+) -> nn.Sequential:
     """``depth`` pre-norm timm ``Block`` s (LayerNorm ``eps``, GELU MLP, linearly rising drop-path)
     with :class:`Attention`."""
-    dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also when built on the meta device
+    dpr = torch.linspace(
+        0, drop_path_rate, depth, device="cpu"
+    ).tolist()  # also when built on the meta device
     blocks = []
     for i in range(depth):
-        blk = Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop_rate,
-                    attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=partial(nn.LayerNorm, eps=eps))
+        blk = Block(
+            embed_dim,
+            num_heads,
+            mlp_ratio,
+            qkv_bias=qkv_bias,
+            proj_drop=drop_rate,
+            attn_drop=attn_drop_rate,
+            drop_path=dpr[i],
+            norm_layer=partial(nn.LayerNorm, eps=eps),
+        )
         blk.attn = Attention(blk.attn.qkv, blk.attn.proj, num_heads, attn_drop_rate, drop_rate)
         blocks.append(blk)
     return nn.Sequential(*blocks)

@@ -11,5 +11,13 @@ from sed.tasks.probe import ProbeTask
 from sed.tasks.seld import SELDTask
 from sed.tasks.semi import SemiSupervisedTask
 
-__all__ = ["ClassificationTask", "ClipTask", "DistillationTask", "PatchMixTask", "ProbeTask", "SELDTask",
-           "SemiSupervisedTask", "Task"]
+__all__ = [
+    "ClassificationTask",
+    "ClipTask",
+    "DistillationTask",
+    "PatchMixTask",
+    "ProbeTask",
+    "SELDTask",
+    "SemiSupervisedTask",
+    "Task",
+]

@@ -136,7 +136,9 @@ class Task(pl.LightningModule):
         """The model's self-description (``sed.checkpoint.describe``) written into every checkpoint."""
         from sed.checkpoint import describe
 
-        return describe(self.model, self.labels, multi_label=bool(self.hparams.multi_label), state_dict_prefix="model.")
+        return describe(
+            self.model, self.labels, multi_label=bool(self.hparams.multi_label), state_dict_prefix="model."
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sed_meta"] = self.sed_description()

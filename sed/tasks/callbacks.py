@@ -22,8 +22,13 @@ from sed.fileio import atomic_open
 
 def git_hash() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout.strip() or None
     except Exception:  # noqa: BLE001 - no git, not a checkout
         return None
@@ -125,7 +130,9 @@ class PredictionWriter(BasePredictionWriter):
             self._shards.skip = {u for u in self._shards.urls if self._part(u).is_file()}
             self._resumed = set(self._shards.skip)
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ):
         if self._shards is None:
             return
         labels = list(getattr(pl_module, "labels", []))
@@ -183,7 +190,9 @@ class PredictionWriter(BasePredictionWriter):
             return
         labels = list(getattr(pl_module, "labels", []))
         rank = trainer.global_rank
-        path = self._root / (f"predictions.rank{rank}.jsonl" if trainer.world_size > 1 else "predictions.jsonl")
+        path = self._root / (
+            f"predictions.rank{rank}.jsonl" if trainer.world_size > 1 else "predictions.jsonl"
+        )
         with atomic_open(path) as f:
             for batch in predictions:
                 for p, s in zip(batch["path"] or [None] * len(batch["scores"]), batch["scores"].tolist()):
@@ -203,7 +212,9 @@ class PredictionWriter(BasePredictionWriter):
             for url in self._shards.urls:
                 part, errors = self._part(url), self._part(url, ".errors")
                 if not part.is_file():
-                    _report(f"{url}: no rows were written (index.json counts {self._shards.counts[url]} samples)")
+                    _report(
+                        f"{url}: no rows were written (index.json counts {self._shards.counts[url]} samples)"
+                    )
                     failed += 1
                     continue
                 out.write(part.read_text())
@@ -244,5 +255,12 @@ def default_callbacks(monitor: str, mode: str, save_top_k: int = 1) -> list[pl.C
     run whose metric stopped improving would resume from a stale epoch)."""
     best = ModelCheckpoint(filename="best-{epoch:03d}", monitor=monitor, mode=mode, save_top_k=save_top_k)
     last = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    return [best, last, LearningRateMonitor(logging_interval="epoch"), RunInfo(), Plots(), PredictionWriter(),
-            EpochSeed()]
+    return [
+        best,
+        last,
+        LearningRateMonitor(logging_interval="epoch"),
+        RunInfo(),
+        Plots(),
+        PredictionWriter(),
+        EpochSeed(),
+    ]

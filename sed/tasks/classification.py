@@ -39,8 +39,11 @@ class ClipTask(Task):
         self.register_buffer("class_weight", torch.ones(num_classes), persistent=False)
         self._weighted = False
         self.metrics = nn.ModuleDict({stage: self._make_metrics() for stage in ("val", "test")})
-        self.train_acc = None if self.hparams.multi_label else \
-            torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+        self.train_acc = (
+            None
+            if self.hparams.multi_label
+            else torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+        )
 
     @property
     def default_monitor(self) -> str:
@@ -51,17 +54,21 @@ class ClipTask(Task):
         c = self.hparams.num_classes
         tm = torchmetrics.classification
         if self.hparams.multi_label:
-            return nn.ModuleDict({
-                "map": tm.MultilabelAveragePrecision(c, average="macro"),
-                "f1": tm.MultilabelF1Score(c, average="macro"),
-                "recall": tm.MultilabelRecall(c, average=None),
-            })
-        return nn.ModuleDict({
-            "acc": tm.MulticlassAccuracy(c, average="micro"),
-            "f1": tm.MulticlassF1Score(c, average="macro"),
-            "recall": tm.MulticlassRecall(c, average=None),
-            "confusion": tm.MulticlassConfusionMatrix(c),
-        })
+            return nn.ModuleDict(
+                {
+                    "map": tm.MultilabelAveragePrecision(c, average="macro"),
+                    "f1": tm.MultilabelF1Score(c, average="macro"),
+                    "recall": tm.MultilabelRecall(c, average=None),
+                }
+            )
+        return nn.ModuleDict(
+            {
+                "acc": tm.MulticlassAccuracy(c, average="micro"),
+                "f1": tm.MulticlassF1Score(c, average="macro"),
+                "recall": tm.MulticlassRecall(c, average=None),
+                "confusion": tm.MulticlassConfusionMatrix(c),
+            }
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -71,8 +78,9 @@ class ClipTask(Task):
         return self
 
     # ----------------------------------------------------------------------------- forward
-    def _logits(self, wave: torch.Tensor, lengths: torch.Tensor | None, augment: bool,
-                model: nn.Module | None = None) -> torch.Tensor:
+    def _logits(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None, augment: bool, model: nn.Module | None = None
+    ) -> torch.Tensor:
         model = self.model if model is None else model
         return self._from_features(model.features(wave, lengths), augment, model)
 
@@ -100,7 +108,9 @@ class ClipTask(Task):
     def log_train(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Log the training loss and (single-label) accuracy of a batch; ``targets`` [B, C] or class ids."""
         n = logits.shape[0]
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True
+        )
         if self.train_acc is not None:
             self.train_acc(logits.argmax(-1), targets.argmax(-1) if targets.dim() == 2 else targets.long())
             self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
@@ -133,16 +143,29 @@ class ClipTask(Task):
             value = metric.compute()
             if name == "recall":
                 for label, r in zip(self.labels, value):
-                    self.log(f"{stage}_recall/{label}", r, sync_dist=True)  # already global: averages equal values
+                    self.log(
+                        f"{stage}_recall/{label}", r, sync_dist=True
+                    )  # already global: averages equal values
             elif name == "confusion":
                 log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
-                if self.trainer.is_global_zero and not self.trainer.sanity_checking and log_dir \
-                        and self.trainer.logger is not None:  # no logger: no files (not into the cwd)
+                if (
+                    self.trainer.is_global_zero
+                    and not self.trainer.sanity_checking
+                    and log_dir
+                    and self.trainer.logger is not None
+                ):  # no logger: no files (not into the cwd)
                     from sed.metrics.confusion import write_confusion_csv
 
-                    write_confusion_csv(f"{log_dir}/confusion_{stage}.csv", value.cpu().numpy(), self.labels,
-                                        meta={"split": stage, "epoch": self.current_epoch,
-                                              "checkpoint": self.trainer.ckpt_path})
+                    write_confusion_csv(
+                        f"{log_dir}/confusion_{stage}.csv",
+                        value.cpu().numpy(),
+                        self.labels,
+                        meta={
+                            "split": stage,
+                            "epoch": self.current_epoch,
+                            "checkpoint": self.trainer.ckpt_path,
+                        },
+                    )
             else:
                 self.log(f"{stage}_{name}", value, prog_bar=name in ("acc", "map"), sync_dist=True)
             metric.reset()
@@ -180,12 +203,16 @@ class ClassificationTask(ClipTask):
         **kwargs,
     ):
         if transfer == "probe":
-            raise ValueError("transfer: 'probe' is its own task now: class_path sed.tasks.ProbeTask "
-                             "(with probe and probe_l2)")
+            raise ValueError(
+                "transfer: 'probe' is its own task now: class_path sed.tasks.ProbeTask "
+                "(with probe and probe_l2)"
+            )
         if transfer not in MODES:
             raise ValueError(f"transfer must be one of {', '.join(MODES)}, got {transfer!r}")
         if isinstance(class_weights, str) and class_weights != "inverse_frequency":
-            raise ValueError(f"class_weights must be a list, 'inverse_frequency' or null, got {class_weights!r}")
+            raise ValueError(
+                f"class_weights must be a list, 'inverse_frequency' or null, got {class_weights!r}"
+            )
         super().__init__(**kwargs)
         num_classes = self.hparams.num_classes
         self.frozen_backbone = transfer == "frozen"

@@ -112,15 +112,20 @@ class DistillationTask(ClassificationTask):
         model, meta = load_model(path)
         labels = list(meta.get("labels") or getattr(model, "labels", None) or [])
         if labels != self.labels:
-            raise CheckpointError(path, f"teacher labels {labels} differ from the data's labels {self.labels}; "
-                                        "a teacher must be trained on the same classes in the same order")
+            raise CheckpointError(
+                path,
+                f"teacher labels {labels} differ from the data's labels {self.labels}; "
+                "a teacher must be trained on the same classes in the same order",
+            )
         if bool(meta.get("multi_label", False)) != bool(self.hparams.multi_label):
             kind = "multi-label" if meta.get("multi_label") else "single-label"
             raise CheckpointError(path, f"teacher is {kind}, the data is not")
         rate = meta.get("sample_rate") or getattr(model, "sample_rate", None)
         self.teacher_rates.append(int(rate) if rate else None)
         p = Path(path)
-        self.teacher_hashes.append(file_sha256(p) if p.is_file() else hashlib.sha256(str(path).encode()).hexdigest())
+        self.teacher_hashes.append(
+            file_sha256(p) if p.is_file() else hashlib.sha256(str(path).encode()).hexdigest()
+        )
         model.eval()
         for q in model.parameters():
             q.requires_grad_(False)
@@ -145,9 +150,11 @@ class DistillationTask(ClassificationTask):
         if self._cache_train:
             self.teacher_cache.mkdir(parents=True, exist_ok=True)
         else:
-            rank_zero_warn("teacher_cache is off: training inputs are not deterministic (random crops of clips "
-                           "longer than clip_seconds, mixup, or a data module sed cannot check); the teachers run "
-                           "on every batch")
+            rank_zero_warn(
+                "teacher_cache is off: training inputs are not deterministic (random crops of clips "
+                "longer than clip_seconds, mixup, or a data module sed cannot check); the teachers run "
+                "on every batch"
+            )
 
     def _deterministic_train_crop(self) -> bool:
         if self.hparams.mixup > 0:
@@ -191,7 +198,9 @@ class DistillationTask(ClassificationTask):
 
     def _cache_key(self, path: str, wave: torch.Tensor, length: int) -> str:
         h = hashlib.sha256()
-        digest = hashlib.sha256(wave[:length].detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+        digest = hashlib.sha256(
+            wave[:length].detach().float().cpu().contiguous().numpy().tobytes()
+        ).hexdigest()
         for part in (os.path.abspath(path), str(length), digest, *self.teacher_hashes):
             h.update(part.encode())
             h.update(b"\0")
@@ -231,8 +240,14 @@ class DistillationTask(ClassificationTask):
         probs = soften(list(teacher), self.temperature, multi_label=multi)
         logits = self._logits(wave, lengths, augment=True)
         fn = multilabel_distillation_loss if multi else distillation_loss
-        terms = fn(logits, target=targets, temperature=self.temperature, alpha=self.alpha, teacher_probs=probs,
-                   return_terms=True)
+        terms = fn(
+            logits,
+            target=targets,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            teacher_probs=probs,
+            return_terms=True,
+        )
         self.log_train(terms.total, logits, targets)
         for name, value in (("train_kd", terms.kd), ("train_ce", terms.ce)):
             if value is not None:
@@ -242,6 +257,10 @@ class DistillationTask(ClassificationTask):
     # ----------------------------------------------------------------------------- checkpoints
     def sed_description(self) -> dict:
         desc = super().sed_description()  # the student only
-        desc["distilled_from"] = {"teachers": self.teacher_paths, "sha256": self.teacher_hashes,
-                                  "temperature": self.temperature, "alpha": self.alpha}
+        desc["distilled_from"] = {
+            "teachers": self.teacher_paths,
+            "sha256": self.teacher_hashes,
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+        }
         return desc

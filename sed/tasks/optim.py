@@ -19,8 +19,13 @@ from collections.abc import Iterable
 import torch
 
 
-def build_optimizer(params: Iterable, name: str = "adam", lr: float = 1e-4, weight_decay: float = 0.0,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable,
+    name: str = "adam",
+    lr: float = 1e-4,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters (check the transfer mode)")
@@ -33,8 +38,15 @@ def build_optimizer(params: Iterable, name: str = "adam", lr: float = 1e-4, weig
     raise ValueError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
 
 
-def epoch_factor(epoch: int, schedule: str, max_epochs: int, start: int = 5, step: int = 1, gamma: float = 0.85,
-                 min_lr_ratio: float = 1e-3) -> float:
+def epoch_factor(
+    epoch: int,
+    schedule: str,
+    max_epochs: int,
+    start: int = 5,
+    step: int = 1,
+    gamma: float = 0.85,
+    min_lr_ratio: float = 1e-3,
+) -> float:
     """Learning-rate multiplier during 0-based ``epoch``."""
     if schedule == "none":
         return 1.0
@@ -52,12 +64,20 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return (step // 50 * 50) / warmup_steps
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps_per_epoch: int, max_epochs: int,
-                    warmup_steps: int = 0, **kwargs) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    schedule: str,
+    steps_per_epoch: int,
+    max_epochs: int,
+    warmup_steps: int = 0,
+    **kwargs,
+) -> torch.optim.lr_scheduler.LambdaLR:
     steps_per_epoch = max(1, int(steps_per_epoch))
     epoch_factor(0, schedule, max_epochs, **kwargs)  # validate the name early
 
     def factor(step: int) -> float:
-        return warmup_factor(step, warmup_steps) * epoch_factor(step // steps_per_epoch, schedule, max_epochs, **kwargs)
+        return warmup_factor(step, warmup_steps) * epoch_factor(
+            step // steps_per_epoch, schedule, max_epochs, **kwargs
+        )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -54,9 +54,18 @@ class PatchMixTask(ClassificationTask):
         icbhi_two_class: normal/abnormal hits in the ICBHI score (``--two_cls_eval``).
     """
 
-    def __init__(self, method: str = "ce", mix_beta: float = 1.0, temperature: float = 0.06,
-                 alpha: float = 1.0, proj_dim: int | None = None, ma_update: bool = False, ma_beta: float = 0.5,
-                 icbhi_two_class: bool = False, **kwargs):
+    def __init__(
+        self,
+        method: str = "ce",
+        mix_beta: float = 1.0,
+        temperature: float = 0.06,
+        alpha: float = 1.0,
+        proj_dim: int | None = None,
+        ma_update: bool = False,
+        ma_beta: float = 0.5,
+        icbhi_two_class: bool = False,
+        **kwargs,
+    ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if not 0.0 <= ma_beta < 1.0:
@@ -75,12 +84,16 @@ class PatchMixTask(ClassificationTask):
         if method == "patchmix_cl":
             width = int(self.model.embed_dim)
             if proj_dim is not None and int(proj_dim) != width:
-                raise ValueError(f"proj_dim={proj_dim} differs from the model width {width}: the clean target "
-                                 "is not projected, so both sides of the contrastive loss need the width")
+                raise ValueError(
+                    f"proj_dim={proj_dim} differs from the model width {width}: the clean target "
+                    "is not projected, so both sides of the contrastive loss need the width"
+                )
             self.projector = Projector(width, width)
             self.con_loss = PatchMixContrastiveLoss(temperature)
         c = self.hparams.num_classes
-        self.icbhi = nn.ModuleDict({s: ICBHIScore(two_class=icbhi_two_class, num_classes=c) for s in ("val", "test")})
+        self.icbhi = nn.ModuleDict(
+            {s: ICBHIScore(two_class=icbhi_two_class, num_classes=c) for s in ("val", "test")}
+        )
 
     default_monitor = "val_score"
 
@@ -107,7 +120,9 @@ class PatchMixTask(ClassificationTask):
         loss = self._ce(logits, y)
         _, mixed, _, _, lam, index = self.model.forward_patch_mix(feats, y, self.mix_beta)
         con = self.con_loss(self.projector(mixed), pooled.detach(), lam, index)
-        self.log("train_con_loss", con, on_step=False, on_epoch=True, batch_size=wave.shape[0], sync_dist=True)
+        self.log(
+            "train_con_loss", con, on_step=False, on_epoch=True, batch_size=wave.shape[0], sync_dist=True
+        )
         return loss + self.alpha * con, logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -122,7 +137,11 @@ class PatchMixTask(ClassificationTask):
         return {"model": self.model, **({"projector": self.projector} if self.projector is not None else {})}
 
     def _ma_state(self) -> dict[str, torch.Tensor]:
-        return {f"{n}.{k}": v for n, m in self._ma_modules().items() for k, v in m.state_dict(keep_vars=True).items()}
+        return {
+            f"{n}.{k}": v
+            for n, m in self._ma_modules().items()
+            for k, v in m.state_dict(keep_vars=True).items()
+        }
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         if not self.ma_update:
@@ -144,7 +163,9 @@ class PatchMixTask(ClassificationTask):
         logits = self._logits(batch["wave"], batch.get("lengths"), augment=False)
         y = batch["label"].long()
         loss = self._ce(logits, y)
-        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, batch_size=logits.shape[0], sync_dist=True)
+        self.log(
+            f"{stage}_loss", loss, on_epoch=True, prog_bar=True, batch_size=logits.shape[0], sync_dist=True
+        )
         pred = logits.argmax(-1)
         for metric in self.metrics[stage].values():
             metric.update(pred, y)

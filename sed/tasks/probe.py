@@ -42,7 +42,9 @@ class EmbeddingCache:
     def key(wave: torch.Tensor, length: int) -> str:
         return hashlib.sha256(wave[:length].detach().float().cpu().numpy().tobytes()).hexdigest()
 
-    def add_batch(self, embed, wave: torch.Tensor, lengths: torch.Tensor | None, targets: torch.Tensor) -> int:
+    def add_batch(
+        self, embed, wave: torch.Tensor, lengths: torch.Tensor | None, targets: torch.Tensor
+    ) -> int:
         """Embed (with ``embed(wave, lengths)``) the clips of a batch not cached yet; returns how many."""
         n = wave.shape[0]
         lens = [int(x) for x in lengths] if lengths is not None else [wave.shape[-1]] * n
@@ -80,14 +82,20 @@ def _last_linear(head: nn.Module) -> tuple[nn.Module, nn.Linear]:
     """(the layers before the head's last Linear, that Linear)."""
     layers = list(head) if isinstance(head, nn.Sequential) else [head]
     idx = max((i for i, m in enumerate(layers) if isinstance(m, nn.Linear)), default=None)
-    if idx is None or any(isinstance(m, nn.Linear) for m in layers[idx + 1:]) or idx != len(layers) - 1:
+    if idx is None or any(isinstance(m, nn.Linear) for m in layers[idx + 1 :]) or idx != len(layers) - 1:
         raise ValueError(f"a probe fits a head ending in nn.Linear; this head is {type(head).__name__}")
     return nn.Sequential(*layers[:idx]), layers[idx]
 
 
 @torch.no_grad()
-def fit_probe_head(head: nn.Module, embeddings: torch.Tensor, targets: torch.Tensor, probe: str = "logistic",
-                   l2: float = 1e-3, multi_label: bool = False) -> float:
+def fit_probe_head(
+    head: nn.Module,
+    embeddings: torch.Tensor,
+    targets: torch.Tensor,
+    probe: str = "logistic",
+    l2: float = 1e-3,
+    multi_label: bool = False,
+) -> float:
     """Fit the head's last Linear on ``embeddings [N, D]`` (see the module docstring); ``targets`` are
     class ids ``[N]`` or multi-hot ``[N, C]``. Returns the probe's training accuracy (multi-label: the
     share of right class decisions)."""
@@ -138,8 +146,16 @@ class ProbeTask(ClipTask):
     ):
         if probe not in PROBES:
             raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
-        super().__init__(model_name=model_name, num_classes=num_classes, labels=labels, multi_label=multi_label,
-                         pretrained=pretrained, model_kwargs=model_kwargs, monitor=monitor, save_top_k=save_top_k)
+        super().__init__(
+            model_name=model_name,
+            num_classes=num_classes,
+            labels=labels,
+            multi_label=multi_label,
+            pretrained=pretrained,
+            model_kwargs=model_kwargs,
+            monitor=monitor,
+            save_top_k=save_top_k,
+        )
         self.trainable = apply_transfer(self.model, "head")
         self.probe_cache = EmbeddingCache()
         self.automatic_optimization = False  # no optimiser steps: the head is fitted, not trained
@@ -154,7 +170,9 @@ class ProbeTask(ClipTask):
         y = batch["label"] if self.hparams.multi_label else batch["label"].long()
         new = self.probe_cache.add_batch(self.model.embed, batch["wave"], batch.get("lengths"), y)
         self.log("probe_embedded", float(new), on_step=False, on_epoch=True, reduce_fx="sum")
-        if self._trainer is not None:  # changes nothing (no gradients); counts the step, so checkpoints are written
+        if (
+            self._trainer is not None
+        ):  # changes nothing (no gradients); counts the step, so checkpoints are written
             self.optimizers().step()
         return None  # the head is fitted on the cache before validation
 
@@ -162,8 +180,14 @@ class ProbeTask(ClipTask):
         if not self.probe_cache.changed:
             return
         emb, targets = self.probe_cache.pooled()
-        acc = fit_probe_head(self.model.head, emb, targets, self.hparams.probe, self.hparams.probe_l2,
-                             bool(self.hparams.multi_label))
+        acc = fit_probe_head(
+            self.model.head,
+            emb,
+            targets,
+            self.hparams.probe,
+            self.hparams.probe_l2,
+            bool(self.hparams.multi_label),
+        )
         self.probe_cache.fitted_size = len(self.probe_cache.rows)
         self.probe_train_acc, self.probe_clips = acc, int(emb.shape[0])
 

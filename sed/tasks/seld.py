@@ -52,8 +52,10 @@ def targets_to_events(target: torch.Tensor, num_frames: int | None = None) -> li
     az = np.degrees(np.arctan2(v[:, 1], v[:, 0]))
     el = np.degrees(np.arctan2(v[:, 2], np.hypot(v[:, 0], v[:, 1])))
     dist = v[:, 3] if v.shape[1] > 3 else [None] * len(v)
-    return [SeldEvent(int(f), int(c), int(s), float(a), float(e), None if d is None else float(d))
-            for f, c, s, a, e, d in zip(f_idx, c_idx, s_idx, az, el, dist)]
+    return [
+        SeldEvent(int(f), int(c), int(s), float(a), float(e), None if d is None else float(d))
+        for f, c, s, a, e, d in zip(f_idx, c_idx, s_idx, az, el, dist)
+    ]
 
 
 class SELDTask(Task):
@@ -91,8 +93,15 @@ class SELDTask(Task):
     ):
         if kwargs.get("multi_label"):
             raise ValueError("SELD targets are multi-ACCDOA regression targets; multi_label must be False")
-        super().__init__(model_name=model_name, num_classes=num_classes, lr=lr, weight_decay=weight_decay,
-                         betas=betas, monitor=monitor, **kwargs)
+        super().__init__(
+            model_name=model_name,
+            num_classes=num_classes,
+            lr=lr,
+            weight_decay=weight_decay,
+            betas=betas,
+            monitor=monitor,
+            **kwargs,
+        )
         if not is_seld_model(self.model):
             raise ValueError(f"{model_name} is not a SELD model (no forward_features / standardizer)")
         self.fmt = self.model.channel_layout
@@ -144,11 +153,17 @@ class SELDTask(Task):
             from sed.data.modules.feature_cache import frontend_key
 
             if frontend_key(self.model.frontend) != cache.key:
-                raise ValueError(f"cached features in {cache.dir} were made by another front end than "
-                                 f"{self.hparams.model_name}'s; drop cache_dir or match the front-end parameters")
+                raise ValueError(
+                    f"cached features in {cache.dir} were made by another front end than "
+                    f"{self.hparams.model_name}'s; drop cache_dir or match the front-end parameters"
+                )
         std = self.model.standardizer
-        if std.fitted or dm is None or not getattr(dm, "fit_standardizer", False) \
-                or not hasattr(dm, "standardizer_features"):
+        if (
+            std.fitted
+            or dm is None
+            or not getattr(dm, "fit_standardizer", False)
+            or not hasattr(dm, "standardizer_features")
+        ):
             return
         state = None
         if self.trainer.is_global_zero:
@@ -175,8 +190,15 @@ class SELDTask(Task):
             feats = self._mask(feats)
         output, target = self._align(self.model.forward_features(feats), target)
         loss = adpit_loss(output.float(), target)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=feats.shape[0],
-                 sync_dist=True)
+        self.log(
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=feats.shape[0],
+            sync_dist=True,
+        )
         return loss
 
     def eval_step(self, batch: dict, stage: str) -> None:
@@ -185,21 +207,28 @@ class SELDTask(Task):
         output, target = self._align(self.model.forward_features(self._features(batch)), batch["target"])
         frames = batch.get("label_frames", torch.full((output.shape[0],), output.shape[1]))
         per_item = adpit_loss(output.float(), target, reduction="none")  # [B, T, C]
-        valid = (torch.arange(output.shape[1], device=output.device)[None] < frames.to(output.device)[:, None])
+        valid = torch.arange(output.shape[1], device=output.device)[None] < frames.to(output.device)[:, None]
         loss = (per_item * valid[..., None]).sum() / (valid.sum() * per_item.shape[-1]).clamp_min(1)
         self.log(f"{stage}_loss", loss, on_epoch=True, batch_size=output.shape[0], sync_dist=True)
         metrics = self._metrics.setdefault(stage, self._new_metrics())
         out_cpu = output.detach().float().cpu()
         for b in range(output.shape[0]):
             n = min(int(frames[b]), output.shape[1])
-            dets = multi_accdoa_to_detections(out_cpu[b, :n], self.hparams.num_classes,
-                                              threshold=self.hparams.threshold,
-                                              unify_threshold=self.hparams.unify_threshold)
+            dets = multi_accdoa_to_detections(
+                out_cpu[b, :n],
+                self.hparams.num_classes,
+                threshold=self.hparams.threshold,
+                unify_threshold=self.hparams.unify_threshold,
+            )
             metrics.update([d.to_event() for d in dets], targets_to_events(target[b], n))
 
     def eval_epoch_end(self, stage: str) -> None:
         metrics = self._metrics.pop(stage, None) or self._new_metrics()
-        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if (
+            self.trainer.world_size > 1
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
             gathered: list = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, metrics._files)
             metrics._files = [f for part in gathered for f in part]
@@ -208,26 +237,41 @@ class SELDTask(Task):
         results = metrics.compute()
         for name, value in results.items():
             v = float(value)
-            self.log(f"{stage}_{name}", 180.0 if math.isnan(v) and name in ("LE", "DOAE") else v,
-                     prog_bar=name == "SELD")
+            self.log(
+                f"{stage}_{name}",
+                180.0 if math.isnan(v) and name in ("LE", "DOAE") else v,
+                prog_bar=name == "SELD",
+            )
         for label, f in zip(self.labels, metrics.class_wise["F"]):
             self.log(f"{stage}_F/{label}", float(f))
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = self.model.forward_features(self._features(batch))
-        return {"file": batch.get("file"), "output": output.float().cpu(), "label_frames": batch.get("label_frames")}
+        return {
+            "file": batch.get("file"),
+            "output": output.float().cpu(),
+            "label_frames": batch.get("label_frames"),
+        }
 
     # ----------------------------------------------------------------------------- checkpoints
     def sed_description(self) -> dict:
         from sed.checkpoint import describe
 
         m = self.model
-        return describe(m, self.labels, multi_label=False, state_dict_prefix="model.", task="seld",
-                        output="multi_accdoa", num_tracks=3, with_distance=bool(m.with_distance),
-                        label_hop_seconds=m.label_frame_samples / m.sample_rate,
-                        feature_hop_seconds=m.label_frame_samples / m.frames_per_label / m.sample_rate,
-                        label_frame_samples=m.label_frame_samples,
-                        standardizer_fitted=bool(m.standardizer.fitted))
+        return describe(
+            m,
+            self.labels,
+            multi_label=False,
+            state_dict_prefix="model.",
+            task="seld",
+            output="multi_accdoa",
+            num_tracks=3,
+            with_distance=bool(m.with_distance),
+            label_hop_seconds=m.label_frame_samples / m.sample_rate,
+            feature_hop_seconds=m.label_frame_samples / m.frames_per_label / m.sample_rate,
+            label_frame_samples=m.label_frame_samples,
+            standardizer_fitted=bool(m.standardizer.fitted),
+        )
 
     def configure_callbacks(self):
         from sed.tasks.callbacks import (
@@ -242,7 +286,13 @@ class SELDTask(Task):
         name, mode = self.monitor
         # the classification set minus its clip-level PredictionWriter
         # (and without checkpoints / logging when the trainer was built without them)
-        keep = (EpochSeed,) + ((ModelCheckpoint,) if self.trainer.checkpoint_callbacks else ()) \
+        keep = (
+            (EpochSeed,)
+            + ((ModelCheckpoint,) if self.trainer.checkpoint_callbacks else ())
             + ((LearningRateMonitor, RunInfo, Plots) if self.trainer.loggers else ())
-        return [c for c in default_callbacks(monitor=name, mode=mode, save_top_k=self.hparams.save_top_k)
-                if isinstance(c, keep)]
+        )
+        return [
+            c
+            for c in default_callbacks(monitor=name, mode=mode, save_top_k=self.hparams.save_top_k)
+            if isinstance(c, keep)
+        ]

@@ -33,7 +33,14 @@ from torch import nn
 
 from sed.tasks.classification import ClassificationTask
 
-__all__ = ["SEMI_MODES", "MeanTeacher", "SemiSupervisedTask", "consistency_loss", "pseudo_label_loss", "rampup"]
+__all__ = [
+    "SEMI_MODES",
+    "MeanTeacher",
+    "SemiSupervisedTask",
+    "consistency_loss",
+    "pseudo_label_loss",
+    "rampup",
+]
 
 SEMI_MODES = ("pseudo_label", "mean_teacher")
 
@@ -51,8 +58,13 @@ def _known(labels: torch.Tensor, multi_label: bool) -> torch.Tensor:
     return (labels >= 0).all(-1) if multi_label else labels >= 0
 
 
-def pseudo_label_loss(clean: torch.Tensor, augmented: torch.Tensor, threshold: float, multi_label: bool,
-                      labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def pseudo_label_loss(
+    clean: torch.Tensor,
+    augmented: torch.Tensor,
+    threshold: float,
+    multi_label: bool,
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(loss, stats) of pseudo-labels from ``clean`` logits (detached) as targets of ``augmented`` logits.
     ``stats``: ``used`` (share of clips or class decisions kept) and, where ``labels`` are known,
     ``correct``/``counted`` of the kept pseudo-labels."""
@@ -107,13 +119,20 @@ class MeanTeacher(nn.Module):
         for t, s in zip(self.model.buffers(), student.buffers()):
             t.copy_(s)
 
-    def accuracy_stats(self, logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> dict[str, torch.Tensor]:
+    def accuracy_stats(
+        self, logits: torch.Tensor, labels: torch.Tensor, multi_label: bool
+    ) -> dict[str, torch.Tensor]:
         known = _known(labels, multi_label)
         if multi_label:
             pred = (logits >= 0).float()
-            return {"correct": ((pred == labels.float()) & known[:, None]).sum().float(),
-                    "counted": (known[:, None].expand_as(pred)).sum().float()}
-        return {"correct": ((logits.argmax(-1) == labels) & known).sum().float(), "counted": known.sum().float()}
+            return {
+                "correct": ((pred == labels.float()) & known[:, None]).sum().float(),
+                "counted": (known[:, None].expand_as(pred)).sum().float(),
+            }
+        return {
+            "correct": ((logits.argmax(-1) == labels) & known).sum().float(),
+            "counted": known.sum().float(),
+        }
 
 
 class SemiSupervisedTask(ClassificationTask):
@@ -126,8 +145,15 @@ class SemiSupervisedTask(ClassificationTask):
         ema_decay: the teacher's moving-average decay (``mean_teacher``).
     """
 
-    def __init__(self, semi: str = "pseudo_label", semi_weight: float = 1.0, semi_rampup: int = 0,
-                 pseudo_threshold: float = 0.95, ema_decay: float = 0.999, **kwargs):
+    def __init__(
+        self,
+        semi: str = "pseudo_label",
+        semi_weight: float = 1.0,
+        semi_rampup: int = 0,
+        pseudo_threshold: float = 0.95,
+        ema_decay: float = 0.999,
+        **kwargs,
+    ):
         if semi not in SEMI_MODES:
             raise ValueError(f"semi must be one of {', '.join(SEMI_MODES)}, got {semi!r}")
         if not 0.0 < pseudo_threshold <= 1.0 or not 0.0 <= ema_decay < 1.0:
@@ -137,8 +163,10 @@ class SemiSupervisedTask(ClassificationTask):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if "labeled" not in batch or batch.get("unlabeled") is None:
-            raise ValueError("semi-supervised training needs unlabelled data: set data.init_args.unlabeled "
-                             "or data.init_args.labeled_fraction")
+            raise ValueError(
+                "semi-supervised training needs unlabelled data: set data.init_args.unlabeled "
+                "or data.init_args.labeled_fraction"
+            )
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         loss, logits, targets = self.supervised_loss(labeled)
         loss = loss + self._semi_loss(labeled, logits, unlabeled)
@@ -153,8 +181,9 @@ class SemiSupervisedTask(ClassificationTask):
             feats = self.model.features(uw, ul)  # once for the clean and the augmented view
             with torch.no_grad():
                 clean = self._from_features(feats, False, self.model)
-            term, stats = pseudo_label_loss(clean, self._from_features(feats, True, self.model), h.pseudo_threshold,
-                                            h.multi_label, labels)
+            term, stats = pseudo_label_loss(
+                clean, self._from_features(feats, True, self.model), h.pseudo_threshold, h.multi_label, labels
+            )
         else:
             teacher = self.teacher.model
             with torch.no_grad():
@@ -162,13 +191,22 @@ class SemiSupervisedTask(ClassificationTask):
                 t_l = self._logits(batch["wave"], batch.get("lengths"), augment=True, model=teacher)
             s_u = self._logits(uw, ul, augment=True)
             term = consistency_loss(s_u, t_u, h.multi_label) + consistency_loss(logits, t_l, h.multi_label)
-            stats = {"used": torch.ones((), device=uw.device), **self.teacher.accuracy_stats(t_u, labels, h.multi_label)}
+            stats = {
+                "used": torch.ones((), device=uw.device),
+                **self.teacher.accuracy_stats(t_u, labels, h.multi_label),
+            }
         n = uw.shape[0]
         self.log("semi_used", stats["used"], on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log("semi_weight", weight, on_step=False, on_epoch=True, batch_size=n)
         if stats.get("counted", 0) > 0:
-            self.log("pseudo_acc", stats["correct"] / stats["counted"], on_step=False, on_epoch=True,
-                     batch_size=int(stats["counted"]), sync_dist=True)
+            self.log(
+                "pseudo_acc",
+                stats["correct"] / stats["counted"],
+                on_step=False,
+                on_epoch=True,
+                batch_size=int(stats["counted"]),
+                sync_dist=True,
+            )
         return weight * term
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

@@ -34,7 +34,9 @@ def apply_transfer(model: nn.Module, mode: str = "all", n: int = 0) -> list[str]
     if mode == "last_n":
         blocks = list(getattr(model, "blocks", []))
         if not 0 < n <= len(blocks):
-            raise ValueError(f"finetune_blocks must be in 1..{len(blocks)} for {type(model).__name__}, got {n}")
+            raise ValueError(
+                f"finetune_blocks must be in 1..{len(blocks)} for {type(model).__name__}, got {n}"
+            )
         trainable += blocks[-n:]
         names.append(f"blocks[-{n}:]")
         # layers between the last block and the head (e.g. AST's final LayerNorm) train with them

@@ -45,16 +45,26 @@ def _metrics(scores: np.ndarray, y: np.ndarray, multi: bool) -> dict[str, float]
     c = scores.shape[1]
     if multi:
         t = t.long()
-        return {"map": float(F.multilabel_average_precision(s, t, c, average="macro")),
-                "f1": float(F.multilabel_f1_score(s, t, c, average="macro"))}
+        return {
+            "map": float(F.multilabel_average_precision(s, t, c, average="macro")),
+            "f1": float(F.multilabel_f1_score(s, t, c, average="macro")),
+        }
     pred = s.argmax(-1)
-    return {"acc": float((pred == t).float().mean()),
-            "f1": float(F.multiclass_f1_score(pred, t.long(), c, average="macro"))}
+    return {
+        "acc": float((pred == t).float().mean()),
+        "f1": float(F.multiclass_f1_score(pred, t.long(), c, average="macro")),
+    }
 
 
-def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike, split: str = "val",
-                  out: str | os.PathLike | None = None, device: str = "auto",
-                  methods: Sequence[str] = METHODS, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def ensemble_eval(
+    checkpoints: Sequence[str],
+    data_config: str | os.PathLike,
+    split: str = "val",
+    out: str | os.PathLike | None = None,
+    device: str = "auto",
+    methods: Sequence[str] = METHODS,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
     """Score every member and every ensemble method on ``split`` (``val`` or ``test``) of the data module of
     ``data_config`` and ``overrides`` (``--data.init_args.x=y``), read as ``sedkit fit`` reads them
     (:func:`~sed.training.lightning_cli.datamodule_of`).
@@ -76,7 +86,9 @@ def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike, sp
         if mlabels != labels:
             raise ValueError(f"{path}: labels {mlabels} differ from the data's labels {labels}")
         if rate and meta.get("sample_rate") and int(meta["sample_rate"]) != rate:
-            raise ValueError(f"{path}: the model takes {meta['sample_rate']} Hz audio, the data is served at {rate} Hz")
+            raise ValueError(
+                f"{path}: the model takes {meta['sample_rate']} Hz audio, the data is served at {rate} Hz"
+            )
         members.append(model)
     check_members([labels] * len(members), [multi] * len(members), list(map(str, checkpoints)))
     dm.setup("validate" if split == "val" else "test")
@@ -87,19 +99,40 @@ def ensemble_eval(checkpoints: Sequence[str], data_config: str | os.PathLike, sp
     key = "map" if multi else "acc"
     member_rows = [{"checkpoint": str(p), **_metrics(s, y, multi)} for p, s in zip(checkpoints, scores)]
     member_metrics = [r[key] for r in member_rows]
-    weights = {"weighted": weights_from_metrics(member_metrics, "proportional").tolist()
-               if sum(member_metrics) > 0 else [1.0 / len(members)] * len(members),
-               "rank": weights_from_metrics(member_metrics, "rank").tolist()}
+    weights = {
+        "weighted": weights_from_metrics(member_metrics, "proportional").tolist()
+        if sum(member_metrics) > 0
+        else [1.0 / len(members)] * len(members),
+        "rank": weights_from_metrics(member_metrics, "rank").tolist(),
+    }
     method_rows = []
     for method in methods:
-        kw = {"weights": weights["weighted"]} if method == "weighted" else \
-            {"metrics": member_metrics} if method == "rank" else {}
+        kw = (
+            {"weights": weights["weighted"]}
+            if method == "weighted"
+            else {"metrics": member_metrics}
+            if method == "rank"
+            else {}
+        )
         combined = combine(scores, method, multi_label=multi, **kw)
-        method_rows.append({"method": method, **_metrics(combined, y, multi),
-                            **({"weights": weights[method]} if method in weights else {})})
-    table = {"split": split, "metric": key, "labels": labels, "checkpoints": [_where(p) for p in checkpoints],
-             "members": member_rows, "member_metrics": member_metrics, "weights": weights, "methods": method_rows,
-             "clips": int(len(y))}
+        method_rows.append(
+            {
+                "method": method,
+                **_metrics(combined, y, multi),
+                **({"weights": weights[method]} if method in weights else {}),
+            }
+        )
+    table = {
+        "split": split,
+        "metric": key,
+        "labels": labels,
+        "checkpoints": [_where(p) for p in checkpoints],
+        "members": member_rows,
+        "member_metrics": member_metrics,
+        "weights": weights,
+        "methods": method_rows,
+        "clips": int(len(y)),
+    }
     if out is not None:
         with atomic_open(out, "w") as f:
             json.dump(table, f, indent=2)
@@ -110,4 +143,3 @@ def _where(checkpoint: str | os.PathLike) -> str:
     """How the weights file names a member: a file by its absolute path (so that ``classify --weights``
     matches it from any folder), a hub id or short name as given."""
     return os.path.abspath(checkpoint) if os.path.isfile(checkpoint) else str(checkpoint)
-

@@ -36,8 +36,15 @@ from sed.models.linear_probe import fit_logistic, logistic_logits
 from sed.models.prototype import prototype_logits
 from sed.training.lightning_cli import datamodule_of
 
-__all__ = ["EVAL_METHODS", "Episode", "SplitEmbeddings", "check_episodes", "fewshot_eval", "sample_episodes",
-           "split_embeddings"]
+__all__ = [
+    "EVAL_METHODS",
+    "Episode",
+    "SplitEmbeddings",
+    "check_episodes",
+    "fewshot_eval",
+    "sample_episodes",
+    "split_embeddings",
+]
 
 #: A progress bar: ``progress(iterable, total=, desc=, unit=)`` yields the items (Console.progress).
 Progress = Callable[..., Iterable]
@@ -64,8 +71,14 @@ def _positive(**values: int) -> None:
 _LISTED = 12
 
 
-def check_episodes(labels: Sequence[int], ways: int, shots: int, queries: int, names: Sequence[str] | None = None,
-                   what: str = "the data") -> np.ndarray:
+def check_episodes(
+    labels: Sequence[int],
+    ways: int,
+    shots: int,
+    queries: int,
+    names: Sequence[str] | None = None,
+    what: str = "the data",
+) -> np.ndarray:
     """The classes with at least ``shots + queries`` clips (sorted ids); ValueError in one line, with
     the clips per class (by ``names``), when fewer than ``ways`` classes have that many."""
     _positive(ways=ways, shots=shots, queries=queries)
@@ -73,17 +86,22 @@ def check_episodes(labels: Sequence[int], ways: int, shots: int, queries: int, n
     eligible = ids[counts >= shots + queries]
     if len(eligible) < ways:
         order = np.argsort(-counts, kind="stable")[:_LISTED]
-        listed = ", ".join(f"{names[i] if names is not None and 0 <= i < len(names) else i} {counts[j]}"
-                           for j, i in ((j, int(ids[j])) for j in order))
+        listed = ", ".join(
+            f"{names[i] if names is not None and 0 <= i < len(names) else i} {counts[j]}"
+            for j, i in ((j, int(ids[j])) for j in order)
+        )
         more = f", ... ({len(ids)} classes)" if len(ids) > _LISTED else ""
-        raise ValueError(f"{ways}-way {shots}-shot episodes with {queries} queries need {ways} classes of at least "
-                         f"{shots + queries} clips; {what} has {len(eligible)} such class(es) (clips per class: "
-                         f"{listed or 'none'}{more})")
+        raise ValueError(
+            f"{ways}-way {shots}-shot episodes with {queries} queries need {ways} classes of at least "
+            f"{shots + queries} clips; {what} has {len(eligible)} such class(es) (clips per class: "
+            f"{listed or 'none'}{more})"
+        )
     return eligible
 
 
-def sample_episodes(labels: Sequence[int], ways: int, shots: int, queries: int, episodes: int,
-                    seed: int = 0) -> list[Episode]:
+def sample_episodes(
+    labels: Sequence[int], ways: int, shots: int, queries: int, episodes: int, seed: int = 0
+) -> list[Episode]:
     """``episodes`` random episodes, reproducible from ``seed``. Only classes with at least
     ``shots + queries`` clips are drawn (:func:`check_episodes`: ValueError when fewer than ``ways``
     classes have that many); an episode's classes are distinct and its clips too, so support and
@@ -116,9 +134,19 @@ def _episode_accuracy(method: str, emb: torch.Tensor, ep: Episode, l2: float, st
     return float((logits.argmax(-1) == y_query).double().mean())
 
 
-def fewshot_eval(embeddings, labels: Sequence[int], ways: int = 5, shots: int = 5, queries: int = 15,
-                 episodes: int = 600, seed: int = 0, methods: Sequence[str] = EVAL_METHODS, l2: float = 1e-2,
-                 steps: int = 100, progress: Progress | None = None) -> dict[str, Any]:
+def fewshot_eval(
+    embeddings,
+    labels: Sequence[int],
+    ways: int = 5,
+    shots: int = 5,
+    queries: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+    methods: Sequence[str] = EVAL_METHODS,
+    l2: float = 1e-2,
+    steps: int = 100,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Every method on the same episodes (:func:`sample_episodes`) of ``embeddings [N, D]`` with class
     ids ``labels [N]``. Returns ``{"ways", "shots", "queries", "episodes", "seed", "clips", "classes",
     "methods": [{"method", "mean", "ci95", "std", "accuracies": [per episode]}]}``; ``l2``/``steps``
@@ -136,10 +164,25 @@ def fewshot_eval(embeddings, labels: Sequence[int], ways: int = 5, shots: int = 
         shown = progress(eps, total=len(eps), desc=method, unit="episode") if progress is not None else eps
         acc = np.array([_episode_accuracy(method, emb, ep, l2, steps) for ep in shown])
         std = float(acc.std())
-        rows.append({"method": method, "mean": float(acc.mean()), "ci95": 1.96 * std / float(np.sqrt(len(acc))),
-                     "std": std, "accuracies": acc.tolist()})
-    return {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes, "seed": seed,
-            "clips": int(emb.shape[0]), "classes": int(len(np.unique(np.asarray(labels)))), "methods": rows}
+        rows.append(
+            {
+                "method": method,
+                "mean": float(acc.mean()),
+                "ci95": 1.96 * std / float(np.sqrt(len(acc))),
+                "std": std,
+                "accuracies": acc.tolist(),
+            }
+        )
+    return {
+        "ways": ways,
+        "shots": shots,
+        "queries": queries,
+        "episodes": episodes,
+        "seed": seed,
+        "clips": int(emb.shape[0]),
+        "classes": int(len(np.unique(np.asarray(labels)))),
+        "methods": rows,
+    }
 
 
 # ---------------------------------------------------------------------------------- a data config's split
@@ -152,20 +195,30 @@ class SplitEmbeddings:
     skipped: list[str]  # "file: reason" of each clip left out
 
 
-def _embedded(clf: Classifier, items: list, batch_size: int, errors: list[str]) -> Iterator[np.ndarray | None]:
+def _embedded(
+    clf: Classifier, items: list, batch_size: int, errors: list[str]
+) -> Iterator[np.ndarray | None]:
     """An embedding (or None) per item, in order, embedding ``batch_size`` items at a time (so a
     progress bar over the items moves as they are done); the reasons of failed items go to ``errors``."""
     for first in range(0, len(items), batch_size):
-        rows, bad = embed_items(clf, items[first:first + batch_size], batch_size)
+        rows, bad = embed_items(clf, items[first : first + batch_size], batch_size)
         errors += bad
         yield from rows
 
 
-def split_embeddings(config: str | os.PathLike, backbone: str | os.PathLike, split: str = "test",
-                     batch_size: int = 8, device: str = "auto", progress: Progress | None = None,
-                     on_error: Callable[[str], None] | None = None, ways: int | None = None,
-                     shots: int | None = None, queries: int | None = None,
-                     overrides: Sequence[str] = ()) -> SplitEmbeddings:
+def split_embeddings(
+    config: str | os.PathLike,
+    backbone: str | os.PathLike,
+    split: str = "test",
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: Progress | None = None,
+    on_error: Callable[[str], None] | None = None,
+    ways: int | None = None,
+    shots: int | None = None,
+    queries: int | None = None,
+    overrides: Sequence[str] = (),
+) -> SplitEmbeddings:
     """Embeddings of every clip of ``split`` (``train``, ``val``, ``test`` or ``all``) of the data
     config, computed once with ``backbone`` (any source :class:`Classifier` loads, ``.onnx`` included).
     A clip listed twice is embedded once; clips that cannot be read are reported and left out.
@@ -183,7 +236,9 @@ def split_embeddings(config: str | os.PathLike, backbone: str | os.PathLike, spl
     items = list(dm.items) if split == "all" else list(dm.splits[split])
     items = list({(it.path, it.start, it.end): it for it in items}.values())
     if ways is not None and shots is not None and queries is not None:
-        check_episodes([int(it.label) for it in items], ways, shots, queries, dm.label_names, f"the {split} split")
+        check_episodes(
+            [int(it.label) for it in items], ways, shots, queries, dm.label_names, f"the {split} split"
+        )
     clf = Classifier.from_pretrained(backbone, device=device)
     errors: list[str] = []
     rows = _embedded(clf, items, batch_size, errors)
@@ -195,7 +250,10 @@ def split_embeddings(config: str | os.PathLike, backbone: str | os.PathLike, spl
             on_error(line)
     ok = [i for i, e in enumerate(rows) if e is not None]
     width = rows[ok[0]].shape[-1] if ok else 0
-    return SplitEmbeddings(np.stack([rows[i] for i in ok]) if ok else np.zeros((0, width), np.float32),
-                           np.array([int(items[i].label) for i in ok], dtype=np.int64), dm.label_names,
-                           [item_name(items[i]) for i in ok], errors)
-
+    return SplitEmbeddings(
+        np.stack([rows[i] for i in ok]) if ok else np.zeros((0, width), np.float32),
+        np.array([int(items[i].label) for i in ok], dtype=np.int64),
+        dm.label_names,
+        [item_name(items[i]) for i in ok],
+        errors,
+    )

@@ -50,13 +50,19 @@ def write_kfold(root: Path, rows: list[dict], summary: dict) -> None:
         json.dump({"folds": rows, "summary": summary}, f, indent=1)
 
 
-def run_kfold(config_args: Sequence[str], folds: Sequence[int], root: str | Path, ckpt: str = "best") -> tuple[list, dict]:
+def run_kfold(
+    config_args: Sequence[str], folds: Sequence[int], root: str | Path, ckpt: str = "best"
+) -> tuple[list, dict]:
     """Train and test one run per fold; ``config_args`` are LightningCLI arguments (``--config X ...``)."""
     root = Path(root)
     rows = []
     for k in folds:
-        argv = [*config_args, f"--data.init_args.val_folds=[{k}]", f"--data.init_args.test_folds=[{k}]",
-                f"--trainer.default_root_dir={root / f'fold{k}'}"]
+        argv = [
+            *config_args,
+            f"--data.init_args.val_folds=[{k}]",
+            f"--data.init_args.test_folds=[{k}]",
+            f"--trainer.default_root_dir={root / f'fold{k}'}",
+        ]
         cli = make_cli(argv, run=False)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         result = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)[0]

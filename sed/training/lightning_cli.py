@@ -105,11 +105,17 @@ class TrainingRan(pl.Callback):
             return
         if trainer.ckpt_path:
             limit = f"--trainer.max_epochs is {trainer.max_epochs}" + (
-                f", --trainer.max_steps {trainer.max_steps}" if trainer.max_steps > 0 else "")
-            raise UsageError(f"{trainer.ckpt_path}: nothing to train: it has done {trainer.current_epoch} epoch(s) "
-                             f"({trainer.global_step} steps) and {limit}; give a larger one to go on")
-        raise DatasetError(_data_name(trainer), "no training step ran: the training data gave no batch "
-                                                "(every training file or shard unreadable or empty)")
+                f", --trainer.max_steps {trainer.max_steps}" if trainer.max_steps > 0 else ""
+            )
+            raise UsageError(
+                f"{trainer.ckpt_path}: nothing to train: it has done {trainer.current_epoch} epoch(s) "
+                f"({trainer.global_step} steps) and {limit}; give a larger one to go on"
+            )
+        raise DatasetError(
+            _data_name(trainer),
+            "no training step ran: the training data gave no batch "
+            "(every training file or shard unreadable or empty)",
+        )
 
 
 def _data_name(trainer) -> str:
@@ -146,10 +152,17 @@ class StageFiles(pl.Callback):
 def run_callbacks(trainer_cfg: dict, given: list) -> list[pl.Callback]:
     """The callbacks every sed trainer gets besides the task's (:meth:`configure_callbacks`)."""
     out: list[pl.Callback] = [TrainingRan(), StageFiles()]
-    if (trainer_cfg.get("enable_progress_bar") is not False and not sys.stderr.isatty()
-            and not any(isinstance(c, ProgressBar) for c in given)):
-        out.append(EpochLines())  # a log, not a terminal: a line per epoch instead of a carriage-return stream
-    if trainer_cfg.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in given):
+    if (
+        trainer_cfg.get("enable_progress_bar") is not False
+        and not sys.stderr.isatty()
+        and not any(isinstance(c, ProgressBar) for c in given)
+    ):
+        out.append(
+            EpochLines()
+        )  # a log, not a terminal: a line per epoch instead of a carriage-return stream
+    if trainer_cfg.get("enable_model_summary") is not False and not any(
+        isinstance(c, ModelSummary) for c in given
+    ):
         out.append(Summary())
     return out
 
@@ -273,9 +286,17 @@ def build_datamodule(config_args: Sequence[str]) -> pl.LightningDataModule:
     """The data module of LightningCLI arguments (``--config FILE``, ``--data.init_args.x=y``...) read as fit reads
     them (seeded as fit seeds); an error in them is one :class:`~sed.errors.UsageError` line."""
     quiet_lightning()
-    return _DataCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                    seed_everything_default=0, args=list(config_args), run=False, auto_configure_optimizers=False,
-                    parser_kwargs={"prog": "sedkit", "exit_on_error": False}).datamodule
+    return _DataCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        args=list(config_args),
+        run=False,
+        auto_configure_optimizers=False,
+        parser_kwargs={"prog": "sedkit", "exit_on_error": False},
+    ).datamodule
 
 
 #: the data module a YAML of bare init args configures

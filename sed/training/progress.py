@@ -88,7 +88,10 @@ class EpochLines(ProgressBar):
             metrics[key.removesuffix("_epoch")] = x
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         parts = [f"epoch {trainer.current_epoch + 1}/{total}"]
-        parts += [f"{k} {v:.4g}" for k, v in sorted(metrics.items(), key=lambda kv: (not kv[0].startswith("train"), kv[0]))]
+        parts += [
+            f"{k} {v:.4g}"
+            for k, v in sorted(metrics.items(), key=lambda kv: (not kv[0].startswith("train"), kv[0]))
+        ]
         parts.append(f"({time.monotonic() - self._start:.0f} s)")
         print("  ".join(parts), file=sys.stderr, flush=True)
 
@@ -97,11 +100,26 @@ class Summary(ModelSummary):
     """Lightning's model summary; the FLOPs column and total only when counted (else they read 0)."""
 
     @staticmethod
-    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
-                  total_flops, **summarize_kwargs) -> None:
+    def summarize(
+        summary_data,
+        total_parameters,
+        trainable_parameters,
+        model_size,
+        total_training_modes,
+        total_flops,
+        **summarize_kwargs,
+    ) -> None:
         if not total_flops:
             summary_data = [column for column in summary_data if column[0] != "FLOPs"]
-        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
-                                      total_flops, *summary_data)
-        lines = [line for line in table.splitlines() if total_flops or not line.rstrip().endswith("Total Flops")]
+        table = _format_summary_table(
+            total_parameters,
+            trainable_parameters,
+            model_size,
+            total_training_modes,
+            total_flops,
+            *summary_data,
+        )
+        lines = [
+            line for line in table.splitlines() if total_flops or not line.rstrip().endswith("Total Flops")
+        ]
         logging.getLogger("pytorch_lightning.callbacks.model_summary").info("\n" + "\n".join(lines))

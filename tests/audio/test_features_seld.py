@@ -155,7 +155,9 @@ def _feats(rng, b, t, offset):
 def test_standardizer_fit_equals_numpy():
     rng = np.random.default_rng(0)
     parts = [_feats(rng, 2, 40, -50.0), _feats(rng, 1, 13, -45.0), _feats(rng, 3, 7, -60.0)]
-    cat = np.concatenate([p.transpose(1, 0, 2, 3).reshape(3, -1, 5) for p in parts], axis=1).astype(np.float64)
+    cat = np.concatenate([p.transpose(1, 0, 2, 3).reshape(3, -1, 5) for p in parts], axis=1).astype(
+        np.float64
+    )
     mean, std = cat.mean(axis=1), cat.std(axis=1)
     st = FeatureStandardizer(3, 5).fit(torch.from_numpy(p) for p in parts)
     assert st.fitted and float(st.count) == cat.shape[1]
@@ -172,8 +174,12 @@ def test_standardizer_fit_equals_numpy():
     torch.testing.assert_close(pieces.scale, st.scale, rtol=1e-6, atol=1e-6)
 
     out = st(torch.from_numpy(parts[0])).double().numpy()
-    np.testing.assert_allclose(out, (parts[0] - mean[None, :, None]) / std[None, :, None], rtol=1e-4, atol=1e-4)
-    allout = np.concatenate([st(torch.from_numpy(p)).numpy().transpose(1, 0, 2, 3).reshape(3, -1, 5) for p in parts], 1)
+    np.testing.assert_allclose(
+        out, (parts[0] - mean[None, :, None]) / std[None, :, None], rtol=1e-4, atol=1e-4
+    )
+    allout = np.concatenate(
+        [st(torch.from_numpy(p)).numpy().transpose(1, 0, 2, 3).reshape(3, -1, 5) for p in parts], 1
+    )
     keep = np.ones((3, 5), bool)
     keep[1, 2] = False
     np.testing.assert_allclose(allout.mean(1)[keep], 0.0, atol=1e-4)
@@ -209,8 +215,15 @@ def test_standardizer_state_dict_round_trip():
 
 def _librosa_logmel(y, p):
     kw = {k: p[k] for k in ("n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax") if k in p}
-    s = librosa.feature.melspectrogram(y=y, sr=p["sample_rate"], window="hann", center=p.get("center", True),
-                                       pad_mode="constant", power=2.0, **kw)
+    s = librosa.feature.melspectrogram(
+        y=y,
+        sr=p["sample_rate"],
+        window="hann",
+        center=p.get("center", True),
+        pad_mode="constant",
+        power=2.0,
+        **kw,
+    )
     return librosa.power_to_db(s, top_db=p.get("top_db", 80.0)).T
 
 
@@ -218,20 +231,38 @@ def _librosa_logmel(y, p):
     "params",
     [
         {"sample_rate": 16000, "n_fft": 1024, "hop_length": 320, "n_mels": 64},
-        {"sample_rate": 22050, "n_fft": 2048, "hop_length": 256, "win_length": 1500, "n_mels": 96,
-         "fmin": 50.0, "fmax": 8000.0, "top_db": None},
-        {"sample_rate": 16000, "n_fft": 512, "hop_length": 160, "win_length": 400, "n_mels": 40, "fmin": 20.0,
-         "top_db": 60.0, "center": False},
+        {
+            "sample_rate": 22050,
+            "n_fft": 2048,
+            "hop_length": 256,
+            "win_length": 1500,
+            "n_mels": 96,
+            "fmin": 50.0,
+            "fmax": 8000.0,
+            "top_db": None,
+        },
+        {
+            "sample_rate": 16000,
+            "n_fft": 512,
+            "hop_length": 160,
+            "win_length": 400,
+            "n_mels": 40,
+            "fmin": 20.0,
+            "top_db": 60.0,
+            "center": False,
+        },
     ],
 )
 def test_logmel_matches_librosa(params):
     rng = np.random.default_rng(4)
     sr = params["sample_rate"]
     t = np.arange(int(1.3 * sr)) / sr
-    waves = np.stack([
-        (0.3 * np.sin(2 * np.pi * (220 + 80 * i) * t) + 0.05 * (i + 1) * rng.standard_normal(len(t)))
-        for i in range(6)
-    ]).astype(np.float32)
+    waves = np.stack(
+        [
+            (0.3 * np.sin(2 * np.pi * (220 + 80 * i) * t) + 0.05 * (i + 1) * rng.standard_normal(len(t)))
+            for i in range(6)
+        ]
+    ).astype(np.float32)
     waves[1, : len(t) // 2] *= 1e-3
     front = LogMel(**params)
     ref = np.stack([_librosa_logmel(w, params) for w in waves])

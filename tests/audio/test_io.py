@@ -12,7 +12,9 @@ def tone(n, sr, f=440.0, ch=1, amp=0.5):
     return np.stack([x * (0.5 + 0.5 * c / max(ch, 1)) for c in range(ch)], axis=1) if ch > 1 else x
 
 
-@pytest.mark.parametrize("subtype,tol", [("PCM_16", 1 / 32768), ("PCM_24", 1e-6), ("PCM_32", 1e-8), ("FLOAT", 0), ("DOUBLE", 1e-7)])
+@pytest.mark.parametrize(
+    "subtype,tol", [("PCM_16", 1 / 32768), ("PCM_24", 1e-6), ("PCM_32", 1e-8), ("FLOAT", 0), ("DOUBLE", 1e-7)]
+)
 def test_every_sample_format_scaled_to_unit_range(write_wav, subtype, tol):
     x = tone(1600, 16000)
     p = write_wav(f"a_{subtype}.wav", x, subtype=subtype)
@@ -21,7 +23,9 @@ def test_every_sample_format_scaled_to_unit_range(write_wav, subtype, tol):
     assert np.abs(wave[0].numpy() - x).max() <= tol + 1e-7
 
 
-@pytest.mark.parametrize("ext,fmt,subtype", [("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"), ("aiff", "AIFF", "PCM_16")])
+@pytest.mark.parametrize(
+    "ext,fmt,subtype", [("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"), ("aiff", "AIFF", "PCM_16")]
+)
 def test_other_containers(write_wav, ext, fmt, subtype):
     x = tone(8000, 16000)
     p = write_wav(f"a.{ext}", x, fmt=fmt, subtype=subtype)
@@ -29,7 +33,7 @@ def test_other_containers(write_wav, ext, fmt, subtype):
     assert sr == 16000 and wave.shape[0] == 1
     tol = 0.05 if fmt == "OGG" else 1e-4  # vorbis is lossy
     n = min(wave.shape[1], len(x))
-    assert np.abs(wave[0, 1000:n - 1000].numpy() - x[1000:n - 1000]).max() < tol
+    assert np.abs(wave[0, 1000 : n - 1000].numpy() - x[1000 : n - 1000]).max() < tol
 
 
 def test_info_reads_header(write_wav):
@@ -125,7 +129,17 @@ def test_unsupported_format(tmp_path):
         load_audio(p)
 
 
-@pytest.mark.parametrize("sr_in,sr_out,block", [(16000, None, 3000), (44100, 16000, 7000), (4000, 16000, 5000), (24000, 16000, 16000), (22050, 16000, 999), (32767, 16000, 4000)])
+@pytest.mark.parametrize(
+    "sr_in,sr_out,block",
+    [
+        (16000, None, 3000),
+        (44100, 16000, 7000),
+        (4000, 16000, 5000),
+        (24000, 16000, 16000),
+        (22050, 16000, 999),
+        (32767, 16000, 4000),
+    ],
+)
 def test_block_reading_equals_whole_file(write_wav, sr_in, sr_out, block):
     x = np.random.uniform(-0.5, 0.5, (int(sr_in * 2.37), 2)).astype(np.float32)
     p = write_wav("long.wav", x, sr=sr_in, subtype="FLOAT")

@@ -9,8 +9,16 @@ from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank, build_fr
 
 def ast_reference(wave_1d, target_length, mean=AUDIOSET_MEAN, std=AUDIOSET_STD):
     """What the AST data loader computes for one clip (spec 1.1)."""
-    fb = kaldi.fbank(wave_1d[None], htk_compat=True, sample_frequency=16000, use_energy=False,
-                     window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
+    fb = kaldi.fbank(
+        wave_1d[None],
+        htk_compat=True,
+        sample_frequency=16000,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=128,
+        dither=0.0,
+        frame_shift=10,
+    )
     p = target_length - fb.shape[0]
     fb = F.pad(fb, (0, 0, 0, p)) if p > 0 else fb[:target_length]
     return (fb - mean) / (2 * std)

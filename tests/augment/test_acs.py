@@ -38,14 +38,22 @@ SPEC_ACS = [
 ]
 # Spec 8.2 rows #1..#16.
 SPEC_MAZZON = [
-    ("az", "el", "W, Y, Z, X"), ("az", "-el", "W, Y, -Z, X"),
-    ("az+90", "el", "W, X, Z, -Y"), ("az+90", "-el", "W, X, -Z, -Y"),
-    ("az-90", "el", "W, -X, Z, Y"), ("az-90", "-el", "W, -X, -Z, Y"),
-    ("az+180", "el", "W, -Y, Z, -X"), ("az+180", "-el", "W, -Y, -Z, -X"),
-    ("-az", "el", "W, -Y, Z, X"), ("-az", "-el", "W, -Y, -Z, X"),
-    ("-az+90", "el", "W, X, Z, Y"), ("-az+90", "-el", "W, X, -Z, Y"),
-    ("-az-90", "el", "W, -X, Z, -Y"), ("-az-90", "-el", "W, -X, -Z, -Y"),
-    ("-az+180", "el", "W, Y, Z, -X"), ("-az+180", "-el", "W, Y, -Z, -X"),
+    ("az", "el", "W, Y, Z, X"),
+    ("az", "-el", "W, Y, -Z, X"),
+    ("az+90", "el", "W, X, Z, -Y"),
+    ("az+90", "-el", "W, X, -Z, -Y"),
+    ("az-90", "el", "W, -X, Z, Y"),
+    ("az-90", "-el", "W, -X, -Z, Y"),
+    ("az+180", "el", "W, -Y, Z, -X"),
+    ("az+180", "-el", "W, -Y, -Z, -X"),
+    ("-az", "el", "W, -Y, Z, X"),
+    ("-az", "-el", "W, -Y, -Z, X"),
+    ("-az+90", "el", "W, X, Z, Y"),
+    ("-az+90", "-el", "W, X, -Z, Y"),
+    ("-az-90", "el", "W, -X, Z, -Y"),
+    ("-az-90", "-el", "W, -X, -Z, -Y"),
+    ("-az+180", "el", "W, Y, Z, -X"),
+    ("-az+180", "-el", "W, Y, -Z, -X"),
 ]
 
 
@@ -61,7 +69,9 @@ def parse_foa(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def random_directions(n: int = N_DIRS, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     az = torch.rand(n, generator=g, dtype=torch.float64) * 360.0 - 180.0
-    el = torch.rad2deg(torch.asin(torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1)) * 0.95  # |el| < 86
+    el = (
+        torch.rad2deg(torch.asin(torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1)) * 0.95
+    )  # |el| < 86
     return az, el
 
 
@@ -215,7 +225,9 @@ def test_apply_acs_gradient_and_device():
         audio = torch.randn(2, 4, 10, device=device, requires_grad=True)
         out, _ = apply_acs(audio, None, 1)
         out.sum().backward()
-        expected = torch.tensor([1.0, 1.0, -1.0, -1.0], device=device)  # X feeds Y' negated, Z' negated, Y feeds X'
+        expected = torch.tensor(
+            [1.0, 1.0, -1.0, -1.0], device=device
+        )  # X feeds Y' negated, Z' negated, Y feeds X'
         assert out.device == audio.device
         torch.testing.assert_close(audio.grad[0, :, 0], expected)
 
@@ -276,7 +288,9 @@ def test_random_acs_per_sample_consistency(noise, fmt):
 
 def test_random_acs_probability_generator_and_eval(noise):
     n = 16000
-    counts = torch.bincount(RandomACS(generator=torch.Generator().manual_seed(0)).sample_index(n), minlength=8)
+    counts = torch.bincount(
+        RandomACS(generator=torch.Generator().manual_seed(0)).sample_index(n), minlength=8
+    )
     assert torch.allclose(counts / n, torch.full((8,), 1 / 8), atol=0.015)
     half = RandomACS(p=0.5, generator=torch.Generator().manual_seed(0)).sample_index(n)
     assert abs(float((half == 0).double().mean()) - (0.5 + 0.5 / 8)) < 0.015
@@ -299,7 +313,10 @@ def test_random_acs_probability_generator_and_eval(noise):
 
 @pytest.mark.parametrize("fmt", ["foa", "mic"])
 def test_acs_expanded_dataset(fmt):
-    base = [{"audio": torch.randn(4, 20), "target": torch.randn(3, 6, 4, 13), "name": f"clip{i}"} for i in range(3)]
+    base = [
+        {"audio": torch.randn(4, 20), "target": torch.randn(3, 6, 4, 13), "name": f"clip{i}"}
+        for i in range(3)
+    ]
     originals = [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in item.items()} for item in base]
     ds = ACSExpandedDataset(base, fmt=fmt)
     assert len(ds) == 24

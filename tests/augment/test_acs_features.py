@@ -55,8 +55,9 @@ def test_foa_mazzon_rotations_in_feature_domain(foa_audio):
     feats = fe(foa_audio)
     for k in range(16):
         expected = fe(apply_foa_rotation(foa_audio, None, k)[0])
-        torch.testing.assert_close(apply_acs_features(feats, k, "foa", table="mazzon16"), expected,
-                                   atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(
+            apply_acs_features(feats, k, "foa", table="mazzon16"), expected, atol=1e-4, rtol=1e-5
+        )
 
 
 def test_mic_features_commute_with_acs_except_the_edge_lag(mic_audio):

@@ -46,8 +46,10 @@ def test_multi_hot_targets_and_multichannel_waves():
     targets = (torch.rand(8, 6, generator=g) < 0.4).float()
     out = mixup(wave, targets, generator=g)
     lam = out.lam[:, None]
-    torch.testing.assert_close(out.targets.sum(-1, keepdim=True),
-                               lam * targets.sum(-1, keepdim=True) + (1 - lam) * targets[out.index].sum(-1, keepdim=True))
+    torch.testing.assert_close(
+        out.targets.sum(-1, keepdim=True),
+        lam * targets.sum(-1, keepdim=True) + (1 - lam) * targets[out.index].sum(-1, keepdim=True),
+    )
     torch.testing.assert_close(out.wave, lam[:, :, None] * wave + (1 - lam[:, :, None]) * wave[out.index])
 
 

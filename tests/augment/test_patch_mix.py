@@ -63,13 +63,16 @@ def test_gradient_reaches_every_token():
 def test_time_domain_swaps_whole_columns():
     b, f, t, d = 4, 3, 7, 2
     x = torch.randn(b, f * t, d)
-    out, _, _, lam, index = patch_mix(x, torch.arange(b), time_domain=True, grid=(f, t), lam=0.5,
-                                      generator=torch.Generator().manual_seed(1))
+    out, _, _, lam, index = patch_mix(
+        x, torch.arange(b), time_domain=True, grid=(f, t), lam=0.5, generator=torch.Generator().manual_seed(1)
+    )
     num = int(t * 0.5)
     assert lam == 1 - num / t
     pos = _swapped(x, out, index)
     cols = sorted({int(p) % t for p in pos})
-    assert len(cols) == num and sorted(int(p) for p in pos) == sorted(r * t + c for r in range(f) for c in cols)
+    assert len(cols) == num and sorted(int(p) for p in pos) == sorted(
+        r * t + c for r in range(f) for c in cols
+    )
     with pytest.raises(ValueError, match="grid"):
         patch_mix(x, torch.arange(b), time_domain=True, grid=(2, 7))
 
@@ -85,13 +88,16 @@ def test_ast_forward_patch_mix_mixes_before_tokens_and_pos_embed():
     model = create_model("ast_micro", num_classes=4, input_tdim=128).eval()
     with torch.no_grad():  # random weights everywhere, so that no token is negligible
         for name, p in model.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p) if name.endswith("norm1.weight") else 0.2 * torch.randn_like(p))
+            p.copy_(
+                1 + 0.2 * torch.randn_like(p) if name.endswith("norm1.weight") else 0.2 * torch.randn_like(p)
+            )
     fbank, y = torch.randn(3, 128, 128), torch.tensor([0, 1, 2])
     seen = []
     hook = model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     with torch.no_grad():
         logits, pooled, y_a, y_b, lam, index = model.forward_patch_mix(
-            fbank, y, generator=torch.Generator().manual_seed(0))
+            fbank, y, generator=torch.Generator().manual_seed(0)
+        )
         patches = model.patchify(fbank)
         mixed, _, _, lam2, index2 = patch_mix(patches, y, generator=torch.Generator().manual_seed(0))
         plain_pooled = model.forward_fbank_features(fbank)[0]

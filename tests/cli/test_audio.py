@@ -24,7 +24,9 @@ def audio_dir(tmp_path):
 
 
 def test_info_json_and_bad_file(audio_dir, capsys):
-    code = main(["info", str(audio_dir / "a.wav"), str(audio_dir / "broken.wav"), str(audio_dir / "sub"), "--json"])
+    code = main(
+        ["info", str(audio_dir / "a.wav"), str(audio_dir / "broken.wav"), str(audio_dir / "sub"), "--json"]
+    )
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 1
@@ -42,7 +44,9 @@ def test_info_table_all_good(audio_dir, capsys):
 
 def test_features_fbank_glob_and_folder(audio_dir, tmp_path, capsys):
     out = tmp_path / "feats"
-    code = main(["features", str(audio_dir / "*.wav"), str(audio_dir / "sub"), "--kind", "fbank", "--out", str(out)])
+    code = main(
+        ["features", str(audio_dir / "*.wav"), str(audio_dir / "sub"), "--kind", "fbank", "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "broken.wav" in err  # the corrupt file is reported, the others written
     a = np.load(out / "a.npy")
@@ -54,7 +58,9 @@ def test_features_fbank_glob_and_folder(audio_dir, tmp_path, capsys):
 
 def test_features_foa_requires_four_channels(audio_dir, tmp_path, capsys):
     out = tmp_path / "f"
-    code = main(["features", str(audio_dir / "foa.wav"), str(audio_dir / "a.wav"), "--kind", "foa", "--out", str(out)])
+    code = main(
+        ["features", str(audio_dir / "foa.wav"), str(audio_dir / "a.wav"), "--kind", "foa", "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "a.wav: has 1 channel(s), expected 4" in err
     assert np.load(out / "foa.npy").shape == (7, 50, 64)
@@ -64,7 +70,21 @@ def test_features_foa_requires_four_channels(audio_dir, tmp_path, capsys):
 def test_features_mic_and_logmel(audio_dir, tmp_path):
     assert main(["features", str(audio_dir / "foa.wav"), "--kind", "mic", "--out", str(tmp_path / "m")]) == 0
     assert np.load(tmp_path / "m" / "foa.npy").shape == (10, 50, 64)
-    assert main(["features", str(audio_dir / "a.wav"), "--kind", "logmel", "--n-mels", "40", "--out", str(tmp_path / "l")]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(audio_dir / "a.wav"),
+                "--kind",
+                "logmel",
+                "--n-mels",
+                "40",
+                "--out",
+                str(tmp_path / "l"),
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "l" / "a.npy").shape == (1, 51, 40)
 
 
@@ -77,16 +97,26 @@ def test_missing_input_and_usage_errors(tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point(audio_dir):
-    r = subprocess.run([sys.executable, "-m", "sed", "info", str(audio_dir / "a.wav"), "--json"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "sed", "info", str(audio_dir / "a.wav"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and json.loads(r.stdout)["channels"] == 1
 
 
-@pytest.mark.parametrize("argv,expect", [
-    (["esc50", "--num-classes", "3", "--clips-per-class", "5", "--duration", "1"], "audio/1-"),
-    (["icbhi", "--num-patients", "3", "--duration", "8"], "official_split.txt"),
-    (["starss", "--files-per-split", "1", "--duration", "4", "--format", "both"], "mic_dev/dev-test-synth"),
-])
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["esc50", "--num-classes", "3", "--clips-per-class", "5", "--duration", "1"], "audio/1-"),
+        (["icbhi", "--num-patients", "3", "--duration", "8"], "official_split.txt"),
+        (
+            ["starss", "--files-per-split", "1", "--duration", "4", "--format", "both"],
+            "mic_dev/dev-test-synth",
+        ),
+    ],
+)
 def test_synth_writes_corpus_then_refuses_non_empty(tmp_path, capsys, argv, expect):
     out = tmp_path / "corpus"
     assert main(["synth", *argv, "--out", str(out), "--seed", "3"]) == 0

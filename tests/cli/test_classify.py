@@ -39,7 +39,9 @@ def run(capsys, *argv):
 
 def test_clip_mode_json_folder(setup, capsys):
     root, ckpt, audio = setup
-    code, out, err = run(capsys, "classify", str(audio), "--checkpoint", str(ckpt), "--format", "json", "--top-k", "2")
+    code, out, err = run(
+        capsys, "classify", str(audio), "--checkpoint", str(ckpt), "--format", "json", "--top-k", "2"
+    )
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and err.count("error") == 0
     assert [r["file"].split("/")[-1] for r in rows] == ["a.wav", "b.wav", "c.flac"]
@@ -50,13 +52,42 @@ def test_clip_mode_json_folder(setup, capsys):
 
 def test_window_mode_json_and_csv(setup, capsys):
     root, ckpt, audio = setup
-    code, out, _ = run(capsys, "classify", str(audio / "b.wav"), "--checkpoint", str(ckpt), "--window", "1",
-                       "--hop", "0.5", "--format", "json", "--aggregate", "max")
+    code, out, _ = run(
+        capsys,
+        "classify",
+        str(audio / "b.wav"),
+        "--checkpoint",
+        str(ckpt),
+        "--window",
+        "1",
+        "--hop",
+        "0.5",
+        "--format",
+        "json",
+        "--aggregate",
+        "max",
+    )
     rows = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and [(r["start"], r["end"]) for r in rows[:-1]] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5)]
+    assert code == 0 and [(r["start"], r["end"]) for r in rows[:-1]] == [
+        (0.0, 1.0),
+        (0.5, 1.5),
+        (1.0, 2.0),
+        (1.5, 2.5),
+    ]
     assert "start" not in rows[-1] and rows[-1]["aggregate"] == "max"
-    code, out, _ = run(capsys, "classify", str(audio / "b.wav"), "--checkpoint", str(ckpt), "--window", "1", "--format", "csv",
-                       "--top-k", "1")
+    code, out, _ = run(
+        capsys,
+        "classify",
+        str(audio / "b.wav"),
+        "--checkpoint",
+        str(ckpt),
+        "--window",
+        "1",
+        "--format",
+        "csv",
+        "--top-k",
+        "1",
+    )
     table = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and list(table[0]) == ["file", "start", "end", "rank", "label", "score"]
     assert [r["start"] for r in table] == ["0.0", "1.0", "2.0", "all"]
@@ -67,8 +98,18 @@ def test_table_glob_output_file_and_corrupt_file(setup, capsys, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     out_file = tmp_path / "out" / "preds.txt"
-    code, out, err = run(capsys, "classify", str(audio / "*.wav"), str(bad), "--checkpoint", str(ckpt),
-                         "--output", str(out_file), "--batch-size", "2")
+    code, out, err = run(
+        capsys,
+        "classify",
+        str(audio / "*.wav"),
+        str(bad),
+        "--checkpoint",
+        str(ckpt),
+        "--output",
+        str(out_file),
+        "--batch-size",
+        "2",
+    )
     assert code == 1 and out == ""
     assert err.count("error:") == 1 and "bad.wav" in err
     lines = out_file.read_text().splitlines()
@@ -88,9 +129,19 @@ def test_usage_errors_exit_2(setup, capsys, tmp_path):
 
 def test_single_and_multi_label_flags(setup, capsys):
     root, ckpt, audio = setup
-    _, out_soft, _ = run(capsys, "classify", str(audio / "a.wav"), "--checkpoint", str(ckpt), "--format", "json")
-    _, out_multi, _ = run(capsys, "classify", str(audio / "a.wav"), "--checkpoint", str(ckpt), "--format", "json",
-                          "--multi-label")
+    _, out_soft, _ = run(
+        capsys, "classify", str(audio / "a.wav"), "--checkpoint", str(ckpt), "--format", "json"
+    )
+    _, out_multi, _ = run(
+        capsys,
+        "classify",
+        str(audio / "a.wav"),
+        "--checkpoint",
+        str(ckpt),
+        "--format",
+        "json",
+        "--multi-label",
+    )
     soft = sum(t["score"] for t in json.loads(out_soft)["top_k"])
     multi = sum(t["score"] for t in json.loads(out_multi)["top_k"])
     assert soft == pytest.approx(1.0, abs=1e-4) and multi != pytest.approx(1.0, abs=1e-3)
@@ -99,8 +150,16 @@ def test_single_and_multi_label_flags(setup, capsys):
 def test_embed(setup, capsys, tmp_path):
     root, ckpt, audio = setup
     (tmp_path / "x.wav").write_bytes(b"")
-    code, _, err = run(capsys, "embed", str(audio), str(tmp_path / "x.wav"), "--checkpoint", str(ckpt),
-                       "--out", str(tmp_path / "emb.npy"))
+    code, _, err = run(
+        capsys,
+        "embed",
+        str(audio),
+        str(tmp_path / "x.wav"),
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "emb.npy"),
+    )
     emb = np.load(tmp_path / "emb.npy")
     names = (tmp_path / "emb.files.txt").read_text().splitlines()
     assert code == 1 and "x.wav: empty file" in err

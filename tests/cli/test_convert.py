@@ -23,8 +23,15 @@ def training_ckpt(tmp_path):
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     state.update({f"teacher.{k}": torch.zeros_like(v) for k, v in model.state_dict().items()})
     path = tmp_path / "best-epoch=3.ckpt"
-    torch.save({"epoch": 3, "sed_meta": {**desc, "state_dict_prefix": "model."}, "state_dict": state,
-                "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}}]}, path)
+    torch.save(
+        {
+            "epoch": 3,
+            "sed_meta": {**desc, "state_dict_prefix": "model."},
+            "state_dict": state,
+            "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}}],
+        },
+        path,
+    )
     return path
 
 

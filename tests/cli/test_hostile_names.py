@@ -71,7 +71,9 @@ def test_features_of_a_255_byte_name(long_wav, tmp_path, capsys):
 
 def test_classify_output_and_embed_out_of_255_byte_names(long_wav, ckpt, tmp_path, capsys):
     output = tmp_path / f"{'p' * 251}.csv"
-    code, _, err = run(capsys, "classify", long_wav, "--checkpoint", ckpt, "--format", "csv", "--output", output)
+    code, _, err = run(
+        capsys, "classify", long_wav, "--checkpoint", ckpt, "--format", "csv", "--output", output
+    )
     assert code == 0, err
     assert output.read_text().splitlines()[0] == "file,start,end,rank,label,score"
     emb = tmp_path / f"{'e' * 251}.npy"
@@ -96,12 +98,27 @@ def test_feature_cache_entry_of_a_255_byte_name(long_wav, tmp_path):
 
 def test_seld_infer_csv_of_a_255_byte_name(tmp_path, capsys):
     torch.manual_seed(0)
-    ckpt = save_model(tmp_path / "seld.pt", create_model("resnet_conformer_tiny", num_classes=3), ["a", "b", "c"])
+    ckpt = save_model(
+        tmp_path / "seld.pt", create_model("resnet_conformer_tiny", num_classes=3), ["a", "b", "c"]
+    )
     wav = tmp_path / f"{LONG}.wav"
     sf.write(wav, np.random.default_rng(0).uniform(-0.1, 0.1, (24000, 4)), 24000)
     out = tmp_path / "pred"
-    code, _, err = run(capsys, "seld-infer", wav, "--checkpoint", ckpt, "--out", out, "--window", "1", "--hop", "1",
-                       "--device", "cpu")
+    code, _, err = run(
+        capsys,
+        "seld-infer",
+        wav,
+        "--checkpoint",
+        ckpt,
+        "--out",
+        out,
+        "--window",
+        "1",
+        "--hop",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     assert [p.name for p in out.iterdir()] == [f"{LONG}.csv"]
 
@@ -130,8 +147,12 @@ def test_every_report_of_a_hostile_name_is_one_line(verb, hostile_dir, ckpt, tmp
     code, _, err = run(capsys, verb, hostile_dir, *extra)
     assert code == 1
     lines = err.splitlines()
-    assert len(_error_lines(err)) == len(HOSTILE) and all(line.startswith(("error: ", "wrote ")) for line in lines)
-    assert "new\\nline.wav" in err and "\\x1b[31mred" in err and "tab\\there" in err and "bidi\\u202eroot" in err
+    assert len(_error_lines(err)) == len(HOSTILE) and all(
+        line.startswith(("error: ", "wrote ")) for line in lines
+    )
+    assert (
+        "new\\nline.wav" in err and "\\x1b[31mred" in err and "tab\\there" in err and "bidi\\u202eroot" in err
+    )
     assert "\x1b" not in err and "\u202e" not in err
 
 
@@ -142,7 +163,9 @@ def test_hostile_names_stay_one_row_in_tables_and_csv_and_exact_in_json(hostile_
     _, out, _ = run(capsys, "classify", good, "--checkpoint", ckpt, "--format", "csv", "--top-k", "1")
     assert len(out.splitlines()) == 2
     _, out, _ = run(capsys, "classify", good, "--checkpoint", ckpt, "--format", "json")
-    assert [json.loads(line)["file"] for line in out.splitlines()] == [str(good)]  # JSON escapes, the name is exact
+    assert [json.loads(line)["file"] for line in out.splitlines()] == [
+        str(good)
+    ]  # JSON escapes, the name is exact
     _, out, _ = run(capsys, "info", good)
     assert len(out.splitlines()) == 2
 
@@ -165,8 +188,11 @@ def test_a_list_of_bad_files_is_one_error_line_each_and_names_cannot_forge_lines
     Console().error(DatasetError(None, "2 of 5 audio file(s) cannot be used:\na.wav: empty\nb.wav: corrupt"))
     Console().error(err)
     assert capsys.readouterr().err.splitlines() == [
-        "error: 2 of 5 audio file(s) cannot be used:", "error: a.wav: empty", "error: b.wav: corrupt",
-        "error: x.wav\\nerror: forged.wav: corrupt"]
+        "error: 2 of 5 audio file(s) cannot be used:",
+        "error: a.wav: empty",
+        "error: b.wav: corrupt",
+        "error: x.wav\\nerror: forged.wav: corrupt",
+    ]
 
 
 # ------------------------------------------------------------------------------ special files
@@ -178,10 +204,14 @@ def test_special_files_named_wav_are_reported_for_what_they_are(tmp_path, capsys
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(tmp_path / "sock.wav"))
     try:
-        code, _, err = run(capsys, "info", tmp_path / "pipe.wav", tmp_path / "null.wav", tmp_path / "sock.wav")
+        code, _, err = run(
+            capsys, "info", tmp_path / "pipe.wav", tmp_path / "null.wav", tmp_path / "sock.wav"
+        )
     finally:
         sock.close()
     assert code == 1
-    assert _error_lines(err) == [f"error: {tmp_path / 'pipe.wav'}: not a regular file (FIFO)",
-                                 f"error: {tmp_path / 'null.wav'}: not a regular file (character device)",
-                                 f"error: {tmp_path / 'sock.wav'}: not a regular file (socket)"]
+    assert _error_lines(err) == [
+        f"error: {tmp_path / 'pipe.wav'}: not a regular file (FIFO)",
+        f"error: {tmp_path / 'null.wav'}: not a regular file (character device)",
+        f"error: {tmp_path / 'sock.wav'}: not a regular file (socket)",
+    ]

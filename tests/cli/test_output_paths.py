@@ -92,8 +92,12 @@ def no_work(monkeypatch, verb: str) -> None:
     if verb in ("classify", "embed"):
         monkeypatch.setattr(Classifier, "predict" if verb == "classify" else "embed", _work_started)
     else:
-        target = {"enroll": "sed.inference.fewshot.enroll", "export": "sed.export.onnx.export_checkpoint",
-                  "shard": "sed.data.shards.writer.write_shards", "features": "sed.audio.extract.extract_to_files"}
+        target = {
+            "enroll": "sed.inference.fewshot.enroll",
+            "export": "sed.export.onnx.export_checkpoint",
+            "shard": "sed.data.shards.writer.write_shards",
+            "features": "sed.audio.extract.extract_to_files",
+        }
         monkeypatch.setattr(target[verb], _work_started)
 
 
@@ -134,7 +138,9 @@ def test_unwritable_file_output_is_one_line_before_the_work(setup, capsys, tmp_p
 
 @pytest.mark.parametrize("kind", ["file_for_folder", "parent_is_file", "read_only"])
 @pytest.mark.parametrize("verb", FOLDER_VERBS)
-def test_unwritable_output_folder_is_one_line_before_the_work(setup, capsys, tmp_path, monkeypatch, verb, kind):
+def test_unwritable_output_folder_is_one_line_before_the_work(
+    setup, capsys, tmp_path, monkeypatch, verb, kind
+):
     out, reason = bad_destination(kind, tmp_path, folder_output=True)
     no_work(monkeypatch, verb)
     before = snapshot(tmp_path)
@@ -190,12 +196,21 @@ def inputs(setup, tmp_path):
     return tmp_path, tmp_path / "model.pt", tmp_path / "x.wav", tmp_path / "support"
 
 
-@pytest.mark.parametrize(("verb", "out"), [
-    ("classify", "x.wav"), ("classify", "link.wav"), ("classify", "hard.wav"), ("classify", "model.pt"),
-    ("embed", "x.wav"), ("embed", "model.pt"),
-    ("enroll", "model.pt"), ("enroll", "support/car/1.wav"),
-    ("export", "model.pt"), ("export", "link.pt"),
-])
+@pytest.mark.parametrize(
+    ("verb", "out"),
+    [
+        ("classify", "x.wav"),
+        ("classify", "link.wav"),
+        ("classify", "hard.wav"),
+        ("classify", "model.pt"),
+        ("embed", "x.wav"),
+        ("embed", "model.pt"),
+        ("enroll", "model.pt"),
+        ("enroll", "support/car/1.wav"),
+        ("export", "model.pt"),
+        ("export", "link.pt"),
+    ],
+)
 def test_an_output_that_is_an_input_is_refused_before_any_work(inputs, capsys, monkeypatch, verb, out):
     root = inputs[0]
     no_work(monkeypatch, verb)
@@ -210,8 +225,15 @@ def test_classify_refuses_an_output_among_the_files_of_a_folder_input(inputs, ca
     root = inputs[0]
     no_work(monkeypatch, "classify")
     before = snapshot(root)
-    code, _, err = run(capsys, "classify", root / "support", "--checkpoint", root / "model.pt",
-                       "--output", root / "support" / "bird" / "0.wav")
+    code, _, err = run(
+        capsys,
+        "classify",
+        root / "support",
+        "--checkpoint",
+        root / "model.pt",
+        "--output",
+        root / "support" / "bird" / "0.wav",
+    )
     assert code == 2 and "is an input" in one_error(err, root / "support" / "bird" / "0.wav")
     assert snapshot(root) == before
 
@@ -228,8 +250,17 @@ def test_export_refuses_a_file_of_a_checkpoint_folder(tmp_path, capsys, monkeypa
 
 def test_an_output_beside_its_inputs_is_written(inputs, capsys):
     root = inputs[0]
-    code, _, err = run(capsys, "classify", root / "support", "--checkpoint", root / "model.pt", "--format", "csv",
-                       "--output", root / "support" / "preds.csv")
+    code, _, err = run(
+        capsys,
+        "classify",
+        root / "support",
+        "--checkpoint",
+        root / "model.pt",
+        "--format",
+        "csv",
+        "--output",
+        root / "support" / "preds.csv",
+    )
     assert code == 0, err
     assert (root / "support" / "preds.csv").read_text().startswith("file,")
 
@@ -244,9 +275,13 @@ def test_check_output_returns_the_path_of_a_writable_destination(tmp_path):
     assert check_output(tmp_path / "old.csv", inputs=[tmp_path / "missing.wav", None]) == tmp_path / "old.csv"
 
 
-@pytest.mark.parametrize(("name", "reason"), [
-    ("", "no output name"), ("x" * 256 + ".csv", "File name too long"),
-])
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "no output name"),
+        ("x" * 256 + ".csv", "File name too long"),
+    ],
+)
 def test_check_output_refuses_names_the_file_system_cannot_take(tmp_path, name, reason):
     with pytest.raises(OutputError) as info:
         check_output(tmp_path / name if name else name)

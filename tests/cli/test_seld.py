@@ -31,7 +31,9 @@ def test_seld_eval_missing_prediction_and_table(corpus, tmp_path, capsys):
     shutil.copytree(corpus / "metadata_dev", pred)
     victim = sorted(pred.rglob("*.csv"))[0]
     victim.unlink()
-    assert main(["seld-eval", "--pred", str(pred), "--ref", str(corpus / "metadata_dev"), "--year", "2024"]) == 0
+    assert (
+        main(["seld-eval", "--pred", str(pred), "--ref", str(corpus / "metadata_dev"), "--year", "2024"]) == 0
+    )
     out, err = capsys.readouterr()
     assert f"no prediction for reference {victim.stem}" in err
     assert "F" in out and "DOAE" in out

@@ -35,8 +35,14 @@ def _ramp(n: int = SR) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def esc(tmp_path_factory):
-    return make_esc50(tmp_path_factory.mktemp("esc50"), seed=0, num_classes=3, clips_per_class=5,
-                      duration=1.0, sample_rate=SR)
+    return make_esc50(
+        tmp_path_factory.mktemp("esc50"),
+        seed=0,
+        num_classes=3,
+        clips_per_class=5,
+        duration=1.0,
+        sample_rate=SR,
+    )
 
 
 # ---------------------------------------------------------------- folder
@@ -78,13 +84,15 @@ def test_folder_errors_name_the_problem(tmp_path):
 def test_manifest_csv_single_label_relative_paths_segments(tmp_path):
     _wav(tmp_path / "audio" / "a.wav", _ramp())
     absolute = _wav(tmp_path / "elsewhere" / "b.wav", _ramp())
-    (tmp_path / "m.csv").write_text("path,label,start,end,fold,comment\n"
-                                    "audio/a.wav,wheeze,0.25,0.75,1,x\n"
-                                    f"{absolute},crackle,,,2,\n")
+    (tmp_path / "m.csv").write_text(
+        f"path,label,start,end,fold,comment\naudio/a.wav,wheeze,0.25,0.75,1,x\n{absolute},crackle,,,2,\n"
+    )
     items, labels, multi = manifest_items(tmp_path / "m.csv")
     assert labels == ["crackle", "wheeze"] and multi is False
-    assert items == [ClipItem(str(tmp_path / "audio" / "a.wav"), 1, 0.25, 0.75, 1),
-                     ClipItem(str(absolute), 0, None, None, 2)]
+    assert items == [
+        ClipItem(str(tmp_path / "audio" / "a.wav"), 1, 0.25, 0.75, 1),
+        ClipItem(str(absolute), 0, None, None, 2),
+    ]
     ds = ManifestDataset(tmp_path / "m.csv", clip_seconds=None)
     assert ds[0]["wave"].shape == (SR // 2,) and ds[0]["wave"][0].item() == pytest.approx(0.25, abs=1e-6)
 
@@ -98,14 +106,16 @@ def test_manifest_csv_multi_label_and_base(tmp_path):
 
 def test_manifest_jsonl_single_and_multi(tmp_path):
     _wav(tmp_path / "a.wav", _ramp())
-    rows = [{"path": "a.wav", "label": "dog", "start": 0.5},
-            {"path": "a.wav", "label": "cat", "end": 0.5}]
+    rows = [{"path": "a.wav", "label": "dog", "start": 0.5}, {"path": "a.wav", "label": "cat", "end": 0.5}]
     (tmp_path / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     items, labels, multi = manifest_items(tmp_path / "s.jsonl", labels=["dog", "cat"])
     assert not multi and labels == ["dog", "cat"]
     assert [(it.label, it.start, it.end) for it in items] == [(0, 0.5, None), (1, None, 0.5)]
-    rows = [{"path": "a.wav", "label": ["dog", "cat"]}, {"path": "a.wav", "label": ["cat"]},
-            {"path": "a.wav", "label": []}]
+    rows = [
+        {"path": "a.wav", "label": ["dog", "cat"]},
+        {"path": "a.wav", "label": ["cat"]},
+        {"path": "a.wav", "label": []},
+    ]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     ds = ManifestDataset(tmp_path / "m.jsonl", clip_seconds=None)
     assert ds.multi_label and ds.label_names == ["cat", "dog"]
@@ -114,19 +124,30 @@ def test_manifest_jsonl_single_and_multi(tmp_path):
     assert ds[0]["label"].dtype == torch.float32
 
 
-@pytest.mark.parametrize("name,text,match", [
-    ("m.csv", "file,label\na.wav,x\n", "line 1: header lacks column.*path"),
-    ("m.csv", "path,label,start\na.wav,x,0\nb.wav,x,soon\n", "line 3: start 'soon' is not a number"),
-    ("m.csv", "path,label,start,end\na.wav,x,2,1\n", "line 2: end .* must be after start"),
-    ("m.csv", "path,label\na.wav,\n", "line 2: empty label"),
-    ("m.csv", "path,label,fold\na.wav,x,1\nb.wav,x,\n", "line 3: no fold"),
-    ("m.csv", "path,label\na.wav,x\nb.wav,y\n", "line 3: label 'y' is not one of the labels"),
-    ("m.jsonl", '{"path": "a.wav", "label": "x"}\n{"path": "b.wav", "label": "x"\n', "line 2: not valid JSON"),
-    ("m.jsonl", '{"path": "a.wav"}\n', "line 1: expected an object"),
-    ("m.jsonl", '{"label": "x"}\n', "line 1: missing path"),
-    ("m.jsonl", '{"path": "a.wav", "label": "x", "fold": "one"}\n', "line 1: fold 'one' is not an integer"),
-    ("m.txt", "path,label\n", "unknown manifest format"),
-])
+@pytest.mark.parametrize(
+    "name,text,match",
+    [
+        ("m.csv", "file,label\na.wav,x\n", "line 1: header lacks column.*path"),
+        ("m.csv", "path,label,start\na.wav,x,0\nb.wav,x,soon\n", "line 3: start 'soon' is not a number"),
+        ("m.csv", "path,label,start,end\na.wav,x,2,1\n", "line 2: end .* must be after start"),
+        ("m.csv", "path,label\na.wav,\n", "line 2: empty label"),
+        ("m.csv", "path,label,fold\na.wav,x,1\nb.wav,x,\n", "line 3: no fold"),
+        ("m.csv", "path,label\na.wav,x\nb.wav,y\n", "line 3: label 'y' is not one of the labels"),
+        (
+            "m.jsonl",
+            '{"path": "a.wav", "label": "x"}\n{"path": "b.wav", "label": "x"\n',
+            "line 2: not valid JSON",
+        ),
+        ("m.jsonl", '{"path": "a.wav"}\n', "line 1: expected an object"),
+        ("m.jsonl", '{"label": "x"}\n', "line 1: missing path"),
+        (
+            "m.jsonl",
+            '{"path": "a.wav", "label": "x", "fold": "one"}\n',
+            "line 1: fold 'one' is not an integer",
+        ),
+        ("m.txt", "path,label\n", "unknown manifest format"),
+    ],
+)
 def test_manifest_errors_name_file_and_line(tmp_path, name, text, match):
     (tmp_path / name).write_text(text)
     with pytest.raises(DatasetError, match=match) as err:
@@ -152,8 +173,9 @@ def test_esc50_items_official_folds(esc):
 
 def test_train_crop_random_inside_clip(tmp_path):
     path = str(_wav(tmp_path / "r.wav", _ramp()))
-    ds = ClipDataset([ClipItem(path, 0), ClipItem(path, 0, start=0.25, end=0.75)], ["a"],
-                     clip_seconds=0.125, train=True)
+    ds = ClipDataset(
+        [ClipItem(path, 0), ClipItem(path, 0, start=0.25, end=0.75)], ["a"], clip_seconds=0.125, train=True
+    )
     n = SR // 8
     for i, (lo, hi) in enumerate([(0, SR - n), (SR // 4, 3 * SR // 4 - n)]):
         offsets = set()
@@ -246,9 +268,15 @@ def test_validate_files_lists_every_problem(tmp_path):
     text = tmp_path / "text.wav"
     text.write_text("this is not audio")
     zero = str(_wav(tmp_path / "zero.wav", np.zeros(0)))
-    items = [ClipItem(good, 0), ClipItem(str(tmp_path / "missing.wav"), 0), ClipItem(str(empty), 0),
-             ClipItem(str(text), 1), ClipItem(zero, 1), ClipItem(good, 1, start=5.0),
-             ClipItem(str(tmp_path / "missing.wav"), 1, start=0.5)]
+    items = [
+        ClipItem(good, 0),
+        ClipItem(str(tmp_path / "missing.wav"), 0),
+        ClipItem(str(empty), 0),
+        ClipItem(str(text), 1),
+        ClipItem(zero, 1),
+        ClipItem(good, 1, start=5.0),
+        ClipItem(str(tmp_path / "missing.wav"), 1, start=0.5),
+    ]
     validate_files(items[:1])
     with pytest.raises(DatasetError) as err:
         validate_files(items)
@@ -256,8 +284,13 @@ def test_validate_files_lists_every_problem(tmp_path):
     assert msg.startswith("5 of 5 audio file(s) cannot be used:")
     lines = msg.splitlines()[1:]
     assert len(lines) == 5
-    expected = {"missing.wav": "not found", "empty.wav": "empty", "text.wav": "not a readable audio file",
-                "zero.wav": "zero samples", "good.wav": "segment starts at 5.0 s"}
+    expected = {
+        "missing.wav": "not found",
+        "empty.wav": "empty",
+        "text.wav": "not a readable audio file",
+        "zero.wav": "zero samples",
+        "good.wav": "segment starts at 5.0 s",
+    }
     for name, reason in expected.items():
         assert any(line.startswith(str(tmp_path / name) + ": ") and reason in line for line in lines), name
 

@@ -15,8 +15,14 @@ from sed.data.synth.corpora import make_esc50, make_icbhi, make_starss
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
-    esc = make_esc50(tmp_path_factory.mktemp("esc50"), seed=0, num_classes=3, clips_per_class=5, duration=1.0,
-                     sample_rate=16000)
+    esc = make_esc50(
+        tmp_path_factory.mktemp("esc50"),
+        seed=0,
+        num_classes=3,
+        clips_per_class=5,
+        duration=1.0,
+        sample_rate=16000,
+    )
     icbhi = tmp_path_factory.mktemp("icbhi")
     make_icbhi(icbhi, seed=0, num_patients=6, recordings_per_patient=2, duration=10.0)
     starss = tmp_path_factory.mktemp("starss")
@@ -51,8 +57,9 @@ def test_every_module_keeps_the_contract(kind, roots):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"batch_size": 2, "eval_batch_size": 0},
-                                 {"batch_size": 2, "num_workers": -1}])
+@pytest.mark.parametrize(
+    "bad", [{"batch_size": 0}, {"batch_size": 2, "eval_batch_size": 0}, {"batch_size": 2, "num_workers": -1}]
+)
 def test_loader_settings_are_checked_alike(kind, bad, roots):
     with pytest.raises(ValueError, match="batch_size and eval_batch_size must be >= 1 and num_workers >= 0"):
         build(kind, roots, **bad)
@@ -71,8 +78,12 @@ def test_loaders_are_built_alike(kind, roots):
     seed = {} if kind == "starss" else {"seed": 7}  # STARSS has no seed argument
     dm = build(kind, roots, batch_size=2, eval_batch_size=1, num_workers=1, **seed)
     pin, drop_last, persistent = DIFFERS[kind]
-    loaders = {"train": dm.train_dataloader(), "val": dm.val_dataloader(), "test": dm.test_dataloader(),
-               "predict": dm.predict_dataloader()}
+    loaders = {
+        "train": dm.train_dataloader(),
+        "val": dm.val_dataloader(),
+        "test": dm.test_dataloader(),
+        "predict": dm.predict_dataloader(),
+    }
     for split, loader in loaders.items():
         assert loader.batch_size == (2 if split == "train" else 1), split
         assert loader.num_workers == 1 and loader.persistent_workers == (split in persistent), split

@@ -21,8 +21,14 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def esc(tmp_path_factory):
-    return make_esc50(tmp_path_factory.mktemp("esc50"), seed=0, num_classes=3, clips_per_class=5,
-                      duration=1.0, sample_rate=SR)
+    return make_esc50(
+        tmp_path_factory.mktemp("esc50"),
+        seed=0,
+        num_classes=3,
+        clips_per_class=5,
+        duration=1.0,
+        sample_rate=SR,
+    )
 
 
 def _folder(root: Path, counts: dict[str, int], seconds: float = 0.5) -> Path:
@@ -86,7 +92,9 @@ def test_balanced_sampler_weights(tmp_path):
     dm = AudioDataModule(root=str(root), balanced=True, val_fraction=0.25, clip_seconds=0.1, batch_size=2)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, WeightedRandomSampler) and loader.sampler.num_samples == len(dm.splits["train"])
+    assert isinstance(loader.sampler, WeightedRandomSampler) and loader.sampler.num_samples == len(
+        dm.splits["train"]
+    )
     train = dm.datasets["train"].items
     counts = Counter(it.label for it in train)
     assert counts == {0: 4, 1: 1}  # 2 of a and 1 of b went to val
@@ -100,9 +108,14 @@ def test_balanced_sampler_weights(tmp_path):
     rank_draws = []
     for rank in (0, 1):
         sampler = AudioDataModule(root=str(root), balanced=True, val_fraction=0.25).train_dataloader().sampler
-        reference = list(WeightedRandomSampler(sampler.weights, len(sampler),
-                                               generator=torch.Generator().manual_seed(sampler.seed)))
-        rank_draws.append(list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=True, seed=0)))
+        reference = list(
+            WeightedRandomSampler(
+                sampler.weights, len(sampler), generator=torch.Generator().manual_seed(sampler.seed)
+            )
+        )
+        rank_draws.append(
+            list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=True, seed=0))
+        )
     assert Counter(rank_draws[0] + rank_draws[1][: len(reference) - len(rank_draws[0])]) == Counter(reference)
     from sed.data.clips import ClipItem
 
@@ -160,14 +173,22 @@ def test_setup_validates_all_files_once(tmp_path, monkeypatch):
 
 def test_manifest_multi_label_and_predict_paths(tmp_path):
     _folder(tmp_path / "f", {"x": 4}, seconds=0.25)
-    rows = ["path,label,start,end"] + [f"f/x/{i}.wav,{lab},{s},{e}" for i, (lab, s, e) in
-                                       enumerate([("dog;cat", "", ""), ("cat", 0.0, 0.1), ("bird", "", ""),
-                                                  ("dog", 0.1, 0.2)])]
+    rows = ["path,label,start,end"] + [
+        f"f/x/{i}.wav,{lab},{s},{e}"
+        for i, (lab, s, e) in enumerate(
+            [("dog;cat", "", ""), ("cat", 0.0, 0.1), ("bird", "", ""), ("dog", 0.1, 0.2)]
+        )
+    ]
     rows += [f"f/x/{i}.wav,{lab},," for i, lab in enumerate(["cat", "dog;bird", "bird", "cat;dog"])]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    dm = AudioDataModule(source="manifest", manifest=str(tmp_path / "m.csv"), clip_seconds=0.25, batch_size=8,
-                         val_fraction=0.25, predict_paths=[str(tmp_path / "f" / "x" / "0.wav"),
-                                                           str(tmp_path / "f" / "x" / "*.wav")])
+    dm = AudioDataModule(
+        source="manifest",
+        manifest=str(tmp_path / "m.csv"),
+        clip_seconds=0.25,
+        batch_size=8,
+        val_fraction=0.25,
+        predict_paths=[str(tmp_path / "f" / "x" / "0.wav"), str(tmp_path / "f" / "x" / "*.wav")],
+    )
     assert dm.is_multi_label and dm.label_names == ["bird", "cat", "dog"]
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -186,8 +207,17 @@ def test_lightning_cli_style_instantiation(esc):
 
     parser = ArgumentParser()
     parser.add_class_arguments(AudioDataModule, "data")
-    cfg = parser.parse_object({"data": {"source": "esc50", "root": esc["root"], "clip_seconds": 0.5,
-                                        "val_folds": [1], "balanced": True}})
+    cfg = parser.parse_object(
+        {
+            "data": {
+                "source": "esc50",
+                "root": esc["root"],
+                "clip_seconds": 0.5,
+                "val_folds": [1],
+                "balanced": True,
+            }
+        }
+    )
     dm = parser.instantiate_classes(cfg).data
     assert isinstance(dm, AudioDataModule) and dm.num_classes == 3 and dm.hparams.val_folds == [1]
     with pytest.raises(ValueError, match="source must be one of"):

@@ -140,8 +140,9 @@ def test_warm_reports_bad_files_and_goes_on(tmp_path, capsys):
     cache.get(good[0])
     failures = cache.warm([good[0], stereo, good[1], text, missing, good[2]], progress=True)
     assert all(isinstance(e, AudioError) for e in failures)
-    assert sorted(e.path for e in failures) == sorted(str(p.resolve()) if p == missing else str(p)
-                                                      for p in (stereo, text, missing))
+    assert sorted(e.path for e in failures) == sorted(
+        str(p.resolve()) if p == missing else str(p) for p in (stereo, text, missing)
+    )
     assert "channel" in str(next(e for e in failures if e.path == str(stereo)))
     assert front.calls == 3 and all(cache.is_cached(p) for p in good)
     err = capsys.readouterr().err

@@ -68,7 +68,11 @@ def test_cycles_repeat_padded(one):
         item = ds[i]
         assert set(item) == {"wave", "length", "label", "path", "patient", "cycle"}
         assert item["wave"].dtype == torch.float32 and item["wave"].shape == (T,) and item["length"] == T
-        assert (item["patient"], item["cycle"], item["path"]) == (101, i, str(root / "101_1b1_Al_sc_Meditron.wav"))
+        assert (item["patient"], item["cycle"], item["path"]) == (
+            101,
+            i,
+            str(root / "101_1b1_Al_sc_Meditron.wav"),
+        )
         seg = faded[min(int(s * SR), len(x)) : min(int(e * SR), len(x))]
         want = seg[:T] if len(seg) > T else _repeat(seg)
         np.testing.assert_allclose(item["wave"].numpy(), want, atol=1e-6)
@@ -80,7 +84,11 @@ def test_cycles_repeat_padded(one):
     # the cycle running past the end ends with the recording's fade-out, then is tiled
     assert len(faded[9 * SR :]) == SR and ds[2]["wave"][SR - 1] == 0.0
     two = IcbhiDataset(root, split="train", classes=2)
-    assert two.labels == [0, 1, 1, 1] and two.class_counts() == [1, 3] and two.label_names == ["normal", "abnormal"]
+    assert (
+        two.labels == [0, 1, 1, 1]
+        and two.class_counts() == [1, 3]
+        and two.label_names == ["normal", "abnormal"]
+    )
     batch = torch.utils.data.default_collate([ds[0], ds[1]])
     assert batch["wave"].shape == (2, T) and batch["label"].tolist() == [0, 1]
 
@@ -128,26 +136,44 @@ def test_fix_length_edges():
 
 def test_renamed_recordings_in_the_split(tmp_path):
     assert icbhi.name_aliases("101_1b1_Al_sc_AKGC417L") == ["101_1b1_Al_sc_Meditron"]
-    assert icbhi.name_aliases("101_1b1_Al_sc_Meditron") == ["101_1b1_Al_sc_AKGC417L", "101_1b1_Al_sc_LittC2SE"]
+    assert icbhi.name_aliases("101_1b1_Al_sc_Meditron") == [
+        "101_1b1_Al_sc_AKGC417L",
+        "101_1b1_Al_sc_LittC2SE",
+    ]
     assert icbhi.name_aliases("101_1b1_Al_sc_Litt3200") == []
     x = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * SR)
     _write(tmp_path, "101_1b1_Al_sc_AKGC417L", x, SR, [(0.0, 1.0, 1, 0)])  # archive name on disk
     _write(tmp_path, "102_1b1_Ar_sc_Meditron", x, SR, [(0.0, 1.0, 0, 1)])  # renamed name on disk
     _write(tmp_path, "103_1b1_Ar_sc_Meditron", x, SR, [(0.0, 1.0, 0, 0)])  # listed as is
     _write(tmp_path, "103_1b1_Ar_sc_LittC2SE", x, SR, [(0.0, 1.0, 1, 1)])  # both forms listed: each its own
-    _split(tmp_path, {"101_1b1_Al_sc_Meditron": "train", "102_1b1_Ar_sc_LittC2SE": "test",
-                      "103_1b1_Ar_sc_Meditron": "train", "103_1b1_Ar_sc_LittC2SE": "test"})
+    _split(
+        tmp_path,
+        {
+            "101_1b1_Al_sc_Meditron": "train",
+            "102_1b1_Ar_sc_LittC2SE": "test",
+            "103_1b1_Ar_sc_Meditron": "train",
+            "103_1b1_Ar_sc_LittC2SE": "test",
+        },
+    )
     stems = icbhi.list_recordings(tmp_path)
     assert icbhi.recording_parts(tmp_path, stems) == {
-        "101_1b1_Al_sc_AKGC417L": "train", "102_1b1_Ar_sc_Meditron": "test",
-        "103_1b1_Ar_sc_LittC2SE": "test", "103_1b1_Ar_sc_Meditron": "train"}
+        "101_1b1_Al_sc_AKGC417L": "train",
+        "102_1b1_Ar_sc_Meditron": "test",
+        "103_1b1_Ar_sc_LittC2SE": "test",
+        "103_1b1_Ar_sc_Meditron": "train",
+    }
     train = IcbhiDataset(tmp_path, split="train", val_fraction=0.0)
     test = IcbhiDataset(tmp_path, split="test")
     assert train.recordings == ["101_1b1_Al_sc_AKGC417L", "103_1b1_Ar_sc_Meditron"] and train.labels == [1, 0]
     assert test.recordings == ["102_1b1_Ar_sc_Meditron", "103_1b1_Ar_sc_LittC2SE"] and test.labels == [2, 3]
     rep = prepare_icbhi(tmp_path)
     assert rep["renamed"] == 2 and rep["problems"] == []
-    assert rep["splits"]["train"]["cycles"] == [1, 1, 0, 0] and rep["splits"]["test"]["cycles"] == [0, 0, 1, 1]
+    assert rep["splits"]["train"]["cycles"] == [1, 1, 0, 0] and rep["splits"]["test"]["cycles"] == [
+        0,
+        0,
+        1,
+        1,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -202,15 +228,19 @@ def test_dataset_and_prepare_count_the_annotations(corpus):
     folds = icbhi.read_patient_folds(root / "patient_list_foldwise.txt")
     assert sorted(rep["folds"]) == [0, 1, 2, 3, 4]
     for k, f in rep["folds"].items():
-        test = Counter(c + 2 * w for r in corpus["recordings"] if folds[r["patient"]] == k for _, _, c, w in r["cycles"])
+        test = Counter(
+            c + 2 * w for r in corpus["recordings"] if folds[r["patient"]] == k for _, _, c, w in r["cycles"]
+        )
         assert f["test"]["cycles"] == [test[j] for j in range(4)]
         assert [a + b for a, b in zip(f["train"]["cycles"], f["test"]["cycles"])] == corpus["label_counts"]
     text = format_icbhi_report(rep)
     assert "10 recordings" in text and "no problems found" in text and "fold4 test" in text
     train = IcbhiDataset(root, "train", val_fraction=0.0)
     assert train.class_counts() == rep["splits"]["train"]["cycles"]
-    assert IcbhiDataset(root, "test", classes=2).class_counts() == [want["test"][0], sum(want["test"].values())
-                                                                     - want["test"][0]]
+    assert IcbhiDataset(root, "test", classes=2).class_counts() == [
+        want["test"][0],
+        sum(want["test"].values()) - want["test"][0],
+    ]
 
 
 def test_prepare_lists_every_problem(corpus, tmp_path):
@@ -228,14 +258,23 @@ def test_prepare_lists_every_problem(corpus, tmp_path):
     (tmp_path / "official_split.txt").write_text("\n".join(kept) + "\n")
     folds = (tmp_path / "patient_list_foldwise.txt").read_text().splitlines()
     gone = icbhi.parse_recording_name(stems[5]).patient
-    (tmp_path / "patient_list_foldwise.txt").write_text("\n".join(f for f in folds if int(f.split()[0]) != gone))
+    (tmp_path / "patient_list_foldwise.txt").write_text(
+        "\n".join(f for f in folds if int(f.split()[0]) != gone)
+    )
     with pytest.raises(DatasetError) as err:
         prepare_icbhi(tmp_path)
     problems = err.value.problems
     assert len(problems) == 8, "\n".join(problems)
-    checks = [(stems[0], "no annotation file"), (stems[1], "line 1"), ("999_1b1_Al_sc_Meditron", "without recording"),
-              ("bad_name", "not an ICBHI recording name"), (stems[3], "readable"), (stems[4], "not listed"),
-              ("150_1b1_Al_sc_Meditron", "no recording"), (f"patient {gone}", "not listed")]
+    checks = [
+        (stems[0], "no annotation file"),
+        (stems[1], "line 1"),
+        ("999_1b1_Al_sc_Meditron", "without recording"),
+        ("bad_name", "not an ICBHI recording name"),
+        (stems[3], "readable"),
+        (stems[4], "not listed"),
+        ("150_1b1_Al_sc_Meditron", "no recording"),
+        (f"patient {gone}", "not listed"),
+    ]
     for name, reason in checks:
         assert any(name in p and reason in p for p in problems), (name, reason)
     assert "8 problem(s)" in str(err.value)

@@ -65,7 +65,9 @@ def test_shards_hold_exactly_the_source_samples(esc, sharded):
         audio, sr, meta = seen[f"{i:08d}"]
         ref, ref_sr = load_audio(it.path)
         assert sr == ref_sr and np.array_equal(audio, ref.numpy())  # PCM_16 source: FLAC is lossless
-        assert meta["labels"] == [src.labels[it.label]] and meta["fold"] == it.fold and meta["source"] == it.path
+        assert (
+            meta["labels"] == [src.labels[it.label]] and meta["fold"] == it.fold and meta["source"] == it.path
+        )
         assert meta["duration"] == pytest.approx(1.0)
 
 
@@ -73,7 +75,9 @@ def test_rate_segments_and_icbhi_cycles(tmp_path):
     root = tmp_path / "icbhi"
     make_icbhi(root, seed=0, num_patients=3)
     src = read_source(root)
-    assert src.labels == ["normal", "crackle", "wheeze", "both"] and all(it.start is not None for it in src.items)
+    assert src.labels == ["normal", "crackle", "wheeze", "both"] and all(
+        it.start is not None for it in src.items
+    )
     index = write_shards(src, tmp_path / "out", shard_size=1000, rate=8000)
     assert index["count"] + len(index["skipped"]) == len(src.items)
     samples = _decoded(shard_urls(tmp_path / "out")[0])
@@ -82,7 +86,7 @@ def test_rate_segments_and_icbhi_cycles(tmp_path):
     ref = load_audio(it.path, sample_rate=8000)[0]
     a, b = round(it.start * 8000), round(it.end * 8000)
     assert sr == 8000 and meta["sample_rate"] == 8000 and {"patient", "cycle", "split"} <= set(meta)
-    assert np.abs(audio - ref[:, a:b].numpy()).max() < 2 ** -22  # resampled: PCM_24 in the FLAC
+    assert np.abs(audio - ref[:, a:b].numpy()).max() < 2**-22  # resampled: PCM_24 in the FLAC
     assert (meta["start"], meta["end"]) == (it.start, it.end)
 
 
@@ -98,7 +102,10 @@ def test_rerun_skips_complete_shards_and_a_killed_run_resumes(esc, tmp_path):
     index = write_shards(read_source(esc), out, shard_size=7)
     after = {p.name: p.read_bytes() for p in out.glob("shard-*.tar")}
     assert after == {k: v[0] for k, v in before.items()}  # the same bytes: deterministic
-    assert index["count"] == 30 and (out / "shard-000001.tar").stat().st_mtime_ns == before["shard-000001.tar"][1]
+    assert (
+        index["count"] == 30
+        and (out / "shard-000001.tar").stat().st_mtime_ns == before["shard-000001.tar"][1]
+    )
     assert not (out / ".shard-000003.tar.abcd1234.tar").exists()  # killed writes' temporaries are swept
 
 
@@ -146,7 +153,11 @@ def test_bad_files_are_reported_and_skipped(esc, tmp_path, capsys):
     assert rc == 1 and err.count("error: ") == 1 and "9.wav: not a readable audio file" in err
     index = json.loads((tmp_path / "o" / "index.json").read_text())
     assert index["count"] == 6 and len(index["skipped"]) == 1 and len(index["shards"]) == 2  # 3.2 KB each
-    assert index["command"][:2] == ["sedkit", "shard"] and parse_bytes("1GB") == 10**9 and parse_bytes("2KiB") == 2048
+    assert (
+        index["command"][:2] == ["sedkit", "shard"]
+        and parse_bytes("1GB") == 10**9
+        and parse_bytes("2KiB") == 2048
+    )
 
 
 def _corrupt_member(shard, key, out):
@@ -185,6 +196,7 @@ def test_ranks_and_workers_read_each_sample_once(sharded, monkeypatch):
     """6 shards of 5 samples... here 5 shards of 6: with 1 rank x 1 worker every sample once; with
     uneven deals every worker still yields L = total // (ranks x workers) samples."""
     out, _ = sharded
+
     def keys(rank, size, workers, epoch=0, train=True):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", str(size))
@@ -197,6 +209,7 @@ def test_ranks_and_workers_read_each_sample_once(sharded, monkeypatch):
         assert len(got) == length == (ds.per_worker(size) * max(1, workers) if train or size > 1 else 30)
         pads = [bool(x) for b in batches for x in b.get("pad", torch.zeros(len(b["path"])))]
         return [p for p, pad in zip(got, pads) if not pad]  # evaluation: the samples scored
+
     assert sorted(keys(0, 1, 0)) == sorted(set(keys(0, 1, 0))) and len(keys(0, 1, 0)) == 30
     assert keys(0, 1, 0, epoch=0) != keys(0, 1, 0, epoch=1)  # a new deal and shuffle each epoch
     for size, workers in ((2, 0), (3, 2), (5, 1)):
@@ -244,19 +257,42 @@ def test_two_ddp_processes_on_shards(esc, tmp_path):
     probe, run = tmp_path / "probe", tmp_path / "run"
     cfg = {
         "seed_everything": 0,
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp", "default_root_dir": str(run),
-                    "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1,
-                    "callbacks": [{"class_path": "tests.training.ddp_probe.Probe", "init_args": {"out": str(probe)}}]},
-        "model": {"class_path": "sed.tasks.ClassificationTask",
-                  "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}, "lr": 0.003}},
-        "data": {"class_path": "sed.data.modules.audio.AudioDataModule",
-                 "init_args": {"source": "shards", "shards": str(tmp_path / "train"), "val_shards": str(tmp_path / "val"),
-                               "clip_seconds": 1.0, "batch_size": 4, "shuffle_buffer": 8}},
+        "trainer": {
+            "max_epochs": 2,
+            "accelerator": "cpu",
+            "devices": 2,
+            "strategy": "ddp",
+            "default_root_dir": str(run),
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+            "callbacks": [{"class_path": "tests.training.ddp_probe.Probe", "init_args": {"out": str(probe)}}],
+        },
+        "model": {
+            "class_path": "sed.tasks.ClassificationTask",
+            "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}, "lr": 0.003},
+        },
+        "data": {
+            "class_path": "sed.data.modules.audio.AudioDataModule",
+            "init_args": {
+                "source": "shards",
+                "shards": str(tmp_path / "train"),
+                "val_shards": str(tmp_path / "val"),
+                "clip_seconds": 1.0,
+                "batch_size": 4,
+                "shuffle_buffer": 8,
+            },
+        },
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    r = subprocess.run([sys.executable, "-m", "sed", "fit", "--config", str(tmp_path / "cfg.yaml")], capture_output=True,
-                       text=True, timeout=600, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "sed", "fit", "--config", str(tmp_path / "cfg.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     train_keys = sorted(f"{u}/{k}" for u in shard_urls(tmp_path / "train") for k in _decoded(u))
     for epoch in (0, 1):
@@ -306,43 +342,66 @@ def _hostile(folder: Path, members, counts: dict | None = None, labels=("a", "b"
 def _read(folder, capfd):
     items = list(ShardClips(folder, labels=["a", "b"], clip_seconds=None))
     err = capfd.readouterr().err.splitlines()
-    return [i["path"].rsplit("/", 1)[-1] for i in items if "error" not in i], [i for i in items if "error" in i], err
+    return (
+        [i["path"].rsplit("/", 1)[-1] for i in items if "error" not in i],
+        [i for i in items if "error" in i],
+        err,
+    )
 
 
 def test_member_names_types_and_duplicate_keys_are_refused(tmp_path, capfd):
     """Names with folders or '..', links and directories, a key met twice: one clean line each, the
     good samples read, never a KeyError."""
     good = [("00000000.flac", _flac()), ("00000000.json", _meta())]
-    folder = _hostile(tmp_path / "s", good + [
-        ("sub/00000001.flac", _flac()), ("sub/00000001.json", _meta()),
-        ("../../00000002.flac", _flac()),
-        ("00000003.flac", b"", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}),
-        ("00000004", b"", {"type": tarfile.DIRTYPE}),
-        ("00000005.flac", _flac()), ("00000005.json", _meta("b")),
-        ("00000000.flac", _flac()), ("00000000.json", _meta("b")),  # the key again, apart
-    ])
+    folder = _hostile(
+        tmp_path / "s",
+        good
+        + [
+            ("sub/00000001.flac", _flac()),
+            ("sub/00000001.json", _meta()),
+            ("../../00000002.flac", _flac()),
+            ("00000003.flac", b"", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}),
+            ("00000004", b"", {"type": tarfile.DIRTYPE}),
+            ("00000005.flac", _flac()),
+            ("00000005.json", _meta("b")),
+            ("00000000.flac", _flac()),
+            ("00000000.json", _meta("b")),  # the key again, apart
+        ],
+    )
     keys, failed, err = _read(folder, capfd)
     assert keys == ["00000000", "00000005"] and len(failed) == len(err) == 6
     assert all(e.startswith("error: ") and e.count("shard-000000.tar") == 1 for e in err)
     assert "'sub/00000001.flac' is not named <key>.<ext>" in err[0] and "'../../00000002.flac'" in err[2]
     assert "'00000003.flac' is a symbolic link, not a regular file" in err[3] and "is a directory" in err[4]
-    assert err[5].endswith("shard-000000.tar/00000000: key appears twice in the shard (index.json counts it once)")
+    assert err[5].endswith(
+        "shard-000000.tar/00000000: key appears twice in the shard (index.json counts it once)"
+    )
 
 
 def test_failures_are_clean_lines_without_reprs(tmp_path, capfd):
     """Undecodable audio, bad JSON, an unknown label, a truncated and a garbage tar: one line each,
     naming the shard once, without Python reprs."""
-    folder = _hostile(tmp_path / "s", [
-        ("00000000.flac", b"not audio at all" * 10), ("00000000.json", _meta()),
-        ("00000001.flac", _flac()), ("00000001.json", b"{not json"),
-        ("00000002.flac", _flac()), ("00000002.json", _meta("zebra")),
-        ("00000003.flac", _flac()), ("00000003.json", json.dumps({"labels": ["a"], "fold": [1]}).encode()),
-        ("00000004.flac", _flac()), ("00000004.json", _meta()),
-    ])
+    folder = _hostile(
+        tmp_path / "s",
+        [
+            ("00000000.flac", b"not audio at all" * 10),
+            ("00000000.json", _meta()),
+            ("00000001.flac", _flac()),
+            ("00000001.json", b"{not json"),
+            ("00000002.flac", _flac()),
+            ("00000002.json", _meta("zebra")),
+            ("00000003.flac", _flac()),
+            ("00000003.json", json.dumps({"labels": ["a"], "fold": [1]}).encode()),
+            ("00000004.flac", _flac()),
+            ("00000004.json", _meta()),
+        ],
+    )
     keys, failed, err = _read(folder, capfd)
     assert keys == ["00000004"] and len(failed) == len(err) == 4
     assert err[0].endswith("00000000: not a readable audio file (Format not recognised)")
-    assert "00000001: its .json is not JSON" in err[1] and err[2].endswith("00000002: label 'zebra' is not one of the labels")
+    assert "00000001: its .json is not JSON" in err[1] and err[2].endswith(
+        "00000002: label 'zebra' is not one of the labels"
+    )
     assert err[3].endswith("00000003: its .json fold [1] is not an integer")
     tar = folder / "shard-000000.tar"
     whole = tar.read_bytes()
@@ -352,7 +411,9 @@ def test_failures_are_clean_lines_without_reprs(tmp_path, capfd):
     assert err[0].endswith("shard-000000.tar: truncated tar: it ends inside a member header at byte 1500")
     tar.write_bytes(whole[:600])  # cut inside the data of 00000000.flac (bytes 512-672)
     keys, failed, err = _read(folder, capfd)
-    assert keys == [] and len(failed) == len(err) == 1 and "past the end of the archive: truncated tar" in err[0]
+    assert (
+        keys == [] and len(failed) == len(err) == 1 and "past the end of the archive: truncated tar" in err[0]
+    )
     tar.write_bytes(b"\x00garbage" * 300)
     keys, failed, err = _read(folder, capfd)
     assert keys == [] and len(failed) == len(err) == 1 and "damaged tar" in err[0]
@@ -392,20 +453,38 @@ def test_huge_members_are_refused_before_any_read(tmp_path, capfd, monkeypatch):
         keys, failed, err = _read(folder, capfd)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert keys == [] and len(err) == 1 and "is a sparse file, not a regular file" in err[0] and peak < 32 << 20
+        assert (
+            keys == []
+            and len(err) == 1
+            and "is a sparse file, not a regular file" in err[0]
+            and peak < 32 << 20
+        )
     monkeypatch.setattr(shards, "MAX_MEMBER_BYTES", 10)  # real members over the limit: never read
     _hostile(folder, [("00000001.flac", _flac()), ("00000001.json", _meta())])
     monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda *a: pytest.fail("read a refused member"))
     keys, failed, err = _read(folder, capfd)
-    assert keys == [] and len(failed) == len(err) == 2 and all("bytes, over the 10 bytes limit" in e for e in err)
+    assert (
+        keys == []
+        and len(failed) == len(err) == 2
+        and all("bytes, over the 10 bytes limit" in e for e in err)
+    )
 
 
-@pytest.mark.parametrize("index, reason", [
-    ({"labels": ["a"], "shards": ["shard-000000.tar"]}, "shards[0] is not an object"),
-    ({"labels": ["a"], "shards": [{"name": "shard-000000.tar", "folds": {"x": 1}}]}, "shards[0].folds has a key that is not a fold number"),
-    ({"labels": ["a"], "shards": [{"name": "shard-000000.tar", "folds": {"1": "3"}}]}, "shards[0].folds is not a map of counts"),
-    ({"labels": "a", "shards": []}, "labels is not a list of names"),
-])
+@pytest.mark.parametrize(
+    "index, reason",
+    [
+        ({"labels": ["a"], "shards": ["shard-000000.tar"]}, "shards[0] is not an object"),
+        (
+            {"labels": ["a"], "shards": [{"name": "shard-000000.tar", "folds": {"x": 1}}]},
+            "shards[0].folds has a key that is not a fold number",
+        ),
+        (
+            {"labels": ["a"], "shards": [{"name": "shard-000000.tar", "folds": {"1": "3"}}]},
+            "shards[0].folds is not a map of counts",
+        ),
+        ({"labels": "a", "shards": []}, "labels is not a list of names"),
+    ],
+)
 def test_an_index_of_the_wrong_shape_is_one_line(tmp_path, index, reason):
     (tmp_path / "index.json").write_text(json.dumps(index))
     with pytest.raises(DatasetError) as e:

@@ -69,8 +69,12 @@ def test_adpit_single_pair_triple_and_four_of_a_class():
     ev += [SeldEvent(3, 4, k, 20 * k, 5) for k in range(4)]  # frame 3: four -> first three kept
     t = starss.adpit_targets(ev, 5, C)
     assert t.shape == (5, 6, 4, C) and t.dtype == torch.float32
-    assert torch.equal(t[:, :, 0, 4], torch.tensor(
-        [[1, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1], [0] * 6]).float())
+    assert torch.equal(
+        t[:, :, 0, 4],
+        torch.tensor(
+            [[1, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1], [0] * 6]
+        ).float(),
+    )
     assert torch.allclose(t[0, 0, 1:, 4], _xyz(30, 10))
     assert torch.allclose(t[1, 1, 1:, 4], _xyz(90, 0)) and torch.allclose(t[1, 2, 1:, 4], _xyz(-90, 0))
     for k in range(3):
@@ -83,8 +87,15 @@ def test_adpit_single_pair_triple_and_four_of_a_class():
 
 def test_adpit_mixed_classes_in_one_frame():
     # file order interleaves classes; within a class the file order is kept
-    ev = [SeldEvent(7, 9, 0, 0, 0), SeldEvent(7, 2, 0, 45, 0), SeldEvent(7, 9, 1, 90, 0),
-          SeldEvent(7, 0, 0, 1, 1), SeldEvent(7, 0, 1, 2, 2), SeldEvent(7, 0, 2, 3, 3), SeldEvent(7, 12, 0, -60, 30)]
+    ev = [
+        SeldEvent(7, 9, 0, 0, 0),
+        SeldEvent(7, 2, 0, 45, 0),
+        SeldEvent(7, 9, 1, 90, 0),
+        SeldEvent(7, 0, 0, 1, 1),
+        SeldEvent(7, 0, 1, 2, 2),
+        SeldEvent(7, 0, 2, 3, 3),
+        SeldEvent(7, 12, 0, -60, 30),
+    ]
     t = starss.adpit_targets(ev, 10, C)
     act = t[7, :, 0]
     assert act[:, 2].tolist() == [1, 0, 0, 0, 0, 0] and act[:, 12].tolist() == [1, 0, 0, 0, 0, 0]
@@ -95,8 +106,12 @@ def test_adpit_mixed_classes_in_one_frame():
 
 
 def test_adpit_distance_window_and_dropped_frames():
-    ev = [SeldEvent(2, 1, 0, 10, 20, 250), SeldEvent(2, 1, 1, -10, 0, 90), SeldEvent(5, 3, 0, 0, 0, 100),
-          SeldEvent(9, 3, 0, 0, 0, 100)]
+    ev = [
+        SeldEvent(2, 1, 0, 10, 20, 250),
+        SeldEvent(2, 1, 1, -10, 0, 90),
+        SeldEvent(5, 3, 0, 0, 0, 100),
+        SeldEvent(9, 3, 0, 0, 0, 100),
+    ]
     t = starss.adpit_targets(ev, 6, C, with_distance=True)
     assert t.shape == (6, 6, 5, C)
     assert t[2, 1, 4, 1].item() == pytest.approx(2.5) and t[2, 2, 4, 1].item() == pytest.approx(0.9)
@@ -114,10 +129,21 @@ def test_adpit_distance_window_and_dropped_frames():
 
 def test_adpit_matches_the_baseline_loop():
     rng = np.random.default_rng(0)
-    ev = [SeldEvent(int(rng.integers(0, 40)), int(rng.integers(0, 4)), 0, int(rng.integers(-180, 181)),
-                    int(rng.integers(-90, 91)), int(rng.integers(50, 500))) for _ in range(400)]
+    ev = [
+        SeldEvent(
+            int(rng.integers(0, 40)),
+            int(rng.integers(0, 4)),
+            0,
+            int(rng.integers(-180, 181)),
+            int(rng.integers(-90, 91)),
+            int(rng.integers(50, 500)),
+        )
+        for _ in range(400)
+    ]
     for dist in (False, True):
-        assert torch.allclose(starss.adpit_targets(ev, 35, 4, dist), _baseline_adpit(ev, 35, 4, dist), atol=1e-6)
+        assert torch.allclose(
+            starss.adpit_targets(ev, 35, 4, dist), _baseline_adpit(ev, 35, 4, dist), atol=1e-6
+        )
 
 
 # ---------------------------------------------------------------- readers
@@ -162,7 +188,7 @@ def test_prepare_counts_match_the_metadata(corpus):
     assert "no problems found" in text and "Female speech" in text
     lines = text.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("class"))
-    assert len({len(line) for line in lines[head: head + 1 + C]}) == 1  # aligned columns
+    assert len({len(line) for line in lines[head : head + 1 + C]}) == 1  # aligned columns
     assert str(report["total"]["event_frames"][0]) in lines[head + 1]
 
 
@@ -180,7 +206,12 @@ def test_prepare_lists_every_problem(corpus, tmp_path):
         starss.prepare_starss(root)
     problems = err.value.problems
     assert len(problems) == 4
-    for path, what in ((wav0, "no metadata"), (wav1, "2 channel"), (wav2, "16000 Hz"), (csv3, "class index 20")):
+    for path, what in (
+        (wav0, "no metadata"),
+        (wav1, "2 channel"),
+        (wav2, "16000 Hz"),
+        (csv3, "class index 20"),
+    ):
         assert any(p.startswith(str(path)) and what in p for p in problems), (path, problems)
     assert str(wav0) in str(err.value) and str(csv3) in str(err.value)
     report = starss.prepare_starss(root, strict=False)
@@ -202,14 +233,20 @@ def test_train_sequences_audio_and_targets(corpus):
     wave, _ = load_audio(item["file"])
     assert torch.equal(item["audio"], wave[:, 120000:240000])
     rows = corpus["labels"][f"dev-train-synth/{Path(item['file']).stem}"]
-    frame, cls = next((r[0], r[1]) for r in rows if 50 <= r[0] < 100
-                      and sum(1 for q in rows if q[:2] == r[:2]) == 1)  # a frame with one event of its class
+    frame, cls = next(
+        (r[0], r[1]) for r in rows if 50 <= r[0] < 100 and sum(1 for q in rows if q[:2] == r[:2]) == 1
+    )  # a frame with one event of its class
     az, el = next((r[3], r[4]) for r in rows if r[:2] == [frame, cls])
     assert item["target"][frame - 50, 0, 0, cls] == 1
     assert torch.allclose(item["target"][frame - 50, 0, 1:, cls], _xyz(az, el))
     assert item["target"][:, :, 0].sum() == sum(1 for r in rows if 50 <= r[0] < 100)
-    assert [ds.files[i]["audio"] for i in range(2)] == [f["audio"] for f in StarssDataset(corpus["root"], [3]).files]
-    assert len(StarssDataset(corpus["root"], [3, 4])) == 16 and len(StarssDataset(corpus["root"], "dev-test")) == 8
+    assert [ds.files[i]["audio"] for i in range(2)] == [
+        f["audio"] for f in StarssDataset(corpus["root"], [3]).files
+    ]
+    assert (
+        len(StarssDataset(corpus["root"], [3, 4])) == 16
+        and len(StarssDataset(corpus["root"], "dev-test")) == 8
+    )
     item2 = ACSExpandedDataset(ds)[8 * 5]  # ACS row 0 (identity) of base item 5
     assert torch.equal(item2["audio"], item["audio"]) and torch.equal(item2["target"], item["target"])
 
@@ -239,7 +276,7 @@ def test_partial_sequence_dropped_eval_whole_files_and_collate(corpus, tmp_path)
     batch = collate([items[short], long_item])
     assert batch["audio"].shape == (2, 4, 480000) and batch["target"].shape == (2, 200, 6, 5, C)
     assert batch["label_frames"].tolist() == [123, 200] and batch["file"][0] == str(short)
-    assert batch["audio"][0, :, 123 * 2400:].abs().sum() == 0 and batch["target"][0, 123:].abs().sum() == 0
+    assert batch["audio"][0, :, 123 * 2400 :].abs().sum() == 0 and batch["target"][0, 123:].abs().sum() == 0
     assert torch.equal(batch["audio"][0, :, : 123 * 2400], items[short]["audio"])
     assert torch.equal(batch["target"][1], long_item["target"]) and batch["start"].tolist() == [0.0, 0.0]
 
@@ -248,9 +285,17 @@ def test_dataset_with_feature_cache(corpus, tmp_path):
     root, short = _truncated_corpus(corpus, tmp_path)
     cache = FeatureCache(tmp_path / "cache", FOALogMelIV())
     train = StarssDataset(root, "dev-test", cache=cache)
-    i = next(i for i in range(len(train)) if train.index[i][1] == 50 and train.files[train.index[i][0]]["audio"] != short)
+    i = next(
+        i
+        for i in range(len(train))
+        if train.index[i][1] == 50 and train.files[train.index[i][0]]["audio"] != short
+    )
     item = train[i]
-    assert "audio" not in item and item["features"].shape == (7, 250, 64) and item["target"].shape == (50, 6, 4, C)
+    assert (
+        "audio" not in item
+        and item["features"].shape == (7, 250, 64)
+        and item["target"].shape == (50, 6, 4, C)
+    )
     full = cache.get(item["file"])
     assert full.shape == (7, 1000, 64) and torch.equal(item["features"], full[:, 250:500])
     assert torch.equal(item["target"], StarssDataset(root, "dev-test")[i]["target"])
@@ -258,7 +303,10 @@ def test_dataset_with_feature_cache(corpus, tmp_path):
     shapes = sorted(ev[i]["features"].shape[1] for i in range(2))
     assert shapes == [615, 1000]  # 123 label frames * 5
     batch = collate([ev[0], ev[1]])
-    assert batch["features"].shape == (2, 7, 1000, 64) and sorted(batch["label_frames"].tolist()) == [123, 200]
+    assert batch["features"].shape == (2, 7, 1000, 64) and sorted(batch["label_frames"].tolist()) == [
+        123,
+        200,
+    ]
 
 
 def test_dataset_errors(corpus, tmp_path):

@@ -173,8 +173,9 @@ def test_starss_layout_and_labels(sta):
         i = sf.info(wav)
         assert (i.channels, i.samplerate, i.frames, i.subtype) == (4, 24000, 6 * 24000, "PCM_16")
         events = read_dcase_csv(csv)
-        assert [[e.frame, e.cls, e.track, e.azimuth, e.elevation, e.distance] for e in events] == \
-            sta["labels"][f"{wav.parent.name}/{wav.stem}"]
+        assert [[e.frame, e.cls, e.track, e.azimuth, e.elevation, e.distance] for e in events] == sta[
+            "labels"
+        ][f"{wav.parent.name}/{wav.stem}"]
         assert [e.frame for e in events] == sorted(e.frame for e in events)
         assert all(0 <= e.frame < 60 and 0 <= e.cls < 13 for e in events)
         assert all(-180 <= e.azimuth <= 180 and -45 <= e.elevation <= 45 for e in events)
@@ -207,7 +208,9 @@ def test_starss_intensity_vector_points_at_the_label(sta):
 
 def test_starss_mic_renders_the_same_scene(sta):
     root = Path(sta["root"])
-    for (foa, _), (mic, _) in zip(starss.list_starss_pairs(root, "foa"), starss.list_starss_pairs(root, "mic")):
+    for (foa, _), (mic, _) in zip(
+        starss.list_starss_pairs(root, "foa"), starss.list_starss_pairs(root, "mic")
+    ):
         a, _ = sf.read(foa)
         b, _ = sf.read(mic)
         assert b.shape == a.shape and not np.allclose(a, b)
@@ -241,19 +244,22 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, corpus):
     assert a != c
 
 
-@pytest.mark.parametrize("corpus,kwargs", [
-    ("esc50", dict(clips_per_class=7)),
-    ("esc50", dict(num_classes=0)),
-    ("esc50", dict(num_classes=99)),
-    ("esc50", dict(sample_rate=100)),
-    ("esc50", dict(seed=-1)),
-    ("icbhi", dict(num_patients=1)),
-    ("icbhi", dict(duration=1.0)),
-    ("icbhi", dict(recordings_per_patient=0)),
-    ("starss", dict(fmt="binaural")),
-    ("starss", dict(files_per_split=0)),
-    ("starss", dict(duration=float("nan"))),
-])
+@pytest.mark.parametrize(
+    "corpus,kwargs",
+    [
+        ("esc50", dict(clips_per_class=7)),
+        ("esc50", dict(num_classes=0)),
+        ("esc50", dict(num_classes=99)),
+        ("esc50", dict(sample_rate=100)),
+        ("esc50", dict(seed=-1)),
+        ("icbhi", dict(num_patients=1)),
+        ("icbhi", dict(duration=1.0)),
+        ("icbhi", dict(recordings_per_patient=0)),
+        ("starss", dict(fmt="binaural")),
+        ("starss", dict(files_per_split=0)),
+        ("starss", dict(duration=float("nan"))),
+    ],
+)
 def test_bad_arguments_raise(tmp_path, corpus, kwargs):
     with pytest.raises(ValueError):
         SYNTH_CORPORA[corpus](tmp_path, **kwargs)
@@ -270,10 +276,14 @@ def test_esc50_reader_errors(tmp_path, esc):
     (tmp_path / "meta" / "esc50.csv").write_text("filename,fold,target\n1-1-A-0.wav,1,0\n")
     with pytest.raises(DatasetError, match="missing column.*category"):
         esc50.read_esc50_meta(tmp_path)
-    (tmp_path / "meta" / "esc50.csv").write_text(",".join(esc50.META_COLUMNS) + "\n1-1-A-0.wav,x,0,a,False,1,A\n")
+    (tmp_path / "meta" / "esc50.csv").write_text(
+        ",".join(esc50.META_COLUMNS) + "\n1-1-A-0.wav,x,0,a,False,1,A\n"
+    )
     with pytest.raises(DatasetError, match="line 2"):
         esc50.read_esc50_meta(tmp_path)
-    (tmp_path / "meta" / "esc50.csv").write_text(",".join(esc50.META_COLUMNS) + "\n1-1-A-0.wav,1,0,a,False,1,A\n")
+    (tmp_path / "meta" / "esc50.csv").write_text(
+        ",".join(esc50.META_COLUMNS) + "\n1-1-A-0.wav,1,0,a,False,1,A\n"
+    )
     with pytest.raises(DatasetError, match="1-1-A-0.wav"):
         esc50.read_esc50_meta(tmp_path)  # listed but absent
     clips = esc50.read_esc50_meta(esc["root"])
@@ -283,8 +293,13 @@ def test_esc50_reader_errors(tmp_path, esc):
 
 def test_icbhi_reader_errors(tmp_path):
     assert icbhi.parse_recording_name("101_1b1_Al_sc_Meditron") == (101, "1b1", "Al", "sc", "Meditron")
-    for bad in ("101_1b1_Al_sc", "abc_1b1_Al_sc_Meditron", "101_1b1_Xx_sc_Meditron", "101_1b1_Al_zz_Meditron",
-                "101_1b1_Al_sc_iPhone"):
+    for bad in (
+        "101_1b1_Al_sc",
+        "abc_1b1_Al_sc_Meditron",
+        "101_1b1_Xx_sc_Meditron",
+        "101_1b1_Al_zz_Meditron",
+        "101_1b1_Al_sc_iPhone",
+    ):
         with pytest.raises(DatasetError):
             icbhi.parse_recording_name(bad)
     txt = tmp_path / "101_1b1_Al_sc_Meditron.txt"

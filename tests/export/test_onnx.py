@@ -41,7 +41,15 @@ def test_metadata_round_trips_and_checker_passes(exported, name):
     meta = {p.key: p.value for p in proto.metadata_props}
     desc = json.loads(meta["sed"])
     ckpt, _ = read_checkpoint(pt)
-    for key in ("model_name", "model_kwargs", "labels", "sample_rate", "clip_samples", "multi_label", "frontend"):
+    for key in (
+        "model_name",
+        "model_kwargs",
+        "labels",
+        "sample_rate",
+        "clip_samples",
+        "multi_label",
+        "frontend",
+    ):
         assert desc[key] == ckpt[key], key
     assert desc["onnx_inputs"] == ["waveform"] and desc["onnx_outputs"] == ["logits", "embedding"]
     assert desc["precision"] == "fp32" and desc["exported_from"] == str(pt)
@@ -55,7 +63,9 @@ def test_static_batch_and_older_opset(tmp_path, exported):
     proto = onnx.load(str(report["path"]))
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_value == 1 and dims[1].dim_param
-    assert report["opset"] == 18 and {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {18}
+    assert report["opset"] == 18 and {
+        o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")
+    } == {18}
     assert "Attention" not in {n.op_type for n in proto.graph.node} and report["max_abs_diff"] < 1e-4
     default = onnx.load(str(exported["ast"][2]))
     assert "Attention" in {n.op_type for n in default.graph.node}  # opset 23 (the default)
@@ -84,20 +94,25 @@ def test_seld_models_are_refused_with_one_line(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- opsets (issue 23)
-def test_an_opset_torch_cannot_write_is_one_usage_line_before_any_work(tmp_path, exported, capsys, monkeypatch):
+def test_an_opset_torch_cannot_write_is_one_usage_line_before_any_work(
+    tmp_path, exported, capsys, monkeypatch
+):
     import sed.models.loading
     from sed.export.onnx import supported_opsets
 
     low, high = supported_opsets()
     assert low <= 18 <= 23 <= high  # torch's exporter writes 18 (its own) up to 23 (the Attention op)
-    monkeypatch.setattr(sed.models.loading, "load_model", lambda *a, **k: pytest.fail("loaded before the check"))
+    monkeypatch.setattr(
+        sed.models.loading, "load_model", lambda *a, **k: pytest.fail("loaded before the check")
+    )
     _, pt, _ = exported["cnn"]
     for opset in (5, low - 1, high + 1, 999):
         out = tmp_path / f"o{opset}.onnx"
         capsys.readouterr()
         assert main(["export", "--checkpoint", str(pt), "--out", str(out), "--opset", str(opset)]) == 2
         assert capsys.readouterr().err.splitlines() == [
-            f"error: ONNX opset {opset} is not supported: torch's exporter writes opsets {low} to {high}"]
+            f"error: ONNX opset {opset} is not supported: torch's exporter writes opsets {low} to {high}"
+        ]
         assert not out.exists()
 
 
@@ -107,7 +122,9 @@ def test_the_reported_opset_is_the_one_written(tmp_path, exported, monkeypatch):
     import sed.export.onnx as onnx_export
 
     real = onnx_export._exported_program
-    monkeypatch.setattr(onnx_export, "_exported_program", lambda model, opset, dyn: real(model, opset - 1, dyn))
+    monkeypatch.setattr(
+        onnx_export, "_exported_program", lambda model, opset, dyn: real(model, opset - 1, dyn)
+    )
     report = export_onnx(exported["cnn"][0], tmp_path / "o.onnx", opset=20)
     proto = onnx.load(str(report["path"]))
     assert report["opset"] == 19 == max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))

@@ -46,7 +46,9 @@ def test_onnx_int8_file_agrees_and_says_so(exported, tmp_path):
     desc = json.loads({p.key: p.value for p in proto.metadata_props}["sed"])
     assert desc["precision"] == "int8" and desc["labels"] == model.labels
     clips = synthetic_clips(48, model.clip_samples, seed=1)
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["logits"], {"waveform": clips.numpy()})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        ["logits"], {"waveform": clips.numpy()}
+    )[0]
     with torch.inference_mode():
         ref = model(clips).numpy()
     share, n = _agreement(ref, got)

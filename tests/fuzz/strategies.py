@@ -158,12 +158,12 @@ def _flip(data, pos, bit):
     if not data:
         return data
     i = pos % len(data)
-    return data[:i] + bytes([data[i] ^ (1 << bit)]) + data[i + 1:]
+    return data[:i] + bytes([data[i] ^ (1 << bit)]) + data[i + 1 :]
 
 
 def _overwrite(data, pos, blob):
     i = _at(data, pos)
-    return data[:i] + blob + data[i + len(blob):]
+    return data[:i] + blob + data[i + len(blob) :]
 
 
 def _insert(data, pos, blob):
@@ -173,23 +173,31 @@ def _insert(data, pos, blob):
 
 def _delete(data, pos, n):
     i = _at(data, pos)
-    return data[:i] + data[i + n:]
+    return data[:i] + data[i + n :]
 
 
 def _duplicate(data, pos, n):
     i = _at(data, pos)
-    return data[:i + n] + data[i:i + n] + data[i + n:]
+    return data[: i + n] + data[i : i + n] + data[i + n :]
 
 
 def _truncate(data, pos):
-    return data[:_at(data, pos)]
+    return data[: _at(data, pos)]
 
 
-BYTE_OPS = {"flip": _flip, "overwrite": _overwrite, "insert": _insert, "delete": _delete,
-            "duplicate": _duplicate, "truncate": _truncate}
+BYTE_OPS = {
+    "flip": _flip,
+    "overwrite": _overwrite,
+    "insert": _insert,
+    "delete": _delete,
+    "duplicate": _duplicate,
+    "truncate": _truncate,
+}
 
 _pos = st.integers(0, 1 << 16)
-_blob = st.one_of(st.binary(min_size=1, max_size=16), st.sampled_from(EDGE_U32).map(lambda v: struct.pack("<I", v)))
+_blob = st.one_of(
+    st.binary(min_size=1, max_size=16), st.sampled_from(EDGE_U32).map(lambda v: struct.pack("<I", v))
+)
 
 
 def byte_ops(pos: st.SearchStrategy[int] = _pos) -> st.SearchStrategy[tuple]:
@@ -213,12 +221,15 @@ def apply_bytes(data: bytes, op: tuple) -> bytes:
 
 def near(boundaries, data_len: int, spread: int = 24) -> st.SearchStrategy[int]:
     """Positions within ``spread`` bytes of a region boundary, or anywhere in the data."""
-    close = st.sampled_from(sorted(set(boundaries))).flatmap(lambda b: st.integers(max(b - spread, 0), b + spread))
+    close = st.sampled_from(sorted(set(boundaries))).flatmap(
+        lambda b: st.integers(max(b - spread, 0), b + spread)
+    )
     return st.one_of(close, st.integers(0, data_len))
 
 
 def mutants(data: bytes, pos: st.SearchStrategy[int] = _pos, max_ops: int = 3) -> st.SearchStrategy[bytes]:
     """``data`` after 1 to ``max_ops`` byte-level mutations."""
+
     def apply(ops):
         out = data
         for op in ops:
@@ -235,8 +246,8 @@ def riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     """The (id, payload) chunks after ``RIFF....WAVE``."""
     out, pos = [], 12
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        out.append((cid, data[pos + 8:pos + 8 + size]))
+        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        out.append((cid, data[pos + 8 : pos + 8 + size]))
         pos += 8 + size + (size & 1)
     return out
 
@@ -247,16 +258,22 @@ def riff_bytes(chunks: list[tuple[bytes, bytes]]) -> bytes:
 
 
 #: fmt chunk fields: name -> (offset in the payload, struct code)
-FMT_FIELDS = {"format_tag": (0, "<H"), "channels": (2, "<H"), "sample_rate": (4, "<I"), "byte_rate": (8, "<I"),
-              "block_align": (12, "<H"), "bits": (14, "<H")}
+FMT_FIELDS = {
+    "format_tag": (0, "<H"),
+    "channels": (2, "<H"),
+    "sample_rate": (4, "<I"),
+    "byte_rate": (8, "<I"),
+    "block_align": (12, "<H"),
+    "bits": (14, "<H"),
+}
 
 
 def _chunk_region(data: bytes, cid: bytes) -> tuple[int, int] | None:
     """(offset of the chunk header, end of its payload) of the first chunk ``cid``."""
     pos = 12
     while pos + 8 <= len(data):
-        size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        if data[pos:pos + 4] == cid:
+        size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if data[pos : pos + 4] == cid:
             return pos, min(len(data), pos + 8 + size)
         pos += 8 + size + (size & 1)
     return None
@@ -280,7 +297,7 @@ def _size_field(data, cid, value):
 def _truncate_in(data, cid, fraction):
     """Cut the file inside chunk ``cid`` (``RIFF``: inside the 12-byte file header)."""
     start, end = (0, 12) if cid == b"RIFF" else (_chunk_region(data, cid) or (0, len(data)))
-    return data[:start + int((end - start) * fraction)]
+    return data[: start + int((end - start) * fraction)]
 
 
 def _chunk_op(data, op, index, cid=b"junk", payload=b""):
@@ -299,15 +316,26 @@ _cids = st.sampled_from([b"fmt ", b"data", b"fact", b"LIST", b"junk", b"PEAK", b
 _field_value = st.one_of(st.sampled_from(EDGE_U32), st.integers(0, 0xFFFFFFFF))
 wav_mutations = st.one_of(
     st.tuples(st.just("fmt_field"), st.sampled_from(sorted(FMT_FIELDS)), _field_value),
-    st.tuples(st.just("size_field"), st.sampled_from([b"RIFF", b"fmt ", b"data"]),
-              st.one_of(st.sampled_from(EDGE_U32), st.integers(0, 1 << 20))),
-    st.tuples(st.just("truncate_in"), st.sampled_from([b"RIFF", b"fmt ", b"data", b"fact"]),
-              st.floats(0, 1, exclude_max=True)),
+    st.tuples(
+        st.just("size_field"),
+        st.sampled_from([b"RIFF", b"fmt ", b"data"]),
+        st.one_of(st.sampled_from(EDGE_U32), st.integers(0, 1 << 20)),
+    ),
+    st.tuples(
+        st.just("truncate_in"),
+        st.sampled_from([b"RIFF", b"fmt ", b"data", b"fact"]),
+        st.floats(0, 1, exclude_max=True),
+    ),
     st.tuples(st.just("chunk"), st.just("insert_chunk"), st.integers(0, 8), _cids, st.binary(max_size=64)),
     st.tuples(st.just("chunk"), st.sampled_from(["duplicate_chunk", "drop_chunk"]), st.integers(0, 8)),
     byte_mutations,
 )
-WAV_OPS = {"fmt_field": _fmt_field, "size_field": _size_field, "truncate_in": _truncate_in, "chunk": _chunk_op}
+WAV_OPS = {
+    "fmt_field": _fmt_field,
+    "size_field": _size_field,
+    "truncate_in": _truncate_in,
+    "chunk": _chunk_op,
+}
 
 
 def apply_wav(data: bytes, op: tuple) -> bytes:
@@ -317,8 +345,12 @@ def apply_wav(data: bytes, op: tuple) -> bytes:
 # ---------------------------------------------------------------------- FLAC and Ogg headers
 
 #: FLAC STREAMINFO bit fields in the 64 bits at byte 18: name -> (shift, width)
-FLAC_FIELDS = {"sample_rate": (44, 20), "channels_minus_1": (41, 3), "bits_minus_1": (36, 5),
-               "total_samples": (0, 36)}
+FLAC_FIELDS = {
+    "sample_rate": (44, 20),
+    "channels_minus_1": (41, 3),
+    "bits_minus_1": (36, 5),
+    "total_samples": (0, 36),
+}
 
 
 def _flac_field(data, name, value):
@@ -345,12 +377,12 @@ def fix_ogg_crcs(data: bytes) -> bytes:
     out, pos = bytearray(data), data.find(b"OggS")
     while 0 <= pos and pos + 27 <= len(data):
         nseg = data[pos + 26]
-        end = pos + 27 + nseg + sum(data[pos + 27:pos + 27 + nseg])
+        end = pos + 27 + nseg + sum(data[pos + 27 : pos + 27 + nseg])
         if end > len(data):
             break
         page = bytearray(out[pos:end])
         page[22:26] = b"\0\0\0\0"
-        out[pos + 22:pos + 26] = struct.pack("<I", _ogg_crc(bytes(page)))
+        out[pos + 22 : pos + 26] = struct.pack("<I", _ogg_crc(bytes(page)))
         pos = data.find(b"OggS", end)
     return bytes(out)
 
@@ -365,8 +397,13 @@ def _vorbis_field(data, name, value):
 
 
 compressed_mutations = st.one_of(
-    st.tuples(st.just("flac_field"), st.sampled_from(sorted(FLAC_FIELDS)),
-              st.one_of(st.sampled_from((0, 1, 2, 7, (1 << 20) - 1, (1 << 36) - 1, 1 << 35)), st.integers(0, 1 << 36))),
+    st.tuples(
+        st.just("flac_field"),
+        st.sampled_from(sorted(FLAC_FIELDS)),
+        st.one_of(
+            st.sampled_from((0, 1, 2, 7, (1 << 20) - 1, (1 << 36) - 1, 1 << 35)), st.integers(0, 1 << 36)
+        ),
+    ),
     st.tuples(st.just("vorbis_field"), st.sampled_from(["channels", "sample_rate"]), _field_value),
     byte_mutations,
 )
@@ -405,8 +442,31 @@ def csv_text(rows: list[list[str]], delimiter: str = ",", quoted: bool = True) -
 
 #: text cells that break parsers: numbers out of range, NaN/inf, digits past int limits, huge fields
 odd_cells = st.one_of(
-    st.sampled_from(["", " ", "nan", "NaN", "inf", "-inf", "1e400", "-1e400", "-1", "-0", "0x10", "1_0", "+3", "3.7",
-                     "1e18", str(2**63), "9" * 5000, '"', "\x00", "a\nb", "\x1b[31m"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "1e400",
+            "-1e400",
+            "-1",
+            "-0",
+            "0x10",
+            "1_0",
+            "+3",
+            "3.7",
+            "1e18",
+            str(2**63),
+            "9" * 5000,
+            '"',
+            "\x00",
+            "a\nb",
+            "\x1b[31m",
+        ]
+    ),
     st.integers(200_000, 300_000).map(lambda n: "x" * n),  # past csv's field size limit (131072)
     st.integers(-(2**70), 2**70).map(str),
     st.floats().map(repr),
@@ -457,14 +517,21 @@ def output_fault(fault: str, root: str | os.PathLike):
     import pytest
 
     root = Path(root).absolute()
-    real_open, real_access, real_mkstemp, real_replace = builtins.open, os.access, tempfile.mkstemp, os.replace
+    real_open, real_access, real_mkstemp, real_replace = (
+        builtins.open,
+        os.access,
+        tempfile.mkstemp,
+        os.replace,
+    )
 
     def nospace(*_):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def opener(file, mode="r", *args, **kwargs):
         f = real_open(file, mode, *args, **kwargs)
-        writing = isinstance(file, (str, bytes, os.PathLike)) and set(mode) & set("wax+") and _under(file, root)
+        writing = (
+            isinstance(file, (str, bytes, os.PathLike)) and set(mode) & set("wax+") and _under(file, root)
+        )
         return _FullFile(f) if writing else f
 
     def access(path, mode, *args, **kwargs):
@@ -481,9 +548,14 @@ def output_fault(fault: str, root: str | os.PathLike):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), src, None, dst)
         return real_replace(src, dst, *args, **kwargs)
 
-    patches = {"none": [], "read_only": [(os, "access", access)], "temp": [(tempfile, "mkstemp", mkstemp)],
-               "full_disk": [(builtins, "open", opener), (os, "fsync", nospace)], "fsync": [(os, "fsync", nospace)],
-               "replace": [(os, "replace", replace)]}[fault]
+    patches = {
+        "none": [],
+        "read_only": [(os, "access", access)],
+        "temp": [(tempfile, "mkstemp", mkstemp)],
+        "full_disk": [(builtins, "open", opener), (os, "fsync", nospace)],
+        "fsync": [(os, "fsync", nospace)],
+        "replace": [(os, "replace", replace)],
+    }[fault]
     with pytest.MonkeyPatch.context() as mp:
         for target, name, value in patches:
             mp.setattr(target, name, value)

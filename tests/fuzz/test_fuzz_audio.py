@@ -54,7 +54,9 @@ def check_audio(path) -> None:
     wave, sr = loaded
     assert wave.dtype == torch.float32 and wave.dim() == 2
     assert (wave.shape[0], sr) == (meta.channels, meta.sample_rate)
-    assert wave.shape[1] == meta.frames, f"read {wave.shape[1]} of the {meta.frames} frames the header declares"
+    assert wave.shape[1] == meta.frames, (
+        f"read {wave.shape[1]} of the {meta.frames} frames the header declares"
+    )
     assert torch.isfinite(wave).all()
     if wave.numel() <= 1 << 20 and meta.duration <= 60:  # resampling costs memory in proportion to duration
         mono = outcome(lambda: load_audio(path, sample_rate=16000, channels="mono"), path)
@@ -66,7 +68,7 @@ def check_audio(path) -> None:
 
 
 def _write(scratch, stem: str, name: str, data: bytes):
-    path = scratch() / f"{stem}{name[name.index('.'):]}"
+    path = scratch() / f"{stem}{name[name.index('.') :]}"
     path.write_bytes(data)
     return path
 
@@ -80,8 +82,12 @@ def test_wav_mutations(scratch, name, ops, stem):
 
 
 @scaled(0.5)
-@given(name=seeds(".flac") | seeds(".ogg"), ops=st.lists(compressed_mutations, min_size=1, max_size=2),
-       fix_crc=st.booleans(), stem=STEMS)
+@given(
+    name=seeds(".flac") | seeds(".ogg"),
+    ops=st.lists(compressed_mutations, min_size=1, max_size=2),
+    fix_crc=st.booleans(),
+    stem=STEMS,
+)
 def test_flac_and_ogg_mutations(scratch, name, ops, fix_crc, stem):
     data = seed_bytes(name)
     for op in ops:
@@ -110,7 +116,9 @@ def test_truncation_at_every_region_is_refused(tmp_path, name):
     for cut in cuts:
         path.write_bytes(data[:cut])
         err = outcome(lambda: load_audio(path), path)  # noqa: B023 - called at once
-        assert isinstance(err, AudioError), f"{name} cut at {cut} of {len(data)} bytes was read as {err[0].shape}"
+        assert isinstance(err, AudioError), (
+            f"{name} cut at {cut} of {len(data)} bytes was read as {err[0].shape}"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(SEEDS))
@@ -145,8 +153,12 @@ def test_info_batch_reports_one_line_and_goes_on(tmp_path_factory, name, data, s
 def test_absurd_channel_count_is_refused_without_allocating(tmp_path):
     """A WAV whose fmt chunk claims 65,535 channels at 4 GHz is an AudioError, not a huge array."""
     data = seed_bytes("pcm16_mono.wav")
-    for op in (("fmt_field", "channels", 0xFFFF), ("fmt_field", "sample_rate", 0xFFFFFFFF),
-               ("fmt_field", "block_align", 0), ("size_field", b"data", 0x7FFFFFFF)):
+    for op in (
+        ("fmt_field", "channels", 0xFFFF),
+        ("fmt_field", "sample_rate", 0xFFFFFFFF),
+        ("fmt_field", "block_align", 0),
+        ("size_field", b"data", 0x7FFFFFFF),
+    ):
         path = tmp_path / f"{op[1]!s}.wav"
         path.write_bytes(apply_wav(data, op))
         result = outcome(lambda: load_audio(path), path)  # noqa: B023 - called at once

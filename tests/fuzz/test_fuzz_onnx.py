@@ -29,14 +29,47 @@ from tests.export.fixtures import tiny_description, tiny_graph
 from tests.fuzz.strategies import STEMS, mutants, outcome
 
 #: dims a graph may declare: dynamic (a name, or none), possible sizes, and impossible ones
-DIMS = st.one_of(st.just("n"), st.none(), st.sampled_from([0, 1, 2, 3, -1, -7, 399, 400, 8000, 1 << 20, 2**40]),
-                 st.integers(-3, 5000))
+DIMS = st.one_of(
+    st.just("n"),
+    st.none(),
+    st.sampled_from([0, 1, 2, 3, -1, -7, 399, 400, 8000, 1 << 20, 2**40]),
+    st.integers(-3, 5000),
+)
 #: every ONNX tensor element type (float and otherwise)
 TYPES = st.sampled_from([v for k, v in onnx.TensorProto.DataType.items() if k != "UNDEFINED"])
 WEIRD = st.one_of(
-    st.sampled_from([None, True, False, -1, 0, 1, 3, 2**31, 2**63, 10**30, 0.5, 1e308, math.nan, math.inf, "", "x",
-                     [], [1], [400, 8000], [8000, 400], [0, 5], [400, 2**40], [1.5, 2], {}, {"a": 1}]).map(copy.deepcopy),
-    st.integers(), st.text(max_size=6), st.lists(st.integers(-2, 2**34), max_size=3),
+    st.sampled_from(
+        [
+            None,
+            True,
+            False,
+            -1,
+            0,
+            1,
+            3,
+            2**31,
+            2**63,
+            10**30,
+            0.5,
+            1e308,
+            math.nan,
+            math.inf,
+            "",
+            "x",
+            [],
+            [1],
+            [400, 8000],
+            [8000, 400],
+            [0, 5],
+            [400, 2**40],
+            [1.5, 2],
+            {},
+            {"a": 1},
+        ]
+    ).map(copy.deepcopy),
+    st.integers(),
+    st.text(max_size=6),
+    st.lists(st.integers(-2, 2**34), max_size=3),
 )
 SHORT_CLIP = 3000
 
@@ -83,14 +116,32 @@ def test_the_seed_loads(scratch):
     assert assert_loads_or_refuses(_save(scratch, tiny_graph(batch=1))) == "loaded"
 
 
-@given(batch=DIMS, samples=DIMS, classes=st.integers(1, 7), input_type=TYPES, logits_type=TYPES, embedding_type=TYPES,
-       sum_batch=st.sampled_from([None, None, "keep", "drop"]), opset=st.sampled_from([13, 18, 21]))
-def test_graph_shapes_and_types(scratch, batch, samples, classes, input_type, logits_type, embedding_type, sum_batch,
-                                opset):
+@given(
+    batch=DIMS,
+    samples=DIMS,
+    classes=st.integers(1, 7),
+    input_type=TYPES,
+    logits_type=TYPES,
+    embedding_type=TYPES,
+    sum_batch=st.sampled_from([None, None, "keep", "drop"]),
+    opset=st.sampled_from([13, 18, 21]),
+)
+def test_graph_shapes_and_types(
+    scratch, batch, samples, classes, input_type, logits_type, embedding_type, sum_batch, opset
+):
     desc = tiny_description(labels=[f"c{i}" for i in range(classes)])
     try:
-        proto = tiny_graph(desc, batch=batch, samples=samples, classes=classes, input_type=input_type,
-                           logits_type=logits_type, embedding_type=embedding_type, sum_batch=sum_batch, opset=opset)
+        proto = tiny_graph(
+            desc,
+            batch=batch,
+            samples=samples,
+            classes=classes,
+            input_type=input_type,
+            logits_type=logits_type,
+            embedding_type=embedding_type,
+            sum_batch=sum_batch,
+            opset=opset,
+        )
     except (ValueError, TypeError):  # onnx.helper refuses to build it (a dim it cannot declare)
         return
     assert_loads_or_refuses(_save(scratch, proto))
@@ -103,13 +154,32 @@ def test_metadata(scratch, data, stem):
     if kind == "fields":
         value = json.dumps(_mutated_description(data))
     elif kind == "json":
-        value = data.draw(st.one_of(st.text(max_size=20), st.sampled_from(
-            ["[]", "null", "1", '"x"', "{", '{"model_name": 1}', "[" * 5000 + "]" * 5000, '{"a": NaN}'])), label="json")
+        value = data.draw(
+            st.one_of(
+                st.text(max_size=20),
+                st.sampled_from(
+                    [
+                        "[]",
+                        "null",
+                        "1",
+                        '"x"',
+                        "{",
+                        '{"model_name": 1}',
+                        "[" * 5000 + "]" * 5000,
+                        '{"a": NaN}',
+                    ]
+                ),
+            ),
+            label="json",
+        )
     else:
         value = json.dumps(tiny_description())
     del proto.metadata_props[:]
-    for key in data.draw(st.lists(st.sampled_from(["sed", "other", ""]), max_size=3), label="keys") if kind == "props" \
-            else ["sed"]:
+    for key in (
+        data.draw(st.lists(st.sampled_from(["sed", "other", ""]), max_size=3), label="keys")
+        if kind == "props"
+        else ["sed"]
+    ):
         proto.metadata_props.add(key=key, value=value)
     assert_loads_or_refuses(_save(scratch, proto, stem))
 
@@ -122,7 +192,9 @@ def seed_bytes():
 @given(data=st.data())
 def test_bytes(scratch, seed_bytes, data):
     """The serialised graph after byte mutations (flips, insertions, deletions, duplications, truncation)."""
-    assert_loads_or_refuses(_save(scratch, data.draw(mutants(seed_bytes, st.integers(0, len(seed_bytes))), label="bytes")))
+    assert_loads_or_refuses(
+        _save(scratch, data.draw(mutants(seed_bytes, st.integers(0, len(seed_bytes))), label="bytes"))
+    )
 
 
 def test_truncation_everywhere(scratch, seed_bytes):

@@ -37,8 +37,18 @@ from tests.fuzz.strategies import OUTPUT_FAULTS, STEMS, outcome, output_fault, s
 
 #: destinations that can be written (as a file; ``directory`` too as a folder)
 WRITABLE = {"fresh", "nested", "existing"}
-DESTINATIONS = ("fresh", "nested", "existing", "directory", "parent_is_file", "fifo", "input", "symlink", "hardlink",
-                "long")
+DESTINATIONS = (
+    "fresh",
+    "nested",
+    "existing",
+    "directory",
+    "parent_is_file",
+    "fifo",
+    "input",
+    "symlink",
+    "hardlink",
+    "long",
+)
 NAMES = st.tuples(STEMS, st.sampled_from([".csv", ".npy", ".json", ""])).map("".join)
 
 
@@ -71,8 +81,11 @@ def destination(root: Path, kind: str, name: str, the_input: Path) -> Path:
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Every entry under ``root`` but folders (links not followed) with the bytes of each regular file;
     a folder made on the way to an output that then failed may stay, empty, as ``mkdir -p`` leaves it."""
-    return {os.fspath(p.relative_to(root)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
-            for p in sorted(root.rglob("*")) if p.is_symlink() or not p.is_dir()}
+    return {
+        os.fspath(p.relative_to(root)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        for p in sorted(root.rglob("*"))
+        if p.is_symlink() or not p.is_dir()
+    }
 
 
 def error_lines(err: str) -> list[str]:
@@ -83,8 +96,13 @@ def error_lines(err: str) -> list[str]:
 # ---------------------------------------------------------------------- the helper and the atomic writers
 
 
-@given(kind=st.sampled_from(DESTINATIONS), name=NAMES, fault=st.sampled_from(OUTPUT_FAULTS),
-       folder=st.booleans(), payload=st.binary(max_size=64))
+@given(
+    kind=st.sampled_from(DESTINATIONS),
+    name=NAMES,
+    fault=st.sampled_from(OUTPUT_FAULTS),
+    folder=st.booleans(),
+    payload=st.binary(max_size=64),
+)
 @example(kind="input", name="f", fault="none", folder=False, payload=b"")
 @example(kind="existing", name="a\nb.csv", fault="fsync", folder=False, payload=b"new")
 def test_fuzz_check_output_then_atomic_write(scratch, kind, name, fault, folder, payload):
@@ -106,8 +124,9 @@ def test_fuzz_check_output_then_atomic_write(scratch, kind, name, fault, folder,
     if writable and fault == "none":
         assert result is None and target.read_bytes() == payload
         after = snapshot(root)
-        assert {k: v for k, v in after.items() if root / k not in (target, *target.parents)} == \
-            {k: v for k, v in before.items() if root / k not in (target, *target.parents)}
+        assert {k: v for k, v in after.items() if root / k not in (target, *target.parents)} == {
+            k: v for k, v in before.items() if root / k not in (target, *target.parents)
+        }
     else:
         assert isinstance(result, OutputError), (kind, fault, result)
         assert snapshot(root) == before  # the old output kept, nothing partial, the input untouched
@@ -126,8 +145,12 @@ def model_file(tmp_path_factory) -> bytes:
 
 
 @scaled(0.3)
-@given(verb=st.sampled_from(["classify", "embed"]), kind=st.sampled_from((*DESTINATIONS, "sidecar_dir", "checkpoint")),
-       name=NAMES, fault=st.sampled_from(OUTPUT_FAULTS))
+@given(
+    verb=st.sampled_from(["classify", "embed"]),
+    kind=st.sampled_from((*DESTINATIONS, "sidecar_dir", "checkpoint")),
+    name=NAMES,
+    fault=st.sampled_from(OUTPUT_FAULTS),
+)
 @example(verb="classify", kind="input", name="f", fault="none")
 @example(verb="embed", kind="symlink", name="a\nb.npy", fault="none")
 @example(verb="embed", kind="fresh", name="\x1b[31m.npy", fault="full_disk")
@@ -145,9 +168,22 @@ def test_fuzz_classify_and_embed_outputs(scratch, model_file, verb, kind, name, 
     else:
         out = destination(root, kind, name, wav)
     before = snapshot(root)
-    argv = ["classify", str(wav), "--checkpoint", str(root / "model.pt"), "--top-k", "1", "--format", "csv",
-            "--output", str(out)] if verb == "classify" else \
-        ["embed", str(wav), "--checkpoint", str(root / "model.pt"), "--out", str(out)]
+    argv = (
+        [
+            "classify",
+            str(wav),
+            "--checkpoint",
+            str(root / "model.pt"),
+            "--top-k",
+            "1",
+            "--format",
+            "csv",
+            "--output",
+            str(out),
+        ]
+        if verb == "classify"
+        else ["embed", str(wav), "--checkpoint", str(root / "model.pt"), "--out", str(out)]
+    )
     stderr = io.StringIO()
     with output_fault(fault, root), redirect_stderr(stderr), redirect_stdout(io.StringIO()) as stdout:
         code = main(argv)
@@ -158,7 +194,9 @@ def test_fuzz_classify_and_embed_outputs(scratch, model_file, verb, kind, name, 
         if verb == "classify":
             assert out.read_text().startswith("file,") and printable(str(wav)) in out.read_text()
         else:
-            assert np.load(out).shape[0] == 1 and embedding_names(out).read_text() == f"{printable(str(wav))}\n"
+            assert (
+                np.load(out).shape[0] == 1 and embedding_names(out).read_text() == f"{printable(str(wav))}\n"
+            )
     else:
         assert code == 2, (kind, fault, stderr.getvalue())
         assert len(errors) == 1, errors

@@ -50,11 +50,18 @@ def _tar(members) -> bytes:
     return buf.getvalue()
 
 
-SEED_MEMBERS = [("00000000.flac", seed_bytes("mono.flac"), {}), ("00000000.json", _meta("a"), {}),
-                ("00000001.wav", seed_bytes("pcm16_mono.wav"), {}), ("00000001.json", _meta("b", 2), {})]
+SEED_MEMBERS = [
+    ("00000000.flac", seed_bytes("mono.flac"), {}),
+    ("00000000.json", _meta("a"), {}),
+    ("00000001.wav", seed_bytes("pcm16_mono.wav"), {}),
+    ("00000001.json", _meta("b", 2), {}),
+]
 SEED = _tar(SEED_MEMBERS)
-BOUNDARIES = [m.offset for m in tarfile.open(fileobj=io.BytesIO(SEED)).getmembers()] + \
-             [m.offset_data for m in tarfile.open(fileobj=io.BytesIO(SEED)).getmembers()] + [len(SEED)]
+BOUNDARIES = (
+    [m.offset for m in tarfile.open(fileobj=io.BytesIO(SEED)).getmembers()]
+    + [m.offset_data for m in tarfile.open(fileobj=io.BytesIO(SEED)).getmembers()]
+    + [len(SEED)]
+)
 INDEX = {"labels": LABELS, "shards": [{"name": SHARD, "count": 2, "folds": {"1": 1, "2": 1}}]}
 
 
@@ -90,22 +97,54 @@ def test_mutated_tar(scratch, data):
     _read(folder, INDEX)
 
 
-NAMES = st.sampled_from(["00000002.flac", "00000002.json", "00000000.flac", "00000000.json", "sub/00000003.flac",
-                         "../../00000003.json", "/abs/00000004.wav", "00000005", ".json", "00000006.", "a\nb.json",
-                         "00000007.FLAC", "00000008.tar.gz", "x" * 120 + ".wav"])
-TYPES = st.sampled_from([{}, {}, {}, {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"},
-                         {"type": tarfile.LNKTYPE, "linkname": "00000000.flac"}, {"type": tarfile.DIRTYPE},
-                         {"type": tarfile.FIFOTYPE}, {"size": 3 << 30}, {"size": 1 << 20}, {"mode": 0}])
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=12)
-METAS = st.one_of(st.builds(_meta, st.sampled_from(LABELS + ["zebra", ""]), st.sampled_from([1, 2, None])),
-                  JSON.map(lambda v: json.dumps(v).encode()),
-                  st.fixed_dictionaries({"labels": JSON, "fold": JSON}).map(lambda v: json.dumps(v).encode()),
-                  st.binary(max_size=64))
-AUDIO = st.one_of(st.sampled_from(["mono.flac", "stereo.flac", "pcm16_mono.wav", "float_stereo.wav"]).map(seed_bytes),
-                  st.sampled_from(["mono.flac", "pcm16_mono.wav"]).flatmap(lambda n: mutants(seed_bytes(n))),
-                  st.binary(max_size=256))
+NAMES = st.sampled_from(
+    [
+        "00000002.flac",
+        "00000002.json",
+        "00000000.flac",
+        "00000000.json",
+        "sub/00000003.flac",
+        "../../00000003.json",
+        "/abs/00000004.wav",
+        "00000005",
+        ".json",
+        "00000006.",
+        "a\nb.json",
+        "00000007.FLAC",
+        "00000008.tar.gz",
+        "x" * 120 + ".wav",
+    ]
+)
+TYPES = st.sampled_from(
+    [
+        {},
+        {},
+        {},
+        {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"},
+        {"type": tarfile.LNKTYPE, "linkname": "00000000.flac"},
+        {"type": tarfile.DIRTYPE},
+        {"type": tarfile.FIFOTYPE},
+        {"size": 3 << 30},
+        {"size": 1 << 20},
+        {"mode": 0},
+    ]
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+METAS = st.one_of(
+    st.builds(_meta, st.sampled_from(LABELS + ["zebra", ""]), st.sampled_from([1, 2, None])),
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"labels": JSON, "fold": JSON}).map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64),
+)
+AUDIO = st.one_of(
+    st.sampled_from(["mono.flac", "stereo.flac", "pcm16_mono.wav", "float_stereo.wav"]).map(seed_bytes),
+    st.sampled_from(["mono.flac", "pcm16_mono.wav"]).flatmap(lambda n: mutants(seed_bytes(n))),
+    st.binary(max_size=256),
+)
 
 
 def _data(name: str) -> st.SearchStrategy[bytes]:
@@ -125,15 +164,30 @@ def test_hostile_members(scratch, extra, cut, at):
     _read(folder, INDEX)
 
 
-SHARD_ENTRY = st.fixed_dictionaries({"name": st.sampled_from([SHARD, "", "../x.tar", 3]),
-                                     "folds": st.one_of(JSON, st.dictionaries(st.sampled_from(["1", "2", "x", "None"]),
-                                                                              st.integers(-2, 5) | JSON, max_size=3))},
-                                    optional={"fold_labels": JSON, "count": JSON})
+SHARD_ENTRY = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from([SHARD, "", "../x.tar", 3]),
+        "folds": st.one_of(
+            JSON,
+            st.dictionaries(st.sampled_from(["1", "2", "x", "None"]), st.integers(-2, 5) | JSON, max_size=3),
+        ),
+    },
+    optional={"fold_labels": JSON, "count": JSON},
+)
 
 
 @scaled(0.5)
-@given(index=st.one_of(JSON, st.fixed_dictionaries({"labels": st.one_of(st.just(LABELS), JSON),
-                                                    "shards": st.one_of(st.lists(SHARD_ENTRY, max_size=2), JSON)})))
+@given(
+    index=st.one_of(
+        JSON,
+        st.fixed_dictionaries(
+            {
+                "labels": st.one_of(st.just(LABELS), JSON),
+                "shards": st.one_of(st.lists(SHARD_ENTRY, max_size=2), JSON),
+            }
+        ),
+    )
+)
 def test_random_index(scratch, index):
     folder = scratch()
     (folder / SHARD).write_bytes(SEED)

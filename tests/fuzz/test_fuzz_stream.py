@@ -69,11 +69,18 @@ def pcm(draw, fmt: str, channels: int, rate: int) -> bytes:
     sample or a cut (short: every hop scores up to a window of audio, and hops may be 13 ms apart)."""
     frames = min(draw(st.sampled_from([4000, 2000, 800, 1, 0]) | st.integers(0, 4000)), rate // 4)
     rng = np.random.default_rng(draw(st.integers(0, 3)))
-    x = (rng.uniform(-1, 1, (frames, channels)) * draw(st.sampled_from([0.0, 0.01, 0.5, 1.0]))).astype(np.float32)
+    x = (rng.uniform(-1, 1, (frames, channels)) * draw(st.sampled_from([0.0, 0.01, 0.5, 1.0]))).astype(
+        np.float32
+    )
     if fmt == "f32" and frames and draw(st.booleans()):
         x[draw(st.integers(0, frames - 1)), draw(st.integers(0, channels - 1))] = draw(
-            st.sampled_from([np.nan, np.inf, -np.inf, 1e4, 1000.0, -1000.5]))
-    data = x.astype("<f4").tobytes() if fmt == "f32" else np.round(np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+            st.sampled_from([np.nan, np.inf, -np.inf, 1e4, 1000.0, -1000.5])
+        )
+    data = (
+        x.astype("<f4").tobytes()
+        if fmt == "f32"
+        else np.round(np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+    )
     cut = draw(st.sampled_from([0, 0, 1, 3, WIDTH[fmt], WIDTH[fmt] * channels - 1]))
     return data[: max(0, len(data) - cut)]
 
@@ -96,8 +103,12 @@ def checkpoint(tmp_path_factory):
 
 def run(argv: list[str], stdin: bytes) -> tuple[int, list[str], list[str]]:
     out, err = io.StringIO(), io.StringIO()
-    with watchdog(), mock.patch.object(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(stdin))), \
-            redirect_stdout(out), redirect_stderr(err):  # the watchdog's faulthandler needs the real stderr
+    with (
+        watchdog(),
+        mock.patch.object(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(stdin))),
+        redirect_stdout(out),
+        redirect_stderr(err),
+    ):  # the watchdog's faulthandler needs the real stderr
         try:
             code = main(argv)
         except SystemExit as e:  # argparse: a usage error
@@ -118,16 +129,37 @@ def check_lines(lines: list[str], top_k: int, hop: float, samples: int | None = 
     step = round(hop * MODEL_RATE)
     assert all(round(t * MODEL_RATE) % step == 0 for t in times[:-1]), times
     if samples is not None:
-        assert times[-1:] == ([round(samples / MODEL_RATE, 6)] if samples >= 0.025 * MODEL_RATE else []), (times, samples)
+        assert times[-1:] == ([round(samples / MODEL_RATE, 6)] if samples >= 0.025 * MODEL_RATE else []), (
+            times,
+            samples,
+        )
 
 
 @scaled(0.3)
-@given(data=st.data(), opts=options(), fmt=FORMAT, where=st.sampled_from(["stdin", "stdin", "stdin", "file", "missing"]),
-       stem=STEMS, random_bytes=st.sampled_from([False, False, True]))
-@example(data=None, opts=({"--hop": "1e305", "--top-k": "5"}, False), fmt=None, where="stdin", stem="f",
-         random_bytes=True)
-@example(data=None, opts=({"--hop": "0.5", "--window": "1e7", "--channels": "1000000"}, False), fmt="s16",
-         where="stdin", stem="f", random_bytes=True)
+@given(
+    data=st.data(),
+    opts=options(),
+    fmt=FORMAT,
+    where=st.sampled_from(["stdin", "stdin", "stdin", "file", "missing"]),
+    stem=STEMS,
+    random_bytes=st.sampled_from([False, False, True]),
+)
+@example(
+    data=None,
+    opts=({"--hop": "1e305", "--top-k": "5"}, False),
+    fmt=None,
+    where="stdin",
+    stem="f",
+    random_bytes=True,
+)
+@example(
+    data=None,
+    opts=({"--hop": "0.5", "--window": "1e7", "--channels": "1000000"}, False),
+    fmt="s16",
+    where="stdin",
+    stem="f",
+    random_bytes=True,
+)
 def test_fuzz_stream_raw_input_and_options(checkpoint, scratch, data, opts, fmt, where, stem, random_bytes):
     opts, in_range = opts
     n_channels = int(opts.get("--channels") or 1) if in_range else 1
@@ -137,7 +169,9 @@ def test_fuzz_stream_raw_input_and_options(checkpoint, scratch, data, opts, fmt,
     elif random_bytes:
         stdin = data.draw(st.binary(max_size=1000))  # at most half a second (s16 at 1000 Hz)
     else:
-        stdin = data.draw(pcm(raw_fmt, min(n_channels, 4), int(opts["--rate"] or MODEL_RATE) if in_range else 1000))
+        stdin = data.draw(
+            pcm(raw_fmt, min(n_channels, 4), int(opts["--rate"] or MODEL_RATE) if in_range else 1000)
+        )
     argv = ["stream", "--checkpoint", str(checkpoint)]
     for flag, value in opts.items():
         argv += [flag, value] if value is not None else []
@@ -151,7 +185,9 @@ def test_fuzz_stream_raw_input_and_options(checkpoint, scratch, data, opts, fmt,
     code, out, err = run(argv, stdin)
     event(f"exit {code}, {'some' if out else 'no'} lines")
 
-    assert all(line.startswith(("error: ", "note: ")) and line.isprintable() and len(line) < 1000 for line in err), err
+    assert all(
+        line.startswith(("error: ", "note: ")) and line.isprintable() and len(line) < 1000 for line in err
+    ), err
     errors = [line for line in err if line.startswith("error: ")]
     decoded_file = where != "stdin" and fmt is None
     if not in_range or decoded_file and (opts.get("--rate") or opts.get("--channels")):

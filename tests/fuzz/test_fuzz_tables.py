@@ -30,8 +30,18 @@ from sed.metrics.seld_eval import evaluate_dirs
 from tests.fuzz.strategies import STEMS, corrupted, csv_text, odd_cells, outcome, scaled
 
 # ---------------------------------------------------------------------- manifests
-HEADERS = st.sampled_from([["path", "label"], ["path", "label", "start", "end", "fold"], ["label", "path", "fold"],
-                           ["path"], ["\ufeffpath", "label"], ["path", "label", "label"], [" path ", "label "], []])
+HEADERS = st.sampled_from(
+    [
+        ["path", "label"],
+        ["path", "label", "start", "end", "fold"],
+        ["label", "path", "fold"],
+        ["path"],
+        ["\ufeffpath", "label"],
+        ["path", "label", "label"],
+        [" path ", "label "],
+        [],
+    ]
+)
 PATHS = st.sampled_from(["a.wav", "sub/b.flac", "/abs/c.wav", "~/d.wav", "", " ", "a\nb.wav", "../e.wav"])
 LABELS = st.sampled_from(["dog", "cat", "dog;cat", "dog;", ";", "", " dog "])
 TIMES = st.sampled_from(["", "0", "0.5", "1", "2.5", "10"])
@@ -44,8 +54,14 @@ def manifest_csv(draw) -> tuple[str, bytes]:
     header = draw(HEADERS)
     rows = [header]
     for _ in range(draw(st.integers(0, 5))):
-        row = [draw(CELL.get(h.strip(), odd_cells) | odd_cells if draw(st.booleans()) else CELL.get(h.strip(), PATHS))
-               for h in header]
+        row = [
+            draw(
+                CELL.get(h.strip(), odd_cells) | odd_cells
+                if draw(st.booleans())
+                else CELL.get(h.strip(), PATHS)
+            )
+            for h in header
+        ]
         extra = draw(st.integers(-1, 1))
         rows.append(row[:extra] if extra < 0 else row + [draw(odd_cells)] * extra)
     suffix = draw(st.sampled_from([".csv", ".tsv"]))
@@ -55,15 +71,20 @@ def manifest_csv(draw) -> tuple[str, bytes]:
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @st.composite
 def manifest_line(draw) -> str:
     kind = draw(st.sampled_from(["row", "row", "row", "value", "text", "deep", "blank"]))
     if kind == "row":
-        obj = {k: draw(st.one_of(JSON_VALUES, CELL[k], st.lists(LABELS, max_size=3)))
-               for k in ("path", "label", "start", "end", "fold") if draw(st.integers(0, 4))}
+        obj = {
+            k: draw(st.one_of(JSON_VALUES, CELL[k], st.lists(LABELS, max_size=3)))
+            for k in ("path", "label", "start", "end", "fold")
+            if draw(st.integers(0, 4))
+        }
         return json.dumps(obj)  # NaN and Infinity as JSON's extensions
     if kind == "value":
         return json.dumps(draw(JSON_VALUES))
@@ -76,14 +97,19 @@ def manifest_line(draw) -> str:
 @st.composite
 def manifest_jsonl(draw) -> tuple[str, bytes]:
     lines = draw(st.lists(manifest_line(), max_size=5))
-    return draw(st.sampled_from([".jsonl", ".ndjson"])), draw(corrupted("".join(line + "\n" for line in lines)))
+    return draw(st.sampled_from([".jsonl", ".ndjson"])), draw(
+        corrupted("".join(line + "\n" for line in lines))
+    )
 
 
 @example(manifest=(".jsonl", b"[" * 100_000 + b"\n"), stem="f", labels=None)  # found: RecursionError
 @example(manifest=(".csv", b"\xffpath,label\n"), stem="f", labels=None)  # found: UnicodeDecodeError
 @example(manifest=(".jsonl", b'{"path": "a.wav", "label": []}\n'), stem="f", labels=None)  # found: 0 classes
-@given(manifest=manifest_csv() | manifest_jsonl(), stem=STEMS,
-       labels=st.none() | st.just(["cat", "dog"]) | st.just(["dog"]))
+@given(
+    manifest=manifest_csv() | manifest_jsonl(),
+    stem=STEMS,
+    labels=st.none() | st.just(["cat", "dog"]) | st.just(["dog"]),
+)
 def test_manifest_readers(scratch, manifest, stem, labels):
     suffix, data = manifest
     path = scratch() / f"{stem}{suffix}"
@@ -147,8 +173,12 @@ REF = "0,1,0,10,20,100\n3,2,0,-30,5,150\n9,1,1,170,-40,120\n"
 
 
 @scaled(0.5)
-@given(pred=dcase_csv(), ref=st.one_of(st.just(REF.encode()), dcase_csv()), stem=STEMS,
-       year=st.sampled_from([2023, 2024]))
+@given(
+    pred=dcase_csv(),
+    ref=st.one_of(st.just(REF.encode()), dcase_csv()),
+    stem=STEMS,
+    year=st.sampled_from([2023, 2024]),
+)
 def test_seld_eval_scores_or_reports(scratch, pred, ref, stem, year):
     """``evaluate_dirs`` on a good pair and a fuzzed pair: the good file is scored, a bad file is one
     report line naming it; ``sedkit seld-eval`` exits 0, 1 (some file failed) or 2 (nothing to score)."""
@@ -159,7 +189,9 @@ def test_seld_eval_scores_or_reports(scratch, pred, ref, stem, year):
     (root / "pred" / "good.csv").write_text(REF)
     (root / "ref" / f"{stem}.csv").write_bytes(ref)
     (root / "pred" / f"{stem}.csv").write_bytes(pred)
-    result = outcome(lambda: evaluate_dirs(root / "pred", root / "ref", year=year), root / "ref", root / "pred")
+    result = outcome(
+        lambda: evaluate_dirs(root / "pred", root / "ref", year=year), root / "ref", root / "pred"
+    )
     if isinstance(result, DatasetError):
         return
     results, report = result
@@ -169,7 +201,18 @@ def test_seld_eval_scores_or_reports(scratch, pred, ref, stem, year):
     assert all(isinstance(v, float) for k, v in results.items() if k != "jackknife")
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        rc = main(["seld-eval", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "--year", str(year), "--json"])
+        rc = main(
+            [
+                "seld-eval",
+                "--pred",
+                str(root / "pred"),
+                "--ref",
+                str(root / "ref"),
+                "--year",
+                str(year),
+                "--json",
+            ]
+        )
     errors = [line for line in err.getvalue().splitlines() if line.startswith("error: ")]
     assert rc == (1 if report["errors"] else 0) and len(errors) == len(report["errors"]), (rc, err.getvalue())
     assert json.loads(out.getvalue()).keys() == results.keys()

@@ -22,7 +22,9 @@ def clf():
 
 
 def noise(seconds, seed):
-    return torch.from_numpy(np.random.default_rng(seed).uniform(-0.3, 0.3, int(SR * seconds)).astype(np.float32))
+    return torch.from_numpy(
+        np.random.default_rng(seed).uniform(-0.3, 0.3, int(SR * seconds)).astype(np.float32)
+    )
 
 
 def centre(wave, n):
@@ -68,7 +70,7 @@ def test_windows_from_a_file_equal_scoring_each_slice(clf, tmp_path):
     spans = [(round(s, 3), round(e, 3)) for s, e, _ in r.windows]
     assert spans == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5), (2.0, 3.0), (2.5, 3.5)]
     for s, e, sc in r.windows:
-        seg = torch.from_numpy(x[int(s * SR): int(e * SR)])
+        seg = torch.from_numpy(x[int(s * SR) : int(e * SR)])
         ref = clf.score([seg])[0].scores
         assert np.allclose(sc, ref, atol=1e-5)
     assert np.allclose(r.scores, np.stack([w[2] for w in r.windows]).max(0))
@@ -151,7 +153,9 @@ def test_native_length_families_score_each_clip_whole_and_alone(name):
             alone = torch.softmax(model(w[None]), -1)[0].numpy()
         assert np.allclose(r.scores, alone, atol=1e-5)
         assert r.cropped is None  # 12 s is longer than the 10-s training clip: still scored whole
-    padded = torch.zeros(1, clf.clip_samples)  # what the 3-s clip was before: padded to the 10-s training clip
+    padded = torch.zeros(
+        1, clf.clip_samples
+    )  # what the 3-s clip was before: padded to the 10-s training clip
     padded[0, : waves[0].numel()] = waves[0]
     emb, _ = clf.embed(waves[:1])
     with torch.no_grad():
@@ -196,11 +200,18 @@ def test_a_long_file_scores_what_the_test_and_predict_loaders_score(long_corpus)
 
     corpus, ckpt = long_corpus
     clf = Classifier.from_pretrained(ckpt, device="cpu")
-    dm = AudioDataModule(source="esc50", root=str(corpus), clip_seconds=clf.clip_samples / SR, test_folds=[5],
-                         val_folds=[4], batch_size=2)
+    dm = AudioDataModule(
+        source="esc50",
+        root=str(corpus),
+        clip_seconds=clf.clip_samples / SR,
+        test_folds=[5],
+        val_folds=[4],
+        batch_size=2,
+    )
     dm.setup("test")
-    task = ClassificationTask(model_name="ast_micro", num_classes=2, labels=clf.labels,
-                              model_kwargs={"input_tdim": 100}).eval()
+    task = ClassificationTask(
+        model_name="ast_micro", num_classes=2, labels=clf.labels, model_kwargs={"input_tdim": 100}
+    ).eval()
     task.model.load_state_dict(clf.model.state_dict())
     with torch.no_grad():
         loader = [task.predict_step(b, i) for i, b in enumerate(dm.test_dataloader())]
@@ -212,9 +223,13 @@ def test_a_long_file_scores_what_the_test_and_predict_loaders_score(long_corpus)
     # and that is the centre: not the head, which scores differently
     wave = torch.from_numpy(sf.read(paths[0], dtype="float32")[0])
     with torch.no_grad():
-        mid, head = (torch.softmax(clf.model(w[None]), -1)[0].numpy()
-                     for w in (centre(wave, clf.clip_samples), wave[: clf.clip_samples]))
-    assert np.allclose(results[0].scores, mid, atol=1e-6) and not np.allclose(results[0].scores, head, atol=1e-4)
+        mid, head = (
+            torch.softmax(clf.model(w[None]), -1)[0].numpy()
+            for w in (centre(wave, clf.clip_samples), wave[: clf.clip_samples])
+        )
+    assert np.allclose(results[0].scores, mid, atol=1e-6) and not np.allclose(
+        results[0].scores, head, atol=1e-4
+    )
 
 
 def test_classify_notes_once_how_many_files_it_cut_to_their_centre(long_corpus, tmp_path, capsys):
@@ -226,10 +241,27 @@ def test_classify_notes_once_how_many_files_it_cut_to_their_centre(long_corpus, 
     long_files = sorted(map(str, (corpus / "audio").glob("*.wav")))[:3]
     assert main(["classify", *long_files, str(short), "--checkpoint", str(ckpt), "--format", "json"]) == 0
     err = capsys.readouterr().err
-    assert err.splitlines() == ["note: 3 files longer than the model's clip were scored on their centre 1.01 s "
-                                "(--window scores all of a long file)"]
-    assert main(["embed", *long_files[:1], str(short), "--checkpoint", str(ckpt), "--out", str(tmp_path / "e.npy")]) == 0
-    assert "note: 1 file longer than the model's clip was scored on its centre 1.01 s" in capsys.readouterr().err
+    assert err.splitlines() == [
+        "note: 3 files longer than the model's clip were scored on their centre 1.01 s "
+        "(--window scores all of a long file)"
+    ]
+    assert (
+        main(
+            [
+                "embed",
+                *long_files[:1],
+                str(short),
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "e.npy"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        "note: 1 file longer than the model's clip was scored on its centre 1.01 s" in capsys.readouterr().err
+    )
 
 
 # ---------------------------------------------------------------------------------- the wrong kind of checkpoint
@@ -243,7 +275,9 @@ def seld_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.parametrize("verb", ["classify", "embed"])
-def test_a_seld_checkpoint_given_to_a_clip_verb_is_one_line_naming_seld_infer(verb, seld_checkpoint, tmp_path, capsys):
+def test_a_seld_checkpoint_given_to_a_clip_verb_is_one_line_naming_seld_infer(
+    verb, seld_checkpoint, tmp_path, capsys
+):
     from sed.cli.main import main
 
     wav = tmp_path / "a.wav"
@@ -251,8 +285,10 @@ def test_a_seld_checkpoint_given_to_a_clip_verb_is_one_line_naming_seld_infer(ve
     out = ["--out", str(tmp_path / "e.npy")] if verb == "embed" else []
     assert main([verb, str(wav), "--checkpoint", str(seld_checkpoint), *out]) == 2
     err = capsys.readouterr().err
-    assert err.splitlines() == [f"error: {seld_checkpoint}: a SELD model (resnet_conformer_tiny); sedkit seld-infer "
-                                "takes it, this command takes a clip classifier"]
+    assert err.splitlines() == [
+        f"error: {seld_checkpoint}: a SELD model (resnet_conformer_tiny); sedkit seld-infer "
+        "takes it, this command takes a clip classifier"
+    ]
     assert not (tmp_path / "e.npy").exists()
 
 
@@ -265,4 +301,5 @@ def test_a_clip_checkpoint_given_to_seld_infer_is_one_line_naming_classify(long_
     assert main(["seld-infer", str(wav), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"error: {ckpt}: a clip classifier (ast_micro); sedkit classify, embed, ensemble-eval, stream, enroll or "
-        "export take it, this command takes a SELD model"]
+        "export take it, this command takes a SELD model"
+    ]

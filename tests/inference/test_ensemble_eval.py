@@ -15,8 +15,14 @@ from sed.inference.ensemble import EnsembleClassifier, combine, ensemble_options
 from sed.models import create_model
 from sed.training.ensemble_eval import ensemble_eval
 
-DATA = {"source": "esc50", "clip_seconds": 1.0, "batch_size": 4, "val_folds": [5], "test_folds": [5],
-        "cache_audio": True}
+DATA = {
+    "source": "esc50",
+    "clip_seconds": 1.0,
+    "batch_size": 4,
+    "val_folds": [5],
+    "test_folds": [5],
+    "cache_audio": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +43,23 @@ def setup(tmp_path_factory):
         model = create_model("cnn_tiny", num_classes=3, labels=dm.label_names, clip_seconds=1.0)
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
         for batch in list(dm.train_dataloader())[: 2 + 2 * seed]:
-            loss = torch.nn.functional.cross_entropy(model(batch["wave"], lengths=batch["lengths"]), batch["label"])
+            loss = torch.nn.functional.cross_entropy(
+                model(batch["wave"], lengths=batch["lengths"]), batch["label"]
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
         paths.append(str(save_model(root / f"m{seed}.pt", model.eval(), dm.label_names)))
     other = create_model("cnn_tiny", num_classes=3, labels=["x", "y", "z"], clip_seconds=1.0)
     odd = str(save_model(root / "other.pt", other.eval(), ["x", "y", "z"]))
-    yield {"root": root, "corpus": corpus, "members": paths, "other": odd,
-           "files": [it.path for it in dm.splits["val"]], "labels": dm.label_names}
+    yield {
+        "root": root,
+        "corpus": corpus,
+        "members": paths,
+        "other": odd,
+        "files": [it.path for it in dm.splits["val"]],
+        "labels": dm.label_names,
+    }
     torch.set_num_threads(n)
 
 
@@ -53,7 +67,13 @@ def setup(tmp_path_factory):
 def test_ensemble_classifier_is_combine_of_member_scores(setup, method):
     clfs = [Classifier.from_pretrained(p, device="cpu") for p in setup["members"]]
     files = setup["files"]
-    kw = {"weights": [0.2, 0.8]} if method == "weighted" else {"metrics": [0.9, 0.4]} if method == "rank" else {}
+    kw = (
+        {"weights": [0.2, 0.8]}
+        if method == "weighted"
+        else {"metrics": [0.9, 0.4]}
+        if method == "rank"
+        else {}
+    )
     rows = EnsembleClassifier(clfs, method, **kw).predict([*files, setup["root"] / "missing.wav"], top_k=3)
     member = [np.stack([r.scores for r in c.score(files)]) for c in clfs]
     expected = combine(member, method, **kw)
@@ -81,7 +101,9 @@ def test_ensemble_classifier_windows_and_label_check(setup):
         EnsembleClassifier([], "average")
 
 
-@pytest.mark.parametrize("method, kw", [("average", {}), ("weighted", {"weights": [2.0]}), ("rank", {"metrics": [0.5]})])
+@pytest.mark.parametrize(
+    "method, kw", [("average", {}), ("weighted", {"weights": [2.0]}), ("rank", {"metrics": [0.5]})]
+)
 def test_an_ensemble_of_one_is_its_classifier_exactly(setup, method, kw):
     clf = Classifier.from_pretrained(setup["members"][0], device="cpu")
     ens = EnsembleClassifier([clf], method, **kw)
@@ -105,80 +127,153 @@ def test_classify_batch_is_the_score_of_each_waveform(setup):
         assert got.numpy() == pytest.approx(np.stack([r.scores for r in clf.score(waves)]), abs=1e-4)
         assert got.sum(1).numpy() == pytest.approx([1.0, 1.0], abs=1e-5)  # softmax rows
     ens = EnsembleClassifier(clfs, "weighted", weights=[0.2, 0.8])
-    expected = combine([c.classify_batch(batch, lengths).numpy() for c in clfs], "weighted", weights=[0.2, 0.8])
+    expected = combine(
+        [c.classify_batch(batch, lengths).numpy() for c in clfs], "weighted", weights=[0.2, 0.8]
+    )
     assert ens.classify_batch(batch, lengths).numpy() == pytest.approx(expected)
     assert ens.classify_batch(batch, lengths).numpy() == pytest.approx(
-        np.stack([r.scores for r in ens.score(waves)]), abs=1e-4)
+        np.stack([r.scores for r in ens.score(waves)]), abs=1e-4
+    )
 
 
 def test_ensemble_options(tmp_path):
     two = ["a.pt", "b.pt"]
     assert ensemble_options("vote", None, two) == {}
-    assert ensemble_options("weighted", "1,3", two) == {"weights": [1.0, 3.0]}  # a list: in --checkpoint order
+    assert ensemble_options("weighted", "1,3", two) == {
+        "weights": [1.0, 3.0]
+    }  # a list: in --checkpoint order
     assert ensemble_options("rank", [0.7, 0.9], two) == {"metrics": [0.7, 0.9]}
     f = tmp_path / "w.json"
-    f.write_text(json.dumps({"checkpoints": two, "weights": {"weighted": [0.4, 0.6], "rank": [1 / 3, 2 / 3]},
-                             "member_metrics": [0.5, 0.8]}))
+    f.write_text(
+        json.dumps(
+            {
+                "checkpoints": two,
+                "weights": {"weighted": [0.4, 0.6], "rank": [1 / 3, 2 / 3]},
+                "member_metrics": [0.5, 0.8],
+            }
+        )
+    )
     assert ensemble_options("weighted", str(f), two) == {"weights": [0.4, 0.6]}
     assert ensemble_options("rank", str(f), two) == {"metrics": [0.5, 0.8]}
-    for method, weights, msg in (("weighted", None, "needs --weights"), ("rank", None, "needs --weights"),
-                                 ("average", "1,2", "takes no"), ("weighted", "1,2,3", "3 weights"),
-                                 ("weighted", "a,b", "comma"), ("median", None, "unknown")):
+    for method, weights, msg in (
+        ("weighted", None, "needs --weights"),
+        ("rank", None, "needs --weights"),
+        ("average", "1,2", "takes no"),
+        ("weighted", "1,2,3", "3 weights"),
+        ("weighted", "a,b", "comma"),
+        ("median", None, "unknown"),
+    ):
         with pytest.raises(ValueError, match=msg):
             ensemble_options(method, weights, two)
 
 
-def test_a_weights_file_weighs_each_checkpoint_it_names_whatever_the_order(setup, tmp_path, monkeypatch, capsys):
+def test_a_weights_file_weighs_each_checkpoint_it_names_whatever_the_order(
+    setup, tmp_path, monkeypatch, capsys
+):
     from sed.cli.main import main
 
     a, b = setup["members"]
     f = tmp_path / "w.json"
-    f.write_text(json.dumps({"checkpoints": [a, b], "weights": {"weighted": [0.2, 0.8], "rank": [1 / 3, 2 / 3]},
-                             "member_metrics": [0.6, 0.9]}))
+    f.write_text(
+        json.dumps(
+            {
+                "checkpoints": [a, b],
+                "weights": {"weighted": [0.2, 0.8], "rank": [1 / 3, 2 / 3]},
+                "member_metrics": [0.6, 0.9],
+            }
+        )
+    )
     assert ensemble_options("weighted", str(f), [b, a]) == {"weights": [0.8, 0.2]}
     assert ensemble_options("rank", str(f), [b, a]) == {"metrics": [0.9, 0.6]}
     monkeypatch.chdir(setup["root"])  # the same files by another name
     assert ensemble_options("weighted", str(f), ["m1.pt", "./m0.pt"]) == {"weights": [0.8, 0.2]}
     # end to end: the members in the other order get the same weights, so the same scores
     files = setup["files"][:3]
-    code = main(["classify", *files, "--checkpoint", b, "--checkpoint", a, "--ensemble", "weighted",
-                 "--weights", str(f), "--format", "json", "--top-k", "3"])
+    code = main(
+        [
+            "classify",
+            *files,
+            "--checkpoint",
+            b,
+            "--checkpoint",
+            a,
+            "--ensemble",
+            "weighted",
+            "--weights",
+            str(f),
+            "--format",
+            "json",
+            "--top-k",
+            "3",
+        ]
+    )
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    member = [np.stack([r.scores for r in Classifier.from_pretrained(p, device="cpu").score(files)]) for p in (a, b)]
+    member = [
+        np.stack([r.scores for r in Classifier.from_pretrained(p, device="cpu").score(files)]) for p in (a, b)
+    ]
     expected = combine(member, "weighted", weights=[0.2, 0.8])
     assert code == 0 and not np.allclose(expected, combine(member, "weighted", weights=[0.8, 0.2]))
     for row, exp in zip(rows, expected):
-        assert {d["label"]: d["score"] for d in row["top_k"]} == pytest.approx(dict(zip(setup["labels"], exp)))
+        assert {d["label"]: d["score"] for d in row["top_k"]} == pytest.approx(
+            dict(zip(setup["labels"], exp))
+        )
 
 
-@pytest.mark.parametrize("given, recorded, msg", [
-    (["a", "b"], ["a", "other"], "{f}: no weight for --checkpoint {b} (it weighs {a}, {other})"),
-    (["a", "b"], ["a", "b", "other"], "{f}: weighs {other}, which is not a --checkpoint of this run"),
-    (["a", "a"], ["a", "b"], "{f}: no weight for --checkpoint {a} (it weighs {a}, {b})"),
-])
-def test_a_weight_of_an_unknown_or_missing_checkpoint_is_one_usage_line(setup, tmp_path, capsys, given, recorded, msg):
+@pytest.mark.parametrize(
+    "given, recorded, msg",
+    [
+        (["a", "b"], ["a", "other"], "{f}: no weight for --checkpoint {b} (it weighs {a}, {other})"),
+        (["a", "b"], ["a", "b", "other"], "{f}: weighs {other}, which is not a --checkpoint of this run"),
+        (["a", "a"], ["a", "b"], "{f}: no weight for --checkpoint {a} (it weighs {a}, {b})"),
+    ],
+)
+def test_a_weight_of_an_unknown_or_missing_checkpoint_is_one_usage_line(
+    setup, tmp_path, capsys, given, recorded, msg
+):
     from sed.cli.main import main
 
     names = {"a": setup["members"][0], "b": setup["members"][1], "other": setup["other"]}
     f = tmp_path / "w.json"
     n = len(recorded)
-    f.write_text(json.dumps({"checkpoints": [names[k] for k in recorded], "member_metrics": [0.5] * n,
-                             "weights": {"weighted": [1 / n] * n, "rank": [1 / n] * n}}))
+    f.write_text(
+        json.dumps(
+            {
+                "checkpoints": [names[k] for k in recorded],
+                "member_metrics": [0.5] * n,
+                "weights": {"weighted": [1 / n] * n, "rank": [1 / n] * n},
+            }
+        )
+    )
     argv = [x for k in given for x in ("--checkpoint", names[k])]
     assert main(["classify", setup["files"][0], *argv, "--ensemble", "weighted", "--weights", str(f)]) == 2
     assert capsys.readouterr().err.splitlines() == ["error: " + msg.format(f=f, **names)]
 
 
-@pytest.mark.parametrize("content, msg", [
-    ("{not json", "not JSON"),
-    ("[1, 2]", "not a weights file of sedkit ensemble-eval"),
-    (json.dumps({"weights": {"weighted": [0.4, 0.6]}, "member_metrics": [0.5, 0.8]}), "names no checkpoints"),
-    (json.dumps({"checkpoints": ["a.pt", "b.pt"], "weights": {"weighted": [0.4]}, "member_metrics": [1, 2]}),
-     "1 weighted weights for 2 checkpoints"),
-    (json.dumps({"checkpoints": ["a.pt", "b.pt"], "weights": {"weighted": ["x", 1]}, "member_metrics": [1, 2]}),
-     "weighted weights are not numbers"),
-    (None, "larger than 1 MiB"),
-], ids=["not-json", "a-list", "old-file", "short", "strings", "huge"])
+@pytest.mark.parametrize(
+    "content, msg",
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a weights file of sedkit ensemble-eval"),
+        (
+            json.dumps({"weights": {"weighted": [0.4, 0.6]}, "member_metrics": [0.5, 0.8]}),
+            "names no checkpoints",
+        ),
+        (
+            json.dumps(
+                {"checkpoints": ["a.pt", "b.pt"], "weights": {"weighted": [0.4]}, "member_metrics": [1, 2]}
+            ),
+            "1 weighted weights for 2 checkpoints",
+        ),
+        (
+            json.dumps(
+                {"checkpoints": ["a.pt", "b.pt"], "weights": {"weighted": ["x", 1]}, "member_metrics": [1, 2]}
+            ),
+            "weighted weights are not numbers",
+        ),
+        (None, "larger than 1 MiB"),
+    ],
+    ids=["not-json", "a-list", "old-file", "short", "strings", "huge"],
+)
 def test_a_bad_weights_file_is_one_line_naming_it(tmp_path, content, msg):
     f = tmp_path / "w.json"
     f.write_text(" " * (2 << 20) if content is None else content)
@@ -189,8 +284,17 @@ def test_a_bad_weights_file_is_one_line_naming_it(tmp_path, content, msg):
 
 def test_ensemble_eval_members_methods_and_weights(setup, tmp_path):
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"trainer": {"max_epochs": 1}, "data": {
-        "class_path": "sed.data.modules.audio.AudioDataModule", "init_args": {**DATA, "root": str(setup["corpus"])}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {"max_epochs": 1},
+                "data": {
+                    "class_path": "sed.data.modules.audio.AudioDataModule",
+                    "init_args": {**DATA, "root": str(setup["corpus"])},
+                },
+            }
+        )
+    )
     out = tmp_path / "weights.json"
     table = ensemble_eval(setup["members"], str(cfg), split="val", out=out)
     assert table["metric"] == "acc" and table["clips"] == len(setup["files"])
@@ -235,13 +339,36 @@ def test_sedkit_classify_with_two_checkpoints(setup, method, capsys):
 
     a, b = setup["members"]
     extra = ["--weights", "0.3,0.7"] if method in ("weighted", "rank") else []
-    code = main(["classify", *map(str, setup["files"]), "--checkpoint", a, "--checkpoint", b, "--ensemble", method,
-                 *extra, "--format", "json", "--top-k", "3"])
+    code = main(
+        [
+            "classify",
+            *map(str, setup["files"]),
+            "--checkpoint",
+            a,
+            "--checkpoint",
+            b,
+            "--ensemble",
+            method,
+            *extra,
+            "--format",
+            "json",
+            "--top-k",
+            "3",
+        ]
+    )
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert code == 0 and len(rows) == len(setup["files"])
-    member = [np.stack([r.scores for r in Classifier.from_pretrained(p, device="cpu").score(setup["files"])])
-              for p in (a, b)]
-    kw = {"weights": [0.3, 0.7]} if method == "weighted" else {"metrics": [0.3, 0.7]} if method == "rank" else {}
+    member = [
+        np.stack([r.scores for r in Classifier.from_pretrained(p, device="cpu").score(setup["files"])])
+        for p in (a, b)
+    ]
+    kw = (
+        {"weights": [0.3, 0.7]}
+        if method == "weighted"
+        else {"metrics": [0.3, 0.7]}
+        if method == "rank"
+        else {}
+    )
     expected = combine(member, method, **kw)
     for row, exp in zip(rows, expected):
         assert row["top_k"][0]["label"] == setup["labels"][int(np.argmax(exp))]
@@ -256,9 +383,22 @@ def test_sedkit_ensemble_usage_and_eval(setup, tmp_path, capsys):
     assert main(["classify", *map(str, setup["files"]), "--checkpoint", a, "--ensemble", "average"]) == 2
     assert "error: an ensemble needs at least two checkpoints" in capsys.readouterr().err
     cfg = tmp_path / "data.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.modules.audio.AudioDataModule",
-                                            "init_args": {"root": str(setup["corpus"]), **DATA}}}))
-    assert main(["ensemble-eval", "--checkpoints", a, b, "--config", str(cfg), "--out", str(tmp_path / "w.json")]) == 0
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "class_path": "sed.data.modules.audio.AudioDataModule",
+                    "init_args": {"root": str(setup["corpus"]), **DATA},
+                }
+            }
+        )
+    )
+    assert (
+        main(
+            ["ensemble-eval", "--checkpoints", a, b, "--config", str(cfg), "--out", str(tmp_path / "w.json")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "rank" in out and "vote" in out and (tmp_path / "w.json").exists()
 
@@ -269,8 +409,16 @@ def test_ensemble_eval_takes_data_overrides_as_fit_does(setup, tmp_path, capsys)
     from sed.cli.main import main
 
     fit = tmp_path / "fit.yaml"
-    fit.write_text(yaml.safe_dump({"data": {"class_path": "sed.data.modules.audio.AudioDataModule",
-                                            "init_args": {"root": str(setup["corpus"]), **DATA}}}))
+    fit.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "class_path": "sed.data.modules.audio.AudioDataModule",
+                    "init_args": {"root": str(setup["corpus"]), **DATA},
+                }
+            }
+        )
+    )
     bare = tmp_path / "bare.yaml"
     bare.write_text(yaml.safe_dump({**DATA, "root": str(setup["corpus"])}))
     for cfg in (fit, bare):

@@ -51,7 +51,9 @@ def test_prototypes_are_the_mean_support_embeddings(corpus):
     for k, name in enumerate(report.classes):
         files = report.files[name]
         assert len(files) == 3
-        emb, _ = clf.embed(files, window=clf.clip_samples / clf.sample_rate)  # as enroll embeds (1-s files, 0.995-s clip)
+        emb, _ = clf.embed(
+            files, window=clf.clip_samples / clf.sample_rate
+        )  # as enroll embeds (1-s files, 0.995-s clip)
         assert torch.allclose(model.prototypes[k], torch.from_numpy(emb.mean(0)), atol=1e-5)
     again, report2 = enroll(root / "support_a", backbone, shots=3, seed=1)
     assert report2.files == report.files and torch.equal(again.prototypes, model.prototypes)
@@ -70,10 +72,21 @@ def test_five_shot_enrolment_of_held_out_classes_is_well_above_chance(corpus, tm
 
 def test_add_keeps_the_old_classes_scores(corpus, tmp_path):
     root, backbone, queries = corpus
-    code = main(["enroll", str(root / "support_a"), "--checkpoint", str(backbone), "--out", str(tmp_path / "a.pt")])
+    code = main(
+        ["enroll", str(root / "support_a"), "--checkpoint", str(backbone), "--out", str(tmp_path / "a.pt")]
+    )
     assert code == 0
-    code = main(["enroll", str(root / "support_b"), "--checkpoint", str(tmp_path / "a.pt"), "--add",
-                 "--out", str(tmp_path / "ab.pt")])
+    code = main(
+        [
+            "enroll",
+            str(root / "support_b"),
+            "--checkpoint",
+            str(tmp_path / "a.pt"),
+            "--add",
+            "--out",
+            str(tmp_path / "ab.pt"),
+        ]
+    )
     assert code == 0
     a, _ = load_model(tmp_path / "a.pt")
     ab, desc = load_model(tmp_path / "ab.pt")
@@ -90,8 +103,21 @@ def test_add_keeps_the_old_classes_scores(corpus, tmp_path):
 def test_enrolled_checkpoint_classifies_like_any_other(corpus, tmp_path, capsys):
     root, backbone, queries = corpus
     out = tmp_path / "p.pt"
-    assert main(["enroll", str(root / "support_a"), "--checkpoint", str(backbone), "--out", str(out),
-                 "--open-set", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "enroll",
+                str(root / "support_a"),
+                "--checkpoint",
+                str(backbone),
+                "--out",
+                str(out),
+                "--open-set",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     files = [q for q, _ in queries[:3]]
     assert main(["classify", *files, "--checkpoint", str(out), "--top-k", "2", "--format", "json"]) == 0
@@ -100,8 +126,23 @@ def test_enrolled_checkpoint_classifies_like_any_other(corpus, tmp_path, capsys)
     assert main(["classify", files[0], "--checkpoint", str(out), "--window", "0.5", "--format", "json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r.get("start"), r.get("end")) for r in lines] == [(0.0, 0.5), (0.5, 1.0), (None, None)]
-    assert main(["classify", files[0], "--checkpoint", str(out), "--checkpoint", str(out), "--ensemble", "average",
-                 "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                files[0],
+                "--checkpoint",
+                str(out),
+                "--checkpoint",
+                str(out),
+                "--ensemble",
+                "average",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     ens = json.loads(capsys.readouterr().out.splitlines()[0])
     assert ens["top_k"][0]["label"] == rows[0]["top_k"][0]["label"]
 
@@ -149,7 +190,9 @@ def test_episodes_are_reproducible_and_disjoint():
     a = sample_episodes(labels, ways=3, shots=2, queries=4, episodes=20, seed=7)
     b = sample_episodes(labels, ways=3, shots=2, queries=4, episodes=20, seed=7)
     c = sample_episodes(labels, ways=3, shots=2, queries=4, episodes=20, seed=8)
-    assert all(np.array_equal(x.support, y.support) and np.array_equal(x.query, y.query) for x, y in zip(a, b))
+    assert all(
+        np.array_equal(x.support, y.support) and np.array_equal(x.query, y.query) for x, y in zip(a, b)
+    )
     assert any(not np.array_equal(x.support, y.support) for x, y in zip(a, c))
     for ep in a:
         assert not set(ep.support.ravel()) & set(ep.query.ravel())
@@ -172,11 +215,34 @@ def test_fewshot_eval_on_separable_embeddings():
 def test_fewshot_eval_cli(corpus, tmp_path, capsys):
     root, backbone, _ = corpus
     cfg = tmp_path / "data.yaml"
-    cfg.write_text(f"data:\n  class_path: sed.data.modules.audio.AudioDataModule\n  init_args:\n"
-                   f"    source: esc50\n    root: {root / 'esc'}\n    clip_seconds: 1.0\n")
+    cfg.write_text(
+        f"data:\n  class_path: sed.data.modules.audio.AudioDataModule\n  init_args:\n"
+        f"    source: esc50\n    root: {root / 'esc'}\n    clip_seconds: 1.0\n"
+    )
     out = tmp_path / "fs.json"
-    code = main(["fewshot-eval", "--checkpoint", str(backbone), "--data", str(cfg), "--split", "all", "--ways", "5",
-                 "--shots", "1", "--queries", "5", "--episodes", "20", "--seed", "3", "--out", str(out)])
+    code = main(
+        [
+            "fewshot-eval",
+            "--checkpoint",
+            str(backbone),
+            "--data",
+            str(cfg),
+            "--split",
+            "all",
+            "--ways",
+            "5",
+            "--shots",
+            "1",
+            "--queries",
+            "5",
+            "--episodes",
+            "20",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "5-way 1-shot" in text and "logistic probe" in text
     table = json.loads(out.read_text())

@@ -53,7 +53,9 @@ def test_starss_names_and_references_in_grey(csvs, figures, tmp_path):
 def test_checkpoint_gives_names_and_the_model_in_the_title(csvs, figures, tmp_path):
     pred, _ = csvs
     torch.manual_seed(0)
-    ckpt = save_model(tmp_path / "seld.pt", create_model("resnet_conformer_tiny", num_classes=3), ["a", "b", "c"])
+    ckpt = save_model(
+        tmp_path / "seld.pt", create_model("resnet_conformer_tiny", num_classes=3), ["a", "b", "c"]
+    )
     plot_doa(pred, tmp_path / "doa.png", checkpoint=ckpt)
     title = figures[0].axes[0].get_title()
     assert "resnet_conformer_tiny" in title and "seld.pt" in title

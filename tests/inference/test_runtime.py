@@ -36,8 +36,14 @@ def _classify(capsys, checkpoint, *args):
 
 
 @pytest.mark.parametrize("name", ["ast", "cnn"])
-@pytest.mark.parametrize("mode", [["--format", "json"], ["--format", "csv", "--window", "1.0", "--hop", "0.4"],
-                                  ["--format", "json", "--top-k", "2", "--batch-size", "3"]])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ["--format", "json"],
+        ["--format", "csv", "--window", "1.0", "--hop", "0.4"],
+        ["--format", "json", "--top-k", "2", "--batch-size", "3"],
+    ],
+)
 def test_classify_onnx_gives_the_json_of_the_pt(exported, audio, capsys, name, mode):
     _, pt, path = exported[name]
     files = sorted(map(str, audio.glob("*.wav")))
@@ -50,9 +56,13 @@ def test_classify_onnx_gives_the_json_of_the_pt(exported, audio, capsys, name, m
         assert [r["file"] for r in a] == [r["file"] for r in b]
         for ra, rb in zip(a, b):
             assert [t["label"] for t in ra["top_k"]] == [t["label"] for t in rb["top_k"]]
-            assert np.allclose([t["score"] for t in ra["top_k"]], [t["score"] for t in rb["top_k"]], atol=1e-5)
+            assert np.allclose(
+                [t["score"] for t in ra["top_k"]], [t["score"] for t in rb["top_k"]], atol=1e-5
+            )
     else:
-        assert out_pt.splitlines()[0] == out_onnx.splitlines()[0] and len(out_pt.splitlines()) == len(out_onnx.splitlines())
+        assert out_pt.splitlines()[0] == out_onnx.splitlines()[0] and len(out_pt.splitlines()) == len(
+            out_onnx.splitlines()
+        )
 
 
 def test_classifier_from_pretrained_onnx(exported, audio):
@@ -60,7 +70,10 @@ def test_classifier_from_pretrained_onnx(exported, audio):
     clf = Classifier.from_pretrained(path)
     assert isinstance(clf.model, OnnxModel) and clf.labels == model.labels
     assert (clf.sample_rate, clf.clip_samples) == (16000, model.clip_samples)
-    waves = [0.2 * torch.randn(n, generator=torch.Generator().manual_seed(n)) for n in (3000, model.clip_samples, 20000)]
+    waves = [
+        0.2 * torch.randn(n, generator=torch.Generator().manual_seed(n))
+        for n in (3000, model.clip_samples, 20000)
+    ]
     got = clf.score(waves, batch_size=3)  # one batch of three lengths: one onnxruntime call per length
     spans = [crop_span(len(w), model.clip_samples, train=False) for w in waves]  # the crop policy: the centre
     with torch.inference_mode():
@@ -79,14 +92,29 @@ def _foreign(tmp_path, exported):
     out["junk"].write_bytes(b"\x08\x07garbage")
     linear = torch.nn.Linear(4, 3)
     out["no metadata"] = tmp_path / "plain.onnx"
-    torch.onnx.export(linear, (torch.zeros(1, 4),), str(out["no metadata"]), input_names=["waveform"],
-                      output_names=["logits"], dynamo=False)
+    torch.onnx.export(
+        linear,
+        (torch.zeros(1, 4),),
+        str(out["no metadata"]),
+        input_names=["waveform"],
+        output_names=["logits"],
+        dynamo=False,
+    )
     meta = {p.key: p.value for p in onnx.load(str(good)).metadata_props}
-    for name, (inp, outp, width) in {"wrong input": ("x", "logits", 5), "another graph": ("waveform", "logits", 7),
-                                      "no logits": ("waveform", "scores", 5)}.items():
+    for name, (inp, outp, width) in {
+        "wrong input": ("x", "logits", 5),
+        "another graph": ("waveform", "logits", 7),
+        "no logits": ("waveform", "scores", 5),
+    }.items():
         path = tmp_path / f"{name.replace(' ', '_')}.onnx"
-        torch.onnx.export(torch.nn.Linear(4, width), (torch.zeros(1, 4),), str(path), input_names=[inp],
-                          output_names=[outp], dynamo=False)
+        torch.onnx.export(
+            torch.nn.Linear(4, width),
+            (torch.zeros(1, 4),),
+            str(path),
+            input_names=[inp],
+            output_names=[outp],
+            dynamo=False,
+        )
         proto = onnx.load(str(path))
         proto.metadata_props.add(key="sed", value=meta["sed"])
         onnx.save(proto, str(path))
@@ -99,16 +127,24 @@ def _foreign(tmp_path, exported):
 
 
 def test_foreign_onnx_files_are_one_line_checkpoint_errors(exported, audio, tmp_path, capsys):
-    reasons = {"junk": "not a readable ONNX model", "no metadata": "without sed metadata",
-               "wrong input": "are not ['waveform']", "another graph": "7 classes but its metadata names 5 labels",
-               "no logits": "lack 'logits'", "bad json": "is not JSON"}
+    reasons = {
+        "junk": "not a readable ONNX model",
+        "no metadata": "without sed metadata",
+        "wrong input": "are not ['waveform']",
+        "another graph": "7 classes but its metadata names 5 labels",
+        "no logits": "lack 'logits'",
+        "bad json": "is not JSON",
+    }
     for name, path in _foreign(tmp_path, exported).items():
         with pytest.raises(CheckpointError, match=re.escape(reasons[name])) as err:
             OnnxModel(path)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
         rc, _, err_text = _classify(capsys, path, str(audio / "f1.wav"))
         lines = err_text.splitlines()
-        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and reasons[name] in lines[0], (name, lines)
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and reasons[name] in lines[0], (
+            name,
+            lines,
+        )
 
 
 # ---------------------------------------------------------------------- fixed-batch graphs (issue 23)
@@ -118,10 +154,14 @@ def fixed_batch(exported, tmp_path_factory):
     from sed.export.onnx import export_onnx
 
     model, pt, _ = exported["cnn"]
-    return export_onnx(model, tmp_path_factory.mktemp("b1") / "b1.onnx", dynamic_batch=False, source=pt)["path"]
+    return export_onnx(model, tmp_path_factory.mktemp("b1") / "b1.onnx", dynamic_batch=False, source=pt)[
+        "path"
+    ]
 
 
-@pytest.mark.parametrize("mode", [["--format", "json"], ["--format", "json", "--window", "1.0", "--hop", "0.4"]])
+@pytest.mark.parametrize(
+    "mode", [["--format", "json"], ["--format", "json", "--window", "1.0", "--hop", "0.4"]]
+)
 def test_a_fixed_batch_export_classifies_like_the_dynamic_one(exported, fixed_batch, audio, capsys, mode):
     files = sorted(map(str, audio.glob("f*.wav")))
     rc_dyn, out_dyn, _ = _classify(capsys, exported["cnn"][2], *files, *mode)  # batches of 8
@@ -130,7 +170,9 @@ def test_a_fixed_batch_export_classifies_like_the_dynamic_one(exported, fixed_ba
     a, b = ([json.loads(x) for x in o.splitlines()] for o in (out_dyn, out_b1))
     assert len(a) == len(b) >= len(files)
     for ra, rb in zip(a, b):
-        assert ra["file"] == rb["file"] and [t["label"] for t in ra["top_k"]] == [t["label"] for t in rb["top_k"]]
+        assert ra["file"] == rb["file"] and [t["label"] for t in ra["top_k"]] == [
+            t["label"] for t in rb["top_k"]
+        ]
         assert np.allclose([t["score"] for t in ra["top_k"]], [t["score"] for t in rb["top_k"]], atol=1e-6)
 
 
@@ -176,8 +218,10 @@ def test_impossible_graphs_are_one_line_checkpoint_errors(tmp_path, audio, capsy
         "zero batch": (dict(batch=0), "batch of 0"),
         "huge batch": (dict(batch=1 << 20), "batch of 1048576"),
         "samples below the described": (dict(samples=100), "takes 100 samples, outside the 400 to 57600000"),
-        "samples above the described": (dict(samples=5000, desc=tiny_description(onnx_input_samples=[400, 4000])),
-                                         "takes 5000 samples, outside the 400 to 4000"),
+        "samples above the described": (
+            dict(samples=5000, desc=tiny_description(onnx_input_samples=[400, 4000])),
+            "takes 5000 samples, outside the 400 to 4000",
+        ),
         "int logits": (dict(logits_type=TensorProto.INT64), "'logits' are tensor(int64), not float"),
         "int embedding": (dict(embedding_type=TensorProto.INT32), "'embedding' are tensor(int32), not float"),
         "int input": (dict(input_type=TensorProto.INT16), "'waveform' is tensor(int16), not float"),
@@ -195,7 +239,10 @@ def test_impossible_graphs_are_one_line_checkpoint_errors(tmp_path, audio, capsy
         assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value), name
         rc, _, err_text = _classify(capsys, path, str(audio / "f1.wav"))
         lines = err_text.splitlines()
-        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], (name, lines)
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], (
+            name,
+            lines,
+        )
 
 
 def test_a_fixed_length_graph_scores_clips_cut_or_padded_to_its_length(tmp_path):

@@ -83,12 +83,28 @@ def test_cli_seld_infer_then_eval_and_plot(tmp_path, capsys):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk")
     wavs = sorted((corpus / "foa_dev").rglob("*.wav"))
-    code = main(["seld-infer", *map(str, wavs), str(bad), "--checkpoint", str(ckpt), "--out", str(tmp_path / "pred"),
-                 "--window", "2", "--hop", "1"])
+    code = main(
+        [
+            "seld-infer",
+            *map(str, wavs),
+            str(bad),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "pred"),
+            "--window",
+            "2",
+            "--hop",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "bad.wav" in err
     assert sorted(p.stem for p in (tmp_path / "pred").glob("*.csv")) == sorted(w.stem for w in wavs)
-    assert main(["seld-eval", "--pred", str(tmp_path / "pred"), "--ref", str(corpus / "metadata_dev"), "--json"]) == 0
+    assert (
+        main(["seld-eval", "--pred", str(tmp_path / "pred"), "--ref", str(corpus / "metadata_dev"), "--json"])
+        == 0
+    )
     assert "SELD" in capsys.readouterr().out
     ref = sorted((corpus / "metadata_dev").rglob("*.csv"))[0]
     assert main(["plot-doa", str(ref), "--ref", str(ref), "--out", str(tmp_path / "doa.png")]) == 0

@@ -52,30 +52,68 @@ def test_classify_and_embed_shards_equal_the_files(corpus, capsys):
     by_file = {r["file"]: r["top_k"] for r in files}
     for row in shards:
         assert row["top_k"] == by_file[source[row["file"]]]  # lossless FLAC: the same scores
-    assert main(["embed", "--shards", str(root / "shards"), "--checkpoint", str(ckpt), "--out", str(root / "e.npy")]) == 0
-    assert main(["embed", str(root / "esc" / "audio"), "--checkpoint", str(ckpt), "--out", str(root / "f.npy")]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--shards",
+                str(root / "shards"),
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(root / "e.npy"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["embed", str(root / "esc" / "audio"), "--checkpoint", str(ckpt), "--out", str(root / "f.npy")])
+        == 0
+    )
     names = (root / "e.files.txt").read_text().split()
     ref = dict(zip((root / "f.files.txt").read_text().split(), np.load(root / "f.npy")))
     assert np.allclose(np.load(root / "e.npy"), np.stack([ref[source[n]] for n in names]), atol=1e-6)
-    assert main(["classify", "--shards", str(root / "shards"), str(root / "esc"), *common]) == 2  # one or the other
+    assert (
+        main(["classify", "--shards", str(root / "shards"), str(root / "esc"), *common]) == 2
+    )  # one or the other
 
 
 def _predict(root: Path, run: Path, devices: int) -> list[dict]:
     cfg = {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto",
-                    "default_root_dir": str(run), "enable_progress_bar": False, "logger": False},
-        "model": {"class_path": "sed.tasks.ClassificationTask",
-                  "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}}},
-        "data": {"class_path": "sed.data.modules.audio.AudioDataModule",
-                 "init_args": {"source": "shards", "shards": str(root / "shards"), "val_shards": str(root / "shards"),
-                               "clip_seconds": 1.0, "batch_size": 3}},  # predict: the test split, all of it
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": devices,
+            "strategy": "ddp" if devices > 1 else "auto",
+            "default_root_dir": str(run),
+            "enable_progress_bar": False,
+            "logger": False,
+        },
+        "model": {
+            "class_path": "sed.tasks.ClassificationTask",
+            "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}},
+        },
+        "data": {
+            "class_path": "sed.data.modules.audio.AudioDataModule",
+            "init_args": {
+                "source": "shards",
+                "shards": str(root / "shards"),
+                "val_shards": str(root / "shards"),
+                "clip_seconds": 1.0,
+                "batch_size": 3,
+            },
+        },  # predict: the test split, all of it
     }
     path = run.parent / f"{run.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "sed", "predict", "--config", str(path)], capture_output=True, text=True,
-                       timeout=600, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "sed", "predict", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return [json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()]
 
@@ -87,8 +125,10 @@ def test_distributed_predict_equals_single_process_and_resumes(corpus, tmp_path)
     assert len(one) == len(two) == 15
     assert [r["file"] for r in one] == [r["file"] for r in two]  # shard order, then key order
     scores = [[{t["label"]: t["score"] for t in r["top_k"]} for r in run] for run in (one, two)]
-    assert all(a.keys() == b.keys() and np.allclose([a[k] for k in a], [b[k] for k in a], atol=1e-6)
-               for a, b in zip(*scores))
+    assert all(
+        a.keys() == b.keys() and np.allclose([a[k] for k in a], [b[k] for k in a], atol=1e-6)
+        for a, b in zip(*scores)
+    )
     parts = tmp_path / "one" / "predictions"
     assert sorted(p.name for p in parts.iterdir()) == [f"shard-{i:06d}.tar.jsonl" for i in range(4)]
     kept = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
@@ -96,10 +136,14 @@ def test_distributed_predict_equals_single_process_and_resumes(corpus, tmp_path)
     (tmp_path / "one" / "predictions.jsonl").unlink()
     again = _predict(root, tmp_path / "one", 1)
     assert again == one
-    assert all(parts.joinpath(n).stat().st_mtime_ns == t for n, t in kept.items() if n != "shard-000002.tar.jsonl")
+    assert all(
+        parts.joinpath(n).stat().st_mtime_ns == t for n, t in kept.items() if n != "shard-000002.tar.jsonl"
+    )
 
 
-def _copy_with(src: Path, dst: Path, extra: list[tuple[str, bytes]], counts: dict[str, int] | None = None) -> None:
+def _copy_with(
+    src: Path, dst: Path, extra: list[tuple[str, bytes]], counts: dict[str, int] | None = None
+) -> None:
     """``src``'s shards in ``dst``, ``shard-000000.tar`` with ``extra`` members appended, index counts
     of that shard replaced by ``counts``."""
     import io
@@ -120,14 +164,31 @@ def _copy_with(src: Path, dst: Path, extra: list[tuple[str, bytes]], counts: dic
 
 
 def _predict_here(shards: Path, run: Path, capfd) -> tuple[int, list[dict], list[str]]:
-    cfg = {"seed_everything": 0,
-           "trainer": {"accelerator": "cpu", "devices": 1, "default_root_dir": str(run), "enable_progress_bar": False,
-                       "logger": False, "enable_model_summary": False},
-           "model": {"class_path": "sed.tasks.ClassificationTask",
-                     "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}}},
-           "data": {"class_path": "sed.data.modules.audio.AudioDataModule",
-                    "init_args": {"source": "shards", "shards": str(shards), "val_shards": str(shards),
-                                  "clip_seconds": 1.0, "batch_size": 3}}}
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "default_root_dir": str(run),
+            "enable_progress_bar": False,
+            "logger": False,
+            "enable_model_summary": False,
+        },
+        "model": {
+            "class_path": "sed.tasks.ClassificationTask",
+            "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}},
+        },
+        "data": {
+            "class_path": "sed.data.modules.audio.AudioDataModule",
+            "init_args": {
+                "source": "shards",
+                "shards": str(shards),
+                "val_shards": str(shards),
+                "clip_seconds": 1.0,
+                "batch_size": 3,
+            },
+        },
+    }
     path = run.parent / f"{run.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     capfd.readouterr()
@@ -153,12 +214,18 @@ def test_predict_counts_duplicates_count_mismatches_and_bad_members(corpus, tmp_
     per_shard = {}
     for r in rows:
         per_shard.setdefault(r["file"].rsplit("/", 2)[-2], []).append(r["file"][-8:])
-    assert rc == 1 and len(rows) == 15 - 1 and per_shard["shard-000000.tar"] == ["00000000", "00000001", "00000002"]
+    assert (
+        rc == 1
+        and len(rows) == 15 - 1
+        and per_shard["shard-000000.tar"] == ["00000000", "00000001", "00000002"]
+    )
     assert len(err) == 6 and all(e.count("shard-000000.tar") == 1 for e in err)
     assert sum("key appears twice in the shard" in e for e in err) == 1
     assert sum("'sub/00000000." in e for e in err) == 2 and sum("'../../00000000." in e for e in err) == 2
-    assert any(e.endswith("shard-000000.tar/00000003: the shard holds more samples than index.json counts (3)")
-               for e in err)
+    assert any(
+        e.endswith("shard-000000.tar/00000003: the shard holds more samples than index.json counts (3)")
+        for e in err
+    )
     errors = (tmp_path / "run" / "predictions" / "shard-000000.tar.errors").read_text().splitlines()
     assert len(errors) == 6  # a resumed run counts them again
     rc, again, err = _predict_here(tmp_path / "s", tmp_path / "run", capfd)
@@ -177,12 +244,25 @@ def test_predict_rows_in_the_classify_json_schema(corpus, tmp_path, capfd):
 
 def test_classify_shards_counts_every_failure(corpus, tmp_path, capfd):
     root, ckpt = corpus
-    _copy_with(root / "shards", tmp_path / "s", [("00000099.flac", b"garbage" * 20), ("00000099.json", b"{}"),
-                                                  ("00000098.flac", b"x"), ("00000098.json", b"[1")])
+    _copy_with(
+        root / "shards",
+        tmp_path / "s",
+        [
+            ("00000099.flac", b"garbage" * 20),
+            ("00000099.json", b"{}"),
+            ("00000098.flac", b"x"),
+            ("00000098.json", b"[1"),
+        ],
+    )
     capfd.readouterr()
     rc = main(["classify", "--shards", str(tmp_path / "s"), "--checkpoint", str(ckpt), "--format", "json"])
     out, err = capfd.readouterr()
     lines = [x for x in err.splitlines() if not x.startswith("note: ")]
-    assert rc == 1 and len(out.splitlines()) == 15 and len(lines) == 2 and all(x.startswith("error: ") for x in lines)
+    assert (
+        rc == 1
+        and len(out.splitlines()) == 15
+        and len(lines) == 2
+        and all(x.startswith("error: ") for x in lines)
+    )
     assert lines[0].endswith("shard-000000.tar/00000099: not a readable audio file (Format not recognised)")
     assert "<_io" not in err and err.count("00000098") == 1

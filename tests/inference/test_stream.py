@@ -110,7 +110,9 @@ def test_causal_hop_scores_are_the_clip_output_of_the_last_frames(causal):
     nf = causal.model.frontend.num_frames(8000)
     np.testing.assert_allclose(hops[0].scores, torch.softmax(frames[:nf].mean(0), -1).numpy(), atol=1e-6)
     last = causal.model.frontend.num_frames(24000)
-    np.testing.assert_allclose(hops[2].scores, torch.softmax(frames[last - 50 : last].mean(0), -1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        hops[2].scores, torch.softmax(frames[last - 50 : last].mean(0), -1).numpy(), atol=1e-6
+    )
 
 
 def test_stream_lines_carry_time_and_top_k(windowed):
@@ -139,16 +141,21 @@ def test_raw_input_is_resampled_incrementally():
     x = noise(1.0, 9, rate=8000)
     got = np.concatenate(list(iter_pcm(io.BytesIO(x.tobytes()), 8000, sample_rate=SR, block_frames=500)))
     assert got.shape == (16000,)  # ceil(T * new / old), as load_audio
-    np.testing.assert_allclose(got, soxr.resample(x, 8000, SR, quality="HQ"), atol=1e-6)  # the one-shot result
+    np.testing.assert_allclose(
+        got, soxr.resample(x, 8000, SR, quality="HQ"), atol=1e-6
+    )  # the one-shot result
 
 
-@pytest.mark.parametrize("data, fmt, channels, match", [
-    (b"\x00\x01\x02", "s16", 1, "odd number of bytes"),
-    (np.zeros(3, "<i2").tobytes(), "s16", 2, "not a multiple of 2 channels"),
-    (np.array([0.1, np.nan, 0.2], "<f4").tobytes(), "f32", 1, r"NaN samples \(first at 0.000 s\)"),
-    (np.array([0.0] * 1600 + [np.inf], "<f4").tobytes(), "f32", 1, r"Inf samples \(first at 0.100 s\)"),
-    (np.array([5e4], "<f4").tobytes(), "f32", 1, "magnitude 5e"),
-])
+@pytest.mark.parametrize(
+    "data, fmt, channels, match",
+    [
+        (b"\x00\x01\x02", "s16", 1, "odd number of bytes"),
+        (np.zeros(3, "<i2").tobytes(), "s16", 2, "not a multiple of 2 channels"),
+        (np.array([0.1, np.nan, 0.2], "<f4").tobytes(), "f32", 1, r"NaN samples \(first at 0.000 s\)"),
+        (np.array([0.0] * 1600 + [np.inf], "<f4").tobytes(), "f32", 1, r"Inf samples \(first at 0.100 s\)"),
+        (np.array([5e4], "<f4").tobytes(), "f32", 1, "magnitude 5e"),
+    ],
+)
 def test_bad_raw_input_is_one_line_naming_it(data, fmt, channels, match):
     with pytest.raises(AudioError, match=match) as e:
         list(iter_pcm(io.BytesIO(data), 16000, channels=channels, fmt=fmt))
@@ -185,14 +192,35 @@ def ckpt(tmp_path_factory, causal):
 def test_cmd_stream_on_stdin_pcm16_equals_the_python_api(ckpt, causal, monkeypatch, capsys):
     x = noise(1.2, 11, rate=8000)
     pcm = np.round(np.stack([x, -x], 1) * 32767).astype("<i2")
-    rc, rows = _run_cli(["stream", "--checkpoint", str(ckpt), "--format", "s16", "--rate", "8000", "--channels", "2",
-                         "--hop", "0.4", "--top-k", "2"], pcm.tobytes(), monkeypatch, capsys)
+    rc, rows = _run_cli(
+        [
+            "stream",
+            "--checkpoint",
+            str(ckpt),
+            "--format",
+            "s16",
+            "--rate",
+            "8000",
+            "--channels",
+            "2",
+            "--hop",
+            "0.4",
+            "--top-k",
+            "2",
+        ],
+        pcm.tobytes(),
+        monkeypatch,
+        capsys,
+    )
     assert rc == 0 and [r["time"] for r in rows] == [0.4, 0.8, 1.2]
     chunks = open_input(io.BytesIO(pcm.tobytes()), SR, fmt="s16", rate=8000, channels=2, block_frames=3200)
     api = list(stream(causal, chunks, hop=0.4, top_k=2))
     assert [[t["label"] for t in r["top_k"]] for r in rows] == [[t["label"] for t in r["top_k"]] for r in api]
-    np.testing.assert_allclose([[t["score"] for t in r["top_k"]] for r in rows],
-                               [[t["score"] for t in r["top_k"]] for r in api], atol=1e-6)
+    np.testing.assert_allclose(
+        [[t["score"] for t in r["top_k"]] for r in rows],
+        [[t["score"] for t in r["top_k"]] for r in api],
+        atol=1e-6,
+    )
 
 
 def test_cmd_stream_usage_errors(ckpt, tmp_path, write_wav, monkeypatch, capsys):
@@ -200,10 +228,23 @@ def test_cmd_stream_usage_errors(ckpt, tmp_path, write_wav, monkeypatch, capsys)
 
     wav = write_wav("a.wav", noise(0.5))
     with pytest.raises(UsageError, match="raw PCM"):
-        _run_cli(["stream", "--checkpoint", str(ckpt), "--input", str(wav), "--rate", "8000"], b"", monkeypatch, capsys)
-    with pytest.raises(UsageError, match="--hop/--window: hop must be at least one sample"):  # under 1/16000 s
+        _run_cli(
+            ["stream", "--checkpoint", str(ckpt), "--input", str(wav), "--rate", "8000"],
+            b"",
+            monkeypatch,
+            capsys,
+        )
+    with pytest.raises(
+        UsageError, match="--hop/--window: hop must be at least one sample"
+    ):  # under 1/16000 s
         _run_cli(["stream", "--checkpoint", str(ckpt), "--hop", "1e-5"], b"", monkeypatch, capsys)
-    for argv in (["--hop", "0"], ["--top-k", "0"], ["--channels", "0"], ["--rate", "-8000"], ["--threads", "0"]):
+    for argv in (
+        ["--hop", "0"],
+        ["--top-k", "0"],
+        ["--channels", "0"],
+        ["--rate", "-8000"],
+        ["--threads", "0"],
+    ):
         with pytest.raises(SystemExit):  # the option's type (sed.cli.options): one usage line
             _run_cli(["stream", "--checkpoint", str(ckpt), *argv], b"", monkeypatch, capsys)
         assert f"argument {argv[0]}: {argv[1]} is out of range" in capsys.readouterr().err
@@ -216,16 +257,27 @@ def test_sedkit_stream_through_the_main_parser(ckpt, write_wav, capsys):
     from sed.cli.main import main
 
     wav = write_wav("b.wav", noise(1.0, 12), subtype="FLOAT")
-    assert main(["stream", "--checkpoint", str(ckpt), "--input", str(wav), "--hop", "0.25", "--top-k", "1"]) == 0
+    assert (
+        main(["stream", "--checkpoint", str(ckpt), "--input", str(wav), "--hop", "0.25", "--top-k", "1"]) == 0
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["time"] for r in rows] == [0.25, 0.5, 0.75, 1.0] and all(len(r["top_k"]) == 1 for r in rows)
     assert main(["stream", "--checkpoint", str(ckpt), "--input", str(wav), "--channels", "2"]) == 2
     assert main(["stream", "--checkpoint", str(ckpt), "--input", str(wav) + ".missing"]) == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"hop": 1e305}, {"hop": float("inf")}, {"hop": float("nan")}, {"hop": -1.0},
-                                    {"hop": 0.5, "window": 1e305}, {"hop": 0.5, "window": -2.0},
-                                    {"hop": 0.5, "window": float("nan")}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"hop": 1e305},
+        {"hop": float("inf")},
+        {"hop": float("nan")},
+        {"hop": -1.0},
+        {"hop": 0.5, "window": 1e305},
+        {"hop": 0.5, "window": -2.0},
+        {"hop": 0.5, "window": float("nan")},
+    ],
+)
 def test_streamer_refuses_hops_and_windows_of_no_or_infinitely_many_samples(windowed, kwargs):
     with pytest.raises(ValueError, match="hop|window") as e:
         Streamer(windowed, **kwargs)
@@ -239,9 +291,21 @@ def test_sedkit_stream_options_the_issue_found_are_usage_errors_before_any_alloc
     596 GiB and ``--channels 1000000`` raised MemoryError: now one line each, exit 2."""
     from sed.cli.main import main
 
-    for option, value in [("--hop", "1e305"), ("--window", "1e305"), ("--window", "1e7"), ("--channels", "1000000"),
-                          ("--rate", "1e9"), ("--hop", "-0.5"), ("--window", "0"), ("--top-k", "nan")]:
+    for option, value in [
+        ("--hop", "1e305"),
+        ("--window", "1e305"),
+        ("--window", "1e7"),
+        ("--channels", "1000000"),
+        ("--rate", "1e9"),
+        ("--hop", "-0.5"),
+        ("--window", "0"),
+        ("--top-k", "nan"),
+    ]:
         with pytest.raises(SystemExit) as e:
             main(["stream", "--checkpoint", str(ckpt), "--format", "f32", option, value])
         err = capsys.readouterr().err
-        assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: sedkit stream: argument {option}")
+        assert (
+            e.value.code == 2
+            and len(err.splitlines()) == 1
+            and err.startswith(f"error: sedkit stream: argument {option}")
+        )

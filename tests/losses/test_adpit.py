@@ -35,9 +35,21 @@ def reference_adpit(output, target, reduction="mean"):
     pad4a = b0b0b1 + c0c1c2
     pad4b = a0a0a0 + c0c1c2
     pad4c = a0a0a0 + b0b0b1
-    candidates = [a0a0a0 + pad4a,
-                  b0b0b1 + pad4b, b0b1b0 + pad4b, b0b1b1 + pad4b, b1b0b0 + pad4b, b1b0b1 + pad4b, b1b1b0 + pad4b,
-                  c0c1c2 + pad4c, c0c2c1 + pad4c, c1c0c2 + pad4c, c1c2c0 + pad4c, c2c0c1 + pad4c, c2c1c0 + pad4c]
+    candidates = [
+        a0a0a0 + pad4a,
+        b0b0b1 + pad4b,
+        b0b1b0 + pad4b,
+        b0b1b1 + pad4b,
+        b1b0b0 + pad4b,
+        b1b0b1 + pad4b,
+        b1b1b0 + pad4b,
+        c0c1c2 + pad4c,
+        c0c2c1 + pad4c,
+        c1c0c2 + pad4c,
+        c1c2c0 + pad4c,
+        c2c0c1 + pad4c,
+        c2c1c0 + pad4c,
+    ]
     out = output.reshape(b, t, 3 * axes, c)
     losses = torch.stack([((out - cand) ** 2).mean(dim=2) for cand in candidates])  # [13, B, T, C]
     best = losses.min(dim=0).indices
@@ -47,7 +59,9 @@ def reference_adpit(output, target, reduction="mean"):
 
 def events_target(dirs, cls=1, frames=3, with_distance=False, extra=()):
     """ADPIT target ``[1, frames, 6, 4|5, C]`` with same-class events at ``dirs`` in every frame."""
-    ev = [SeldEvent(f, cls, k, az, el, 100.0 + 50 * k) for f in range(frames) for k, (az, el) in enumerate(dirs)]
+    ev = [
+        SeldEvent(f, cls, k, az, el, 100.0 + 50 * k) for f in range(frames) for k, (az, el) in enumerate(dirs)
+    ]
     ev += [SeldEvent(f, c, 0, az, el, 150.0) for f in range(frames) for c, az, el in extra]
     return adpit_targets(ev, frames, C, with_distance=with_distance)[None]
 
@@ -104,7 +118,9 @@ def test_equals_brute_force_on_random_tensors(axes):
     output = torch.randn(b, t, 3 * axes * c, generator=g)
     torch.testing.assert_close(adpit_loss(output, target), reference_adpit(output, target))
     torch.testing.assert_close(adpit_loss(output, target, "none"), reference_adpit(output, target, "none"))
-    torch.testing.assert_close(ADPITLoss("sum")(output, target), reference_adpit(output, target, "none").sum())
+    torch.testing.assert_close(
+        ADPITLoss("sum")(output, target), reference_adpit(output, target, "none").sum()
+    )
 
 
 def test_gradient_is_that_of_the_selected_candidate():

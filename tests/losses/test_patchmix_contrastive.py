@@ -29,8 +29,10 @@ def _direct(mixed, clean, lam, index, tau):
 @pytest.mark.parametrize("tau", [0.06, 0.5])
 def test_equals_direct_formula(lam, index, tau):
     g = torch.Generator().manual_seed(len(index) + int(10 * lam))
-    mixed, clean = torch.randn(5, 7, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g,
-                                                                                      dtype=torch.float64)
+    mixed, clean = (
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+    )
     loss = PatchMixContrastiveLoss(temperature=tau)(mixed, clean, lam, torch.tensor(index))
     assert loss.item() == pytest.approx(_direct(mixed, clean, lam, index, tau), rel=1e-5, abs=1e-6)
 
@@ -80,6 +82,8 @@ def test_mixed_ce():
     y_a, y_b = torch.tensor([0, 1, 2, 3, 0, 1]), torch.tensor([3, 3, 0, 1, 2, 2])
     w = torch.tensor([0.1, 0.2, 0.3, 0.4])
     for lam in (0.0, 0.35, 1.0):
-        want = lam * F.cross_entropy(logits, y_a, weight=w) + (1 - lam) * F.cross_entropy(logits, y_b, weight=w)
+        want = lam * F.cross_entropy(logits, y_a, weight=w) + (1 - lam) * F.cross_entropy(
+            logits, y_b, weight=w
+        )
         torch.testing.assert_close(mixed_ce(logits, y_a, y_b, lam, weight=w), want)
     torch.testing.assert_close(mixed_ce(logits, y_a, y_b, 1.0), F.cross_entropy(logits, y_a))

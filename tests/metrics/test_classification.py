@@ -25,7 +25,11 @@ def test_four_class_crackle_as_wheeze_is_a_miss():
 def test_two_class_eval():
     # normal hit iff pred == 0; abnormal hit iff pred > 0 (any abnormal class)
     sp, se, score = icbhi_score(Y, P, two_class=True)
-    assert sp == pytest.approx(75.0) and se == pytest.approx(500 / 6) and score == pytest.approx((75 + 500 / 6) / 2)
+    assert (
+        sp == pytest.approx(75.0)
+        and se == pytest.approx(500 / 6)
+        and score == pytest.approx((75 + 500 / 6) / 2)
+    )
     # 2-class labels: the same counts either way
     y2, p2 = [0, 0, 1, 1, 1], [0, 1, 1, 0, 1]
     assert icbhi_score(y2, p2) == pytest.approx(icbhi_score(y2, p2, two_class=True))
@@ -36,8 +40,11 @@ def test_exact_get_score_arithmetic_and_inputs():
     # epsilons in the denominators, exactly as get_score: nothing of a class gives 0, not NaN
     sp, se, score = icbhi_score([1, 2], [1, 1])
     assert sp == 0.0 and se == 1 / (2 + 1e-10) * 100 and score == se / 2
-    assert icbhi_score_from_counts([3, 1, 1, 1], [4, 3, 2, 1]) == (3 / (4 + 1e-10) * 100, 3 / (6 + 1e-10) * 100,
-                                                                  (3 / (4 + 1e-10) * 100 + 3 / (6 + 1e-10) * 100) / 2)
+    assert icbhi_score_from_counts([3, 1, 1, 1], [4, 3, 2, 1]) == (
+        3 / (4 + 1e-10) * 100,
+        3 / (6 + 1e-10) * 100,
+        (3 / (4 + 1e-10) * 100 + 3 / (6 + 1e-10) * 100) / 2,
+    )
     want = icbhi_score(Y, P)
     assert icbhi_score(np.array(Y), np.array(P)) == want
     assert icbhi_score(torch.tensor(Y), torch.tensor(P)) == want

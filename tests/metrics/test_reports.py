@@ -138,12 +138,15 @@ def test_training_loss_that_rose_at_the_end_is_not_still_falling():
     assert d.details["train_trend"] == pytest.approx(0.3 / CHANCE10)
 
 
-@pytest.mark.parametrize("end, kind, words", [
-    ([0.60, 0.50, 0.40], "not enough epochs", "training loss is still falling"),  # falling
-    ([0.40, 0.55, 0.70], "unstable", "training loss rose"),  # rising
-    ([0.40, 0.40, 0.40], "good fit", "converged"),  # flat
-    ([0.40, 0.40, 0.40, 0.60, 0.40, 0.40], "good fit", "converged"),  # one spike inside a flat end
-])
+@pytest.mark.parametrize(
+    "end, kind, words",
+    [
+        ([0.60, 0.50, 0.40], "not enough epochs", "training loss is still falling"),  # falling
+        ([0.40, 0.55, 0.70], "unstable", "training loss rose"),  # rising
+        ([0.40, 0.40, 0.40], "good fit", "converged"),  # flat
+        ([0.40, 0.40, 0.40, 0.60, 0.40, 0.40], "good fit", "converged"),  # one spike inside a flat end
+    ],
+)
 def test_the_diagnosis_reads_the_trend_of_the_last_epochs(end, kind, words):
     t = np.concatenate([np.linspace(2.3, 0.6, 10), end])
     d = diagnose(t, t + 0.05, chance_loss=CHANCE10)
@@ -266,14 +269,36 @@ def lightning_csv(path, train, val, acc=None):
     rows = []
     for e, (t, v) in enumerate(zip(train, val)):
         rows.append({"epoch": e, "step": 10 * e + 9, "lr-AdamW": 1e-3})
-        rows.append({"epoch": e, "step": 10 * e + 9, "val_loss": v, "val_acc": acc[e] if acc else "",
-                     "val_f1": acc[e] - 0.05 if acc else ""})
-        rows.append({"epoch": e, "step": 10 * e + 9, "train_loss": t, "train_acc": acc[e] + 0.1 if acc else ""})
+        rows.append(
+            {
+                "epoch": e,
+                "step": 10 * e + 9,
+                "val_loss": v,
+                "val_acc": acc[e] if acc else "",
+                "val_f1": acc[e] - 0.05 if acc else "",
+            }
+        )
+        rows.append(
+            {"epoch": e, "step": 10 * e + 9, "train_loss": t, "train_acc": acc[e] + 0.1 if acc else ""}
+        )
     rows.append({"epoch": len(train), "step": 10 * len(train), "test_loss": val[-1], "test_acc": 0.7})
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, ["epoch", "step", "lr-AdamW", "train_loss", "train_acc", "val_loss", "val_acc",
-                               "val_f1", "test_loss", "test_acc"])
+        w = csv.DictWriter(
+            f,
+            [
+                "epoch",
+                "step",
+                "lr-AdamW",
+                "train_loss",
+                "train_acc",
+                "val_loss",
+                "val_acc",
+                "val_f1",
+                "test_loss",
+                "test_acc",
+            ],
+        )
         w.writeheader()
         w.writerows(rows)
 
@@ -287,8 +312,14 @@ def test_plot_run_writes_everything(tmp_path):
     write_confusion_csv(tmp_path / "confusion_test.csv", [[4, 2, 0], [1, 4, 1], [0, 0, 8]], labels)
     out = plot_run(tmp_path)
     assert out["diagnosis"].kind == "overfitting" and out["diagnosis"].epoch == 5
-    assert set(out["files"]) == {"diagnosis", "learning_curves", "confusion_val", "per_class_val",
-                                 "confusion_test", "per_class_test"}
+    assert set(out["files"]) == {
+        "diagnosis",
+        "learning_curves",
+        "confusion_val",
+        "per_class_val",
+        "confusion_test",
+        "per_class_test",
+    }
     assert_png(tmp_path / "learning_curves.png", 20000)
     assert_png(tmp_path / "confusion_val.png")
     assert_png(tmp_path / "confusion_test.png")
@@ -325,9 +356,13 @@ def test_plot_run_without_metrics_names_the_folder(tmp_path):
 def test_plot_functions_directly(tmp_path):
     history = {"train_loss": [(0, 1.0), (1, 0.5)], "val_loss": [(0, 1.1), (1, 0.7)]}
     assert_png(plot_learning_curves(history, tmp_path / "lc.png"))
-    path = write_confusion_csv(tmp_path / "c.csv", np.eye(25, dtype=int) * 3 + 1, [f"c{i}" for i in range(25)])
+    path = write_confusion_csv(
+        tmp_path / "c.csv", np.eye(25, dtype=int) * 3 + 1, [f"c{i}" for i in range(25)]
+    )
     assert_png(plot_confusion_matrix(path, None, tmp_path / "cm.png"))
-    assert_png(plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "raw.png", normalize=False))
+    assert_png(
+        plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "raw.png", normalize=False)
+    )
 
 
 # ------------------------------------------------------------------- one unit per learning-curve axis
@@ -364,26 +399,45 @@ def epochs(values):
 
 
 def test_seld_curves_put_each_unit_on_its_own_axis(monkeypatch, tmp_path):
-    history = {"train_loss": epochs([0.9, 0.6, 0.5]), "val_loss": epochs([1.0, 0.8, 0.7]),
-               "val_F": epochs([0.05, 0.2, 0.3]), "val_LR": epochs([0.1, 0.3, 0.4]),
-               "val_ER": epochs([1.2, 0.9, 0.8]), "val_SELD": epochs([0.8, 0.6, 0.55]),
-               "val_LE": epochs([90.0, 40.0, 30.0]), "lr-Adam": epochs([1e-3, 1e-4, 1e-5]),
-               "val_F/Bell": epochs([0.1, 0.2, 0.3])}
+    history = {
+        "train_loss": epochs([0.9, 0.6, 0.5]),
+        "val_loss": epochs([1.0, 0.8, 0.7]),
+        "val_F": epochs([0.05, 0.2, 0.3]),
+        "val_LR": epochs([0.1, 0.3, 0.4]),
+        "val_ER": epochs([1.2, 0.9, 0.8]),
+        "val_SELD": epochs([0.8, 0.6, 0.55]),
+        "val_LE": epochs([90.0, 40.0, 30.0]),
+        "lr-Adam": epochs([1e-3, 1e-4, 1e-5]),
+        "val_F/Bell": epochs([0.1, 0.2, 0.3]),
+    }
     fig = drawn_figure(monkeypatch, lambda: plot_learning_curves(history, tmp_path / "lc.png"))
-    assert panels(fig) == {"loss": ["train_loss", "val_loss"],
-                           "fraction (0-1)": ["val_ER", "val_F", "val_LR", "val_SELD"],
-                           "degrees (°)": ["val_LE"], "learning rate (log)": ["lr-Adam"]}
+    assert panels(fig) == {
+        "loss": ["train_loss", "val_loss"],
+        "fraction (0-1)": ["val_ER", "val_F", "val_LR", "val_SELD"],
+        "degrees (°)": ["val_LE"],
+        "learning rate (log)": ["lr-Adam"],
+    }
     lr_axis = next(ax for ax in fig.axes if ax.get_ylabel() == "learning rate (log)")
     assert lr_axis.get_yscale() == "log"
 
 
 def test_icbhi_curves_keep_percentages_apart_from_fractions(monkeypatch, tmp_path):
-    history = {"train_loss": epochs([1.2, 1.0]), "val_loss": epochs([1.3, 1.1]),
-               "val_sp": epochs([60.0, 70.0]), "val_se": epochs([20.0, 30.0]), "val_score": epochs([40.0, 50.0]),
-               "val_acc": epochs([0.5, 0.6]), "train_acc": epochs([0.55, 0.7]), "test_score": [(1, 48.0)]}
+    history = {
+        "train_loss": epochs([1.2, 1.0]),
+        "val_loss": epochs([1.3, 1.1]),
+        "val_sp": epochs([60.0, 70.0]),
+        "val_se": epochs([20.0, 30.0]),
+        "val_score": epochs([40.0, 50.0]),
+        "val_acc": epochs([0.5, 0.6]),
+        "train_acc": epochs([0.55, 0.7]),
+        "test_score": [(1, 48.0)],
+    }
     fig = drawn_figure(monkeypatch, lambda: plot_learning_curves(history, tmp_path / "lc.png"))
-    assert panels(fig) == {"loss": ["train_loss", "val_loss"], "fraction (0-1)": ["train_acc", "val_acc"],
-                           "percent (%)": ["test_score", "val_score", "val_se", "val_sp"]}
+    assert panels(fig) == {
+        "loss": ["train_loss", "val_loss"],
+        "fraction (0-1)": ["train_acc", "val_acc"],
+        "percent (%)": ["test_score", "val_score", "val_se", "val_sp"],
+    }
 
 
 # ------------------------------------------------------------ confusion matrices say what they show
@@ -393,15 +447,32 @@ def cell_texts(fig):
 
 def test_confusion_matrix_names_split_and_checkpoint_and_shows_counts(monkeypatch, tmp_path):
     m = np.array([[5, 1, 0], [2, 3, 1], [0, 1, 7]])
-    fig = drawn_figure(monkeypatch, lambda: plot_confusion_matrix(
-        m, ["dog", "rain", "cat"], tmp_path / "c.png", split="test", checkpoint="runs/x/best-epoch=3.ckpt", epoch=3))
+    fig = drawn_figure(
+        monkeypatch,
+        lambda: plot_confusion_matrix(
+            m,
+            ["dog", "rain", "cat"],
+            tmp_path / "c.png",
+            split="test",
+            checkpoint="runs/x/best-epoch=3.ckpt",
+            epoch=3,
+        ),
+    )
     ax = fig.axes[0]
-    assert "test split" in ax.get_title() and "best-epoch=3.ckpt" in ax.get_title() and "epoch 3" in ax.get_title()
+    assert (
+        "test split" in ax.get_title()
+        and "best-epoch=3.ckpt" in ax.get_title()
+        and "epoch 3" in ax.get_title()
+    )
     assert [t.get_text() for t in ax.get_yticklabels()] == ["dog", "rain", "cat"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["dog", "rain", "cat"]
     assert cell_texts(fig)[:3] == ["0.83\n(5)", "0.17\n(1)", "0.00\n(0)"]  # row share and count
-    fig = drawn_figure(monkeypatch, lambda: plot_confusion_matrix(m, ["a", "b", "c"], tmp_path / "r.png",
-                                                                  normalize=False, split="val", epoch=7))
+    fig = drawn_figure(
+        monkeypatch,
+        lambda: plot_confusion_matrix(
+            m, ["a", "b", "c"], tmp_path / "r.png", normalize=False, split="val", epoch=7
+        ),
+    )
     assert "val split" in fig.axes[0].get_title() and "epoch 7" in fig.axes[0].get_title()
     assert cell_texts(fig)[:3] == ["5", "1", "0"]
 
@@ -409,8 +480,12 @@ def test_confusion_matrix_names_split_and_checkpoint_and_shows_counts(monkeypatc
 def test_plot_run_titles_confusion_with_the_recorded_checkpoint_and_label_names(monkeypatch, tmp_path):
     lightning_csv(tmp_path / "metrics.csv", *good_fit())
     (tmp_path / "labels.json").write_text(json.dumps(["dog", "rain"]))
-    write_confusion_csv(tmp_path / "confusion_test.csv", [[4, 1], [2, 3]], ["dog", "rain"],
-                        meta={"split": "test", "epoch": 4, "checkpoint": str(tmp_path / "best-epoch=4.ckpt")})
+    write_confusion_csv(
+        tmp_path / "confusion_test.csv",
+        [[4, 1], [2, 3]],
+        ["dog", "rain"],
+        meta={"split": "test", "epoch": 4, "checkpoint": str(tmp_path / "best-epoch=4.ckpt")},
+    )
     write_confusion_csv(tmp_path / "confusion_val.csv", [[4, 1], [2, 3]], ["0", "1"])  # written without names
     figures = {}
     import sed.metrics.confusion
@@ -432,8 +507,9 @@ def test_kfold_writes_pooled_confusion_and_per_fold_summary(monkeypatch, tmp_pat
     from sed.metrics import plot_kfold
 
     labels = ["dog", "rain"]
-    write_confusion_csv(tmp_path / "fold1" / "lightning_logs" / "version_0" / "confusion_test.csv",
-                        [[4, 1], [2, 3]], labels)
+    write_confusion_csv(
+        tmp_path / "fold1" / "lightning_logs" / "version_0" / "confusion_test.csv", [[4, 1], [2, 3]], labels
+    )
     write_confusion_csv(tmp_path / "fold2" / "confusion_test.csv", [[5, 0], [1, 4]], labels)
     rows = [{"fold": 1, "test_acc": 0.7, "test_loss": 0.9}, {"fold": 2, "test_acc": 0.9, "test_loss": 0.5}]
     summary = {"test_acc": {"mean": 0.8, "std": 0.1414}, "test_loss": {"mean": 0.7, "std": 0.28}}
@@ -449,7 +525,10 @@ def test_kfold_writes_pooled_confusion_and_per_fold_summary(monkeypatch, tmp_pat
     monkeypatch.setattr(sed.metrics.confusion, "save_figure", capture)
     monkeypatch.setattr(sed.metrics.run_report, "save_figure", capture)
     out = plot_kfold(tmp_path, rows, summary, checkpoint="best")
-    assert set(out["files"]) == {"confusion_pooled", "confusion_pooled_csv", "kfold_summary"} and out["notes"] == []
+    assert (
+        set(out["files"]) == {"confusion_pooled", "confusion_pooled_csv", "kfold_summary"}
+        and out["notes"] == []
+    )
     m, labs = read_confusion_csv(tmp_path / "confusion_pooled.csv")
     np.testing.assert_array_equal(m, [[9, 1], [3, 7]])
     assert labs == labels

@@ -36,7 +36,9 @@ def score(pred, ref, nb_classes, average="macro", **kw):
 
 @pytest.mark.parametrize("average", ["macro", "micro"])
 def test_perfect_prediction(average):
-    ref = track(0, range(0, 30), 10, 20) + track(1, range(5, 25), -40) + track(1, range(8, 12), 100, -30, src=2)
+    ref = (
+        track(0, range(0, 30), 10, 20) + track(1, range(5, 25), -40) + track(1, range(8, 12), 100, -30, src=2)
+    )
     r, _ = score(ref, ref, 2, average)
     assert r == pytest.approx({"ER": 0, "F": 1, "LE": 0, "LR": 1, "SELD": 0}, abs=1e-9)
 
@@ -147,8 +149,10 @@ def reference_2023(files, C, average, thr=20.0):
         for b in range(math.ceil(n / 10)):
             loc_fp = loc_fn = 0
             for c in range(C):
+
                 def doas(evs, off, c=c, b=b):
                     return [(e.azimuth, e.elevation) for e in evs if e.cls == c and e.frame == 10 * b + off]
+
                 g = {o: doas(ref, o) for o in range(10) if doas(ref, o)}
                 p = {o: doas(pred, o) for o in range(10) if doas(pred, o)}
                 ng = max((len(v) for v in g.values()), default=0)
@@ -225,8 +229,16 @@ def random_file(rng: random.Random, C: int, with_dist=False):
             dist = e.distance / 100 * rng.uniform(0.3, 2.5) if with_dist else None
             pred.append(E(f, e.cls, 0, e.azimuth + rng.gauss(0, 15), e.elevation + rng.gauss(0, 5), dist))
     for _ in range(rng.randint(0, 15)):  # extras, some after the last reference frame
-        pred.append(E(rng.randint(0, last + 8), rng.randrange(C), 0, rng.uniform(-180, 180),
-                      rng.uniform(-60, 60), rng.uniform(0.5, 5) if with_dist else None))
+        pred.append(
+            E(
+                rng.randint(0, last + 8),
+                rng.randrange(C),
+                0,
+                rng.uniform(-180, 180),
+                rng.uniform(-60, 60),
+                rng.uniform(0.5, 5) if with_dist else None,
+            )
+        )
     rng.shuffle(pred)
     pred.sort(key=lambda e: e.frame)  # shuffled order within a frame
     return pred, ref
@@ -257,7 +269,9 @@ def reference_2024(files, C, average, thr=20.0, rel_thr=1.0):
                 g = [e for e in ref if e.frame == f and e.cls == c]
                 p = [e for e in pred if e.frame == f and e.cls == c]
                 if g and p:
-                    cost = np.array([[gc(a.azimuth, a.elevation, b.azimuth, b.elevation) for b in p] for a in g])
+                    cost = np.array(
+                        [[gc(a.azimuth, a.elevation, b.azimuth, b.elevation) for b in p] for a in g]
+                    )
                     rows, cols = linear_sum_assignment(cost)
                     for r, k in zip(rows, cols):
                         dr = g[r].distance / 100
@@ -286,8 +300,12 @@ def reference_2024(files, C, average, thr=20.0, rel_thr=1.0):
         f, doae, rde, seld = one(*(sum(x) for x in (TP, FPs, FP, FN, DETP, DOA, REL)))
         return {"F": f, "DOAE": doae, "RDE": rde, "SELD": seld}
     per = [one(TP[c], FPs[c], FP[c], FN[c], DETP[c], DOA[c], REL[c]) for c in range(C)]
-    return {"F": np.mean([x[0] for x in per]), "DOAE": np.nanmean([x[1] for x in per]),
-            "RDE": np.nanmean([x[2] for x in per]), "SELD": np.mean([x[3] for x in per])}
+    return {
+        "F": np.mean([x[0] for x in per]),
+        "DOAE": np.nanmean([x[1] for x in per]),
+        "RDE": np.nanmean([x[2] for x in per]),
+        "SELD": np.mean([x[3] for x in per]),
+    }
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -307,8 +325,9 @@ def test_2024_distance_thresholds():
     ref = track(0, range(0, 11), 30.0, 10.0, dist=200.0)  # cm; last frame 10 -> frames 0..9 scored
     m = SELDMetrics2024(1)
     m.update(track(0, range(0, 11), 30.0, 10.0, dist=2.0), ref)
-    assert m.compute() == pytest.approx({"ER": 0, "F": 1, "DOAE": 0, "DistE": 0, "RDE": 0, "LR": 1, "SELD": 0},
-                                        abs=1e-9)
+    assert m.compute() == pytest.approx(
+        {"ER": 0, "F": 1, "DOAE": 0, "DistE": 0, "RDE": 0, "LR": 1, "SELD": 0}, abs=1e-9
+    )
     m = SELDMetrics2024(1)
     m.update(track(0, range(0, 10), 30.0, 10.0, dist=2.5), ref)
     r = m.compute()
@@ -370,8 +389,9 @@ def test_jackknife_matches_leave_one_out_recomputation():
 
 
 def write_ref(path, events):
-    write_dcase_csv(path, [(e.frame, e.cls, e.track, int(e.azimuth), int(e.elevation), int(e.distance))
-                           for e in events])
+    write_dcase_csv(
+        path, [(e.frame, e.cls, e.track, int(e.azimuth), int(e.elevation), int(e.distance)) for e in events]
+    )
 
 
 def test_evaluate_dirs_self_and_missing(tmp_path):
@@ -386,8 +406,10 @@ def test_evaluate_dirs_self_and_missing(tmp_path):
     assert "F_20" in format_results(results, 2023)
 
     # predictions as system output (Cartesian), one file missing, one unmatched extra
-    dets = [SeldDetection(e.frame, e.cls, *(np.array(_xyz(e.azimuth, e.elevation)) * 0.8), e.distance / 100)
-            for e in a]
+    dets = [
+        SeldDetection(e.frame, e.cls, *(np.array(_xyz(e.azimuth, e.elevation)) * 0.8), e.distance / 100)
+        for e in a
+    ]
     write_prediction_csv(tmp_path / "pred" / "sub" / "a.csv", dets, year=2024)
     write_prediction_csv(tmp_path / "pred" / "zzz.csv", dets, year=2024)
     results, report = evaluate_dirs(tmp_path / "pred", tmp_path / "ref")

@@ -50,14 +50,20 @@ def test_no_close_pair_outputs_every_active_track():
     v0, v1, v2 = vec(0), vec(90, norm=0.7), vec(-120, 30)
     dets = multi_accdoa_to_detections(pack(1, 1, {(0, 0): [v0, v1, v2]}), 1)
     assert_rows(rows(dets), [(0, 0, *v0, 0.0), (0, 0, *v1, 0.0), (0, 0, *v2, 0.0)])
-    dets = multi_accdoa_to_detections(pack(1, 1, {(0, 0): [v0, vec(5, norm=0.3), v2]}), 1)  # close but inactive
+    dets = multi_accdoa_to_detections(
+        pack(1, 1, {(0, 0): [v0, vec(5, norm=0.3), v2]}), 1
+    )  # close but inactive
     assert_rows(rows(dets), [(0, 0, *v0, 0.0), (0, 0, *v2, 0.0)])
 
 
 @pytest.mark.parametrize("pair,third", [((0, 1), 2), ((1, 2), 0), ((2, 0), 1)])
 def test_one_close_pair_is_merged_into_its_raw_mean(pair, third):
     vs = [None] * 3
-    vs[pair[0]], vs[pair[1]], vs[third] = vec(40, 10, 0.6), vec(50, 12, 0.9), vec(-100, 0, 0.8)  # ~10 deg apart
+    vs[pair[0]], vs[pair[1]], vs[third] = (
+        vec(40, 10, 0.6),
+        vec(50, 12, 0.9),
+        vec(-100, 0, 0.8),
+    )  # ~10 deg apart
     mean = list((np.array(vs[pair[0]]) + np.array(vs[pair[1]])) / 2)
     dets = multi_accdoa_to_detections(pack(1, 1, {(0, 0): vs}), 1)
     assert_rows(rows(dets), [(0, 0, *vs[third], 0.0), (0, 0, *mean, 0.0)])  # third first, then mean
@@ -76,11 +82,19 @@ def test_unify_threshold_is_15_degrees():
     for sep, n in ((14.9, 1), (15.1, 2)):
         dets = multi_accdoa_to_detections(pack(1, 1, {(0, 0): [vec(0), vec(sep), None]}), 1)
         assert len(dets) == n
-    assert len(multi_accdoa_to_detections(pack(1, 1, {(0, 0): [vec(0), vec(20), None]}), 1, unify_threshold=25)) == 1
+    assert (
+        len(multi_accdoa_to_detections(pack(1, 1, {(0, 0): [vec(0), vec(20), None]}), 1, unify_threshold=25))
+        == 1
+    )
 
 
 def test_distance_averaged_and_negative_distance_clipped_before_unify():
-    out = pack(1, 2, {(0, 0): [vec(0) + [-1.0], vec(5) + [3.0], None], (0, 1): [vec(90) + [-2.0], None, None]}, axes=4)
+    out = pack(
+        1,
+        2,
+        {(0, 0): [vec(0) + [-1.0], vec(5) + [3.0], None], (0, 1): [vec(90) + [-2.0], None, None]},
+        axes=4,
+    )
     dets = multi_accdoa_to_detections(out, 2)
     assert [(d.cls, d.distance) for d in dets] == [(0, pytest.approx(1.5)), (1, 0.0)]
 
@@ -139,8 +153,11 @@ def test_shape_errors():
 
 
 def test_csv_round_trip_2023(tmp_path):
-    dets = [SeldDetection(3, 1, *vec(45, 20, 0.8)), SeldDetection(3, 4, *vec(-170, -10, 0.6), 2.5),
-            SeldDetection(12, 0, *vec(90, 0, 1.2))]
+    dets = [
+        SeldDetection(3, 1, *vec(45, 20, 0.8)),
+        SeldDetection(3, 4, *vec(-170, -10, 0.6), 2.5),
+        SeldDetection(12, 0, *vec(90, 0, 1.2)),
+    ]
     path = tmp_path / "out" / "fold4_room2_mix001.csv"
     write_prediction_csv(path, dets, year=2023)
     lines = path.read_text().splitlines()

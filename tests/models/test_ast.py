@@ -53,9 +53,13 @@ def _hf_to_original(sd: dict, d: int) -> dict:
     """Inverse of the HF conversion script's mapping (spec §1.4 table), written out independently."""
     out = {}
     p = "audio_spectrogram_transformer."
-    emb = {"cls_token": "cls_token", "distillation_token": "dist_token", "position_embeddings": "pos_embed",
-           "patch_embeddings.projection.weight": "patch_embed.proj.weight",
-           "patch_embeddings.projection.bias": "patch_embed.proj.bias"}
+    emb = {
+        "cls_token": "cls_token",
+        "distillation_token": "dist_token",
+        "position_embeddings": "pos_embed",
+        "patch_embeddings.projection.weight": "patch_embed.proj.weight",
+        "patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    }
     for k, v in emb.items():
         out[f"module.v.{v}"] = sd[f"{p}embeddings.{k}"]
     i = 0
@@ -64,7 +68,9 @@ def _hf_to_original(sd: dict, d: int) -> dict:
         for wb in ("weight", "bias"):
             out[b + f"norm1.{wb}"] = sd[a + f"layernorm_before.{wb}"]
             out[b + f"norm2.{wb}"] = sd[a + f"layernorm_after.{wb}"]
-            out[b + f"attn.qkv.{wb}"] = torch.cat([sd[a + f"attention.attention.{n}.{wb}"] for n in ("query", "key", "value")])
+            out[b + f"attn.qkv.{wb}"] = torch.cat(
+                [sd[a + f"attention.attention.{n}.{wb}"] for n in ("query", "key", "value")]
+            )
             out[b + f"attn.proj.{wb}"] = sd[a + f"attention.output.dense.{wb}"]
             out[b + f"mlp.fc1.{wb}"] = sd[a + f"intermediate.dense.{wb}"]
             out[b + f"mlp.fc2.{wb}"] = sd[a + f"output.dense.{wb}"]
@@ -80,10 +86,16 @@ def _hf_to_original(sd: dict, d: int) -> dict:
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
     """A random 2-layer HF AST saved by transformers (v4 names on disk), 128 frames, 5 labels."""
-    cfg = transformers.ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                                 max_length=128, num_labels=N_LABELS,
-                                 id2label={i: f"class{i}" for i in range(N_LABELS)},
-                                 label2id={f"class{i}": i for i in range(N_LABELS)})
+    cfg = transformers.ASTConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_length=128,
+        num_labels=N_LABELS,
+        id2label={i: f"class{i}" for i in range(N_LABELS)},
+        label2id={f"class{i}": i for i in range(N_LABELS)},
+    )
     model = transformers.ASTForAudioClassification(cfg).eval()
     _randomise(model)
     path = tmp_path_factory.mktemp("hf_ast")
@@ -91,12 +103,21 @@ def hf(tmp_path_factory):
     extractor = transformers.ASTFeatureExtractor(max_length=128, mean=-5.5, std=4.0)
     extractor.save_pretrained(path)
     rng = np.random.default_rng(0)
-    waves = [0.1 * rng.standard_normal(24000).astype(np.float32), 0.1 * rng.standard_normal(9000).astype(np.float32)]
+    waves = [
+        0.1 * rng.standard_normal(24000).astype(np.float32),
+        0.1 * rng.standard_normal(9000).astype(np.float32),
+    ]
     with torch.no_grad():
         logits = model(**extractor(waves, sampling_rate=16000, return_tensors="pt")).logits
     batch = torch.zeros(2, 24000)
     batch[0], batch[1, :9000] = torch.from_numpy(waves[0]), torch.from_numpy(waves[1])
-    return {"model": model, "path": path, "logits": logits, "wave": batch, "lengths": torch.tensor([24000, 9000])}
+    return {
+        "model": model,
+        "path": path,
+        "logits": logits,
+        "wave": batch,
+        "lengths": torch.tensor([24000, 9000]),
+    }
 
 
 def _write_hf_dir(hf, tmp_path, layout: str):
@@ -123,10 +144,15 @@ def test_hf_checkpoint_matches_transformers(hf, tmp_path, layout):
         torch.testing.assert_close(out, hf["logits"], atol=1e-4, rtol=0)
     else:  # no preprocessor config: AudioSet stats, so compare on the HF features themselves
         fe = transformers.ASTFeatureExtractor(max_length=128)
-        feats = fe([w[:n].numpy() for w, n in zip(hf["wave"], hf["lengths"])], sampling_rate=16000,
-                   return_tensors="pt")["input_values"]
+        feats = fe(
+            [w[:n].numpy() for w, n in zip(hf["wave"], hf["lengths"])],
+            sampling_rate=16000,
+            return_tensors="pt",
+        )["input_values"]
         with torch.no_grad():
-            torch.testing.assert_close(model.forward_fbank(feats), hf["model"](feats).logits, atol=1e-4, rtol=0)
+            torch.testing.assert_close(
+                model.forward_fbank(feats), hf["model"](feats).logits, atol=1e-4, rtol=0
+            )
 
 
 def test_hf_saved_file_has_v4_names(hf):
@@ -140,14 +166,16 @@ def test_original_layout_of_hf_weights_agrees(hf, tmp_path):
     torch.save(sd, tmp_path / "audioset_10_10_0.4593.pth")
     with pytest.warns(UserWarning, match="head"):  # the new head is named when it is re-initialised
         build_ast_from_pretrained(tmp_path / "audioset_10_10_0.4593.pth", num_classes=3)
-    model = build_ast_from_pretrained(tmp_path / "audioset_10_10_0.4593.pth",
-                                      block_eps=1e-12, norm_eps=1e-12, head_eps=1e-12).eval()
+    model = build_ast_from_pretrained(
+        tmp_path / "audioset_10_10_0.4593.pth", block_eps=1e-12, norm_eps=1e-12, head_eps=1e-12
+    ).eval()
     from_hf = build_ast_from_pretrained(hf["path"])
     for k, v in from_hf.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
     fe = transformers.ASTFeatureExtractor(max_length=128)
-    feats = fe([w[:n].numpy() for w, n in zip(hf["wave"], hf["lengths"])], sampling_rate=16000,
-               return_tensors="pt")["input_values"]
+    feats = fe(
+        [w[:n].numpy() for w, n in zip(hf["wave"], hf["lengths"])], sampling_rate=16000, return_tensors="pt"
+    )["input_values"]
     with torch.no_grad():
         torch.testing.assert_close(model.forward_fbank(feats), hf["model"](feats).logits, atol=1e-4, rtol=0)
 
@@ -168,10 +196,19 @@ def test_original_pth_round_trip_is_exact_and_keeps_original_eps(tmp_path):
 def _fake_deit(depth: int = 1, d: int = 768) -> dict:
     """deit_base_distilled_patch16_384 shapes (24x24 grid, 3-channel patches), fewer blocks."""
     torch.manual_seed(0)
-    sd = {"cls_token": torch.randn(1, 1, d), "dist_token": torch.randn(1, 1, d), "pos_embed": torch.randn(1, 578, d),
-          "patch_embed.proj.weight": torch.randn(d, 3, 16, 16), "patch_embed.proj.bias": torch.randn(d),
-          "norm.weight": torch.randn(d), "norm.bias": torch.randn(d), "head.weight": torch.randn(1000, d),
-          "head.bias": torch.randn(1000), "head_dist.weight": torch.randn(1000, d), "head_dist.bias": torch.randn(1000)}
+    sd = {
+        "cls_token": torch.randn(1, 1, d),
+        "dist_token": torch.randn(1, 1, d),
+        "pos_embed": torch.randn(1, 578, d),
+        "patch_embed.proj.weight": torch.randn(d, 3, 16, 16),
+        "patch_embed.proj.bias": torch.randn(d),
+        "norm.weight": torch.randn(d),
+        "norm.bias": torch.randn(d),
+        "head.weight": torch.randn(1000, d),
+        "head.bias": torch.randn(1000),
+        "head_dist.weight": torch.randn(1000, d),
+        "head_dist.bias": torch.randn(1000),
+    }
     grid = sd["pos_embed"][0, 2:].view(24, 24, d)
     grid[:, :, 0] = torch.arange(24.0)[:, None]  # channel 0 = source row (frequency)
     grid[:, :, 1] = torch.arange(24.0)[None, :]  # channel 1 = source column (time)
@@ -217,7 +254,9 @@ def _marked_1024(tmp_path):
     return model, path
 
 
-@pytest.mark.parametrize("tdim, tokens, first_col", [(512, 602, 25), (798, 950, 11), (2048, 12 * 204 + 2, None)])
+@pytest.mark.parametrize(
+    "tdim, tokens, first_col", [(512, 602, 25), (798, 950, 11), (2048, 12 * 204 + 2, None)]
+)
 def test_1024_frame_checkpoint_for_other_lengths(tmp_path, tdim, tokens, first_col):
     src, path = _marked_1024(tmp_path)
     model = build_ast_from_pretrained(path, input_tdim=tdim)
@@ -263,7 +302,9 @@ def test_head_replacement_warns_and_drops_labels(hf):
 def test_create_model_with_pretrained_and_rebuild(hf):
     model = create_model("ast_base", pretrained=hf["path"], input_tdim=256).eval()
     cfg = model.sed_config
-    assert cfg["name"] == "ast_base" and cfg["kwargs"]["embed_dim"] == 64 and cfg["kwargs"]["input_tdim"] == 256
+    assert (
+        cfg["name"] == "ast_base" and cfg["kwargs"]["embed_dim"] == 64 and cfg["kwargs"]["input_tdim"] == 256
+    )
     assert model.pos_embed.shape == (1, 2 + 12 * 25, 64)
     rebuilt = create_model(cfg["name"], **json.loads(json.dumps(cfg["kwargs"]))).eval()
     rebuilt.load_state_dict(model.state_dict())
@@ -358,6 +399,10 @@ def test_short_names_hub_ids_and_deit_names_resolve_without_network(hf, tmp_path
     assert (sc.frontend.mean, sc.frontend.std) == (-6.845978, 5.5654526)
     build_ast_from_pretrained("MIT/ast-finetuned-audioset-16-16-0.442")
     deit = build_ast_from_pretrained("deit_base_distilled_patch16_384", num_classes=2, input_tdim=128)
-    assert asked == ["MIT/ast-finetuned-audioset-10-10-0.4593", "MIT/ast-finetuned-speech-commands-v2",
-                     "MIT/ast-finetuned-audioset-16-16-0.442", "deit_base_distilled_patch16_384"]
+    assert asked == [
+        "MIT/ast-finetuned-audioset-10-10-0.4593",
+        "MIT/ast-finetuned-speech-commands-v2",
+        "MIT/ast-finetuned-audioset-16-16-0.442",
+        "deit_base_distilled_patch16_384",
+    ]
     assert deit.pretrained_report["format"] == "deit" and deit.sed_config["name"] == "ast_base"

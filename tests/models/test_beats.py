@@ -23,13 +23,32 @@ from sed.models.pretrained import sources
 from sed.models.registry import create_model
 
 torch.set_num_threads(1)
-MICRO_CFG = {"input_patch_size": 16, "embed_dim": 32, "conv_bias": False, "encoder_layers": 2,
-             "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 2,
-             "activation_fn": "gelu", "layer_norm_first": False, "deep_norm": True, "dropout": 0.0,
-             "attention_dropout": 0.0, "activation_dropout": 0.0, "encoder_layerdrop": 0.0, "dropout_input": 0.0,
-             "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 320,
-             "max_distance": 800, "gru_rel_pos": True, "finetuned_model": True, "predictor_dropout": 0.0,
-             "predictor_class": 527}
+MICRO_CFG = {
+    "input_patch_size": 16,
+    "embed_dim": 32,
+    "conv_bias": False,
+    "encoder_layers": 2,
+    "encoder_embed_dim": 64,
+    "encoder_ffn_embed_dim": 128,
+    "encoder_attention_heads": 2,
+    "activation_fn": "gelu",
+    "layer_norm_first": False,
+    "deep_norm": True,
+    "dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "encoder_layerdrop": 0.0,
+    "dropout_input": 0.0,
+    "conv_pos": 16,
+    "conv_pos_groups": 4,
+    "relative_position_embedding": True,
+    "num_buckets": 320,
+    "max_distance": 800,
+    "gru_rel_pos": True,
+    "finetuned_model": True,
+    "predictor_dropout": 0.0,
+    "predictor_class": 527,
+}
 
 
 # ---------------------------------------------------------------------- the release file, written from the reference
@@ -41,10 +60,14 @@ def release_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
 
     e, d, f = cfg["embed_dim"], cfg["encoder_embed_dim"], cfg["encoder_ffn_embed_dim"]
     h, k, p = cfg["encoder_attention_heads"], cfg["conv_pos"], cfg["input_patch_size"]
-    sd = {"post_extract_proj.weight": r(d, e, std=0.2), "post_extract_proj.bias": r(d),
-          "patch_embedding.weight": r(e, 1, p, p, std=0.1),
-          "encoder.pos_conv.0.bias": r(d), "encoder.pos_conv.0.weight_g": r(1, 1, k, std=0.3, mean=1.0),
-          "encoder.pos_conv.0.weight_v": r(d, d // cfg["conv_pos_groups"], k, std=0.1)}
+    sd = {
+        "post_extract_proj.weight": r(d, e, std=0.2),
+        "post_extract_proj.bias": r(d),
+        "patch_embedding.weight": r(e, 1, p, p, std=0.1),
+        "encoder.pos_conv.0.bias": r(d),
+        "encoder.pos_conv.0.weight_g": r(1, 1, k, std=0.3, mean=1.0),
+        "encoder.pos_conv.0.weight_v": r(d, d // cfg["conv_pos_groups"], k, std=0.1),
+    }
     bias = r(cfg["num_buckets"], h, std=1.0)
     for i in range(cfg["encoder_layers"]):
         a = f"encoder.layers.{i}.self_attn."
@@ -61,7 +84,10 @@ def release_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     sd["encoder.layer_norm.weight"], sd["encoder.layer_norm.bias"] = r(d, std=0.1, mean=1.0), r(d)
     sd["layer_norm.weight"], sd["layer_norm.bias"] = r(e, std=0.1, mean=1.0), r(e)
     if cfg["finetuned_model"]:
-        sd["predictor.weight"], sd["predictor.bias"] = r(cfg["predictor_class"], d, std=0.1), r(cfg["predictor_class"])
+        sd["predictor.weight"], sd["predictor.bias"] = (
+            r(cfg["predictor_class"], d, std=0.1),
+            r(cfg["predictor_class"]),
+        )
     return sd
 
 
@@ -91,8 +117,14 @@ def ontology_order() -> list[int]:
 # ---------------------------------------------------------------------- tests
 def test_front_end_is_kaldi_fbank_of_the_scaled_wave():
     wave = clip(101, 3)
-    ref = torch.stack([kaldi.fbank(w[None] * 2**15, num_mel_bins=128, sample_frequency=16000, frame_length=25,
-                                   frame_shift=10) for w in wave])
+    ref = torch.stack(
+        [
+            kaldi.fbank(
+                w[None] * 2**15, num_mel_bins=128, sample_frequency=16000, frame_length=25, frame_shift=10
+            )
+            for w in wave
+        ]
+    )
     raw = BEATsFbank(target_length=None)
     assert (raw.fbank(wave) - ref).abs().max() < 1e-4
     assert (raw(wave) - (ref - 15.41663) / (2 * 6.55582)).abs().max() < 1e-4
@@ -111,7 +143,9 @@ def test_release_file_loads_by_every_route(release, how, monkeypatch):
         model = create_model("beats_micro", pretrained=str(release)).eval()
     else:
         seen = []
-        monkeypatch.setattr(sources, "hub_file", lambda repo, name: seen.append(f"hf://{repo}/{name}") or str(release))
+        monkeypatch.setattr(
+            sources, "hub_file", lambda repo, name: seen.append(f"hf://{repo}/{name}") or str(release)
+        )
         model = create_model("beats_iter3", pretrained=True).eval()
         assert seen == [WEIGHTS[0].sources[0]] and WEIGHTS[0].name == "beats-iter3-plus-as2m"
     assert model.multi_label and len(model.labels) == 527 and model.labels[0] == "Speech"
@@ -126,7 +160,9 @@ def test_predictor_rows_follow_the_label_dict(release):
 
     model, _ = load_model(release)
     rows = release_state(MICRO_CFG)["predictor.weight"]
-    assert torch.equal(model.head[1].weight, rows[ontology_order()])  # output j = the row whose mid is class j
+    assert torch.equal(
+        model.head[1].weight, rows[ontology_order()]
+    )  # output j = the row whose mid is class j
 
 
 def test_pretrained_only_file_gets_a_new_head(tmp_path, release):
@@ -182,11 +218,16 @@ def test_missing_extra_and_wrong_family_are_one_line_errors(tmp_path):
     with pytest.raises(CheckpointError, match="is a CED checkpoint, not a BEATs one"):
         create_model("beats_iter3", pretrained=str(other))
     inverse = tmp_path / "inverse.pt"  # {mid: row}: no public release has it
-    torch.save({"cfg": dict(MICRO_CFG), "model": sd, "label_dict": {m: r for r, m in label_dict().items()}}, inverse)
+    torch.save(
+        {"cfg": dict(MICRO_CFG), "model": sd, "label_dict": {m: r for r, m in label_dict().items()}}, inverse
+    )
     with pytest.raises(CheckpointError, match=r"label_dict is not \{predictor row: AudioSet mid\}"):
         create_model("beats_micro", pretrained=str(inverse))
     with pytest.raises(CheckpointError, match="layer_norm_first"):
-        create_model("beats_micro", pretrained=_write(tmp_path, "preln.pt", sd, {**MICRO_CFG, "layer_norm_first": True}))
+        create_model(
+            "beats_micro",
+            pretrained=_write(tmp_path, "preln.pt", sd, {**MICRO_CFG, "layer_norm_first": True}),
+        )
 
 
 def test_offline_short_name_is_one_line(monkeypatch):
@@ -219,13 +260,20 @@ def test_patch_mix_forward_and_task_step():
     model = create_model("beats_micro", num_classes=3, input_tdim=64).eval()
     feats = model.features(clip(64, 4))
     y = torch.tensor([0, 1, 2, 1])
-    logits, pooled, y_a, y_b, lam, index = model.forward_patch_mix(feats, y, beta=0.0)  # lam = 1: nothing swapped
+    logits, pooled, y_a, y_b, lam, index = model.forward_patch_mix(
+        feats, y, beta=0.0
+    )  # lam = 1: nothing swapped
     assert lam == 1.0 and torch.allclose(logits, model.forward_from_features(feats), atol=1e-6)
     assert model.grid == (8, 4) and pooled.shape == (4, 64)
     _, _, _, _, lam, _ = model.forward_patch_mix(feats, y, beta=1.0, time_domain=True)
     assert lam in {1 - i / 4 for i in range(5)}  # whole time columns of the (f, t) grid
-    task = PatchMixTask(method="patchmix_cl", model_name="beats_micro", model_kwargs={"input_tdim": 64},
-                        num_classes=3, lr=1e-3)
+    task = PatchMixTask(
+        method="patchmix_cl",
+        model_name="beats_micro",
+        model_kwargs={"input_tdim": 64},
+        num_classes=3,
+        lr=1e-3,
+    )
     batch = {"wave": clip(64, 4), "label": y}
     loss, out = task.training_loss(batch)
     loss.backward()
@@ -248,7 +296,11 @@ def test_onnx_export_matches_pytorch(release, tmp_path):
     assert graph.input_samples == (model.patch_samples, 3600 * 16000) and model.patch_samples == 2800
     assert graph.max_samples == 30 * 16000
     batch = torch.zeros(3, 8000)
-    batch[0], batch[1, :1000], batch[2, :4321] = clip(60, 1)[0, :8000], clip(8, 1)[0, :1000], clip(30, 1)[0, :4321]
+    batch[0], batch[1, :1000], batch[2, :4321] = (
+        clip(60, 1)[0, :8000],
+        clip(8, 1)[0, :1000],
+        clip(30, 1)[0, :4321],
+    )
     lengths = torch.tensor([8000, 1000, 4321])
     with torch.no_grad():
         want = model(batch, lengths)

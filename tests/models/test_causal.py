@@ -121,12 +121,18 @@ def test_padding_beyond_lengths_does_not_change_logits():
 def test_round_trip_through_sed_config_and_checkpoints(tmp_path):
     model = _model("tcn_small", labels=list("abcde"), input_tdim=None, clip_seconds=0.5)
     cfg = json.loads(json.dumps(model.sed_config))
-    assert cfg["name"] == "tcn_small" and cfg["kwargs"]["input_tdim"] == 48 and cfg["kwargs"]["stem_channels"] == 8
+    assert (
+        cfg["name"] == "tcn_small"
+        and cfg["kwargs"]["input_tdim"] == 48
+        and cfg["kwargs"]["stem_channels"] == 8
+    )
     clone = create_model(cfg["name"], **cfg["kwargs"]).eval()
     assert clone.sed_kwargs() == model.sed_kwargs()
     path = save_model(tmp_path / "tcn.pt", model)
     loaded, desc = load_model(path)
-    assert isinstance(loaded, TCNModel) and desc["model_name"] == "tcn_small" and loaded.labels == list("abcde")
+    assert (
+        isinstance(loaded, TCNModel) and desc["model_name"] == "tcn_small" and loaded.labels == list("abcde")
+    )
     assert desc["clip_samples"] == model.clip_samples == 47 * 160 + 400
     wave = _wave(0.7, 2)
     with torch.no_grad():
@@ -138,14 +144,28 @@ def test_round_trip_through_sed_config_and_checkpoints(tmp_path):
 def test_trains_through_the_classification_task():
     from sed.tasks import ClassificationTask
 
-    task = ClassificationTask(model_name="tcn_tiny", num_classes=3, model_kwargs={"input_tdim": TDIM}, freqm=8, timem=8,
-                              lr=3e-3, transfer="last_n", finetune_blocks=2)
+    task = ClassificationTask(
+        model_name="tcn_tiny",
+        num_classes=3,
+        model_kwargs={"input_tdim": TDIM},
+        freqm=8,
+        timem=8,
+        lr=3e-3,
+        transfer="last_n",
+        finetune_blocks=2,
+    )
     opt = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=3e-3)
     task.train()
-    batch = {"wave": _wave(0.4, 4), "label": torch.tensor([0, 1, 2, 0]), "lengths": torch.tensor([6640, 6640, 5000, 6640])}
+    batch = {
+        "wave": _wave(0.4, 4),
+        "label": torch.tensor([0, 1, 2, 0]),
+        "lengths": torch.tensor([6640, 6640, 5000, 6640]),
+    }
     loss = task.training_step(batch, 0)
     loss.backward()
-    assert task.model.blocks[-1].conv2.weight.grad is not None and task.model.blocks[0].conv1.weight.grad is None
+    assert (
+        task.model.blocks[-1].conv2.weight.grad is not None and task.model.blocks[0].conv1.weight.grad is None
+    )
     opt.step()
     assert torch.isfinite(loss)
 

@@ -42,8 +42,16 @@ def one_thread():
 
 def mel_db(wave: torch.Tensor) -> torch.Tensor:
     """The reference front end on one clip ``[1, T]`` -> ``[1, 64, frames]``."""
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=512, hop_length=160,
-                                               f_min=0, f_max=8000, n_mels=64, center=True)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16000,
+        n_fft=512,
+        win_length=512,
+        hop_length=160,
+        f_min=0,
+        f_max=8000,
+        n_mels=64,
+        center=True,
+    )
     return torchaudio.transforms.AmplitudeToDB(top_db=120)(mel(wave))
 
 
@@ -51,14 +59,22 @@ def reference_state(num_classes: int = 527, seed: int = 0) -> dict[str, torch.Te
     """Random ``AudioTransformer`` weights in the original release's key layout."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s, std=0.02: torch.randn(*s, generator=g) * std  # noqa: E731
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=512, hop_length=160,
-                                               f_min=0, f_max=8000, n_mels=64)
-    sd = {"front_end.0.spectrogram.window": mel.spectrogram.window.clone(), "front_end.0.mel_scale.fb": mel.mel_scale.fb.clone(),
-          "init_bn.1.weight": 1 + r(64, std=0.1), "init_bn.1.bias": r(64, std=0.1),
-          "init_bn.1.running_mean": -40 + r(64, std=5.0), "init_bn.1.running_var": 300 + r(64, std=20.0).abs(),
-          "init_bn.1.num_batches_tracked": torch.tensor(1000),
-          "patch_embed.proj.weight": r(D, 1, 16, 16, std=0.05), "patch_embed.proj.bias": r(D),
-          "time_pos_embed": r(1, D, 1, T0), "freq_pos_embed": r(1, D, 4, 1)}
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16000, n_fft=512, win_length=512, hop_length=160, f_min=0, f_max=8000, n_mels=64
+    )
+    sd = {
+        "front_end.0.spectrogram.window": mel.spectrogram.window.clone(),
+        "front_end.0.mel_scale.fb": mel.mel_scale.fb.clone(),
+        "init_bn.1.weight": 1 + r(64, std=0.1),
+        "init_bn.1.bias": r(64, std=0.1),
+        "init_bn.1.running_mean": -40 + r(64, std=5.0),
+        "init_bn.1.running_var": 300 + r(64, std=20.0).abs(),
+        "init_bn.1.num_batches_tracked": torch.tensor(1000),
+        "patch_embed.proj.weight": r(D, 1, 16, 16, std=0.05),
+        "patch_embed.proj.bias": r(D),
+        "time_pos_embed": r(1, D, 1, T0),
+        "freq_pos_embed": r(1, D, 4, 1),
+    }
     for i in range(DEPTH):
         p = f"blocks.{i}."
         for n in ("norm1", "norm2"):
@@ -67,9 +83,16 @@ def reference_state(num_classes: int = 527, seed: int = 0) -> dict[str, torch.Te
         sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"] = r(D, D, std=0.1), r(D)
         sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"] = r(4 * D, D, std=0.1), r(4 * D)
         sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"] = r(D, 4 * D, std=0.1), r(D)
-    sd.update({"norm.weight": 1 + r(D, std=0.1), "norm.bias": r(D), "outputlayer.0.weight": 1 + r(D, std=0.1),
-               "outputlayer.0.bias": r(D), "outputlayer.1.weight": r(num_classes, D, std=0.3),
-               "outputlayer.1.bias": r(num_classes)})
+    sd.update(
+        {
+            "norm.weight": 1 + r(D, std=0.1),
+            "norm.bias": r(D),
+            "outputlayer.0.weight": 1 + r(D, std=0.1),
+            "outputlayer.0.bias": r(D),
+            "outputlayer.1.weight": r(num_classes, D, std=0.3),
+            "outputlayer.1.bias": r(num_classes),
+        }
+    )
     return sd
 
 
@@ -79,7 +102,9 @@ def hf_state(sd: dict) -> dict:
     for k, v in sd.items():
         if k.startswith("front_end."):
             continue
-        out[k if k.startswith("outputlayer.") else "encoder." + k.replace("init_bn.1.", "init_bn.")] = v.contiguous()
+        out[k if k.startswith("outputlayer.") else "encoder." + k.replace("init_bn.1.", "init_bn.")] = (
+            v.contiguous()
+        )
     return out
 
 
@@ -97,11 +122,26 @@ def ref_sd():
 def hf_dir(tmp_path_factory, ref_sd):
     root = tmp_path_factory.mktemp("ced-tiny-hf")
     save_file(hf_state(ref_sd), str(root / "model.safetensors"))
-    id2label = {str(i): name.split(",")[0] for i, name in enumerate(audioset_labels())}  # as the port writes them
-    cfg = {"architectures": ["CedForAudioClassification"], "model_type": "ced", "name": "ced-tiny", "embed_dim": D,
-           "depth": DEPTH, "num_heads": HEADS, "mlp_ratio": 4.0, "target_length": 1012, "n_mels": 64,
-           "patch_size": 16, "patch_stride": 16, "pooling": "mean", "outputdim": 527, "qkv_bias": True,
-           "id2label": id2label}
+    id2label = {
+        str(i): name.split(",")[0] for i, name in enumerate(audioset_labels())
+    }  # as the port writes them
+    cfg = {
+        "architectures": ["CedForAudioClassification"],
+        "model_type": "ced",
+        "name": "ced-tiny",
+        "embed_dim": D,
+        "depth": DEPTH,
+        "num_heads": HEADS,
+        "mlp_ratio": 4.0,
+        "target_length": 1012,
+        "n_mels": 64,
+        "patch_size": 16,
+        "patch_stride": 16,
+        "pooling": "mean",
+        "outputdim": 527,
+        "qkv_bias": True,
+        "id2label": id2label,
+    }
     (root / "config.json").write_text(json.dumps(cfg))
     return root
 
@@ -118,7 +158,10 @@ def test_frontend_equals_torchaudio_melspectrogram_db():
     assert (got - want).abs().max() < 1e-4
     fixed = ced_mod.CEDMel(target_length=101)  # 1 s: shorter clips are zero-padded audio, longer ones cut
     assert fixed.clip_samples == 16000
-    assert (fixed(x[:, :12000]) - torch.cat([mel_db(F.pad(c, (0, 4000))[None]).transpose(1, 2) for c in x[:, :12000]])).abs().max() < 1e-4
+    assert (
+        fixed(x[:, :12000])
+        - torch.cat([mel_db(F.pad(c, (0, 4000))[None]).transpose(1, 2) for c in x[:, :12000]])
+    ).abs().max() < 1e-4
     assert (fixed(x) - torch.cat([mel_db(c[:16000][None]).transpose(1, 2) for c in x])).abs().max() < 1e-4
     lengths = torch.tensor([12000, 16000, 16000])
     assert torch.equal(fixed(x[:, :16000], lengths)[0], fixed(x[:1, :12000])[0])
@@ -131,7 +174,10 @@ def test_original_release_pt_gives_the_reference_scores(tmp_path, ref_sd):
     model, desc = load_model(path, input_tdim=101)
     assert model.labels == audioset_labels() and desc["multi_label"] is True
     assert desc["model_name"] == "ced_tiny" and model.embed_dim == D and len(model.blocks) == DEPTH
-    assert model.time_pos_embed.shape[-1] == T0 and model.grid == (4, 6)  # 1 s uses the first 6 time positions
+    assert model.time_pos_embed.shape[-1] == T0 and model.grid == (
+        4,
+        6,
+    )  # 1 s uses the first 6 time positions
 
 
 def test_hugging_face_directory_and_short_name(monkeypatch, hf_dir, ref_sd, tmp_path):
@@ -139,9 +185,13 @@ def test_hugging_face_directory_and_short_name(monkeypatch, hf_dir, ref_sd, tmp_
     torch.save(ref_sd, tmp_path / "original.pt")
     original = create_model("ced_tiny", pretrained=str(tmp_path / "original.pt")).eval()
     wave = waves(2, 1.5, seed=3)
-    with torch.no_grad():  # one chunk: the two layouts of the same weights score alike (numbers: tests/reference)
+    with (
+        torch.no_grad()
+    ):  # one chunk: the two layouts of the same weights score alike (numbers: tests/reference)
         assert torch.allclose(model(wave), original(wave), atol=1e-5)
-    assert model.labels[1] == "Male speech, man speaking" and model.multi_label  # full names, not the port's cut ones
+    assert (
+        model.labels[1] == "Male speech, man speaking" and model.multi_label
+    )  # full names, not the port's cut ones
     calls = []
     monkeypatch.setattr(sources, "hub_snapshot", lambda repo: calls.append(repo) or str(hf_dir))
     by_name, _ = load_model("ced-tiny", input_tdim=151)
@@ -178,8 +228,12 @@ def test_long_inputs_are_chunked_and_averaged(tmp_path, ref_sd):
             assert model.embed(wave).shape == (2, D)
             first = torch.sigmoid(model(wave[:, : 1011 * 160]))  # the first chunk alone
         assert not torch.allclose(got[average], first, atol=1e-3)  # the later chunks count
-    assert not torch.allclose(got["prob"], got["embedding"], atol=1e-4)  # (numbers of both: tests/reference/ced*)
-    big = torch.tensor([[30.0, -30.0], [30.0, 30.0]])  # logit(mean sigmoid) stays finite where sigmoid saturates
+    assert not torch.allclose(
+        got["prob"], got["embedding"], atol=1e-4
+    )  # (numbers of both: tests/reference/ced*)
+    big = torch.tensor(
+        [[30.0, -30.0], [30.0, 30.0]]
+    )  # logit(mean sigmoid) stays finite where sigmoid saturates
     out = torch.logsumexp(F.logsigmoid(big), 0) - torch.logsumexp(F.logsigmoid(-big), 0)
     assert torch.isfinite(out).all() and abs(float(out[0]) - 30.0) < 1e-4 and abs(float(out[1])) < 1e-4
 
@@ -201,21 +255,31 @@ def test_missing_extra_and_foreign_keys_are_named(tmp_path, monkeypatch, ref_sd,
     torch.save(sd, tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match=r"missing keys \['blocks\.1\.mlp\.fc2\.weight'\]"):
         load_model(tmp_path / "missing.pt")
-    torch.save({**ref_sd, "blocks.0.attn.rel_bias": torch.zeros(3), "outputlayer.2.weight": torch.zeros(1)},
-               tmp_path / "extra.pt")
-    with pytest.raises(CheckpointError, match=r"unexpected keys \['blocks\.0\.attn\.rel_bias', 'outputlayer\.2\.weight'\]"):
+    torch.save(
+        {**ref_sd, "blocks.0.attn.rel_bias": torch.zeros(3), "outputlayer.2.weight": torch.zeros(1)},
+        tmp_path / "extra.pt",
+    )
+    with pytest.raises(
+        CheckpointError, match=r"unexpected keys \['blocks\.0\.attn\.rel_bias', 'outputlayer\.2\.weight'\]"
+    ):
         create_model("ced_tiny", pretrained=str(tmp_path / "extra.pt"))
     hf = hf_state(ref_sd)
     del hf["encoder.norm.bias"]
     with pytest.raises(CheckpointError, match=r"missing keys \['encoder\.norm\.bias'\]"):
         ced_pre.IMPORTER.build(hf)
-    torch.save({"module.v.pos_embed": torch.zeros(1, 3, 4), "module.v.cls_token": torch.zeros(1, 1, 4)}, tmp_path / "ast.pth")
+    torch.save(
+        {"module.v.pos_embed": torch.zeros(1, 3, 4), "module.v.cls_token": torch.zeros(1, 1, 4)},
+        tmp_path / "ast.pth",
+    )
     with pytest.raises(CheckpointError, match=r"ast\.pth: is an AST checkpoint, not a CED one"):
         create_model("ced_tiny", pretrained=str(tmp_path / "ast.pth"))
     torch.save({"other.weight": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt: is not a CED checkpoint.*other\.weight"):
         create_model("ced_tiny", pretrained=str(tmp_path / "other.pt"))
-    beats = {"cfg": {}, "model": {"patch_embedding.weight": torch.zeros(2), "encoder.layers.0.x": torch.zeros(2)}}
+    beats = {
+        "cfg": {},
+        "model": {"patch_embedding.weight": torch.zeros(2), "encoder.layers.0.x": torch.zeros(2)},
+    }
     torch.save(beats, tmp_path / "beats.pt")
     with pytest.raises(CheckpointError, match=r"beats\.pt: is a BEATs checkpoint, not a CED one"):
         create_model("ced_tiny", pretrained=str(tmp_path / "beats.pt"))
@@ -226,7 +290,9 @@ def test_missing_extra_and_foreign_keys_are_named(tmp_path, monkeypatch, ref_sd,
 def test_registered_sizes_give_batch_by_classes(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=4, input_tdim=64).eval()
-    assert (model.embed_dim, model.blocks[0].attn.num_heads) == tuple(ced_mod.CED_SIZES[name][k] for k in ("embed_dim", "num_heads"))
+    assert (model.embed_dim, model.blocks[0].attn.num_heads) == tuple(
+        ced_mod.CED_SIZES[name][k] for k in ("embed_dim", "num_heads")
+    )
     with torch.no_grad():
         out = model(torch.randn(2, 8000) * 0.1)
     assert out.shape == (2, 4) and torch.isfinite(out).all()
@@ -249,12 +315,18 @@ def test_patchmix_task_trains_a_step():
     from sed.tasks.patchmix import PatchMixTask
 
     torch.manual_seed(0)
-    task = PatchMixTask(method="patchmix_cl", model_name="ced_tiny", model_kwargs={"input_tdim": 64, "depth": 2},
-                        num_classes=3, lr=1e-3)
+    task = PatchMixTask(
+        method="patchmix_cl",
+        model_name="ced_tiny",
+        model_kwargs={"input_tdim": 64, "depth": 2},
+        num_classes=3,
+        lr=1e-3,
+    )
     model = task.model
     feats = model.features(torch.randn(4, model.clip_samples) * 0.1)
-    logits, pooled, y_a, y_b, lam, index = model.forward_patch_mix(feats, torch.tensor([0, 1, 2, 0]), 1.0,
-                                                                   torch.Generator().manual_seed(1))
+    logits, pooled, y_a, y_b, lam, index = model.forward_patch_mix(
+        feats, torch.tensor([0, 1, 2, 0]), 1.0, torch.Generator().manual_seed(1)
+    )
     assert logits.shape == (4, 3) and pooled.shape == (4, D) and 0 <= lam <= 1 and model.grid == (4, 4)
     batch = {"wave": torch.randn(4, 12000) * 0.1, "label": torch.tensor([0, 1, 2, 1])}
     opt = torch.optim.Adam(task.parameters(), 1e-3)
@@ -262,7 +334,9 @@ def test_patchmix_task_trains_a_step():
     loss, logits = task.training_loss(batch)
     loss.backward()
     opt.step()
-    assert torch.isfinite(loss) and logits.shape == (4, 3) and not torch.equal(before, model.patch_embed.weight)
+    assert (
+        torch.isfinite(loss) and logits.shape == (4, 3) and not torch.equal(before, model.patch_embed.weight)
+    )
 
 
 def test_onnx_export_matches_pytorch(tmp_path, ref_sd):
@@ -277,6 +351,8 @@ def test_onnx_export_matches_pytorch(tmp_path, ref_sd):
     assert report["description"]["max_samples"] == 1012 * 160 - 1  # the graph holds one chunk
     from sed.inference.runtime import OnnxModel
 
-    with pytest.raises(CheckpointError, match=r"m\.onnx: the graph takes at most 161919 samples \(10\.12 s\)") as err:
+    with pytest.raises(
+        CheckpointError, match=r"m\.onnx: the graph takes at most 161919 samples \(10\.12 s\)"
+    ) as err:
         OnnxModel(report["path"])(waves(1, 12.0))
     assert "\n" not in str(err.value)

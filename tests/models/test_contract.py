@@ -56,7 +56,11 @@ def test_a_family_test_size_is_small_and_takes_one_second(name):
         assert model.clip_samples <= model.sample_rate  # 1 s of audio fills the clip
     with torch.no_grad():
         out = model(_one_second(model))
-    assert out.shape[0] == 2 and out.shape[-1] == model.output_dim if is_seld_model(model) else out.shape == (2, 3)
+    assert (
+        out.shape[0] == 2 and out.shape[-1] == model.output_dim
+        if is_seld_model(model)
+        else out.shape == (2, 3)
+    )
 
 
 @pytest.mark.parametrize("name", TEST_SIZES)
@@ -82,7 +86,9 @@ def test_every_registered_size_records_all_its_constructor_arguments(name):
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert _constructor_arguments(model) == set(kwargs)  # every argument, defaults applied, nothing else
     assert clone.sed_kwargs() == kwargs
-    assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in clone.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
 
 
 def test_the_base_records_arguments_defaults_and_derived_values():
@@ -99,11 +105,22 @@ def test_the_base_records_arguments_defaults_and_derived_values():
                 self.record_kwargs(widths=list(widths)[:depth], depth=None)  # the derived value, not the call
 
     model = Sub(3, rate=np.int64(8000), depth=1, labels=["x", "y", "z"])
-    assert model.sed_kwargs() == {"num_classes": 3, "widths": [4], "depth": None, "rate": 8000,
-                                  "labels": ["x", "y", "z"]}
+    assert model.sed_kwargs() == {
+        "num_classes": 3,
+        "widths": [4],
+        "depth": None,
+        "rate": 8000,
+        "labels": ["x", "y", "z"],
+    }
     assert type(model.sed_kwargs()["rate"]) is int
     assert Sub(**model.sed_kwargs()).sed_kwargs() == model.sed_kwargs()
-    assert Sub().sed_kwargs() == {"num_classes": 2, "widths": [4, 8], "depth": None, "rate": 16000, "labels": None}
+    assert Sub().sed_kwargs() == {
+        "num_classes": 2,
+        "widths": [4, 8],
+        "depth": None,
+        "rate": 16000,
+        "labels": None,
+    }
     assert list(inspect.signature(Sub).parameters) == ["num_classes", "widths", "depth", "kwargs"]
 
 
@@ -112,15 +129,21 @@ def test_one_protocol_tells_each_kind(name):
     with torch.device("meta"):
         model = create_model(name, **tiny_kwargs(name))
     seld = family_of_model(name).length_policy == "frames"
-    assert (is_seld_model(model), is_clip_model(model), model_kind(model)) == \
-        ((True, False, "seld") if seld else (False, True, "clip"))
+    assert (is_seld_model(model), is_clip_model(model), model_kind(model)) == (
+        (True, False, "seld") if seld else (False, True, "clip")
+    )
     assert is_trainable_clip_model(model) == (not seld and family_of_model(name).length_policy != "backbone")
     check_kind(model, model_kind(model))
-    with pytest.raises(CheckpointError, match="this command takes a clip classifier" if seld else "takes a SELD"):
+    with pytest.raises(
+        CheckpointError, match="this command takes a clip classifier" if seld else "takes a SELD"
+    ):
         check_kind(model, "clip" if seld else "seld", "m.pt")
 
 
 def test_a_module_of_neither_kind_is_refused_by_every_verb():
-    with pytest.raises(CheckpointError, match=r"^m\.pt: neither a clip classifier nor a SELD model \(Linear\); "
-                                              "no sedkit command takes it, this command takes a clip classifier$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^m\.pt: neither a clip classifier nor a SELD model \(Linear\); "
+        "no sedkit command takes it, this command takes a clip classifier$",
+    ):
         check_kind(nn.Linear(2, 2), "clip", "m.pt")

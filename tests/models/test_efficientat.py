@@ -29,11 +29,23 @@ from sed.models.registry import create_model, list_models
 SR, HOP = 32000, 320
 
 # MobileNetV3-Large as the reference's _mobilenet_v3_conf: in, kernel, expanded, out, SE, hardswish, stride
-TABLE = [(16, 3, 16, 16, 0, 0, 1), (16, 3, 64, 24, 0, 0, 2), (24, 3, 72, 24, 0, 0, 1), (24, 5, 72, 40, 1, 0, 2),
-         (40, 5, 120, 40, 1, 0, 1), (40, 5, 120, 40, 1, 0, 1), (40, 3, 240, 80, 0, 1, 2), (80, 3, 200, 80, 0, 1, 1),
-         (80, 3, 184, 80, 0, 1, 1), (80, 3, 184, 80, 0, 1, 1), (80, 3, 480, 112, 1, 1, 1),
-         (112, 3, 672, 112, 1, 1, 1), (112, 5, 672, 160, 1, 1, 2), (160, 5, 960, 160, 1, 1, 1),
-         (160, 5, 960, 160, 1, 1, 1)]
+TABLE = [
+    (16, 3, 16, 16, 0, 0, 1),
+    (16, 3, 64, 24, 0, 0, 2),
+    (24, 3, 72, 24, 0, 0, 1),
+    (24, 5, 72, 40, 1, 0, 2),
+    (40, 5, 120, 40, 1, 0, 1),
+    (40, 5, 120, 40, 1, 0, 1),
+    (40, 3, 240, 80, 0, 1, 2),
+    (80, 3, 200, 80, 0, 1, 1),
+    (80, 3, 184, 80, 0, 1, 1),
+    (80, 3, 184, 80, 0, 1, 1),
+    (80, 3, 480, 112, 1, 1, 1),
+    (112, 3, 672, 112, 1, 1, 1),
+    (112, 5, 672, 160, 1, 1, 2),
+    (160, 5, 960, 160, 1, 1, 1),
+    (160, 5, 960, 160, 1, 1, 1),
+]
 
 
 def divisible(v, d=8):
@@ -42,8 +54,10 @@ def divisible(v, d=8):
 
 
 def ref_blocks(width):
-    return [(divisible(i * width), k, divisible(e * width), divisible(o * width), se, hs, s)
-            for i, k, e, o, se, hs, s in TABLE]
+    return [
+        (divisible(i * width), k, divisible(e * width), divisible(o * width), se, hs, s)
+        for i, k, e, o, se, hs, s in TABLE
+    ]
 
 
 def ref_state(width=0.4, num_classes=527, seed=0):
@@ -52,7 +66,9 @@ def ref_state(width=0.4, num_classes=527, seed=0):
     sd = {}
 
     def cna(prefix, cin, cout, k, groups=1):
-        sd[f"{prefix}.0.weight"] = torch.randn(cout, cin // groups, k, k, generator=g) * (2 / (cin // groups * k * k)) ** 0.5
+        sd[f"{prefix}.0.weight"] = (
+            torch.randn(cout, cin // groups, k, k, generator=g) * (2 / (cin // groups * k * k)) ** 0.5
+        )
         sd[f"{prefix}.1.weight"] = 0.95 + 0.1 * torch.randn(cout, generator=g)
         sd[f"{prefix}.1.bias"] = 0.1 * torch.randn(cout, generator=g)
         sd[f"{prefix}.1.running_mean"] = 0.1 * torch.randn(cout, generator=g)
@@ -60,7 +76,7 @@ def ref_state(width=0.4, num_classes=527, seed=0):
         sd[f"{prefix}.1.num_batches_tracked"] = torch.tensor(1000)
 
     def linear(prefix, cin, cout):
-        sd[f"{prefix}.weight"] = torch.randn(cout, cin, generator=g) / cin ** 0.5
+        sd[f"{prefix}.weight"] = torch.randn(cout, cin, generator=g) / cin**0.5
         sd[f"{prefix}.bias"] = 0.1 * torch.randn(cout, generator=g)
 
     blocks = ref_blocks(width)
@@ -118,7 +134,9 @@ def test_frontend_frames_at_the_clips_own_length():
     assert feats.shape == (2, 100, 128) and model.clip_samples == 32000 and model.sample_rate == 32000
     short = wave[:, :20000]  # the reference's inference.py runs a file at its own length: 1 + 19999 // 320
     assert model.features(short).shape == (2, 63, 128)
-    assert torch.allclose(model.features(short)[:, :60], feats[:, :60], atol=1e-5)  # the same frames where both have them
+    assert torch.allclose(
+        model.features(short)[:, :60], feats[:, :60], atol=1e-5
+    )  # the same frames where both have them
     assert model.frontend.fmax == 15000.0 and model.frontend.mask_value == pytest.approx(0.9)
 
 
@@ -134,7 +152,9 @@ def test_frontend_lengths_give_each_clip_its_own_features():
     with torch.no_grad():  # scoring: each clip at its own length, as alone
         emb = model.embed(batch, lengths)
         alone, padded = model.embed(wave[1:, :7000])[0], model.embed(F.pad(wave[1:, :7000], (0, 9000)))[0]
-        assert torch.allclose(emb[1], alone, atol=1e-5) and torch.allclose(emb[0], model.embed(wave[:1])[0], atol=1e-5)
+        assert torch.allclose(emb[1], alone, atol=1e-5) and torch.allclose(
+            emb[0], model.embed(wave[:1])[0], atol=1e-5
+        )
         assert (emb[1] - padded).abs().max() > 100 * (emb[1] - alone).abs().max()
 
 
@@ -221,7 +241,10 @@ def test_missing_and_extra_keys_are_named(release, tmp_path):
 
 
 def test_another_family_is_refused(tmp_path):
-    other = {"cfg": {}, "model": {"patch_embedding.weight": torch.zeros(4, 1, 16, 16), "encoder.layers.0.w": torch.zeros(2)}}
+    other = {
+        "cfg": {},
+        "model": {"patch_embedding.weight": torch.zeros(4, 1, 16, 16), "encoder.layers.0.w": torch.zeros(2)},
+    }
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="is a BEATs checkpoint, not an EfficientAT one"):
         create_model("efficientat_mn10", pretrained=tmp_path / "other.pt")
@@ -264,8 +287,14 @@ def test_registered_sizes_give_batch_by_classes(name):
 
 
 def test_parameter_counts():
-    counts = {n: sum(p.numel() for p in create_model(n).parameters()) for n in ("efficientat_mn04", "efficientat_mn10")}
-    assert counts == {"efficientat_mn04": 983_599, "efficientat_mn10": 4_876_831}  # the reference's, 527 classes
+    counts = {
+        n: sum(p.numel() for p in create_model(n).parameters())
+        for n in ("efficientat_mn04", "efficientat_mn10")
+    }
+    assert counts == {
+        "efficientat_mn04": 983_599,
+        "efficientat_mn10": 4_876_831,
+    }  # the reference's, 527 classes
 
 
 def test_onnx_export_matches_pytorch(release, tmp_path):

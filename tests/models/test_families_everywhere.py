@@ -55,7 +55,9 @@ def ckpts(tmp_path_factory):
 
 
 def test_every_family_is_covered():
-    assert {"ast_micro", "beats_micro", "ced_tiny", "efficientat_mn04", "cnn_tiny", "tcn_tiny"} <= set(TRAINABLE)
+    assert {"ast_micro", "beats_micro", "ced_tiny", "efficientat_mn04", "cnn_tiny", "tcn_tiny"} <= set(
+        TRAINABLE
+    )
     assert set(TRAINABLE) < set(CLIP)  # the prototype classifier: classified with, not trained
 
 
@@ -63,14 +65,19 @@ def test_every_family_is_covered():
 def test_classify_clip_window_and_embed(ckpts, name, capsys):
     root, paths = ckpts
     files = [str(root / "clip0.wav"), str(root / "clip1.wav")]
-    assert main(["classify", *files, "--checkpoint", str(paths[name]), "--format", "json", "--top-k", "3"]) == 0
+    assert (
+        main(["classify", *files, "--checkpoint", str(paths[name]), "--format", "json", "--top-k", "3"]) == 0
+    )
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [sorted(t["label"] for t in r["top_k"]) for r in rows] == [LABELS, LABELS]
     clf = Classifier.from_pretrained(paths[name])
     wave = torch.from_numpy(sf.read(files[0], dtype="float32")[0])
     scored = clf.score([("x", wave)])[0].scores  # the file at 22.05 kHz: resampled to the model's rate
     assert scored.shape == (3,) and np.isfinite(scored).all()
-    assert main(["classify", files[0], "--checkpoint", str(paths[name]), "--window", "0.5", "--format", "json"]) == 0
+    assert (
+        main(["classify", files[0], "--checkpoint", str(paths[name]), "--window", "0.5", "--format", "json"])
+        == 0
+    )
     assert len(capsys.readouterr().out.splitlines()) == 4  # 0-0.5, 0.5-1.0, 1.0-1.09 s + the aggregate
     emb, results = clf.embed(files)
     assert emb.shape == (2, clf.model.embed_dim) and not any(r.error for r in results)
@@ -81,9 +88,17 @@ def test_classify_clip_window_and_embed(ckpts, name, capsys):
 def test_every_transfer_mode_trains_a_step(name, mode):
     torch.manual_seed(0)
     common = dict(model_name=name, model_kwargs=tiny_kwargs(name), num_classes=3, labels=LABELS)
-    task = ProbeTask(**common) if mode == "probe" else ClassificationTask(**common, transfer=mode, finetune_blocks=1)
+    task = (
+        ProbeTask(**common)
+        if mode == "probe"
+        else ClassificationTask(**common, transfer=mode, finetune_blocks=1)
+    )
     n = task.model.clip_samples
-    batch = {"wave": torch.randn(4, n) * 0.1, "lengths": torch.full((4,), n), "label": torch.tensor([0, 1, 2, 0])}
+    batch = {
+        "wave": torch.randn(4, n) * 0.1,
+        "lengths": torch.full((4,), n),
+        "label": torch.tensor([0, 1, 2, 0]),
+    }
     trainable = {k for k, p in task.model.named_parameters() if p.requires_grad}
     heads = {k for k in trainable if k.startswith("head.")}
     if mode == "probe":
@@ -107,9 +122,14 @@ def test_every_transfer_mode_trains_a_step(name, mode):
 def test_ensemble_across_families_and_rates(ckpts, capsys):
     root, paths = ckpts
     members = [a for p in paths.values() for a in ("--checkpoint", str(p))]
-    assert main(["classify", str(root / "clip0.wav"), *members, "--ensemble", "average", "--format", "json"]) == 0
+    assert (
+        main(["classify", str(root / "clip0.wav"), *members, "--ensemble", "average", "--format", "json"])
+        == 0
+    )
     row = json.loads(capsys.readouterr().out.splitlines()[0])
-    singles = [Classifier.from_pretrained(p).score([str(root / "clip0.wav")])[0].scores for p in paths.values()]
+    singles = [
+        Classifier.from_pretrained(p).score([str(root / "clip0.wav")])[0].scores for p in paths.values()
+    ]
     mean = np.mean(singles, axis=0)
     assert {t["label"]: t["score"] for t in row["top_k"]} == pytest.approx(dict(zip(LABELS, mean)), abs=1e-5)
 
@@ -120,11 +140,20 @@ def test_distillation_between_families(ckpts, student):
     _, paths = ckpts
     teacher = TRAINABLE[TRAINABLE.index(student) - 1]
     torch.manual_seed(0)
-    task = DistillationTask(teachers=[str(paths[teacher])], model_name=student, model_kwargs=tiny_kwargs(student),
-                            num_classes=3, labels=LABELS)
+    task = DistillationTask(
+        teachers=[str(paths[teacher])],
+        model_name=student,
+        model_kwargs=tiny_kwargs(student),
+        num_classes=3,
+        labels=LABELS,
+    )
     n = task.model.clip_samples
-    batch = {"wave": torch.randn(2, n) * 0.1, "lengths": torch.full((2,), n), "label": torch.tensor([0, 2]),
-             "path": ["x", "y"]}
+    batch = {
+        "wave": torch.randn(2, n) * 0.1,
+        "lengths": torch.full((2,), n),
+        "label": torch.tensor([0, 2]),
+        "path": ["x", "y"],
+    }
     loss = task.training_step(batch, 0)
     assert torch.isfinite(loss) and task.teacher_forwards == 2
 
@@ -135,7 +164,10 @@ def test_enrol_on_a_family_backbone(ckpts, tmp_path, name):
     for k, cls in enumerate(("dog", "cat")):
         (tmp_path / cls).mkdir()
         sf.write(tmp_path / cls / "x.wav", np.random.default_rng(k).uniform(-0.3, 0.3, 16000), 16000)
-    assert main(["enroll", str(tmp_path), "--checkpoint", str(paths[name]), "--out", str(tmp_path / "p.pt")]) == 0
+    assert (
+        main(["enroll", str(tmp_path), "--checkpoint", str(paths[name]), "--out", str(tmp_path / "p.pt")])
+        == 0
+    )
     assert Classifier.from_pretrained(tmp_path / "p.pt").labels == ["cat", "dog"]
 
 

@@ -15,7 +15,7 @@ def test_cosine_and_euclidean_decide_differently_on_hand_made_embeddings():
     cos = prototype_logits(q, protos, "cosine", scale=1.0)
     euc = prototype_logits(q, protos, "euclidean")
     assert cos.argmax().item() == 0 and euc.argmax().item() == 1
-    assert torch.allclose(cos, torch.tensor([[2 / (4.09 ** 0.5), 2.3 / ((4.09 ** 0.5) * 2 ** 0.5)]]), atol=1e-6)
+    assert torch.allclose(cos, torch.tensor([[2 / (4.09**0.5), 2.3 / ((4.09**0.5) * 2**0.5)]]), atol=1e-6)
     assert torch.allclose(euc, torch.tensor([[-(64 + 0.09), -(1 + 0.49)]]), atol=1e-5)
 
 

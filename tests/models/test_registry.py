@@ -38,8 +38,16 @@ def test_num_classes_and_default():
 
 def test_sed_config_round_trip_rebuilds_identical_model():
     torch.manual_seed(0)
-    model = create_model("ast_micro", num_classes=3, input_tdim=64, tstride=12, num_mel_bins=64,
-                         mean=-5.0, std=3.0, labels=["a", "b", "c"]).eval()
+    model = create_model(
+        "ast_micro",
+        num_classes=3,
+        input_tdim=64,
+        tstride=12,
+        num_mel_bins=64,
+        mean=-5.0,
+        std=3.0,
+        labels=["a", "b", "c"],
+    ).eval()
     cfg = json.loads(json.dumps(model.sed_config))  # JSON-serialisable, survives a round trip
     assert cfg["kwargs"]["input_fdim"] == 64 and cfg["kwargs"]["labels"] == ["a", "b", "c"]
     rebuilt = create_model(cfg["name"], **cfg["kwargs"]).eval()

@@ -36,7 +36,11 @@ def test_registered():
 def test_output_shape_five_seconds(name, fmt, with_distance):
     model = create_model(name, num_classes=13, fmt=fmt, with_distance=with_distance).eval()
     assert model.in_channels == (7 if fmt == "foa" else 10) and model.channel_layout == fmt
-    assert model.sample_rate == 24000 and model.label_frame_samples == 2400 and model.with_distance is with_distance
+    assert (
+        model.sample_rate == 24000
+        and model.label_frame_samples == 2400
+        and model.with_distance is with_distance
+    )
     with torch.no_grad():
         out = model(_audio(5.0))
     assert out.shape == (2, 50, 156 if with_distance else 117) and torch.isfinite(out).all()
@@ -90,11 +94,21 @@ def test_seldnet_is_the_dcase2023_baseline():
     assert model.gru.hidden_size == 128 and model.gru.num_layers == 2 and model.gru.bidirectional
     assert [m.num_heads for m in model.mhsa_block_list] == [8, 8]
     keys = set(model.state_dict())  # the official seldnet_model.py names load into this model
-    for k in ("conv_block_list.0.conv.weight", "conv_block_list.6.bn.running_var", "gru.weight_hh_l1_reverse",
-              "mhsa_block_list.1.in_proj_weight", "layer_norm_list.0.weight", "fnn_list.0.weight", "fnn_list.1.bias"):
+    for k in (
+        "conv_block_list.0.conv.weight",
+        "conv_block_list.6.bn.running_var",
+        "gru.weight_hh_l1_reverse",
+        "mhsa_block_list.1.in_proj_weight",
+        "layer_norm_list.0.weight",
+        "fnn_list.0.weight",
+        "fnn_list.1.bias",
+    ):
         assert k in keys
     assert model.fnn_list[-1].out_features == 117
-    assert sum(p.numel() for p in create_model("seldnet_baseline", with_distance=True).parameters()) == n + 128 * 39 + 39
+    assert (
+        sum(p.numel() for p in create_model("seldnet_baseline", with_distance=True).parameters())
+        == n + 128 * 39 + 39
+    )
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -135,12 +149,24 @@ def test_sed_config_round_trip(name):
 def test_distance_block_is_not_squashed():
     raw = torch.full((1, 2, 3 * 4 * 2), 3.0)
     raw.view(1, 2, 3, 4, 2)[..., 3, 1] = -2.0
-    ident = ResNetConformer(num_classes=2, with_distance=True, channels=(4, 4), freq_pool=(2, 2), d_model=8,
-                            num_layers=1, num_heads=2, kernel_size=3)
+    ident = ResNetConformer(
+        num_classes=2,
+        with_distance=True,
+        channels=(4, 4),
+        freq_pool=(2, 2),
+        d_model=8,
+        num_layers=1,
+        num_heads=2,
+        kernel_size=3,
+    )
     v = ident.activate(raw).view(1, 2, 3, 4, 2)
     assert torch.allclose(v[..., :3, :], torch.tanh(torch.tensor(3.0)).expand(1, 2, 3, 3, 2))
     assert (v[..., 3, 0] == 3.0).all() and (v[..., 3, 1] == -2.0).all()
-    relu = SELDnet(num_classes=2, with_distance=True, distance_activation="relu").activate(raw).view(1, 2, 3, 4, 2)
+    relu = (
+        SELDnet(num_classes=2, with_distance=True, distance_activation="relu")
+        .activate(raw)
+        .view(1, 2, 3, 4, 2)
+    )
     assert (relu[..., 3, 0] == 3.0).all() and (relu[..., 3, 1] == 0.0).all()
     linear = SELDnet(num_classes=2, with_distance=True, doa_activation="identity").activate(raw)
     assert torch.equal(linear, raw)
@@ -158,8 +184,9 @@ def starss_root(tmp_path_factory):
 SMALL_SELDNET = {"nb_cnn2d_filt": 16, "rnn_size": 32, "fnn_size": 32, "nb_heads": 4}
 
 
-@pytest.mark.parametrize("name, fmt, kwargs", [("resnet_conformer_tiny", "foa", {}),
-                                               ("seldnet_baseline", "mic", SMALL_SELDNET)])
+@pytest.mark.parametrize(
+    "name, fmt, kwargs", [("resnet_conformer_tiny", "foa", {}), ("seldnet_baseline", "mic", SMALL_SELDNET)]
+)
 def test_trains_with_acs_and_the_loss_falls(starss_root, name, fmt, kwargs):
     torch.manual_seed(0)
     data = StarssDataset(starss_root, "dev-train", fmt=fmt, num_classes=4, sequence_seconds=2.0)

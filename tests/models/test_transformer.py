@@ -23,7 +23,11 @@ def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
     with torch.no_grad():
         for name, p in module.named_parameters():
             norm_scale = p.dim() == 1 and "norm" in name and name.endswith("weight")
-            p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g) if norm_scale else 0.1 * torch.randn(p.shape, generator=g))
+            p.copy_(
+                1 + 0.2 * torch.randn(p.shape, generator=g)
+                if norm_scale
+                else 0.1 * torch.randn(p.shape, generator=g)
+            )
 
 
 def test_attention_equals_timm_attention():
@@ -89,7 +93,10 @@ def test_ast_pooled_path_matches_the_full_forward_and_its_gradients():
         torch.testing.assert_close(model.forward_fbank_pooled(fbank), pooled_full, rtol=0, atol=2e-6)
         torch.testing.assert_close(model.forward_fbank(fbank), model.head(pooled_full), rtol=0, atol=5e-6)
     grads = []
-    for pooled_fn in (lambda: model.forward_fbank_features(fbank)[0], lambda: model.forward_fbank_pooled(fbank)):
+    for pooled_fn in (
+        lambda: model.forward_fbank_features(fbank)[0],
+        lambda: model.forward_fbank_pooled(fbank),
+    ):
         model.zero_grad()
         model.head(pooled_fn()).square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))

@@ -14,8 +14,9 @@ RUN_SCRIPTS = sorted(RECIPES.glob("*/run.sh"))
 
 def run(script: Path, tmp_path: Path, synth: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SYNTH": synth}
-    return subprocess.run(["bash", str(script), "99", "99"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        ["bash", str(script), "99", "99"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_every_recipe_has_a_run_script():

@@ -21,8 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["BATCH_SEEDS", "LENGTHS", "MIXED", "MIXED_SEEDS", "assert_close", "padded", "regime_inputs", "load_manifest", "manifest_entry", "max_rel_diff", "save_manifest",
-           "signal", "tensor_from", "tensors_from"]
+__all__ = [
+    "BATCH_SEEDS",
+    "LENGTHS",
+    "MIXED",
+    "MIXED_SEEDS",
+    "assert_close",
+    "padded",
+    "regime_inputs",
+    "load_manifest",
+    "manifest_entry",
+    "max_rel_diff",
+    "save_manifest",
+    "signal",
+    "tensor_from",
+    "tensors_from",
+]
 
 #: the input regimes every family is checked at (seconds): short, shorter, exact (10 s), long, longer
 LENGTHS = (1.0, 3.0, 10.0, 15.0, 25.0)
@@ -73,12 +87,24 @@ def regime_inputs(regime: str, rate: int) -> tuple[np.ndarray, list[int] | None]
 
 
 # ---------------------------------------------------------------------- weights from a manifest
-def manifest_entry(key: str, shape: Iterable[int], dtype: str = "float32", mean: float = 0.0, std: float = 0.02,
-                   positive: bool = False) -> dict:
+def manifest_entry(
+    key: str,
+    shape: Iterable[int],
+    dtype: str = "float32",
+    mean: float = 0.0,
+    std: float = 0.02,
+    positive: bool = False,
+) -> dict:
     """One tensor: ``mean + std * N(0, 1)`` (``abs`` of the noise first when ``positive``); integer
     tensors are zeros."""
-    return {"key": key, "shape": [int(s) for s in shape], "dtype": dtype, "mean": float(mean), "std": float(std),
-            "positive": bool(positive)}
+    return {
+        "key": key,
+        "shape": [int(s) for s in shape],
+        "dtype": dtype,
+        "mean": float(mean),
+        "std": float(std),
+        "positive": bool(positive),
+    }
 
 
 def tensor_from(entry: Mapping, seed: int, index: int) -> torch.Tensor:
@@ -129,6 +155,9 @@ def assert_close(ours, ref, what: str, tol: float = TOLERANCE) -> float:
     d = max_rel_diff(ours, ref)
     if os.environ.get("SED_REFERENCE_REPORT"):
         with open(os.environ["SED_REFERENCE_REPORT"], "a", encoding="utf-8") as f:
-            f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "what": what, "diff": d}) + "\n")
+            f.write(
+                json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "what": what, "diff": d})
+                + "\n"
+            )
     assert d <= tol, f"{what}: max |sed - reference| = {d:.3g} of the reference's range (allowed {tol:g})"
     return d

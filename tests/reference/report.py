@@ -37,8 +37,11 @@ def table(lines: list[str]) -> str:
     used = [r for r in REGIMES if any(r in w for w in worst.values())]
     out = ["| reference | " + " | ".join(used) + " |", "|---" * (len(used) + 1) + "|"]
     for family in sorted(worst):
-        out.append(f"| {family} | " + " | ".join(f"{worst[family][r]:.1e}" if r in worst[family] else "-"
-                                                for r in used) + " |")
+        out.append(
+            f"| {family} | "
+            + " | ".join(f"{worst[family][r]:.1e}" if r in worst[family] else "-" for r in used)
+            + " |"
+        )
     return "\n".join(out)
 
 

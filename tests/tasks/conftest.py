@@ -16,14 +16,36 @@ def write_config(folder, corpus, **over):
     """A LightningCLI config: cnn_tiny (1-s input) on the tiny corpus, fold 5 held out, run in folder/run."""
     cfg = {
         "seed_everything": 0,
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1, "default_root_dir": str(folder / "run"),
-                    "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1},
-        "model": {"class_path": "sed.tasks.ClassificationTask",
-                  "init_args": {"model_name": "cnn_tiny", "model_kwargs": {"clip_seconds": 1.0}, "lr": 0.003,
-                                "optimizer": "adamw"}},
-        "data": {"class_path": "sed.data.modules.audio.AudioDataModule",
-                 "init_args": {"source": "esc50", "root": str(corpus), "clip_seconds": 1.0, "batch_size": 6,
-                               "val_folds": [5], "test_folds": [5], "cache_audio": True}},
+        "trainer": {
+            "max_epochs": 2,
+            "accelerator": "cpu",
+            "devices": 1,
+            "default_root_dir": str(folder / "run"),
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+        },
+        "model": {
+            "class_path": "sed.tasks.ClassificationTask",
+            "init_args": {
+                "model_name": "cnn_tiny",
+                "model_kwargs": {"clip_seconds": 1.0},
+                "lr": 0.003,
+                "optimizer": "adamw",
+            },
+        },
+        "data": {
+            "class_path": "sed.data.modules.audio.AudioDataModule",
+            "init_args": {
+                "source": "esc50",
+                "root": str(corpus),
+                "clip_seconds": 1.0,
+                "batch_size": 6,
+                "val_folds": [5],
+                "test_folds": [5],
+                "cache_audio": True,
+            },
+        },
     }
     for key, value in over.items():
         section, name = key.split("__", 1)

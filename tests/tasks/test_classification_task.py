@@ -35,8 +35,16 @@ def test_fit_loss_falls_and_run_dir_is_complete(fitted):
     hist = read_history(run)
     train = [v for _, v in hist["train_loss"]]
     assert len(train) == 6 and train[-1] < 0.7 * train[0]
-    for name in ("config.yaml", "labels.json", "environment.json", "metrics.csv", "learning_curves.png",
-                 "confusion_val.csv", "diagnosis.json", "checkpoints/last.ckpt"):
+    for name in (
+        "config.yaml",
+        "labels.json",
+        "environment.json",
+        "metrics.csv",
+        "learning_curves.png",
+        "confusion_val.csv",
+        "diagnosis.json",
+        "checkpoints/last.ckpt",
+    ):
         assert (run / name).exists(), name
     assert json.loads((run / "labels.json").read_text()) == ["tone", "chirp", "noise_burst"]
     env = json.loads((run / "environment.json").read_text())
@@ -56,7 +64,9 @@ def test_resume_continues_epochs_and_optimizer_state(tiny_config):
     assert second["epoch"] == 3 and second["global_step"] == 2 * first["global_step"]
     step = next(iter(second["optimizer_states"][0]["state"].values()))["step"]
     assert float(step) == second["global_step"]  # Adam's step count carried over, not restarted
-    epochs = sorted({int(float(r["epoch"])) for r in csv.DictReader(open(run_dir(cfg) / "metrics.csv")) if r["epoch"]})
+    epochs = sorted(
+        {int(float(r["epoch"])) for r in csv.DictReader(open(run_dir(cfg) / "metrics.csv")) if r["epoch"]}
+    )
     assert epochs == [0, 1, 2, 3]  # one history across both sessions
 
 
@@ -76,7 +86,9 @@ def test_resumed_run_equals_uninterrupted_run(tiny_corpus, tmp_path, balanced):
     """3 epochs in one go, and a run stopped after epoch 0 then resumed from last.ckpt: the same
     weights, optimiser state and history, bit for bit (shuffling or balanced sampling, random crops,
     SpecAugment and mixup continue from the checkpointed random state)."""
-    over = dict(trainer__max_epochs=3, data__balanced=balanced, model__freqm=8, model__timem=20, model__mixup=0.5)
+    over = dict(
+        trainer__max_epochs=3, data__balanced=balanced, model__freqm=8, model__timem=20, model__mixup=0.5
+    )
     (tmp_path / "whole").mkdir()
     (tmp_path / "split").mkdir()
     whole = write_config(tmp_path / "whole", tiny_corpus, **over)
@@ -99,7 +111,10 @@ def test_checkpoint_from_fit_classifies_alone(fitted, tiny_corpus, capsys):
     cfg = fitted
     ckpt = run_dir(cfg) / "checkpoints" / "last.ckpt"
     files = sorted((tiny_corpus / "audio").glob("5-*.wav"))
-    assert main(["classify", *map(str, files), "--checkpoint", str(ckpt), "--format", "json", "--top-k", "1"]) == 0
+    assert (
+        main(["classify", *map(str, files), "--checkpoint", str(ckpt), "--format", "json", "--top-k", "1"])
+        == 0
+    )
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(rows) == 6 and all(r["top_k"][0]["label"] in ("tone", "chirp", "noise_burst") for r in rows)
 
@@ -144,26 +159,36 @@ def test_plot_verb(fitted, capsys):
 
 
 def test_usage_and_data_errors(tiny_config, tmp_path, capsys):
-    assert main(["fit", "--config", str(tiny_config()), "--model.init_args.no_such_option=1"]) == 2  # one line
+    assert (
+        main(["fit", "--config", str(tiny_config()), "--model.init_args.no_such_option=1"]) == 2
+    )  # one line
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "dog").mkdir()
     (broken / "dog" / "a.wav").write_bytes(b"nope")
     (broken / "cat").mkdir()
     (broken / "cat" / "b.wav").write_bytes(b"")
-    cfg = tiny_config(data__source="folder", data__root=str(broken), data__val_folds=None, data__test_folds=None)
+    cfg = tiny_config(
+        data__source="folder", data__root=str(broken), data__val_folds=None, data__test_folds=None
+    )
     assert main(["fit", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert "2 of 2 audio file(s) cannot be used" in err and "a.wav" in err and "b.wav" in err
 
 
 def test_transfer_frozen_keeps_backbone_fixed():
-    task = ClassificationTask(model_name="ast_micro", num_classes=3, model_kwargs={"input_tdim": 100}, transfer="frozen")
+    task = ClassificationTask(
+        model_name="ast_micro", num_classes=3, model_kwargs={"input_tdim": 100}, transfer="frozen"
+    )
     task.train()
     assert not task.model.blocks.training and task.model.head.training
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
     opt = torch.optim.SGD([p for p in task.parameters() if p.requires_grad], lr=0.1)
-    batch = {"wave": torch.randn(4, 16000) * 0.1, "lengths": torch.full((4,), 16000), "label": torch.tensor([0, 1, 2, 0])}
+    batch = {
+        "wave": torch.randn(4, 16000) * 0.1,
+        "lengths": torch.full((4,), 16000),
+        "label": torch.tensor([0, 1, 2, 0]),
+    }
     loss = task.training_step(batch, 0)
     loss.backward()
     opt.step()
@@ -175,8 +200,12 @@ def test_transfer_frozen_keeps_backbone_fixed():
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test on Linux")
 def test_ddp_two_cpu_processes_gather_metrics(tiny_config, tmp_path):
     cfg = tiny_config(trainer__max_epochs=1, trainer__devices=2, trainer__strategy="ddp")
-    r = subprocess.run([sys.executable, "-m", "sed", "fit", "--config", str(cfg)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "sed", "fit", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     run = run_dir(cfg)
     logged = [float(x["val_acc"]) for x in csv.DictReader(open(run / "metrics.csv")) if x.get("val_acc")][-1]
@@ -184,8 +213,12 @@ def test_ddp_two_cpu_processes_gather_metrics(tiny_config, tmp_path):
     from sed.inference.classifier import Classifier
 
     clf = Classifier.from_pretrained(run / "checkpoints" / "last.ckpt", device="cpu")
-    files = sorted((Path(yaml.safe_load(cfg.read_text())["data"]["init_args"]["root"]) / "audio").glob("5-*.wav"))
+    files = sorted(
+        (Path(yaml.safe_load(cfg.read_text())["data"]["init_args"]["root"]) / "audio").glob("5-*.wav")
+    )
     preds = clf.predict(files, top_k=1)
     truth = {"0": "tone", "1": "chirp", "2": "noise_burst"}
-    acc = sum(p["top_k"][0]["label"] == truth[f.stem.split("-")[-1]] for p, f in zip(preds, files)) / len(files)
+    acc = sum(p["top_k"][0]["label"] == truth[f.stem.split("-")[-1]] for p, f in zip(preds, files)) / len(
+        files
+    )
     assert logged == pytest.approx(acc)

@@ -35,8 +35,15 @@ def teachers(tiny_corpus, tmp_path_factory):
     from sed.models import create_model
 
     folder = tmp_path_factory.mktemp("teachers")
-    dm = AudioDataModule(source="esc50", root=str(tiny_corpus), clip_seconds=1.0, batch_size=6, val_folds=[5],
-                         test_folds=[5], cache_audio=True)
+    dm = AudioDataModule(
+        source="esc50",
+        root=str(tiny_corpus),
+        clip_seconds=1.0,
+        batch_size=6,
+        val_folds=[5],
+        test_folds=[5],
+        cache_audio=True,
+    )
     dm.setup("fit")
     paths = []
     for seed in (0, 1):
@@ -46,7 +53,9 @@ def teachers(tiny_corpus, tmp_path_factory):
         model.train()
         for _ in range(TEACHER_EPOCHS):
             for batch in dm.train_dataloader():
-                loss = torch.nn.functional.cross_entropy(model(batch["wave"], lengths=batch["lengths"]), batch["label"])
+                loss = torch.nn.functional.cross_entropy(
+                    model(batch["wave"], lengths=batch["lengths"]), batch["label"]
+                )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -58,8 +67,9 @@ def _student_config(folder, corpus, teachers, **over):
     cfg = write_config(folder, corpus, trainer__max_epochs=STUDENT_EPOCHS, **over)
     data = yaml.safe_load(cfg.read_text())
     data["model"]["class_path"] = "sed.tasks.distillation.DistillationTask"
-    data["model"]["init_args"].update(teachers=teachers, temperature=4.0, alpha=0.7,
-                                      teacher_cache=str(folder / "teacher_cache"))
+    data["model"]["init_args"].update(
+        teachers=teachers, temperature=4.0, alpha=0.7, teacher_cache=str(folder / "teacher_cache")
+    )
     cfg.write_text(yaml.safe_dump(data))
     return cfg
 
@@ -96,8 +106,13 @@ def test_student_learns_from_ensemble_with_cache(teachers, tiny_corpus, tmp_path
 
 def test_teachers_are_frozen_and_out_of_state_dict(teachers):
     labels = load_model(teachers[0])[1]["labels"]
-    task = DistillationTask(teachers=teachers, model_name="cnn_tiny", model_kwargs={"clip_seconds": 1.0},
-                            num_classes=len(labels), labels=labels)
+    task = DistillationTask(
+        teachers=teachers,
+        model_name="cnn_tiny",
+        model_kwargs={"clip_seconds": 1.0},
+        num_classes=len(labels),
+        labels=labels,
+    )
     assert all(not p.requires_grad for t in task.teachers for p in t.parameters())
     assert all(not t.training for t in task.teachers)
     own = {id(p) for p in task.parameters()}
@@ -119,8 +134,9 @@ def test_teacher_with_other_labels_is_refused(teachers):
 
 def test_cache_is_off_for_random_training_crops(teachers, tiny_corpus, tmp_path):
     # 0.5-s random crops of 1-s clips: the teacher input changes every epoch, so nothing is cached
-    cfg = _student_config(tmp_path, tiny_corpus, teachers, data__clip_seconds=0.5,
-                          model__model_kwargs={"clip_seconds": 0.5})
+    cfg = _student_config(
+        tmp_path, tiny_corpus, teachers, data__clip_seconds=0.5, model__model_kwargs={"clip_seconds": 0.5}
+    )
     with pytest.warns(UserWarning, match="teacher_cache is off"):
         cli = _fit(cfg, "--trainer.max_epochs=2", "--trainer.limit_val_batches=0")
     n_train = len(cli.datamodule.splits["train"])
@@ -140,8 +156,13 @@ def test_teacher_at_another_rate_sees_the_batch_resampled(tmp_path):
     torch.manual_seed(0)
     teacher = create_model("cnn_tiny", num_classes=3, labels=labels, clip_seconds=1.0).eval()
     path = save_model(tmp_path / "t16k.pt", teacher, labels)
-    task = DistillationTask(teachers=[str(path)], model_name="cnn_tiny", num_classes=3, labels=labels,
-                            model_kwargs={"clip_seconds": 1.0, "sample_rate": 32000})
+    task = DistillationTask(
+        teachers=[str(path)],
+        model_name="cnn_tiny",
+        num_classes=3,
+        labels=labels,
+        model_kwargs={"clip_seconds": 1.0, "sample_rate": 32000},
+    )
     assert task.model.sample_rate == 32000 and task.teacher_rates == [16000]
     seen = []
     task.teachers[0].register_forward_pre_hook(lambda m, args, kw: seen.append((args, kw)), with_kwargs=True)

@@ -27,13 +27,17 @@ def test_patchmix_cosine_schedule():
 def test_ast_warmup_in_steps_of_50():
     assert warmup_factor(0, 1000) == 0.0 and warmup_factor(49, 1000) == 0.0
     assert warmup_factor(50, 1000) == pytest.approx(0.05) and warmup_factor(999, 1000) == pytest.approx(0.95)
-    assert warmup_factor(1000, 1000) == 1.0 and warmup_factor(1001, 1000) == 1.0 and warmup_factor(5, 0) == 1.0
+    assert (
+        warmup_factor(1000, 1000) == 1.0 and warmup_factor(1001, 1000) == 1.0 and warmup_factor(5, 0) == 1.0
+    )
 
 
 def test_scheduler_is_per_step_and_composes():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = build_optimizer([p], "adam", lr=1.0)
-    sched = build_scheduler(opt, "multistep", steps_per_epoch=40, max_epochs=10, warmup_steps=100, start=1, gamma=0.5)
+    sched = build_scheduler(
+        opt, "multistep", steps_per_epoch=40, max_epochs=10, warmup_steps=100, start=1, gamma=0.5
+    )
     lrs = []
     for _ in range(130):
         lrs.append(opt.param_groups[0]["lr"])
@@ -49,8 +53,11 @@ def test_scheduler_is_per_step_and_composes():
 
 
 def trainable(model):
-    return {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
-            for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
 
 
 def test_transfer_modes_on_ast():

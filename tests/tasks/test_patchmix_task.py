@@ -43,8 +43,14 @@ def batch(icbhi_root):
 
 
 def make_task(method, **kw):
-    kw = {"model_name": "ast_micro", "model_kwargs": {"input_tdim": TDIM}, "num_classes": 4,
-          "lr": 1e-3, "betas": (0.9, 0.999), **kw}
+    kw = {
+        "model_name": "ast_micro",
+        "model_kwargs": {"input_tdim": TDIM},
+        "num_classes": 4,
+        "lr": 1e-3,
+        "betas": (0.9, 0.999),
+        **kw,
+    }
     return PatchMixTask(method=method, **kw)
 
 
@@ -111,8 +117,15 @@ class _Fixed(torch.utils.data.Dataset):
 
 
 def _one_step(task, batch, seed, folder):
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=pl.loggers.CSVLogger(folder), default_root_dir=folder,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=pl.loggers.CSVLogger(folder),
+        default_root_dir=folder,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     loader = torch.utils.data.DataLoader(_Fixed(batch), batch_size=None)
     torch.manual_seed(seed)
     trainer.fit(task, train_dataloaders=loader)
@@ -138,13 +151,23 @@ def test_ma_update_halves_each_step(batch, tmp_path):
 
 def _cfg(tmp_path, root, method="patchmix_cl"):
     cfg = yaml.safe_load((RECIPES / f"{method}.yaml").read_text())
-    cfg["trainer"].update({"max_epochs": 2, "accelerator": "cpu", "default_root_dir": str(tmp_path / "run"),
-                           "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1,
-                           "precision": "32-true"})
+    cfg["trainer"].update(
+        {
+            "max_epochs": 2,
+            "accelerator": "cpu",
+            "default_root_dir": str(tmp_path / "run"),
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+            "precision": "32-true",
+        }
+    )
     m = cfg["model"]["init_args"]
     m.update({"model_name": "ast_micro", "pretrained": None, "lr": 1e-3, "freqm": 12, "timem": 20})
     m["model_kwargs"] = {**m["model_kwargs"], "input_tdim": TDIM}
-    cfg["data"]["init_args"].update({"root": str(root), "cycle_seconds": 1.0, "batch_size": 4, "num_workers": 0})
+    cfg["data"]["init_args"].update(
+        {"root": str(root), "cycle_seconds": 1.0, "batch_size": 4, "num_workers": 0}
+    )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -156,8 +179,18 @@ def test_recipes_have_the_paper_hyperparameters():
         m, d = cfg["model"]["init_args"], cfg["data"]["init_args"]
         assert cfg["model"]["class_path"] == "sed.tasks.patchmix.PatchMixTask" and m["method"] == method
         assert cfg["trainer"]["max_epochs"] == 50 and d["batch_size"] == 8 and d["classes"] == 4
-        assert (m["optimizer"], m["lr"], m["weight_decay"], list(m["betas"])) == ("adam", 5e-5, 1e-6, [0.9, 0.999])
-        assert (m["scheduler"], m["min_lr_ratio"], m["ma_update"], m["ma_beta"]) == ("cosine", 1e-3, True, 0.5)
+        assert (m["optimizer"], m["lr"], m["weight_decay"], list(m["betas"])) == (
+            "adam",
+            5e-5,
+            1e-6,
+            [0.9, 0.999],
+        )
+        assert (m["scheduler"], m["min_lr_ratio"], m["ma_update"], m["ma_beta"]) == (
+            "cosine",
+            1e-3,
+            True,
+            0.5,
+        )
         assert m["pretrained"] == "ast-audioset-0.4593" and m["model_kwargs"]["input_tdim"] == 798
         assert m.get("class_weights") == ("inverse_frequency" if method == "ce" else None)
 
@@ -192,8 +225,22 @@ def test_multi_seed_driver_summarizes(icbhi_root, tmp_path, capsys):
     ms = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ms)
     cfg = _cfg(tmp_path, icbhi_root, method="ce")
-    assert ms.main(["--config", str(cfg), "--seeds", "1,2", "--root", str(tmp_path / "seeds"), "--ckpt", "last",
-                    "--trainer.max_epochs=1"]) == 0
+    assert (
+        ms.main(
+            [
+                "--config",
+                str(cfg),
+                "--seeds",
+                "1,2",
+                "--root",
+                str(tmp_path / "seeds"),
+                "--ckpt",
+                "last",
+                "--trainer.max_epochs=1",
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
     assert [r["seed"] for r in data["seeds"]] == [1, 2]
     assert set(data["summary"]) == {"test_sp", "test_se", "test_score"}

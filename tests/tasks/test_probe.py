@@ -18,17 +18,31 @@ from sed.tasks import ClassificationTask, ProbeTask
 def _trainer(epochs: int) -> pl.Trainer:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    return pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
 
 
 @pytest.mark.parametrize("probe", ["logistic", "linear"])
 def test_probe_head_equals_the_fit_on_directly_computed_embeddings(tiny_corpus, probe):
-    dm = AudioDataModule(source="esc50", root=str(tiny_corpus), clip_seconds=1.0, batch_size=6, val_folds=[5],
-                         cache_audio=True)
+    dm = AudioDataModule(
+        source="esc50", root=str(tiny_corpus), clip_seconds=1.0, batch_size=6, val_folds=[5], cache_audio=True
+    )
     torch.manual_seed(0)
-    task = ProbeTask(model_name="ast_micro", model_kwargs={"input_tdim": 98}, num_classes=dm.num_classes,
-                     labels=dm.label_names, probe=probe, probe_l2=1e-2)
+    task = ProbeTask(
+        model_name="ast_micro",
+        model_kwargs={"input_tdim": 98},
+        num_classes=dm.num_classes,
+        labels=dm.label_names,
+        probe=probe,
+        probe_l2=1e-2,
+    )
     task.configure_callbacks = lambda: []
     backbone = {k: v.clone() for k, v in task.model.state_dict().items() if not k.startswith("head.")}
     trainer = _trainer(2)
@@ -64,8 +78,13 @@ def test_probe_refuses_augmentation_training_options_and_unknown_probes():
 def test_finetune_cli_with_a_probe(tiny_config, tmp_path):
     torch.manual_seed(1)
     src = save_model(tmp_path / "backbone.pt", create_model("ast_micro", num_classes=5, input_tdim=98))
-    cfg = tiny_config(model__model_name="ast_micro", model__model_kwargs={"input_tdim": 98}, trainer__max_epochs=1)
-    assert main(["finetune", "--from", str(src), "--config", str(cfg), "--model.class_path=sed.tasks.ProbeTask"]) == 0
+    cfg = tiny_config(
+        model__model_name="ast_micro", model__model_kwargs={"input_tdim": 98}, trainer__max_epochs=1
+    )
+    assert (
+        main(["finetune", "--from", str(src), "--config", str(cfg), "--model.class_path=sed.tasks.ProbeTask"])
+        == 0
+    )
     ckpt = next((tmp_path / "run").rglob("last.ckpt"))
     model, desc = load_model(ckpt)
     start, _ = load_model(src)
@@ -85,8 +104,12 @@ def test_two_ddp_processes_pool_their_embeddings(tiny_config, tiny_corpus, tmp_p
 
     import yaml
 
-    cfg_path = tiny_config(model__model_name="ast_micro", model__model_kwargs={"input_tdim": 98},
-                           model__probe_l2=1e-2, trainer__max_epochs=1)
+    cfg_path = tiny_config(
+        model__model_name="ast_micro",
+        model__model_kwargs={"input_tdim": 98},
+        model__probe_l2=1e-2,
+        trainer__max_epochs=1,
+    )
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["trainer"].update(devices=2, strategy="ddp")
     cfg["model"]["class_path"] = "sed.tasks.ProbeTask"
@@ -94,11 +117,18 @@ def test_two_ddp_processes_pool_their_embeddings(tiny_config, tiny_corpus, tmp_p
         del cfg["model"]["init_args"][option]
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    r = subprocess.run([sys.executable, "-m", "sed", "fit", "--config", str(cfg_path)], capture_output=True,
-                       text=True, timeout=600, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "sed", "fit", "--config", str(cfg_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     model, _ = load_model(next((tmp_path / "run").rglob("last.ckpt")))
-    dm = AudioDataModule(source="esc50", root=str(tiny_corpus), clip_seconds=1.0, val_folds=[5], test_folds=[5])
+    dm = AudioDataModule(
+        source="esc50", root=str(tiny_corpus), clip_seconds=1.0, val_folds=[5], test_folds=[5]
+    )
     dm.setup("fit")
     train = dm.datasets["train"]
     wave = torch.stack([train[i]["wave"] for i in range(len(train))])

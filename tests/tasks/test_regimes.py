@@ -18,15 +18,18 @@ from sed.tasks import (
 )
 
 
-@pytest.mark.parametrize("cls, option", [
-    (PatchMixTask, {"semi": "pseudo_label"}),  # was accepted and trained without the semi-supervised part
-    (PatchMixTask, {"probe": "logistic"}),
-    (ClassificationTask, {"semi": "mean_teacher"}),
-    (ProbeTask, {"mixup": 0.5}),
-    (ProbeTask, {"lr": 0.1}),
-    (SELDTask, {"mixup": 0.5}),
-    (SELDTask, {"transfer": "head"}),
-])
+@pytest.mark.parametrize(
+    "cls, option",
+    [
+        (PatchMixTask, {"semi": "pseudo_label"}),  # was accepted and trained without the semi-supervised part
+        (PatchMixTask, {"probe": "logistic"}),
+        (ClassificationTask, {"semi": "mean_teacher"}),
+        (ProbeTask, {"mixup": 0.5}),
+        (ProbeTask, {"lr": 0.1}),
+        (SELDTask, {"mixup": 0.5}),
+        (SELDTask, {"transfer": "head"}),
+    ],
+)
 def test_an_argument_the_regime_does_not_honour_is_an_error_naming_it(cls, option):
     name = next(iter(option))
     with pytest.raises(TypeError, match=f"'{name}'"):

@@ -20,7 +20,11 @@ def starss_root(tmp_path_factory):
 
 def test_datamodule_links_and_items(starss_root):
     dm = StarssDataModule(str(starss_root), num_classes=3, sequence_seconds=2.0, batch_size=2)
-    assert dm.num_classes == 3 and dm.label_names == ["class_0", "class_1", "class_2"] and dm.is_multi_label is False
+    assert (
+        dm.num_classes == 3
+        and dm.label_names == ["class_0", "class_1", "class_2"]
+        and dm.is_multi_label is False
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["audio"].shape == (2, 4, 48000) and batch["target"].shape == (2, 20, 6, 4, 3)
@@ -34,7 +38,11 @@ def test_targets_to_events_roundtrip():
     t = torch.zeros(3, 6, 4, 2)
     t[1, 0, :, 1] = torch.tensor([1.0, 0.0, 1.0, 0.0])  # class 1, azimuth 90, elevation 0
     (ev,) = targets_to_events(t)
-    assert (ev.frame, ev.cls) == (1, 1) and ev.azimuth == pytest.approx(90.0) and ev.elevation == pytest.approx(0.0)
+    assert (
+        (ev.frame, ev.cls) == (1, 1)
+        and ev.azimuth == pytest.approx(90.0)
+        and ev.elevation == pytest.approx(0.0)
+    )
 
 
 @pytest.mark.parametrize("name,kwargs", [("resnet_conformer_tiny", {}), ("seldnet_baseline", SMALL_SELDNET)])
@@ -59,8 +67,9 @@ def test_loss_falls_with_acs(starss_root, name, kwargs):
 
 
 def test_cached_feature_path_applies_acs(starss_root, tmp_path):
-    dm = StarssDataModule(str(starss_root), num_classes=3, sequence_seconds=2.0, batch_size=2,
-                          cache_dir=str(tmp_path / "cache"))
+    dm = StarssDataModule(
+        str(starss_root), num_classes=3, sequence_seconds=2.0, batch_size=2, cache_dir=str(tmp_path / "cache")
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert "features" in batch and batch["features"].shape == (2, 7, 100, 64)
@@ -76,13 +85,28 @@ def test_cli_fit_logs_val_seld(starss_root, tmp_path):
 
     cfg = {
         "seed_everything": 0,
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1, "default_root_dir": str(tmp_path / "run"),
-                    "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1},
-        "model": {"class_path": "sed.tasks.seld.SELDTask",
-                  "init_args": {"model_name": "resnet_conformer_tiny", "acs_p": 1.0, "lr": 0.003}},
-        "data": {"class_path": "sed.data.modules.seld.StarssDataModule",
-                 "init_args": {"root": str(starss_root), "num_classes": 3, "sequence_seconds": 2.0,
-                               "batch_size": 4}},
+        "trainer": {
+            "max_epochs": 2,
+            "accelerator": "cpu",
+            "devices": 1,
+            "default_root_dir": str(tmp_path / "run"),
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+        },
+        "model": {
+            "class_path": "sed.tasks.seld.SELDTask",
+            "init_args": {"model_name": "resnet_conformer_tiny", "acs_p": 1.0, "lr": 0.003},
+        },
+        "data": {
+            "class_path": "sed.data.modules.seld.StarssDataModule",
+            "init_args": {
+                "root": str(starss_root),
+                "num_classes": 3,
+                "sequence_seconds": 2.0,
+                "batch_size": 4,
+            },
+        },
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -94,6 +118,10 @@ def test_cli_fit_logs_val_seld(starss_root, tmp_path):
     best = cli.trainer.checkpoint_callback.best_model_path
     assert best and cli.trainer.checkpoint_callback.monitor == "val_SELD"
     model, desc = load_model(best)
-    assert desc["task"] == "seld" and desc["channels"] == "foa" and desc["label_hop_seconds"] == pytest.approx(0.1)
+    assert (
+        desc["task"] == "seld"
+        and desc["channels"] == "foa"
+        and desc["label_hop_seconds"] == pytest.approx(0.1)
+    )
     assert model.standardizer.fitted and desc["labels"] == ["class_0", "class_1", "class_2"]
     assert model(torch.zeros(1, 4, 4800)).shape == (1, 2, 27)

@@ -55,16 +55,28 @@ def semi_corpus(tmp_path_factory):
 
 
 def test_labeled_fraction_and_unlabeled_folder(semi_corpus, tmp_path):
-    dm = AudioDataModule(source="esc50", root=str(semi_corpus), clip_seconds=1.0, batch_size=4, val_folds=[5],
-                         labeled_fraction=0.1, seed=0)
+    dm = AudioDataModule(
+        source="esc50",
+        root=str(semi_corpus),
+        clip_seconds=1.0,
+        batch_size=4,
+        val_folds=[5],
+        labeled_fraction=0.1,
+        seed=0,
+    )
     train, unlabeled = dm.splits["train"], dm.unlabeled_items
     assert len(train) + len(unlabeled) == 160 and 15 <= len(train) <= 20
     assert {it.label for it in train} == set(range(5))  # every class keeps labels
     assert not {it.path for it in train} & {it.path for it in unlabeled}
     batch = next(iter(dm.train_dataloader()))[0]  # CombinedLoader yields (batch, index, loader index)
     assert set(batch) == {"labeled", "unlabeled"} and batch["unlabeled"]["wave"].shape == (4, 16000)
-    folder = AudioDataModule(source="esc50", root=str(semi_corpus), clip_seconds=1.0, val_folds=[5],
-                             unlabeled=str(semi_corpus / "audio"))
+    folder = AudioDataModule(
+        source="esc50",
+        root=str(semi_corpus),
+        clip_seconds=1.0,
+        val_folds=[5],
+        unlabeled=str(semi_corpus / "audio"),
+    )
     assert len(folder.unlabeled_items) == 200 and all(it.label is None for it in folder.unlabeled_items)
     with pytest.raises(DatasetError, match="unlabeled"):
         AudioDataModule(source="esc50", root=str(semi_corpus), unlabeled=str(tmp_path / "missing"))
@@ -77,15 +89,43 @@ def _fit(root, semi, seed):
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     pl.seed_everything(seed, verbose=False)
-    dm = AudioDataModule(source="esc50", root=str(root), clip_seconds=1.0, batch_size=8, val_folds=[5],
-                         test_folds=[5], cache_audio=True, labeled_fraction=0.1, unlabeled_batch_size=16, seed=seed)
-    common = dict(model_name="cnn_tiny", model_kwargs={"clip_seconds": 1.0}, num_classes=dm.num_classes,
-                  labels=dm.label_names, lr=0.003, optimizer="adamw", freqm=8, timem=20)
-    task = ClassificationTask(**common) if semi is None else \
-        SemiSupervisedTask(**common, semi=semi, semi_rampup=30, pseudo_threshold=0.9, ema_decay=0.99)
+    dm = AudioDataModule(
+        source="esc50",
+        root=str(root),
+        clip_seconds=1.0,
+        batch_size=8,
+        val_folds=[5],
+        test_folds=[5],
+        cache_audio=True,
+        labeled_fraction=0.1,
+        unlabeled_batch_size=16,
+        seed=seed,
+    )
+    common = dict(
+        model_name="cnn_tiny",
+        model_kwargs={"clip_seconds": 1.0},
+        num_classes=dm.num_classes,
+        labels=dm.label_names,
+        lr=0.003,
+        optimizer="adamw",
+        freqm=8,
+        timem=20,
+    )
+    task = (
+        ClassificationTask(**common)
+        if semi is None
+        else SemiSupervisedTask(**common, semi=semi, semi_rampup=30, pseudo_threshold=0.9, ema_decay=0.99)
+    )
     task.configure_callbacks = lambda: []
-    trainer = pl.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=10,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(task, dm)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return trainer.test(task, dm, verbose=False)[0]["test_acc"], logged
@@ -113,13 +153,22 @@ def test_unlabeled_shards(semi_corpus, tmp_path):
     from sed.data.shards.writer import read_source, write_shards
 
     write_shards(read_source(semi_corpus), tmp_path / "shards", shard_size=50)
-    dm = AudioDataModule(source="esc50", root=str(semi_corpus), clip_seconds=1.0, batch_size=4, val_folds=[5],
-                         unlabeled=str(tmp_path / "shards"), unlabeled_batch_size=5)
+    dm = AudioDataModule(
+        source="esc50",
+        root=str(semi_corpus),
+        clip_seconds=1.0,
+        batch_size=4,
+        val_folds=[5],
+        unlabeled=str(tmp_path / "shards"),
+        unlabeled_batch_size=5,
+    )
     assert dm.has_unlabeled and dm.unlabeled_items == []
     loader = dm._unlabeled_loader()
     batch = next(iter(loader))
     assert batch["wave"].shape == (5, 16000)
-    assert isinstance(loader.dataset, HiddenLabels) and loader.dataset.keep  # the same classes: labels kept (hidden)
+    assert (
+        isinstance(loader.dataset, HiddenLabels) and loader.dataset.keep
+    )  # the same classes: labels kept (hidden)
     assert (batch["label"] >= 0).all()
     hidden = HiddenLabels(loader.dataset.shards, keep=False, num_classes=5, multi_label=False)
     assert next(iter(hidden))["label"] == -1

@@ -29,5 +29,7 @@ class Probe(pl.Callback):
         path.write_text(json.dumps(self.seen))
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        torch.save({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()},
-                   self.out / f"weights-rank{trainer.global_rank}.pt")
+        torch.save(
+            {k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()},
+            self.out / f"weights-rank{trainer.global_rank}.pt",
+        )

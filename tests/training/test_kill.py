@@ -82,8 +82,14 @@ sys.exit(main(sys.argv[1:]))
 
 def sedkit(args, log: Path, stall: str = ":0") -> subprocess.Popen:
     env = {**os.environ, "SED_TEST_STALL": stall, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", HOOK, *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOOK, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def kill_at_stall(args, log: Path, stall: str) -> bool:
@@ -91,8 +97,15 @@ def kill_at_stall(args, log: Path, stall: str) -> bool:
     the pipe, not a time): True if it was killed there, False if it ended without stalling. Its stderr
     goes to ``log``."""
     env = {**os.environ, "SED_TEST_STALL": stall, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", HOOK, *map(str, args)], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOOK, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     lines, killed = [], False
     for line in proc.stderr:
         lines.append(line)
@@ -114,15 +127,26 @@ def corpus(tmp_path_factory):
 
 
 def fit_args(corpus: Path, run: Path) -> list:
-    return ["fit", "--config", RECIPE, f"--data.init_args.root={corpus}", f"--trainer.default_root_dir={run}",
-            "--trainer.max_epochs=4", "--data.init_args.batch_size=8", "--trainer.enable_progress_bar=false",
-            "--ckpt_path=last"]
+    return [
+        "fit",
+        "--config",
+        RECIPE,
+        f"--data.init_args.root={corpus}",
+        f"--trainer.default_root_dir={run}",
+        "--trainer.max_epochs=4",
+        "--data.init_args.batch_size=8",
+        "--trainer.enable_progress_bar=false",
+        "--ckpt_path=last",
+    ]
 
 
 def check_checkpoints(run: Path) -> list[Path]:
     """Every visible checkpoint left in the run loads (weights_only, and as a sed model)."""
-    found = sorted(p for p in (run / "checkpoints").glob("*.ckpt") if not p.name.startswith(".")) \
-        if (run / "checkpoints").is_dir() else []
+    found = (
+        sorted(p for p in (run / "checkpoints").glob("*.ckpt") if not p.name.startswith("."))
+        if (run / "checkpoints").is_dir()
+        else []
+    )
     for ckpt in found:
         torch.load(ckpt, map_location="cpu", weights_only=True)
         load_model(ckpt)
@@ -144,7 +168,9 @@ def test_fit_killed_anywhere_resumes_to_the_uninterrupted_result(corpus, tmp_pat
     run = tmp_path / "killed"
     rng = random.Random(0)
     killed = 0
-    for i, stall in enumerate(["save:1", "save:3", "step", "step"]):  # in the first write, a later one, 2 steps
+    for i, stall in enumerate(
+        ["save:1", "save:3", "step", "step"]
+    ):  # in the first write, a later one, 2 steps
         if stall == "step":  # a step the resumed run still takes: it restarts from its last checkpoint
             left = total - _steps_done(run)
             assert left >= 2, f"only {left} steps left to kill in"
@@ -152,7 +178,9 @@ def test_fit_killed_anywhere_resumes_to_the_uninterrupted_result(corpus, tmp_pat
         log = tmp_path / f"kill{i}.log"
         killed += kill_at_stall(fit_args(corpus, run), log, stall)
         check_checkpoints(run)
-        if stall.startswith("save"):  # the stalled write left its half-written temporary file, and nothing else
+        if stall.startswith(
+            "save"
+        ):  # the stalled write left its half-written temporary file, and nothing else
             assert [p.name for p in (run / "checkpoints").glob(".*.ckpt")], "no temporary file at the kill"
     assert killed == 4
     log = tmp_path / "final.log"

@@ -50,10 +50,20 @@ def one_error(capsys, argv, code=2) -> str:
 # ---------------------------------------------------------------------------------- one line, exit 2
 def test_wrong_data_root_is_one_line(fitted, tmp_path, capsys):
     cfg, _ = fitted
-    line = one_error(capsys, ["fit", "--config", str(cfg), f"--data.init_args.root={tmp_path / 'nope'}",
-                              f"--trainer.default_root_dir={tmp_path / 'run'}"])
-    assert line == f"error: {tmp_path / 'nope' / 'meta' / 'esc50.csv'}: ESC-50 metadata not found " \
-                   "(expected <root>/meta/esc50.csv)"
+    line = one_error(
+        capsys,
+        [
+            "fit",
+            "--config",
+            str(cfg),
+            f"--data.init_args.root={tmp_path / 'nope'}",
+            f"--trainer.default_root_dir={tmp_path / 'run'}",
+        ],
+    )
+    assert (
+        line == f"error: {tmp_path / 'nope' / 'meta' / 'esc50.csv'}: ESC-50 metadata not found "
+        "(expected <root>/meta/esc50.csv)"
+    )
 
 
 def test_unknown_option_and_missing_config_are_one_line(fitted, tmp_path, capsys):
@@ -73,15 +83,34 @@ def test_short_name_without_network_is_one_line(fitted, tmp_path, capsys, monkey
     for fetcher in ("hub_file", "hub_snapshot", "url_file", "timm_state"):
         monkeypatch.setattr(sources, fetcher, offline)
     cfg, _ = fitted
-    line = one_error(capsys, ["finetune", "--from", "ast-audioset-0.4593", "--config", str(cfg),
-                              "--model.init_args.model_name=ast_base", f"--trainer.default_root_dir={tmp_path}"])
+    line = one_error(
+        capsys,
+        [
+            "finetune",
+            "--from",
+            "ast-audioset-0.4593",
+            "--config",
+            str(cfg),
+            "--model.init_args.model_name=ast_base",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+    )
     assert line.startswith("error: ast-audioset-0.4593: could not be downloaded") and "offline" in line
 
 
 def test_finetune_from_a_family_without_pretrained_weights(fitted, tmp_path, capsys):
     cfg, run = fitted
-    line = one_error(capsys, ["finetune", "--from", str(run / "checkpoints" / "last.ckpt"), "--config", str(cfg),
-                              f"--trainer.default_root_dir={tmp_path}"])
+    line = one_error(
+        capsys,
+        [
+            "finetune",
+            "--from",
+            str(run / "checkpoints" / "last.ckpt"),
+            "--config",
+            str(cfg),
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+    )
     assert "'cnn_tiny'" in line and "ast, beats, ced, efficientat" in line
 
 
@@ -104,7 +133,9 @@ def test_traceback_on_request(fitted, tmp_path, capsys, monkeypatch, how):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "DatasetError" in err
-    assert err.rstrip().splitlines()[-1].startswith("error: ") and "esc50.csv" in err.rstrip().splitlines()[-1]
+    assert (
+        err.rstrip().splitlines()[-1].startswith("error: ") and "esc50.csv" in err.rstrip().splitlines()[-1]
+    )
 
 
 def test_finetune_help_shows_every_fit_option(capsys):
@@ -124,13 +155,22 @@ def test_fit_on_an_unreadable_training_shard_is_an_error(corpus, tmp_path, capsy
         write_shards(read_source(corpus), tmp_path / name, shard_size=1000)
     for shard in (tmp_path / "train").glob("*.tar"):
         shard.write_bytes(b"not a tar" * 100)
-    cfg = write_config(tmp_path, corpus, data__source="shards", data__shards=str(tmp_path / "train"),
-                       data__val_shards=str(tmp_path / "val"), data__root=None, data__val_folds=None,
-                       data__test_folds=None)
+    cfg = write_config(
+        tmp_path,
+        corpus,
+        data__source="shards",
+        data__shards=str(tmp_path / "train"),
+        data__val_shards=str(tmp_path / "val"),
+        data__root=None,
+        data__val_folds=None,
+        data__test_folds=None,
+    )
     assert main(["fit", "--config", str(cfg)]) == 1
     lines = error_lines(capsys.readouterr().err)
-    assert lines[-1] == f"error: {tmp_path / 'train'}: no training step ran: the training data gave no batch " \
-                        "(every training file or shard unreadable or empty)"
+    assert (
+        lines[-1] == f"error: {tmp_path / 'train'}: no training step ran: the training data gave no batch "
+        "(every training file or shard unreadable or empty)"
+    )
     assert not list((tmp_path / "run").rglob("*.ckpt"))
 
 
@@ -150,24 +190,34 @@ def test_validate_and_test_after_fit_keep_the_run_history(fitted, capsys, verb):
 def test_demo_selects_and_scores_on_different_folds():
     data = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]
     assert set(data["val_folds"]).isdisjoint(data["test_folds"])
-    assert set(data.get("train_folds") or set(range(1, 6)) - set(data["val_folds"]) - set(data["test_folds"])) \
-        .isdisjoint(set(data["val_folds"]) | set(data["test_folds"]))
+    assert set(
+        data.get("train_folds") or set(range(1, 6)) - set(data["val_folds"]) - set(data["test_folds"])
+    ).isdisjoint(set(data["val_folds"]) | set(data["test_folds"]))
 
 
 def test_fewshot_eval_names_a_missing_data_file(fitted, tmp_path, capsys):
     _, run = fitted
     missing = tmp_path / "missing.yaml"
-    line = one_error(capsys, ["fewshot-eval", "--data", str(missing), "--checkpoint",
-                              str(run / "checkpoints" / "last.ckpt")])
+    line = one_error(
+        capsys,
+        ["fewshot-eval", "--data", str(missing), "--checkpoint", str(run / "checkpoints" / "last.ckpt")],
+    )
     assert line.startswith(f"error: {missing}: ") and "No such file" in line
 
 
 # ------------------------------------------------------------------------- what a training run prints
 def test_fit_prints_progress_and_no_lightning_noise(corpus, tmp_path):
     """stderr not a terminal: one line per epoch; no LightningCLI args warning, tips, deprecations, FLOPs."""
-    cfg = write_config(tmp_path, corpus, trainer__enable_progress_bar=True, trainer__enable_model_summary=True)
-    r = subprocess.run([sys.executable, "-m", "sed", "fit", "--config", str(cfg)], capture_output=True, text=True,
-                       cwd=ROOT, stdin=subprocess.DEVNULL)
+    cfg = write_config(
+        tmp_path, corpus, trainer__enable_progress_bar=True, trainer__enable_model_summary=True
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "sed", "fit", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for noise in ("args parameter", "Tip", "deprecated", "FLOPs", "Flops", "configure_callbacks"):
         assert noise not in r.stderr, r.stderr

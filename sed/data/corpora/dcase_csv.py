@@ -52,7 +52,9 @@ def read_dcase_csv(path: str | os.PathLike) -> list[SeldEvent]:
         try:
             events.append(_parse_row(row))
         except (ValueError, OverflowError) as e:
-            raise DatasetError(p, f"line {lineno}: {one_line(e, 120)} in row {short(','.join(row))}") from None
+            raise DatasetError(
+                p, f"line {lineno}: {one_line(e, 120)} in row {short(','.join(row))}"
+            ) from None
     return events
 
 
@@ -72,8 +74,13 @@ def _parse_row(row: list[str]) -> SeldEvent:
     if n == 4:
         return SeldEvent(frame, cls, 0, *_angles(row[2], row[3]))
     if n in (5, 6):
-        return SeldEvent(frame, cls, _index(row[2], "track", MAX_TRACKS), *_angles(row[3], row[4]),
-                         _distance(row[5]) if n == 6 else None)
+        return SeldEvent(
+            frame,
+            cls,
+            _index(row[2], "track", MAX_TRACKS),
+            *_angles(row[3], row[4]),
+            _distance(row[5]) if n == 6 else None,
+        )
     xyz = torch.tensor([float(row[3]), float(row[4]), float(row[5])], dtype=torch.float64)
     if not torch.isfinite(xyz).all():
         raise ValueError("non-finite coordinates")

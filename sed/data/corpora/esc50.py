@@ -50,8 +50,12 @@ def read_esc50_meta(root: str | os.PathLike) -> list[Esc50Clip]:
         for lineno, row in enumerate(reader, start=2):
             try:
                 clip = Esc50Clip(
-                    root / AUDIO_DIR / row["filename"], int(row["fold"]), int(row["target"]),
-                    row["category"], row["take"], int(row["src_file"]),
+                    root / AUDIO_DIR / row["filename"],
+                    int(row["fold"]),
+                    int(row["target"]),
+                    row["category"],
+                    row["take"],
+                    int(row["src_file"]),
                 )
             except (TypeError, ValueError) as e:
                 raise DatasetError(meta, f"line {lineno}: {e}") from None
@@ -61,8 +65,10 @@ def read_esc50_meta(root: str | os.PathLike) -> list[Esc50Clip]:
     absent = [c.path.name for c in clips if not c.path.is_file()]
     if absent:
         more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
-        raise DatasetError(root / AUDIO_DIR, f"{len(absent)} audio file(s) listed in {meta.name} are missing: "
-                           f"{', '.join(absent[:3])}{more}")
+        raise DatasetError(
+            root / AUDIO_DIR,
+            f"{len(absent)} audio file(s) listed in {meta.name} are missing: {', '.join(absent[:3])}{more}",
+        )
     return clips
 
 
@@ -71,7 +77,9 @@ def label_names(clips: Iterable[Esc50Clip]) -> list[str]:
     names: dict[int, str] = {}
     for c in clips:
         if names.setdefault(c.target, c.category) != c.category:
-            raise DatasetError(c.path, f"target {c.target} is {c.category!r} here but {names[c.target]!r} elsewhere")
+            raise DatasetError(
+                c.path, f"target {c.target} is {c.category!r} here but {names[c.target]!r} elsewhere"
+            )
     if sorted(names) != list(range(len(names))):
         raise DatasetError(None, f"ESC-50 targets are not 0..{len(names) - 1}: {sorted(names)}")
     return [names[t] for t in range(len(names))]

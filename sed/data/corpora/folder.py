@@ -41,8 +41,9 @@ def _check_labels(labels: Sequence[str] | None) -> list[str] | None:
     return labels
 
 
-def folder_items(root: str | os.PathLike, labels: Sequence[str] | None = None,
-                 extensions: Sequence[str] = AUDIO_EXTENSIONS) -> tuple[list[ClipItem], list[str]]:
+def folder_items(
+    root: str | os.PathLike, labels: Sequence[str] | None = None, extensions: Sequence[str] = AUDIO_EXTENSIONS
+) -> tuple[list[ClipItem], list[str]]:
     """Items of a folder-per-class corpus and its label names.
 
     With ``labels`` every class folder must be one of them (classes without a folder are
@@ -54,8 +55,11 @@ def folder_items(root: str | os.PathLike, labels: Sequence[str] | None = None,
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in extensions)
     if loose:
-        raise DatasetError(root, f"{len(loose)} audio file(s) lie outside the class sub-folders "
-                                 f"(e.g. {loose[0]}); put each file in the folder of its class")
+        raise DatasetError(
+            root,
+            f"{len(loose)} audio file(s) lie outside the class sub-folders "
+            f"(e.g. {loose[0]}); put each file in the folder of its class",
+        )
     if not folders:
         raise DatasetError(root, "no class sub-folders (expected <root>/<class>/<file>.wav)")
     names = labels or [p.name for p in folders]
@@ -64,8 +68,13 @@ def folder_items(root: str | os.PathLike, labels: Sequence[str] | None = None,
     for folder in folders:
         if folder.name not in index:
             raise DatasetError(folder, f"class folder {folder.name!r} is not one of the labels {names}")
-        files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in extensions
-                       and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+        files = sorted(
+            f
+            for f in folder.rglob("*")
+            if f.is_file()
+            and f.suffix.lower() in extensions
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+        )
         if not files and labels is None:
             raise DatasetError(folder, "class folder holds no audio files")
         items.extend(ClipItem(str(f), index[folder.name]) for f in files)
@@ -118,7 +127,9 @@ def _row(manifest: Path, base: Path, where: str, path, label, start, end, fold) 
         raise DatasetError(manifest, f"{where}: missing path")
     if isinstance(label, str):
         names = [s.strip() for s in label.split(";")] if label.strip() else []
-    elif isinstance(label, list) and all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in label):
+    elif isinstance(label, list) and all(
+        isinstance(x, (str, int)) and not isinstance(x, bool) for x in label
+    ):
         names = [str(x).strip() for x in label]
     elif isinstance(label, int) and not isinstance(label, bool):
         names = [str(label)]
@@ -141,11 +152,16 @@ def _read_csv(manifest: Path, base: Path, delimiter: str) -> list[tuple]:
     header = [h.strip() for h in next(lines, [])]
     missing = [c for c in ("path", "label") if c not in header]
     if missing:
-        raise DatasetError(manifest, f"line 1: header lacks column(s) {', '.join(missing)} "
-                                     f"(expected path,label[,start,end,fold]; got {short(','.join(header))})")
+        raise DatasetError(
+            manifest,
+            f"line 1: header lacks column(s) {', '.join(missing)} "
+            f"(expected path,label[,start,end,fold]; got {short(','.join(header))})",
+        )
     repeated = sorted({h for h in header if h and header.count(h) > 1})
     if repeated:
-        raise DatasetError(manifest, f"line 1: column(s) {', '.join(map(short, repeated))} appear more than once")
+        raise DatasetError(
+            manifest, f"line 1: column(s) {', '.join(map(short, repeated))} appear more than once"
+        )
     for cells in lines:
         where = f"line {reader.line_num}"
         if not cells:
@@ -153,8 +169,22 @@ def _read_csv(manifest: Path, base: Path, delimiter: str) -> list[tuple]:
         if len(cells) > len(header):
             raise DatasetError(manifest, f"{where}: more fields than header columns")
         raw = dict(zip(header, cells))
-        rows.append((where, _row(manifest, base, where, raw.get("path"), raw.get("label") or "",
-                                 raw.get("start"), raw.get("end"), raw.get("fold")), False))
+        rows.append(
+            (
+                where,
+                _row(
+                    manifest,
+                    base,
+                    where,
+                    raw.get("path"),
+                    raw.get("label") or "",
+                    raw.get("start"),
+                    raw.get("end"),
+                    raw.get("fold"),
+                ),
+                False,
+            )
+        )
     return rows
 
 
@@ -171,15 +201,29 @@ def _read_jsonl(manifest: Path, base: Path) -> list[tuple]:
         except RecursionError:
             raise DatasetError(manifest, f"{where}: JSON nested too deeply") from None
         if not isinstance(obj, dict) or "label" not in obj:
-            raise DatasetError(manifest, f"{where}: expected an object with \"path\" and \"label\"")
-        rows.append((where, _row(manifest, base, where, obj.get("path"), obj["label"],
-                                 obj.get("start"), obj.get("end"), obj.get("fold")),
-                     isinstance(obj["label"], list)))
+            raise DatasetError(manifest, f'{where}: expected an object with "path" and "label"')
+        rows.append(
+            (
+                where,
+                _row(
+                    manifest,
+                    base,
+                    where,
+                    obj.get("path"),
+                    obj["label"],
+                    obj.get("start"),
+                    obj.get("end"),
+                    obj.get("fold"),
+                ),
+                isinstance(obj["label"], list),
+            )
+        )
     return rows
 
 
-def manifest_items(manifest: str | os.PathLike, labels: Sequence[str] | None = None,
-                   base: str | os.PathLike | None = None) -> tuple[list[ClipItem], list[str], bool]:
+def manifest_items(
+    manifest: str | os.PathLike, labels: Sequence[str] | None = None, base: str | os.PathLike | None = None
+) -> tuple[list[ClipItem], list[str], bool]:
     """(items, label names, multi_label) of a CSV or JSONL manifest (see the module docstring).
 
     Label names are ``labels`` (every row's labels must be among them) or the sorted unique
@@ -195,8 +239,9 @@ def manifest_items(manifest: str | os.PathLike, labels: Sequence[str] | None = N
     elif suffix in JSONL_SUFFIXES:
         rows = _read_jsonl(manifest, base)
     else:
-        raise DatasetError(manifest, f"unknown manifest format {suffix or '(no suffix)'} "
-                                     f"(use .csv, .tsv, .jsonl or .ndjson)")
+        raise DatasetError(
+            manifest, f"unknown manifest format {suffix or '(no suffix)'} (use .csv, .tsv, .jsonl or .ndjson)"
+        )
     if not rows:
         raise DatasetError(manifest, "manifest lists no files")
     multi = any(len(parsed[1]) != 1 or is_list for _, parsed, is_list in rows)
@@ -207,7 +252,9 @@ def manifest_items(manifest: str | os.PathLike, labels: Sequence[str] | None = N
     folds = [r[1][4] is not None for r in rows]
     if any(folds) and not all(folds):
         where = rows[folds.index(False)][0]
-        raise DatasetError(manifest, f"{where}: no fold, but other rows have one (give every row a fold or none)")
+        raise DatasetError(
+            manifest, f"{where}: no fold, but other rows have one (give every row a fold or none)"
+        )
     items = []
     for where, (path, row_labels, start, end, fold), _ in rows:
         unknown = [n for n in row_labels if n not in index]
@@ -221,7 +268,13 @@ def manifest_items(manifest: str | os.PathLike, labels: Sequence[str] | None = N
 class ManifestDataset(ClipDataset):
     """A :class:`ClipDataset` over :func:`manifest_items`; ``multi_label`` None = from the manifest."""
 
-    def __init__(self, manifest: str | os.PathLike, labels: Sequence[str] | None = None,
-                 multi_label: bool | None = None, base: str | os.PathLike | None = None, **kwargs):
+    def __init__(
+        self,
+        manifest: str | os.PathLike,
+        labels: Sequence[str] | None = None,
+        multi_label: bool | None = None,
+        base: str | os.PathLike | None = None,
+        **kwargs,
+    ):
         items, names, multi = manifest_items(manifest, labels, base)
         super().__init__(items, names, multi_label=multi if multi_label is None else multi_label, **kwargs)

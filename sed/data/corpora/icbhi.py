@@ -83,7 +83,9 @@ def parse_recording_name(stem: str) -> RecordingName:
     elif parts[4] not in DEVICES:
         problem = f"device {parts[4]!r} not in {DEVICES}"
     if problem:
-        raise DatasetError(stem, f"not an ICBHI recording name (Patient_Index_Location_Mode_Device): {problem}")
+        raise DatasetError(
+            stem, f"not an ICBHI recording name (Patient_Index_Location_Mode_Device): {problem}"
+        )
     return RecordingName(int(parts[0]), parts[1], parts[2], parts[3], parts[4])
 
 
@@ -157,7 +159,9 @@ def list_recordings(root: str | os.PathLike) -> list[str]:
     lonely = [s for s in stems if not (root / f"{s}.txt").is_file()]
     if lonely:
         more = f" and {len(lonely) - 3} more" if len(lonely) > 3 else ""
-        raise DatasetError(root, f"{len(lonely)} recording(s) without annotation .txt: {', '.join(lonely[:3])}{more}")
+        raise DatasetError(
+            root, f"{len(lonely)} recording(s) without annotation .txt: {', '.join(lonely[:3])}{more}"
+        )
     return stems
 
 
@@ -200,7 +204,9 @@ def recording_parts(root: str | os.PathLike, stems: list[str], fold="official") 
     else:
         folds = read_patient_folds(root / FOLD_FILE)
         patient_fold = {s: folds.get(parse_recording_name(s).patient) for s in stems}
-        parts = {s: None if f is None else ("test" if f == fold else "train") for s, f in patient_fold.items()}
+        parts = {
+            s: None if f is None else ("test" if f == fold else "train") for s, f in patient_fold.items()
+        }
         where = root / FOLD_FILE
     missing = [s for s, p in parts.items() if p is None]
     if missing:
@@ -221,8 +227,14 @@ def val_patients(patients, fraction: float = 0.2, seed: int = 0) -> set[int]:
     return set(int(p) for p in np.random.default_rng(seed).permutation(pool)[:k])
 
 
-def split_recordings(root: str | os.PathLike, split: str = "train", fold="official", val_fraction: float = 0.2,
-                     seed: int = 0, select_on_test: bool = False) -> list[str]:
+def split_recordings(
+    root: str | os.PathLike,
+    split: str = "train",
+    fold="official",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    select_on_test: bool = False,
+) -> list[str]:
     """Stems of one split. ``val`` is carved by patient from the training recordings (see
     :func:`val_patients`) and ``train`` is the rest. With ``select_on_test`` the published
     protocol is reproduced instead: ``train`` keeps every training recording and ``val`` is
@@ -238,8 +250,10 @@ def split_recordings(root: str | os.PathLike, split: str = "train", fold="offici
         return train
     val = val_patients([parse_recording_name(s).patient for s in train], val_fraction, seed)
     if split == "val" and not val:
-        raise ValueError("no validation patients (val_fraction=0 or one training patient); "
-                         "pass val_fraction > 0, or select_on_test=True for the published protocol")
+        raise ValueError(
+            "no validation patients (val_fraction=0 or one training patient); "
+            "pass val_fraction > 0, or select_on_test=True for the published protocol"
+        )
     return [s for s in train if (parse_recording_name(s).patient in val) == (split == "val")]
 
 
@@ -261,7 +275,9 @@ def slice_cycle(wave: torch.Tensor, start: float, end: float, sample_rate: int =
     return wave[..., min(int(start * sample_rate), n) : min(int(end * sample_rate), n)]
 
 
-def fix_length(cycle: torch.Tensor, target: int, pad: str = "repeat", fade: int = SAMPLE_RATE // 16) -> torch.Tensor:
+def fix_length(
+    cycle: torch.Tensor, target: int, pad: str = "repeat", fade: int = SAMPLE_RATE // 16
+) -> torch.Tensor:
     """Cut or pad ``[..., n]`` to ``target`` samples: longer -> head (no fade); ``repeat`` -> cyclic
     tiling from the start, then a linear fade-out of ``fade`` samples; ``zero`` -> centred in zeros."""
     n = cycle.shape[-1]
@@ -297,7 +313,9 @@ def icbhi_items(root: str | os.PathLike, classes: int = 4) -> tuple[list[ClipIte
     for stem in stems:
         patient = parse_recording_name(stem).patient
         for j, c in enumerate(read_annotations(root / f"{stem}.txt")):
-            items.append(ClipItem(str(root / f"{stem}.wav"), _label(c, classes), c.start, c.end, folds.get(patient)))
+            items.append(
+                ClipItem(str(root / f"{stem}.wav"), _label(c, classes), c.start, c.end, folds.get(patient))
+            )
             extras.append({"patient": patient, "cycle": j, "split": parts.get(stem)})
     names = list(LABEL_NAMES) if classes == 4 else ["normal", "abnormal"]
     return items, names, extras
@@ -314,9 +332,19 @@ class IcbhiDataset(torch.utils.data.Dataset):
     ``split``/``fold``/``val_fraction``/``seed``/``select_on_test``: see :func:`split_recordings`.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", fold="official", classes: int = 4,
-                 pad: str = "repeat", val_fraction: float = 0.2, seed: int = 0, select_on_test: bool = False,
-                 cycle_seconds: float = 8.0, sample_rate: int = SAMPLE_RATE):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        fold="official",
+        classes: int = 4,
+        pad: str = "repeat",
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        select_on_test: bool = False,
+        cycle_seconds: float = 8.0,
+        sample_rate: int = SAMPLE_RATE,
+    ):
         if classes not in (2, 4):
             raise ValueError(f"classes must be 4 or 2, got {classes}")
         if pad not in ("repeat", "zero"):
@@ -346,8 +374,14 @@ class IcbhiDataset(torch.utils.data.Dataset):
         path, patient, cycle, label = self.meta[i]
         seg = self._data[self._offsets[i] : self._offsets[i + 1]]
         wave = fix_length(seg, self.target, self.pad, self.sample_rate // 16)
-        return {"wave": wave.float(), "length": self.target, "label": label, "path": path,
-                "patient": patient, "cycle": cycle}
+        return {
+            "wave": wave.float(),
+            "length": self.target,
+            "label": label,
+            "path": path,
+            "patient": patient,
+            "cycle": cycle,
+        }
 
     @property
     def label_names(self) -> list[str]:
@@ -359,4 +393,3 @@ class IcbhiDataset(torch.utils.data.Dataset):
 
     def class_counts(self) -> list[int]:
         return np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=self.classes).tolist()
-

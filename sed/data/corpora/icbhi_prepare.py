@@ -33,8 +33,11 @@ def _count(cycles: list[tuple[str, int, int]], part_of, key) -> dict:
     """Recordings, patients and cycles per class of the cycles ``(stem, patient, label)`` whose part is ``key``."""
     sel = [c for c in cycles if part_of(c[0]) == key]
     per_class = Counter(c[2] for c in sel)
-    return {"recordings": len({c[0] for c in sel}), "patients": len({c[1] for c in sel}),
-            "cycles": [per_class[k] for k in range(len(LABEL_NAMES))]}
+    return {
+        "recordings": len({c[0] for c in sel}),
+        "patients": len({c[1] for c in sel}),
+        "cycles": [per_class[k] for k in range(len(LABEL_NAMES))],
+    }
 
 
 def _parses(stem: str) -> bool:
@@ -88,7 +91,9 @@ def prepare_icbhi(root: str | os.PathLike, strict: bool = True) -> dict:
         rates[meta.sample_rate] += 1
         for j, c in enumerate(rows):
             if int(c.start * SAMPLE_RATE) >= math.ceil(meta.duration * SAMPLE_RATE):
-                warnings.append(f"{wav}: cycle {j} starts at {c.start} s, after the end ({meta.duration:.3f} s)")
+                warnings.append(
+                    f"{wav}: cycle {j} starts at {c.start} s, after the end ({meta.duration:.3f} s)"
+                )
             else:
                 cycles.append((stem, patient, c.label))
     parts, renamed = {}, 0
@@ -101,31 +106,52 @@ def prepare_icbhi(root: str | os.PathLike, strict: bool = True) -> dict:
                 problems.append(f"{root / SPLIT_FILE}: recording {s} is not listed")
             keys.add(key)
             renamed += s in stems and key is not None and key != s
-        problems += [f"{root / SPLIT_FILE}: lists {k}, which has no recording" for k in sorted(set(table) - keys)]
+        problems += [
+            f"{root / SPLIT_FILE}: lists {k}, which has no recording" for k in sorted(set(table) - keys)
+        ]
     except DatasetError as e:
         problems.append(str(e))
     folds = {}
     if (root / FOLD_FILE).is_file():
         try:
             pf = read_patient_folds(root / FOLD_FILE)
-            problems += [f"{root / FOLD_FILE}: patient {p} has fold {f}, not 0..{NUM_FOLDS - 1}"
-                         for p, f in sorted(pf.items()) if not 0 <= f < NUM_FOLDS]
-            problems += [f"{root / FOLD_FILE}: patient {p} is not listed"
-                         for p in sorted({c[1] for c in cycles} | {parse_recording_name(s).patient for s in stems})
-                         if p not in pf]
+            problems += [
+                f"{root / FOLD_FILE}: patient {p} has fold {f}, not 0..{NUM_FOLDS - 1}"
+                for p, f in sorted(pf.items())
+                if not 0 <= f < NUM_FOLDS
+            ]
+            problems += [
+                f"{root / FOLD_FILE}: patient {p} is not listed"
+                for p in sorted({c[1] for c in cycles} | {parse_recording_name(s).patient for s in stems})
+                if p not in pf
+            ]
             for k in range(NUM_FOLDS):
                 test = {p for p, f in pf.items() if f == k}
-                folds[k] = {part: _count(cycles, lambda s, t=test: ("test" if parse_recording_name(s).patient in t
-                                                                   else "train"), part) for part in SPLITS}
+                folds[k] = {
+                    part: _count(
+                        cycles,
+                        lambda s, t=test: "test" if parse_recording_name(s).patient in t else "train",
+                        part,
+                    )
+                    for part in SPLITS
+                }
         except DatasetError as e:
             problems.append(str(e))
     else:
         warnings.append(f"{root / FOLD_FILE}: not found; the 5-fold patient splits are unavailable")
     splits = {part: _count(cycles, parts.get, part) for part in SPLITS}
     splits["all"] = _count(cycles, lambda s: "all", "all")
-    report = {"root": str(root), "recordings": len(stems), "patients": len({parse_recording_name(s).patient
-              for s in stems}), "renamed": renamed, "sample_rates": dict(sorted(rates.items())), "splits": splits,
-              "folds": folds, "problems": problems, "warnings": warnings}
+    report = {
+        "root": str(root),
+        "recordings": len(stems),
+        "patients": len({parse_recording_name(s).patient for s in stems}),
+        "renamed": renamed,
+        "sample_rates": dict(sorted(rates.items())),
+        "splits": splits,
+        "folds": folds,
+        "problems": problems,
+        "warnings": warnings,
+    }
     if strict and problems:
         err = DatasetError(root, f"{len(problems)} problem(s) in the ICBHI corpus: {'; '.join(problems)}")
         err.problems, err.report = problems, report
@@ -136,17 +162,24 @@ def prepare_icbhi(root: str | os.PathLike, strict: bool = True) -> dict:
 def format_icbhi_report(report: dict) -> str:
     """The report of :func:`prepare_icbhi` as aligned text: cycles per split/fold and class, problems."""
     rates = ", ".join(f"{sr} Hz: {n}" for sr, n in report["sample_rates"].items())
-    lines = [f"ICBHI corpus {report['root']}: {report['recordings']} recordings, {report['patients']} patients, "
-             f"{sum(report['splits']['all']['cycles'])} cycles ({rates}); {report['renamed']} found in "
-             f"{SPLIT_FILE} under their renamed form", ""]
+    lines = [
+        f"ICBHI corpus {report['root']}: {report['recordings']} recordings, {report['patients']} patients, "
+        f"{sum(report['splits']['all']['cycles'])} cycles ({rates}); {report['renamed']} found in "
+        f"{SPLIT_FILE} under their renamed form",
+        "",
+    ]
     rows = [("split", "recordings", "patients", *LABEL_NAMES, "cycles")]
     named = [(k, v) for k, v in report["splits"].items()]
     named += [(f"fold{k} {part}", v[part]) for k, v in report["folds"].items() for part in SPLITS]
-    rows += [(k, str(v["recordings"]), str(v["patients"]), *map(str, v["cycles"]), str(sum(v["cycles"])))
-             for k, v in named]
+    rows += [
+        (k, str(v["recordings"]), str(v["patients"]), *map(str, v["cycles"]), str(sum(v["cycles"])))
+        for k, v in named
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
-              for r in rows]
+    lines += [
+        "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+        for r in rows
+    ]
     for title in ("problems", "warnings"):
         if report[title]:
             lines += ["", f"{title} ({len(report[title])}):", *(f"  {p}" for p in report[title])]

@@ -31,8 +31,21 @@ SAMPLE_RATE = 24000
 NUM_CHANNELS = 4
 FRAME_SECONDS = 0.1
 NUM_CLASSES = 13
-CLASS_NAMES = ("Female speech", "Male speech", "Clapping", "Telephone", "Laughter", "Domestic sounds",
-               "Walk/footsteps", "Door open/close", "Music", "Musical instrument", "Water tap", "Bell", "Knock")
+CLASS_NAMES = (
+    "Female speech",
+    "Male speech",
+    "Clapping",
+    "Telephone",
+    "Laughter",
+    "Domestic sounds",
+    "Walk/footsteps",
+    "Door open/close",
+    "Music",
+    "Musical instrument",
+    "Water tap",
+    "Bell",
+    "Knock",
+)
 #: Rooms of the STARSS23 development folds (train = fold 3, test = fold 4).
 TRAIN_ROOMS = (4, 6, 7, 9, 12, 13, 14, 21, 22)
 TEST_ROOMS = (2, 8, 10, 15, 16, 23, 24)
@@ -70,8 +83,10 @@ def _scan_pairs(root: Path, fmt: str) -> tuple[list[tuple[Path, Path]], list[tup
     csvs = {p.relative_to(meta_dir).with_suffix(""): p for p in meta_dir.glob("*/*.csv")}
     if not wavs and not csvs:
         return [], [(audio_dir, _NO_AUDIO)]
-    problems = sorted([(wavs[k], f"no metadata file {meta_dir / k}.csv") for k in wavs.keys() - csvs.keys()]
-                      + [(csvs[k], f"no audio file {audio_dir / k}.wav") for k in csvs.keys() - wavs.keys()])
+    problems = sorted(
+        [(wavs[k], f"no metadata file {meta_dir / k}.csv") for k in wavs.keys() - csvs.keys()]
+        + [(csvs[k], f"no audio file {audio_dir / k}.wav") for k in csvs.keys() - wavs.keys()]
+    )
     return [(wavs[k], csvs[k]) for k in sorted(wavs.keys() & csvs.keys())], problems
 
 
@@ -112,8 +127,10 @@ class SeldLabels:
     def from_events(cls, events: Iterable[SeldEvent], path: str | os.PathLike = "") -> SeldLabels:
         ev = list(events)
         ints = np.array([(e.frame, e.cls, e.track) for e in ev], dtype=np.int64).reshape(-1, 3)
-        flt = np.array([(e.azimuth, e.elevation, np.nan if e.distance is None else e.distance) for e in ev],
-                       dtype=np.float64).reshape(-1, 3)
+        flt = np.array(
+            [(e.azimuth, e.elevation, np.nan if e.distance is None else e.distance) for e in ev],
+            dtype=np.float64,
+        ).reshape(-1, 3)
         return cls(os.fspath(path), *ints.T.copy(), *flt.T.copy())
 
     def __len__(self) -> int:
@@ -129,9 +146,12 @@ class SeldLabels:
         return int(self.frame.max()) + 1 if len(self) else 0
 
     def events(self) -> list[SeldEvent]:
-        return [SeldEvent(int(f), int(c), int(t), float(a), float(e), None if np.isnan(d) else float(d))
-                for f, c, t, a, e, d in zip(self.frame, self.cls, self.track, self.azimuth, self.elevation,
-                                            self.distance)]
+        return [
+            SeldEvent(int(f), int(c), int(t), float(a), float(e), None if np.isnan(d) else float(d))
+            for f, c, t, a, e, d in zip(
+                self.frame, self.cls, self.track, self.azimuth, self.elevation, self.distance
+            )
+        ]
 
     def class_counts(self, num_classes: int) -> np.ndarray:
         """Event frames (rows) per class."""
@@ -160,8 +180,13 @@ def read_tau_metadata(path: str | os.PathLike) -> SeldLabels:
     return _read_metadata(path, (5,), "TAU-NIGENS")
 
 
-def adpit_targets(events: SeldLabels | Iterable[SeldEvent], num_frames: int, num_classes: int = NUM_CLASSES,
-                  with_distance: bool = False, start_frame: int = 0) -> torch.Tensor:
+def adpit_targets(
+    events: SeldLabels | Iterable[SeldEvent],
+    num_frames: int,
+    num_classes: int = NUM_CLASSES,
+    with_distance: bool = False,
+    start_frame: int = 0,
+) -> torch.Tensor:
     """ADPIT label tensor ``[num_frames, 6, 4, C]`` (``[.., 5, C]`` with distance in metres).
 
     Dim 1: 0 = A0 (one instance of the class in the frame), 1-2 = B0, B1 (two), 3-5 = C0, C1,
@@ -176,8 +201,9 @@ def adpit_targets(events: SeldLabels | Iterable[SeldEvent], num_frames: int, num
     frame, cls = labels.frame[keep] - start_frame, labels.cls[keep]
     bad = (cls < 0) | (cls >= num_classes)
     if bad.any():
-        raise DatasetError(labels.path or None, f"class index {int(cls[bad][0])} out of range for "
-                                                f"{num_classes} classes")
+        raise DatasetError(
+            labels.path or None, f"class index {int(cls[bad][0])} out of range for {num_classes} classes"
+        )
     if with_distance and not np.isfinite(labels.distance[keep]).all():
         raise DatasetError(labels.path or None, "distance targets need metadata with a distance column")
     if not len(frame):
@@ -193,8 +219,9 @@ def adpit_targets(events: SeldLabels | Iterable[SeldEvent], num_frames: int, num
     idx = order[ok]
     vals = torch.empty(len(idx), dims)
     vals[:, 0] = 1.0
-    vals[:, 1:4] = polar_to_cartesian(torch.from_numpy(labels.azimuth[keep][idx]),
-                                      torch.from_numpy(labels.elevation[keep][idx])).float()
+    vals[:, 1:4] = polar_to_cartesian(
+        torch.from_numpy(labels.azimuth[keep][idx]), torch.from_numpy(labels.elevation[keep][idx])
+    ).float()
     if with_distance:
         vals[:, 4] = torch.from_numpy(labels.distance[keep][idx] / 100.0).float()
     out[torch.from_numpy(frame[idx]), torch.from_numpy(slot[ok]), torch.from_numpy(cls[idx])] = vals
@@ -204,10 +231,21 @@ def adpit_targets(events: SeldLabels | Iterable[SeldEvent], num_frames: int, num
 # ---------------------------------------------------------------- corpus check
 
 
-def _check_pair(wav: Path, meta_csv: Path, num_classes: int, problems: list[str], warnings: list[str]) -> dict:
+def _check_pair(
+    wav: Path, meta_csv: Path, num_classes: int, problems: list[str], warnings: list[str]
+) -> dict:
     fold, room, mix = parse_fold_room(wav)
-    rec = {"audio": str(wav), "metadata": str(meta_csv), "split": wav.parent.name, "fold": fold, "room": room,
-           "mix": mix, "duration": None, "label_frames": None, "event_frames": None}
+    rec = {
+        "audio": str(wav),
+        "metadata": str(meta_csv),
+        "split": wav.parent.name,
+        "fold": fold,
+        "room": room,
+        "mix": mix,
+        "duration": None,
+        "label_frames": None,
+        "event_frames": None,
+    }
     try:
         a = info(wav)
         if a.channels != NUM_CHANNELS:
@@ -225,18 +263,23 @@ def _check_pair(wav: Path, meta_csv: Path, num_classes: int, problems: list[str]
         return rec
     bad = labels.cls >= num_classes
     if bad.any():
-        problems.append(f"{meta_csv}: class index {int(labels.cls.max())} out of range for {num_classes} classes "
-                        f"({int(bad.sum())} row(s))")
+        problems.append(
+            f"{meta_csv}: class index {int(labels.cls.max())} out of range for {num_classes} classes "
+            f"({int(bad.sum())} row(s))"
+        )
     rec["event_frames"] = labels.class_counts(num_classes)[:num_classes].tolist()
     late = int((labels.frame >= rec["label_frames"]).sum()) if rec["label_frames"] is not None else 0
     if late:
-        warnings.append(f"{meta_csv}: {late} row(s) after the end of the audio ({rec['label_frames']} label "
-                        "frames); the targets drop them")
+        warnings.append(
+            f"{meta_csv}: {late} row(s) after the end of the audio ({rec['label_frames']} label "
+            "frames); the targets drop them"
+        )
     return rec
 
 
-def prepare_starss(root: str | os.PathLike, fmt: str = "foa", num_classes: int = NUM_CLASSES,
-                   strict: bool = True) -> dict:
+def prepare_starss(
+    root: str | os.PathLike, fmt: str = "foa", num_classes: int = NUM_CLASSES, strict: bool = True
+) -> dict:
     """Check a STARSS22/23 development corpus and count it.
 
     Checks that every audio file has its metadata file and vice versa, that file names parse,
@@ -262,15 +305,28 @@ def prepare_starss(root: str | os.PathLike, fmt: str = "foa", num_classes: int =
             problems.append(str(e))
 
     def summary(recs: list[dict]) -> dict:
-        return {"files": len(recs), "duration": sum(r["duration"] or 0.0 for r in recs),
-                "label_frames": sum(r["label_frames"] or 0 for r in recs),
-                "rooms": sorted({r["room"] for r in recs}), "splits": sorted({r["split"] for r in recs}),
-                "event_frames": [sum((r["event_frames"] or [0] * num_classes)[c] for r in recs)
-                                 for c in range(num_classes)]}
+        return {
+            "files": len(recs),
+            "duration": sum(r["duration"] or 0.0 for r in recs),
+            "label_frames": sum(r["label_frames"] or 0 for r in recs),
+            "rooms": sorted({r["room"] for r in recs}),
+            "splits": sorted({r["split"] for r in recs}),
+            "event_frames": [
+                sum((r["event_frames"] or [0] * num_classes)[c] for r in recs) for c in range(num_classes)
+            ],
+        }
 
     folds = {f: summary([r for r in files if r["fold"] == f]) for f in sorted({r["fold"] for r in files})}
-    report = {"root": str(root), "format": fmt, "num_classes": num_classes, "files": files, "folds": folds,
-              "total": summary(files), "problems": problems, "warnings": warnings}
+    report = {
+        "root": str(root),
+        "format": fmt,
+        "num_classes": num_classes,
+        "files": files,
+        "folds": folds,
+        "total": summary(files),
+        "problems": problems,
+        "warnings": warnings,
+    }
     if strict and problems:
         err = DatasetError(root, f"{len(problems)} problem(s) in the STARSS corpus: {'; '.join(problems)}")
         err.problems, err.report = problems, report
@@ -281,17 +337,38 @@ def prepare_starss(root: str | os.PathLike, fmt: str = "foa", num_classes: int =
 def format_prepare_report(report: dict) -> str:
     """The report of :func:`prepare_starss` as aligned text: folds, events per class, problems."""
     folds, total, c = report["folds"], report["total"], report["num_classes"]
-    lines = [f"STARSS corpus {report['root']} ({report['format']}): {total['files']} files, "
-             f"{total['duration'] / 60:.1f} min, {sum(total['event_frames'])} event frames", ""]
+    lines = [
+        f"STARSS corpus {report['root']} ({report['format']}): {total['files']} files, "
+        f"{total['duration'] / 60:.1f} min, {sum(total['event_frames'])} event frames",
+        "",
+    ]
     rows = [("fold", "files", "minutes", "label frames", "rooms", "splits")]
-    rows += [(str(f), str(s["files"]), f"{s['duration'] / 60:.1f}", str(s["label_frames"]),
-              ",".join(map(str, s["rooms"])), ",".join(s["splits"])) for f, s in folds.items()]
-    rows.append(("all", str(total["files"]), f"{total['duration'] / 60:.1f}", str(total["label_frames"]), "", ""))
+    rows += [
+        (
+            str(f),
+            str(s["files"]),
+            f"{s['duration'] / 60:.1f}",
+            str(s["label_frames"]),
+            ",".join(map(str, s["rooms"])),
+            ",".join(s["splits"]),
+        )
+        for f, s in folds.items()
+    ]
+    rows.append(
+        ("all", str(total["files"]), f"{total['duration'] / 60:.1f}", str(total["label_frames"]), "", "")
+    )
     lines += _table(rows, right=(1, 2, 3))
     names = CLASS_NAMES if c == len(CLASS_NAMES) else [""] * c
     rows = [("class", "name", *(f"fold{f}" for f in folds), "total")]
-    rows += [(str(k), names[k], *(str(s["event_frames"][k]) for s in folds.values()), str(total["event_frames"][k]))
-             for k in range(c)]
+    rows += [
+        (
+            str(k),
+            names[k],
+            *(str(s["event_frames"][k]) for s in folds.values()),
+            str(total["event_frames"][k]),
+        )
+        for k in range(c)
+    ]
     lines += ["", "event frames (metadata rows) per class:", *_table(rows, right=range(2, len(folds) + 3))]
     for title in ("problems", "warnings"):
         if report[title]:
@@ -304,5 +381,9 @@ def format_prepare_report(report: dict) -> str:
 def _table(rows: list[tuple[str, ...]], right: Iterable[int] = ()) -> list[str]:
     right = set(right)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
-            for r in rows]
+    return [
+        "  ".join(
+            v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))
+        ).rstrip()
+        for r in rows
+    ]

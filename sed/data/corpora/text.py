@@ -23,8 +23,10 @@ def text_lines(path: str | os.PathLike) -> Iterator[str]:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise DatasetError(p, f"line {lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} "
-                                          f"at column {e.start + 1})") from None
+                    raise DatasetError(
+                        p,
+                        f"line {lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                    ) from None
                 yield line.removeprefix("\ufeff") if lineno == 1 else line
     except OSError as e:
         raise DatasetError(p, f"cannot read ({e.strerror or e})") from None

@@ -80,18 +80,41 @@ class AudioDataModule(SedDataModule):
     predict_split = "predict"
     persistent_splits = ("train", "val")  # test and predict run once
 
-    def __init__(self, source: str = "folder", root: str | None = None, manifest: str | None = None,
-                 labels: list[str] | None = None, multi_label: bool | None = None, sample_rate: int = 16000,
-                 clip_seconds: float | None = 5.0, batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int = 0, train_folds: list[int] | None = None, val_folds: list[int] | None = None,
-                 test_folds: list[int] | None = None, val_fraction: float = 0.2, balanced: bool = False,
-                 cache_audio: bool = False, seed: int = 0, validate: bool = True,
-                 predict_paths: list[str] | None = None, shards: str | list[str] | None = None,
-                 val_shards: str | list[str] | None = None, test_shards: str | list[str] | None = None,
-                 shuffle_buffer: int = 1000, unlabeled: str | list[str] | None = None,
-                 labeled_fraction: float | None = None, unlabeled_batch_size: int | None = None):
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                         sampling_seed=seed)
+    def __init__(
+        self,
+        source: str = "folder",
+        root: str | None = None,
+        manifest: str | None = None,
+        labels: list[str] | None = None,
+        multi_label: bool | None = None,
+        sample_rate: int = 16000,
+        clip_seconds: float | None = 5.0,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        train_folds: list[int] | None = None,
+        val_folds: list[int] | None = None,
+        test_folds: list[int] | None = None,
+        val_fraction: float = 0.2,
+        balanced: bool = False,
+        cache_audio: bool = False,
+        seed: int = 0,
+        validate: bool = True,
+        predict_paths: list[str] | None = None,
+        shards: str | list[str] | None = None,
+        val_shards: str | list[str] | None = None,
+        test_shards: str | list[str] | None = None,
+        shuffle_buffer: int = 1000,
+        unlabeled: str | list[str] | None = None,
+        labeled_fraction: float | None = None,
+        unlabeled_batch_size: int | None = None,
+    ):
+        super().__init__(
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            sampling_seed=seed,
+        )
         # labels/multi_label are linked into the task, which logs the resolved values; kept apart
         # here so that Lightning's merge of task and data hyperparameters does not conflict
         self.save_hyperparameters(ignore=["labels", "multi_label"])
@@ -103,7 +126,9 @@ class AudioDataModule(SedDataModule):
         if labeled_fraction is not None and not 0.0 < labeled_fraction < 1.0:
             raise ValueError(f"labeled_fraction must be in (0, 1), got {labeled_fraction}")
         if labeled_fraction is not None and source == "shards":
-            raise ValueError("labeled_fraction splits clip corpora; with shards give the unlabelled shards as unlabeled")
+            raise ValueError(
+                "labeled_fraction splits clip corpora; with shards give the unlabelled shards as unlabeled"
+            )
         if unlabeled_batch_size is not None and unlabeled_batch_size < 1:
             raise ValueError("unlabeled_batch_size must be >= 1")
         if source == "shards" and balanced:
@@ -113,8 +138,11 @@ class AudioDataModule(SedDataModule):
         if multi_label is False and data_multi:
             several = [it.path for it in self.items if len(item_labels(it)) != 1]
             if several:
-                raise DatasetError(manifest or root, f"{len(several)} item(s) do not have exactly one label "
-                                                     f"(e.g. {several[0]}), but multi_label is False")
+                raise DatasetError(
+                    manifest or root,
+                    f"{len(several)} item(s) do not have exactly one label "
+                    f"(e.g. {several[0]}), but multi_label is False",
+                )
         self.set_labels(names, data_multi if multi_label is None else bool(multi_label))
         self.splits: dict[str, list[ClipItem]] = self._split()
         self.unlabeled_items: list[ClipItem] = []
@@ -134,17 +162,26 @@ class AudioDataModule(SedDataModule):
     @property
     def _unlabeled_shards(self) -> bool:
         u = self.hparams.unlabeled
-        return u is not None and (isinstance(u, (list, tuple)) or str(u).endswith(".tar") or "{" in str(u)
-                                  or ("://" in str(u)) or (Path(u).is_dir() and (Path(u) / "index.json").is_file()))
+        return u is not None and (
+            isinstance(u, (list, tuple))
+            or str(u).endswith(".tar")
+            or "{" in str(u)
+            or ("://" in str(u))
+            or (Path(u).is_dir() and (Path(u) / "index.json").is_file())
+        )
 
     def _read(self) -> tuple[list[ClipItem], list[str], bool]:
         hp = self.hparams
         if hp.source == "shards":
             if self.index is None:
-                raise ValueError("source 'shards' needs the shards argument (a folder, brace pattern or list)")
+                raise ValueError(
+                    "source 'shards' needs the shards argument (a folder, brace pattern or list)"
+                )
             names = list(self.index["labels"])
             if self._given_labels is not None and list(self._given_labels) != names:
-                raise DatasetError(hp.shards, f"labels {list(self._given_labels)} differ from the shards' {names}")
+                raise DatasetError(
+                    hp.shards, f"labels {list(self._given_labels)} differ from the shards' {names}"
+                )
             return [], names, bool(self.index.get("multi_label"))
         if hp.source == "manifest":
             if not hp.manifest:
@@ -156,7 +193,9 @@ class AudioDataModule(SedDataModule):
             return (*folder_items(hp.root, self._given_labels), False)
         items, names = esc50_items(hp.root)
         if self._given_labels is not None and list(self._given_labels) != names:
-            raise DatasetError(hp.root, f"labels {list(self._given_labels)} differ from the ESC-50 categories {names}")
+            raise DatasetError(
+                hp.root, f"labels {list(self._given_labels)} differ from the ESC-50 categories {names}"
+            )
         return items, names, False
 
     def _split(self) -> dict[str, list[ClipItem]]:
@@ -188,9 +227,13 @@ class AudioDataModule(SedDataModule):
         if train & (val | test):
             raise ValueError(f"train folds {sorted(train)} overlap val/test folds {sorted(val | test)}")
         if not train or not val:
-            raise ValueError(f"empty split: train folds {sorted(train)}, val folds {sorted(val)} (data folds {folds})")
-        out = {name: [it for it in self.items if it.fold in chosen] for name, chosen in
-               (("train", train), ("val", val), ("test", test))}
+            raise ValueError(
+                f"empty split: train folds {sorted(train)}, val folds {sorted(val)} (data folds {folds})"
+            )
+        out = {
+            name: [it for it in self.items if it.fold in chosen]
+            for name, chosen in (("train", train), ("val", val), ("test", test))
+        }
         if not test:
             out["test"] = out["val"]
         return out
@@ -200,8 +243,11 @@ class AudioDataModule(SedDataModule):
         shards; otherwise the folds of the samples split them as for the other sources."""
         hp = self.hparams
         if hp.val_shards:
-            return {"train": (hp.shards, hp.train_folds), "val": (hp.val_shards, hp.val_folds),
-                    "test": (hp.test_shards or hp.val_shards, hp.test_folds)}
+            return {
+                "train": (hp.shards, hp.train_folds),
+                "val": (hp.val_shards, hp.val_folds),
+                "test": (hp.test_shards or hp.val_shards, hp.test_folds),
+            }
         folds = sorted(int(k) for k in self.index.get("fold_counts", {}) if k not in ("None", "null"))
         if not folds:
             raise ValueError("these shards carry no folds: give val_shards (and test_shards) for evaluation")
@@ -209,13 +255,17 @@ class AudioDataModule(SedDataModule):
         val = list(hp.val_folds or test or [folds[-1]])
         train = list(hp.train_folds or [f for f in folds if f not in set(val) | set(test)])
         if set(train) & (set(val) | set(test)) or not train:
-            raise ValueError(f"train folds {train} overlap val/test folds {sorted(set(val) | set(test))} or are empty")
+            raise ValueError(
+                f"train folds {train} overlap val/test folds {sorted(set(val) | set(test))} or are empty"
+            )
         return {"train": (hp.shards, train), "val": (hp.shards, val), "test": (hp.shards, test or val)}
 
     def class_counts(self, split: str = "train") -> torch.Tensor:
         """Items per class ``[C]`` (long) in a split, each label of a multi-label item counted."""
         if self.hparams.source == "shards":
-            return shard_class_counts(read_index(self.splits[split][0]), self.label_names, self.splits[split][1])
+            return shard_class_counts(
+                read_index(self.splits[split][0]), self.label_names, self.splits[split][1]
+            )
         counts = Counter(k for it in self.splits[split] for k in item_labels(it))
         return torch.tensor([counts[k] for k in range(self.num_classes)], dtype=torch.long)
 
@@ -223,22 +273,41 @@ class AudioDataModule(SedDataModule):
 
     def _dataset(self, items: list[ClipItem], train: bool) -> ClipDataset:
         hp = self.hparams
-        return ClipDataset(items, self.label_names, multi_label=self.is_multi_label, sample_rate=hp.sample_rate,
-                           clip_seconds=hp.clip_seconds, train=train, cache_audio=hp.cache_audio)
+        return ClipDataset(
+            items,
+            self.label_names,
+            multi_label=self.is_multi_label,
+            sample_rate=hp.sample_rate,
+            clip_seconds=hp.clip_seconds,
+            train=train,
+            cache_audio=hp.cache_audio,
+        )
 
     def _shard_dataset(self, split: str, train: bool) -> ShardClips:
         hp = self.hparams
         spec, folds = self.splits[split]
-        return ShardClips(spec, self.label_names, self.is_multi_label, sample_rate=hp.sample_rate,
-                          clip_seconds=hp.clip_seconds, train=train, folds=folds, shuffle_buffer=hp.shuffle_buffer,
-                          seed=run_seed(hp.seed), num_workers=hp.num_workers)
+        return ShardClips(
+            spec,
+            self.label_names,
+            self.is_multi_label,
+            sample_rate=hp.sample_rate,
+            clip_seconds=hp.clip_seconds,
+            train=train,
+            folds=folds,
+            shuffle_buffer=hp.shuffle_buffer,
+            seed=run_seed(hp.seed),
+            num_workers=hp.num_workers,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (once); check every corpus file before the first one is read."""
         if self.hparams.source == "shards" and not (stage == "predict" and self.hparams.predict_paths):
             if "train" not in self.datasets:
-                self.datasets.update(train=self._shard_dataset("train", True), val=self._shard_dataset("val", False),
-                                     test=self._shard_dataset("test", False))
+                self.datasets.update(
+                    train=self._shard_dataset("train", True),
+                    val=self._shard_dataset("val", False),
+                    test=self._shard_dataset("test", False),
+                )
                 self.datasets.setdefault("predict", self.datasets["test"])
             return
         if stage == "predict" and self.hparams.predict_paths:
@@ -253,7 +322,11 @@ class AudioDataModule(SedDataModule):
             if self.hparams.validate:
                 validate_files(self.items)
             val = self._dataset(self.splits["val"], train=False)
-            test = val if self.splits["test"] is self.splits["val"] else self._dataset(self.splits["test"], False)
+            test = (
+                val
+                if self.splits["test"] is self.splits["val"]
+                else self._dataset(self.splits["test"], False)
+            )
             self.datasets.update(train=self._dataset(self.splits["train"], train=True), val=val, test=test)
             if self.unlabeled_items:
                 if self.hparams.validate:
@@ -271,7 +344,9 @@ class AudioDataModule(SedDataModule):
     # ------------------------------------------------------------------ loaders
 
     def make_loader(self, dataset, batch_size: int, **kwargs) -> DataLoader:
-        if isinstance(dataset, (ShardClips, HiddenLabels)):  # workers fork each epoch, so that they see the epoch
+        if isinstance(
+            dataset, (ShardClips, HiddenLabels)
+        ):  # workers fork each epoch, so that they see the epoch
             trainer = getattr(self, "trainer", None)
             dataset.set_epoch(trainer.current_epoch if trainer is not None else 0)
             kwargs.update(shuffle=False, persistent=False)  # the shards shuffle themselves
@@ -287,17 +362,33 @@ class AudioDataModule(SedDataModule):
             return labeled
         from pytorch_lightning.utilities import CombinedLoader
 
-        return CombinedLoader({"labeled": labeled, "unlabeled": self._unlabeled_loader()}, mode="max_size_cycle")
+        return CombinedLoader(
+            {"labeled": labeled, "unlabeled": self._unlabeled_loader()}, mode="max_size_cycle"
+        )
 
     def _unlabeled_loader(self) -> DataLoader:
         hp = self.hparams
         size = hp.unlabeled_batch_size or self.batch_size
         if self._unlabeled_shards:
-            shards = ShardClips(hp.unlabeled, None, None, sample_rate=hp.sample_rate, clip_seconds=hp.clip_seconds,
-                                train=True, shuffle_buffer=hp.shuffle_buffer, seed=run_seed(hp.seed) + 1,
-                                num_workers=hp.num_workers)
-            same = (list(shards.index["labels"]) == self.label_names
-                    and bool(shards.index.get("multi_label")) == self.is_multi_label)
-            return self.make_loader(HiddenLabels(shards, keep=same, num_classes=self.num_classes,
-                                                 multi_label=self.is_multi_label), size)
+            shards = ShardClips(
+                hp.unlabeled,
+                None,
+                None,
+                sample_rate=hp.sample_rate,
+                clip_seconds=hp.clip_seconds,
+                train=True,
+                shuffle_buffer=hp.shuffle_buffer,
+                seed=run_seed(hp.seed) + 1,
+                num_workers=hp.num_workers,
+            )
+            same = (
+                list(shards.index["labels"]) == self.label_names
+                and bool(shards.index.get("multi_label")) == self.is_multi_label
+            )
+            return self.make_loader(
+                HiddenLabels(
+                    shards, keep=same, num_classes=self.num_classes, multi_label=self.is_multi_label
+                ),
+                size,
+            )
         return self.make_loader(self.dataset("unlabeled"), size, shuffle=True, seed=hp.seed + 1)

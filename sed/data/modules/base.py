@@ -53,8 +53,14 @@ class SedDataModule(pl.LightningDataModule):
     #: the splits whose worker processes live on between epochs (when ``num_workers > 0``)
     persistent_splits: tuple[str, ...] = ("train", "val", "test", "predict")
 
-    def __init__(self, *, batch_size: int, eval_batch_size: int | None = None, num_workers: int = 0,
-                 sampling_seed: int = 0):
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        sampling_seed: int = 0,
+    ):
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
             raise ValueError("batch_size and eval_batch_size must be >= 1 and num_workers >= 0")
@@ -96,21 +102,45 @@ class SedDataModule(pl.LightningDataModule):
             self.dataset(self.predict_split if split == "predict" else split)
 
     # ------------------------------------------------------------------ loaders
-    def make_loader(self, dataset, batch_size: int, *, shuffle: bool = False, weights: torch.Tensor | None = None,
-                    seed: int | None = None, persistent: bool = True, drop_last: bool = False) -> DataLoader:
+    def make_loader(
+        self,
+        dataset,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        weights: torch.Tensor | None = None,
+        seed: int | None = None,
+        persistent: bool = True,
+        drop_last: bool = False,
+    ) -> DataLoader:
         """A loader with this module's workers, collate and memory pinning; ``shuffle`` draws an epoch-seeded
         shuffle (``weights``: weighted draws) seeded by ``seed`` (default ``sampling_seed``)."""
-        sampling = training_sampling(dataset, self.sampling_seed if seed is None else seed, weights) if shuffle else {}
-        return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers, collate_fn=self.collate,
-                          pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=persistent and self.num_workers > 0, drop_last=drop_last, **sampling)
+        sampling = (
+            training_sampling(dataset, self.sampling_seed if seed is None else seed, weights)
+            if shuffle
+            else {}
+        )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=persistent and self.num_workers > 0,
+            drop_last=drop_last,
+            **sampling,
+        )
 
     def split_loader(self, split: str) -> DataLoader:
         """The loader of a split: training shuffles (seeded per epoch); the others keep the order."""
         train = split == "train"
-        return self.make_loader(self.dataset(split), self.batch_size if train else self.eval_batch_size,
-                                shuffle=train, persistent=split in self.persistent_splits,
-                                drop_last=train and self.drop_last_train)
+        return self.make_loader(
+            self.dataset(split),
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            persistent=split in self.persistent_splits,
+            drop_last=train and self.drop_last_train,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self.split_loader("train")

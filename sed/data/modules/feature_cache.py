@@ -46,8 +46,11 @@ def frontend_key(frontend: nn.Module) -> dict:
     if not callable(getattr(frontend, "config", None)):
         raise TypeError(f"{type(frontend).__name__} has no config() describing its parameters; cannot cache")
     cls = type(frontend)
-    return {"frontend": f"{cls.__module__}.{cls.__qualname__}", "config": frontend.config(),
-            "version": CACHE_VERSION}
+    return {
+        "frontend": f"{cls.__module__}.{cls.__qualname__}",
+        "config": frontend.config(),
+        "version": CACHE_VERSION,
+    }
 
 
 def _digest(obj) -> str:
@@ -122,8 +125,9 @@ class FeatureCache:
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
 
-    def warm(self, paths: Iterable[str | os.PathLike], progress: bool = True,
-             num_threads: int | None = None) -> list[SedError]:
+    def warm(
+        self, paths: Iterable[str | os.PathLike], progress: bool = True, num_threads: int | None = None
+    ) -> list[SedError]:
         """Extract every file not cached yet (a progress bar on stderr when ``progress``).
 
         A bad file is reported (one line on stderr when ``progress``) and skipped; the errors,
@@ -154,8 +158,9 @@ class FeatureCache:
         return failures
 
 
-def fit_standardizer(cache: FeatureCache, paths: Iterable[str | os.PathLike],
-                     progress: bool = False) -> FeatureStandardizer:
+def fit_standardizer(
+    cache: FeatureCache, paths: Iterable[str | os.PathLike], progress: bool = False
+) -> FeatureStandardizer:
     """A :class:`FeatureStandardizer` fitted over the (cached, computed if missing) features of
     ``paths``; the baseline fits over every development file (spec 2.8)."""
     std = None

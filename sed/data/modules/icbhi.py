@@ -38,9 +38,20 @@ class IcbhiDataModule(SedDataModule):
 
     drop_last_train = True  # as the reference
 
-    def __init__(self, root: str, fold: str | int = "official", classes: int = 4, pad: str = "repeat",
-                 val_fraction: float = 0.2, seed: int = 0, select_on_test: bool = False, batch_size: int = 8,
-                 num_workers: int = 0, eval_batch_size: int | None = None, cycle_seconds: float = 8.0):
+    def __init__(
+        self,
+        root: str,
+        fold: str | int = "official",
+        classes: int = 4,
+        pad: str = "repeat",
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        select_on_test: bool = False,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+        cycle_seconds: float = 8.0,
+    ):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
         self.save_hyperparameters()
         if classes not in (2, 4):
@@ -60,9 +71,17 @@ class IcbhiDataModule(SedDataModule):
         if split not in self._datasets:
             h = self.hparams
             self._datasets[split] = IcbhiDataset(
-                h.root, split=split, fold=self.fold, classes=h.classes, pad=h.pad, val_fraction=h.val_fraction,
-                seed=h.seed, select_on_test=h.select_on_test, cycle_seconds=h.cycle_seconds,
-                sample_rate=SAMPLE_RATE)
+                h.root,
+                split=split,
+                fold=self.fold,
+                classes=h.classes,
+                pad=h.pad,
+                val_fraction=h.val_fraction,
+                seed=h.seed,
+                select_on_test=h.select_on_test,
+                cycle_seconds=h.cycle_seconds,
+                sample_rate=SAMPLE_RATE,
+            )
         return self._datasets[split]
 
     def class_counts(self, split: str = "train") -> torch.Tensor:

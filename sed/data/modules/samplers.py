@@ -60,5 +60,9 @@ def training_sampling(dataset, data_seed: int = 0, weights: torch.Tensor | None 
     """``DataLoader`` kwargs of a training loader: an epoch-seeded shuffle (or weighted draws of
     ``len(dataset)`` items) and a generator of its own."""
     seed = run_seed(data_seed)
-    sampler = EpochRandomSampler(dataset, seed) if weights is None else EpochWeightedSampler(weights, len(dataset), seed)
+    sampler = (
+        EpochRandomSampler(dataset, seed)
+        if weights is None
+        else EpochWeightedSampler(weights, len(dataset), seed)
+    )
     return {"sampler": sampler, "generator": torch.Generator().manual_seed(seed)}

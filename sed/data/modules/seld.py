@@ -58,12 +58,23 @@ class StarssDataModule(SedDataModule):
 
     collate = staticmethod(collate_seld)
 
-    def __init__(self, root: str, fmt: str = "foa", train_split: str | list[int] = "dev-train",
-                 val_split: str | list[int] = "dev-test", test_split: str | list[int] = "dev-test",
-                 sequence_seconds: float = 5.0, batch_size: int = 32, eval_batch_size: int = 1,
-                 num_workers: int = 0, with_distance: bool = False, num_classes: int = starss.NUM_CLASSES,
-                 label_names: list[str] | None = None, cache_dir: str | None = None,
-                 fit_standardizer: bool = True):
+    def __init__(
+        self,
+        root: str,
+        fmt: str = "foa",
+        train_split: str | list[int] = "dev-train",
+        val_split: str | list[int] = "dev-test",
+        test_split: str | list[int] = "dev-test",
+        sequence_seconds: float = 5.0,
+        batch_size: int = 32,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        with_distance: bool = False,
+        num_classes: int = starss.NUM_CLASSES,
+        label_names: list[str] | None = None,
+        cache_dir: str | None = None,
+        fit_standardizer: bool = True,
+    ):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
         if fmt not in starss.FORMATS:
             raise ValueError(f"fmt must be one of {starss.FORMATS}, got {fmt!r}")
@@ -94,9 +105,15 @@ class StarssDataModule(SedDataModule):
         """The ``train``/``val``/``test`` :class:`StarssDataset`, read on first use."""
         if stage not in self.datasets:
             self.datasets[stage] = StarssDataset(
-                self.root, self.splits[stage], fmt=self.fmt, sequence_seconds=self.sequence_seconds,
-                mode="train" if stage == "train" else "eval", with_distance=self.with_distance,
-                num_classes=self.num_classes, cache=self.cache)
+                self.root,
+                self.splits[stage],
+                fmt=self.fmt,
+                sequence_seconds=self.sequence_seconds,
+                mode="train" if stage == "train" else "eval",
+                with_distance=self.with_distance,
+                num_classes=self.num_classes,
+                cache=self.cache,
+            )
         return self.datasets[stage]
 
     def class_counts(self, split: str = "train") -> torch.Tensor:
@@ -111,8 +128,9 @@ class StarssDataModule(SedDataModule):
         """The audio files the standardiser is fitted on (the training split's)."""
         return [f["audio"] for f in self.dataset("train").files]
 
-    def standardizer_features(self, frontend: Callable[[torch.Tensor], torch.Tensor] | None = None
-                              ) -> Iterator[torch.Tensor]:
+    def standardizer_features(
+        self, frontend: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> Iterator[torch.Tensor]:
         """Unstandardised features ``[C, frames, bins]`` of each whole training file: from the cache when
         there is one, else ``frontend(audio [4, T])`` (the model's ``features``) on the audio at 24 kHz."""
         from sed.audio.io import load_audio
@@ -127,4 +145,3 @@ class StarssDataModule(SedDataModule):
             with torch.no_grad():
                 feats = frontend(wave.unsqueeze(0))
             yield feats[0].detach().float().cpu()
-

@@ -58,10 +58,18 @@ class StarssDataset(Dataset):
     needed); ``cache`` serves features instead of audio (its front end's sample rate must be
     ``sample_rate``). Problems with the corpus raise DatasetError/AudioError naming the file."""
 
-    def __init__(self, root: str | os.PathLike, split: str | int | Sequence[int] = "dev-train", fmt: str = "foa",
-                 sequence_seconds: float = 5.0, mode: str = "train", with_distance: bool = False,
-                 num_classes: int = starss.NUM_CLASSES, cache: FeatureCache | None = None,
-                 sample_rate: int = starss.SAMPLE_RATE):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str | int | Sequence[int] = "dev-train",
+        fmt: str = "foa",
+        sequence_seconds: float = 5.0,
+        mode: str = "train",
+        with_distance: bool = False,
+        num_classes: int = starss.NUM_CLASSES,
+        cache: FeatureCache | None = None,
+        sample_rate: int = starss.SAMPLE_RATE,
+    ):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         self.mode, self.fmt, self.with_distance = mode, fmt, bool(with_distance)
@@ -69,14 +77,17 @@ class StarssDataset(Dataset):
         self.label_hop = round(self.sample_rate * starss.FRAME_SECONDS)
         if cache is not None:
             if cache.sample_rate not in (None, self.sample_rate):
-                raise ValueError(f"cache front end runs at {cache.sample_rate} Hz, dataset at {self.sample_rate} Hz")
+                raise ValueError(
+                    f"cache front end runs at {cache.sample_rate} Hz, dataset at {self.sample_rate} Hz"
+                )
             hop = getattr(cache.frontend, "hop_length", None) or self.label_hop // 5
             if self.label_hop % hop:
                 raise ValueError(f"label hop {self.label_hop} is not a multiple of the feature hop {hop}")
             self.feature_frames_per_label = self.label_hop // hop
         self.sequence_frames = round(sequence_seconds / starss.FRAME_SECONDS)
-        if self.sequence_frames < 1 or not math.isclose(self.sequence_frames * starss.FRAME_SECONDS,
-                                                        sequence_seconds, abs_tol=1e-6):
+        if self.sequence_frames < 1 or not math.isclose(
+            self.sequence_frames * starss.FRAME_SECONDS, sequence_seconds, abs_tol=1e-6
+        ):
             raise ValueError(f"sequence_seconds must be a positive multiple of 0.1 s, got {sequence_seconds}")
         self.files: list[dict] = []
         for wav, csv in _select(starss.list_starss_pairs(root, fmt), split):
@@ -85,17 +96,31 @@ class StarssDataset(Dataset):
                 raise AudioError(wav, f"has {a.channels} channel(s), expected {starss.NUM_CHANNELS}")
             labels = starss.read_starss_metadata(csv)
             if len(labels) and labels.cls.max() >= self.num_classes:
-                raise DatasetError(csv, f"class index {int(labels.cls.max())} out of range for "
-                                        f"{self.num_classes} classes")
+                raise DatasetError(
+                    csv, f"class index {int(labels.cls.max())} out of range for {self.num_classes} classes"
+                )
             if self.with_distance and not labels.has_distance:
-                raise DatasetError(csv, "no distance column (STARSS23 6-column metadata needed for distance targets)")
+                raise DatasetError(
+                    csv, "no distance column (STARSS23 6-column metadata needed for distance targets)"
+                )
             samples = math.ceil(a.frames * self.sample_rate / a.sample_rate)  # after resampling
             fold, room, _ = starss.parse_fold_room(wav)
-            self.files.append({"audio": wav, "labels": labels, "native_rate": a.sample_rate, "fold": fold,
-                               "room": room, "label_frames": samples // self.label_hop})
+            self.files.append(
+                {
+                    "audio": wav,
+                    "labels": labels,
+                    "native_rate": a.sample_rate,
+                    "fold": fold,
+                    "room": room,
+                    "label_frames": samples // self.label_hop,
+                }
+            )
         if mode == "train":
-            self.index = [(i, k * self.sequence_frames) for i, f in enumerate(self.files)
-                          for k in range(f["label_frames"] // self.sequence_frames)]
+            self.index = [
+                (i, k * self.sequence_frames)
+                for i, f in enumerate(self.files)
+                for k in range(f["label_frames"] // self.sequence_frames)
+            ]
         else:
             self.index = [(i, 0) for i in range(len(self.files))]
 
@@ -113,8 +138,10 @@ class StarssDataset(Dataset):
             k = self.feature_frames_per_label
             feats = self.cache.get(f["audio"], start * k, (start + n) * k)
             if feats.shape[1] != n * k:
-                raise DatasetError(f["audio"], f"cached features have {feats.shape[1]} frames from frame "
-                                              f"{start * k}, expected {n * k}")
+                raise DatasetError(
+                    f["audio"],
+                    f"cached features have {feats.shape[1]} frames from frame {start * k}, expected {n * k}",
+                )
             item["features"] = feats
         item["target"] = starss.adpit_targets(f["labels"], n, self.num_classes, self.with_distance, start)
         item["file"] = str(f["audio"])

@@ -28,8 +28,11 @@ __all__ = ["HiddenLabels", "unlabeled_items"]
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
 
-def unlabeled_items(source: str | os.PathLike | Sequence[str], label_names: Sequence[str],
-                    root: str | os.PathLike | None = None) -> list[ClipItem]:
+def unlabeled_items(
+    source: str | os.PathLike | Sequence[str],
+    label_names: Sequence[str],
+    root: str | os.PathLike | None = None,
+) -> list[ClipItem]:
     """Items of the unlabelled set (see the module docstring); a DatasetError when it holds none."""
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     items: list[ClipItem] = []
@@ -41,8 +44,11 @@ def unlabeled_items(source: str | os.PathLike | Sequence[str], label_names: Sequ
             for it in rows:
                 labels = [names[k] for k in ([it.label] if isinstance(it.label, int) else it.label or [])]
                 known = [index[n] for n in labels if n in index]
-                label = None if not known or len(known) != len(labels) else (
-                    known[0] if isinstance(it.label, int) else known)
+                label = (
+                    None
+                    if not known or len(known) != len(labels)
+                    else (known[0] if isinstance(it.label, int) else known)
+                )
                 items.append(replace(it, label=label, fold=None))
             continue
         if not path.exists() and not any(c in str(src) for c in "*?["):
@@ -72,5 +78,8 @@ class HiddenLabels(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         for sample in self.shards:
             if not self.keep:
-                sample = {**sample, "label": torch.full((self.num_classes,), -1.0) if self.multi_label else -1}
+                sample = {
+                    **sample,
+                    "label": torch.full((self.num_classes,), -1.0) if self.multi_label else -1,
+                }
             yield sample

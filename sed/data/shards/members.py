@@ -25,8 +25,17 @@ import soundfile as sf
 from sed.audio.io import MAX_EXPANSION
 from sed.errors import DatasetError, one_line, short
 
-__all__ = ["MAX_INDEX_BYTES", "MAX_MEMBER_BYTES", "MAX_MEMBER_SAMPLES", "Failure", "decode_audio", "index_problem",
-           "read_bounded", "sample_meta", "tar_samples"]
+__all__ = [
+    "MAX_INDEX_BYTES",
+    "MAX_MEMBER_BYTES",
+    "MAX_MEMBER_SAMPLES",
+    "Failure",
+    "decode_audio",
+    "index_problem",
+    "read_bounded",
+    "sample_meta",
+    "tar_samples",
+]
 
 #: the largest tar member read (bytes); a member declaring more is refused before any byte of it is read
 MAX_MEMBER_BYTES = 256 << 20
@@ -49,8 +58,9 @@ def read_bounded(f, limit: int) -> bytes:
 
 
 def _counts_problem(counts: Any, what: str) -> str | None:
-    if not isinstance(counts, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                               for v in counts.values()):
+    if not isinstance(counts, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()
+    ):
         return f"{what} is not a map of counts"
     return None
 
@@ -73,8 +83,9 @@ def index_problem(index: Any) -> str | None:
         if any(not _is_fold(k) for k in entry["folds"]):
             return f"shards[{i}].folds has a key that is not a fold number"
         fold_labels = entry.get("fold_labels", {})
-        if not isinstance(fold_labels, dict) or any(not _is_fold(k) or _counts_problem(v, "fold_labels")
-                                                    for k, v in fold_labels.items()):
+        if not isinstance(fold_labels, dict) or any(
+            not _is_fold(k) or _counts_problem(v, "fold_labels") for k, v in fold_labels.items()
+        ):
             return f"shards[{i}].fold_labels is not a map of label counts per fold"
     return None
 
@@ -86,9 +97,13 @@ class Failure(NamedTuple):
     reason: str
 
 
-_KINDS = ((tarfile.TarInfo.issym, "a symbolic link"), (tarfile.TarInfo.islnk, "a hard link"),
-          (tarfile.TarInfo.isdir, "a directory"), (tarfile.TarInfo.isdev, "a device or FIFO"),
-          (tarfile.TarInfo.issparse, "a sparse file"))
+_KINDS = (
+    (tarfile.TarInfo.issym, "a symbolic link"),
+    (tarfile.TarInfo.islnk, "a hard link"),
+    (tarfile.TarInfo.isdir, "a directory"),
+    (tarfile.TarInfo.isdev, "a device or FIFO"),
+    (tarfile.TarInfo.issparse, "a sparse file"),
+)
 
 
 def _member_problem(member: tarfile.TarInfo, archive_bytes: int | None) -> str | None:
@@ -103,7 +118,9 @@ def _member_problem(member: tarfile.TarInfo, archive_bytes: int | None) -> str |
     if not key or not dot or not ext or "/" in name or "\\" in name or not name.isprintable():
         return f"member {short(name)} is not named <key>.<ext> (no folders, no '..', not absolute)"
     if member.size > MAX_MEMBER_BYTES:
-        limit = f"{MAX_MEMBER_BYTES >> 20} MiB" if MAX_MEMBER_BYTES >= 1 << 20 else f"{MAX_MEMBER_BYTES} bytes"
+        limit = (
+            f"{MAX_MEMBER_BYTES >> 20} MiB" if MAX_MEMBER_BYTES >= 1 << 20 else f"{MAX_MEMBER_BYTES} bytes"
+        )
         return f"member {short(name)} declares {member.size} bytes, over the {limit} limit"
     if archive_bytes is not None and member.offset_data + member.size > archive_bytes:
         return f"member {short(name)} declares {member.size} bytes past the end of the archive: truncated tar"
@@ -130,7 +147,9 @@ def _read_tar(url: str) -> Iterator[tuple[str, str, bytes] | Failure]:
         yield Failure(url, f"cannot be opened ({one_line(e)})")
         return
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|")  # plain tar, read as a stream: no seek, no decompression
+        tar = tarfile.open(
+            fileobj=stream, mode="r|"
+        )  # plain tar, read as a stream: no seek, no decompression
         for member in tar:
             problem = _member_problem(member, size)
             if problem:

@@ -119,7 +119,9 @@ def read_index(spec: str | os.PathLike | Sequence[str]) -> dict[str, Any]:
     return index
 
 
-def shard_class_counts(index: dict, labels: Sequence[str], folds: Sequence[int] | None = None) -> torch.Tensor:
+def shard_class_counts(
+    index: dict, labels: Sequence[str], folds: Sequence[int] | None = None
+) -> torch.Tensor:
     """Samples per class ``[C]`` (long) of the shards of ``index``, in ``folds`` (None: all)."""
     counts = dict.fromkeys(labels, 0)
     for entry in index["shards"]:
@@ -147,10 +149,20 @@ class ShardClips(IterableDataset):
     ``fold`` (None: all); ``train`` shuffles, crops at random and equalises the epoch across ranks
     and workers; ``num_workers`` is the DataLoader's (for the epoch length)."""
 
-    def __init__(self, shards: str | os.PathLike | Sequence[str], labels: Sequence[str] | None = None,
-                 multi_label: bool | None = None, sample_rate: int = 16000, clip_seconds: float | None = 5.0,
-                 train: bool = False, folds: Sequence[int] | None = None, shuffle_buffer: int = 1000,
-                 seed: int = 0, num_workers: int = 0, index: dict | None = None):
+    def __init__(
+        self,
+        shards: str | os.PathLike | Sequence[str],
+        labels: Sequence[str] | None = None,
+        multi_label: bool | None = None,
+        sample_rate: int = 16000,
+        clip_seconds: float | None = 5.0,
+        train: bool = False,
+        folds: Sequence[int] | None = None,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        num_workers: int = 0,
+        index: dict | None = None,
+    ):
         self.urls = shard_urls(shards)
         self.index = index or read_index(shards)
         entries = {s["name"]: s for s in self.index["shards"]}
@@ -159,12 +171,23 @@ class ShardClips(IterableDataset):
             entry = entries.get(url.rsplit("/", 1)[-1])
             if entry is None:
                 raise DatasetError(url, "this shard is not in index.json")
-            self.counts[url] = sum(v for k, v in entry["folds"].items() if folds is None or _fold(k) in set(folds))
+            self.counts[url] = sum(
+                v for k, v in entry["folds"].items() if folds is None or _fold(k) in set(folds)
+            )
         self.labels = list(labels if labels is not None else self.index["labels"])
         self.multi_label = bool(self.index.get("multi_label") if multi_label is None else multi_label)
-        self.sample_rate, self.train, self.folds = int(sample_rate), bool(train), None if folds is None else set(folds)
+        self.sample_rate, self.train, self.folds = (
+            int(sample_rate),
+            bool(train),
+            None if folds is None else set(folds),
+        )
         self.clip_samples = None if clip_seconds is None else round(clip_seconds * sample_rate)
-        self.shuffle_buffer, self.seed, self.num_workers, self.epoch = int(shuffle_buffer), int(seed), int(num_workers), 0
+        self.shuffle_buffer, self.seed, self.num_workers, self.epoch = (
+            int(shuffle_buffer),
+            int(seed),
+            int(num_workers),
+            0,
+        )
         self._label_index = {n: i for i, n in enumerate(self.labels)}
         #: shards left out of the deal (a resumed prediction run: their rows are written)
         self.skip: set[str] = set()
@@ -189,7 +212,11 @@ class ShardClips(IterableDataset):
         workers = max(1, self.num_workers)
         if self.train:
             return sum(self.counts.values()) // (size * workers)
-        return max(sum(self.counts[u] for u in self._mine(r, size, w, workers)) for r in range(size) for w in range(workers))
+        return max(
+            sum(self.counts[u] for u in self._mine(r, size, w, workers))
+            for r in range(size)
+            for w in range(workers)
+        )
 
     def __len__(self) -> int:
         """Training: the epoch length every rank shares. Evaluation has none (a ``TypeError``, so that
@@ -217,7 +244,9 @@ class ShardClips(IterableDataset):
                     yield self._decode(sample, url)
                     continue
                 except (DatasetError, ValueError) as e:
-                    sample = Failure(f"{url}/{sample['__key__']}", e.reason if isinstance(e, DatasetError) else one_line(e))
+                    sample = Failure(
+                        f"{url}/{sample['__key__']}", e.reason if isinstance(e, DatasetError) else one_line(e)
+                    )
             if report:
                 _report(*sample)
             yield self._failed(sample, url)
@@ -227,21 +256,39 @@ class ShardClips(IterableDataset):
         with its ``error`` and ``shard`` (a prediction writer counts it)."""
         wave = torch.zeros(self.clip_samples or 1)
         label = torch.zeros(len(self.labels)) if self.multi_label else 0
-        return {"wave": wave, "length": 1, "label": label, "path": failure.where, "fold": None, "source": None,
-                "pad": True, "error": failure.reason, "shard": url}
+        return {
+            "wave": wave,
+            "length": 1,
+            "label": label,
+            "path": failure.where,
+            "fold": None,
+            "source": None,
+            "pad": True,
+            "error": failure.reason,
+            "shard": url,
+        }
 
     def _decode(self, sample: dict, url: str) -> dict:
         key = sample["__key__"]
         audio = next((sample[k] for k in AUDIO_KEYS if k in sample), None)
         if audio is None or "json" not in sample:
-            raise DatasetError(f"{url}/{key}", f"needs .json and one of .{', .'.join(AUDIO_KEYS)} "
-                                               f"(has {', '.join(short(k) for k in sorted(sample) if k != '__key__')})")
+            raise DatasetError(
+                f"{url}/{key}",
+                f"needs .json and one of .{', .'.join(AUDIO_KEYS)} "
+                f"(has {', '.join(short(k) for k in sorted(sample) if k != '__key__')})",
+            )
         meta = sample_meta(sample["json"], f"{url}/{key}")
         data, sr = decode_audio(audio)
         wave = resample(torch.from_numpy(data.T.copy()).mean(dim=0), sr, self.sample_rate)
         wave, length = fit_clip(wave, self.clip_samples, self.train)
-        return {"wave": wave, "length": length, "label": self._target(meta.get("labels") or [], url, key),
-                "path": f"{url}/{key}", "fold": meta.get("fold"), "source": meta.get("source")}
+        return {
+            "wave": wave,
+            "length": length,
+            "label": self._target(meta.get("labels") or [], url, key),
+            "path": f"{url}/{key}",
+            "fold": meta.get("fold"),
+            "source": meta.get("source"),
+        }
 
     def _target(self, names: list[str], url: str, key: str):
         unknown = [n for n in names if n not in self._label_index]

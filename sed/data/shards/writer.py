@@ -94,7 +94,9 @@ def _guess(path: Path) -> str:
     return "folder"
 
 
-def read_source(path: str | os.PathLike, source: str = "auto", labels: Sequence[str] | None = None) -> ShardSource:
+def read_source(
+    path: str | os.PathLike, source: str = "auto", labels: Sequence[str] | None = None
+) -> ShardSource:
     """What a dataset source holds, as :func:`write_shards` takes it: a folder of class sub-folders,
     a CSV/JSONL manifest, an ESC-50 root or an ICBHI folder (its respiratory cycles); ``auto``
     tells them apart by their files."""
@@ -121,7 +123,9 @@ def read_source(path: str | os.PathLike, source: str = "auto", labels: Sequence[
     raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
 
 
-def _plan(src: ShardSource, shard_size: int | None, shard_bytes: int | None, rate: int | None) -> list[list[int]]:
+def _plan(
+    src: ShardSource, shard_size: int | None, shard_bytes: int | None, rate: int | None
+) -> list[list[int]]:
     """Shards of ``shard_size`` items, or of about ``shard_bytes`` of 16-bit audio each (from the
     headers: decoded size, not compressed). Unreadable headers are left for the writer to report."""
     if shard_bytes is None:
@@ -171,10 +175,18 @@ def _tar_keys(path: Path) -> list[str] | None:
         return None
 
 
-def write_shards(src: ShardSource, out: str | os.PathLike, *, shard_size: int | None = 1000,
-                 shard_bytes: int | str | None = None, fmt: str = "flac", rate: int | None = None,
-                 command: Sequence[str] | None = None, overwrite: bool = False,
-                 progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, Any]:
+def write_shards(
+    src: ShardSource,
+    out: str | os.PathLike,
+    *,
+    shard_size: int | None = 1000,
+    shard_bytes: int | str | None = None,
+    fmt: str = "flac",
+    rate: int | None = None,
+    command: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> dict[str, Any]:
     """Write ``src`` as shards into ``out`` (see the module docstring); returns the index (also written
     to ``out/index.json``), whose ``skipped`` lists the files left out (``source``, ``error``). A folder
     holding shards of another job is refused (:class:`~sed.errors.UsageError`) unless ``overwrite``."""
@@ -193,7 +205,7 @@ def write_shards(src: ShardSource, out: str | os.PathLike, *, shard_size: int | 
     entries, skipped = [], []
     earlier = _earlier_skips(out / "index.json")
     shards = list(enumerate(plan))
-    for s, members in (progress(shards) if progress else shards):
+    for s, members in progress(shards) if progress else shards:
         path = out / shard_name(s)
         keys = {f"{i:08d}": i for i in members}
         done = _tar_keys(path) if path.is_file() else None
@@ -201,7 +213,9 @@ def write_shards(src: ShardSource, out: str | os.PathLike, *, shard_size: int | 
             entries.append(_entry(path.name, _read_jsons(path)))
             for key in sorted(set(keys) - set(done)):
                 it = src.items[keys[key]]
-                skipped.append(_skip(it, earlier.get((it.path, it.start, it.end), "left out by an earlier run")))
+                skipped.append(
+                    _skip(it, earlier.get((it.path, it.start, it.end), "left out by an earlier run"))
+                )
             continue
         metas: list[dict] = []
 
@@ -214,8 +228,15 @@ def write_shards(src: ShardSource, out: str | os.PathLike, *, shard_size: int | 
                     except SedError as e:
                         skipped.append(_skip(it, e.reason))
                         continue
-                    meta = {"labels": [src.labels[k] for k in item_labels(it)], "fold": it.fold, "source": it.path,
-                            "start": it.start, "end": it.end, **fields, **extras[i]}
+                    meta = {
+                        "labels": [src.labels[k] for k in item_labels(it)],
+                        "fold": it.fold,
+                        "source": it.path,
+                        "start": it.start,
+                        "end": it.end,
+                        **fields,
+                        **extras[i],
+                    }
                     sink.write({"__key__": f"{i:08d}", fmt: audio, "json": json.dumps(meta).encode()})
                     metas.append(meta)
 
@@ -233,16 +254,25 @@ def write_shards(src: ShardSource, out: str | os.PathLike, *, shard_size: int | 
 JOB_FILE = ".sed-shard-job.json"  # the job a folder's shards belong to, written before the first shard
 
 
-def _job(src: ShardSource, shard_size: int | None, shard_bytes: int | None, fmt: str, rate: int | None) -> dict:
+def _job(
+    src: ShardSource, shard_size: int | None, shard_bytes: int | None, fmt: str, rate: int | None
+) -> dict:
     """What decides every byte of the shards: the format, audio, rate, the plan's size and the source's
     items (a digest of their files, segments, labels, folds and extras)."""
     import hashlib
 
     items = [[it.path, it.start, it.end, item_labels(it), it.fold] for it in src.items]
-    digest = hashlib.sha256(json.dumps([items, src.labels, src.multi_label, src.extras], sort_keys=True,
-                                       default=str).encode()).hexdigest()[:16]
-    return {"format": FORMAT, "audio": fmt, "sample_rate": rate, "shard_size": shard_size, "shard_bytes": shard_bytes,
-            "source": digest}
+    digest = hashlib.sha256(
+        json.dumps([items, src.labels, src.multi_label, src.extras], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    return {
+        "format": FORMAT,
+        "audio": fmt,
+        "sample_rate": rate,
+        "shard_size": shard_size,
+        "shard_bytes": shard_bytes,
+        "source": digest,
+    }
 
 
 def _earlier_job(out: Path) -> dict | str | None:
@@ -267,10 +297,18 @@ def _claim(out: Path, job: dict, overwrite: bool) -> None:
     earlier = _earlier_job(out)
     if earlier is not None and earlier != job:
         if not overwrite:
-            why = earlier if isinstance(earlier, str) else "another " + ", ".join(
-                f"{k} ({earlier.get(k)} there, {v} now)" for k, v in job.items() if earlier.get(k) != v)
-            raise UsageError(f"{printable(str(out))}: holds shards of another job: {why}; use an empty folder, "
-                             f"or --overwrite to replace them")
+            why = (
+                earlier
+                if isinstance(earlier, str)
+                else "another "
+                + ", ".join(
+                    f"{k} ({earlier.get(k)} there, {v} now)" for k, v in job.items() if earlier.get(k) != v
+                )
+            )
+            raise UsageError(
+                f"{printable(str(out))}: holds shards of another job: {why}; use an empty folder, "
+                f"or --overwrite to replace them"
+            )
         for old in [*out.glob("shard-*.tar"), out / "index.json", out / JOB_FILE]:
             old.unlink(missing_ok=True)
     with atomic_open(out / JOB_FILE) as f:
@@ -280,7 +318,9 @@ def _claim(out: Path, job: dict, overwrite: bool) -> None:
 def _earlier_skips(index: Path) -> dict:
     """(source, start, end) -> reason, of the files an earlier run's index lists as skipped."""
     try:
-        return {(e["source"], e["start"], e["end"]): e["error"] for e in json.loads(index.read_text())["skipped"]}
+        return {
+            (e["source"], e["start"], e["end"]): e["error"] for e in json.loads(index.read_text())["skipped"]
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -299,21 +339,40 @@ def _entry(name: str, metas: list[dict]) -> dict:
     per_fold: dict[str, Counter] = {}
     for m in metas:
         per_fold.setdefault(str(m["fold"]), Counter()).update(m["labels"])
-    return {"name": name, "count": len(metas), "duration": round(sum(m["duration"] for m in metas), 6),
-            "labels": dict(Counter(n for m in metas for n in m["labels"])),
-            "folds": {str(k): v for k, v in Counter(m["fold"] for m in metas).items()},
-            "fold_labels": {k: dict(v) for k, v in per_fold.items()}}
+    return {
+        "name": name,
+        "count": len(metas),
+        "duration": round(sum(m["duration"] for m in metas), 6),
+        "labels": dict(Counter(n for m in metas for n in m["labels"])),
+        "folds": {str(k): v for k, v in Counter(m["fold"] for m in metas).items()},
+        "fold_labels": {k: dict(v) for k, v in per_fold.items()},
+    }
 
 
-def _index(src: ShardSource, entries: list[dict], skipped: list[dict], fmt: str, rate: int | None,
-           command: Sequence[str] | None) -> dict:
+def _index(
+    src: ShardSource,
+    entries: list[dict],
+    skipped: list[dict],
+    fmt: str,
+    rate: int | None,
+    command: Sequence[str] | None,
+) -> dict:
     labels, folds = Counter(), Counter()
     for e in entries:
         labels.update(e["labels"])
         folds.update(e["folds"])
-    return {"format": FORMAT, "audio": fmt, "sample_rate": rate, "labels": list(src.labels),
-            "multi_label": bool(src.multi_label), "shards": entries, "count": sum(e["count"] for e in entries),
-            "duration": round(sum(e["duration"] for e in entries), 6),
-            "label_counts": {n: labels.get(n, 0) for n in src.labels}, "fold_counts": dict(folds),
-            "skipped": skipped, "command": list(command if command is not None else sys.argv),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "format": FORMAT,
+        "audio": fmt,
+        "sample_rate": rate,
+        "labels": list(src.labels),
+        "multi_label": bool(src.multi_label),
+        "shards": entries,
+        "count": sum(e["count"] for e in entries),
+        "duration": round(sum(e["duration"] for e in entries), 6),
+        "label_counts": {n: labels.get(n, 0) for n in src.labels},
+        "fold_counts": dict(folds),
+        "skipped": skipped,
+        "command": list(command if command is not None else sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -88,7 +88,9 @@ def make_esc50(out, *, seed=0, num_classes=10, clips_per_class=10, duration=5.0,
                     while src in used:
                         src += 1
                     used.add(src)
-                rows.append((f"{fold}-{src}-{take}-{target}.wav", fold, target, name, target % 5 == 0, src, take))
+                rows.append(
+                    (f"{fold}-{src}-{take}-{target}.wav", fold, target, name, target % 5 == 0, src, take)
+                )
     for i, row in enumerate(rows):
         rng = _rng(seed, 1, i)
         noise = sig.pink_noise(rng, n, sample_rate)
@@ -102,9 +104,16 @@ def make_esc50(out, *, seed=0, num_classes=10, clips_per_class=10, duration=5.0,
         w = csv.writer(f, lineterminator="\n")
         w.writerow(esc50.META_COLUMNS)
         w.writerows(rows)
-    return {"corpus": "esc50", "root": str(root), "num_files": len(rows), "classes": names,
-            "folds": [1, 2, 3, 4, 5], "sample_rate": sample_rate, "duration": duration,
-            "meta": str(root / esc50.META_PATH)}
+    return {
+        "corpus": "esc50",
+        "root": str(root),
+        "num_files": len(rows),
+        "classes": names,
+        "folds": [1, 2, 3, 4, 5],
+        "sample_rate": sample_rate,
+        "duration": duration,
+        "meta": str(root / esc50.META_PATH),
+    }
 
 
 # ---------------------------------------------------------------- ICBHI 2017
@@ -169,12 +178,20 @@ def make_icbhi(out, *, seed=0, num_patients=8, recordings_per_patient=2, duratio
             # mc: one session recorded at several chest locations at once; sc: one location per session
             index = f"{1 + r // 7}b1" if mode == "mc" else f"{r + 1}b1"
             loc = locations[r % 7] if mode == "mc" else str(plan.choice(icbhi.LOCATIONS))
-            recordings.append({"name": f"{patient}_{index}_{loc}_{mode}_{device}", "patient": patient,
-                               "sample_rate": _icbhi_rate(device), "cycles": _plan_cycles(plan, duration)})
+            recordings.append(
+                {
+                    "name": f"{patient}_{index}_{loc}_{mode}_{device}",
+                    "patient": patient,
+                    "sample_rate": _icbhi_rate(device),
+                    "cycles": _plan_cycles(plan, duration),
+                }
+            )
     all_cycles = [(i, j) for i, rec in enumerate(recordings) for j in range(len(rec["cycles"]))]
     if len(all_cycles) < 4:
-        raise ValueError(f"{len(all_cycles)} respiratory cycles fit; need >= 4 for all labels "
-                         "(raise duration or the number of recordings)")
+        raise ValueError(
+            f"{len(all_cycles)} respiratory cycles fit; need >= 4 for all labels "
+            "(raise duration or the number of recordings)"
+        )
     labels = list(plan.choice(4, size=len(all_cycles), p=_ICBHI_LABEL_P))
     for k, pick in enumerate(plan.permutation(len(all_cycles))[:4]):
         labels[pick] = k  # every label occurs at least once
@@ -189,13 +206,20 @@ def make_icbhi(out, *, seed=0, num_patients=8, recordings_per_patient=2, duratio
         sr = rec["sample_rate"]
         audio = _render_respiration(_rng(seed, 1, i), round(duration * sr), sr, rec["cycles"])
         _write_wav(root / f"{rec['name']}.wav", audio, sr)
-        _write_lines(root / f"{rec['name']}.txt", [f"{s:.3f}\t{e:.3f}\t{c}\t{w}" for s, e, c, w in rec["cycles"]])
+        _write_lines(
+            root / f"{rec['name']}.txt", [f"{s:.3f}\t{e:.3f}\t{c}\t{w}" for s, e, c, w in rec["cycles"]]
+        )
     _write_lines(root / "official_split.txt", sorted(f"{r['name']}\t{r['split']}" for r in recordings))
     _write_lines(root / "patient_list_foldwise.txt", [f"{p} {folds[p]}" for p in patients])
     counts = Counter(c[2] + 2 * c[3] for r in recordings for c in r["cycles"])
-    return {"corpus": "icbhi", "root": str(root), "num_files": len(recordings),
-            "sample_rates": sorted({r["sample_rate"] for r in recordings}),
-            "label_counts": [counts[k] for k in range(4)], "recordings": recordings}
+    return {
+        "corpus": "icbhi",
+        "root": str(root),
+        "num_files": len(recordings),
+        "sample_rates": sorted({r["sample_rate"] for r in recordings}),
+        "label_counts": [counts[k] for k in range(4)],
+        "recordings": recordings,
+    }
 
 
 # ---------------------------------------------------------------- STARSS23
@@ -307,17 +331,32 @@ def make_starss(out, *, seed=0, files_per_split=2, duration=20.0, num_classes=13
             stem = starss.format_stem(fold, room, mixes[room])
             rng = _rng(seed, 1, len(scenes))
             events = _plan_scene(rng, n_frames, num_classes, same_class=not scenes or rng.random() < 0.3)
-            signals = [sig.event_signal(names[e.cls], rng, len(e.azimuth) * _FRAME, sr) * (200.0 / e.distance)
-                       for e in events]
+            signals = [
+                sig.event_signal(names[e.cls], rng, len(e.azimuth) * _FRAME, sr) * (200.0 / e.distance)
+                for e in events
+            ]
             noise = 10 ** (-30 / 20) * rng.standard_normal((4, n))
             for f in _STARSS_FORMATS[fmt]:
-                _write_wav(root / f"{f}_dev" / split / f"{stem}.wav", _render_scene(events, signals, noise, f), sr)
-            rows = sorted((e.start + j, e.cls, e.source, az, e.elevation, e.distance)
-                          for e in events for j, az in enumerate(e.azimuth))
+                _write_wav(
+                    root / f"{f}_dev" / split / f"{stem}.wav", _render_scene(events, signals, noise, f), sr
+                )
+            rows = sorted(
+                (e.start + j, e.cls, e.source, az, e.elevation, e.distance)
+                for e in events
+                for j, az in enumerate(e.azimuth)
+            )
             write_dcase_csv(root / starss.METADATA_DIR / split / f"{stem}.csv", rows)
             scenes[f"{split}/{stem}"] = [list(r) for r in rows]
-    return {"corpus": "starss", "root": str(root), "num_files": len(scenes), "formats": list(_STARSS_FORMATS[fmt]),
-            "sample_rate": sr, "duration": duration, "classes": names, "labels": scenes}
+    return {
+        "corpus": "starss",
+        "root": str(root),
+        "num_files": len(scenes),
+        "formats": list(_STARSS_FORMATS[fmt]),
+        "sample_rate": sr,
+        "duration": duration,
+        "classes": names,
+        "labels": scenes,
+    }
 
 
 SYNTH_CORPORA = {"esc50": make_esc50, "icbhi": make_icbhi, "starss": make_starss}

@@ -103,7 +103,11 @@ def click_train(rng, n, sr):
 def harmonic_stack(rng, n, sr):
     """Steady complex tone: f0 150-250 Hz with 8 harmonics of amplitude 1/k."""
     f0, t = rng.uniform(150, 250), _time(n, sr)
-    return sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 9) if k * f0 < 0.45 * sr)
+    return sum(
+        np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k
+        for k in range(1, 9)
+        if k * f0 < 0.45 * sr
+    )
 
 
 def am_tone(rng, n, sr):

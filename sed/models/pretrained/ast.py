@@ -65,14 +65,18 @@ def tensor_of(state: Mapping, key: str, dims: int, desc) -> torch.Tensor:
 
 def detect_format(sd: Mapping, desc) -> str:
     """``hf`` (transformers v4/v5 names), ``original`` (AST ``v.*``), ``deit`` (timm) or ``sed``."""
-    if any(k.startswith(("audio_spectrogram_transformer.", "classifier.dense.", "embeddings.patch_")) for k in sd):
+    if any(
+        k.startswith(("audio_spectrogram_transformer.", "classifier.dense.", "embeddings.patch_")) for k in sd
+    ):
         return "hf"
     if any(k.startswith("v.") for k in sd):
         return "original"
     if {"pos_embed", "patch_embed.proj.weight", "dist_token"} <= set(sd):
         w = sd["patch_embed.proj.weight"]
         return "deit" if (w.dim() == 4 and w.shape[1] != 1) or "head_dist.weight" in sd else "sed"
-    raise CheckpointError(desc, "not an AST checkpoint (original, Hugging Face, sed) nor a distilled DeiT state dict")
+    raise CheckpointError(
+        desc, "not an AST checkpoint (original, Hugging Face, sed) nor a distilled DeiT state dict"
+    )
 
 
 def _guess_grid(n: int, p: int, strides, desc, fdim: int = 128):
@@ -91,8 +95,11 @@ def _guess_grid(n: int, p: int, strides, desc, fdim: int = 128):
             tdim = next((d for d in (1024, 512, 128, 798, 256) if (d - p) // ts + 1 == t), None)
             if tdim is not None or not exact:
                 return fs, ts, tdim or (t - 1) * ts + p, (f, t)
-    raise CheckpointError(desc, f"cannot tell the patch grid of a pos_embed with {n} patch tokens; "
-                                "name the file <dataset>_<fstride>_<tstride>_<score>.pth")
+    raise CheckpointError(
+        desc,
+        f"cannot tell the patch grid of a pos_embed with {n} patch tokens; "
+        "name the file <dataset>_<fstride>_<tstride>_<score>.pth",
+    )
 
 
 def infer_arch(state: Mapping, desc, *, strides=None, deit: bool = False, hf_eps: bool = False):
@@ -101,8 +108,14 @@ def infer_arch(state: Mapping, desc, *, strides=None, deit: bool = False, hf_eps
     pe, w = tensor_of(state, "pos_embed", 3, desc), tensor_of(state, "patch_embed.proj.weight", 4, desc)
     fc1 = tensor_of(state, "blocks.0.mlp.fc1.weight", 2, desc)
     depth = 1 + max(int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
-    arch = {"embed_dim": d, "depth": depth, "num_heads": default_num_heads(d), "mlp_ratio": fc1.shape[0] / d,
-            "patch_size": w.shape[-1], "qkv_bias": "blocks.0.attn.qkv.bias" in state}
+    arch = {
+        "embed_dim": d,
+        "depth": depth,
+        "num_heads": default_num_heads(d),
+        "mlp_ratio": fc1.shape[0] / d,
+        "patch_size": w.shape[-1],
+        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+    }
     if "head.1.weight" in state:
         arch["num_classes"] = tensor_of(state, "head.1.weight", 2, desc).shape[0]
     if hf_eps:
@@ -122,8 +135,11 @@ def infer_arch(state: Mapping, desc, *, strides=None, deit: bool = False, hf_eps
 
 # ---------------------------------------------------------------------- the importer's three steps
 def _kind(contents: Contents) -> str:
-    return "hf" if contents.config is not None else detect_format(unwrap_state(contents.state, contents.desc),
-                                                                   contents.desc)
+    return (
+        "hf"
+        if contents.config is not None
+        else detect_format(unwrap_state(contents.state, contents.desc), contents.desc)
+    )
 
 
 def claims(contents: Contents) -> bool:
@@ -155,8 +171,10 @@ def map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:
         # a Patch-Mix best.pth: the head it trained and evaluated is "classifier" (LayerNorm + Linear, spec
         # section 2); the model's own mlp_head stays at its initial values, unused
         dropped += sorted(k for k in state if k.startswith("head."))
-        state = {**{k: v for k, v in state.items() if not k.startswith("head.")},
-                 **{f"head.{k}": v for k, v in trained.items() if isinstance(v, torch.Tensor)}}
+        state = {
+            **{k: v for k, v in state.items() if not k.startswith("head.")},
+            **{f"head.{k}": v for k, v in trained.items() if isinstance(v, torch.Tensor)},
+        }
     return state, dropped
 
 
@@ -168,7 +186,9 @@ def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
     desc = contents.desc
     if contents.sed is not None:
         kwargs = dict(contents.sed["model_kwargs"])
-        shapes, grid = infer_arch(contents.state, desc, strides=(kwargs.get("fstride", 10), kwargs.get("tstride", 10)))
+        shapes, grid = infer_arch(
+            contents.state, desc, strides=(kwargs.get("fstride", 10), kwargs.get("tstride", 10))
+        )
         arch = sed_arch(contents)
         arch.kwargs = {**{k: v for k, v in shapes.items() if k != "num_classes"}, **arch.kwargs}
         arch.extra["grid"] = grid
@@ -183,8 +203,12 @@ def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
     elif kind == "hf":
         arch, grid = infer_arch(state, desc, hf_eps=True)
     else:
-        arch, grid = infer_arch(state, desc, deit=kind == "deit",
-                                strides=None if kind == "deit" else original.strides_from_name(contents.filename))
+        arch, grid = infer_arch(
+            state,
+            desc,
+            deit=kind == "deit",
+            strides=None if kind == "deit" else original.strides_from_name(contents.filename),
+        )
         if os.path.basename(contents.filename or "").lower().startswith("speechcommands"):
             arch.update(SC_STATS)
     n = arch.pop("num_classes", None)
@@ -213,9 +237,17 @@ def adapt(state: dict, model, arch: Arch, patchmix_pos_quirk: bool = False) -> l
     return notes
 
 
-IMPORTER = Importer("ast", "AST", "an AST checkpoint (original, Hugging Face, sed) nor a distilled DeiT state dict",
-                    claims, arch_from, map_keys, head_what="head.0 LayerNorm, head.1 Linear; ", adapt=adapt,
-                    options=("patchmix_pos_quirk",))
+IMPORTER = Importer(
+    "ast",
+    "AST",
+    "an AST checkpoint (original, Hugging Face, sed) nor a distilled DeiT state dict",
+    claims,
+    arch_from,
+    map_keys,
+    head_what="head.0 LayerNorm, head.1 Linear; ",
+    adapt=adapt,
+    options=("patchmix_pos_quirk",),
+)
 
 
 def build_ast_from_pretrained(source, num_classes: int | None = None, *, factory=None, **overrides):

@@ -43,13 +43,23 @@ __all__ = ["IMPORTER", "beats_kwargs", "from_reference", "is_beats_release", "to
 
 #: the reference BEATsConfig defaults (used where a file's cfg leaves a key out) -> sed kwarg names
 _CFG = {  # cfg key: (sed kwarg or None, default)
-    "input_patch_size": ("patch_size", -1), "embed_dim": ("patch_dim", 512), "conv_bias": ("conv_bias", False),
-    "encoder_layers": ("depth", 12), "encoder_embed_dim": ("embed_dim", 768),
-    "encoder_ffn_embed_dim": ("ffn_dim", 3072), "encoder_attention_heads": ("num_heads", 12),
-    "deep_norm": ("deep_norm", False), "dropout": ("dropout", 0.1), "attention_dropout": ("attention_dropout", 0.1),
-    "activation_dropout": ("activation_dropout", 0.0), "dropout_input": ("dropout_input", 0.0),
-    "conv_pos": ("conv_pos", 128), "conv_pos_groups": ("conv_pos_groups", 16), "num_buckets": ("num_buckets", 320),
-    "max_distance": ("max_distance", 1280), "gru_rel_pos": ("gru_rel_pos", False),
+    "input_patch_size": ("patch_size", -1),
+    "embed_dim": ("patch_dim", 512),
+    "conv_bias": ("conv_bias", False),
+    "encoder_layers": ("depth", 12),
+    "encoder_embed_dim": ("embed_dim", 768),
+    "encoder_ffn_embed_dim": ("ffn_dim", 3072),
+    "encoder_attention_heads": ("num_heads", 12),
+    "deep_norm": ("deep_norm", False),
+    "dropout": ("dropout", 0.1),
+    "attention_dropout": ("attention_dropout", 0.1),
+    "activation_dropout": ("activation_dropout", 0.0),
+    "dropout_input": ("dropout_input", 0.0),
+    "conv_pos": ("conv_pos", 128),
+    "conv_pos_groups": ("conv_pos_groups", 16),
+    "num_buckets": ("num_buckets", 320),
+    "max_distance": ("max_distance", 1280),
+    "gru_rel_pos": ("gru_rel_pos", False),
     "predictor_dropout": ("predictor_dropout", 0.1),
 }
 _BOOL = {"conv_bias", "deep_norm", "gru_rel_pos"}
@@ -62,25 +72,33 @@ def from_reference(key: str) -> str | None:
     """sed name of a reference key (None: a shared copy of the relative bias under layer N > 0)."""
     if m := _BIAS.fullmatch(key):
         return "rel_pos_bias.weight" if m[1] == "0" else None
-    for ref, ours in (("encoder.pos_conv.0.weight_g", "pos_conv.parametrizations.weight.original0"),
-                      ("encoder.pos_conv.0.weight_v", "pos_conv.parametrizations.weight.original1"),
-                      ("encoder.pos_conv.0.parametrizations.weight.original", "pos_conv.parametrizations.weight.original"),
-                      ("encoder.pos_conv.0.", "pos_conv."), ("encoder.layer_norm.", "encoder_norm."),
-                      ("encoder.layers.", "blocks."), ("predictor.", "head.1.")):
+    for ref, ours in (
+        ("encoder.pos_conv.0.weight_g", "pos_conv.parametrizations.weight.original0"),
+        ("encoder.pos_conv.0.weight_v", "pos_conv.parametrizations.weight.original1"),
+        ("encoder.pos_conv.0.parametrizations.weight.original", "pos_conv.parametrizations.weight.original"),
+        ("encoder.pos_conv.0.", "pos_conv."),
+        ("encoder.layer_norm.", "encoder_norm."),
+        ("encoder.layers.", "blocks."),
+        ("predictor.", "head.1."),
+    ):
         if key.startswith(ref):
-            return ours + key[len(ref):]
+            return ours + key[len(ref) :]
     return key
 
 
 def to_reference(key: str) -> str:
     """The reference name of a sed parameter (how missing keys are reported)."""
-    for ours, ref in (("rel_pos_bias.weight", "encoder.layers.0.self_attn.relative_attention_bias.weight"),
-                      ("pos_conv.parametrizations.weight.original0", "encoder.pos_conv.0.weight_g"),
-                      ("pos_conv.parametrizations.weight.original1", "encoder.pos_conv.0.weight_v"),
-                      ("pos_conv.", "encoder.pos_conv.0."), ("encoder_norm.", "encoder.layer_norm."),
-                      ("blocks.", "encoder.layers."), ("head.1.", "predictor.")):
+    for ours, ref in (
+        ("rel_pos_bias.weight", "encoder.layers.0.self_attn.relative_attention_bias.weight"),
+        ("pos_conv.parametrizations.weight.original0", "encoder.pos_conv.0.weight_g"),
+        ("pos_conv.parametrizations.weight.original1", "encoder.pos_conv.0.weight_v"),
+        ("pos_conv.", "encoder.pos_conv.0."),
+        ("encoder_norm.", "encoder.layer_norm."),
+        ("blocks.", "encoder.layers."),
+        ("head.1.", "predictor."),
+    ):
         if key.startswith(ours):
-            return ref + key[len(ours):]
+            return ref + key[len(ours) :]
     return key
 
 
@@ -89,8 +107,11 @@ def is_beats_release(content) -> bool:
     if not isinstance(content, Mapping) or not isinstance(content.get("cfg"), Mapping):
         return False
     model = content.get("model")
-    return isinstance(model, Mapping) and "patch_embedding.weight" in model and any(
-        str(k).startswith("encoder.layers.") for k in model)
+    return (
+        isinstance(model, Mapping)
+        and "patch_embedding.weight" in model
+        and any(str(k).startswith("encoder.layers.") for k in model)
+    )
 
 
 def beats_kwargs(cfg: Mapping, desc: str) -> dict:
@@ -98,7 +119,9 @@ def beats_kwargs(cfg: Mapping, desc: str) -> dict:
     variant this model does not implement)."""
     get = {k: cfg.get(k, default) for k, (_, default) in _CFG.items()}
     if cfg.get("activation_fn", "gelu") != "gelu":
-        raise CheckpointError(desc, f"activation_fn {short(cfg.get('activation_fn'))} is not supported (gelu only)")
+        raise CheckpointError(
+            desc, f"activation_fn {short(cfg.get('activation_fn'))} is not supported (gelu only)"
+        )
     if cfg.get("layer_norm_first", False):
         raise CheckpointError(desc, "layer_norm_first=True (pre-LN) BEATs is not supported")
     if not cfg.get("relative_position_embedding", False):
@@ -125,11 +148,15 @@ def label_order(label_dict, n: int, desc: str) -> tuple[list[int] | None, list[s
     if label_dict is None:
         return None, None
     rows = label_dict if isinstance(label_dict, Mapping) else {}
-    ok = len(rows) == n and all(isinstance(k, int) and not isinstance(k, bool) and isinstance(v, str)
-                                for k, v in rows.items())
+    ok = len(rows) == n and all(
+        isinstance(k, int) and not isinstance(k, bool) and isinstance(v, str) for k, v in rows.items()
+    )
     if not ok or sorted(rows) != list(range(n)):
-        raise CheckpointError(desc, f"label_dict is not {{predictor row: AudioSet mid}} for rows 0..{n - 1} "
-                                    f"(found {short(dict(list(rows.items())[:3]) if rows else label_dict)})")
+        raise CheckpointError(
+            desc,
+            f"label_dict is not {{predictor row: AudioSet mid}} for rows 0..{n - 1} "
+            f"(found {short(dict(list(rows.items())[:3]) if rows else label_dict)})",
+        )
     mids = audioset_mids()
     if sorted(rows.values()) == sorted(mids):
         by_mid = {mid: row for row, mid in rows.items()}
@@ -143,14 +170,20 @@ def _head_rows(contents: Contents) -> int | None:
     if not (cfg.get("finetuned_model", False) or "predictor.weight" in model):
         return None
     w = model.get("predictor.weight")
-    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else int(cfg.get("predictor_class", 527))
+    return (
+        int(w.shape[0])
+        if isinstance(w, torch.Tensor) and w.dim() == 2
+        else int(cfg.get("predictor_class", 527))
+    )
 
 
 def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
     if contents.sed is not None:
         return sed_arch(contents)
     kwargs = beats_kwargs(contents.state["cfg"], contents.desc)
-    size = next((n for n, a in BEATS_SIZES.items() if all(kwargs.get(k) == v for k, v in a.items())), "beats_iter3")
+    size = next(
+        (n for n, a in BEATS_SIZES.items() if all(kwargs.get(k) == v for k, v in a.items())), "beats_iter3"
+    )
     n = _head_rows(contents)
     labels = label_order(contents.state.get("label_dict"), n, contents.desc)[1] if n else None
     return Arch(size, kwargs, n, labels, True if n else None, "beats")
@@ -176,6 +209,12 @@ def map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:
     return state, dropped
 
 
-IMPORTER = Importer("beats", "BEATs", "a BEATs release file (a dict with cfg and model)",
-                    lambda c: is_beats_release(c.state), arch_from, map_keys,
-                    source_key=lambda key, c: key if c.sed is not None else to_reference(key))
+IMPORTER = Importer(
+    "beats",
+    "BEATs",
+    "a BEATs release file (a dict with cfg and model)",
+    lambda c: is_beats_release(c.state),
+    arch_from,
+    map_keys,
+    source_key=lambda key, c: key if c.sed is not None else to_reference(key),
+)

@@ -57,7 +57,9 @@ class Importer:
     what: str  # what its sources are, for a refusal: "a BEATs release file (a dict with cfg and model)"
     claims: Callable[[Contents], bool]  # the sniffer (on foreign contents; sed checkpoints go by model name)
     arch_from: Callable[[Contents, dict[str, torch.Tensor]], Arch]  # (contents, the mapped tensors) -> Arch
-    map_keys: Callable[[Contents], tuple[dict[str, torch.Tensor], list[str]]]  # -> (sed tensors, dropped keys)
+    map_keys: Callable[
+        [Contents], tuple[dict[str, torch.Tensor], list[str]]
+    ]  # -> (sed tensors, dropped keys)
     head: str = "head."  # the prefix re-initialised for another class count
     head_what: str = ""  # what the head holds, for the warning ("LayerNorm + Linear; ")
     adapt: Callable[..., list[str]] | None = None  # (state, model, arch, **options) -> notes
@@ -109,11 +111,14 @@ def _refuse(imp: Importer, contents: Contents) -> None:
     if other == imp.family:
         return
     if contents.sed is not None:
-        raise CheckpointError(contents.desc, f"holds a {contents.sed.get('model_name')!r} model, not {_a(imp.title)} one")
+        raise CheckpointError(
+            contents.desc, f"holds a {contents.sed.get('model_name')!r} model, not {_a(imp.title)} one"
+        )
     if other is not None:
         title = importer_of(family(other)).title
-        raise CheckpointError(contents.desc, f"is {_a(title)} checkpoint, not {_a(imp.title)} one "
-                                             f"(use a {other}_* model)")
+        raise CheckpointError(
+            contents.desc, f"is {_a(title)} checkpoint, not {_a(imp.title)} one (use a {other}_* model)"
+        )
     first = [str(k) for k in list(contents.state)[:5]]
     raise CheckpointError(contents.desc, f"is not {imp.what} (first keys {first})")
 
@@ -125,8 +130,9 @@ def _labels(imp: Importer, arch: Arch) -> tuple[list[str] | None, bool]:
     return labels, bool(multi)
 
 
-def build_pretrained(imp: Importer, source, num_classes: int | None = None, *, factory=None,
-                     **overrides) -> nn.Module:
+def build_pretrained(
+    imp: Importer, source, num_classes: int | None = None, *, factory=None, **overrides
+) -> nn.Module:
     """A model of ``imp``'s family from ``source`` (anything :func:`~sed.models.pretrained.sources.resolve`
     takes). ``num_classes=None`` keeps the source's head (and its labels and score type); another count
     (or ``labels`` of another length) re-initialises ``imp.head`` with a warning. ``factory``: the
@@ -157,20 +163,31 @@ def build_pretrained(imp: Importer, source, num_classes: int | None = None, *, f
     if not keep_head:
         state = {k: v for k, v in state.items() if not k.startswith(imp.head)}
         if not arch.fresh_head:
-            what = f"{src_nc} -> {model.num_classes} classes" if src_nc is not None else "no head in the source"
-            warnings.warn(f"{contents.desc}: re-initialised the classifier head '{imp.head.rstrip('.')}' "
-                          f"({imp.head_what}{what})", stacklevel=3)
+            what = (
+                f"{src_nc} -> {model.num_classes} classes" if src_nc is not None else "no head in the source"
+            )
+            warnings.warn(
+                f"{contents.desc}: re-initialised the classifier head '{imp.head.rstrip('.')}' "
+                f"({imp.head_what}{what})",
+                stacklevel=3,
+            )
     check_weights(model, state, contents.desc)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if keep_head or not k.startswith(imp.head)]
     if missing or unexpected:
         name = imp.source_key or (lambda k, c: k)
         parts = ([f"missing keys {[name(k, contents) for k in missing[:5]]}"] if missing else []) + (
-            [f"unexpected keys {[name(k, contents) for k in unexpected[:5]]}"] if unexpected else [])
+            [f"unexpected keys {[name(k, contents) for k in unexpected[:5]]}"] if unexpected else []
+        )
         raise CheckpointError(contents.desc, f"does not fit the {imp.title} model: " + ", ".join(parts))
     model.multi_label = multi if keep_head else False  # a new head: single-label until a task says otherwise
-    model.pretrained_report = {"source": contents.desc, "format": arch.kind, "dropped": dropped, "adapted": notes,
-                               "reinitialised": [] if keep_head or arch.fresh_head else [imp.head.rstrip(".")]}
+    model.pretrained_report = {
+        "source": contents.desc,
+        "format": arch.kind,
+        "dropped": dropped,
+        "adapted": notes,
+        "reinitialised": [] if keep_head or arch.fresh_head else [imp.head.rstrip(".")],
+    }
     log.info("loaded %s weights from %s (%s)", imp.family, contents.desc, "; ".join(notes) or "no adaptation")
     size = next((n for n in family(imp.family).sizes if model_entry(n).factory is factory), factory.__name__)
     model.sed_config = {"name": size, "kwargs": model.sed_kwargs()}
@@ -186,6 +203,7 @@ def import_pretrained(source, **overrides) -> nn.Module:
         what = "directory" if isinstance(contents.directory, Path) else "file"
         kinds = ", ".join(f.name for f in families() if f.importer)
         keys = [str(k) for k in list(contents.state)[:5]] if isinstance(contents.state, Mapping) else []
-        raise CheckpointError(contents.desc, f"no model family claims this {what} (known formats: {kinds}); "
-                                             f"first keys {keys}")
+        raise CheckpointError(
+            contents.desc, f"no model family claims this {what} (known formats: {kinds}); first keys {keys}"
+        )
     return importer_of(family(fam)).build(contents, **overrides)

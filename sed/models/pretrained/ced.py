@@ -40,7 +40,9 @@ def _unwrap(obj) -> Mapping:
 def claims(contents: Contents) -> bool:
     if contents.config is not None:
         cfg = contents.config
-        return cfg.get("model_type") == "ced" or any(str(a).startswith("Ced") for a in cfg.get("architectures") or [])
+        return cfg.get("model_type") == "ced" or any(
+            str(a).startswith("Ced") for a in cfg.get("architectures") or []
+        )
     keys = {str(k).removeprefix("encoder.").removeprefix("module.") for k in _unwrap(contents.state)}
     return {"time_pos_embed", "freq_pos_embed"} <= keys
 
@@ -56,10 +58,10 @@ def to_sed_layout(state: Mapping) -> tuple[dict, dict]:
         if k in _FRONT_END:
             continue
         if k.startswith("init_bn.") and not k.startswith("init_bn.1."):  # Hugging Face: BatchNorm2d itself
-            k = "init_bn.1." + k[len("init_bn."):]
+            k = "init_bn.1." + k[len("init_bn.") :]
         for old, new in _RENAMES:
             if k.startswith(old):
-                k = new + k[len(old):]
+                k = new + k[len(old) :]
         out[k], names[k] = value, key
     return out, names
 
@@ -70,8 +72,11 @@ def _check_front_end(state: Mapping, n_mels: int, desc) -> None:
     for key, want in mine.items():
         got = next((v for k, v in state.items() if k.removeprefix("module.") == key), None)
         if got is not None and (got.shape != want.shape or (got.float() - want).abs().max() > 1e-5):
-            raise CheckpointError(desc, f"its front end ({key} {tuple(got.shape)}) differs from CED's "
-                                        f"512-point, {n_mels}-mel front end")
+            raise CheckpointError(
+                desc,
+                f"its front end ({key} {tuple(got.shape)}) differs from CED's "
+                f"512-point, {n_mels}-mel front end",
+            )
 
 
 def _arch(state: Mapping, desc, cfg: Mapping | None) -> dict:
@@ -80,26 +85,41 @@ def _arch(state: Mapping, desc, cfg: Mapping | None) -> dict:
             raise CheckpointError(desc, f"missing tensor {k!r} (not a CED checkpoint?)")
     tp, fp, w = state["time_pos_embed"], state["freq_pos_embed"], state["patch_embed.weight"]
     if tp.dim() != 4 or fp.dim() != 4 or w.dim() != 4 or 0 in w.shape:
-        raise CheckpointError(desc, f"positional embeddings {tuple(tp.shape)}, {tuple(fp.shape)} are not CED's")
+        raise CheckpointError(
+            desc, f"positional embeddings {tuple(tp.shape)}, {tuple(fp.shape)} are not CED's"
+        )
     d, p = tp.shape[1], w.shape[-1]
     depth = 1 + max((int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
     heads = next((a["num_heads"] for a in CED_SIZES.values() if a["embed_dim"] == d), max(1, d // 64))
     fc1 = state.get("blocks.0.mlp.fc1.weight")
     t0 = tp.shape[-1]
-    arch = {"embed_dim": d, "depth": depth, "num_heads": heads, "patch_size": p,
-            "mlp_ratio": fc1.shape[0] / d if fc1 is not None else 4.0, "qkv_bias": "blocks.0.attn.qkv.bias" in state,
-            "num_mel_bins": fp.shape[-2] * p, "target_length": 1012 if t0 == 1012 // p else t0 * p}
+    arch = {
+        "embed_dim": d,
+        "depth": depth,
+        "num_heads": heads,
+        "patch_size": p,
+        "mlp_ratio": fc1.shape[0] / d if fc1 is not None else 4.0,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+        "num_mel_bins": fp.shape[-2] * p,
+        "target_length": 1012 if t0 == 1012 // p else t0 * p,
+    }
     if "init_bn.weight" in state:
         arch["num_mel_bins"] = state["init_bn.weight"].shape[0]
     if "head.1.weight" in state:
         arch["num_classes"] = state["head.1.weight"].shape[0]
     if cfg:
         if cfg.get("pooling", "mean") != "mean":
-            raise CheckpointError(desc, f"pooling {cfg.get('pooling')!r} is not supported (CED's released models pool by mean)")
+            raise CheckpointError(
+                desc, f"pooling {cfg.get('pooling')!r} is not supported (CED's released models pool by mean)"
+            )
         if cfg.get("patch_stride", p) != cfg.get("patch_size", p):
             raise CheckpointError(desc, "overlapping patches (patch_stride != patch_size) are not supported")
-        for ours, theirs in (("num_heads", "num_heads"), ("target_length", "target_length"),
-                             ("mlp_ratio", "mlp_ratio"), ("num_mel_bins", "n_mels")):
+        for ours, theirs in (
+            ("num_heads", "num_heads"),
+            ("target_length", "target_length"),
+            ("mlp_ratio", "mlp_ratio"),
+            ("num_mel_bins", "n_mels"),
+        ):
             if isinstance(cfg.get(theirs), int | float) and not isinstance(cfg.get(theirs), bool):
                 arch[ours] = type(arch[ours])(cfg[theirs])
         if isinstance(cfg.get("pad_last"), bool):
@@ -137,8 +157,11 @@ def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
 def map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:
     raw = _unwrap(contents.state)
     state, _ = to_sed_layout(raw)
-    n_mels = state["init_bn.weight"].shape[0] if "init_bn.weight" in state else _arch(state, contents.desc, None)[
-        "num_mel_bins"]
+    n_mels = (
+        state["init_bn.weight"].shape[0]
+        if "init_bn.weight" in state
+        else _arch(state, contents.desc, None)["num_mel_bins"]
+    )
     _check_front_end(raw, n_mels, contents.desc)
     return state, [k for k in raw if str(k).removeprefix("module.") in _FRONT_END]
 
@@ -161,14 +184,25 @@ def source_key(key: str, contents: Contents) -> str:
     if contents.sed is not None:
         return key
     hf = any(str(k).startswith("encoder.") for k in _unwrap(contents.state))
-    for new, old in (("head.", "outputlayer."), ("patch_embed.", "patch_embed.proj."),
-                     ("init_bn.", "init_bn." if hf else "init_bn.1.")):
+    for new, old in (
+        ("head.", "outputlayer."),
+        ("patch_embed.", "patch_embed.proj."),
+        ("init_bn.", "init_bn." if hf else "init_bn.1."),
+    ):
         if key.startswith(new):
-            key = old + key[len(new):]
+            key = old + key[len(new) :]
             break
     return ("encoder." + key) if hf and not key.startswith("outputlayer.") else key
 
 
-IMPORTER = Importer("ced", "CED", "a CED checkpoint (original or Hugging Face: no time_pos_embed / freq_pos_embed)",
-                    claims, arch_from, map_keys, head_what="LayerNorm + Linear; ", adapt=adapt,
-                    source_key=source_key)
+IMPORTER = Importer(
+    "ced",
+    "CED",
+    "a CED checkpoint (original or Hugging Face: no time_pos_embed / freq_pos_embed)",
+    claims,
+    arch_from,
+    map_keys,
+    head_what="LayerNorm + Linear; ",
+    adapt=adapt,
+    source_key=source_key,
+)

@@ -29,8 +29,11 @@ _NUM_BLOCKS = len(effat.block_settings(1.0))
 
 def claims(contents: Contents) -> bool:
     keys = contents.state
-    return "features.0.0.weight" in keys and "features.1.block.0.0.weight" in keys and any(
-        str(k).startswith("classifier.") for k in keys)
+    return (
+        "features.0.0.weight" in keys
+        and "features.1.block.0.0.weight" in keys
+        and any(str(k).startswith("classifier.") for k in keys)
+    )
 
 
 def _rename(key: str) -> str | None:
@@ -87,8 +90,19 @@ def arch_from(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
 def map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Reference keys -> sed keys; a key with no place in the model stays as it is (named as unexpected)."""
     state, extra = from_reference(contents.state)
-    return {**state, **{k: contents.state[k] for k in extra if isinstance(contents.state[k], torch.Tensor)}}, []
+    return {
+        **state,
+        **{k: contents.state[k] for k in extra if isinstance(contents.state[k], torch.Tensor)},
+    }, []
 
 
-IMPORTER = Importer("efficientat", "EfficientAT", "an EfficientAT checkpoint (features.* and classifier.* of the release MN)",
-                    claims, arch_from, map_keys, head="head.3.", head_what="the last Linear; ")
+IMPORTER = Importer(
+    "efficientat",
+    "EfficientAT",
+    "an EfficientAT checkpoint (features.* and classifier.* of the release MN)",
+    claims,
+    arch_from,
+    map_keys,
+    head="head.3.",
+    head_what="the last Linear; ",
+)

@@ -18,7 +18,7 @@ def from_original(sd: Mapping) -> tuple[dict, list[str]]:
         elif k.startswith("v."):
             state[k[2:]] = v
         elif k.startswith("mlp_head."):
-            state["head." + k[len("mlp_head."):]] = v
+            state["head." + k[len("mlp_head.") :]] = v
         else:
             state[k] = v  # reported as unexpected
     return state, dropped

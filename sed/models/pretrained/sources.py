@@ -28,7 +28,11 @@ __all__ = ["Contents", "download", "hub_file", "hub_snapshot", "resolve", "timm_
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
-_MISSING = ("EntryNotFoundError", "RepositoryNotFoundError", "RemoteEntryNotFoundError")  # try the next mirror
+_MISSING = (
+    "EntryNotFoundError",
+    "RepositoryNotFoundError",
+    "RemoteEntryNotFoundError",
+)  # try the next mirror
 
 
 @dataclass
@@ -106,10 +110,16 @@ def download(weights: Weights) -> str | dict:
             if type(err).__name__ in _MISSING:
                 absent.append(spec)
                 continue
-            raise CheckpointError(weights.name, f"could not be downloaded from {spec} ({one_line(err, 160)}); "
-                                                f"download it from {weights.homepage} and pass its path") from None
-    raise CheckpointError(weights.name, f"could not be downloaded (not found: {', '.join(absent)}); download it "
-                                        f"from {weights.homepage} and pass its path")
+            raise CheckpointError(
+                weights.name,
+                f"could not be downloaded from {spec} ({one_line(err, 160)}); "
+                f"download it from {weights.homepage} and pass its path",
+            ) from None
+    raise CheckpointError(
+        weights.name,
+        f"could not be downloaded (not found: {', '.join(absent)}); download it "
+        f"from {weights.homepage} and pass its path",
+    )
 
 
 # ---------------------------------------------------------------------- resolving
@@ -137,8 +147,14 @@ def _directory(path: Path, desc: str) -> Contents:
     sed_desc, state = read_checkpoint(file)
     if sed_desc is not None:
         raise CheckpointError(file, "is a sed checkpoint: pass the file, not its directory")
-    return Contents(desc, state, config=config, preprocessor=_read_json(path / "preprocessor_config.json", path),
-                    filename=file.name, directory=path)
+    return Contents(
+        desc,
+        state,
+        config=config,
+        preprocessor=_read_json(path / "preprocessor_config.json", path),
+        filename=file.name,
+        directory=path,
+    )
 
 
 def _file(path: Path, desc: str) -> Contents:
@@ -182,11 +198,14 @@ def resolve(source) -> Contents:
         try:
             got = Path(hub_snapshot(text))
         except Exception as err:  # noqa: BLE001 - network, auth, missing repo: one line
-            raise CheckpointError(text, f"could not be downloaded from the Hugging Face hub ({one_line(err, 160)})") from None
+            raise CheckpointError(
+                text, f"could not be downloaded from the Hugging Face hub ({one_line(err, 160)})"
+            ) from None
         hub = next((w for w in weights_table() if f"hf://{text}" in w.sources), None)
         out = _directory(got, f"{text} ({got})")
         out.weights, out.defaults = hub, dict(hub.defaults) if hub else {}
         return out
     known = ", ".join(w.name for w in weights_table())
-    raise CheckpointError(text, f"unknown pretrained source (not a file, directory, hub id or short name; "
-                                f"short names: {known})")
+    raise CheckpointError(
+        text, f"unknown pretrained source (not a file, directory, hub id or short name; short names: {known})"
+    )

@@ -48,10 +48,28 @@ RELEASE_NAME = "audioset_10_10_0.4593.pth"
 #: rows of the [1024, 128] fbank kept in outputs.npz (all 1024 would be 512 KB per clip)
 FBANK_ROWS = np.arange(3, 1024, 16)
 #: the evaluation audio_conf of src/run.py (val_audio_conf) with the AudioSet defaults of its arguments
-VAL_AUDIO_CONF = {"num_mel_bins": 128, "target_length": 1024, "freqm": 0, "timem": 0, "mixup": 0,
-                  "dataset": "audioset", "mode": "evaluation", "mean": -4.2677393, "std": 4.5689974, "noise": False}
-MODEL_KWARGS = {"label_dim": 527, "fstride": 10, "tstride": 10, "input_fdim": 128, "input_tdim": 1024,
-                "imagenet_pretrain": False, "audioset_pretrain": False, "model_size": "tiny224"}
+VAL_AUDIO_CONF = {
+    "num_mel_bins": 128,
+    "target_length": 1024,
+    "freqm": 0,
+    "timem": 0,
+    "mixup": 0,
+    "dataset": "audioset",
+    "mode": "evaluation",
+    "mean": -4.2677393,
+    "std": 4.5689974,
+    "noise": False,
+}
+MODEL_KWARGS = {
+    "label_dim": 527,
+    "fstride": 10,
+    "tstride": 10,
+    "input_fdim": 128,
+    "input_tdim": 1024,
+    "imagenet_pretrain": False,
+    "audioset_pretrain": False,
+    "model_size": "tiny224",
+}
 
 
 def soundfile_load(path, *args, **kwargs):
@@ -67,8 +85,9 @@ def entry_for(key: str, shape) -> dict:
     shape = list(shape)
     norm = re.search(r"(norm\d?|mlp_head\.0)\.(weight|bias)$", key)
     if norm:
-        return common.manifest_entry(key, shape, mean=1.0 if norm[2] == "weight" else 0.0, std=0.1 if norm[2] == "weight"
-                                    else 0.05)
+        return common.manifest_entry(
+            key, shape, mean=1.0 if norm[2] == "weight" else 0.0, std=0.1 if norm[2] == "weight" else 0.05
+        )
     if key.endswith("bias"):
         return common.manifest_entry(key, shape, std=0.05)
     if key.endswith(("cls_token", "dist_token", "pos_embed")):
@@ -102,10 +121,16 @@ def main() -> None:
     entries = [entry_for(k, v.shape) for k, v in release.items()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = common.save_manifest(out / "weights.json", SEED, entries, release={
-        "file_name": RELEASE_NAME, "writer": "torch.save(torch.nn.DataParallel(ASTModel(...)).state_dict(), path)",
-        "reference_model": {"class": "src/models/ast_models.py ASTModel", "kwargs": MODEL_KWARGS},
-    })
+    manifest = common.save_manifest(
+        out / "weights.json",
+        SEED,
+        entries,
+        release={
+            "file_name": RELEASE_NAME,
+            "writer": "torch.save(torch.nn.DataParallel(ASTModel(...)).state_dict(), path)",
+            "reference_model": {"class": "src/models/ast_models.py ASTModel", "kwargs": MODEL_KWARGS},
+        },
+    )
     tensors = common.tensors_from(manifest)
     assert list(tensors) == list(release)
     for key, value in tensors.items():
@@ -119,7 +144,10 @@ def main() -> None:
         writer.load_state_dict(tensors)  # strict: every key of the release layout, no other
         torch.save(writer.state_dict(), pretrained_mdl_path)  # as the AST recipe saves its models
         name = pretrained_mdl_path.split("/")[-1]
-        fstride, tstride = int(name.split("_")[1]), int(name.split("_")[2].split(".")[0])  # load_pretrained_model.py
+        fstride, tstride = (
+            int(name.split("_")[1]),
+            int(name.split("_")[2].split(".")[0]),
+        )  # load_pretrained_model.py
         ast_mdl = ASTModel(**{**MODEL_KWARGS, "fstride": fstride, "tstride": tstride}, verbose=False)
         checkpoint = torch.load(pretrained_mdl_path, map_location="cpu")  # inference.py: map_location='cuda'
         audio_model = torch.nn.DataParallel(ast_mdl)
@@ -144,13 +172,19 @@ def main() -> None:
         data_json = tmp / "eval_data.json"
         data_json.write_text(json.dumps({"data": data}))
         label_csv = ref / "egs" / "audioset" / "data" / "class_labels_indices.csv"
-        dataset = dataloader.AudiosetDataset(str(data_json), label_csv=str(label_csv), audio_conf=VAL_AUDIO_CONF)
+        dataset = dataloader.AudiosetDataset(
+            str(data_json), label_csv=str(label_csv), audio_conf=VAL_AUDIO_CONF
+        )
 
         def run(indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
             """One DataLoader batch of ``indices`` through the model, as traintest.validate does."""
-            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=len(indices),
-                                                 shuffle=False, num_workers=0)
-            (audio_input, _labels), = list(loader)
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(dataset, indices),
+                batch_size=len(indices),
+                shuffle=False,
+                num_workers=0,
+            )
+            ((audio_input, _labels),) = list(loader)
             with torch.no_grad():
                 audio_output = audio_model(audio_input)
             return audio_output.numpy(), audio_input.numpy()
@@ -172,8 +206,14 @@ def main() -> None:
         outputs["fbank_rows"] = FBANK_ROWS.astype(np.int64)
         np.savez_compressed(out / "outputs.npz", **outputs)
 
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__, "torchaudio": torchaudio.__version__,
-                "timm": timm.__version__, "numpy": np.__version__, "soundfile": soundfile.__version__}
+    versions = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchaudio": torchaudio.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "soundfile": soundfile.__version__,
+    }
     print(json.dumps({"versions": versions, "report": report}, indent=1))
 
 

@@ -35,7 +35,9 @@ def inputs(regime: str) -> tuple[np.ndarray, list[int] | None]:
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ast_release") / MANIFEST["release"]["file_name"]  # audioset_10_10_0.4593.pth
+    path = (
+        tmp_path_factory.mktemp("ast_release") / MANIFEST["release"]["file_name"]
+    )  # audioset_10_10_0.4593.pth
     torch.save(OrderedDict(common.tensors_from(MANIFEST)), path)
     model, desc = load_model(path)
     return model.eval(), desc
@@ -54,7 +56,9 @@ def test_logits_and_features(loaded, regime):
         feats = model.features(wave, lengths)
         logits = model(wave, lengths)
     assert tuple(feats.shape) == (wave.shape[0], 1024, 128)
-    common.assert_close(feats[:, ROWS], REF[f"{regime}_fbank"], f"{regime} fbank (normalised, rows {ROWS[0]}::16)")
+    common.assert_close(
+        feats[:, ROWS], REF[f"{regime}_fbank"], f"{regime} fbank (normalised, rows {ROWS[0]}::16)"
+    )
     common.assert_close(logits, REF[f"{regime}_logits"], f"{regime} logits")
 
 

@@ -42,8 +42,17 @@ RATE = 16000
 SEED = 4321
 #: rows of the [1024, 128] input_values kept in outputs.npz
 FBANK_ROWS = np.arange(3, 1024, 16)
-CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
-          "max_length": 1024, "num_mel_bins": 128, "frequency_stride": 10, "time_stride": 10, "patch_size": 16}
+CONFIG = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "max_length": 1024,
+    "num_mel_bins": 128,
+    "frequency_stride": 10,
+    "time_stride": 10,
+    "patch_size": 16,
+}
 
 
 def entry_for(key: str, shape) -> dict:
@@ -72,7 +81,9 @@ def check_file(path: Path, tensors: dict, metadata: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--labels-csv", required=True, help="AudioSet class_labels_indices.csv (index,mid,display_name)")
+    ap.add_argument(
+        "--labels-csv", required=True, help="AudioSet class_labels_indices.csv (index,mid,display_name)"
+    )
     ap.add_argument("--ref", default=None, help="a transformers checkout to use instead of the installed one")
     ap.add_argument("--out", default=str(HERE), help="folder for outputs.npz and weights.json")
     args = ap.parse_args()
@@ -94,7 +105,9 @@ def main() -> None:
     with open(args.labels_csv, newline="", encoding="utf-8") as f:
         names = [row["display_name"] for row in sorted(csv.DictReader(f), key=lambda r: int(r["index"]))]
     assert len(names) == 527
-    config = ASTConfig(**CONFIG, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    config = ASTConfig(
+        **CONFIG, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,13 +130,22 @@ def main() -> None:
         release = tmp / "ast-tiny-audioset"
         model.save_pretrained(release)
         ASTFeatureExtractor().save_pretrained(release)
-        assert sorted(p.name for p in release.iterdir()) == ["config.json", "model.safetensors",
-                                                              "preprocessor_config.json"]
+        assert sorted(p.name for p in release.iterdir()) == [
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+        ]
         check_file(release / "model.safetensors", tensors, metadata)
         config_json = json.loads((release / "config.json").read_text())
         preprocessor_json = json.loads((release / "preprocessor_config.json").read_text())
-        common.save_manifest(out / "weights.json", SEED, entries, safetensors_metadata=metadata,
-                             config_json=config_json, preprocessor_config_json=preprocessor_json)
+        common.save_manifest(
+            out / "weights.json",
+            SEED,
+            entries,
+            safetensors_metadata=metadata,
+            config_json=config_json,
+            preprocessor_config_json=preprocessor_json,
+        )
 
         # the release directory, loaded as the port loads it
         extractor = ASTFeatureExtractor.from_pretrained(release)
@@ -151,7 +173,9 @@ def main() -> None:
         else:
             logits, fbank = run(waves)
         if regime == "batch":
-            report["batch_vs_alone"] = common.max_rel_diff(np.concatenate([run([w])[0] for w in waves]), logits)
+            report["batch_vs_alone"] = common.max_rel_diff(
+                np.concatenate([run([w])[0] for w in waves]), logits
+            )
         assert fbank.shape == (len(waves), 1024, 128) and logits.shape == (len(waves), 527)
         outputs[f"{regime}_logits"] = logits.astype(np.float32)
         outputs[f"{regime}_fbank"] = fbank[:, FBANK_ROWS].astype(np.float32)
@@ -161,11 +185,18 @@ def main() -> None:
 
     import torchaudio
 
-    versions = {"python": sys.version.split()[0], "transformers": transformers.__version__,
-                "torch": torch.__version__, "torchaudio": torchaudio.__version__, "safetensors": safetensors.__version__,
-                "numpy": np.__version__, "fbank_backend": "torchaudio.compliance.kaldi" if fe.is_speech_available()
-                else "numpy (transformers.audio_utils.spectrogram)",
-                "attn_implementation": ref_model.config._attn_implementation}
+    versions = {
+        "python": sys.version.split()[0],
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "torchaudio": torchaudio.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+        "fbank_backend": "torchaudio.compliance.kaldi"
+        if fe.is_speech_available()
+        else "numpy (transformers.audio_utils.spectrogram)",
+        "attn_implementation": ref_model.config._attn_implementation,
+    }
     print(json.dumps({"versions": versions, "report": report}, indent=1))
 
 

@@ -38,8 +38,14 @@ def inputs(regime: str) -> tuple[np.ndarray, list[int] | None]:
 def loaded(tmp_path_factory):
     release = tmp_path_factory.mktemp("ast_hf_release")
     (release / "config.json").write_text(json.dumps(MANIFEST["config_json"], indent=2) + "\n")
-    (release / "preprocessor_config.json").write_text(json.dumps(MANIFEST["preprocessor_config_json"], indent=2) + "\n")
-    save_file(common.tensors_from(MANIFEST), str(release / "model.safetensors"), metadata=MANIFEST["safetensors_metadata"])
+    (release / "preprocessor_config.json").write_text(
+        json.dumps(MANIFEST["preprocessor_config_json"], indent=2) + "\n"
+    )
+    save_file(
+        common.tensors_from(MANIFEST),
+        str(release / "model.safetensors"),
+        metadata=MANIFEST["safetensors_metadata"],
+    )
     model, desc = load_model(release)
     return model.eval(), desc
 

@@ -32,27 +32,50 @@ sys.path.insert(0, str(ROOT))
 from tests.reference import common  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REFERENCE = {"repository": "https://github.com/microsoft/unilm", "folder": "beats",
-             "commit": "768a3c873f598bb9b4d4dfb9267b099e35f8fe56"}
-SEED = 1234          # manifest seed
-LABEL_SEED = 527     # seed of the permutation of the AudioSet mids over the predictor rows
+REFERENCE = {
+    "repository": "https://github.com/microsoft/unilm",
+    "folder": "beats",
+    "commit": "768a3c873f598bb9b4d4dfb9267b099e35f8fe56",
+}
+SEED = 1234  # manifest seed
+LABEL_SEED = 527  # seed of the permutation of the AudioSet mids over the predictor rows
 RATE = 16000
 
 #: the release cfg: every BEATsConfig field (the reference's defaults), a micro architecture over them
 CFG = {
-    "input_patch_size": 16, "embed_dim": 32, "conv_bias": False,
-    "encoder_layers": 2, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 2,
-    "activation_fn": "gelu", "layer_wise_gradient_decay_ratio": 1.0, "layer_norm_first": False, "deep_norm": True,
-    "dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0, "encoder_layerdrop": 0.0,
-    "dropout_input": 0.0, "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True,
-    "num_buckets": 320, "max_distance": 800, "gru_rel_pos": True, "finetuned_model": True,
-    "predictor_dropout": 0.1, "predictor_class": 527,
+    "input_patch_size": 16,
+    "embed_dim": 32,
+    "conv_bias": False,
+    "encoder_layers": 2,
+    "encoder_embed_dim": 64,
+    "encoder_ffn_embed_dim": 128,
+    "encoder_attention_heads": 2,
+    "activation_fn": "gelu",
+    "layer_wise_gradient_decay_ratio": 1.0,
+    "layer_norm_first": False,
+    "deep_norm": True,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "encoder_layerdrop": 0.0,
+    "dropout_input": 0.0,
+    "conv_pos": 16,
+    "conv_pos_groups": 4,
+    "relative_position_embedding": True,
+    "num_buckets": 320,
+    "max_distance": 800,
+    "gru_rel_pos": True,
+    "finetuned_model": True,
+    "predictor_dropout": 0.1,
+    "predictor_class": 527,
 }
 
 #: keys a release state_dict holds twice: the reference shares layer 0's relative-position table with the
 #: other layers (one Parameter, saved under every layer's name); the manifest holds it once
-SHARED = {f"encoder.layers.{i}.self_attn.relative_attention_bias.weight":
-          "encoder.layers.0.self_attn.relative_attention_bias.weight" for i in range(1, CFG["encoder_layers"])}
+SHARED = {
+    f"encoder.layers.{i}.self_attn.relative_attention_bias.weight": "encoder.layers.0.self_attn.relative_attention_bias.weight"
+    for i in range(1, CFG["encoder_layers"])
+}
 
 
 def fill(key: str, shape: tuple[int, ...]) -> dict:
@@ -120,13 +143,20 @@ def main() -> None:
     label_dict = label_dict_of(audioset_mids())
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = common.save_manifest(
-        args.out / "weights.json", SEED, entries, cfg=CFG, shared=SHARED,
+        args.out / "weights.json",
+        SEED,
+        entries,
+        cfg=CFG,
+        shared=SHARED,
         label_dict={str(r): m for r, m in label_dict.items()},  # JSON keys are strings; int rows in the file
-        reference=REFERENCE)
+        reference=REFERENCE,
+    )
     tensors = common.tensors_from(manifest)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "BEATs_micro_finetuned.pt"
-        torch.save({"cfg": dict(CFG), "model": release_state(tensors, SHARED), "label_dict": label_dict}, path)
+        torch.save(
+            {"cfg": dict(CFG), "model": release_state(tensors, SHARED), "label_dict": label_dict}, path
+        )
         # exactly the BEATs README ("Load Fine-tuned Models")
         checkpoint = torch.load(path)
         cfg = BEATsConfig(checkpoint["cfg"])
@@ -162,9 +192,17 @@ def main() -> None:
         for what in ("logits", "probs", "pooled"):
             outputs[f"{name}/{what}"] = torch.cat([r[what] for r in runs]).numpy().astype(np.float32)
         outputs[f"{name}/samples"] = np.array([len(c) for c in clips], np.int64)
-        gap = float((torch.sigmoid(torch.from_numpy(outputs[f"{name}/logits"]))
-                     - torch.from_numpy(outputs[f"{name}/probs"])).abs().max())
-        print(f"{name:<12} {str([len(c) for c in clips]):>8} {str([int(r['tokens']) for r in runs]):>6}  {gap:.2e}")
+        gap = float(
+            (
+                torch.sigmoid(torch.from_numpy(outputs[f"{name}/logits"]))
+                - torch.from_numpy(outputs[f"{name}/probs"])
+            )
+            .abs()
+            .max()
+        )
+        print(
+            f"{name:<12} {str([len(c) for c in clips]):>8} {str([int(r['tokens']) for r in runs]):>6}  {gap:.2e}"
+        )
     np.savez_compressed(args.out / "outputs.npz", **outputs)
 
     # ---------------------------------------------------------------- README only: the padded mixed batch
@@ -184,8 +222,10 @@ def main() -> None:
     for i, c in enumerate(clips):
         dp = common.max_rel_diff(probs[i], alone_p[i])
         dl = common.max_rel_diff(padded_l[i], alone_l[i])
-        print(f"  clip {i} ({len(c) / RATE:g} s, {int((~token_mask[i]).sum())} valid tokens): "
-              f"probs {dp:.3g}, logits {dl:.3g}")
+        print(
+            f"  clip {i} ({len(c) / RATE:g} s, {int((~token_mask[i]).sum())} valid tokens): "
+            f"probs {dp:.3g}, logits {dl:.3g}"
+        )
 
 
 if __name__ == "__main__":

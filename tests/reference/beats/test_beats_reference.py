@@ -56,8 +56,11 @@ def model(tmp_path_factory):
     state = dict(tensors)
     for alias, key in MANIFEST["shared"].items():  # the relative-position table, saved under every layer
         state[alias] = tensors[key]
-    release = {"cfg": dict(MANIFEST["cfg"]), "model": state,
-               "label_dict": {int(r): mid for r, mid in MANIFEST["label_dict"].items()}}
+    release = {
+        "cfg": dict(MANIFEST["cfg"]),
+        "model": state,
+        "label_dict": {int(r): mid for r, mid in MANIFEST["label_dict"].items()},
+    }
     path = tmp_path_factory.mktemp("beats") / "BEATs_micro_finetuned.pt"
     torch.save(release, path)
     net, _ = load_model(path)

@@ -34,7 +34,14 @@ RATE = 16000
 HOP = 160
 TARGET = 1012
 #: the reference model (keyword arguments of models.ced_mini, which override its released size)
-MODEL_KWARGS = {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_ratio": 4, "patch_size": 16, "num_classes": 527}
+MODEL_KWARGS = {
+    "embed_dim": 64,
+    "depth": 2,
+    "num_heads": 2,
+    "mlp_ratio": 4,
+    "patch_size": 16,
+    "num_classes": 527,
+}
 #: front-end buffers the released files carry; they are torchaudio's, not random
 FRONT_END = {
     "front_end.0.spectrogram.window": "torch.hann_window(512)",
@@ -45,8 +52,12 @@ EXACT2X_SAMPLES = (2 * TARGET - 1) * HOP
 
 
 def front_end_buffers() -> dict[str, torch.Tensor]:
-    return {"front_end.0.spectrogram.window": torch.hann_window(512),
-            "front_end.0.mel_scale.fb": torchaudio.functional.melscale_fbanks(257, 0.0, 8000.0, 64, 16000, None, "htk")}
+    return {
+        "front_end.0.spectrogram.window": torch.hann_window(512),
+        "front_end.0.mel_scale.fb": torchaudio.functional.melscale_fbanks(
+            257, 0.0, 8000.0, 64, 16000, None, "htk"
+        ),
+    }
 
 
 def fill_rule(key: str, shape) -> dict:
@@ -79,6 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(args.ref.resolve()))
     import models  # the reference package (models/__init__.py)
+
     torch.manual_seed(0)
 
     # ---- manifest from the reference model's own state dict (front-end buffers excepted)
@@ -87,10 +99,14 @@ def main() -> None:
     manifest = {"seed": SEED, "tensors": entries}
     weights = common.tensors_from(manifest)
     buffers = front_end_buffers()
-    release = {k: buffers[k] if k in FRONT_END else weights[k]  # the reference's key order, front end included
-               for k in template.state_dict()}
+    release = {
+        k: buffers[k] if k in FRONT_END else weights[k]  # the reference's key order, front end included
+        for k in template.state_dict()
+    }
     for k in FRONT_END:
-        assert torch.equal(template.state_dict()[k], buffers[k]), f"front-end buffer {k} differs from {FRONT_END[k]}"
+        assert torch.equal(template.state_dict()[k], buffers[k]), (
+            f"front-end buffer {k} differs from {FRONT_END[k]}"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "audiotransformer_small_test.pt"
@@ -126,7 +142,9 @@ def main() -> None:
     batch = np.concatenate([common.signal(3.0, RATE, s) for s in (1, 2, 3)])  # [3, T], one batch
     out["batch_probs"], out["batch_logits"] = run(batch)
 
-    mixed = [run(common.signal(seconds, RATE, seed)) for seconds, seed in zip(common.MIXED, (4, 5, 6))]  # alone
+    mixed = [
+        run(common.signal(seconds, RATE, seed)) for seconds, seed in zip(common.MIXED, (4, 5, 6))
+    ]  # alone
     out["mixed_probs"] = np.concatenate([p for p, _ in mixed])
     out["mixed_logits"] = np.concatenate([g for _, g in mixed])
 
@@ -147,15 +165,33 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out / "outputs.npz", **{k: v.astype(np.float32) for k, v in out.items()})
     common.save_manifest(
-        args.out / "weights.json", SEED, entries,
-        release={"format": "torch.save(bare state dict), loaded by models/checkpoints.py build_mdl",
-                 "front_end_buffers": FRONT_END},
-        reference_model={"entry": "models.ced_mini", "kwargs": MODEL_KWARGS,
-                         "defaults": {"target_length": TARGET, "pooling": "mean", "eval_avg": "mean",
-                                      "pad_last": True, "n_mels": 64, "hop_size": 160, "f_max": 8000}},
-        signals={"rate": RATE, "single_seed": 0, "batch": {"seconds": 3.0, "seeds": [1, 2, 3]},
-                 "mixed": {"seconds": list(common.MIXED), "seeds": [4, 5, 6]},
-                 "exact2x": {"samples": EXACT2X_SAMPLES, "seed": 0}},
+        args.out / "weights.json",
+        SEED,
+        entries,
+        release={
+            "format": "torch.save(bare state dict), loaded by models/checkpoints.py build_mdl",
+            "front_end_buffers": FRONT_END,
+        },
+        reference_model={
+            "entry": "models.ced_mini",
+            "kwargs": MODEL_KWARGS,
+            "defaults": {
+                "target_length": TARGET,
+                "pooling": "mean",
+                "eval_avg": "mean",
+                "pad_last": True,
+                "n_mels": 64,
+                "hop_size": 160,
+                "f_max": 8000,
+            },
+        },
+        signals={
+            "rate": RATE,
+            "single_seed": 0,
+            "batch": {"seconds": 3.0, "seeds": [1, 2, 3]},
+            "mixed": {"seconds": list(common.MIXED), "seeds": [4, 5, 6]},
+            "exact2x": {"samples": EXACT2X_SAMPLES, "seed": 0},
+        },
     )
     print("wrote", args.out / "outputs.npz", sorted(out))
 

@@ -31,11 +31,14 @@ NUM_HEADS = MANIFEST["reference_model"]["kwargs"]["num_heads"]
 def release_state() -> dict[str, torch.Tensor]:
     """The released ``.pt`` layout: the manifest's tensors plus the torchaudio front-end buffers."""
     state = common.tensors_from(MANIFEST)
-    assert set(MANIFEST["release"]["front_end_buffers"]) == {"front_end.0.spectrogram.window",
-                                                             "front_end.0.mel_scale.fb"}
+    assert set(MANIFEST["release"]["front_end_buffers"]) == {
+        "front_end.0.spectrogram.window",
+        "front_end.0.mel_scale.fb",
+    }
     state["front_end.0.spectrogram.window"] = torch.hann_window(512)
-    state["front_end.0.mel_scale.fb"] = torchaudio.functional.melscale_fbanks(257, 0.0, 8000.0, 64, 16000,
-                                                                              None, "htk")
+    state["front_end.0.mel_scale.fb"] = torchaudio.functional.melscale_fbanks(
+        257, 0.0, 8000.0, 64, 16000, None, "htk"
+    )
     return state
 
 
@@ -80,4 +83,6 @@ def test_exact_two_chunks_averages_both(model):
     _, probs = run(model, wave)
     common.assert_close(probs, REF["exact2x_probs"], "2 x 1012 frames, both chunks averaged")
     quirk = common.max_rel_diff(probs, REF["exact2x_quirk_probs"])
-    assert quirk > 100 * common.TOLERANCE, f"sed is within {quirk:.3g} of the reference's dropped-chunk output"
+    assert quirk > 100 * common.TOLERANCE, (
+        f"sed is within {quirk:.3g} of the reference's dropped-chunk output"
+    )

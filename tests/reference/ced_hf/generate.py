@@ -36,8 +36,17 @@ SEED = 20231124
 RATE = 16000
 HOP = 160
 TARGET = 1012
-CONFIG_KWARGS = {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_ratio": 4.0, "outputdim": 527,
-                 "patch_size": 16, "patch_stride": 16, "pooling": "mean", "target_length": TARGET}
+CONFIG_KWARGS = {
+    "embed_dim": 64,
+    "depth": 2,
+    "num_heads": 2,
+    "mlp_ratio": 4.0,
+    "outputdim": 527,
+    "patch_size": 16,
+    "patch_stride": 16,
+    "pooling": "mean",
+    "target_length": TARGET,
+}
 #: the AudioSet class table CedConfig fetches from the hub (topel/ConvNeXt-Tiny-AT) for 527 outputs;
 #: offline, the same public table (index,mid,display_name) shipped in this repository is handed to it
 LABELS_CSV = ROOT / "sed" / "data" / "corpora" / "audioset_labels.csv"
@@ -66,7 +75,9 @@ def fill_rule(key: str, shape) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ref", required=True, type=Path, help="work tree of jimbozhang/hf_transformers_custom_model_ced")
+    parser.add_argument(
+        "--ref", required=True, type=Path, help="work tree of jimbozhang/hf_transformers_custom_model_ced"
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="where outputs.npz and weights.json go")
     args = parser.parse_args()
     sys.path.insert(0, str(args.ref.resolve()))
@@ -95,7 +106,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         template.save_pretrained(tmp)  # the release layout: config.json + model.safetensors
-        CedFeatureExtractor(return_attention_mask=False).save_pretrained(tmp)  # as convert_ced_original_to_pytorch.py
+        CedFeatureExtractor(return_attention_mask=False).save_pretrained(
+            tmp
+        )  # as convert_ced_original_to_pytorch.py
         files = sorted(p.name for p in Path(tmp).iterdir())
         assert {"config.json", "model.safetensors"} <= set(files), files
         config_json = json.loads((Path(tmp) / "config.json").read_text())
@@ -138,8 +151,10 @@ def main() -> None:
     # the port's own list batching: the feature extractor zero-pads every clip to the longest
     padded, _, frames = run([torch.from_numpy(c) for c in clips])
     out["mixed_padded_quirk_probs"] = padded
-    print(f"mixed list batch padded to {frames} frames: differs from each clip alone by "
-          f"{common.max_rel_diff(padded, out['mixed_probs']):.3g} of range")
+    print(
+        f"mixed list batch padded to {frames} frames: differs from each clip alone by "
+        f"{common.max_rel_diff(padded, out['mixed_probs']):.3g} of range"
+    )
 
     # ---- exactly 2 x 1012 frames: CedModel.forward's `else: splits = torch.stack(splits[:-1])`
     wave = torch.from_numpy(common.signal(EXACT2X_SAMPLES / RATE, RATE, 0))
@@ -158,13 +173,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out / "outputs.npz", **{k: v.astype(np.float32) for k, v in out.items()})
     common.save_manifest(
-        args.out / "weights.json", SEED, entries,
-        release={"format": "save_pretrained directory: config.json + model.safetensors (+ preprocessor_config.json)",
-                 "transformers": transformers.__version__},
-        config=config_json, preprocessor_config=preprocessor_json,
-        signals={"rate": RATE, "single_seed": 0, "batch": {"seconds": 3.0, "seeds": [1, 2, 3]},
-                 "mixed": {"seconds": list(common.MIXED), "seeds": [4, 5, 6]},
-                 "exact2x": {"samples": EXACT2X_SAMPLES, "seed": 0}},
+        args.out / "weights.json",
+        SEED,
+        entries,
+        release={
+            "format": "save_pretrained directory: config.json + model.safetensors (+ preprocessor_config.json)",
+            "transformers": transformers.__version__,
+        },
+        config=config_json,
+        preprocessor_config=preprocessor_json,
+        signals={
+            "rate": RATE,
+            "single_seed": 0,
+            "batch": {"seconds": 3.0, "seeds": [1, 2, 3]},
+            "mixed": {"seconds": list(common.MIXED), "seeds": [4, 5, 6]},
+            "exact2x": {"samples": EXACT2X_SAMPLES, "seed": 0},
+        },
     )
     print("wrote", args.out / "outputs.npz", sorted(out))
 

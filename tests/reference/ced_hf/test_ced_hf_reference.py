@@ -33,8 +33,9 @@ RATE = 16000
 def model(tmp_path_factory):
     directory = tmp_path_factory.mktemp("ced_hf_release")
     (directory / "config.json").write_text(json.dumps(MANIFEST["config"], indent=2), encoding="utf-8")
-    (directory / "preprocessor_config.json").write_text(json.dumps(MANIFEST["preprocessor_config"], indent=2),
-                                                        encoding="utf-8")
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps(MANIFEST["preprocessor_config"], indent=2), encoding="utf-8"
+    )
     save_file(common.tensors_from(MANIFEST), directory / "model.safetensors", metadata={"format": "pt"})
     loaded, _ = load_model(directory)
     return loaded.eval()

@@ -102,7 +102,9 @@ def main() -> None:
         with contextlib.redirect_stdout(log):
             model = get_model(pretrained_name=PRETRAINED_NAME, **ref_args)
         if "non-strict" in log.getvalue() or "Dropping" in log.getvalue():
-            raise SystemExit("the reference did not load the release file strictly:\n" + log.getvalue()[-2000:])
+            raise SystemExit(
+                "the reference did not load the release file strictly:\n" + log.getvalue()[-2000:]
+            )
         loaded = model.state_dict()
         assert list(loaded) == list(tensors), "key order/set differs from the manifest"
         for k, v in tensors.items():
@@ -142,8 +144,9 @@ def main() -> None:
             record(regime, preds, features, spec)
         batch = torch.cat([read_back(common.signal(3.0, RATE, s), f"batch{s}") for s in (1, 2, 3)])
         record("batch", *run(batch)[:2])
-        alone = [run(read_back(common.signal(sec, RATE, 4 + i), f"mixed{i}"))
-                 for i, sec in enumerate(common.MIXED)]
+        alone = [
+            run(read_back(common.signal(sec, RATE, 4 + i), f"mixed{i}")) for i, sec in enumerate(common.MIXED)
+        ]
         record("mixed", torch.cat([a[0] for a in alone]), torch.cat([a[1] for a in alone]))
 
     for k, v in results.items():
@@ -151,16 +154,21 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "outputs.npz", **{k: v.astype(np.float32) for k, v in results.items()})
     common.save_manifest(
-        out / "weights.json", SEED, entries,
+        out / "weights.json",
+        SEED,
+        entries,
         release_file=RELEASE_FILE,
         release_layout="bare state_dict of models.mn.model.MN (torch.save), no other fields",
         reference_get_model={"pretrained_name": PRETRAINED_NAME, **ref_args},
         reference_mel=MEL_ARGS,
         sample_rate=RATE,
-        regimes={"single": [f"{s:g}s" for s in common.LENGTHS], "single_seed": 0,
-                 "batch": {"seconds": 3.0, "seeds": [1, 2, 3]},
-                 "mixed": {"seconds": list(common.MIXED), "seeds": [4, 5, 6], "run": "each clip alone"},
-                 "mel": list(MEL_REGIMES)},
+        regimes={
+            "single": [f"{s:g}s" for s in common.LENGTHS],
+            "single_seed": 0,
+            "batch": {"seconds": 3.0, "seeds": [1, 2, 3]},
+            "mixed": {"seconds": list(common.MIXED), "seeds": [4, 5, 6], "run": "each clip alone"},
+            "mel": list(MEL_REGIMES),
+        },
     )
     print(f"wrote {out / 'outputs.npz'} ({(out / 'outputs.npz').stat().st_size} bytes) and weights.json")
 

@@ -52,27 +52,55 @@ N_MELS = 128
 
 # (stem, file sample rate, seconds, signal seed, official split, cycles (start, end, crackles, wheezes))
 RECORDINGS = [
-    ("101_1b1_Al_sc_Meditron", 44100, 12.0, 11, "train", [
-        ("0.036", "1.579", 0, 0),     # short, starts inside the recording's fade-in
-        ("1.579", "9.579", 1, 0),     # exactly 8 s (128000 samples): repeat branch, faded out
-        ("2.002", "11.963", 0, 1),    # longer (9.96 s): head kept; int(2.002 * 16000) = 32031, not 32032
-        ("10.2", "13.5", 1, 1),       # runs past the end of the recording (12 s)
-    ]),
-    ("104_1b1_Ar_sc_Litt3200", 4000, 10.0, 12, "test", [
-        ("0.5", "2.25", 1, 1),
-        ("1.0", "9.0", 1, 0),         # exactly 8 s
-        ("2.25", "10.25", 0, 0),      # 8 s annotated, cut to 7.75 s by the end of the recording
-        ("0.0", "9.8", 0, 1),         # longer, from sample 0
-    ]),
-    ("107_2b3_Pl_mc_AKGC417L", 10000, 9.0, 13, "test", [
-        ("0.0", "0.5", 0, 1),         # 0.5 s: tiled 16 times
-        ("3.1", "4.7", 0, 0),
-        ("0.45", "8.45", 1, 1),       # exactly 8 s
-    ]),
-    ("122_2b1_Tc_mc_LittC2SE", 44100, 3.0, 14, "train", [
-        ("0.2", "2.9", 1, 0),
-        ("2.9", "3.0", 0, 0),         # 0.1 s inside the fade-out, tiled 80 times
-    ]),
+    (
+        "101_1b1_Al_sc_Meditron",
+        44100,
+        12.0,
+        11,
+        "train",
+        [
+            ("0.036", "1.579", 0, 0),  # short, starts inside the recording's fade-in
+            ("1.579", "9.579", 1, 0),  # exactly 8 s (128000 samples): repeat branch, faded out
+            ("2.002", "11.963", 0, 1),  # longer (9.96 s): head kept; int(2.002 * 16000) = 32031, not 32032
+            ("10.2", "13.5", 1, 1),  # runs past the end of the recording (12 s)
+        ],
+    ),
+    (
+        "104_1b1_Ar_sc_Litt3200",
+        4000,
+        10.0,
+        12,
+        "test",
+        [
+            ("0.5", "2.25", 1, 1),
+            ("1.0", "9.0", 1, 0),  # exactly 8 s
+            ("2.25", "10.25", 0, 0),  # 8 s annotated, cut to 7.75 s by the end of the recording
+            ("0.0", "9.8", 0, 1),  # longer, from sample 0
+        ],
+    ),
+    (
+        "107_2b3_Pl_mc_AKGC417L",
+        10000,
+        9.0,
+        13,
+        "test",
+        [
+            ("0.0", "0.5", 0, 1),  # 0.5 s: tiled 16 times
+            ("3.1", "4.7", 0, 0),
+            ("0.45", "8.45", 1, 1),  # exactly 8 s
+        ],
+    ),
+    (
+        "122_2b1_Tc_mc_LittC2SE",
+        44100,
+        3.0,
+        14,
+        "train",
+        [
+            ("0.2", "2.9", 1, 0),
+            ("2.9", "3.0", 0, 0),  # 0.1 s inside the fade-out, tiled 80 times
+        ],
+    ),
 ]
 PATIENT_FOLDS = {101: 0, 104: 1, 107: 0, 122: 2}
 FOLDS = ("official", "0", "1")
@@ -152,11 +180,29 @@ def _shim_torchaudio_load() -> None:
 def _args(data_folder: Path, test_fold: str, n_cls: int) -> types.SimpleNamespace:
     """``main.parse_args`` defaults plus the flags of ``scripts/icbhi_patchmix_cl.sh``."""
     return types.SimpleNamespace(
-        dataset="icbhi", data_folder=str(data_folder), class_split="lungsound", n_cls=n_cls, test_fold=test_fold,
-        weighted_sampler=False, stetho_id=-1, sample_rate=SAMPLE_RATE, butterworth_filter=None, desired_length=8,
-        nfft=1024, n_mels=N_MELS, concat_aug_scale=0, pad_types="repeat", resz=1, raw_augment=0,
-        blank_region_clip=False, specaug_policy="icbhi_ast_sup", specaug_mask="mean", batch_size=2, num_workers=0,
-        cls_list=["normal", "crackle", "wheeze", "both"] if n_cls == 4 else ["normal", "abnormal"])
+        dataset="icbhi",
+        data_folder=str(data_folder),
+        class_split="lungsound",
+        n_cls=n_cls,
+        test_fold=test_fold,
+        weighted_sampler=False,
+        stetho_id=-1,
+        sample_rate=SAMPLE_RATE,
+        butterworth_filter=None,
+        desired_length=8,
+        nfft=1024,
+        n_mels=N_MELS,
+        concat_aug_scale=0,
+        pad_types="repeat",
+        resz=1,
+        raw_augment=0,
+        blank_region_clip=False,
+        specaug_policy="icbhi_ast_sup",
+        specaug_mask="mean",
+        batch_size=2,
+        num_workers=0,
+        cls_list=["normal", "crackle", "wheeze", "both"] if n_cls == 4 else ["normal", "abnormal"],
+    )
 
 
 def _cycles_of(dataset) -> list[tuple[str, int]]:
@@ -242,21 +288,32 @@ def run_score(ref: Path) -> dict:
     results = {}
     for name, (_, n, c, _, batch) in SCORE_CASES.items():
         logits, labels = score_inputs(name)
-        loader = [(torch.from_numpy(logits[i:i + batch]), torch.from_numpy(labels[i:i + batch]), None)
-                  for i in range(0, n, batch)]
+        loader = [
+            (torch.from_numpy(logits[i : i + batch]), torch.from_numpy(labels[i : i + batch]), None)
+            for i in range(0, n, batch)
+        ]
         for two in (False, True) if c == 4 else (False,):
             args = types.SimpleNamespace(n_cls=c, two_cls_eval=two, print_freq=10**9)
             calls.clear()
             ref_main.validate(loader, nn.Identity(), nn.Identity(), [nn.CrossEntropyLoss()], args, [0, 0, 0])
             hits, counts, (sp, se, sc) = calls[-1]
             results[f"{name}{'_two_cls_eval' if two else ''}"] = {
-                "case": name, "two_cls_eval": two, "hits": hits, "counts": counts, "sp": sp, "se": se, "score": sc}
+                "case": name,
+                "two_cls_eval": two,
+                "hits": hits,
+                "counts": counts,
+                "sp": sp,
+                "se": se,
+                "score": sc,
+            }
     return results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ref", required=True, type=Path, help="work tree of raymin0223/patch-mix_contrastive_learning")
+    ap.add_argument(
+        "--ref", required=True, type=Path, help="work tree of raymin0223/patch-mix_contrastive_learning"
+    )
     ap.add_argument("--out", type=Path, default=HERE)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -265,8 +322,13 @@ def main() -> None:
     (a.out / "score.json").write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
     for k, v in scores.items():
         print(k, v)
-    info.update(wave_idx=WAVE_IDX.tolist(), frame_idx=FRAME_IDX.tolist(), sample_rate=SAMPLE_RATE, target=TARGET,
-                frames=FRAMES)
+    info.update(
+        wave_idx=WAVE_IDX.tolist(),
+        frame_idx=FRAME_IDX.tolist(),
+        sample_rate=SAMPLE_RATE,
+        target=TARGET,
+        frames=FRAMES,
+    )
     np.savez_compressed(a.out / "outputs.npz", **{k: v.astype(np.float32) for k, v in arrays.items()})
     (a.out / "cycles.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     for c in info["cycles"]:

@@ -37,8 +37,11 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def _key(item_or_meta) -> tuple[str, int]:
-    path, cycle = (item_or_meta["path"], item_or_meta["cycle"]) if isinstance(item_or_meta, dict) \
+    path, cycle = (
+        (item_or_meta["path"], item_or_meta["cycle"])
+        if isinstance(item_or_meta, dict)
         else (item_or_meta[0], item_or_meta[2])
+    )
     return Path(path).stem, int(cycle)
 
 
@@ -54,7 +57,9 @@ def seen(corpus) -> dict:
             keys = [_key(m) for m in dm.dataset("test").meta]
         else:  # the training loader shuffles: the same items in dataset order
             ds = dm.dataset("train")
-            batches = [collate_clips([ds[i] for i in range(j, min(j + 2, len(ds)))]) for j in range(0, len(ds), 2)]
+            batches = [
+                collate_clips([ds[i] for i in range(j, min(j + 2, len(ds)))]) for j in range(0, len(ds), 2)
+            ]
             keys = [_key(m) for m in ds.meta]
         with torch.no_grad():
             fbanks = torch.cat([model.features(b["wave"], b["lengths"]) for b in batches])
@@ -132,6 +137,8 @@ def test_score(name):
     np.testing.assert_allclose(icbhi_score(labels, logits, two_class=two), want, rtol=0, atol=1e-9)
     metric = ICBHIScore(two_class=two, num_classes=c)
     for i in range(0, len(labels), batch):  # the reference's batches, streamed
-        metric.update(torch.from_numpy(logits[i:i + batch]), torch.from_numpy(labels[i:i + batch]))
+        metric.update(torch.from_numpy(logits[i : i + batch]), torch.from_numpy(labels[i : i + batch]))
     assert metric.hits.tolist() == r["hits"] and metric.counts.tolist() == r["counts"]
-    np.testing.assert_allclose([float(v) for v in metric.compute()], want, rtol=0, atol=1e-4)  # float32 result
+    np.testing.assert_allclose(
+        [float(v) for v in metric.compute()], want, rtol=0, atol=1e-4
+    )  # float32 result

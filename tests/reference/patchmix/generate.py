@@ -49,12 +49,12 @@ HERE = Path(__file__).resolve().parent
 
 #: name -> (seed, B, N, D, mix_beta, time_domain, (f, t) grid of the N patches, number of classes)
 CASES = {
-    "icbhi_b4": (0, 4, 948, 2, 1.0, False, (12, 79), 4),     # the ICBHI grid (12 x 79), --mix_beta 1.0
-    "icbhi_b8": (1, 8, 948, 2, 1.0, False, (12, 79), 4),     # --batch_size 8
-    "beta0.4": (3, 3, 144, 3, 0.4, False, (12, 12), 4),      # U-shaped Beta
-    "beta5": (4, 5, 144, 3, 5.0, False, (12, 12), 4),        # Beta peaked at 1/2
-    "beta0": (5, 4, 144, 3, 0.0, False, (12, 12), 4),        # mix_beta 0: lam = 1, nothing mixed
-    "time_b4": (2, 4, 948, 2, 1.0, True, (12, 79), 4),       # --time_domain: whole time columns
+    "icbhi_b4": (0, 4, 948, 2, 1.0, False, (12, 79), 4),  # the ICBHI grid (12 x 79), --mix_beta 1.0
+    "icbhi_b8": (1, 8, 948, 2, 1.0, False, (12, 79), 4),  # --batch_size 8
+    "beta0.4": (3, 3, 144, 3, 0.4, False, (12, 12), 4),  # U-shaped Beta
+    "beta5": (4, 5, 144, 3, 5.0, False, (12, 12), 4),  # Beta peaked at 1/2
+    "beta0": (5, 4, 144, 3, 0.0, False, (12, 12), 4),  # mix_beta 0: lam = 1, nothing mixed
+    "time_b4": (2, 4, 948, 2, 1.0, True, (12, 79), 4),  # --time_domain: whole time columns
     "time_b6": (12, 6, 144, 3, 0.7, True, (12, 12), 2),
 }
 
@@ -113,17 +113,32 @@ def run_reference(ref: Path) -> tuple[dict, dict]:
         np.random.seed(seed)
         torch.manual_seed(seed)
         with _Recorder(torch) as drawn:
-            mixed, y_a, y_b, lam, index = model.patch_mix(x.clone(), y, time_domain=time_domain, hw_num_patch=list(grid))
+            mixed, y_a, y_b, lam, index = model.patch_mix(
+                x.clone(), y, time_domain=time_domain, hw_num_patch=list(grid)
+            )
         assert len(drawn.randperm) == 2 and len(drawn.beta) == (1 if beta > 0 else 0)
         lam_drawn = drawn.beta[0] if beta > 0 else 1.0
         width = grid[1] if time_domain else n
         num_mask = int(width * (1.0 - lam_drawn))
         assert torch.equal(drawn.randperm[0], index)
-        info[name] = {"seed": seed, "batch": b, "patches": n, "dim": d, "mix_beta": beta, "time_domain": time_domain,
-                      "grid": list(grid), "lam_drawn": lam_drawn, "lam": float(lam), "num_mask": num_mask,
-                      "index": index.tolist(), "mask": drawn.randperm[1][:num_mask].tolist(),
-                      "mask_perm_len": int(drawn.randperm[1].numel()), "y": y.tolist(), "y_a": y_a.tolist(),
-                      "y_b": y_b.tolist()}
+        info[name] = {
+            "seed": seed,
+            "batch": b,
+            "patches": n,
+            "dim": d,
+            "mix_beta": beta,
+            "time_domain": time_domain,
+            "grid": list(grid),
+            "lam_drawn": lam_drawn,
+            "lam": float(lam),
+            "num_mask": num_mask,
+            "index": index.tolist(),
+            "mask": drawn.randperm[1][:num_mask].tolist(),
+            "mask_perm_len": int(drawn.randperm[1].numel()),
+            "y": y.tolist(),
+            "y_a": y_a.tolist(),
+            "y_b": y_b.tolist(),
+        }
         arrays[name] = mixed.numpy().astype(np.float32)
         print(name, {k: v for k, v in info[name].items() if k not in ("index", "mask", "y", "y_a", "y_b")})
     return arrays, info
@@ -131,12 +146,54 @@ def run_reference(ref: Path) -> tuple[dict, dict]:
 
 # ---------------------------------------------------------------------------- the Patch-Mix model forward
 #: the flags of scripts/icbhi_patchmix_cl.sh (the training run whose best.pth is the release file)
-SCRIPT_FLAGS = ["--tag", "bs8_lr5e-5_ep50_seed1_best_param", "--dataset", "icbhi", "--seed", "1", "--class_split",
-                "lungsound", "--n_cls", "4", "--epochs", "50", "--batch_size", "8", "--optimizer", "adam",
-                "--learning_rate", "5e-5", "--weight_decay", "1e-6", "--cosine", "--model", "ast", "--test_fold",
-                "official", "--pad_types", "repeat", "--resz", "1", "--n_mels", "128", "--ma_update", "--ma_beta",
-                "0.5", "--from_sl_official", "--audioset_pretrained", "--method", "patchmix_cl", "--temperature",
-                "0.06", "--proj_dim", "192", "--alpha", "1.0", "--mix_beta", "1.0"]
+SCRIPT_FLAGS = [
+    "--tag",
+    "bs8_lr5e-5_ep50_seed1_best_param",
+    "--dataset",
+    "icbhi",
+    "--seed",
+    "1",
+    "--class_split",
+    "lungsound",
+    "--n_cls",
+    "4",
+    "--epochs",
+    "50",
+    "--batch_size",
+    "8",
+    "--optimizer",
+    "adam",
+    "--learning_rate",
+    "5e-5",
+    "--weight_decay",
+    "1e-6",
+    "--cosine",
+    "--model",
+    "ast",
+    "--test_fold",
+    "official",
+    "--pad_types",
+    "repeat",
+    "--resz",
+    "1",
+    "--n_mels",
+    "128",
+    "--ma_update",
+    "--ma_beta",
+    "0.5",
+    "--from_sl_official",
+    "--audioset_pretrained",
+    "--method",
+    "patchmix_cl",
+    "--temperature",
+    "0.06",
+    "--proj_dim",
+    "192",
+    "--alpha",
+    "1.0",
+    "--mix_beta",
+    "1.0",
+]
 #: what main.set_loader adds to args before training (h, w) and the class counts of the official train split
 LOADER_ARGS = {"h": 798, "w": 128, "class_nums": [2063.0, 1215.0, 501.0, 363.0]}
 MODEL_SEED = 2023
@@ -167,8 +224,12 @@ def model_manifest(state: dict, classifier: dict) -> list[dict]:
         for k, v in sd.items():
             name = k.rsplit(".", 1)[-1]
             if ".norm" in k or k.startswith(("mlp_head.0", "0.")) or "norm1" in k or "norm2" in k:
-                entry = common.manifest_entry(prefix + k, v.shape, mean=1.0 if name == "weight" else 0.0,
-                                              std=0.1 if name == "weight" else 0.02)
+                entry = common.manifest_entry(
+                    prefix + k,
+                    v.shape,
+                    mean=1.0 if name == "weight" else 0.0,
+                    std=0.1 if name == "weight" else 0.02,
+                )
             elif k in ("v.cls_token", "v.dist_token", "v.pos_embed"):
                 entry = common.manifest_entry(prefix + k, v.shape, std=0.5)
             elif name == "bias":
@@ -223,16 +284,30 @@ def run_model(ref: Path, work: Path) -> tuple[dict, dict]:
     ref_main.get_backbone_class = lambda key: tiny  # shim: the DeiT-tiny size instead of base384
 
     # the release file: main.save_model's layout, tensors from the manifest
-    shape_model = tiny(label_dim=4, input_fdim=798, input_tdim=128, imagenet_pretrain=False,
-                       audioset_pretrain=False, mix_beta=1.0)
+    shape_model = tiny(
+        label_dim=4,
+        input_fdim=798,
+        input_tdim=128,
+        imagenet_pretrain=False,
+        audioset_pretrain=False,
+        mix_beta=1.0,
+    )
     entries = model_manifest(shape_model.state_dict(), shape_model.mlp_head.state_dict())
     tensors = common.tensors_from({"seed": MODEL_SEED, "tensors": entries})
     state = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
-    classifier = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
+    classifier = {k[len("classifier.") :]: v for k, v in tensors.items() if k.startswith("classifier.")}
     optimizer = torch.optim.Adam(list(shape_model.parameters()), lr=5e-5, weight_decay=1e-6)
     path = work / "best.pth"
-    torch.save({"args": args, "model": state, "optimizer": optimizer.state_dict(), "epoch": 23,
-                "classifier": classifier}, path)
+    torch.save(
+        {
+            "args": args,
+            "model": state,
+            "optimizer": optimizer.state_dict(),
+            "epoch": 23,
+            "classifier": classifier,
+        },
+        path,
+    )
 
     # loaded back the reference's way: main.set_model with --pretrained --pretrained_ckpt (its --eval run).
     # Its torch.load predates torch 2.6's weights_only default (shim: weights_only=False); the ImageNet and
@@ -283,24 +358,40 @@ def run_model(ref: Path, work: Path) -> tuple[dict, dict]:
                 e, y_a, y_b, lam, index = model(x, y=y, patch_mix=True, time_domain=domain == "time")
             width = 79 if domain == "time" else 948
             num_mask = int(width * (1.0 - drawn.beta[0]))
-            info[domain] = {"seed": seed, "lam_drawn": drawn.beta[0], "lam": float(lam), "index": index.tolist(),
-                            "mask": drawn.randperm[1][:num_mask].tolist(), "y_a": y_a.tolist(), "y_b": y_b.tolist()}
+            info[domain] = {
+                "seed": seed,
+                "lam_drawn": drawn.beta[0],
+                "lam": float(lam),
+                "index": index.tolist(),
+                "mask": drawn.randperm[1][:num_mask].tolist(),
+                "y_a": y_a.tolist(),
+                "y_b": y_b.tolist(),
+            }
             arrays[f"model_mix_{domain}_embed"] = e.numpy()
             arrays[f"model_mix_{domain}_logits"] = clf(e).numpy()
     for k, v in arrays.items():
         print(k, v.shape, float(v.min()), float(v.max()))
     args_json = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(args).items()}
-    manifest = {"seed": MODEL_SEED, "tensors": entries, "args": args_json, "epoch": 23,
-                "layout": "torch.save({'args': argparse.Namespace, 'model': ASTModel.state_dict(), 'optimizer': "
-                          "Adam.state_dict(), 'epoch': int, 'classifier': mlp_head-copy.state_dict()}) "
-                          "(util/misc.py save_model); manifest keys 'classifier.*' go to 'classifier'",
-                "model_size": "tiny224", "vit": MICRO, "patch_mix": info}
+    manifest = {
+        "seed": MODEL_SEED,
+        "tensors": entries,
+        "args": args_json,
+        "epoch": 23,
+        "layout": "torch.save({'args': argparse.Namespace, 'model': ASTModel.state_dict(), 'optimizer': "
+        "Adam.state_dict(), 'epoch': int, 'classifier': mlp_head-copy.state_dict()}) "
+        "(util/misc.py save_model); manifest keys 'classifier.*' go to 'classifier'",
+        "model_size": "tiny224",
+        "vit": MICRO,
+        "patch_mix": info,
+    }
     return {k: v.astype(np.float32) for k, v in arrays.items()}, manifest
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ref", required=True, type=Path, help="work tree of raymin0223/patch-mix_contrastive_learning")
+    ap.add_argument(
+        "--ref", required=True, type=Path, help="work tree of raymin0223/patch-mix_contrastive_learning"
+    )
     ap.add_argument("--out", type=Path, default=HERE)
     a = ap.parse_args()
     arrays, info = run_reference(a.ref.resolve())

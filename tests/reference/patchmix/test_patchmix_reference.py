@@ -49,8 +49,9 @@ def _check(name: str, got) -> None:
 
 def test_fixture_covers_the_cases():
     assert {c["time_domain"] for c in CASES.values()} == {False, True}
-    assert any(c["num_mask"] == 0 for c in CASES.values()) and any(c["num_mask"] > c["patches"] // 2
-                                                                    for c in CASES.values())
+    assert any(c["num_mask"] == 0 for c in CASES.values()) and any(
+        c["num_mask"] > c["patches"] // 2 for c in CASES.values()
+    )
     assert all(0 < c["num_mask"] for c in CASES.values() if c["time_domain"])
     assert any(c["mix_beta"] == 0 for c in CASES.values())
 
@@ -61,8 +62,16 @@ def test_given_choices(name):
     c = CASES[name]
     x, y = _inputs(name)
     before = x.clone()
-    got = patch_mix(x, y, c["mix_beta"], lam=c["lam_drawn"], index=torch.tensor(c["index"]),
-                    mask=torch.tensor(c["mask"], dtype=torch.long), time_domain=c["time_domain"], grid=tuple(c["grid"]))
+    got = patch_mix(
+        x,
+        y,
+        c["mix_beta"],
+        lam=c["lam_drawn"],
+        index=torch.tensor(c["index"]),
+        mask=torch.tensor(c["mask"], dtype=torch.long),
+        time_domain=c["time_domain"],
+        grid=tuple(c["grid"]),
+    )
     _check(name, got)
     assert torch.equal(x, before)  # sed mixes out of place (the reference writes into its input)
 
@@ -72,8 +81,15 @@ def test_given_mask_only(name):
     """Without ``lam``: the mask alone fixes num_mask, and so the returned lam."""
     c = CASES[name]
     x, y = _inputs(name)
-    got = patch_mix(x, y, c["mix_beta"], index=torch.tensor(c["index"]), mask=torch.tensor(c["mask"], dtype=torch.long),
-                    time_domain=c["time_domain"], grid=tuple(c["grid"]))
+    got = patch_mix(
+        x,
+        y,
+        c["mix_beta"],
+        index=torch.tensor(c["index"]),
+        mask=torch.tensor(c["mask"], dtype=torch.long),
+        time_domain=c["time_domain"],
+        grid=tuple(c["grid"]),
+    )
     _check(name, got)
 
 
@@ -83,7 +99,9 @@ def test_same_seed_same_draws(name):
     c = CASES[name]
     x, y = _inputs(name)
     g = torch.Generator().manual_seed(c["seed"])
-    got = patch_mix(x, y, c["mix_beta"], g, lam=c["lam_drawn"], time_domain=c["time_domain"], grid=tuple(c["grid"]))
+    got = patch_mix(
+        x, y, c["mix_beta"], g, lam=c["lam_drawn"], time_domain=c["time_domain"], grid=tuple(c["grid"])
+    )
     _check(name, got)
 
 
@@ -107,11 +125,20 @@ def _release(with_args: bool = True) -> dict:
     """The contents of the reference's ``best.pth`` (util/misc.py ``save_model``) from the manifest."""
     tensors = common.tensors_from(MANIFEST)
     state = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
-    classifier = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
-    args = argparse.Namespace(**{k: np.asarray(v) if k == "class_nums" else v for k, v in MANIFEST["args"].items()})
-    optimizer = torch.optim.Adam([torch.nn.Parameter(v.clone()) for v in state.values()], lr=5e-5,
-                                 weight_decay=1e-6).state_dict()
-    out = {"args": args, "model": state, "optimizer": optimizer, "epoch": MANIFEST["epoch"], "classifier": classifier}
+    classifier = {k[len("classifier.") :]: v for k, v in tensors.items() if k.startswith("classifier.")}
+    args = argparse.Namespace(
+        **{k: np.asarray(v) if k == "class_nums" else v for k, v in MANIFEST["args"].items()}
+    )
+    optimizer = torch.optim.Adam(
+        [torch.nn.Parameter(v.clone()) for v in state.values()], lr=5e-5, weight_decay=1e-6
+    ).state_dict()
+    out = {
+        "args": args,
+        "model": state,
+        "optimizer": optimizer,
+        "epoch": MANIFEST["epoch"],
+        "classifier": classifier,
+    }
     if not with_args:
         del out["args"]
     return out
@@ -139,10 +166,14 @@ def model_without_args(tmp_path_factory):
 
 def _waves(regime: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The regime's clips after the ICBHI data stage, as one zero-padded batch with lengths."""
-    clips = [fix_length(torch.from_numpy(common.signal(s, generate.SAMPLE_RATE, seed)[0]), generate.TARGET)
-             for s, seed in REGIMES[regime]]
+    clips = [
+        fix_length(torch.from_numpy(common.signal(s, generate.SAMPLE_RATE, seed)[0]), generate.TARGET)
+        for s, seed in REGIMES[regime]
+    ]
     lengths = torch.tensor([c.numel() for c in clips])
-    return torch.stack([torch.nn.functional.pad(c, (0, int(lengths.max()) - c.numel())) for c in clips]), lengths
+    return torch.stack(
+        [torch.nn.functional.pad(c, (0, int(lengths.max()) - c.numel())) for c in clips]
+    ), lengths
 
 
 def _check_forward(m, regime: str) -> None:
@@ -170,9 +201,15 @@ def test_model_patch_mix_forward(model, domain):
     y = torch.tensor(generate.MIX_LABELS)
     with torch.no_grad():
         tokens = model.patchify(model.features(wave, lengths))
-        mixed, y_a, y_b, lam, index = patch_mix(tokens, y, lam=c["lam_drawn"], index=torch.tensor(c["index"]),
-                                                mask=torch.tensor(c["mask"]), time_domain=domain == "time",
-                                                grid=model.grid)
+        mixed, y_a, y_b, lam, index = patch_mix(
+            tokens,
+            y,
+            lam=c["lam_drawn"],
+            index=torch.tensor(c["index"]),
+            mask=torch.tensor(c["mask"]),
+            time_domain=domain == "time",
+            grid=model.grid,
+        )
         pooled = model.forward_pooled(mixed)
         logits = model.head(pooled)
     assert (y_a.tolist(), y_b.tolist(), index.tolist()) == (c["y_a"], c["y_b"], c["index"])

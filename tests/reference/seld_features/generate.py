@@ -59,7 +59,10 @@ def clips() -> list[dict]:
     """name, seconds, seed and regime of every clip (a clip's name is its file's stem)."""
     out = [{"name": f"single_{s:g}s", "seconds": s, "seed": 0, "regime": f"{s:g}s"} for s in common.LENGTHS]
     out += [{"name": f"batch_{i}", "seconds": 3.0, "seed": 1 + i, "regime": "batch"} for i in range(3)]
-    out += [{"name": f"mixed_{i}", "seconds": s, "seed": 4 + i, "regime": "mixed"} for i, s in enumerate(common.MIXED)]
+    out += [
+        {"name": f"mixed_{i}", "seconds": s, "seed": 4 + i, "regime": "mixed"}
+        for i, s in enumerate(common.MIXED)
+    ]
     out += [{"name": "gap_3s", "seconds": 3.0, "seed": 7, "regime": "gap", "gap": GAP}]
     return out
 
@@ -90,7 +93,13 @@ def numpy_alias_shim() -> None:
     numpy 1.24 removed: put back the builtins they were aliases of (only for such a librosa)."""
     major, minor = (int(v) for v in importlib.metadata.version("librosa").split(".")[:2])
     if (major, minor) < (0, 9):
-        for name, alias in (("complex", complex), ("float", float), ("int", int), ("bool", bool), ("object", object)):
+        for name, alias in (
+            ("complex", complex),
+            ("float", float),
+            ("int", int),
+            ("bool", bool),
+            ("object", object),
+        ):
             if name not in np.__dict__:
                 setattr(np, name, alias)
 
@@ -126,10 +135,19 @@ def main() -> None:
     import sklearn
 
     out: dict[str, np.ndarray] = {}
-    meta: dict = {"reference": "https://github.com/sharathadavanne/seld-dcase2023", "commit": COMMIT,
-                  "clips": clips(), "rate": RATE, "pcm": "int16, round(x * 32768) clipped",
-                  "versions": {"numpy": np.__version__, "librosa": librosa.__version__,
-                               "scipy": scipy.__version__, "sklearn": sklearn.__version__}}
+    meta: dict = {
+        "reference": "https://github.com/sharathadavanne/seld-dcase2023",
+        "commit": COMMIT,
+        "clips": clips(),
+        "rate": RATE,
+        "pcm": "int16, round(x * 32768) clipped",
+        "versions": {
+            "numpy": np.__version__,
+            "librosa": librosa.__version__,
+            "scipy": scipy.__version__,
+            "sklearn": sklearn.__version__,
+        },
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for fmt in TASKS:
@@ -139,8 +157,10 @@ def main() -> None:
                 x = clip_signal(c)
                 wavfile.write(folder / f"{c['name']}.wav", RATE, pcm16(x))
             params, scaler = run_reference(ref, fmt, tmp / "data", tmp / "feat")
-            meta[f"{fmt}_params"] = {k: params[k] for k in ("dataset", "fs", "hop_len_s", "label_hop_len_s",
-                                                             "nb_mel_bins", "use_salsalite")}
+            meta[f"{fmt}_params"] = {
+                k: params[k]
+                for k in ("dataset", "fs", "hop_len_s", "label_hop_len_s", "nb_mel_bins", "use_salsalite")
+            }
             spatial = 3 if fmt == "foa" else 6
             for c in clips():
                 feat = np.load(tmp / "feat" / f"{fmt}_dev" / f"{c['name']}.npy")
@@ -152,8 +172,9 @@ def main() -> None:
                 out[f"{key}/logmel"] = feat[picks, : 4 * N_MELS].astype(np.float32)
                 out[f"{key}/spatial"] = feat[picks, 4 * N_MELS :].astype(np.float32)
                 # every frame: the mean of its log-mel block and of its spatial block
-                out[f"{key}/block_mean"] = np.stack([feat[:, : 4 * N_MELS].mean(-1), feat[:, 4 * N_MELS :].mean(-1)],
-                                                    -1).astype(np.float32)
+                out[f"{key}/block_mean"] = np.stack(
+                    [feat[:, : 4 * N_MELS].mean(-1), feat[:, 4 * N_MELS :].mean(-1)], -1
+                ).astype(np.float32)
                 if "gap" in c:  # the quiet stretch is clipped at the per-file, per-channel top_db floor
                     logmel = feat[:, : 4 * N_MELS].reshape(n, 4, N_MELS)
                     assert np.all(logmel.min(axis=(0, 2)) == logmel.max(axis=(0, 2)) - 80.0)
@@ -167,8 +188,10 @@ def main() -> None:
     np.savez_compressed(args.out / "outputs.npz", **out)
     (args.out / "params.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     size = (args.out / "outputs.npz").stat().st_size
-    print(f"wrote {args.out / 'outputs.npz'} ({size / 1024:.0f} KB, {len(out)} arrays) and params.json; "
-          f"reference {ref}")
+    print(
+        f"wrote {args.out / 'outputs.npz'} ({size / 1024:.0f} KB, {len(out)} arrays) and params.json; "
+        f"reference {ref}"
+    )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,12 @@ def check(fmt: str, clip: dict, feats: torch.Tensor) -> None:
     flat = feats.permute(1, 0, 2).reshape(feats.shape[1], -1).double().numpy()  # baseline layout
     picks = REF[f"{key}/frames"]
     assert flat.shape[0] == REF[f"{key}/block_mean"].shape[0], "frame count"
-    common.assert_close(flat[picks, : 4 * N_MELS], REF[f"{key}/logmel"], f"{key} log-mel frames {picks.tolist()}")
-    common.assert_close(flat[picks, 4 * N_MELS :], REF[f"{key}/spatial"], f"{key} spatial frames {picks.tolist()}")
+    common.assert_close(
+        flat[picks, : 4 * N_MELS], REF[f"{key}/logmel"], f"{key} log-mel frames {picks.tolist()}"
+    )
+    common.assert_close(
+        flat[picks, 4 * N_MELS :], REF[f"{key}/spatial"], f"{key} spatial frames {picks.tolist()}"
+    )
     means = np.stack([flat[:, : 4 * N_MELS].mean(-1), flat[:, 4 * N_MELS :].mean(-1)], -1)
     common.assert_close(means[:, 0], REF[f"{key}/block_mean"][:, 0], f"{key} log-mel mean of every frame")
     common.assert_close(means[:, 1], REF[f"{key}/block_mean"][:, 1], f"{key} spatial mean of every frame")
@@ -101,5 +105,9 @@ def test_standardizer_matches_baseline_scaler(fmt, wavs, caches):
     with torch.no_grad():
         norm = std(cache.get(wavs["single_10s"])[None])[0]
     flat = norm.permute(1, 0, 2).reshape(norm.shape[1], -1)[REF[f"{key}/frames"]]
-    common.assert_close(flat[:, : 4 * N_MELS], REF[f"{key}/normalised"][:, : 4 * N_MELS], f"{key} normalised log-mel")
-    common.assert_close(flat[:, 4 * N_MELS :], REF[f"{key}/normalised"][:, 4 * N_MELS :], f"{key} normalised spatial")
+    common.assert_close(
+        flat[:, : 4 * N_MELS], REF[f"{key}/normalised"][:, : 4 * N_MELS], f"{key} normalised log-mel"
+    )
+    common.assert_close(
+        flat[:, 4 * N_MELS :], REF[f"{key}/normalised"][:, 4 * N_MELS :], f"{key} normalised spatial"
+    )
