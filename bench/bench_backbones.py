@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         del model
     ref = rows[0]
     print(
-        f"CPU, batch 1, one 10-s clip, {torch.get_num_threads()} threads, median of {repeats} after {warmup} warm-up; "
+        f"CPU, batch 1, one 10-s clip, {torch.get_num_threads()} threads, median of {repeats} after {warmup} "
+        "warm-up; "
         f"ratios to {args.reference}"
     )
     print(f"{'model':<20} {'params':>12} {'rate':>6} {'ms/clip':>9} {'time ratio':>11} {'params ratio':>13}")

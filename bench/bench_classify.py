@@ -162,13 +162,15 @@ def main() -> None:
     print(f"ratio pipeline/sed fp32: {t_pipe / t_sed:.2f}x (target >= 1.0)")
     print(f"ratio pipeline fp32/sed bf16: {t_pipe / t_bf16:.2f}x (target >= 1.6)")
     print(
-        f"max |logit difference| vs transformers: {max_diff:.2e} (target <= 1e-4); top-1 agreement {agree:.0%}"
+        f"max |logit difference| vs transformers: {max_diff:.2e} (target <= 1e-4); top-1 agreement "
+        f"{agree:.0%}"
     )
     print(
         f"bf16 vs fp32: max |score difference| {np.abs(p16 - p32).max():.2e}; top-1 agreement {agree16:.0%}"
     )
     print(
-        f"AST forward: {flops / 1e9:.1f} GFLOP per clip executed ({ast_flops(clf.model, pruned=False) / 1e9:.1f} "
+        f"AST forward: {flops / 1e9:.1f} GFLOP per clip executed "
+        f"({ast_flops(clf.model, pruned=False) / 1e9:.1f} "
         f"unpruned), {achieved:.1f} GFLOP/s; matmul fp32 {r32:.1f} GFLOP/s, bf16 {r16:.1f} GFLOP/s; "
         f"{achieved / r32:.0%} of the fp32 matmul rate (target >= 85%)"
     )

@@ -115,7 +115,8 @@ def main() -> None:
                 t, n = epoch(make())
                 best[name], counts[name] = min(best[name], t), n
         print(
-            f"{args.clips} clips x {args.seconds:g} s at {args.rate} Hz, 16-bit; random {args.crop:g}-s crops "
+            f"{args.clips} clips x {args.seconds:g} s at {args.rate} Hz, 16-bit; random {args.crop:g}-s "
+            "crops "
             f"resampled to 16 kHz, batch 32, {args.workers} workers; best of {args.rounds} rounds"
         )
         base = counts["loose WAV files"] / best["loose WAV files"]

@@ -150,7 +150,8 @@ def main() -> None:
     best = {k: min(v) for k, v in times.items()}
     n = args.clips
     print(
-        f"AST width {cfg.hidden_size}, {cfg.num_hidden_layers} layers, {cfg.max_length} frames, {cfg.num_labels} classes "
+        f"AST width {cfg.hidden_size}, {cfg.num_hidden_layers} layers, {cfg.max_length} frames, "
+        f"{cfg.num_labels} classes "
         f"(random weights, head x{args.head_scale:g}); {n} clips x {args.seconds:g} s, batch {bs}, "
         f"torch threads {torch.get_num_threads()}, best of {args.rounds} interleaved rounds"
     )
@@ -160,7 +161,8 @@ def main() -> None:
     )
     print(f"not-near-tie clips (top-1 lead > {args.margin:g} x logit range): {int(clear.sum())} of {n}")
     print(
-        f"{'method':18s} {'time':>8s} {'clips/s':>8s} {'vs pipe':>8s} {'max|dlogit|':>12s} {'top-1 agree':>12s} "
+        f"{'method':18s} {'time':>8s} {'clips/s':>8s} {'vs pipe':>8s} {'max|dlogit|':>12s} "
+        f"{'top-1 agree':>12s} "
         f"{'(not near-tie)':>14s}"
     )
     t_pipe = best["transformers pipe"]

@@ -199,7 +199,8 @@ def main() -> None:
         bench_seld(args.ref, seconds=60.0, num_files=4, repeats=7)
     if load >= (os.cpu_count() or 1) * 0.5:
         print(
-            f"note: load average {load:.2f} on {os.cpu_count()} CPUs before start: other processes compete for "
+            f"note: load average {load:.2f} on {os.cpu_count()} CPUs before start: other processes compete "
+            "for "
             "the cores, so the ratios may understate the code (compare with --threads 1)"
         )
 

@@ -222,7 +222,8 @@ def main() -> None:
                 before, after = map(float, out)
                 print(
                     f"peak RSS extracting one {seconds:.0f}-s file: {before:.0f} MB -> {after:.0f} MB "
-                    f"(+{after - before:.0f} MB; its float32 waveform is {4 * 4 * seconds * SR / 2**20:.0f} MB)"
+                    f"(+{after - before:.0f} MB; its float32 waveform is {4 * 4 * seconds * SR / 2**20:.0f} "
+                    "MB)"
                 )
 
 

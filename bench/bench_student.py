@@ -99,14 +99,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ref = rows[0]["latency_s"]
     print(
         f"CPU, batch 1, {torch.get_num_threads()} threads, median of {repeats} after {warmup} warm-up; "
-        f"speed-up = {args.reference} time / model time ({args.clip_seconds:g}-s clip for the registry models)"
+        f"speed-up = {args.reference} time / model time ({args.clip_seconds:g}-s clip for the registry "
+        "models)"
     )
     print(f"{'model':<40} {'params':>12} {'clip s':>7} {'ms/clip':>9} {'speed-up':>9}")
     for r in rows:
         r["speedup"] = ref / r["latency_s"]
         name = r["model"] if len(r["model"]) <= 40 else r["model"][:37] + "..."
         print(
-            f"{name:<40} {r['params']:>12,} {r['seconds']:>7.2f} {r['latency_s'] * 1e3:>9.2f} {r['speedup']:>8.1f}x"
+            f"{name:<40} {r['params']:>12,} {r['seconds']:>7.2f} {r['latency_s'] * 1e3:>9.2f} "
+            f"{r['speedup']:>8.1f}x"
         )
     return rows
 

@@ -68,17 +68,20 @@ def main() -> None:
     rate_big, model = throughput(big, dev, batch, steps, 10.0, input_tdim=1024)
     rate_cnn, _ = throughput("cnn_small", dev, batch * 4, steps, 10.0, clip_seconds=10.0)
     print(
-        f"device {dev}, torch threads {torch.get_num_threads()}, 10-s clips, {'bf16-mixed' if dev == 'cuda' else 'fp32'}"
+        f"device {dev}, torch threads {torch.get_num_threads()}, 10-s clips, "
+        f"{'bf16-mixed' if dev == 'cuda' else 'fp32'}"
     )
     print(f"{big:10s} {rate_big:8.2f} clips/s (batch {batch})")
     print(
-        f"cnn_small  {rate_cnn:8.2f} clips/s (batch {batch * 4}); ratio cnn_small/{big}: {rate_cnn / rate_big:.1f}x"
+        f"cnn_small  {rate_cnn:8.2f} clips/s (batch {batch * 4}); ratio cnn_small/{big}: "
+        f"{rate_cnn / rate_big:.1f}x"
     )
     if dev == "cuda":
         peak = matmul_rate(torch.bfloat16, n=8192, device="cuda")
         achieved = 3 * ast_flops(model) * rate_big / 1e9  # forward + backward ~ 3x forward
         print(
-            f"{big} model FLOP utilisation: {achieved:.0f} GFLOP/s of {peak:.0f} (bf16 matmul) = {achieved / peak:.0%}"
+            f"{big} model FLOP utilisation: {achieved:.0f} GFLOP/s of {peak:.0f} (bf16 matmul) = "
+            f"{achieved / peak:.0%}"
         )
 
 

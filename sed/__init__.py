@@ -20,7 +20,8 @@ __all__ = [
     "save_model",
 ]
 
-_LAZY = {  # heavy imports (torch, the models) only when the API is used: `sed.Classifier.from_pretrained(...)`
+_LAZY = {  # heavy imports (torch, the models) only when the API is used:
+    # `sed.Classifier.from_pretrained(...)`
     "Classifier": ("sed.inference.classifier", "Classifier"),
     "EnsembleClassifier": ("sed.inference.ensemble", "EnsembleClassifier"),
     "load_model": ("sed.models.loading", "load_model"),

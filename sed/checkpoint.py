@@ -51,7 +51,8 @@ def versions() -> dict[str, str]:
         ("timm", "timm"),
         ("pytorch_lightning", "pytorch-lightning"),
     ):
-        try:  # the installed distribution's version: importing pytorch_lightning only to read it takes seconds
+        try:  # the installed distribution's version: importing pytorch_lightning only to read it takes
+            # seconds
             out[mod] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:  # optional
             pass
@@ -152,7 +153,8 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
-#: an exported ONNX graph (sed.export.onnx): its input, its outputs, and the metadata_props key of its description
+#: an exported ONNX graph (sed.export.onnx): its input, its outputs, and the metadata_props key of its
+#: description
 ONNX_INPUT, ONNX_OUTPUTS, ONNX_METADATA_KEY = "waveform", ("logits", "embedding"), "sed"
 
 #: the description's fields and their types (``None`` stands for an absent optional field)

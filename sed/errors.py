@@ -64,7 +64,8 @@ class DatasetError(SedError):
 
 
 class UsageError(SedError):
-    """A bad option, or an input the whole job cannot start without (a checkpoint, a config): the CLI exits 2."""
+    """A bad option, or an input the whole job cannot start without (a checkpoint, a config): the CLI exits
+    2."""
 
     def __init__(self, reason: str | Exception):
         super().__init__(None, str(reason))

@@ -3,7 +3,8 @@
 Usage::
 
     python recipes/icbhi_ast_patchmix/multi_seed.py --config recipes/icbhi_ast_patchmix/patchmix_cl.yaml \\
-        --seeds 1,2,3,4,5 --root runs/icbhi_ast_patchmix/patchmix_cl [--ckpt best|last] [LightningCLI overrides...]
+        --seeds 1,2,3,4,5 --root runs/icbhi_ast_patchmix/patchmix_cl [--ckpt best|last] [LightningCLI
+        overrides...]
 
 Seed ``s`` sets ``seed_everything`` and the run directory ``ROOT/seed{s}``; the test split is
 evaluated with the checkpoint chosen by ``--ckpt`` (``best``: best ``val_score`` epoch). The

@@ -102,7 +102,8 @@ class KaldiFbank(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"sample_rate={self.sample_rate}, num_mel_bins={self.num_mel_bins}, target_length={self.target_length}, "
+            f"sample_rate={self.sample_rate}, num_mel_bins={self.num_mel_bins}, "
+            f"target_length={self.target_length}, "
             f"mean={self.mean}, std={self.std}"
         )
 

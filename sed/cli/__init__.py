@@ -1,1 +1,2 @@
-"""The ``sedkit`` command: :func:`sed.cli.main.main` (parser, exit codes, reports) and one module per verb group."""
+"""The ``sedkit`` command: :func:`sed.cli.main.main` (parser, exit codes, reports) and one module per verb
+group."""

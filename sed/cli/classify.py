@@ -22,7 +22,8 @@ def _classifiers(args: argparse.Namespace) -> list:
 
 
 def _classifier(args: argparse.Namespace):
-    """The one Classifier of --checkpoint, or with ``--ensemble`` the EnsembleClassifier of every --checkpoint."""
+    """The one Classifier of --checkpoint, or with ``--ensemble`` the EnsembleClassifier of
+    every --checkpoint."""
     from sed.inference.ensemble import EnsembleClassifier, ensemble_options
 
     if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
@@ -147,7 +148,8 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
         con.note(line)
     out, names = write_embeddings(args.out, emb, [r.name for r in results if not r.error])
     con.status(
-        f"wrote {emb.shape[0]} x {emb.shape[1] if emb.ndim == 2 else 0} embeddings to {out} (row order in {names})"
+        f"wrote {emb.shape[0]} x {emb.shape[1] if emb.ndim == 2 else 0} embeddings to {out} (row order in "
+        f"{names})"
     )
     return failed
 

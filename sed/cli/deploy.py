@@ -12,7 +12,8 @@ from sed.fileio import check_output
 
 
 def _files_of(source: str) -> list[Path]:
-    """A checkpoint source and, for a folder (a Hugging Face model), the files in it: inputs no output may replace."""
+    """A checkpoint source and, for a folder (a Hugging Face model), the files in it: inputs no output may
+    replace."""
     path = Path(source)
     return [path, *(p for p in path.iterdir() if p.is_file())] if path.is_dir() else [path]
 

@@ -1,4 +1,5 @@
-"""``sedkit`` verbs of few-shot learning: enroll (class prototypes from a support set), fewshot-eval (episodes)."""
+"""``sedkit`` verbs of few-shot learning: enroll (class prototypes from a support set), fewshot-eval
+(episodes)."""
 
 from __future__ import annotations
 

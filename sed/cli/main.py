@@ -1,9 +1,11 @@
 """The ``sedkit`` command (also ``python -m sed``): the parser, the exit codes and the error reports.
 
-Every verb lives in the module of its group (:mod:`~sed.cli.audio`, :mod:`~sed.cli.catalogue`, :mod:`~sed.cli.classify`,
-:mod:`~sed.cli.deploy`, :mod:`~sed.cli.seld`, :mod:`~sed.cli.shard`, :mod:`~sed.cli.stream`,
-:mod:`~sed.cli.train`) as a thin call of a Python API. A verb gets its parsed arguments and a :class:`Console` and returns how many of its inputs failed; it raises
-:class:`~sed.errors.UsageError` when the job cannot start. Exit codes: 0 when everything succeeded,
+Every verb lives in the module of its group (:mod:`~sed.cli.audio`, :mod:`~sed.cli.catalogue`,
+:mod:`~sed.cli.classify`, :mod:`~sed.cli.deploy`, :mod:`~sed.cli.seld`, :mod:`~sed.cli.shard`,
+:mod:`~sed.cli.stream`,
+:mod:`~sed.cli.train`) as a thin call of a Python API. A verb gets its parsed arguments and a :class:`Console`
+and returns how many of its inputs failed; it raises :class:`~sed.errors.UsageError` when the job cannot
+start. Exit codes: 0 when everything succeeded,
 1 when any input failed (each failure is one line on stderr and the rest of the batch goes on), 2 for
 usage errors. User errors never print a traceback; names are escaped so every report is one line.
 """
@@ -50,8 +52,9 @@ class Console:
         unit: str = "file",
     ):
         """A progress bar of ``total`` files (or ``unit``s; default: the iterable's length) on stderr,
-        silent when stderr is not a terminal. With ``done``, the items are not the files (e.g. a file's windows):
-        ``done(item)`` is the number of files finished when ``item`` arrives, and the bar ends at ``total``."""
+        silent when stderr is not a terminal. With ``done``, the items are not the files (e.g. a file's
+        windows): ``done(item)`` is the number of files finished when ``item`` arrives, and the bar ends at
+        ``total``."""
         from tqdm import tqdm
 
         bar = tqdm(
@@ -66,7 +69,8 @@ class Console:
         return _counted(iterable, bar, done) if done else bar
 
     def batch(self, items: Sequence, work: Callable, desc: str) -> int:
-        """Apply ``work`` to every item; user errors are reported and the batch goes on. Returns the failures."""
+        """Apply ``work`` to every item; user errors are reported and the batch goes on. Returns the
+        failures."""
         failed = 0
         for item in self.progress(items, total=len(items), desc=desc):
             try:

@@ -71,7 +71,8 @@ class Bounded:
 
 
 def bounded(kind: type, low: float, high: float, metavar: str = "N", open_low: bool = False) -> Bounded:
-    """The argparse ``type`` of a number of ``kind`` in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    """The argparse ``type`` of a number of ``kind`` in ``[low, high]`` (``(low, high]`` with
+    ``open_low``)."""
     return Bounded(kind, low, high, metavar, open_low)
 
 

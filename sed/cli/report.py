@@ -122,8 +122,8 @@ def _top(top_k: list[dict]) -> str:
 
 
 def format_ensemble_eval(table: dict[str, Any]) -> str:
-    """:func:`~sed.training.ensemble_eval.ensemble_eval`'s result: a line naming the split and metric, then a row
-    per member and per ensemble method (with its weights)."""
+    """:func:`~sed.training.ensemble_eval.ensemble_eval`'s result: a line naming the split and metric, then a
+    row per member and per ensemble method (with its weights)."""
     key = table["metric"]
     rows = [
         {"": f"member {i}", "model": r["checkpoint"], key: r[key], "f1": r["f1"]}
@@ -172,7 +172,8 @@ def format_fewshot_eval(table: dict[str, Any]) -> str:
         for r in table["methods"]
     ]
     return (
-        f"{table['ways']}-way {table['shots']}-shot, {table['queries']} queries per class, {table['episodes']} "
+        f"{table['ways']}-way {table['shots']}-shot, {table['queries']} queries per class, "
+        f"{table['episodes']} "
         f"episodes (seed {table['seed']}); {table['clips']} clips of {table['classes']} classes\n"
         + format_table(rows, ["method", "accuracy", "95% interval"])
     )

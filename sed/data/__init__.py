@@ -7,8 +7,8 @@ Bottom to top (each layer imports only those below it; tests/test_layout.py chec
   AudioSet labels, DCASE CSVs, folders and manifests);
 - :mod:`sed.data.synth.corpora`: small synthetic corpora in the real layouts (tests, demos, benchmarks);
 - :mod:`sed.data.shards.reader`: WebDataset shards (writing, member checks, streaming);
-- :mod:`sed.data.modules`: the Lightning data modules (one contract: :class:`sed.data.modules.base.SedDataModule`),
-  their datasets, samplers and the feature cache.
+- :mod:`sed.data.modules`: the Lightning data modules (one contract:
+  :class:`sed.data.modules.base.SedDataModule`), their datasets, samplers and the feature cache.
 
 Importing :mod:`sed.data` imports nothing heavy.
 """

@@ -1,9 +1,11 @@
 """Inference: scores from audio with a loaded model.
 
 - :mod:`~sed.inference.classifier`: :class:`Classifier` (clip and sliding-window classification, embeddings)
-- :mod:`~sed.inference.stream`: streaming classification, one result per hop in constant memory (``sedkit stream``)
+- :mod:`~sed.inference.stream`: streaming classification, one result per hop in constant memory
+  (``sedkit stream``)
 - :mod:`~sed.inference.seld`: SELD inference on files of any length, DCASE CSVs, DOA plots
-- :mod:`~sed.inference.ensemble`: the notes' four ensemble methods and :class:`EnsembleClassifier` (Classifier's API)
+- :mod:`~sed.inference.ensemble`: the notes' four ensemble methods and :class:`EnsembleClassifier`
+  (Classifier's API)
 - :mod:`~sed.inference.device`: ``--device`` and ``--precision``
 """
 

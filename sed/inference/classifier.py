@@ -74,8 +74,8 @@ class Predictor:
         return [{"label": self._label(int(i)), "score": float(scores[i])} for i in order]
 
     def predict(self, sources: Sequence[Source], top_k: int = 5, **kwargs) -> list[dict[str, Any]]:
-        """``[{"file", "top_k": [{"label", "score"}...], ("windows": [...])}]``; failed inputs carry ``error``,
-        inputs scored on their centre ``cropped`` (seconds). ``kwargs`` are :meth:`score`'s."""
+        """``[{"file", "top_k": [{"label", "score"}...], ("windows": [...])}]``; failed inputs carry
+        ``error``, inputs scored on their centre ``cropped`` (seconds). ``kwargs`` are :meth:`score`'s."""
         out = []
         for r in self.score(sources, **kwargs):
             row: dict[str, Any] = {"file": r.name}
@@ -201,7 +201,8 @@ class Classifier(Predictor):
 
     # ------------------------------------------------------------------ batching
     def _infer(self, fn: Callable, wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """``fn(wave, lengths)`` on the device under inference mode and the precision's autocast, as float32 on the CPU."""
+        """``fn(wave, lengths)`` on the device under inference mode and the precision's autocast, as float32
+        on the CPU."""
         if lengths is None:
             lengths = torch.full((wave.shape[0],), wave.shape[-1])
         with torch.inference_mode(), autocast(self.device, self.precision):
@@ -211,8 +212,8 @@ class Classifier(Predictor):
     def classify_batch(
         self, wave: torch.Tensor, lengths: torch.Tensor | None = None, multi_label: bool | None = None
     ) -> torch.Tensor:
-        """Scores ``[B, C]`` (float32, CPU) of a batch of mono waveforms ``[B, T]`` at :attr:`sample_rate`, of which
-        ``lengths[b]`` samples are valid (default: all): softmax, or sigmoid when multi-label."""
+        """Scores ``[B, C]`` (float32, CPU) of a batch of mono waveforms ``[B, T]`` at :attr:`sample_rate`, of
+        which ``lengths[b]`` samples are valid (default: all): softmax, or sigmoid when multi-label."""
         return self._infer(lambda w, n: self._scores(self.model(w, lengths=n), multi_label), wave, lengths)
 
     def _run(

@@ -77,7 +77,8 @@ def combine(
     threshold: float = 0.5,
     higher_is_better: bool = True,
 ) -> np.ndarray:
-    """Combine M members' ``[N, C]`` probability matrices into one ``[N, C]`` float64 matrix (module docstring).
+    """Combine M members' ``[N, C]`` probability matrices into one ``[N, C]`` float64 matrix (module
+    docstring).
 
     ``weights`` only with ``"weighted"``; ``metrics`` with ``"weighted"`` (instead of weights) or ``"rank"``
     (required). Bad input raises ``ValueError``.
@@ -238,7 +239,8 @@ def _stack(scores) -> np.ndarray:
 def check_members(
     labels_list: Sequence[Sequence[str]], multi: Sequence[bool], names: Sequence[str], least: int = 2
 ) -> None:
-    """Members that can be combined: at least ``least`` of them, with the same labels, all single- or all multi-label."""
+    """Members that can be combined: at least ``least`` of them, with the same labels, all single- or all
+    multi-label."""
     if len(labels_list) < least:
         raise ValueError(f"an ensemble needs at least {'two checkpoints' if least == 2 else 'one member'}")
     for name, labels, ml in zip(names[1:], labels_list[1:], multi[1:]):
@@ -338,7 +340,8 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, list]:
 
 
 def _weights_by_checkpoint(path: str, key: str, checkpoints: Sequence[str]) -> list[float]:
-    """The file's ``key`` values (``weighted`` or ``metrics``) of each of ``checkpoints``, matched by checkpoint."""
+    """The file's ``key`` values (``weighted`` or ``metrics``) of each of ``checkpoints``, matched by
+    checkpoint."""
     data = read_weights_file(path)
     recorded, left = data["checkpoints"], dict(enumerate(data["checkpoints"]))
     values = []
@@ -367,12 +370,12 @@ def _same_checkpoint(a: str, b: str) -> bool:
 
 class EnsembleClassifier(Predictor):
     """Members' scores combined by :func:`combine` behind :class:`~sed.inference.classifier.Classifier`'s API:
-    :meth:`score`, :meth:`predict` and :meth:`classify_batch`. Each member reads audio at its own rate (a file is
-    loaded by each; a waveform, given at :attr:`sample_rate` -- the first member's --, is resampled per member).
-    An ensemble of one is its member exactly (``average``, ``weighted``, ``rank``).
+    :meth:`score`, :meth:`predict` and :meth:`classify_batch`. Each member reads audio at its own rate (a file
+    is loaded by each; a waveform, given at :attr:`sample_rate` -- the first member's --, is resampled per
+    member). An ensemble of one is its member exactly (``average``, ``weighted``, ``rank``).
 
-    >>> ens = EnsembleClassifier([Classifier.from_pretrained(p) for p in ckpts], "average")   # doctest: +SKIP
-    >>> ens.predict(["a.wav"], top_k=3)                                                        # doctest: +SKIP
+    >>> ens = EnsembleClassifier([Classifier.from_pretrained(p) for p in ckpts], "average")  # doctest: +SKIP
+    >>> ens.predict(["a.wav"], top_k=3)                                                       # doctest: +SKIP
     """
 
     def __init__(
@@ -408,7 +411,8 @@ class EnsembleClassifier(Predictor):
     def classify_batch(
         self, wave: torch.Tensor, lengths: torch.Tensor | None = None, multi_label: bool | None = None
     ) -> torch.Tensor:
-        """Combined scores ``[B, C]`` of waveforms ``[B, T]`` at :attr:`sample_rate` (resampled to each member's)."""
+        """Combined scores ``[B, C]`` of waveforms ``[B, T]`` at :attr:`sample_rate` (resampled to each
+        member's)."""
         if lengths is None:
             lengths = torch.full((wave.shape[0],), wave.shape[-1])
         mats = []

@@ -1,8 +1,8 @@
 """Few-shot enrolment of new classes: class prototypes on any clip model's embedding (``sedkit enroll``).
 
 :func:`enroll` reads a *support set* -- a folder with one sub-folder per class, or a CSV/JSONL
-manifest (:func:`sed.data.corpora.folder.folder_items` / :func:`~sed.data.corpora.folder.manifest_items`) -- embeds
-every file with the backbone (:meth:`sed.inference.classifier.Classifier.embed`; a file longer than
+manifest (:func:`sed.data.corpora.folder.folder_items` / :func:`~sed.data.corpora.folder.manifest_items`) --
+embeds every file with the backbone (:meth:`sed.inference.classifier.Classifier.embed`; a file longer than
 the backbone's clip is the mean of its clip-length windows, weighted by their valid samples) and
 returns a :class:`~sed.models.prototype.PrototypeClassifier` whose prototypes are the classes' mean
 embeddings, with a report. The model saves with :func:`sed.checkpoint.save_model` as a
@@ -109,7 +109,8 @@ def item_name(item: ClipItem) -> str:
 
 
 def _source(item: ClipItem, sample_rate: int):
-    """What Classifier.embed takes: the path of a whole file (read block-wise), or (name, wave) of a segment."""
+    """What Classifier.embed takes: the path of a whole file (read block-wise), or (name, wave) of a
+    segment."""
     if item.start is None and item.end is None:
         return item.path
     ds = ClipDataset([replace(item, label=None)], [], sample_rate=sample_rate)

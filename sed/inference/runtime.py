@@ -172,7 +172,8 @@ class OnnxModel:
         return batch
 
     def _check_output(self, node) -> int | None:
-        """The fixed width of an output, after checking it is a float ``[batch, width]`` of the input's batch."""
+        """The fixed width of an output, after checking it is a float ``[batch, width]`` of the input's
+        batch."""
         if node.type not in FLOAT_OUTPUTS:
             raise CheckpointError(
                 self.path,

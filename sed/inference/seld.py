@@ -35,7 +35,8 @@ __all__ = ["infer_file", "load_seld_model", "plot_doa", "seld_infer", "write_pre
 
 
 def load_seld_model(checkpoint: str | os.PathLike, device: str = "auto"):
-    """(model in eval mode on ``device``, description) of a SELD checkpoint (``.ckpt`` of SELDTask, ``.pt``)."""
+    """(model in eval mode on ``device``, description) of a SELD checkpoint (``.ckpt`` of SELDTask,
+    ``.pt``)."""
     model, desc = load_model(checkpoint, kind="seld")
     return model.to(resolve_device(device)).eval(), desc
 
@@ -53,7 +54,8 @@ def _frames_of(seconds: float, label_samples: int, sample_rate: int, what: str) 
 def infer_file(
     model, path: str | os.PathLike, window: float = 5.0, hop: float = 5.0, batch_size: int = 8
 ) -> np.ndarray:
-    """Stitched multi-ACCDOA output ``[samples // 2400, out_dim]`` (float32) of one file (module docstring)."""
+    """Stitched multi-ACCDOA output ``[samples // 2400, out_dim]`` (float32) of one file (module
+    docstring)."""
     sr, lab = model.sample_rate, model.label_frame_samples
     wf, hf = _frames_of(window, lab, sr, "window"), _frames_of(hop, lab, sr, "hop")
     if hf > wf:

@@ -62,7 +62,8 @@ def _check(output: torch.Tensor, target: torch.Tensor) -> int:
 
 
 def adpit_candidates(target: torch.Tensor) -> torch.Tensor:
-    """The 13 padded candidate targets ``[B, T, 13, 3 tracks, A, C]`` of ADPIT labels ``[B, T, 6, 1+A, C]``."""
+    """The 13 padded candidate targets ``[B, T, 13, 3 tracks, A, C]`` of ADPIT labels
+    ``[B, T, 6, 1+A, C]``."""
     slots = target[:, :, :, :1] * target[:, :, :, 1:]  # T_s = act_s * vector_s: [B, T, 6, A, C]
     perm = torch.tensor(ADPIT_PERMUTATIONS, device=target.device)
     cand = slots[:, :, perm]  # [B, T, 13, 3, A, C]

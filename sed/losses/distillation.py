@@ -1,4 +1,5 @@
-"""Knowledge distillation losses (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network").
+"""Knowledge distillation losses (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural
+Network").
 
 The teacher (Net-T, possibly an ensemble of separately trained models) is softened at a high temperature
 ``T``; the student (Net-S) learns from those soft targets and from the ground truth:
@@ -75,7 +76,8 @@ def soften(
     multi_label: bool = False,
     weights: Sequence[float] | None = None,
 ) -> Tensor:
-    """Softened probabilities of one teacher, or the (weighted) mean of several teachers' (an ensemble teacher).
+    """Softened probabilities of one teacher, or the (weighted) mean of several teachers' (an ensemble
+    teacher).
 
     ``softmax(t / T)`` over the last dimension (``sigmoid(t / T)`` element-wise if ``multi_label``) for each
     teacher, then averaged over the teachers (weights, if given, are normalised to sum 1). The result is
@@ -149,7 +151,8 @@ def distillation_loss(
         if target.is_floating_point():
             if target.shape != student_logits.shape:
                 raise ValueError(
-                    f"soft target of shape {tuple(target.shape)} does not match logits {tuple(student_logits.shape)}"
+                    f"soft target of shape {tuple(target.shape)} does not match logits "
+                    f"{tuple(student_logits.shape)}"
                 )
             tgt = target.reshape(-1, n_cls).to(s2.dtype)
         else:

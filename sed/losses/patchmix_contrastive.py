@@ -22,7 +22,8 @@ __all__ = ["PatchMixContrastiveLoss", "Projector", "mixed_ce"]
 
 
 class Projector(nn.Sequential):
-    """``Linear(in, in) -> BatchNorm1d(in) -> ReLU -> Linear(in, proj_dim)`` (reference ``models/projector.py``)."""
+    """``Linear(in, in) -> BatchNorm1d(in) -> ReLU -> Linear(in, proj_dim)`` (reference
+    ``models/projector.py``)."""
 
     def __init__(self, in_dim: int = 768, proj_dim: int = 768):
         super().__init__(

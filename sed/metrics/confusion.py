@@ -122,7 +122,8 @@ def plot_confusion_matrix(
     epoch=None,
 ) -> Path:
     """Heat map of a confusion matrix (a CSV path or an array) titled with the ``split`` and the
-    ``checkpoint`` (and ``epoch``) it counts; ``normalize`` divides rows (recall), counts stay in the cells."""
+    ``checkpoint`` (and ``epoch``) it counts; ``normalize`` divides rows (recall), counts stay in the
+    cells."""
     if isinstance(csv_path_or_matrix, str | Path):
         m, file_labels = read_confusion_csv(csv_path_or_matrix)
         labels = labels or file_labels

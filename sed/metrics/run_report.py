@@ -201,7 +201,8 @@ def plot_kfold(root, rows: list[dict], summary: dict, checkpoint: str | None = N
         )
         title = (
             f"test split pooled over folds {', '.join(map(str, used))}: "
-            f"{f'the {checkpoint} checkpoint' if checkpoint else 'the tested checkpoint'} of each fold\n{CELLS[True]}"
+            f"{f'the {checkpoint} checkpoint' if checkpoint else 'the tested checkpoint'} of each "
+            f"fold\n{CELLS[True]}"
         )
         files["confusion_pooled"] = str(
             save_figure(confusion_figure(pooled, labels, True, title), root / "confusion_pooled.png")

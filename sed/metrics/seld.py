@@ -42,7 +42,8 @@ _ARRAYS_2024 = _ARRAYS_2023 + ("total_DistE", "total_RelDistE")
 
 
 def _coerce(e, frame: int | None = None) -> tuple[int, int, float, float, float | None]:
-    """(frame, class, azimuth, elevation, distance) of a SeldEvent, a Cartesian detection (x, y, z) or a tuple."""
+    """(frame, class, azimuth, elevation, distance) of a SeldEvent, a Cartesian detection (x, y, z) or a
+    tuple."""
     if not hasattr(e, "cls"):
         e = SeldEvent(*e)
     if hasattr(e, "azimuth"):
@@ -61,7 +62,8 @@ def _coerce(e, frame: int | None = None) -> tuple[int, int, float, float, float 
 
 
 def _by_frame(events) -> dict[int, list[tuple[int, float, float, float | None]]]:
-    """``{frame: [(class, az, el, dist), ...]}`` in input order, from a list of events or a frame->events dict."""
+    """``{frame: [(class, az, el, dist), ...]}`` in input order, from a list of events or a frame->events
+    dict."""
     items = (
         (_coerce(e, f) for f, evs in events.items() for e in evs)
         if isinstance(events, Mapping)

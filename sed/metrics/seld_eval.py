@@ -38,7 +38,8 @@ def evaluate_dirs(
     A missing prediction counts as an empty one and is listed in ``report["missing_predictions"]``;
     predictions without a reference are listed in ``report["unmatched_predictions"]``; an unreadable
     file is skipped and its one-line message is put in ``report["errors"]`` (callers should exit
-    non-zero then). ``jackknife`` adds 95% CIs (leave-one-file-out) when at least 2 files were scored. ``nb_classes=None`` infers ``max class index + 1`` from the data, raised to 13 when
+    non-zero then). ``jackknife`` adds 95% CIs (leave-one-file-out) when at least 2 files were scored.
+    ``nb_classes=None`` infers ``max class index + 1`` from the data, raised to 13 when
     the reference files are named like STARSS (``fold*_room*_mix*``): macro averaging counts every class.
     """
     pred_root, ref_root = Path(pred_dir), Path(ref_dir)

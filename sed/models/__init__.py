@@ -5,7 +5,8 @@
 """
 
 # the families: each model file registers its sizes and declares its family (sed.models.family: length
-# policy, the importer of its release files, its public weights): ast_base/small/tiny/micro; cnn_tiny/small/base
+# policy, the importer of its release files, its public weights): ast_base/small/tiny/micro;
+# cnn_tiny/small/base
 # (compact students); tcn_tiny/small/base (causal, streaming); resnet_conformer[_tiny] and seldnet_baseline
 # (SELD); prototype_classifier (few-shot classes on any clip model's embedding); beats_iter3/micro (BEATs);
 # ced_tiny/mini/small/base (CED); efficientat_mn04..mn40 (EfficientAT MobileNets). `sedkit models` lists them.

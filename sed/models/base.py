@@ -34,8 +34,8 @@ def length_groups(
 
 
 def pad_to(wave: torch.Tensor, samples: int) -> torch.Tensor:
-    """``wave [..., T]`` zero-padded at the end to ``samples`` when shorter (the one patch a transformer needs);
-    left as it is under ``torch.export``, whose graph declares that shortest input instead."""
+    """``wave [..., T]`` zero-padded at the end to ``samples`` when shorter (the one patch a transformer
+    needs); left as it is under ``torch.export``, whose graph declares that shortest input instead."""
     if torch.compiler.is_exporting() or wave.shape[-1] >= samples:
         return wave
     return torch.nn.functional.pad(wave, (0, samples - wave.shape[-1]))
@@ -210,7 +210,8 @@ class DescribedModel:
             cls.__init__ = _recording(cls.__dict__["__init__"])
 
     def record_kwargs(self, **values) -> None:
-        """The hook for derived values: record ``values`` over the call's arguments (what a rebuild passes)."""
+        """The hook for derived values: record ``values`` over the call's arguments (what a rebuild
+        passes)."""
         self._kwargs.update({k: _plain(v) for k, v in values.items()})
 
     def sed_kwargs(self) -> dict:
@@ -282,7 +283,8 @@ class FbankClassifier(DescribedModel):
         return self.forward_fbank_pooled(self.features(wave, lengths))
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Waveform ``[B, T]`` at ``sample_rate`` (``lengths``: valid samples per clip) -> logits ``[B, C]``."""
+        """Waveform ``[B, T]`` at ``sample_rate`` (``lengths``: valid samples per clip) -> logits
+        ``[B, C]``."""
         return self.head(self.embed(wave, lengths))
 
 

@@ -1,4 +1,5 @@
-"""BEATs (Chen et al. 2022, "BEATs: Audio Pre-Training with Acoustic Tokenizers"), iter3 / iter3+ architecture.
+"""BEATs (Chen et al. 2022, "BEATs: Audio Pre-Training with Acoustic Tokenizers"), iter3 / iter3+
+architecture.
 
 Waveform ``[B, T]`` at 16 kHz -> :class:`BEATsFbank` (Kaldi fbank of ``wave * 2**15``, 128 bins, Povey
 window, ``(fbank - 15.41663) / (2 * 6.55582)``) ``[B, frames, 128]`` -> non-overlapping 16x16 patches

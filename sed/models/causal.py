@@ -236,7 +236,8 @@ class TCNModel(FbankClassifier, nn.Module):
             return self._body(self.frontend(wave.float()))
 
     def forward_frames(self, wave: torch.Tensor) -> torch.Tensor:
-        """Waveform ``[B, T]`` -> frame logits ``[B, frames, C]``; frame ``t`` ends at sample ``t * hop + win``."""
+        """Waveform ``[B, T]`` -> frame logits ``[B, frames, C]``; frame ``t`` ends at sample
+        ``t * hop + win``."""
         return self.head(self.frame_embeddings(wave))
 
     # ------------------------------------------------------------------ clip outputs (the shared model API)

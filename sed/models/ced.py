@@ -232,8 +232,8 @@ class CEDModel(DescribedModel, nn.Module):
 
     @property
     def clip_samples(self) -> int:
-        """Waveform samples that fill exactly ``input_tdim`` frames (centred STFT: ``(input_tdim - 1) * hop``):
-        the clip length of training data."""
+        """Waveform samples that fill exactly ``input_tdim`` frames (centred STFT:
+        ``(input_tdim - 1) * hop``): the clip length of training data."""
         return (self.input_tdim - 1) * self.frontend.hop
 
     #: any length (chunked beyond ``target_length`` frames)
@@ -275,7 +275,8 @@ class CEDModel(DescribedModel, nn.Module):
             return self.frontend(wave.float(), lengths)
 
     def _chunks(self, feats: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``[B, T, F]`` dB features -> batch-normalised ``[S * B, 1, F, t]`` chunks (chunk-major) and ``S``."""
+        """``[B, T, F]`` dB features -> batch-normalised ``[S * B, 1, F, t]`` chunks (chunk-major) and
+        ``S``."""
         if feats.dim() != 3 or feats.shape[-1] != self.num_mel_bins:
             raise ValueError(
                 f"CED expects features [B, frames, {self.num_mel_bins}], got {tuple(feats.shape)}"
@@ -346,7 +347,8 @@ class CEDModel(DescribedModel, nn.Module):
         return self.forward_fbank_features(self.features(wave, lengths))
 
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """The pooled embedding ``[B, D]`` (mean over tokens, then over chunks); each clip at its own length."""
+        """The pooled embedding ``[B, D]`` (mean over tokens, then over chunks); each clip at its own
+        length."""
         if lengths is not None:
             return per_length(self.embed, wave, lengths)
         return self.forward_fbank_pooled(self.features(wave))

@@ -195,7 +195,8 @@ class CNNModel(FbankClassifier, nn.Module):
     # ------------------------------------------------------------------ forward pieces
 
     def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features ``[B, frames, bins]`` -> (pooled ``[B, embed_dim]``, map ``[B, embed_dim, frames', bins']``)."""
+        """Features ``[B, frames, bins]`` -> (pooled ``[B, embed_dim]``, map
+        ``[B, embed_dim, frames', bins']``)."""
         if fbank.dim() != 3 or fbank.shape[-1] != self.input_fdim:
             raise ValueError(f"CNN expects features [B, frames, {self.input_fdim}], got {tuple(fbank.shape)}")
         fmap = self.blocks(self.stem(fbank.unsqueeze(1)))
@@ -232,7 +233,8 @@ FAMILY = register_family(
         tuple(CNN_SIZES),
         "cnn_tiny",
         "fixed",
-        "compact CNN students: inverted residual blocks on the AST fbank (64 bins); trained here, no public weights",
+        "compact CNN students: inverted residual blocks on the AST fbank (64 bins); trained here, no public "
+        "weights",
         test_kwargs={"clip_seconds": 1.0},
     )
 )

@@ -337,7 +337,8 @@ FAMILY = register_family(
         tuple(EFFICIENTAT_SIZES),
         "efficientat_mn04",
         "native",
-        "EfficientAT MobileNetV3 (Schmid et al. 2023): 32 kHz log-mel, inverted residual blocks, global pooling",
+        "EfficientAT MobileNetV3 (Schmid et al. 2023): 32 kHz log-mel, inverted residual blocks, global "
+        "pooling",
         "sed.models.pretrained.efficientat:IMPORTER",
         WEIGHTS,
         test_kwargs={"input_tdim": 100},

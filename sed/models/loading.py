@@ -44,7 +44,8 @@ def model_kind(model: nn.Module) -> str:
 
 
 def check_kind(model: nn.Module, kind: str, path: str | os.PathLike | None = None) -> None:
-    """A :class:`CheckpointError` naming what ``model`` is and the verbs that take it, unless it is a ``kind``."""
+    """A :class:`CheckpointError` naming what ``model`` is and the verbs that take it, unless it is a
+    ``kind``."""
     if kind not in ("clip", "seld"):
         raise ValueError(f"kind must be 'clip' or 'seld', got {kind!r}")
     found = model_kind(model)
@@ -76,7 +77,8 @@ def build_from_description(
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             path,
-            f"weights do not fit {name}: missing {result.missing_keys[:5]}, unexpected {short(result.unexpected_keys[:5])}",
+            f"weights do not fit {name}: missing {result.missing_keys[:5]}, unexpected "
+            f"{short(result.unexpected_keys[:5])}",
         )
     audio = {k: getattr(model, k, None) for k in ("sample_rate", "clip_samples")}
     for key, value in audio.items():

@@ -261,7 +261,8 @@ FAMILY = register_family(
         ("prototype_classifier",),
         "prototype_classifier",
         "backbone",
-        "few-shot class prototypes on any clip model's embedding (sedkit enroll); the backbone's length policy",
+        "few-shot class prototypes on any clip model's embedding (sedkit enroll); the backbone's length "
+        "policy",
         test_kwargs={"backbone": {"model_name": DEFAULT_BACKBONE, "model_kwargs": {"clip_seconds": 1.0}}},
     )
 )

@@ -113,12 +113,14 @@ class SeldModel(DescribedModel, nn.Module):
         return self.frontend.sample_rate
 
     def num_label_frames(self, num_samples: int) -> int:
-        """Output frames for a clip of ``num_samples`` samples: ``(num_samples // hop) // frames_per_label``."""
+        """Output frames for a clip of ``num_samples`` samples:
+        ``(num_samples // hop) // frames_per_label``."""
         return self.frontend.num_frames(num_samples) // self.frames_per_label
 
     # ------------------------------------------------------------------ forward pieces
     def features(self, audio: torch.Tensor) -> torch.Tensor:
-        """Front end, float32: ``[B, 4, T]`` (or ``[4, T]``) -> unstandardised ``[B, C_in, T // hop, n_mels]``."""
+        """Front end, float32: ``[B, 4, T]`` (or ``[4, T]``) -> unstandardised
+        ``[B, C_in, T // hop, n_mels]``."""
         with torch.autocast(device_type=audio.device.type, enabled=False):
             return self.frontend(audio.float())
 
@@ -158,7 +160,8 @@ class SeldModel(DescribedModel, nn.Module):
         raise NotImplementedError
 
     def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """Unstandardised features ``[B, C_in, frames, n_mels]`` -> multi-ACCDOA ``[B, frames // 5, out_dim]``."""
+        """Unstandardised features ``[B, C_in, frames, n_mels]`` -> multi-ACCDOA
+        ``[B, frames // 5, out_dim]``."""
         return self.activate(self.forward_network(self.standardize(feats)))
 
     def forward_from_features(self, feats: torch.Tensor) -> torch.Tensor:

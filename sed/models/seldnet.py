@@ -1,8 +1,9 @@
 """The DCASE2023 SELD baseline CRNN (``seldnet_model.py``, ../shared/specs/seld.md 3.2), ~0.74 M parameters.
 
 Standardised features ``[B, 7, 250, 64]`` -> 3 x [Conv2d 3x3 (64 ch, pad 1) -> BN -> ReLU -> MaxPool(t, f)
--> Dropout2d(0.05)] with pools (5, 4), (1, 4), (1, 2) -> ``[B, 64, 50, 2]`` -> ``[B, 50, 128]`` (channel-major:
-``c * 2 + f``) -> 2-layer BiGRU (hidden 128, dropout 0.05) -> tanh -> product of the two directions
+-> Dropout2d(0.05)] with pools (5, 4), (1, 4), (1, 2) -> ``[B, 64, 50, 2]`` -> ``[B, 50, 128]``
+(channel-major: ``c * 2 + f``) -> 2-layer BiGRU (hidden 128, dropout 0.05) -> tanh -> product of the two
+directions
 (``x[..., 128:] * x[..., :128]``) -> 2 x [MultiheadAttention(128, 8 heads, dropout 0.05) + residual +
 LayerNorm] -> Linear(128, 128) (no activation) -> Linear(128, 3*3*C) -> tanh.
 

@@ -41,7 +41,8 @@ def environment() -> dict:
 
 
 class RunInfo(pl.Callback):
-    """Writes ``labels.json`` and ``environment.json`` (versions, git hash, command) into the run directory."""
+    """Writes ``labels.json`` and ``environment.json`` (versions, git hash, command) into the run
+    directory."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
@@ -55,7 +56,8 @@ class RunInfo(pl.Callback):
 
 
 class Plots(pl.Callback):
-    """Learning curves with their diagnosis, confusion matrices and per-class tables (sed.metrics.run_report)."""
+    """Learning curves with their diagnosis, confusion matrices and per-class tables
+    (sed.metrics.run_report)."""
 
     def _plot(self, trainer: pl.Trainer) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask

@@ -12,9 +12,9 @@ Teachers are sed checkpoints (``.ckpt`` / ``.pt`` / ``.safetensors``, or anythin
 attribute: they are not submodules, so they are neither trained, nor in ``state_dict()``, nor
 in the student's checkpoint. A teacher at another sample rate than the student (a 16 kHz AST or CED
 teaching a 32 kHz EfficientAT) gets each batch resampled to its rate with
-``torchaudio.functional.resample`` (valid lengths scaled, rounded up). The student's checkpoint is the parent's self-description of the
-student (``sed_meta``) plus ``sed_meta["distilled_from"]`` (teacher paths and hashes, T, alpha);
-``sedkit classify --checkpoint student.ckpt`` needs nothing else.
+``torchaudio.functional.resample`` (valid lengths scaled, rounded up). The student's checkpoint is the
+parent's self-description of the student (``sed_meta``) plus ``sed_meta["distilled_from"]`` (teacher
+paths and hashes, T, alpha); ``sedkit classify --checkpoint student.ckpt`` needs nothing else.
 
 Teacher cache (``teacher_cache``: a folder). Each clip's teacher logits ``[M, C]`` are written
 once as ``<key>.pt``, ``key = sha256(clip path, valid samples, sha256 of the clip's waveform

@@ -35,8 +35,8 @@ def _json_lines(rows: list[dict]) -> str:
 def run_demo(
     workdir: str | Path = "work/demo", size: str = "full", present: Callable[[list[dict]], str] = _json_lines
 ) -> int:
-    """The demo in ``workdir``; ``present`` lays out the rows of :meth:`Classifier.predict` it prints (sedkit demo:
-    classify's table). Returns 0 when the held-out accuracy passes the check."""
+    """The demo in ``workdir``; ``present`` lays out the rows of :meth:`Classifier.predict` it prints (sedkit
+    demo: classify's table). Returns 0 when the held-out accuracy passes the check."""
     if not RECIPE.is_file():
         raise DatasetError(
             RECIPE, "the demo recipe is missing: sedkit demo runs from a source checkout (pip install -e .)"

@@ -71,7 +71,8 @@ def ensemble_eval(
 
     Returns ``{"split", "metric", "labels", "checkpoints" (files as absolute paths: ``classify --weights``
     matches each weight to its checkpoint by them), "members": [{"checkpoint", <metric>, "f1"}],
-    "member_metrics", "weights": {"weighted": [...], "rank": [...]}, "methods": [{"method", <metric>, "f1"}]}``
+    "member_metrics", "weights": {"weighted": [...], "rank": [...]}, "methods": [{"method", <metric>,
+    "f1"}]}``
     (metric ``acc`` for single-label data, ``map`` for multi-label) and writes it as JSON to ``out``.
     """
     if split not in ("val", "test"):

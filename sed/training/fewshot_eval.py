@@ -14,8 +14,8 @@ support alone; its score is the accuracy averaged over episodes with the 95 % in
   the L2-normalised support embeddings.
 
 :func:`split_embeddings` embeds a data config's split once (a ``sedkit fit`` YAML's ``data:``
-section or AudioDataModule init args, with ``--data.init_args.x=y`` overrides, read as ``sedkit fit`` reads them:
-:func:`sed.training.lightning_cli.datamodule_of`),
+section or AudioDataModule init args, with ``--data.init_args.x=y`` overrides, read as ``sedkit fit`` reads
+them: :func:`sed.training.lightning_cli.datamodule_of`),
 each clip as in enrolment (:func:`sed.inference.fewshot.embed_items`).
 """
 

@@ -267,8 +267,8 @@ def run_lightning(argv: Sequence[str]) -> int:
 
 # ------------------------------------------------------------------------------- a data module alone
 class _DataCLI(SedLightningCLI):
-    """fit's parser (sections, links, defaults, ``--data.init_args.x=y`` overrides), building only the data module:
-    a config's model is optional and parsed, not built; its trainer is parsed, never built."""
+    """fit's parser (sections, links, defaults, ``--data.init_args.x=y`` overrides), building only the data
+    module: a config's model is optional and parsed, not built; its trainer is parsed, never built."""
 
     def add_core_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(self.trainer_class, "trainer")
@@ -283,8 +283,8 @@ class _DataCLI(SedLightningCLI):
 
 
 def build_datamodule(config_args: Sequence[str]) -> pl.LightningDataModule:
-    """The data module of LightningCLI arguments (``--config FILE``, ``--data.init_args.x=y``...) read as fit reads
-    them (seeded as fit seeds); an error in them is one :class:`~sed.errors.UsageError` line."""
+    """The data module of LightningCLI arguments (``--config FILE``, ``--data.init_args.x=y``...) read as fit
+    reads them (seeded as fit seeds); an error in them is one :class:`~sed.errors.UsageError` line."""
     quiet_lightning()
     return _DataCLI(
         pl.LightningModule,
@@ -304,8 +304,9 @@ DEFAULT_DATAMODULE = "sed.data.modules.audio.AudioDataModule"
 
 
 def datamodule_of(config: str | os.PathLike, overrides: Sequence[str] = ()) -> pl.LightningDataModule:
-    """:func:`build_datamodule` of ``--config CONFIG`` and ``overrides`` (``--data.init_args.x=y``); a YAML that is
-    not a LightningCLI config but the init args of :class:`~sed.data.modules.audio.AudioDataModule` is read as
+    """:func:`build_datamodule` of ``--config CONFIG`` and ``overrides`` (``--data.init_args.x=y``); a YAML
+    that is not a LightningCLI config but the init args of :class:`~sed.data.modules.audio.AudioDataModule` is
+    read as
     those (``--data=AudioDataModule --data=CONFIG``). A config neither reads as is the first one's error."""
     try:
         open(config, "rb").close()

@@ -62,7 +62,8 @@ def _value(v) -> float | None:
 
 
 class EpochLines(ProgressBar):
-    """One line per training epoch on stderr: ``epoch 3/8  train_loss 0.412  val_acc 0.917  val_loss 0.38  (12 s)``."""
+    """One line per training epoch on stderr:
+    ``epoch 3/8  train_loss 0.412  val_acc 0.917  val_loss 0.38  (12 s)``."""
 
     def __init__(self):
         super().__init__()

@@ -30,7 +30,8 @@ __all__ = ["format_icbhi_report", "prepare_icbhi"]
 
 
 def _count(cycles: list[tuple[str, int, int]], part_of, key) -> dict:
-    """Recordings, patients and cycles per class of the cycles ``(stem, patient, label)`` whose part is ``key``."""
+    """Recordings, patients and cycles per class of the cycles ``(stem, patient, label)`` whose part is
+    ``key``."""
     sel = [c for c in cycles if part_of(c[0]) == key]
     per_class = Counter(c[2] for c in sel)
     return {

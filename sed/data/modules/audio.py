@@ -336,7 +336,8 @@ class AudioDataModule(SedDataModule):
             self.datasets.setdefault("predict", self.datasets["test"])
 
     def dataset(self, split: str) -> ClipDataset | ShardClips:
-        """The dataset of ``split`` (``train``/``val``/``test``/``predict``/``unlabeled``), built on first use."""
+        """The dataset of ``split`` (``train``/``val``/``test``/``predict``/``unlabeled``), built on first
+        use."""
         if split not in self.datasets:
             self.setup("predict" if split == "predict" else None)
         return self.datasets[split]

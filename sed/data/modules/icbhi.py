@@ -1,7 +1,8 @@
 """IcbhiDataModule: ICBHI 2017 respiratory cycles for Lightning (spec ``ast-patchmix-icbhi.md`` §2.1).
 
-Splits come from :class:`~sed.data.corpora.icbhi.IcbhiDataset` (:func:`~sed.data.corpora.icbhi.split_recordings`):
-``test`` is the official 60/40 test split (or patient fold ``k``); ``val`` is carved by patient
+Splits come from :class:`~sed.data.corpora.icbhi.IcbhiDataset`
+(:func:`~sed.data.corpora.icbhi.split_recordings`): ``test`` is the official 60/40 test split (or patient fold
+``k``); ``val`` is carved by patient
 from the training recordings (``val_fraction``, ``seed``) unless ``select_on_test=True``, which
 reproduces the published protocol (train on every training recording, select on the test split).
 

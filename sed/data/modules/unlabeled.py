@@ -64,7 +64,8 @@ def unlabeled_items(
 
 
 class HiddenLabels(IterableDataset):
-    """Shards streamed as unlabelled clips: their labels become -1 unless ``keep`` (the data's own classes)."""
+    """Shards streamed as unlabelled clips: their labels become -1 unless ``keep`` (the data's own
+    classes)."""
 
     def __init__(self, shards: ShardClips, keep: bool, num_classes: int, multi_label: bool):
         self.shards, self.keep, self.num_classes, self.multi_label = shards, keep, num_classes, multi_label

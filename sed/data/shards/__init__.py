@@ -1,1 +1,2 @@
-"""WebDataset shards: :mod:`.writer` packs a corpus, :mod:`.members` checks each member, :mod:`.reader` streams them."""
+"""WebDataset shards: :mod:`.writer` packs a corpus, :mod:`.members` checks each member, :mod:`.reader`
+streams them."""

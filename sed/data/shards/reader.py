@@ -13,8 +13,9 @@ worker ``w`` of ``K`` takes every ``K``-th of those. Samples pass a shuffle buff
 
 **How many.** Evaluation reads every selected sample exactly once; on several ranks every worker
 then pads to the largest worker's count with repeats flagged ``pad`` (DDP runs every forward in
-lockstep, and the tasks leave padding out of their metrics). Training must give every rank the same number of batches (DDP steps in lockstep): every
-worker of every rank yields exactly ``L = total // (W * K)`` samples per epoch, from ``index.json``'s
+lockstep, and the tasks leave padding out of their metrics). Training must give every rank the same number of
+batches (DDP steps in lockstep): every worker of every rank yields exactly ``L = total // (W * K)`` samples
+per epoch, from ``index.json``'s
 per-shard counts. When every worker's shards hold exactly ``L`` samples (the shard count a
 multiple of ``W * K`` and equal shards), each training sample is seen exactly once per epoch
 across all ranks and workers. Otherwise a worker with more stops at ``L`` (the rest of its shards
@@ -25,9 +26,10 @@ ranks x workers, a worker without a shard of its own reads one that another also
 
 **Bad input.** Members are checked before they are read: a name that is not ``<key>.<ext>`` in the
 tar's top folder (no folders, no ``..``, not absolute), anything but a regular file (links,
-directories, sparse files), a member larger than :data:`~sed.data.shards.members.MAX_MEMBER_BYTES` (256 MiB) or past the end
-of the archive is refused without reading it; audio decodes to at most :data:`~sed.data.shards.members.MAX_MEMBER_SAMPLES`
-samples. A key met twice in a shard keeps its first sample. Each failure (a bad member, key, audio,
+directories, sparse files), a member larger than :data:`~sed.data.shards.members.MAX_MEMBER_BYTES` (256 MiB)
+or past the end of the archive is refused without reading it; audio decodes to at most
+:data:`~sed.data.shards.members.MAX_MEMBER_SAMPLES` samples. A key met twice in a shard keeps its first
+sample. Each failure (a bad member, key, audio,
 ``.json`` or label; a damaged tar ends its shard there) is one line on stderr
 (``error: <shard>/<key>: reason``) and the stream goes on: in training the next sample takes its
 place; in evaluation it comes as an item flagged ``pad`` with its ``error`` (no metric or

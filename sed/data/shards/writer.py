@@ -12,8 +12,8 @@ under its key (the item's index in the source, ``%08d``: the same on every run):
   corpus adds (ICBHI: ``patient``, ``cycle``, ``split``).
 
 ``DIR/index.json``: the label list, multi-label flag, audio format and rate, per shard its name,
-sample count, duration and counts per label, per fold and of labels per fold, the totals, the files that were skipped
-and why, and the command. Shards are assigned deterministically (``--shard-size`` samples, or
+sample count, duration and counts per label, per fold and of labels per fold, the totals, the files that were
+skipped and why, and the command. Shards are assigned deterministically (``--shard-size`` samples, or
 ``--shard-bytes`` of decoded 16-bit audio per shard) and written atomically (a temporary name,
 renamed when complete); a re-run skips every shard whose tar already holds exactly its keys, so
 an interrupted run resumes and a finished one is a no-op. A file that cannot be read is reported,

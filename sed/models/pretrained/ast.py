@@ -54,7 +54,8 @@ def unwrap_state(obj, desc) -> dict[str, torch.Tensor]:
 
 
 def tensor_of(state: Mapping, key: str, dims: int, desc) -> torch.Tensor:
-    """``state[key]``, a CheckpointError naming ``desc`` unless it is there with ``dims`` non-empty dimensions."""
+    """``state[key]``, a CheckpointError naming ``desc`` unless it is there with ``dims`` non-empty
+    dimensions."""
     if key not in state:
         raise CheckpointError(desc, f"missing tensor {key!r}")
     t = state[key]

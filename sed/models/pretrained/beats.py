@@ -10,18 +10,18 @@ the key layout maps onto sed's names:
 reference                                                      sed
 ============================================================  ==============================================
 ``patch_embedding.*``, ``layer_norm.*``, ``post_extract_proj.*``  the same
-``encoder.pos_conv.0.weight_g`` / ``weight_v`` / ``bias``      ``pos_conv.parametrizations.weight.original0`` /
-                                                               ``original1`` / ``pos_conv.bias``
+``encoder.pos_conv.0.weight_g`` / ``weight_v`` / ``bias``      ``pos_conv.parametrizations.weight.original0``
+                                                               / ``original1`` / ``pos_conv.bias``
 ``encoder.layer_norm.*``                                       ``encoder_norm.*``
-``encoder.layers.0.self_attn.relative_attention_bias.weight``  ``rel_pos_bias.weight`` (shared by all layers; the
-                                                               copies under the other layers are dropped)
+``encoder.layers.0.self_attn.relative_attention_bias.weight``  ``rel_pos_bias.weight`` (shared by all layers;
+                                                               the copies under the other layers are dropped)
 ``encoder.layers.N.*``                                         ``blocks.N.*``
 ``predictor.*``                                                ``head.1.*``
 ============================================================  ==============================================
 
 A fine-tuned AudioSet predictor is re-ordered so that output ``i`` is class ``i`` of the AudioSet ontology
-table (:func:`sed.data.corpora.audioset.audioset_labels`, the AST order); its labels and the multi-label flag come
-with it. A ``label_dict`` whose mids are not all AudioSet's keeps the predictor order, named by the mids.
+table (:func:`sed.data.corpora.audioset.audioset_labels`, the AST order); its labels and the multi-label flag
+come with it. A ``label_dict`` whose mids are not all AudioSet's keeps the predictor order, named by the mids.
 Only the ``{row: mid}`` form is read: no public release uses the inverse. The short names (declared in
 :mod:`sed.models.beats`) download from public Hugging Face mirrors (the official links are not scriptable).
 """

@@ -3,8 +3,9 @@
 A family's importer (``pretrained/<family>.py``) is an :class:`Importer`: a sniffer (does a source's
 contents belong to the family?), a pure key mapper (the family's ``checkpoint_filter_fn``: source tensors ->
 sed names) and ``arch_from(contents, state)`` (the registered size, its kwargs, the source's head and labels,
-read from the mapped tensors and the source's config), plus optional positional-embedding adaptation. :func:`build_pretrained` owns the rest, the same
-for every family: keep or re-initialise the head (``Importer.head``, with a warning), label names (a
+read from the mapped tensors and the source's config), plus optional positional-embedding adaptation.
+:func:`build_pretrained` owns the rest, the same for every family: keep or re-initialise the head
+(``Importer.head``, with a warning), label names (a
 527-output head of an AudioSet tagger gets the ontology names and multi-label scores), the build under the
 allocation budget, the tensor checks, the load with its missing/unexpected keys named in the source's own
 layout, the report and the self-description. A sed checkpoint of the same family is a source as well.

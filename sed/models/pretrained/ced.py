@@ -1,4 +1,5 @@
-"""CED's public weights onto :class:`~sed.models.ced.CEDModel`: the original releases and the Hugging Face ports.
+"""CED's public weights onto :class:`~sed.models.ced.CEDModel`: the original releases and the Hugging Face
+ports.
 
 - an original release ``.pt`` (github.com/RicherMans/CED, ``AudioTransformer`` keys: ``init_bn.1.*``,
   ``patch_embed.proj.*``, ``time_pos_embed``, ``freq_pos_embed``, ``blocks.N.*``, ``norm.*``,

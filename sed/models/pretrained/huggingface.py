@@ -1,4 +1,5 @@
-"""Hugging Face AST checkpoints (transformers v4 or v5 key names): the key mapping and the architecture of a config."""
+"""Hugging Face AST checkpoints (transformers v4 or v5 key names): the key mapping and the architecture of a
+config."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The original AST repository's checkpoints (``audioset_10_10_0.4593.pth``: ``module.v.*`` + ``module.mlp_head.*``)."""
+"""The original AST repository's checkpoints (``audioset_10_10_0.4593.pth``: ``module.v.*`` +
+``module.mlp_head.*``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A pretrained source resolved once into its contents: a local file or directory, a short name, a hub id, a URL.
+"""A pretrained source resolved once into its contents: a local file or directory, a short name, a hub id, a
+URL.
 
 :func:`resolve` reads a source exactly once (files through :func:`sed.checkpoint.read_checkpoint`:
 ``weights_only`` pickles or safetensors, never code) into :class:`Contents`, which every later step
