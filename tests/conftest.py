@@ -8,8 +8,8 @@ pytest_plugins = [
     "tests.export.fixtures"
 ]  # the exported ONNX models, shared by tests/export and tests/inference
 
-# Hypothesis profiles: "ci" (the default: few examples, reproducible) and "long" (pytest --hypothesis-profile long).
-# Hangs are caught by the fuzz tests' own per-example alarm, not by a deadline.
+# Hypothesis profiles: "ci" (the default: few examples, reproducible) and "long" (pytest --hypothesis-profile
+# long). Hangs are caught by the fuzz tests' own per-example alarm, not by a deadline.
 _FUZZ = dict(
     deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True
 )

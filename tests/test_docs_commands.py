@@ -2,10 +2,11 @@
 work), and the documents' shape (issue 22): a short README whose verb table, like docs/index.md, names every
 verb of ``sedkit --help``, and relative links that lead somewhere.
 
-Every ```bash block is read, the docs pages in docs/index.md's reading order; the cheap commands (:data:`CHEAP`: synthetic data, file information,
-features, the model catalogue, help) run in order in one temporary folder and must exit 0; the
-expensive ones (trainings, downloads, whole corpora, devices) are not run, but every model file an
-example reads (``--checkpoint NAME.pt``) must be written by an earlier example (``--out NAME.pt``).
+Every ```bash block is read, the docs pages in docs/index.md's reading order; the cheap commands
+(:data:`CHEAP`: synthetic data, file information, features, the model catalogue, help) run in order in one
+temporary folder and must exit 0; the expensive ones (trainings, downloads, whole corpora, devices) are not
+run, but every model file an example reads (``--checkpoint NAME.pt``) must be written by an earlier example
+(``--out NAME.pt``).
 """
 
 import argparse
@@ -127,7 +128,8 @@ def test_the_readme_verb_table_and_the_docs_index_name_every_verb():
 
 
 def test_the_readme_verb_examples_parse():
-    """Each example of README's verb table is a valid command line for its verb (LightningCLI's verbs: a config)."""
+    """Each example of README's verb table is a valid command line for its verb (LightningCLI's verbs: a
+    config)."""
     raw = {verb for group in VERB_GROUPS for verb in getattr(group, "RAW_VERBS", {})}
     parsed = 0
     for verb, example in readme_table().items():

@@ -188,8 +188,8 @@ def test_kfold_help_shows_its_defaults_too(wide, capsys):
 
 @pytest.mark.parametrize("option", ["--device", "--precision", "--batch-size"])
 def test_a_shared_option_has_one_default_in_every_verb(option):
-    """--device, --precision and --batch-size are declared once (sed.cli.options): every verb that takes one has the
-    same default (ensemble-eval's --device was cpu, the others' auto; issue 22)."""
+    """--device, --precision and --batch-size are declared once (sed.cli.options): every verb that takes one
+    has the same default (ensemble-eval's --device was cpu, the others' auto; issue 22)."""
     defaults = {
         verb: next(a.default for a in p._actions if option in a.option_strings)
         for verb, p in verb_parsers().items()

@@ -1,4 +1,5 @@
-"""The progress bars of sedkit (sed.cli.main.Console.progress): classify's bar counts files against a total."""
+"""The progress bars of sedkit (sed.cli.main.Console.progress): classify's bar counts files against a
+total."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""How predictions are printed (sed.cli.report): every CSV row is one line, label names escaped as in the table."""
+"""How predictions are printed (sed.cli.report): every CSV row is one line, label names escaped as in the
+table."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def test_csv_escapes_label_names_as_the_table_does_and_quotes_with_the_csv_modul
 
 
 def test_the_eval_tables_are_drawn_by_the_one_table_renderer():
-    """ensemble-eval's and fewshot-eval's tables are format_table's (numbers right-aligned to 4 places), under a
-    line of what was scored (issue 22: one renderer instead of three)."""
+    """ensemble-eval's and fewshot-eval's tables are format_table's (numbers right-aligned to 4 places), under
+    a line of what was scored (issue 22: one renderer instead of three)."""
     from sed.cli.report import format_ensemble_eval, format_fewshot_eval, format_table
 
     ens = {

@@ -1,4 +1,5 @@
-"""The one data-module contract (sed.data.modules.base.SedDataModule) kept by the clip, ICBHI and STARSS modules."""
+"""The one data-module contract (sed.data.modules.base.SedDataModule) kept by the clip, ICBHI and STARSS
+modules."""
 
 import pytest
 import torch

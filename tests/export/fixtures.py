@@ -86,10 +86,11 @@ def tiny_graph(
     opset: int = 18,
 ):
     """A small hand-built ONNX graph in the layout sed exports: ``waveform [batch, samples]`` -> ``embedding``
-    (the mean, max and min of each row, ``[batch, 3]``) and ``logits`` (``embedding @ W``, ``[batch, classes]``),
-    with ``desc`` (default :func:`tiny_description`) as its ``sed`` metadata. Dims and element types are
-    parameters, so a test can declare impossible or foreign ones (ints, strings or None, ``onnx.TensorProto``
-    types); ``sum_batch`` "keep" or "drop" sums the logits over the batch (``[1, classes]`` or ``[classes]``)."""
+    (the mean, max and min of each row, ``[batch, 3]``) and ``logits`` (``embedding @ W``,
+    ``[batch, classes]``), with ``desc`` (default :func:`tiny_description`) as its ``sed`` metadata. Dims and
+    element types are parameters, so a test can declare impossible or foreign ones (ints, strings or None,
+    ``onnx.TensorProto`` types); ``sum_batch`` "keep" or "drop" sums the logits over the batch
+    (``[1, classes]`` or ``[classes]``)."""
     import json
 
     from onnx import TensorProto, helper

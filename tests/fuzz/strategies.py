@@ -59,7 +59,8 @@ def _kib(field: str) -> int:
 
 @contextmanager
 def watchdog(seconds: int = TIME_LIMIT_S, max_growth_kib: int = MAX_RSS_GROWTH_KIB):
-    """:class:`Hang` after ``seconds``; fail when the body raised the peak RSS by ``max_growth_kib`` or more."""
+    """:class:`Hang` after ``seconds``; fail when the body raised the peak RSS by ``max_growth_kib`` or
+    more."""
 
     def alarm(*_):
         raise Hang(f"still running after {seconds} s")
@@ -388,7 +389,8 @@ def fix_ogg_crcs(data: bytes) -> bytes:
 
 
 def _vorbis_field(data, name, value):
-    """Vorbis identification header: channels (1 byte) and sample rate (u32) after b'\\x01vorbis' + version."""
+    """Vorbis identification header: channels (1 byte) and sample rate (u32) after b'\\x01vorbis' +
+    version."""
     i = data.find(b"\x01vorbis")
     if i < 0:
         return data

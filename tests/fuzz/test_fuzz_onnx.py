@@ -198,6 +198,7 @@ def test_bytes(scratch, seed_bytes, data):
 
 
 def test_truncation_everywhere(scratch, seed_bytes):
-    """Deterministic: the graph cut at every 7th byte is refused (or, cut only in its trailing metadata, loads)."""
+    """Deterministic: the graph cut at every 7th byte is refused (or, cut only in its trailing metadata,
+    loads)."""
     for n in range(0, len(seed_bytes), 7):
         assert_loads_or_refuses(_save(scratch, seed_bytes[:n]))

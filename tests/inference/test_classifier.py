@@ -264,7 +264,7 @@ def test_classify_notes_once_how_many_files_it_cut_to_their_centre(long_corpus, 
     )
 
 
-# ---------------------------------------------------------------------------------- the wrong kind of checkpoint
+# ------------------------------------------------------------------------------- the wrong kind of checkpoint
 @pytest.fixture(scope="module")
 def seld_checkpoint(tmp_path_factory):
     from sed.checkpoint import save_model
@@ -300,6 +300,6 @@ def test_a_clip_checkpoint_given_to_seld_infer_is_one_line_naming_classify(long_
     sf.write(wav, np.zeros((24000, 4), np.float32), 24000)
     assert main(["seld-infer", str(wav), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: {ckpt}: a clip classifier (ast_micro); sedkit classify, embed, ensemble-eval, stream, enroll or "
-        "export take it, this command takes a SELD model"
+        f"error: {ckpt}: a clip classifier (ast_micro); sedkit classify, embed, ensemble-eval, stream, "
+        "enroll or export take it, this command takes a SELD model"
     ]

@@ -37,7 +37,8 @@ def test_vote_majority_one_hot():
 
 
 def test_vote_tie_broken_by_summed_probability():
-    # two models: votes 1-1 between classes 0 and 2; summed prob of class 2 (0.45 + 0.5) beats class 0 (0.5 + 0.3)
+    # two models: votes 1-1 between classes 0 and 2; summed prob of class 2 (0.45 + 0.5) beats class 0
+    # (0.5 + 0.3)
     p1 = np.array([[0.50, 0.05, 0.45]])
     p2 = np.array([[0.30, 0.20, 0.50]])
     np.testing.assert_array_equal(combine([p1, p2], "vote"), [[0, 0, 1]])

@@ -404,8 +404,8 @@ def test_sedkit_ensemble_usage_and_eval(setup, tmp_path, capsys):
 
 
 def test_ensemble_eval_takes_data_overrides_as_fit_does(setup, tmp_path, capsys):
-    """--data.init_args.KEY=VALUE reaches the data module as in sedkit fit (issue 22), with a fit config or bare
-    init args: the test split of folds 1 and 2 is 6 clips, not fold 5's 3."""
+    """--data.init_args.KEY=VALUE reaches the data module as in sedkit fit (issue 22), with a fit config or
+    bare init args: the test split of folds 1 and 2 is 6 clips, not fold 5's 3."""
     from sed.cli.main import main
 
     fit = tmp_path / "fit.yaml"

@@ -128,8 +128,8 @@ def test_progress_over_embedding_and_episodes(setup, bars, capsys):
 
 
 def test_data_overrides_as_in_fit(setup, bars, capsys):
-    """--data.init_args.KEY=VALUE reaches the data module as in sedkit fit (issue 22): the test split of folds 1
-    and 2 is 6 clips; a key the data module does not take is one line naming it."""
+    """--data.init_args.KEY=VALUE reaches the data module as in sedkit fit (issue 22): the test split of folds
+    1 and 2 is 6 clips; a key the data module does not take is one line naming it."""
     cfg, backbone = setup
     argv = [
         "fewshot-eval",

@@ -271,7 +271,8 @@ def test_names_and_metadata_that_are_not_utf8_are_one_line(tmp_path, audio, caps
 
 
 def test_dim_names_that_are_not_utf8_are_one_line(tmp_path):
-    """Found by the fuzz target's long profile: a dim name that is not UTF-8 failed when its shape was read."""
+    """Found by the fuzz target's long profile: a dim name that is not UTF-8 failed when its shape was
+    read."""
     from tests.export.fixtures import tiny_graph
 
     path = tmp_path / "dim.onnx"

@@ -1,4 +1,5 @@
-"""Streaming classification (sed.inference.stream, sed.audio.pcm, sedkit stream): stream == offline, readers, memory."""
+"""Streaming classification (sed.inference.stream, sed.audio.pcm, sedkit stream): stream == offline, readers,
+memory."""
 
 from __future__ import annotations
 

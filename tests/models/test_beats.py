@@ -51,7 +51,7 @@ MICRO_CFG = {
 }
 
 
-# ---------------------------------------------------------------------- the release file, written from the reference
+# --------------------------------------------------------------- the release file, written from the reference
 def release_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
 
@@ -92,7 +92,8 @@ def release_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def label_dict(n=527, seed=0) -> dict[int, str]:
-    """The release form ``{predictor row: AudioSet mid}`` (the BEATs README: ``label_dict[label_idx.item()]``)."""
+    """The release form ``{predictor row: AudioSet mid}`` (the BEATs README:
+    ``label_dict[label_idx.item()]``)."""
     rows = list(range(n))
     random.Random(seed).shuffle(rows)  # the release's own row order, not the ontology's
     return {row: mid for mid, row in zip(audioset_mids(), rows)}

@@ -1,4 +1,5 @@
-"""The declared families and weights: one table per family, ``sedkit models``, and docs/models.md made from them."""
+"""The declared families and weights: one table per family, ``sedkit models``, and docs/models.md made from
+them."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def test_every_declared_weight_is_well_formed():
 
 
 def test_parameter_counts_are_the_references():
-    # the published sizes (counted in the reference code): EfficientAT mn10, CED-Mini, BEATs iter3 with its 527 head
+    # the published sizes (counted in the reference code): EfficientAT mn10, CED-Mini, BEATs iter3 with
+    # its 527 head
     assert parameter_count("efficientat_mn10") == 4_876_831
     assert parameter_count("ced_mini") == 9_696_655
     assert round(parameter_count("beats_iter3") / 1e6, 1) == 90.7

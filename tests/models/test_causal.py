@@ -1,4 +1,5 @@
-"""The causal TCN family (sed.models.causal): causality, incremental == offline, clip API, checkpoints, training."""
+"""The causal TCN family (sed.models.causal): causality, incremental == offline, clip API, checkpoints,
+training."""
 
 from __future__ import annotations
 

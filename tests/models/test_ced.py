@@ -97,7 +97,8 @@ def reference_state(num_classes: int = 527, seed: int = 0) -> dict[str, torch.Te
 
 
 def hf_state(sd: dict) -> dict:
-    """The same weights in the Hugging Face port's layout (``encoder.*``, BatchNorm2d ``init_bn``, no front end)."""
+    """The same weights in the Hugging Face port's layout (``encoder.*``, BatchNorm2d ``init_bn``, no front
+    end)."""
     out = {}
     for k, v in sd.items():
         if k.startswith("front_end."):

@@ -1,4 +1,5 @@
-"""The prototype classifier: cosine vs Euclidean decisions, the open-set answer, self-contained checkpoints."""
+"""The prototype classifier: cosine vs Euclidean decisions, the open-set answer, self-contained
+checkpoints."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""sed's ViT blocks: timm's numbers in fp32, the CPU reduced-precision attention, the prefix-only last block."""
+"""sed's ViT blocks: timm's numbers in fp32, the CPU reduced-precision attention, the prefix-only last
+block."""
 
 from __future__ import annotations
 

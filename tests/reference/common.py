@@ -1,4 +1,5 @@
-"""What the reference-fixture generators and the tests share: weights from a manifest, test signals, the tolerance.
+"""What the reference-fixture generators and the tests share: weights from a manifest, test signals, the
+tolerance.
 
 The rule (docs/contributing.md): a family, front end, loader or metric ported from a public repository is
 checked against outputs of that repository's own code. Each ``tests/reference/<family>/generate.py`` imports
@@ -78,7 +79,8 @@ def padded(clips: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
 
 def regime_inputs(regime: str, rate: int) -> tuple[np.ndarray, list[int] | None]:
     """The mono waveforms ``[B, T]`` of a regime ("1s" ... "25s", "batch", "mixed") and, for the mixed
-    batch, the valid samples per clip (its clips alone are ``common.signal(MIXED[i], rate, MIXED_SEEDS[i])``)."""
+    batch, the valid samples per clip (its clips alone are
+    ``common.signal(MIXED[i], rate, MIXED_SEEDS[i])``)."""
     if regime == "batch":
         return np.concatenate([signal(3.0, rate, s) for s in BATCH_SEEDS]), None
     if regime == "mixed":
@@ -127,7 +129,8 @@ def tensors_from(manifest: Mapping) -> dict[str, torch.Tensor]:
 
 
 def save_manifest(path: str | Path, seed: int, entries: list[dict], **extra) -> dict:
-    """Write ``{"seed", "tensors", **extra}`` as JSON (``extra``: the release file's other fields, e.g. a cfg)."""
+    """Write ``{"seed", "tensors", **extra}`` as JSON (``extra``: the release file's other fields, e.g. a
+    cfg)."""
     manifest = {"seed": int(seed), "tensors": entries, **extra}
     Path(path).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest

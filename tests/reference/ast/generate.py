@@ -8,20 +8,23 @@ What it does, all with the reference's code imported from ``--ref``:
 
 1. builds ``src/models/ast_models.py`` ``ASTModel(label_dim=527, fstride=10, tstride=10, input_fdim=128,
    input_tdim=1024, imagenet_pretrain=False, audioset_pretrain=False, model_size='tiny224')``;
-2. fills ``torch.nn.DataParallel(model).state_dict()`` (the release layout: ``module.v.*``, ``module.mlp_head.*``)
-   with tensors made by ``tests.reference.common`` from a manifest written here (``weights.json``);
-3. saves that dict with ``torch.save`` as ``audioset_10_10_0.4593.pth`` in a temp dir and loads it back the way
-   the reference loads its release files (strides parsed from the file name as in
-   ``pretrained_models/load_pretrained_model.py``; ``torch.load`` + ``DataParallel`` + strict ``load_state_dict``
-   as in ``egs/audioset/inference.py``);
+2. fills ``torch.nn.DataParallel(model).state_dict()`` (the release layout: ``module.v.*``,
+   ``module.mlp_head.*``) with tensors made by ``tests.reference.common`` from a manifest written here
+   (``weights.json``);
+3. saves that dict with ``torch.save`` as ``audioset_10_10_0.4593.pth`` in a temp dir and loads it back the
+   way the reference loads its release files (strides parsed from the file name as in
+   ``pretrained_models/load_pretrained_model.py``; ``torch.load`` + ``DataParallel`` + strict
+   ``load_state_dict`` as in ``egs/audioset/inference.py``);
 4. runs the reference's evaluation path on ``common.signal`` clips written as float32 wav files: the
-   ``src/dataloader.py`` ``AudiosetDataset`` with the evaluation ``audio_conf`` of ``src/run.py`` (no SpecAugment,
-   no mixup, no noise; AudioSet mean/std), batched by a ``torch.utils.data.DataLoader`` as ``traintest.validate``
-   does, then the model under ``torch.no_grad()``; the logits (before ``validate``'s sigmoid) are written.
+   ``src/dataloader.py`` ``AudiosetDataset`` with the evaluation ``audio_conf`` of ``src/run.py`` (no
+   SpecAugment, no mixup, no noise; AudioSet mean/std), batched by a ``torch.utils.data.DataLoader`` as
+   ``traintest.validate`` does, then the model under ``torch.no_grad()``; the logits (before ``validate``'s
+   sigmoid) are written.
 
 Shim (documented in README.md): ``torchaudio.load`` needs torchcodec here, so the ``torchaudio`` module the
-reference's dataloader uses gets a ``load`` that reads the wav with soundfile (float32 subtype: the very samples
-of ``common.signal``, ``[channels, samples]`` float32, as ``torchaudio.load(normalize=True)`` returns them).
+reference's dataloader uses gets a ``load`` that reads the wav with soundfile (float32 subtype: the very
+samples of ``common.signal``, ``[channels, samples]`` float32, as ``torchaudio.load(normalize=True)`` returns
+them).
 """
 
 from __future__ import annotations

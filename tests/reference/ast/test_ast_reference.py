@@ -68,5 +68,6 @@ def test_release_labels_are_the_audioset_names(loaded):
 
 
 def test_release_is_multi_label(loaded):
-    """The original AudioSet head is scored with independent sigmoids (BCE training, ``validate``'s sigmoid)."""
+    """The original AudioSet head is scored with independent sigmoids (BCE training, ``validate``'s
+    sigmoid)."""
     assert loaded[1]["multi_label"] is True

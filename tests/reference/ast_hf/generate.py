@@ -1,23 +1,26 @@
 """Reference outputs of the Hugging Face AST port (transformers' ``ASTForAudioClassification`` and
 ``ASTFeatureExtractor``) for sed's tests of Hugging Face AST directories.
 
-    python tests/reference/ast_hf/generate.py --labels-csv /work/refs/ast/egs/audioset/data/class_labels_indices.csv
+    python tests/reference/ast_hf/generate.py \
+        --labels-csv /work/refs/ast/egs/audioset/data/class_labels_indices.csv
 
 The reference is the installed transformers (5.25.0 when the fixtures were made), or the one under ``--ref``
 (a transformers checkout: ``PATH/src`` goes first on ``sys.path``). What it does:
 
 1. a tiny ``ASTConfig`` (64 wide, 2 layers, 2 heads, intermediate 128, max_length 1024, 128 mel bins, strides
    10/10, 527 classes named by ``id2label`` = the AudioSet display names of ``--labels-csv``);
-2. a manifest (``weights.json``) of every tensor ``save_pretrained`` writes to ``model.safetensors`` (its key names,
-   the transformers-4 ones, which transformers 5 still writes; shapes; a fill rule each), filled by
-   ``tests.reference.common``, written as ``model.safetensors`` and loaded with ``from_pretrained`` (no missing,
-   unexpected or mismatched key);
+2. a manifest (``weights.json``) of every tensor ``save_pretrained`` writes to ``model.safetensors`` (its key
+   names, the transformers-4 ones, which transformers 5 still writes; shapes; a fill rule each), filled by
+   ``tests.reference.common``, written as ``model.safetensors`` and loaded with ``from_pretrained`` (no
+   missing, unexpected or mismatched key);
 3. ``save_pretrained`` of that model and of ``ASTFeatureExtractor()`` into a temp dir (the release layout:
-   ``config.json``, ``preprocessor_config.json``, ``model.safetensors``: checked to hold exactly the manifest's
-   tensors), loaded back with ``ASTForAudioClassification.from_pretrained`` / ``ASTFeatureExtractor.from_pretrained``;
-   both JSON files go into ``weights.json`` so that the test writes the same directory;
-4. ``feature_extractor(waves, sampling_rate=16000, return_tensors="pt")`` then ``model(input_values).logits`` on the
-   ``common.signal`` clips: each single clip, the same-length batch as one call, the mixed clips each alone.
+   ``config.json``, ``preprocessor_config.json``, ``model.safetensors``: checked to hold exactly the
+   manifest's tensors), loaded back with ``ASTForAudioClassification.from_pretrained`` /
+   ``ASTFeatureExtractor.from_pretrained``; both JSON files go into ``weights.json`` so that the test writes
+   the same directory;
+4. ``feature_extractor(waves, sampling_rate=16000, return_tensors="pt")`` then ``model(input_values).logits``
+   on the ``common.signal`` clips: each single clip, the same-length batch as one call, the mixed clips each
+   alone.
 """
 
 from __future__ import annotations
@@ -122,8 +125,9 @@ def main() -> None:
         entries = [entry_for(k, shape) for k, (shape, _) in layout.items()]
         tensors = common.tensors_from({"seed": SEED, "tensors": entries})
 
-        # transformers 5 names its modules v5-style (layers.N.attention.q_proj) but writes and reads the v4 names
-        # (encoder.layer.N.attention.attention.query) on disk: the tensors go in through a file, as from the hub
+        # transformers 5 names its modules v5-style (layers.N.attention.q_proj) but writes and reads the v4
+        # names (encoder.layer.N.attention.attention.query) on disk: the tensors go in through a file, as from
+        # the hub
         save_file(tensors, str(tmp / "keys" / "model.safetensors"), metadata=metadata)
         model, info = ASTForAudioClassification.from_pretrained(tmp / "keys", output_loading_info=True)
         assert not any(info.values()), info

@@ -2,10 +2,10 @@
 ``ASTFeatureExtractor``; README.md here).
 
 The test writes a Hugging Face AST directory as ``save_pretrained`` writes it (``config.json`` and
-``preprocessor_config.json`` from ``weights.json``, ``model.safetensors`` with the manifest's tensors under the
-names transformers writes), loads it through ``sed.models.loading.load_model(directory)`` and compares with the
-port's outputs: input_values (the feature extractor's normalised fbank, 1024 frames padded or cut) and logits, at
-every regime; the mixed-length batch runs as one zero-padded batch with ``lengths``.
+``preprocessor_config.json`` from ``weights.json``, ``model.safetensors`` with the manifest's tensors under
+the names transformers writes), loads it through ``sed.models.loading.load_model(directory)`` and compares
+with the port's outputs: input_values (the feature extractor's normalised fbank, 1024 frames padded or cut)
+and logits, at every regime; the mixed-length batch runs as one zero-padded batch with ``lengths``.
 """
 
 from __future__ import annotations

@@ -73,7 +73,9 @@ CFG = {
 #: keys a release state_dict holds twice: the reference shares layer 0's relative-position table with the
 #: other layers (one Parameter, saved under every layer's name); the manifest holds it once
 SHARED = {
-    f"encoder.layers.{i}.self_attn.relative_attention_bias.weight": "encoder.layers.0.self_attn.relative_attention_bias.weight"
+    f"encoder.layers.{i}.self_attn.relative_attention_bias.weight": (
+        "encoder.layers.0.self_attn.relative_attention_bias.weight"
+    )
     for i in range(1, CFG["encoder_layers"])
 }
 
@@ -201,7 +203,8 @@ def main() -> None:
             .max()
         )
         print(
-            f"{name:<12} {str([len(c) for c in clips]):>8} {str([int(r['tokens']) for r in runs]):>6}  {gap:.2e}"
+            f"{name:<12} {str([len(c) for c in clips]):>8} "
+            f"{str([int(r['tokens']) for r in runs]):>6}  {gap:.2e}"
         )
     np.savez_compressed(args.out / "outputs.npz", **outputs)
 

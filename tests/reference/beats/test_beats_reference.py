@@ -28,7 +28,8 @@ RATE = 16000
 MANIFEST = common.load_manifest(HERE / "weights.json")
 REF = dict(np.load(HERE / "outputs.npz"))
 
-#: regime -> its clips (the generator's: seed 0 singles, the 3-s batch of seeds 1-3, the mixed clips of seeds 4-6)
+#: regime -> its clips (the generator's: seed 0 singles, the 3-s batch of seeds 1-3, the mixed clips of
+#: seeds 4-6)
 REGIMES: dict[str, list[tuple[float, int]]] = {
     **{f"single_{s:g}s": [(s, 0)] for s in common.LENGTHS},
     "batch_3s": [(3.0, seed) for seed in (1, 2, 3)],

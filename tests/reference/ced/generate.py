@@ -45,7 +45,9 @@ MODEL_KWARGS = {
 #: front-end buffers the released files carry; they are torchaudio's, not random
 FRONT_END = {
     "front_end.0.spectrogram.window": "torch.hann_window(512)",
-    "front_end.0.mel_scale.fb": "torchaudio.functional.melscale_fbanks(257, 0.0, 8000.0, 64, 16000, None, 'htk')",
+    "front_end.0.mel_scale.fb": (
+        "torchaudio.functional.melscale_fbanks(257, 0.0, 8000.0, 64, 16000, None, 'htk')"
+    ),
 }
 #: an input of exactly 2 x 1012 frames (centred STFT: 2023 hops + 1)
 EXACT2X_SAMPLES = (2 * TARGET - 1) * HOP

@@ -177,7 +177,9 @@ def main() -> None:
         SEED,
         entries,
         release={
-            "format": "save_pretrained directory: config.json + model.safetensors (+ preprocessor_config.json)",
+            "format": (
+                "save_pretrained directory: config.json + model.safetensors (+ preprocessor_config.json)"
+            ),
             "transformers": transformers.__version__,
         },
         config=config_json,

@@ -66,7 +66,8 @@ def test_mixed_length_batch_equals_each_clip_alone(model):
 
 
 def test_exact_two_chunks_averages_both(model):
-    """2 x 1012 frames: both chunks' embeddings averaged; the port's own output (first chunk only) is a quirk."""
+    """2 x 1012 frames: both chunks' embeddings averaged; the port's own output (first chunk only) is a
+    quirk."""
     samples = MANIFEST["signals"]["exact2x"]["samples"]
     wave = common.signal(samples / RATE, RATE, 0)
     assert wave.shape[-1] == samples

@@ -6,12 +6,12 @@ Usage (the reference checkout is a plain work tree of raymin0223/patch-mix_contr
 
 :func:`write_corpus` writes a small ICBHI-like corpus (recordings at 44.1, 10 and 4 kHz whose audio is
 :func:`tests.reference.common.signal`, their tab-separated cycle annotations, ``official_split.txt`` and
-``patient_list_foldwise.txt``) into one flat folder, the layout ``sed.data.corpora.icbhi`` reads. The generator lays
-the same files out as the reference expects (``<data>/icbhi_dataset/audio_test_data/`` + the split files
-and the repository's own ``metadata.txt`` in ``<data>/icbhi_dataset/``), builds the datasets through the
-reference's ``main.set_loader`` (the train and the test ``ICBHIDataset`` with their transforms) and records,
-per cycle: the 8-s waveform it holds (``dataset.audio_data``), the fbank the model is fed (the test
-loader's batches; for training cycles the evaluation transform applied to ``dataset.audio_images``, i.e.
+``patient_list_foldwise.txt``) into one flat folder, the layout ``sed.data.corpora.icbhi`` reads. The
+generator lays the same files out as the reference expects (``<data>/icbhi_dataset/audio_test_data/`` + the
+split files and the repository's own ``metadata.txt`` in ``<data>/icbhi_dataset/``), builds the datasets
+through the reference's ``main.set_loader`` (the train and the test ``ICBHIDataset`` with their transforms)
+and records, per cycle: the 8-s waveform it holds (``dataset.audio_data``), the fbank the model is fed (the
+test loader's batches; for training cycles the evaluation transform applied to ``dataset.audio_images``, i.e.
 everything but the random SpecAugment), the label (4 and 2 classes) and the split (official, folds 0 and 1).
 
 The ICBHI score: the reference's ``main.validate`` (hits and counts per label, ``get_score``) on the logits
@@ -23,7 +23,7 @@ to keep the fixture small; the test compares sed at the same positions.
 Shims (documented in README.md): torchaudio 2.11's ``load`` needs torchcodec, so ``torchaudio.load`` is
 replaced by a soundfile reader returning the same thing (float32 ``[channels, samples]`` in [-1, 1]);
 ``torch.Tensor.cuda`` is a no-op for the score run (no GPU here).
-"""
+"""  # noqa: E501 (the first line is the argparse description: kept whole)
 
 from __future__ import annotations
 
@@ -149,7 +149,8 @@ def score_inputs(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_corpus(root: str | Path) -> Path:
-    """Write the synthetic corpus into ``root`` (flat: recordings, annotations, split files); deterministic."""
+    """Write the synthetic corpus into ``root`` (flat: recordings, annotations, split files);
+    deterministic."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for stem, rate, seconds, seed, _, rows in RECORDINGS:
@@ -206,7 +207,8 @@ def _args(data_folder: Path, test_fold: str, n_cls: int) -> types.SimpleNamespac
 
 
 def _cycles_of(dataset) -> list[tuple[str, int]]:
-    """``(recording, row)`` of each cycle of a reference dataset, in its order (``filenames`` come from a set)."""
+    """``(recording, row)`` of each cycle of a reference dataset, in its order (``filenames`` come from a
+    set)."""
     keys = []
     for f in dataset.filenames:
         keys += [(f, j) for j in range(len(dataset.filename_to_label[f]))]

@@ -78,7 +78,8 @@ def test_fixture_covers_the_cases():
 
 @pytest.mark.parametrize("part", PARTS)
 def test_cycles_and_order(seen, part):
-    """The same cycles in each split as the reference (order: sed sorts recordings, the reference does not)."""
+    """The same cycles in each split as the reference (order: sed sorts recordings, the reference does
+    not)."""
     keys = seen[part][0]
     ref = sorted(k for k, c in zip(KEYS, INFO["cycles"]) if c["split_official"] == part)
     assert sorted(keys) == ref
@@ -124,7 +125,8 @@ SCORES = json.loads((HERE / "score.json").read_text(encoding="utf-8"))
 
 @pytest.mark.parametrize("name", list(SCORES))
 def test_score(name):
-    """``main.validate``'s hits and counts and ``get_score``'s (Sp, Se, Score) vs sed.metrics.classification."""
+    """``main.validate``'s hits and counts and ``get_score``'s (Sp, Se, Score) vs
+    sed.metrics.classification."""
     from sed.metrics.classification import ICBHIScore, icbhi_hits_counts, icbhi_score, icbhi_score_from_counts
 
     r = SCORES[name]

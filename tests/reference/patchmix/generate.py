@@ -29,7 +29,7 @@ Shims of the model stage (they change no number): ``nn.Module.cuda`` is a no-op 
 ``torch.load`` gets ``weights_only=False`` (the default the reference was written for; torch 2.6 changed
 it, and the file pickles ``args``); the ImageNet and AudioSet initialisations are off for the load (they are
 overwritten by the file, and need downloads).
-"""
+"""  # noqa: E501 (the first line is the argparse description: kept whole)
 
 from __future__ import annotations
 
@@ -197,7 +197,8 @@ SCRIPT_FLAGS = [
 #: what main.set_loader adds to args before training (h, w) and the class counts of the official train split
 LOADER_ARGS = {"h": 798, "w": 128, "class_nums": [2063.0, 1215.0, 501.0, 363.0]}
 MODEL_SEED = 2023
-#: the ViT of the test model: DeiT-tiny's recipe (distilled, patch 16, LayerNorm eps 1e-6) at width 64, depth 2
+#: the ViT of the test model: DeiT-tiny's recipe (distilled, patch 16, LayerNorm eps 1e-6) at width 64,
+#: depth 2
 MICRO = {"embed_dim": 64, "depth": 2, "num_heads": 2}
 SAMPLE_RATE, TARGET = 16000, 8 * 16000
 #: the Patch-Mix forward on the same-length batch: labels, seeds of the mixing (patches, then time columns)
@@ -241,7 +242,8 @@ def model_manifest(state: dict, classifier: dict) -> list[dict]:
 
 
 def release_args(args_ns):
-    """The ``args`` pickled into the release file: parse_args of the script's flags plus set_loader's fields."""
+    """The ``args`` pickled into the release file: parse_args of the script's flags plus set_loader's
+    fields."""
     for k, v in LOADER_ARGS.items():
         setattr(args_ns, k, np.asarray(v) if k == "class_nums" else v)
     return args_ns

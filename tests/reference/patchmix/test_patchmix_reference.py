@@ -1,4 +1,5 @@
-"""sed's Patch-Mix against the Patch-Mix repository's ``ASTModel.patch_mix`` (fixtures: generate.py, README.md).
+"""sed's Patch-Mix against the Patch-Mix repository's ``ASTModel.patch_mix`` (fixtures: generate.py,
+README.md).
 
 Per case: the same tokens and labels, the reference's random choices (``lam`` drawn, partner ``index``, mixed
 patches or time columns) given to :func:`sed.augment.patch_mix.patch_mix`, which must give the reference's
@@ -9,8 +10,9 @@ patches (the draws, ``randperm(B)`` then ``randperm(width)``, are the reference'
 The Patch-Mix model: a DeiT-tiny-sized Patch-Mix AST is written in the release layout of the reference's
 ``save_model`` (``best.pth``: ``args``, ``model``, ``optimizer``, ``epoch``, ``classifier``), loaded through
 :func:`sed.models.loading.load_model`, and run on the regimes' clips after the ICBHI data stage
-(:func:`sed.data.corpora.icbhi.fix_length`: cut or repeat-pad to 8 s, as the reference's ``cut_pad_sample_torchaudio``):
-pooled embedding and logits (the reference's ``classifier`` on ``model(x)``), and the Patch-Mix forward.
+(:func:`sed.data.corpora.icbhi.fix_length`: cut or repeat-pad to 8 s, as the reference's
+``cut_pad_sample_torchaudio``): pooled embedding and logits (the reference's ``classifier`` on ``model(x)``),
+and the Patch-Mix forward.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ RATE = 24000
 #: format -> parameters.get_params task id: 1 = the defaults (FOA), 4 = "MIC + GCC + ACCDOA"
 TASKS = {"foa": "1", "mic": "4"}
 N_MELS = 64
-#: a quiet stretch (start s, stop s, gain) in the "gap" clip: its log-mel falls below the per-file top_db floor
+#: a quiet stretch (start s, stop s, gain) in the "gap" clip: its log-mel falls below the per-file
+#: top_db floor
 GAP = (1.0, 1.2, 1e-3)
 
 

@@ -3,11 +3,12 @@ the DCASE 2023 baseline's own ``cls_feature_class.FeatureClass`` (see README.md;
 
 Each clip is written as the 16-bit PCM WAV the baseline read; a single clip goes through sed's feature
 path for SELD data (``FeatureCache``: ``load_audio``, the front end, a ``.npy`` entry read back), the
-batches through ``load_audio`` and the front end on one batch. The features, ``[C, frames, 64]`` here, are compared in the baseline's
-``(frames, C * 64)`` channel-major layout: 4 whole frames (log-mel block and spatial block separately:
-their ranges differ by orders of magnitude) and every frame's block means. The standardiser is fitted
-over the cached features of all clips (``sed.data.modules.feature_cache.fit_standardizer``), as the baseline's
-``StandardScaler.partial_fit`` over every feature file.
+batches through ``load_audio`` and the front end on one batch. The features, ``[C, frames, 64]`` here, are
+compared in the baseline's ``(frames, C * 64)`` channel-major layout: 4 whole frames (log-mel block and
+spatial block separately: their ranges differ by orders of magnitude) and every frame's block means. The
+standardiser is fitted over the cached features of all clips
+(``sed.data.modules.feature_cache.fit_standardizer``), as the baseline's ``StandardScaler.partial_fit`` over
+every feature file.
 """
 
 from __future__ import annotations
