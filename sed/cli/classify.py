@@ -24,7 +24,8 @@ def _classifiers(args: argparse.Namespace) -> list:
 def _classifier(args: argparse.Namespace):
     """The one Classifier of --checkpoint, or with ``--ensemble`` the EnsembleClassifier of
     every --checkpoint."""
-    from sed.inference.ensemble import EnsembleClassifier, ensemble_options
+    from sed.inference.ensemble import EnsembleClassifier
+    from sed.inference.ensemble_weights import ensemble_options
 
     if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
         raise UsageError("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")

@@ -11,7 +11,8 @@ from sed.checkpoint import save_model
 from sed.cli.report import format_ensemble_eval
 from sed.data.synth.corpora import make_esc50
 from sed.inference.classifier import Classifier
-from sed.inference.ensemble import EnsembleClassifier, combine, ensemble_options
+from sed.inference.ensemble import EnsembleClassifier, combine
+from sed.inference.ensemble_weights import ensemble_options
 from sed.models import create_model
 from sed.training.ensemble_eval import ensemble_eval
 
