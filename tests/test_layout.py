@@ -230,3 +230,16 @@ def test_metrics_reexports_its_public_api():
 
     for name in sed.metrics.__all__:
         assert getattr(sed.metrics, name) is not None
+
+
+def test_the_tree_is_formatted_and_lint_clean():
+    """``ruff format`` (line length 110) and ``ruff check`` (E501 on) pass over the whole tree."""
+    import shutil
+    import subprocess
+
+    ruff = shutil.which("ruff")
+    assert ruff, "ruff is a dev dependency: pip install -e '.[dev]'"
+    root = Path(__file__).resolve().parents[1]
+    for args in (["format", "--check", "."], ["check", "."]):
+        r = subprocess.run([ruff, *args], cwd=root, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
