@@ -312,3 +312,22 @@ def test_onnx_export_matches_pytorch(release, tmp_path):
         got = session.run(["logits"], {"waveform": wave.numpy()})[0]
         with torch.no_grad():
             assert math.isclose(float(abs(got - model(wave).numpy()).max()), 0.0, abs_tol=1e-4)
+
+
+def test_fine_tuning_keeps_the_loaded_batchnorm_statistics_without_counters(release, tmp_path):
+    """A release without ``num_batches_tracked`` (PyTorch leaves the counter at 0) fine-tunes as one with
+    them: the first training batch moves the loaded statistics by the reference's momentum 0.01, it does not
+    replace them (the fresh-weights warm start of sed.models.norm ends when weights are loaded)."""
+    path, sd = release
+    bare = tmp_path / "mn04_as_mAP_432.pt"
+    torch.save({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, bare)
+    wave = _wave(1.0, batch=4, seed=3)
+    stats = []
+    for source in (path, bare):
+        model = create_model("efficientat_mn04", pretrained=source, input_tdim=100).train()
+        with torch.no_grad():
+            model(wave)
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert all(m.momentum == 0.01 for m in bns)
+        stats.append(torch.cat([m.running_mean for m in bns]))
+    assert torch.allclose(stats[0], stats[1], atol=1e-6)

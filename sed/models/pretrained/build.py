@@ -27,6 +27,7 @@ from sed.data.corpora.audioset import audioset_labels
 from sed.errors import CheckpointError, one_line
 from sed.models.budget import check_weights, checked_build
 from sed.models.family import families, family, family_of_model, find_weights, importer_of
+from sed.models.norm import end_warm_start
 from sed.models.pretrained.sources import Contents, resolve
 from sed.models.registry import model_entry
 
@@ -181,6 +182,7 @@ def build_pretrained(
             [f"unexpected keys {[name(k, contents) for k in unexpected[:5]]}"] if unexpected else []
         )
         raise CheckpointError(contents.desc, f"does not fit the {imp.title} model: " + ", ".join(parts))
+    end_warm_start(model)  # BatchNorm statistics are the source's (sed.models.norm)
     model.multi_label = multi if keep_head else False  # a new head: single-label until a task says otherwise
     model.pretrained_report = {
         "source": contents.desc,
