@@ -136,6 +136,7 @@ def test_imports_run_down_the_road():
 #: sed.data inside, bottom to top: the clip record, the corpus readers, then what is built on them
 DATA_LAYERS = {
     "sed.data.clips": 0,
+    "sed.data.events": 0,
     "sed.data.corpora": 1,
     "sed.data.synth": 2,
     "sed.data.shards": 2,
@@ -152,7 +153,7 @@ def _data_layer(name: str) -> tuple[str, int]:
 def test_data_modules_live_in_the_data_layers():
     data = sorted(n for n in MODULES if n.startswith("sed.data."))
     assert data and all(_data_layer(n) for n in data)
-    assert {p.name for p in (SED / "data").glob("*.py")} == {"__init__.py", "clips.py"}
+    assert {p.name for p in (SED / "data").glob("*.py")} == {"__init__.py", "clips.py", "events.py"}
 
 
 def test_data_imports_run_down_its_layers():
