@@ -38,6 +38,8 @@ apart, so every clip gets what it gets alone (the GRU is bidirectional).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torchaudio
 from torch import nn
@@ -160,7 +162,7 @@ class CRNNModel(DescribedModel, nn.Module):
             frame_pooling,
             clip_seconds,
         )
-        self.time_pool = int(torch.tensor([p[0] for p in pooling]).prod())
+        self.time_pool = math.prod(p[0] for p in pooling)
         out_freq = int(n_mels)
         for p in pooling:
             out_freq //= p[1]

@@ -44,7 +44,12 @@ class CRNNMel(nn.Module):
             int(n_fft),
             int(hop_length),
         )
-        self.mel = torchaudio.transforms.MelSpectrogram(
+        with torch.device("cpu"):  # torchaudio checks the filter bank's numbers (also on the meta device)
+            self.mel = self._mel(f_min, f_max)
+        self.min_samples = max(self.n_fft // 2 + 1, (int(min_frames) - 1) * self.hop)
+
+    def _mel(self, f_min: float, f_max: float | None) -> nn.Module:
+        return torchaudio.transforms.MelSpectrogram(
             sample_rate=self.sample_rate,
             n_fft=self.n_fft,
             win_length=self.n_fft,
@@ -56,7 +61,6 @@ class CRNNMel(nn.Module):
             wkwargs={"periodic": False},
             power=1.0,
         )
-        self.min_samples = max(self.n_fft // 2 + 1, (int(min_frames) - 1) * self.hop)
 
     def num_frames(self, num_samples: int) -> int:
         """Feature frames of a clip of ``num_samples`` samples (after the padding of short clips)."""
