@@ -115,20 +115,20 @@ class DetectionDataModule(SedDataModule):
         classes = [None] * len(folders) if strong_classes is None else list(strong_classes)
         if len(classes) != len(folders):
             raise ValueError("strong_classes needs one entry (a class list or null) per strong source")
-        self.sources: dict[str, list[tuple[list[ClipItem], list, list[bool]]]] = {"strong": [], "weak": []}
+        self.sources: dict[str, list[tuple[list[ClipItem], list[bool]]]] = {"strong": [], "weak": []}
         for folder, tsv, names in zip(folders, tsvs, classes):
-            self.sources["strong"].append((*self._strong(folder, tsv), self._mask(names)))
+            self.sources["strong"].append((self._strong(folder, tsv), self._mask(names)))
         folder, tsv = self._path(weak_folder, "weak", 0), self._path(weak_tsv, "weak", 1)
         if folder is not None and tsv is not None:
             table = read_weak_tsv(tsv, self.label_names, folder)
             index = {n: k for k, n in enumerate(self.label_names)}
             items = [ClipItem(str(folder / n), [index[x] for x in v]) for n, v in table.items()]
-            self.sources["weak"].append((items, [[] for _ in items], self._mask(weak_classes)))
+            self.sources["weak"].append((items, self._mask(weak_classes)))
         folder = self._path(unlabeled_folder, "unlabeled", 0)
         unlabeled = (
             [] if folder is None else [ClipItem(str(folder / f), None) for f in unlabeled_files(folder)]
         )
-        self.sources["unlabeled"] = [(unlabeled, [[] for _ in unlabeled], [False] * self.num_classes)]
+        self.sources["unlabeled"] = [(unlabeled, [False] * self.num_classes)]
         for name, size in zip(("strong", "weak", "unlabeled"), sizes):
             if size and not sum(len(s[0]) for s in self.sources[name]):
                 raise ValueError(
@@ -145,7 +145,7 @@ class DetectionDataModule(SedDataModule):
                 None
                 if folder is None or tsv is None
                 else (
-                    *self._strong(folder, tsv),
+                    self._strong(folder, tsv),
                     None if durations is None else read_durations_tsv(durations),
                     durations,
                 )
@@ -178,20 +178,22 @@ class DetectionDataModule(SedDataModule):
             raise ValueError(f"class {unknown[0]!r} of a source is not one of the labels")
         return [n in names for n in self.label_names]
 
-    def _strong(self, folder: Path, tsv: Path) -> tuple[list[ClipItem], list]:
-        table = read_strong_tsv(tsv, self.label_names, folder)
-        items, events = [], []
-        for name, rows in table.items():
-            labels = sorted({self.label_names.index(e[2]) for e in rows})
-            items.append(ClipItem(str(folder / name), labels))
-            events.append([(a, b, self.label_names.index(c)) for a, b, c in rows])
-        return items, events
+    def _strong(self, folder: Path, tsv: Path) -> list[ClipItem]:
+        index = {n: k for k, n in enumerate(self.label_names)}
+        return [
+            ClipItem(
+                str(folder / name),
+                sorted({index[e[2]] for e in rows}),
+                events=tuple((a, b, index[c]) for a, b, c in rows),
+            )
+            for name, rows in read_strong_tsv(tsv, self.label_names, folder).items()
+        ]
 
     # ------------------------------------------------------------------ datasets
     def _eval_dataset(self, split: str) -> DetectionClips | None:
         if self.eval_sets[split] is None:
             return None
-        items, events, table, table_path = self.eval_sets[split]
+        items, table, table_path = self.eval_sets[split]
         if table is None:
             durations = [info(it.path).duration for it in items]
         else:
@@ -203,7 +205,6 @@ class DetectionDataModule(SedDataModule):
             durations = [table[Path(it.path).name] for it in items]
         return DetectionClips(
             items,
-            events,
             self.label_names,
             source="strong",
             durations=durations,
@@ -219,7 +220,6 @@ class DetectionDataModule(SedDataModule):
             sets = [
                 DetectionClips(
                     items,
-                    events,
                     self.label_names,
                     source=name,
                     class_mask=mask,
@@ -227,7 +227,7 @@ class DetectionDataModule(SedDataModule):
                     clip_seconds=self.clip_seconds,
                     train=True,
                 )
-                for items, events, mask in self.sources[name]
+                for items, mask in self.sources[name]
                 if items
             ]
             parts.append(sets[0] if len(sets) == 1 else ConcatDataset(sets))

@@ -23,7 +23,8 @@ SOURCE_IDS = {"strong": 0, "weak": 1, "unlabeled": 2}
 class DetectionClips(ClipDataset):
     """Mono clips of one source, with their events.
 
-    ``events[i]`` are item ``i``'s ``(onset, offset, class)`` (strong sources; empty otherwise) and
+    ``item.events`` are an item's ``(onset, offset, class)`` (strong sources; None otherwise: a JSONL
+    manifest's strong labels, :func:`~sed.data.corpora.folder.manifest_items`, serve too) and
     ``item.label`` its clip labels (weak sources; strong ones derive them from the events they serve;
     unlabelled: None). Training (``train=True``) cuts a random ``clip_seconds`` crop from a longer clip
     and moves the events with it (cut at the crop's edges); evaluation serves each clip whole, from
@@ -36,7 +37,6 @@ class DetectionClips(ClipDataset):
     def __init__(
         self,
         items: Sequence[ClipItem],
-        events: Sequence[Sequence[tuple[float, float, int]]],
         label_names: Sequence[str],
         *,
         source: str,
@@ -54,9 +54,11 @@ class DetectionClips(ClipDataset):
             clip_seconds=clip_seconds if train else None,
             train=train,
         )
-        if len(events) != len(self.items) or (durations is not None and len(durations) != len(self.items)):
-            raise ValueError("events and durations need one entry per item")
-        self.events = [[(float(a), float(b), int(c)) for a, b, c in ev] for ev in events]
+        if durations is not None and len(durations) != len(self.items):
+            raise ValueError("durations need one entry per item")
+        bad = [e for it in self.items for e in it.events or () if not 0 <= int(e[2]) < self.num_classes]
+        if bad:
+            raise ValueError(f"event class {bad[0][2]} is not a class index in 0..{self.num_classes - 1}")
         self.source = SOURCE_IDS[source]
         mask = [True] * self.num_classes if class_mask is None else list(class_mask)
         self.class_mask = torch.tensor(mask if source != "unlabeled" else [False] * self.num_classes)
@@ -70,7 +72,7 @@ class DetectionClips(ClipDataset):
         wave, length = pad_clip(self._read(it.path, a + start, a + stop), self.pad_to)
         t0, t1 = start / self.sample_rate, stop / self.sample_rate
         events = [
-            (max(on, t0) - t0, min(off, t1) - t0, c) for on, off, c in self.events[i] if off > t0 and on < t1
+            (max(on, t0) - t0, min(off, t1) - t0, c) for on, off, c in it.events or () if off > t0 and on < t1
         ]
         if self.source == SOURCE_IDS["strong"]:
             weak = torch.zeros(self.num_classes)
