@@ -12,6 +12,7 @@ Where they differ by definition (stated in docs/detection.md too):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,56 @@ def test_score_and_event_files_round_trip(tmp_path):
     events = {"a": [(1.0, 2.0, "dog")], "b": []}
     write_events(events, tmp_path / "ev.tsv", extension=".wav")
     assert read_events(tmp_path / "ev.tsv") == {"a": [(1.0, 2.0, "dog")]}
+
+
+FIXTURES = json.loads((REF / "fixtures.json").read_text())
+
+
+def _case(name):
+    case = FIXTURES["cases"][name]
+    scores = {k: frame_scores(np.array(v), case["hop"], case["labels"]) for k, v in case["scores"].items()}
+    gt = {k: [tuple(e) for e in v] for k, v in case["ground_truth"].items()}
+    return case, scores, gt
+
+
+def _runs(case, threshold):
+    # thresholded events as a post-processor writes them: runs of frames strictly above the threshold
+    out = {}
+    for key, probs in case["scores"].items():
+        active = np.asarray(probs) > threshold
+        out[key] = []
+        for c, label in enumerate(case["labels"]):
+            edges = np.diff(np.concatenate([[0], active[:, c].astype(int), [0]]))
+            for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+                out[key].append((s * case["hop"], e * case["hop"], label))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES["cases"]))
+def test_equal_to_psds_eval_and_sed_eval(name):
+    case, scores, gt = _case(name)
+    ref = case["reference"]
+    assert any(not evs for evs in gt.values())  # a file without events
+    rep = detection_report(scores, gt, case["durations"], thresholds=0.5)
+    for metric in ("psds1", "psds2", "intersection_f1", "collar_f1", "segment_f1"):
+        assert rep["macro"][metric] == pytest.approx(ref[metric], abs=1e-3), metric
+    assert 0.1 < ref["psds1"] < 0.9 and 0.1 < ref["collar_f1"] < 0.9  # the cases discriminate
+    for label in case["labels"]:
+        assert rep["classes"][label]["intersection_f1"] == pytest.approx(
+            ref["intersection_f1_classes"][label], abs=1e-3
+        )
+        assert rep["classes"][label]["collar_f1"] == pytest.approx(ref["collar_f1_classes"][label], abs=1e-3)
+        assert rep["classes"][label]["segment_f1"] == pytest.approx(
+            ref["segment_f1_classes"][label], abs=1e-3
+        )
+    # the thresholded events alone give the same F1s
+    f1 = event_metrics(_runs(case, 0.5), gt, case["durations"], labels=case["labels"])
+    for metric in ("intersection_f1", "collar_f1", "segment_f1"):
+        assert f1[metric] == pytest.approx(ref[metric], abs=1e-3), metric
+
+
+def test_psds_eval_on_the_baseline_grid_is_lower():
+    # by definition: psds_eval scores the thresholds it is given; 50 of them miss operating points
+    ref = FIXTURES["cases"]["three_classes_hop_0.2"]["reference"]
+    assert ref["psds2_50"] < ref["psds2"] - 0.05
+    assert ref["segment_f1_micro"] != pytest.approx(ref["segment_f1"], abs=1e-4)  # sed_eval overall: micro
