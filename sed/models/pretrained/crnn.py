@@ -4,8 +4,9 @@
 A release ``.ckpt`` is a PyTorch Lightning checkpoint of the recipe's ``SEDTask4``: ``state_dict`` holds
 ``sed_student.*`` and ``sed_teacher.*`` (two CRNNs: ``cnn.cnn.conv{i}`` / ``batchnorm{i}`` /
 ``glu{i}.linear``, ``rnn.rnn.*``, ``dense``, ``dense_softmax``, ``cat_tf``) and the front end's ``mel_spec.*``
-buffers (dropped: sed's front end makes the same window and filter bank from its parameters); ``hyper_parameters`` holds the recipe's config
-(``net``, ``feats``), read for the pooling and the mel bins where present. The recipe reports the teacher
+buffers (dropped: sed's front end makes the same window and filter bank from its parameters);
+``hyper_parameters`` holds the recipe's config (``net``, ``feats``), read for the pooling and the mel bins
+where present. The recipe reports the teacher
 (``test/teacher/psds1/sed_scores_eval`` is its result), so the teacher is loaded; ``branch="student"``
 loads the student. A bare CRNN state dict (the checkpoint's ``sed_student`` entry) is taken as well.
 
