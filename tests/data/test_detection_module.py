@@ -151,6 +151,8 @@ def test_source_with_its_own_classes_is_masked(corpus):
 
 def test_configuration_errors(corpus, tmp_path):
     root, summary = corpus
+    with pytest.raises(DatasetError, match="nope: DESED root folder not found"):
+        DetectionDataModule(root=str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="no weak set"):
         DetectionDataModule(root=str(tmp_path), labels=summary["classes"], batch_sizes=[0, 1, 0])
     with pytest.raises(ValueError, match="batch_sizes"):
@@ -184,3 +186,18 @@ def test_bad_audio_file_is_reported_at_setup(corpus, tmp_path):
     with pytest.raises(DatasetError, match="x.wav"):
         dm.setup("fit")
     assert dm.val_dataloader() == []
+
+
+def test_root_default_takes_the_real_strong_set_when_there(corpus, tmp_path):
+    import shutil
+
+    root, summary = corpus
+    shutil.copytree(root, tmp_path / "desed")
+    strong, tsv = DESED_LAYOUT["strong"]
+    real, real_tsv = DESED_LAYOUT["strong_real"]
+    shutil.copytree(root / strong.replace("_16k", ""), tmp_path / "desed" / real.replace("_16k", ""))
+    shutil.copy(root / tsv, tmp_path / "desed" / real_tsv)
+    dm = _module((tmp_path / "desed", summary), batch_sizes=[10, 0, 0])
+    assert [len(items) for items, _ in dm.sources["strong"]] == [5, 5]
+    batch = next(iter(dm.train_dataloader()))
+    assert sum("strong_label_real" in p for p in batch["path"]) == 5

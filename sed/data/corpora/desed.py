@@ -56,6 +56,7 @@ DESED_LAYOUT = {
         "audio/train/synthetic21_train/soundscapes_16k",
         "metadata/train/synthetic21_train/soundscapes.tsv",
     ),
+    "strong_real": ("audio/train/strong_label_real_16k", "metadata/train/audioset_strong.tsv"),
     "weak": ("audio/train/weak_16k", "metadata/train/weak.tsv"),
     "unlabeled": ("audio/train/unlabel_in_domain_16k", None),
     "val": (

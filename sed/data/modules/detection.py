@@ -1,7 +1,8 @@
 """DetectionDataModule: sound event detection data (DCASE Task 4, DESED layout) for Lightning.
 
 Sources. Strong (``strong_folders`` + ``strong_tsvs``, one or several pairs: the synthetic
-soundscapes, the real strongly labelled AudioSet clips, MAESTRO's real clips), weak (``weak_folder`` +
+soundscapes, the real strongly labelled AudioSet clips, MAESTRO's real clips; under ``root`` by default
+the first two, those that are there), weak (``weak_folder`` +
 ``weak_tsv``) and unlabelled (``unlabeled_folder``) training sets; validation and test sets with
 strong TSVs and durations TSVs. With ``root`` every path left out is the DESED layout under it
 (:data:`sed.data.corpora.desed.DESED_LAYOUT`, the DCASE 2024 baseline's folder names; a ``_16k``
@@ -102,12 +103,13 @@ class DetectionDataModule(SedDataModule):
         )
         self.save_hyperparameters(ignore=["labels"])
         self.batch_sizes, self.clip_seconds, self.sample_rate = sizes, float(clip_seconds), int(sample_rate)
-        self.root, self.validate = None if root is None else Path(root), bool(validate)
+        self.root, self.validate = None if root is None else Path(os.path.expanduser(root)), bool(validate)
+        if self.root is not None and not self.root.is_dir():
+            raise DatasetError(self.root, "DESED root folder not found")
         self.set_labels(DESED_CLASSES if labels is None else labels, multi_label=True)
         if len(set(self.label_names)) != self.num_classes or not self.label_names:
             raise ValueError("labels must be a non-empty list of distinct names")
-        folders = self._paths(strong_folders, "strong", 0)
-        tsvs = self._paths(strong_tsvs, "strong", 1)
+        folders, tsvs = self._strong_paths(strong_folders, strong_tsvs)
         if len(folders) != len(tsvs):
             raise ValueError(
                 f"{len(folders)} strong folder(s) but {len(tsvs)} strong TSV(s): give one per folder"
@@ -165,10 +167,16 @@ class DetectionDataModule(SedDataModule):
         p = Path(os.path.expanduser(str(value)))
         return p if p.is_absolute() or self.root is None else self.root / p
 
-    def _paths(self, value, key: str, part: int) -> list[Path]:
-        given = _listed(value)
-        found = [self._path(v, key, part) for v in given] or [self._path(None, key, part)]
-        return [p for p in found if p is not None]
+    def _strong_paths(self, folders, tsvs) -> tuple[list[Path], list[Path]]:
+        """The strong sources given, or those of the layout under ``root`` that are there (the
+        synthetic soundscapes and the real strongly labelled clips)."""
+        if folders is not None or tsvs is not None:
+            return [self._path(v, "strong", 0) for v in _listed(folders)], [
+                self._path(v, "strong", 1) for v in _listed(tsvs)
+            ]
+        pairs = [(self._path(None, k, 0), self._path(None, k, 1)) for k in ("strong", "strong_real")]
+        pairs = [(f, t) for f, t in pairs if f is not None and t is not None]
+        return [f for f, _ in pairs], [t for _, t in pairs]
 
     def _mask(self, names: list[str] | None) -> list[bool]:
         if names is None:
