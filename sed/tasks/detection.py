@@ -392,6 +392,7 @@ class DetectionTask(Task):
         )
 
     def configure_callbacks(self):
-        from sed.tasks.callbacks import PredictionWriter
+        from sed.tasks.callbacks import event_task_callbacks
 
-        return [c for c in super().configure_callbacks() if not isinstance(c, PredictionWriter)]
+        name, mode = self.monitor
+        return event_task_callbacks(self.trainer, name, mode, self.hparams.save_top_k)

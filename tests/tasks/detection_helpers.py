@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -16,17 +17,33 @@ HOP = 256  # samples per output frame: 32 ms
 FREQS = (500.0, 1500.0, 2750.0)  # one tone per class
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: the tiny models of these tests run far faster on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class TinyFrames(nn.Module):
-    """Log spectra of non-overlapping frames of ``HOP`` samples -> a 3-frame conv -> FrameHead."""
+    """Log spectra of non-overlapping frames of ``HOP`` samples -> a conv over ``context`` frames -> FrameHead."""
 
     sample_rate = SR
     frame_hop = HOP / SR
 
-    def __init__(self, num_classes: int = 3, labels=None, frame_pooling: str = "attention", dim: int = 16):
+    def __init__(
+        self,
+        num_classes: int = 3,
+        labels=None,
+        frame_pooling: str = "attention",
+        dim: int = 16,
+        context: int = 1,
+    ):
         super().__init__()
         self.num_classes, self.labels, self.frame_pooling = num_classes, labels, frame_pooling
         self.proj = nn.Linear(HOP // 2 + 1, dim)
-        self.conv = nn.Conv1d(dim, dim, 3, padding=1)
+        self.conv = nn.Conv1d(dim, dim, context, padding=context // 2)
         self.head = FrameHead(dim, num_classes, frame_pooling)
         self.sed_config = {"name": "tiny_frames", "kwargs": {"num_classes": num_classes}}
 

@@ -11,7 +11,9 @@ import torch
 from sed.data.events import batch_frame_targets
 from sed.losses.detection import consistency_loss, masked_bce, strong_loss, weak_loss
 from sed.tasks.detection import DetectionTask, lr_factor, mix_within
-from tests.tasks.detection_helpers import fake_create_model, make_batch
+from tests.tasks.detection_helpers import fake_create_model, make_batch, one_thread  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
