@@ -339,7 +339,7 @@ class DetectionTask(Task):
         return out
 
     def eval_epoch_end(self, stage: str) -> None:
-        from sed.metrics.detection import detection_metrics, psds
+        from sed.metrics.detection import detection_report, psds
 
         store = self._gathered(self._eval.pop(stage, None) or self._store(stage))
         self._eval.pop(stage, None)
@@ -351,8 +351,9 @@ class DetectionTask(Task):
         if store["gt"]:
             for k in ("student", "teacher"):
                 scores = self._scores(store[k])
-                m = detection_metrics(scores, store["gt"], store["durations"], thresholds=h.val_threshold)
-                m["psds1"] = psds(scores, store["gt"], store["durations"], scenario=1)
+                gt, durations = store["gt"], store["durations"]
+                m = detection_report(scores, gt, durations, h.val_threshold, with_psds=False)["macro"]
+                m["psds1"] = psds(scores, gt, durations, scenario=1)
                 prefix = "" if k == "student" else "teacher_"
                 for name in ("psds1", "intersection_f1", "collar_f1"):
                     values[prefix + name] = float(m[name])

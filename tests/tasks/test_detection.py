@@ -51,6 +51,7 @@ def test_tiny_model_finds_held_out_events_within_one_frame(monkeypatch, tmp_path
         lr=0.01,
         warmup_epochs=5,
         mixup="hard",
+        median_filter=0.096,  # 3 frames, as the events below are read
     )
     trainer = pl.Trainer(
         max_epochs=30,
@@ -87,3 +88,13 @@ def test_tiny_model_finds_held_out_events_within_one_frame(monkeypatch, tmp_path
                 missed.append((i, onset, offset, c, predicted))
     assert not missed, missed
     assert found >= 12
+
+    # validation scores the held-out strong clips with sed_scores_eval (student and teacher)
+    evaluator = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    metrics = evaluator.validate(task, DataLoader([held_out], batch_size=None), verbose=False)[0]
+    assert metrics["val_intersection_f1"] == pytest.approx(1.0)
+    assert metrics["val_psds1"] > 0.8
+    assert metrics["val_obj"] == metrics["val_intersection_f1"]  # no weak clips validated
+    assert 0.0 <= metrics["val_teacher_psds1"] <= 1.0 and "val_teacher_intersection_f1" in metrics
