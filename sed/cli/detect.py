@@ -84,7 +84,7 @@ def cmd_detect(args: argparse.Namespace, con) -> int:
         twice = sorted({s for s in stems if stems.count(s) > 1})
         if twice:
             raise UsageError(
-                f"several inputs would write the score file {twice[0]} (score files are named by stem)"
+                f"several inputs would write the score file {twice[0]} (score files are named by file id)"
             )
         for f in files:
             check_output(score_file(args.scores_dir, f), inputs)

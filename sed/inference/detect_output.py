@@ -4,9 +4,9 @@
   file named by its base name (the file ids of DCASE ground truth); times in seconds, 3 decimals.
 - **csv**: ``file,onset,offset,event_label`` with the path as given.
 - **json**: ``[{"file", "duration", "events": [{"onset", "offset", "event_label"}]}]``.
-- **score files**: one ``<stem>.tsv`` per input in a folder, sed_scores_eval's format
-  (:func:`sed_scores_eval.base_modules.io.write_sed_scores`: ``onset offset <class>...``, one row per frame),
-  so ``sed_scores_eval`` (and ``sedkit sed-eval``) read them back; written atomically.
+- **score files**: one ``<file id>.tsv`` per input in a folder, sed_scores_eval's format (``onset offset
+  <class>...``, one row per frame; :mod:`sed.metrics.detection_io`), so ``sed_scores_eval`` (and ``sedkit
+  sed-eval``) read them back; written atomically.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sed.errors import DatasetError, one_line, printable
-from sed.fileio import atomic_open
+from sed.errors import printable
+from sed.metrics.detection import frame_scores
+from sed.metrics.detection_io import file_id, read_score_file
+from sed.metrics.detection_io import write_scores as save
 
 __all__ = ["FORMATS", "format_events", "read_scores", "score_file", "write_scores"]
 
@@ -61,30 +63,23 @@ def format_events(detections: Sequence, fmt: str = "tsv") -> str:
 
 
 def score_file(folder: str | os.PathLike, name: str) -> Path:
-    """The score file of input ``name`` in ``folder``: ``<stem>.tsv`` (sed_scores_eval's audio id)."""
-    return Path(folder) / f"{Path(name).stem}.tsv"
+    """The score file of input ``name`` in ``folder``: ``<file id>.tsv`` (the name without its extension, as
+    sed_scores_eval keys it: :func:`sed.metrics.detection_io.file_id`)."""
+    return Path(folder) / f"{file_id(Path(name).name)}.tsv"
 
 
 def write_scores(path: str | os.PathLike, probs: np.ndarray, hop: float, labels: Sequence[str]) -> Path:
     """Frame probabilities ``[F, C]`` as a sed_scores_eval score file (frame ``i``: ``[i hop, (i+1) hop)``),
-    atomically."""
-    from sed_scores_eval.base_modules.io import write_sed_scores
-
-    timestamps = np.arange(len(probs) + 1) * hop
-    with atomic_open(path, "w") as f:
-        write_sed_scores(np.asarray(probs, dtype=float), f, timestamps=timestamps, event_classes=list(labels))
+    atomically (:func:`sed.metrics.detection.frame_scores`, :func:`sed.metrics.detection_io.write_scores`)."""
+    save(frame_scores(probs, hop, labels), path)
     return Path(path)
 
 
 def read_scores(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(frame boundaries ``[F + 1]`` s, scores ``[F, C]``, class names) of a score file; a file that is not
-    one is a one-line :class:`DatasetError`."""
-    from sed_scores_eval.base_modules.io import read_sed_scores
-
-    try:
-        df = read_sed_scores(str(path))
-    except Exception as e:  # pandas' and sed_scores_eval's reasons: empty, ragged, missing columns
-        raise DatasetError(path, f"not a sed_scores_eval score file ({one_line(e)})") from None
-    labels = [c for c in df.columns if c not in ("onset", "offset")]
+    one is a one-line :class:`DatasetError` naming the line
+    (:func:`sed.metrics.detection_io.read_score_file`)."""
+    df = read_score_file(path)
+    labels = list(df.columns[2:])
     t = np.concatenate([df["onset"].to_numpy(float), df["offset"].to_numpy(float)[-1:]])
     return t, df[labels].to_numpy(float), labels

@@ -177,7 +177,9 @@ def plot_detection(
         name = Path(scores).name
     gt = None
     if truth is not None:
-        gt = _truth_of(truth, Path(audio if audio is not None else scores).stem)
+        from sed.metrics.detection_io import file_id
+
+        gt = _truth_of(truth, file_id(Path(audio if audio is not None else scores).name))
     return plot_events(
         out_png,
         times,
@@ -194,13 +196,7 @@ def plot_detection(
 
 
 def _truth_of(path: str | os.PathLike, file_id: str) -> list[tuple[float, float, str]]:
-    """The events of ``file_id`` in a DCASE ground-truth TSV (read by sed_scores_eval)."""
-    from sed_scores_eval.base_modules.io import read_ground_truth_events
+    """The events of ``file_id`` in a DCASE ground-truth TSV (sed.metrics.detection_io.read_events)."""
+    from sed.metrics.detection_io import read_events
 
-    from sed.errors import DatasetError, one_line
-
-    try:
-        table = read_ground_truth_events(str(path))
-    except Exception as e:  # its reasons: missing columns, bad numbers
-        raise DatasetError(path, f"not a DCASE ground-truth TSV ({one_line(e)})") from None
-    return [(float(a), float(b), str(lab)) for a, b, lab in table.get(file_id, [])]
+    return list(read_events(path).get(file_id, []))

@@ -151,6 +151,8 @@ def test_source_with_its_own_classes_is_masked(corpus):
 
 def test_configuration_errors(corpus, tmp_path):
     root, summary = corpus
+    with pytest.raises(DatasetError, match="nope: DESED root folder not found"):
+        DetectionDataModule(root=str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="no weak set"):
         DetectionDataModule(root=str(tmp_path), labels=summary["classes"], batch_sizes=[0, 1, 0])
     with pytest.raises(ValueError, match="batch_sizes"):

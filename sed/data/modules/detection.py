@@ -103,7 +103,9 @@ class DetectionDataModule(SedDataModule):
         )
         self.save_hyperparameters(ignore=["labels"])
         self.batch_sizes, self.clip_seconds, self.sample_rate = sizes, float(clip_seconds), int(sample_rate)
-        self.root, self.validate = None if root is None else Path(root), bool(validate)
+        self.root, self.validate = None if root is None else Path(os.path.expanduser(root)), bool(validate)
+        if self.root is not None and not self.root.is_dir():
+            raise DatasetError(self.root, "DESED root folder not found")
         self.set_labels(DESED_CLASSES if labels is None else labels, multi_label=True)
         if len(set(self.label_names)) != self.num_classes or not self.label_names:
             raise ValueError("labels must be a non-empty list of distinct names")
