@@ -27,7 +27,8 @@ def one_thread():
 
 
 class TinyFrames(nn.Module):
-    """Log spectra of non-overlapping frames of ``HOP`` samples -> a conv over ``context`` frames -> FrameHead."""
+    """Log spectra of non-overlapping frames of ``HOP`` samples -> a conv over ``context`` frames -> a
+    FrameHead."""
 
     sample_rate = SR
     frame_hop = HOP / SR
