@@ -215,11 +215,11 @@ class FrameOutputs:
             wave = wave.unsqueeze(0)
         if getattr(self, "native_length", False) and lengths is not None:
             return per_length_frames(lambda w: self.forward_frames(w), wave, lengths)
-        if self.fixed_frames and lengths is None:  # frames past the end of a short clip are padding
-            lengths = wave.new_full((wave.shape[0],), wave.shape[-1], dtype=torch.long)
         feats = self.features(wave, lengths)
-        if lengths is None:
+        if lengths is None and not self.fixed_frames:
             return self.frames_from_features(feats)
+        if lengths is None:  # fixed length: the frames past the end of a short input are padding
+            lengths = wave.new_full((wave.shape[0],), wave.shape[-1], dtype=torch.long)
         seq = self.frame_sequence(feats)
         valid = self.valid_frames(lengths, seq.shape[1])
         return self.frame_head(seq, frame_mask(seq.shape[1], valid, seq.device))
