@@ -13,11 +13,13 @@ _SYNTH_OPTIONS = {
     "esc50": {"num_classes": int, "clips_per_class": int, "duration": float},
     "icbhi": {"num_patients": int, "recordings_per_patient": int, "duration": float},
     "starss": {"files_per_split": int, "duration": float, "num_classes": int, "format": str},
+    "desed": {"num_classes": int, "clips": int, "duration": float},
 }
 
 
 def cmd_synth(args: argparse.Namespace, con) -> int:
     from sed.data.synth.corpora import SYNTH_CORPORA
+    from sed.data.synth.desed import make_desed
 
     allowed = _SYNTH_OPTIONS[args.corpus]
     kwargs = {}
@@ -28,6 +30,7 @@ def cmd_synth(args: argparse.Namespace, con) -> int:
         "num_patients",
         "recordings_per_patient",
         "files_per_split",
+        "clips",
         "format",
     ):
         value = getattr(args, name)
@@ -42,7 +45,7 @@ def cmd_synth(args: argparse.Namespace, con) -> int:
             f"{out}: folder is not empty (stale files would mix with the new corpus); use --overwrite"
         )
     try:
-        summary = SYNTH_CORPORA[args.corpus](out, seed=args.seed, **kwargs)
+        summary = {**SYNTH_CORPORA, "desed": make_desed}[args.corpus](out, seed=args.seed, **kwargs)
     except (ValueError, SedError) as e:
         raise UsageError(e) from None
     print(
@@ -110,12 +113,13 @@ def add_verbs(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=SEED, default=0, help="the corpus drawn")
     for name, (typ, text) in {
-        "num_classes": (count(1000), "esc50, starss: sound classes"),
+        "num_classes": (count(1000), "esc50, starss, desed: sound classes"),
         "clips_per_class": (count(10_000), "esc50: clips per class (a multiple of 5)"),
         "duration": (seconds(600), "seconds per clip or recording"),
         "num_patients": (count(1000), "icbhi: patients"),
         "recordings_per_patient": (count(100), "icbhi: recordings per patient"),
         "files_per_split": (count(10_000), "starss: recordings per split"),
+        "clips": (count(100_000), "desed: clips per set (strong, weak, unlabelled, validation, test)"),
     }.items():
         p.add_argument(
             f"--{name.replace('_', '-')}", type=typ, default=None, help=f"{text} (default: the corpus's)"

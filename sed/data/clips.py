@@ -51,13 +51,15 @@ class ClipItem:
     """One labelled clip: a whole file, or the segment ``[start, end)`` seconds of it.
 
     ``label`` is a class index, a list of indices (multi-label; may be empty) or None (unlabelled,
-    for prediction); ``fold`` is the corpus's official fold, if it has folds."""
+    for prediction); ``fold`` is the corpus's official fold, if it has folds; ``events`` the clip's
+    strong labels ``(onset, offset, class index)``, seconds from the clip's start (None: not known)."""
 
     path: str
     label: int | list[int] | None
     start: float | None = None
     end: float | None = None
     fold: int | None = None
+    events: tuple[tuple[float, float, int], ...] | None = None
 
 
 def item_labels(item: ClipItem) -> list[int]:

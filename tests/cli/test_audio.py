@@ -115,6 +115,7 @@ def test_python_dash_m_entry_point(audio_dir):
             ["starss", "--files-per-split", "1", "--duration", "4", "--format", "both"],
             "mic_dev/dev-test-synth",
         ),
+        (["desed", "--num-classes", "2", "--clips", "1", "--duration", "1"], "metadata/train/weak.tsv"),
     ],
 )
 def test_synth_writes_corpus_then_refuses_non_empty(tmp_path, capsys, argv, expect):

@@ -5,7 +5,9 @@
 - Manifest CSV (``.csv``, or ``.tsv`` tab-separated): a header with the columns
   ``path,label[,start,end,fold]`` (other columns are ignored); several labels as ``a;b``.
 - Manifest JSONL (``.jsonl``/``.ndjson``): one object per line,
-  ``{"path": ..., "label": "a" | ["a", "b"], "start": s, "end": s, "fold": k}``.
+  ``{"path": ..., "label": "a" | ["a", "b"], "start": s, "end": s, "fold": k}``; strong labels as
+  ``"events": [[onset, offset, "a"], ...]`` (seconds from the clip's start; ``label`` may then be left
+  out: the events' classes).
 
 Relative paths are resolved against the manifest's folder (or ``base``). A manifest is
 multi-label when any row has several labels or (JSONL) a list of labels. Malformed rows
@@ -183,9 +185,27 @@ def _read_csv(manifest: Path, base: Path, delimiter: str) -> list[tuple]:
                     raw.get("fold"),
                 ),
                 False,
+                None,
             )
         )
     return rows
+
+
+def _events(value, where: str, manifest: Path) -> list[tuple[float, float, str]] | None:
+    """A JSONL row's ``events``: ``[[onset, offset, label], ...]``, times finite and >= 0, onset <= offset."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise DatasetError(manifest, f"{where}: events must be a list of [onset, offset, label]")
+    out = []
+    for ev in value:
+        if not (isinstance(ev, list) and len(ev) == 3 and isinstance(ev[2], str) and ev[2].strip()):
+            raise DatasetError(manifest, f"{where}: event {short(ev)} is not [onset, offset, label]")
+        onset, offset = _time(ev[0], "onset", where, manifest), _time(ev[1], "offset", where, manifest)
+        if onset is None or offset is None or onset > offset:
+            raise DatasetError(manifest, f"{where}: event {short(ev)} needs onset <= offset")
+        out.append((onset, offset, ev[2].strip()))
+    return sorted(out)
 
 
 def _read_jsonl(manifest: Path, base: Path) -> list[tuple]:
@@ -200,8 +220,11 @@ def _read_jsonl(manifest: Path, base: Path) -> list[tuple]:
             raise DatasetError(manifest, f"{where}: not valid JSON ({e.msg})") from None
         except RecursionError:
             raise DatasetError(manifest, f"{where}: JSON nested too deeply") from None
-        if not isinstance(obj, dict) or "label" not in obj:
-            raise DatasetError(manifest, f'{where}: expected an object with "path" and "label"')
+        if not isinstance(obj, dict) or ("label" not in obj and "events" not in obj):
+            raise DatasetError(manifest, f'{where}: expected an object with "path" and "label" (or "events")')
+        events = _events(obj.get("events"), where, manifest)
+        if "label" not in obj:
+            obj["label"] = sorted({e[2] for e in events})
         rows.append(
             (
                 where,
@@ -216,6 +239,7 @@ def _read_jsonl(manifest: Path, base: Path) -> list[tuple]:
                     obj.get("fold"),
                 ),
                 isinstance(obj["label"], list),
+                events,
             )
         )
     return rows
@@ -244,8 +268,8 @@ def manifest_items(
         )
     if not rows:
         raise DatasetError(manifest, "manifest lists no files")
-    multi = any(len(parsed[1]) != 1 or is_list for _, parsed, is_list in rows)
-    names = labels or sorted({n for r in rows for n in r[1][1]})
+    multi = any(len(parsed[1]) != 1 or is_list for _, parsed, is_list, _ in rows)
+    names = labels or sorted({n for r in rows for n in r[1][1] + [e[2] for e in r[3] or []]})
     if not names:
         raise DatasetError(manifest, "no row has a label: the manifest names no classes")
     index = {n: k for k, n in enumerate(names)}
@@ -256,12 +280,13 @@ def manifest_items(
             manifest, f"{where}: no fold, but other rows have one (give every row a fold or none)"
         )
     items = []
-    for where, (path, row_labels, start, end, fold), _ in rows:
-        unknown = [n for n in row_labels if n not in index]
+    for where, (path, row_labels, start, end, fold), _, events in rows:
+        unknown = [n for n in row_labels + [e[2] for e in events or []] if n not in index]
         if unknown:
             raise DatasetError(manifest, f"{where}: label {unknown[0]!r} is not one of the labels {names}")
         ids = [index[n] for n in row_labels]
-        items.append(ClipItem(path, ids if multi else ids[0], start, end, fold))
+        strong = None if events is None else tuple((a, b, index[n]) for a, b, n in events)
+        items.append(ClipItem(path, ids if multi else ids[0], start, end, fold, strong))
     return items, names, multi
 
 

@@ -227,7 +227,8 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
 
 
 def sample_meta(data: bytes, where: str) -> dict:
-    """A sample's ``.json``: an object whose ``labels`` is a list of names and ``fold`` an integer or null."""
+    """A sample's ``.json``: an object whose ``labels`` is a list of names, ``fold`` an integer or null and
+    ``events`` (if any) a list of ``[onset, offset, label]``."""
     try:
         meta = json.loads(data)
     except (ValueError, RecursionError) as e:
@@ -239,7 +240,19 @@ def sample_meta(data: bytes, where: str) -> dict:
         raise DatasetError(where, "its .json labels are not a list of names")
     if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool)):
         raise DatasetError(where, f"its .json fold {short(fold)} is not an integer")
+    events = meta.get("events", [])
+    if not isinstance(events, list) or not all(_is_event(e) for e in events):
+        raise DatasetError(where, "its .json events are not a list of [onset, offset, label]")
     return meta
+
+
+def _is_event(event) -> bool:
+    """``[onset, offset, label]``: finite times, 0 <= onset <= offset, a label name."""
+    if not (isinstance(event, list) and len(event) == 3 and isinstance(event[2], str)):
+        return False
+    a, b = event[0], event[1]
+    numbers = all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in (a, b))
+    return numbers and 0 <= a <= b < float("inf")
 
 
 def _is_fold(key: str) -> bool:

@@ -51,7 +51,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from sed.audio.io import resample
-from sed.data.clips import fit_clip
+from sed.data.clips import crop_span, pad_clip
 from sed.data.shards.members import (
     MAX_INDEX_BYTES,
     Failure,
@@ -282,8 +282,9 @@ class ShardClips(IterableDataset):
         meta = sample_meta(sample["json"], f"{url}/{key}")
         data, sr = decode_audio(audio)
         wave = resample(torch.from_numpy(data.T.copy()).mean(dim=0), sr, self.sample_rate)
-        wave, length = fit_clip(wave, self.clip_samples, self.train)
-        return {
+        start, stop = crop_span(wave.shape[0], self.clip_samples, self.train)
+        wave, length = pad_clip(wave[start:stop], self.clip_samples)
+        item = {
             "wave": wave,
             "length": length,
             "label": self._target(meta.get("labels") or [], url, key),
@@ -291,12 +292,24 @@ class ShardClips(IterableDataset):
             "fold": meta.get("fold"),
             "source": meta.get("source"),
         }
+        if "events" in meta:  # strong labels, moved with the crop and cut at its edges
+            t0, t1 = start / self.sample_rate, stop / self.sample_rate
+            ids = self._target_ids([e[2] for e in meta["events"]], url, key)
+            item["events"] = [
+                (max(a, t0) - t0, min(b, t1) - t0, k)
+                for (a, b, _), k in zip(meta["events"], ids)
+                if b > t0 and a < t1
+            ]
+        return item
 
-    def _target(self, names: list[str], url: str, key: str):
+    def _target_ids(self, names: list[str], url: str, key: str) -> list[int]:
         unknown = [n for n in names if n not in self._label_index]
         if unknown:
             raise DatasetError(f"{url}/{key}", f"label {short(unknown[0])} is not one of the labels")
-        ids = [self._label_index[n] for n in names]
+        return [self._label_index[n] for n in names]
+
+    def _target(self, names: list[str], url: str, key: str):
+        ids = self._target_ids(names, url, key)
         if self.multi_label:
             target = torch.zeros(len(self.labels))
             target[ids] = 1.0

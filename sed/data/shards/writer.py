@@ -8,8 +8,9 @@ under its key (the item's index in the source, ``%08d``: the same on every run):
   rate); a ``start``-``end`` segment is cut out. Samples keep the source's PCM_16/PCM_24 encoding
   when nothing was resampled (lossless), else PCM_24 (FLAC) or 32-bit float (WAV).
 - ``<key>.json``: ``labels`` (names), ``fold``, ``source`` (the file), ``start``, ``end``
-  (seconds in the source, or null), ``duration``, ``sample_rate``, ``channels``, and what the
-  corpus adds (ICBHI: ``patient``, ``cycle``, ``split``).
+  (seconds in the source, or null), ``duration``, ``sample_rate``, ``channels``, ``events`` (strong
+  labels ``[[onset, offset, label], ...]`` from the clip's start, when the source has them: JSONL
+  manifests), and what the corpus adds (ICBHI: ``patient``, ``cycle``, ``split``).
 
 ``DIR/index.json``: the label list, multi-label flag, audio format and rate, per shard its name,
 sample count, duration and counts per label, per fold and of labels per fold, the totals, the files that were
@@ -237,6 +238,8 @@ def write_shards(
                         **fields,
                         **extras[i],
                     }
+                    if it.events is not None:  # strong labels: seconds from the clip's start
+                        meta["events"] = [[a, b, src.labels[k]] for a, b, k in it.events]
                     sink.write({"__key__": f"{i:08d}", fmt: audio, "json": json.dumps(meta).encode()})
                     metas.append(meta)
 
@@ -261,7 +264,11 @@ def _job(
     items (a digest of their files, segments, labels, folds and extras)."""
     import hashlib
 
-    items = [[it.path, it.start, it.end, item_labels(it), it.fold] for it in src.items]
+    items = [
+        [it.path, it.start, it.end, item_labels(it), it.fold]
+        + ([] if it.events is None else [list(it.events)])
+        for it in src.items
+    ]
     digest = hashlib.sha256(
         json.dumps([items, src.labels, src.multi_label, src.extras], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
