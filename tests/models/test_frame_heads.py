@@ -211,7 +211,7 @@ def test_a_clip_checkpoint_gives_a_frame_model_its_encoder_and_a_fresh_head(tmp_
 
 def test_the_exported_graph_of_a_frame_model_gives_its_pooled_clip_logits():
     """What sed.export.onnx exports (checked by hand through onnxruntime within 5e-7 for cnn_tiny, ast_micro
-    and beats_micro frame models at 1/3, 1 and 1.06 clips; the export itself takes a minute, too long here)."""
+    and beats_micro frame models at 1/3, 1 and 1.06 clips; the export takes a minute, too long here)."""
     from sed.export.onnx import _Graph
 
     model = _model("cnn_tiny", pooling="attention", classes=5)
