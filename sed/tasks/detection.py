@@ -31,8 +31,10 @@ filtered by ``median_filter`` seconds per class, 0 = off) with ``sed_scores_eval
 their clip probabilities at 0.5 (``{stage}_weak_f1``, ``{stage}_teacher_weak_f1``). The monitored
 objective ``val_obj`` is the baseline's: the student's ``objective`` metric (``intersection`` F1,
 ``psds1`` or ``collar`` F1) plus its weak F1 when weak clips are validated (the baseline adds a MAESTRO
-term, absent here). Test writes each strong file's student scores (``test_scores/<file>.tsv``, the
-``sed_scores_eval`` format) into the run directory.
+term, absent here). Classes without a ground-truth event in the split are left out of the event metrics
+(``sed_scores_eval`` needs one per class); Lightning's sanity check computes none (the baseline runs
+none). Test writes each strong file's student scores, every class (``test_scores/<file>.tsv``, the
+``sed_scores_eval`` format), into the run directory.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class DetectionTask(Task):
 
     def __init__(
         self,
-        model_name: str = "crnn",
+        model_name: str = "crnn_dcase2024",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -322,7 +324,8 @@ class DetectionTask(Task):
                 store[k] = {fid: v for p in parts for fid, v in p[k].items()}
         return store
 
-    def _scores(self, probs: dict[str, np.ndarray]) -> dict:
+    def _scores(self, probs: dict[str, np.ndarray], keep: list[int]) -> dict:
+        """Score frames of the classes ``keep``, each median filtered by its ``median_filter`` seconds."""
         from scipy.ndimage import median_filter
 
         from sed.metrics.detection import frame_scores
@@ -330,12 +333,12 @@ class DetectionTask(Task):
         hop = self.model.frame_hop
         out = {}
         for fid, p in probs.items():
-            p = p.copy()
-            for c, sec in enumerate(self.median_seconds):
-                size = int(round(sec / hop))
+            p = p[:, keep].copy()
+            for j, c in enumerate(keep):
+                size = int(round(self.median_seconds[c] / hop))
                 if size > 1:
-                    p[:, c] = median_filter(p[:, c], size=size)
-            out[fid] = frame_scores(p, hop, self.labels)
+                    p[:, j] = median_filter(p[:, j], size=size)
+            out[fid] = frame_scores(p, hop, [self.labels[c] for c in keep])
         return out
 
     def eval_epoch_end(self, stage: str) -> None:
@@ -348,9 +351,11 @@ class DetectionTask(Task):
         if store["weak"]:
             for k, metric in store["f1"].items():
                 values["weak_f1" if k == "student" else "teacher_weak_f1"] = float(metric.compute())
-        if store["gt"]:
+        present = {label for events in store["gt"].values() for _, _, label in events}
+        keep = [c for c, label in enumerate(self.labels) if label in present]
+        if keep and not self.trainer.sanity_checking:
             for k in ("student", "teacher"):
-                scores = self._scores(store[k])
+                scores = self._scores(store[k], keep)
                 gt, durations = store["gt"], store["durations"]
                 m = detection_report(scores, gt, durations, h.val_threshold, with_psds=False)["macro"]
                 m["psds1"] = psds(scores, gt, durations, scenario=1)
@@ -358,7 +363,7 @@ class DetectionTask(Task):
                 for name in ("psds1", "intersection_f1", "collar_f1"):
                     values[prefix + name] = float(m[name])
                 if k == "student" and stage == "test":
-                    self._write_scores(scores)
+                    self._write_scores(self._scores(store[k], list(range(len(self.labels)))))
         if not values:
             return
         obj = values.get(_METRIC[h.objective], 0.0) + values.get("weak_f1", 0.0)

@@ -3,17 +3,24 @@ unlabelled clips of tones at known times) finds the events of held-out files wit
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
 from scipy.ndimage import median_filter
 from torch.utils.data import DataLoader
 
+from sed.data.synth.desed import make_desed
+from sed.errors import UsageError
 from sed.tasks.detection import DetectionTask
+from sed.training.lightning_cli import make_cli
 from tests.tasks.detection_helpers import fake_create_model, make_batch, one_thread, random_events  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SECONDS = 2.0
+CONFIG = Path(__file__).resolve().parents[2] / "recipes" / "common" / "detection.yaml"
 
 
 def _corpus(seed: int, batches: int, sources: list[int]) -> list[dict]:
@@ -98,3 +105,57 @@ def test_tiny_model_finds_held_out_events_within_one_frame(monkeypatch, tmp_path
     assert metrics["val_psds1"] > 0.8
     assert metrics["val_obj"] == metrics["val_intersection_f1"]  # no weak clips validated
     assert 0.0 <= metrics["val_teacher_psds1"] <= 1.0 and "val_teacher_intersection_f1" in metrics
+
+
+def test_sedkit_fit_and_test_with_the_detection_config(monkeypatch, tmp_path):
+    """recipes/common/detection.yaml on the synthetic DESED corpus (2 steps, validation, test)."""
+    monkeypatch.setattr("sed.models.create_model", fake_create_model)
+    corpus = make_desed(tmp_path / "desed", seed=0, num_classes=3, clips=4, duration=2.0, sample_rate=8000)
+    run = tmp_path / "run"
+    common = [
+        "--config",
+        str(CONFIG),
+        "--model.init_args.model_name=tiny",
+        f"--data.init_args.root={corpus['root']}",
+        f"--data.init_args.labels={json.dumps(corpus['classes'])}",
+        "--data.init_args.sample_rate=8000",
+        "--data.init_args.clip_seconds=2.0",
+        "--data.init_args.batch_sizes=[2, 2, 2]",
+        "--data.init_args.eval_batch_size=4",
+        "--data.init_args.num_workers=0",
+        f"--trainer.default_root_dir={run}",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    make_cli(["fit", *common, "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1"])
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2  # 4 strong clips in batches of 2: one epoch
+    meta = ckpt["sed_meta"]
+    assert meta["task"] == "detection" and meta["frame_hop"] == pytest.approx(0.032)
+    assert meta["labels"] == corpus["classes"] and meta["multi_label"] is True
+    fit = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    for name in ("val_psds1", "val_intersection_f1", "val_obj", "val_teacher_psds1", "train_consistency"):
+        assert name in fit
+    make_cli(["test", *common, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    tested = (run / "test_metrics.csv").read_text().splitlines()[0].split(",")
+    assert "test_psds1" in tested and "test_collar_f1" in tested
+    rows = Path(corpus["test_durations"]).read_text().splitlines()[1:]
+    test_files = sorted(Path(r.split("\t")[0]).stem for r in rows)
+    written = sorted(p.stem for p in (run / "test_scores").glob("*.tsv"))
+    assert written == test_files and len(written) == 4
+    header = (run / "test_scores" / f"{written[0]}.tsv").read_text().splitlines()[0].split("\t")
+    assert header == ["onset", "offset", *corpus["classes"]]
+
+
+def test_a_detection_configuration_mistake_is_one_usage_line(monkeypatch, tmp_path):
+    monkeypatch.setattr("sed.models.create_model", fake_create_model)
+    corpus = make_desed(tmp_path / "desed", seed=0, num_classes=3, clips=2, duration=2.0, sample_rate=8000)
+    args = ["fit", "--config", str(CONFIG), "--model.init_args.model_name=tiny"]
+    args += [
+        f"--data.init_args.root={corpus['root']}",
+        f"--data.init_args.labels={json.dumps(corpus['classes'])}",
+    ]
+    with pytest.raises(UsageError) as err:
+        make_cli([*args, "--model.init_args.mixup=loud"])
+    assert str(err.value) == "mixup must be soft, hard or null, got 'loud'"
