@@ -25,6 +25,8 @@ def cmd_sed_eval(args: argparse.Namespace, con) -> int:
         con.note(f"{len(rep['errors'])} score file(s) left out of the evaluation with their ground truth")
     for key in rep["silent"]:
         con.note(f"no scores for {key}; scored as silent")
+    if rep.get("unannotated"):
+        con.note(f"no ground-truth events of {', '.join(rep['unannotated'])}: left out of every metric")
     if rep["kind"] == "events":
         con.note("PSDS needs scores (a folder from sedkit detect --scores-dir); events give the F1s only")
     columns = [m for m in METRICS if m in rep["macro"]]

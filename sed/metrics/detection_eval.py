@@ -94,7 +94,8 @@ def evaluate_files(
 ) -> dict:
     """``thresholds``: a number or ``{label: threshold}`` for scores (default 0.5); none for events.
     Returns ``{"kind": "scores" | "events", "macro": {...}, "classes": {label: {...}}, "files": n,
-    "silent": [ids scored as silent], "errors": [one line per bad prediction file]}``.
+    "silent": [ids scored as silent], "unannotated": [classes left out], "errors": [one line per bad
+    prediction file]}``.
 
     ``predictions``: a folder of score files, or a DCASE events TSV. ``durations`` (a ``filename duration``
     TSV): the files evaluated; a file of it without scores is scored as silent. Without it, score files

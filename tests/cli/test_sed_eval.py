@@ -123,6 +123,15 @@ def test_a_bad_score_file_is_reported_and_left_out(files, capsys):
     assert json.loads(out)["files"] == 2
 
 
+def test_a_class_without_ground_truth_is_noted(files, capsys):
+    d = files
+    write_events({"a": [(1.0, 3.0, "dog")]}, d / "gt.tsv", extension=".wav")
+    code, out, err = _run(capsys, "--predictions", d / "scores", "--ground-truth", d / "gt.tsv", "--json")
+    assert code == 0  # a note, not a failure
+    assert "no ground-truth events of cat: left out of every metric" in err
+    assert set(json.loads(out)["classes"]) == {"dog"}
+
+
 def test_silent_files_and_input_errors(files, capsys):
     d = files
     (d / "scores" / "c.tsv").unlink()

@@ -97,6 +97,27 @@ def test_thresholds_per_class_and_files_without_scores():
         align(scores, {"a": [(0.0, 1.0, "bird")]}, durations)
 
 
+def test_classes_without_ground_truth_are_left_out():
+    # sed_scores_eval asserts every class has reference events; such a class is left out and listed
+    probs = np.full((20, 3), 0.1)
+    probs[2:6, 0] = 0.9
+    gt = {"a": [(1.0, 3.0, "dog")]}
+    rep = detection_report({"a": frame_scores(probs, 0.5, LABELS)}, gt, {"a": 10.0})
+    assert rep["unannotated"] == ["cat", "speech"] and list(rep["classes"]) == ["dog"]
+    assert rep["macro"] == pytest.approx(
+        {"psds1": 1.0, "psds2": 1.0, "intersection_f1": 1.0, "collar_f1": 1.0, "segment_f1": 1.0}
+    )
+    # one class left: PSDS2 without cross-triggers (sed_scores_eval fails on them). Found 1 s late: half
+    # of the event, half of the detection: enough for PSDS2 (0.1), not for PSDS1 (0.7) nor the collar
+    late = np.full((20, 3), 0.1)
+    late[4:8, 0] = 0.9
+    half = detection_report({"a": frame_scores(late, 0.5, LABELS)}, gt, {"a": 10.0})["macro"]
+    assert half["psds1"] == 0.0 and half["psds2"] == pytest.approx(1.0) and half["collar_f1"] == 0.0
+    assert half["intersection_f1"] == pytest.approx(1.0)  # 0.5 each way meets dtc = gtc = 0.5
+    with pytest.raises(ValueError, match="no ground-truth events in the evaluated files"):
+        psds({"a": frame_scores(probs, 0.5, LABELS)}, {"a": []}, {"a": 10.0})
+
+
 def test_readers_name_file_and_line(tmp_path):
     # the rows are read by sed.data.corpora.desed (tested there); here what the metrics add
     f = tmp_path / "gt.tsv"
