@@ -101,7 +101,7 @@ def test_with_frame_embeddings(models, ref, regime):
     wave, _ = inputs(regime)
     emb = torch.from_numpy(embeddings(wave.shape[0], wave.shape[-1]))
     with torch.no_grad():
-        frames, clip = model.frames_from_features(model.features(wave), emb)
+        frames, clip = model.frames_from_features(model.features(wave), embeddings=emb)
     check(frames, clip, ref, "emb", regime)
 
 
@@ -112,7 +112,7 @@ def test_the_student_branch_and_parameter_count(models, ref, name):
     wave, _ = inputs(STUDENT_REGIME)
     emb = torch.from_numpy(embeddings(1, wave.shape[-1])) if name == "emb" else None
     with torch.no_grad():
-        frames, clip = model.frames_from_features(model.features(wave), emb)
+        frames, clip = model.frames_from_features(model.features(wave), embeddings=emb)
     check(frames, clip, ref, f"{name}_student", STUDENT_REGIME)
 
 
