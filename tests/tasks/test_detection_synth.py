@@ -6,18 +6,21 @@ the held-out test split (files never trained on) within one output frame, and no
 Choices (the test's budget is ~30 s of one CPU thread):
 - 3 classes (tone, chirp, noise bursts: the first three kinds of ``sed.data.synth.signals``), clips of 2 s
   at 8 kHz (the mel front end scaled with it: 250-sample window, 128-sample hop, so the frames stay 64 ms),
-  64 clips per split (128 strong events to learn from, 84 held-out events);
+  64 clips per split (97 strong events to learn from, 84 held-out events);
 - BatchNorm momentum 0.1: the CRNN's 0.01 leaves the running statistics far from the data after 400 steps
   (every held-out frame then reads active);
-- no mixup: soft mixup breaks tone events (helper F) and hard mixup did no better here;
+- no mixup: soft mixup breaks tone events (helper F); hard mixup did no better in a trial (3 s clips);
 - decision threshold 0.7. A frame a little past an event's edge sees the event through the STFT window
   (and the convolutions), so it scores near the decision. Keeping such a frame puts that edge more than one
   frame from the truth; dropping a frame the event only grazes keeps it within one frame (frame ``i``
   covers ``[i, i + 1) * hop``, and the targets mark every frame an event overlaps). A threshold above 0.5
-  errs on the inside; at 0.5 this model puts 79 of the 84 events within one frame.
+  errs on the inside; at 0.5 this model puts 75 of the 84 events within one frame (the rest 1.6 at most).
 
-Measured with these settings: all 84 held-out events within one frame (largest error 0.97 frame), no extra
-event; PSDS1 and collar F1 of the same scores are asserted below (see the report of issue 24).
+Measured with these settings (seed 0): all 84 held-out events within one frame (largest error 0.97 frame), no
+extra event; on the same (median-filtered) scores PSDS1 1.0, PSDS2 1.0, intersection F1 1.0, collar F1 1.0,
+segment F1 0.98. The model is at the edge of the criterion, not far inside it: with training seeds 1 and 2
+(nothing else changed) 84/84 (the largest error exactly one frame) and 73/84 are within one frame at 0.7
+(seed 2: 81/84 at 0.5, all within 1.2 frames). The seed is pinned: the test is deterministic here.
 """
 
 from __future__ import annotations
@@ -123,4 +126,5 @@ def test_the_crnn_trained_on_synthetic_desed_finds_held_out_events_within_one_fr
 
     metrics = detection_metrics(scores, truth, durations, thresholds=THRESHOLD)
     assert metrics["collar_f1"] == pytest.approx(1.0)
-    assert metrics["psds1"] > 0.8, metrics
+    assert metrics["intersection_f1"] == pytest.approx(1.0)
+    assert metrics["psds1"] > 0.99, metrics
