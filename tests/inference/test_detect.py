@@ -148,6 +148,18 @@ def test_blockwise_mean_equals_whole_for_local_frames_and_differs_only_near_cuts
     assert diff[near].max() > 1e-3 and diff[~near].max() < 1e-5
 
 
+def test_fixed_length_model_keeps_the_frames_of_the_audio():
+    """A fixed-length model pads every block to its clip: only the frames that reach into the audio count,
+    for each block and for the file (not the model's fixed count)."""
+    wave = _wave(5.55)
+    fixed = Detector(build(kernel=1, clip=SR), device="cpu", overlap=0.5, stitch="centre")
+    assert fixed.block == SR  # its clip
+    probs, _ = fixed.frame_probs(wave)
+    ref, _ = Detector(build(kernel=1), device="cpu", block=1.0, overlap=0.5).frame_probs(wave, whole=True)
+    assert probs.shape == ref.shape == (555, 3)
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+
+
 def test_detect_file_resampled_stereo_and_bad_files(tmp_path):
     wave = _wave(3.0).numpy()
     stereo = np.stack([wave, wave], 1)
