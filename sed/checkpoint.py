@@ -85,6 +85,8 @@ def describe(model: nn.Module, labels: list[str] | None = None, **meta: Any) -> 
         "multi_label": bool(getattr(model, "multi_label", False)),
         "versions": versions(),
     }
+    if getattr(model, "frame_pooling", None) is not None:  # a frame model: seconds between output frames
+        out["frame_hop"] = float(model.frame_hop)
     out.update(meta)
     # plain JSON types only, so that torch.load(weights_only=True) and safetensors metadata both take it
     return json.loads(json.dumps(out, default=str))
@@ -170,6 +172,7 @@ _FIELDS = {
     "frontend": dict,
     "format": str,
     "state_dict_prefix": str,
+    "frame_hop": float,
 }
 #: an audio rate, and a clip of at most ten minutes
 MAX_SAMPLE_RATE, MAX_CLIP_SECONDS = 384_000, 600
@@ -198,6 +201,9 @@ def check_description(desc: Any, path: str | os.PathLike | None) -> dict[str, An
     rate = desc.get("sample_rate")
     if rate is not None and not 1 <= rate <= MAX_SAMPLE_RATE:
         raise CheckpointError(path, f"sample_rate {rate} is not an audio rate (1..{MAX_SAMPLE_RATE} Hz)")
+    hop = desc.get("frame_hop")
+    if hop is not None and not 0 < hop <= MAX_CLIP_SECONDS:
+        raise CheckpointError(path, f"frame_hop {hop} is not a frame rate (0 to {MAX_CLIP_SECONDS} s)")
     for key in ("clip_samples", "max_samples"):
         n = desc.get(key)
         if n is not None and not 1 <= n <= MAX_CLIP_SECONDS * (rate or MAX_SAMPLE_RATE):

@@ -57,6 +57,8 @@ class _Graph(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = self.model.embed(waveform)
+        if getattr(self.model, "frame_pooling", None) is not None:  # a frame model: its pooled clip logits
+            return self.model(waveform), pooled
         return self.model.head(pooled), pooled
 
 

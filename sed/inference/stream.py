@@ -47,8 +47,13 @@ class Hop:
 
 
 def is_causal(model: Any) -> bool:
-    """Whether ``model`` has the incremental API (``init_stream``, ``stream_step``) of a causal model."""
-    return callable(getattr(model, "init_stream", None)) and callable(getattr(model, "stream_step", None))
+    """Whether ``model`` has the incremental API (``init_stream``, ``stream_step``) of a causal model whose
+    clip output is ``head`` of the mean frame embedding (a frame model's is not: it streams windowed)."""
+    return (
+        callable(getattr(model, "init_stream", None))
+        and callable(getattr(model, "stream_step", None))
+        and getattr(model, "frame_pooling", None) is None
+    )
 
 
 def _samples(clf, seconds: float, what: str) -> int:

@@ -3,6 +3,9 @@
 - :mod:`~sed.metrics.classification`: the ICBHI score (``icbhi_score``, ``ICBHIScore``)
 - :mod:`~sed.metrics.seld`: DCASE SELD metrics (``SELDMetrics2023``, ``SELDMetrics2024``, jackknife)
 - :mod:`~sed.metrics.seld_eval`: prediction CSV folders against reference folders (``sedkit seld-eval``)
+- :mod:`~sed.metrics.detection`: sound event detection, PSDS1/2 and F1s through sed_scores_eval (imported from
+  there, not here: sed_scores_eval takes seconds to import); :mod:`~sed.metrics.detection_io` its files,
+  :mod:`~sed.metrics.detection_eval` prediction files against a ground truth (``sedkit sed-eval``)
 - :mod:`~sed.metrics.curves`: learning curves and the over-/underfitting diagnosis
 - :mod:`~sed.metrics.confusion`: confusion matrices and per-class tables
 - :mod:`~sed.metrics.run_report`: the report of a run folder (``sedkit plot``) and of a k-fold root

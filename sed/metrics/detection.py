@@ -136,7 +136,9 @@ def _check_events(events: Mapping, labels: list[str], what: str) -> dict:
 
 
 def align(scores: Mapping, ground_truth: Mapping, durations: Mapping | None):
-    """The evaluated files: ``(scores, ground truth, durations, ids scored as silent)``.
+    """The evaluated files and classes: ``(scores, ground truth, durations, ids scored as silent, classes
+    left out)``. ``sed_scores_eval`` refuses a class without ground-truth events: such classes are left out
+    of the scores (and listed), the others evaluated.
 
     With ``durations`` its files are evaluated: every scored or annotated file must be in it, and a file
     without scores is scored as silent (its id listed). Without, the scored files are evaluated, each as
@@ -167,7 +169,14 @@ def align(scores: Mapping, ground_truth: Mapping, durations: Mapping | None):
     scores = {key: _Writable.frame(df) for key, df in scores.items()}
     gt = _check_events(ground_truth, labels, "ground truth")
     gt = {key: gt.get(key, []) for key in durations}
-    return scores, gt, durations, missing
+    annotated = {e[2] for items in gt.values() for e in items}
+    if not annotated:
+        raise ValueError("no ground-truth events in the evaluated files: nothing to evaluate")
+    left_out = [c for c in labels if c not in annotated]
+    if left_out:
+        keep = ["onset", "offset", *(c for c in labels if c in annotated)]
+        scores = {key: df[keep] for key, df in scores.items()}
+    return scores, gt, durations, missing, left_out
 
 
 def _thresholds(thresholds, labels: list[str]):
@@ -194,29 +203,29 @@ def _f1s(scores, gt, durations, thresholds) -> dict[str, dict]:
 def _psds(scores, gt, durations, scenario: int) -> tuple[float, dict[str, float]]:
     if scenario not in PSDS_SCENARIOS:
         raise ValueError(f"PSDS scenario {scenario} is not 1 or 2")
+    params = dict(PSDS_SCENARIOS[scenario])
+    if len(next(iter(scores.values())).columns) == 3:  # one class: no cross-triggers (sed_scores_eval fails)
+        params.update(cttc_threshold=None, alpha_ct=0.0)
     value, per_class, *_ = _sse().intersection_based.psds(
-        scores=scores,
-        ground_truth=gt,
-        audio_durations=durations,
-        **PSDS_SCENARIOS[scenario],
-        **PSDS_COMMON,
+        scores=scores, ground_truth=gt, audio_durations=durations, **params, **PSDS_COMMON
     )
     return float(value), {c: float(v) for c, v in per_class.items()}
 
 
 def psds(scores: Mapping, ground_truth: Mapping, durations: Mapping | None, scenario: int = 1) -> float:
     """PSDS1 or PSDS2 (DCASE parameters in the module docstring), exact over every operating point."""
-    scores, gt, durations, _ = align(scores, ground_truth, durations)
+    scores, gt, durations, *_ = align(scores, ground_truth, durations)
     return _psds(scores, gt, durations, scenario)[0]
 
 
 def detection_report(
     scores: Mapping, ground_truth: Mapping, durations: Mapping | None, thresholds=0.5, with_psds: bool = True
 ) -> dict:
-    """``{"macro": {metric: value}, "classes": {label: {metric: value}}, "silent": [ids]}``: PSDS1/2
-    (``with_psds``) and the F1s at ``thresholds`` (one number, or one per class); ``silent`` lists the
-    files of ``durations`` that had no scores and were scored as silent."""
-    scores, gt, durations, missing = align(scores, ground_truth, durations)
+    """``{"macro": {metric: value}, "classes": {label: {metric: value}}, "silent": [ids], "unannotated":
+    [labels]}``: PSDS1/2 (``with_psds``) and the F1s at ``thresholds`` (one number, or one per class);
+    ``silent`` lists the files of ``durations`` that had no scores and were scored as silent,
+    ``unannotated`` the classes without ground-truth events, left out of every metric."""
+    scores, gt, durations, missing, left_out = align(scores, ground_truth, durations)
     labels = [str(c) for c in next(iter(scores.values())).columns[2:]]
     macro: dict[str, float] = {}
     classes: dict[str, dict[str, float]] = {c: {} for c in labels}
@@ -230,7 +239,7 @@ def detection_report(
         macro[name] = f["macro_average"]
         for c in labels:
             classes[c][name] = f[c]
-    return {"macro": macro, "classes": classes, "silent": missing}
+    return {"macro": macro, "classes": classes, "silent": missing, "unannotated": left_out}
 
 
 def detection_metrics(
@@ -249,9 +258,10 @@ def event_metrics(
     per_class: bool = False,
 ) -> dict:
     """intersection_f1, collar_f1 and segment_f1 of thresholded events ``{id: [(onset, offset, label)]}``
-    (no scores: no PSDS). ``labels``: the classes (default: those of both sides, sorted). Without
-    ``durations`` the files of both sides are evaluated, each as long as its last event (as sed_eval
-    does); F1 does not depend on the silent rest. Overlapping detections of one class count as one."""
+    (no scores: no PSDS); ``per_class`` adds the classes and the ``unannotated`` ones left out.
+    ``labels``: the classes (default: those of both sides, sorted). Without ``durations`` the files of
+    both sides are evaluated, each as long as its last event (as sed_eval does); F1 does not depend on
+    the silent rest. Overlapping detections of one class count as one."""
     if labels is None:
         labels = sorted(
             {e[2] for side in (detections, ground_truth) for items in side.values() for e in items}
@@ -271,9 +281,14 @@ def event_metrics(
     if extra:
         raise ValueError(f"detections for {extra[0]}, which has no duration")
     scores = {k: events_to_scores(detections.get(k, []), durations[k], labels) for k in durations}
-    scores, gt, durations, _ = align(scores, ground_truth, durations)
+    scores, gt, durations, _, left_out = align(scores, ground_truth, durations)
     f1s = _f1s(scores, gt, durations, 0.5)
     out = {name: f["macro_average"] for name, f in f1s.items()}
     if per_class:
-        out = {"macro": out, "classes": {c: {name: f[c] for name, f in f1s.items()} for c in labels}}
+        kept = [c for c in labels if c not in left_out]
+        out = {
+            "macro": out,
+            "classes": {c: {name: f[c] for name, f in f1s.items()} for c in kept},
+            "unannotated": left_out,
+        }
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sed.data.corpora.desed import read_durations_tsv, read_strong_tsv
 from sed.data.corpora.text import csv_rows
 from sed.errors import DatasetError, short
 from sed.fileio import atomic_open
@@ -37,7 +38,6 @@ __all__ = [
 Events = dict[str, list[tuple[float, float, str]]]
 
 EVENT_COLUMNS = ("filename", "onset", "offset", "event_label")
-DURATION_COLUMNS = ("filename", "duration")
 
 
 def file_id(filename: str) -> str:
@@ -45,96 +45,37 @@ def file_id(filename: str) -> str:
     return filename.rsplit(".", maxsplit=1)[0] if "." in filename else filename
 
 
-def _header(rows, path: Path, expected: tuple[str, ...]) -> dict[str, int]:
-    first = next(rows, None)
-    if first is None:
-        raise DatasetError(path, f"empty file (expected a header {' '.join(expected)})")
-    _, cells = first
-    names = [c.strip() for c in cells]
-    missing = [c for c in expected if c not in names]
-    if missing:
-        raise DatasetError(
-            path, f"line 1: header {short(' '.join(names))} lacks {', '.join(missing)} (tab-separated)"
-        )
-    return {c: names.index(c) for c in expected}
-
-
-def _seconds(text: str, path: Path, lineno: int, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise DatasetError(path, f"line {lineno}: {what} {short(text)} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise DatasetError(path, f"line {lineno}: {what} {short(text)} is not a time >= 0")
-    return value
-
-
 def read_events(path: str | os.PathLike, labels: list[str] | None = None) -> Events:
-    """The events of a DCASE TSV by file id. With ``labels``, a label outside them is an error.
-
-    Events of one class in one file may neither overlap nor touch (``sed_scores_eval`` needs them
-    disjoint); such a pair is an error naming both lines."""
+    """The events of a DCASE TSV by file id (read by :func:`sed.data.corpora.desed.read_strong_tsv`).
+    With ``labels``, a label outside them is an error. Events must last, and events of one class in one
+    file may neither overlap nor touch (``sed_scores_eval`` needs them disjoint)."""
     p = Path(path)
-    rows = csv_rows(p, delimiter="\t")
-    col = _header(rows, p, EVENT_COLUMNS)
     events: Events = {}
-    lines: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
-    for lineno, cells in rows:
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) <= max(col.values()):
-            raise DatasetError(p, f"line {lineno}: {len(cells)} field(s), expected {len(EVENT_COLUMNS)}")
-        name, on, off, label = (cells[col[c]].strip() for c in EVENT_COLUMNS)
-        if not name:
-            raise DatasetError(p, f"line {lineno}: empty filename")
+    for name, items in read_strong_tsv(p, labels=labels).items():
         key = file_id(name)
-        found = events.setdefault(key, [])
-        if not (on or off or label):
-            continue  # a file without events
-        if not label:
-            raise DatasetError(p, f"line {lineno}: empty event_label")
-        if labels is not None and label not in labels:
-            raise DatasetError(p, f"line {lineno}: unknown label {short(label)} (not one of the classes)")
-        onset = _seconds(on, p, lineno, "onset")
-        offset = _seconds(off, p, lineno, "offset")
-        if offset <= onset:
-            raise DatasetError(p, f"line {lineno}: offset {off} is not after onset {on}")
-        found.append((onset, offset, label))
-        lines.setdefault((key, label), []).append((onset, offset, lineno))
-    for (key, label), spans in lines.items():
-        spans.sort()
-        for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
-            if start <= end:
-                raise DatasetError(
-                    p,
-                    f"line {second}: {short(label)} event overlaps or touches the one of line {first} "
-                    f"in {short(key)} (events of one class must be disjoint; merge them)",
-                )
+        if key in events:
+            raise DatasetError(p, f"{short(name)}: a second file with the id {short(key)}")
+        by_class: dict[str, list[tuple[float, float]]] = {}
+        for onset, offset, label in items:
+            if offset <= onset:
+                raise DatasetError(p, f"{short(name)}: {short(label)} event at {onset:g} s does not last")
+            by_class.setdefault(label, []).append((onset, offset))
+        for label, spans in by_class.items():
+            spans.sort()
+            for (a, b), (c, d) in zip(spans, spans[1:]):
+                if c <= b:
+                    raise DatasetError(
+                        p,
+                        f"{short(name)}: {short(label)} events [{a:g}, {b:g}] and [{c:g}, {d:g}] overlap or "
+                        "touch (events of one class must be disjoint; merge them)",
+                    )
+        events[key] = [(float(on), float(off), str(lab)) for on, off, lab in items]
     return events
 
 
 def read_durations(path: str | os.PathLike) -> dict[str, float]:
     """File id -> duration in seconds of a ``filename duration`` TSV."""
-    p = Path(path)
-    rows = csv_rows(p, delimiter="\t")
-    col = _header(rows, p, DURATION_COLUMNS)
-    durations: dict[str, float] = {}
-    for lineno, cells in rows:
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) <= max(col.values()):
-            raise DatasetError(p, f"line {lineno}: {len(cells)} field(s), expected {len(DURATION_COLUMNS)}")
-        name, text = cells[col["filename"]].strip(), cells[col["duration"]].strip()
-        if not name:
-            raise DatasetError(p, f"line {lineno}: empty filename")
-        value = _seconds(text, p, lineno, "duration")
-        if value <= 0:
-            raise DatasetError(p, f"line {lineno}: duration {short(text)} is not > 0")
-        key = file_id(name)
-        if key in durations:
-            raise DatasetError(p, f"line {lineno}: {short(name)} listed twice")
-        durations[key] = value
-    return durations
+    return {file_id(name): t for name, t in read_durations_tsv(path).items()}
 
 
 def read_score_file(path: str | os.PathLike):

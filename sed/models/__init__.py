@@ -9,8 +9,20 @@
 # cnn_tiny/small/base
 # (compact students); tcn_tiny/small/base (causal, streaming); resnet_conformer[_tiny] and seldnet_baseline
 # (SELD); prototype_classifier (few-shot classes on any clip model's embedding); beats_iter3/micro (BEATs);
-# ced_tiny/mini/small/base (CED); efficientat_mn04..mn40 (EfficientAT MobileNets). `sedkit models` lists them.
-from sed.models import ast, beats, causal, ced, cnn, efficientat, prototype, resnet_conformer, seldnet  # noqa: F401
+# ced_tiny/mini/small/base (CED); efficientat_mn04..mn40 (EfficientAT MobileNets); crnn_dcase2024 (the DCASE
+# 2024 Task 4 baseline CRNN, a frame model). `sedkit models` lists them.
+from sed.models import (  # noqa: F401
+    ast,
+    beats,
+    causal,
+    ced,
+    cnn,
+    crnn,
+    efficientat,
+    prototype,
+    resnet_conformer,
+    seldnet,
+)
 from sed.models.ast import ASTModel
 from sed.models.loading import build_from_description, load_model
 from sed.models.registry import create_model, is_model, list_models, register_model

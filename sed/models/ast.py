@@ -25,6 +25,7 @@ from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.augment.patch_mix import patch_mix
 from sed.models.base import FbankClassifier
 from sed.models.family import Family, Weights, register_family
+from sed.models.frames import FrameOutputs
 from sed.models.registry import register_model
 from sed.models.transformer import block_prefix, vit_blocks
 
@@ -68,13 +69,18 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class ASTModel(FbankClassifier, nn.Module):
+class ASTModel(FrameOutputs, FbankClassifier, nn.Module):
     """The AST classifier with its own front end; see the module docstring.
 
     ``block_eps`` / ``norm_eps`` / ``head_eps`` are the LayerNorm eps of the blocks, the final
     norm and the head: 1e-6 / 1e-6 / 1e-5 in the original AST, 1e-12 everywhere in the Hugging
     Face port (they move logits by ~3e-4, spec §1.4).
+
+    ``frame_pooling`` (:mod:`sed.models.frames`): a frame model whose frames are the time columns of the
+    patch grid (tokens averaged over frequency), ``tstride`` fbank frames apart (0.1 s).
     """
+
+    fixed_frames = True
 
     def __init__(
         self,
@@ -99,6 +105,7 @@ class ASTModel(FbankClassifier, nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         labels: list[str] | None = None,
+        frame_pooling: str | None = None,
     ):
         super().__init__()
         if num_classes < 1:
@@ -134,6 +141,7 @@ class ASTModel(FbankClassifier, nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head = nn.Sequential(nn.LayerNorm(embed_dim, eps=head_eps), nn.Linear(embed_dim, num_classes))
         self._init_weights()
+        self.init_frames(embed_dim, frame_pooling)
         self.labels = labels
 
     # ------------------------------------------------------------------ init and description
@@ -224,6 +232,18 @@ class ASTModel(FbankClassifier, nn.Module):
 
     def forward_fbank_pooled(self, fbank: torch.Tensor) -> torch.Tensor:
         return self.forward_pooled(self.patchify(fbank))
+
+    @property
+    def frame_hop(self) -> float:
+        return self.patch_embed.proj.stride[1] * self.frontend.hop / self.sample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        return self._grid[1]  # fixed length: every input is padded or cut to input_tdim
+
+    def frame_sequence(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, t, D]``: the patch tokens of each time column averaged over frequency."""
+        tokens = self.forward_fbank_features(fbank)[1][:, 2:]
+        return tokens.unflatten(1, self._grid).mean(1)
 
     def forward_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
         """Normalised fbank ``[B, input_tdim, input_fdim]`` (the original AST input) -> logits."""

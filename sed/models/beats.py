@@ -41,6 +41,7 @@ from sed.models.beats_layers import (
     relative_position_bucket,
 )
 from sed.models.family import Family, Weights, register_family
+from sed.models.frames import FrameOutputs
 from sed.models.registry import register_model
 
 __all__ = [
@@ -80,8 +81,10 @@ BEATS_SIZES: dict[str, dict] = {
 }
 
 
-class BEATsModel(FbankClassifier, nn.Module):
-    """The BEATs classifier with its own front end; see the module docstring (length policy: native)."""
+class BEATsModel(FrameOutputs, FbankClassifier, nn.Module):
+    """The BEATs classifier with its own front end; see the module docstring (length policy: native).
+    ``frame_pooling`` (:mod:`sed.models.frames`): a frame model whose frames are the 16-fbank-frame patch
+    columns (tokens averaged over frequency): 0.16 s apart."""
 
     native_length = True
 
@@ -112,6 +115,7 @@ class BEATsModel(FbankClassifier, nn.Module):
         dropout_input: float = 0.0,
         predictor_dropout: float = 0.1,
         labels: list[str] | None = None,
+        frame_pooling: str | None = None,
     ):
         super().__init__()
         if num_classes < 1:
@@ -159,6 +163,7 @@ class BEATsModel(FbankClassifier, nn.Module):
         )
         self.head = nn.Sequential(nn.Dropout(predictor_dropout), nn.Linear(embed_dim, num_classes))
         self._init_weights(deep_norm)
+        self.init_frames(embed_dim, frame_pooling)
         self.labels = labels
 
     # ------------------------------------------------------------------ init and description
@@ -254,6 +259,18 @@ class BEATsModel(FbankClassifier, nn.Module):
 
     def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_tokens(self.patchify(fbank))
+
+    @property
+    def frame_hop(self) -> float:
+        return self.patch_size * self.frontend.hop / self.sample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.frontend.num_frames(max(int(num_samples), self.patch_samples)) // self.patch_size
+
+    def frame_sequence(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, t, D]``: the (time-major) tokens of each patch column averaged over frequency."""
+        tokens = self.forward_fbank_features(fbank)[1]
+        return tokens.unflatten(1, (-1, self.num_mel_bins // self.patch_size)).mean(2)
 
     def forward_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
         """Normalised fbank ``[B, frames, 128]`` (the reference's ``preprocess`` output) -> logits."""

@@ -7,8 +7,12 @@ residual blocks of two dilated *causal* 1-D convolutions over time (left padding
 ``2**i`` in block ``i``; BN and ReLU after each; a 1x1 convolution on the shortcut when the width
 changes; ``relu(x + F(x))``) -> frame embeddings ``[B, frames, embed_dim]``.
 
-- ``forward_frames(wave) -> [B, frames, C]``: frame logits, ``head`` of each frame embedding.
+- ``frame_logits(wave) -> [B, frames, C]``: frame logits, ``head`` of each frame embedding.
   Frame ``t`` covers samples ``[t * 160, t * 160 + 400)`` and depends on nothing after its end.
+- ``frame_pooling`` (:mod:`sed.models.frames`): a frame model on these frames (0.01 s apart): its
+  ``forward_frames`` gives the frame head's probabilities and their pooled clip probabilities. It
+  streams through the windowed path of :mod:`sed.inference.stream` (the incremental one averages
+  embeddings for ``head``, the clip model's).
 - ``forward(wave, lengths) -> [B, C]``: clip logits, ``head`` of the mean frame embedding over
   the clip's valid frames (as ``head`` is linear, the mean of the frame logits). ``clip_samples``
   (``input_tdim`` frames, 5 s by default) is the clip length of training and classification and
@@ -19,7 +23,7 @@ changes; ``relu(x + F(x))``) -> frame embeddings ``[B, frames, embed_dim]``.
 - Streaming: ``init_stream(batch)`` gives a :class:`StreamState` (the samples of the next
   unfinished fbank frame, and per causal convolution its last ``(kernel - 1) * dilation`` input
   frames); ``stream_step(state, samples) -> (frame embeddings of the frames the samples complete,
-  state)``. Fed in chunks of any size, the frames equal those of ``forward_frames`` on the whole
+  state)``. Fed in chunks of any size, the frames equal those of ``frame_logits`` on the whole
   signal; memory and cost per chunk do not depend on how much came before.
 
 Causality holds in eval mode (BatchNorm then is a per-frame affine map; in training it normalises
@@ -37,6 +41,7 @@ from torch import nn
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.models.base import FbankClassifier, build_sized, resolve_tdim
 from sed.models.family import Family, register_family
+from sed.models.frames import FrameOutputs
 from sed.models.registry import register_model
 
 __all__ = [
@@ -138,7 +143,7 @@ class StreamState:
         return sum(t.numel() * t.element_size() for t in [self.samples, *self.caches])
 
 
-class TCNModel(FbankClassifier, nn.Module):
+class TCNModel(FrameOutputs, FbankClassifier, nn.Module):
     """A causal TCN classifier with its own front end; see the module docstring."""
 
     def __init__(
@@ -157,6 +162,7 @@ class TCNModel(FbankClassifier, nn.Module):
         dropout: float = 0.1,
         drop_rate: float = 0.2,
         labels: list[str] | None = None,
+        frame_pooling: str | None = None,
     ):
         super().__init__()
         if num_classes < 1:
@@ -188,6 +194,7 @@ class TCNModel(FbankClassifier, nn.Module):
             if isinstance(m, nn.Conv1d | nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
         self.reset_head()
+        self.init_frames(channels, frame_pooling)
         self.labels = labels
 
     def reset_head(self) -> None:
@@ -235,10 +242,21 @@ class TCNModel(FbankClassifier, nn.Module):
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return self._body(self.frontend(wave.float()))
 
-    def forward_frames(self, wave: torch.Tensor) -> torch.Tensor:
-        """Waveform ``[B, T]`` -> frame logits ``[B, frames, C]``; frame ``t`` ends at sample
-        ``t * hop + win``."""
+    def frame_logits(self, wave: torch.Tensor) -> torch.Tensor:
+        """Waveform ``[B, T]`` -> the clip head's logits per frame ``[B, frames, C]``; frame ``t`` ends at
+        sample ``t * hop + win``."""
         return self.head(self.frame_embeddings(wave))
+
+    @property
+    def frame_hop(self) -> float:
+        return self.frontend.hop / self.sample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.frontend.num_frames(max(int(num_samples), self.frontend.win))
+
+    def frame_sequence(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, frames, channels]``: the frame embeddings."""
+        return self._body(fbank)
 
     # ------------------------------------------------------------------ clip outputs (the shared model API)
     def forward_fbank_features(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,6 +37,7 @@ from sed.augment.patch_mix import patch_mix
 from sed.models.base import DescribedModel, pad_to, per_length
 from sed.models.ced_frontend import CEDMel
 from sed.models.family import Family, Weights, register_family
+from sed.models.frames import FrameOutputs, clip_logits
 from sed.models.norm import warm_start_batchnorm
 from sed.models.registry import register_model
 from sed.models.transformer import vit_blocks
@@ -52,9 +53,14 @@ CED_SIZES: dict[str, dict] = {
 }
 
 
-class CEDModel(DescribedModel, nn.Module):
+class CEDModel(FrameOutputs, DescribedModel, nn.Module):
     """The CED audio transformer with its front end; see the module docstring (length policy: native,
-    chunked beyond ``target_length`` frames)."""
+    chunked beyond ``target_length`` frames).
+
+    ``frame_pooling`` (:mod:`sed.models.frames`): a frame model whose frames are the 16-frame patch columns
+    (tokens averaged over frequency), 0.16 s apart; longer inputs are chunked as the clip model does, in
+    chunks of whole patches (``target_length`` rounded down to a multiple of 16: 1008 frames) so that
+    the frames of consecutive chunks, concatenated, stay evenly spaced."""
 
     native_length = True
 
@@ -77,6 +83,7 @@ class CEDModel(DescribedModel, nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         labels: list[str] | None = None,
+        frame_pooling: str | None = None,
     ):
         super().__init__()
         if num_classes < 1:
@@ -122,6 +129,7 @@ class CEDModel(DescribedModel, nn.Module):
                 trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        self.init_frames(embed_dim, frame_pooling)
         self.labels = labels
 
     # ------------------------------------------------------------------ description
@@ -173,15 +181,15 @@ class CEDModel(DescribedModel, nn.Module):
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return self.frontend(wave.float(), lengths)
 
-    def _chunks(self, feats: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``[B, T, F]`` dB features -> batch-normalised ``[S * B, 1, F, t]`` chunks (chunk-major) and
-        ``S``."""
+    def _chunks(self, feats: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, int]:
+        """``[B, T, F]`` dB features -> batch-normalised ``[S * B, 1, F, t]`` chunks (chunk-major) of ``n``
+        frames (default ``target_length``) and ``S``."""
         if feats.dim() != 3 or feats.shape[-1] != self.num_mel_bins:
             raise ValueError(
                 f"CED expects features [B, frames, {self.num_mel_bins}], got {tuple(feats.shape)}"
             )
         x = self.init_bn(feats.transpose(1, 2))  # [B, F, T]
-        n = self.target_length
+        n = n or self.target_length
         if torch.compiler.is_exporting() or x.shape[-1] <= n:  # an exported graph holds one chunk
             return x.unsqueeze(1), 1
         splits = list(x.split(n, dim=-1))
@@ -234,8 +242,34 @@ class CEDModel(DescribedModel, nn.Module):
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
 
+    @property
+    def frame_hop(self) -> float:
+        return self.patch_size * self.frontend.hop / self.sample_rate
+
+    @property
+    def _frame_chunk(self) -> int:
+        return self.target_length // self.patch_size * self.patch_size
+
+    def num_frames(self, num_samples: int) -> int:
+        frames, chunk = self.frontend.num_frames(max(int(num_samples), self.patch_samples)), self._frame_chunk
+        if self.pad_last or frames <= chunk:
+            return frames // self.patch_size
+        return frames // chunk * (chunk // self.patch_size)
+
+    def frame_sequence(self, feats: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, F, D]``: each chunk's patch columns (tokens averaged over frequency) in turn, cut
+        to the columns that hold the input."""
+        x, s = self._chunks(feats, self._frame_chunk)
+        x = self.patch_embed(x)
+        grid = tuple(x.shape[-2:])
+        tokens = self.forward_tokens(x.flatten(2).transpose(1, 2), grid)[1]  # [S * B, f * t, D]
+        frames = tokens.unflatten(1, grid).mean(1).unflatten(0, (s, feats.shape[0]))  # [S, B, t, D]
+        return frames.transpose(0, 1).flatten(1, 2)[:, : feats.shape[1] // self.patch_size]
+
     def forward_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Logits from dB features; several chunks are combined by ``chunk_average``."""
+        if self.frame_pooling is not None:
+            return clip_logits(self.frames_from_features(feats)[1])
         pooled, _, s = self._chunk_tokens(feats)
         if s == 1 or self.chunk_average == "embedding":
             return self.head(pooled.mean(0))
@@ -255,6 +289,8 @@ class CEDModel(DescribedModel, nn.Module):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Waveform ``[B, T]`` at 16 kHz (``lengths``: valid samples per clip) -> logits ``[B, C]``; each
         clip at its own length."""
+        if self.frame_pooling is not None:
+            return self.clip_from_frames(wave, lengths)
         if lengths is not None:
             return per_length(self.forward, wave, lengths)
         return self.forward_from_features(self.features(wave))

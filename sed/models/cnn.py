@@ -31,6 +31,7 @@ from torch import nn
 from sed.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, KaldiFbank
 from sed.models.base import FbankClassifier, build_sized, resolve_tdim
 from sed.models.family import Family, register_family
+from sed.models.frames import FrameOutputs, time_halvings
 from sed.models.registry import register_model
 
 __all__ = ["CNN_SIZES", "CNNModel", "InvertedResidual", "cnn_base", "cnn_small", "cnn_tiny"]
@@ -105,14 +106,18 @@ class InvertedResidual(nn.Module):
         return x + self.drop_path(y) if self.has_skip else y
 
 
-class CNNModel(FbankClassifier, nn.Module):
+class CNNModel(FrameOutputs, FbankClassifier, nn.Module):
     """A compact CNN classifier with its own front end; see the module docstring.
 
     ``depth`` keeps only the first ``depth`` stages of ``widths``/``depths`` (a shallower net);
     ``clip_seconds`` sets ``input_tdim`` to the frames of that many seconds (default 5 s = 498 frames).
     ``bn_momentum`` is PyTorch's BatchNorm default; in very short runs (a few steps per epoch) the
     running statistics need ~20-30 steps before eval-mode scores mean anything, and 0.3 shortens that.
+    ``frame_pooling`` (:mod:`sed.models.frames`): a frame model whose frames are the time steps of the map
+    before global pooling averaged over frequency: one per ``2**stages`` fbank frames (0.32 s).
     """
+
+    fixed_frames = True
 
     def __init__(
         self,
@@ -134,6 +139,7 @@ class CNNModel(FbankClassifier, nn.Module):
         drop_path_rate: float = 0.0,
         bn_momentum: float = 0.1,
         labels: list[str] | None = None,
+        frame_pooling: str | None = None,
     ):
         super().__init__()
         if num_classes < 1:
@@ -166,6 +172,8 @@ class CNNModel(FbankClassifier, nn.Module):
         self.blocks = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(embed_dim, num_classes))
         self._init_weights(bn_momentum)
+        self.time_strides = len(widths)  # the stem's and the first block's of each later stage
+        self.init_frames(embed_dim, frame_pooling)
         self.labels = labels
 
     # ------------------------------------------------------------------ init and description
@@ -205,7 +213,19 @@ class CNNModel(FbankClassifier, nn.Module):
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
 
-    forward_fbank = FbankClassifier.forward_from_features
+    @property
+    def frame_hop(self) -> float:
+        return self.frontend.hop * 2**self.time_strides / self.sample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        return time_halvings(self.input_tdim, self.time_strides)  # fixed length: padded or cut
+
+    def frame_sequence(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, F, embed_dim]``: the map before global pooling averaged over frequency."""
+        return self.forward_fbank_features(fbank)[1].mean(3).transpose(1, 2)
+
+    def forward_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
+        return self.forward_from_features(fbank)
 
 
 # ---------------------------------------------------------------------- registered sizes

@@ -31,6 +31,7 @@ from torch import nn
 from sed.models.base import FbankClassifier, build_sized
 from sed.models.efficientat_frontend import EfficientATMel
 from sed.models.family import Family, Weights, register_family
+from sed.models.frames import FrameOutputs, time_halvings
 from sed.models.norm import warm_start_batchnorm
 from sed.models.registry import register_model
 
@@ -157,7 +158,7 @@ class InvertedResidual(nn.Module):
         return y + x if self.use_res_connect else y
 
 
-class EfficientATModel(FbankClassifier, nn.Module):
+class EfficientATModel(FrameOutputs, FbankClassifier, nn.Module):
     """An EfficientAT MobileNet with its own 32 kHz front end; see the module docstring (length policy:
     native).
 
@@ -166,6 +167,8 @@ class EfficientATModel(FbankClassifier, nn.Module):
     ``mn10_as_hop_*``, ``mn10_as_mels_*``); ``dropout`` before the last Linear. ``bn_momentum``: the
     reference's 0.01 suits fine-tuning released weights; a short run from fresh weights needs more
     (0.3: the SYNTH recipes), since its running statistics lag behind weights that change fast.
+    ``frame_pooling`` (:mod:`sed.models.frames`): a frame model whose frames are the time steps of the map
+    before global pooling (``last_conv``) averaged over frequency: one per 2**5 = 32 mel frames (0.32 s).
     """
 
     def __init__(
@@ -185,6 +188,7 @@ class EfficientATModel(FbankClassifier, nn.Module):
         fmax: float | None = None,
         bn_momentum: float = 0.01,
         labels: list[str] | None = None,
+        frame_pooling: str | None = None,
     ):
         super().__init__()
         if num_classes < 1:
@@ -215,6 +219,8 @@ class EfficientATModel(FbankClassifier, nn.Module):
             nn.Linear(hidden, num_classes),
         )
         self._init_weights()
+        self.time_strides = 1 + sum(1 for block in settings if block[6] == 2)  # the stem's and the blocks'
+        self.init_frames(self.embed_dim, frame_pooling)
         warm_start_batchnorm(self)  # fresh weights: eval statistics from the first steps (sed.models.norm)
         self.labels = labels
 
@@ -256,7 +262,19 @@ class EfficientATModel(FbankClassifier, nn.Module):
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
 
-    forward_fbank = FbankClassifier.forward_from_features
+    @property
+    def frame_hop(self) -> float:
+        return self.frontend.hop * 2**self.time_strides / self.sample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        return time_halvings(self.frontend.num_frames(max(int(num_samples), 1)), self.time_strides)
+
+    def frame_sequence(self, feats: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, F, embed_dim]``: the map before global pooling averaged over frequency."""
+        return self.forward_fbank_features(feats)[1].mean(2).transpose(1, 2)
+
+    def forward_fbank(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.forward_from_features(feats)
 
 
 # ---------------------------------------------------------------------- registered sizes

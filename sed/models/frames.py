@@ -28,7 +28,19 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["POOLINGS", "FrameHead", "FrameModel", "clip_logits", "is_frame_model", "pool_frames"]
+from sed.models.base import length_groups
+
+__all__ = [
+    "POOLINGS",
+    "FrameHead",
+    "FrameModel",
+    "FrameOutputs",
+    "clip_logits",
+    "is_frame_model",
+    "per_length_frames",
+    "pool_frames",
+    "time_halvings",
+]
 
 POOLINGS = ("attention", "linear_softmax", "max", "mean")
 _EPS = 1e-7
@@ -125,3 +137,110 @@ class FrameHead(nn.Module):
         probs = torch.sigmoid(self.dense(x))
         att = None if self.attention is None else self.attention(x)
         return probs, pool_frames(probs, self.pooling, att, mask)
+
+
+def per_length_frames(fn, wave: torch.Tensor, lengths: torch.Tensor | None):
+    """:func:`~sed.models.base.per_length` for frame outputs: ``fn`` (clips of one length -> (frames
+    ``[b, F, C]``, clip ``[b, C]``)) on each group of equal valid length; the frames of shorter groups are
+    zero-padded to the longest group's count."""
+    groups = length_groups(lengths, wave.shape[0], wave.shape[-1])
+    if len(groups) == 1:
+        return fn(wave[..., : groups[0][0]])
+    parts = [(rows, fn(wave[rows, ..., :n])) for n, rows in groups]
+    width = max(p[0].shape[1] for _, p in parts)
+    frames = parts[0][1][0].new_zeros((wave.shape[0], width, parts[0][1][0].shape[-1]))
+    clip = parts[0][1][1].new_empty((wave.shape[0], parts[0][1][1].shape[-1]))
+    for rows, (f, c) in parts:
+        frames[rows, : f.shape[1]] = f
+        clip[rows] = c
+    return frames, clip
+
+
+class FrameOutputs:
+    """Mixin of the families that become frame models with their ``frame_pooling`` kwarg (listed before
+    the family's base class). The family calls :meth:`init_frames` in its constructor and gives
+    ``frame_sequence(feats) -> [B, F, dim]`` (its time sequence from front-end output), ``frame_hop``
+    (seconds) and ``num_frames(num_samples)``; a *fixed-length* family (the clip is padded or cut to
+    ``clip_samples``, so F does not depend on the input) sets ``fixed_frames = True``: its valid frames are
+    those that start inside the clip (``ceil(samples / hop)``). The rest is shared here."""
+
+    frame_pooling: str | None = None
+    fixed_frames: bool = False
+
+    def init_frames(self, dim: int, frame_pooling: str | None) -> None:
+        """A :class:`FrameHead` over ``dim``-wide frames when ``frame_pooling`` is set (None: clip model)."""
+        self.frame_pooling = frame_pooling
+        self.frame_head = None if frame_pooling is None else FrameHead(dim, self.num_classes, frame_pooling)
+
+    @property
+    def frame_hop_samples(self) -> int:
+        return round(self.frame_hop * self.sample_rate)
+
+    def valid_frames(self, lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Frames per clip that hold its audio (``lengths``: valid samples), in ``[1, num_frames]``."""
+        lengths = torch.as_tensor(lengths).to(torch.long)
+        if self.fixed_frames:  # tensor arithmetic: also under torch.export
+            hop = self.frame_hop_samples
+            return (lengths + hop - 1).div(hop, rounding_mode="floor").clamp(1, num_frames)
+        valid = [self.num_frames(int(n)) for n in lengths.cpu()]
+        return torch.tensor(valid, dtype=torch.long, device=lengths.device).clamp(1, num_frames)
+
+    def _frame_head(self) -> FrameHead:
+        if self.frame_head is None:
+            raise ValueError(
+                f"{type(self).__name__} was built without frame_pooling; it gives no frame outputs"
+            )
+        return self.frame_head
+
+    def frames_from_features(
+        self, feats: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Front-end output -> (frame probabilities ``[B, F, C]``, clip probabilities ``[B, C]`` over the
+        ``valid`` frames per row, None: all): the hook where a training task augments features in
+        between, like ``forward_from_features``."""
+        head = self._frame_head()
+        seq = self.frame_sequence(feats)
+        return head(seq, frame_mask(seq.shape[1], valid, seq.device))
+
+    def forward_frames(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveform ``[B, T]`` (``lengths``: valid samples) -> (frame probabilities ``[B, F, C]``, clip
+        probabilities ``[B, C]``); frame ``i`` covers ``[i * frame_hop, (i + 1) * frame_hop)``. A native-
+        length family runs each length group alone (frames past a clip's end are zero); the others mask
+        the frames past a clip's end (a fixed-length family: past the input's end too) out of the clip
+        pooling."""
+        self._frame_head()
+        if wave.dim() == 1:
+            wave = wave.unsqueeze(0)
+        if getattr(self, "native_length", False) and lengths is not None:
+            return per_length_frames(lambda w: self.forward_frames(w), wave, lengths)
+        feats = self.features(wave, lengths)
+        if lengths is None and not self.fixed_frames:
+            return self.frames_from_features(feats)
+        if lengths is None:  # fixed length: the frames past the end of a short input are padding
+            lengths = wave.new_full((wave.shape[0],), wave.shape[-1], dtype=torch.long)
+        seq = self.frame_sequence(feats)
+        valid = self.valid_frames(lengths, seq.shape[1])
+        return self.frame_head(seq, frame_mask(seq.shape[1], valid, seq.device))
+
+    def clip_from_frames(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """A frame model's ``forward``: the logits of its pooled clip probabilities."""
+        return clip_logits(self.forward_frames(wave, lengths)[1])
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.frame_pooling is None:
+            return super().forward(wave, lengths)
+        return self.clip_from_frames(wave, lengths)
+
+    def forward_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.frame_pooling is None:
+            return super().forward_from_features(feats)
+        return clip_logits(self.frames_from_features(feats)[1])
+
+
+def time_halvings(frames: int, times: int) -> int:
+    """Frames left after ``times`` stride-2 convolutions with 'same' padding (each ``ceil(n / 2)``)."""
+    for _ in range(times):
+        frames = (frames + 1) // 2
+    return frames

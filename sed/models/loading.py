@@ -84,6 +84,11 @@ def build_from_description(
     for key, value in audio.items():
         if value is not None and desc.get(key) not in (None, value):
             raise CheckpointError(path, f"{key} {desc[key]} contradicts its {name} model's {value}")
+    hop = model.frame_hop if getattr(model, "frame_pooling", None) is not None else None
+    if desc.get("frame_hop") is not None and (hop is None or abs(desc["frame_hop"] - hop) > 1e-9):
+        raise CheckpointError(
+            path, f"frame_hop {desc['frame_hop']} s contradicts its {name} model's ({hop or 'no frames'})"
+        )
     check_description(
         {**desc, **{k: v for k, v in audio.items() if v is not None}}, path
     )  # the model's are sane

@@ -5,6 +5,7 @@ One class per training regime on one base (:class:`~sed.tasks.base.Task`); see :
 
 from sed.tasks.base import Task
 from sed.tasks.classification import ClassificationTask, ClipTask
+from sed.tasks.detection import DetectionTask
 from sed.tasks.distillation import DistillationTask
 from sed.tasks.patchmix import PatchMixTask
 from sed.tasks.probe import ProbeTask
@@ -14,6 +15,7 @@ from sed.tasks.semi import SemiSupervisedTask
 __all__ = [
     "ClassificationTask",
     "ClipTask",
+    "DetectionTask",
     "DistillationTask",
     "PatchMixTask",
     "ProbeTask",

@@ -15,6 +15,7 @@ anything else is a configuration error naming the argument):
 :class:`~sed.tasks.patchmix.PatchMixTask`                 Patch-Mix (ICBHI)
 :class:`~sed.tasks.distillation.DistillationTask`         knowledge distillation from teachers
 :class:`~sed.tasks.seld.SELDTask`                         SELD (multi-ACCDOA)
+:class:`~sed.tasks.detection.DetectionTask`               sound event detection (strong/weak/unlabelled)
 ========================================================  ===========================================
 """
 

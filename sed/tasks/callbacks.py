@@ -266,3 +266,19 @@ def default_callbacks(monitor: str, mode: str, save_top_k: int = 1) -> list[pl.C
         PredictionWriter(),
         EpochSeed(),
     ]
+
+
+def event_task_callbacks(
+    trainer: pl.Trainer, monitor: str, mode: str, save_top_k: int = 1
+) -> list[pl.Callback]:
+    """:func:`default_callbacks` for a task whose outputs are not clip rows (SELD, detection): without the
+    clip-level :class:`PredictionWriter`, and without checkpoints / run files when ``trainer`` was built
+    without them (no logger: nothing is written into the working directory)."""
+    keep = (
+        (EpochSeed,)
+        + ((ModelCheckpoint,) if trainer.checkpoint_callbacks else ())
+        + ((LearningRateMonitor, RunInfo, Plots) if trainer.loggers else ())
+    )
+    return [
+        c for c in default_callbacks(monitor=monitor, mode=mode, save_top_k=save_top_k) if isinstance(c, keep)
+    ]

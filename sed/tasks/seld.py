@@ -274,25 +274,7 @@ class SELDTask(Task):
         )
 
     def configure_callbacks(self):
-        from sed.tasks.callbacks import (
-            EpochSeed,
-            LearningRateMonitor,
-            ModelCheckpoint,
-            Plots,
-            RunInfo,
-            default_callbacks,
-        )
+        from sed.tasks.callbacks import event_task_callbacks
 
         name, mode = self.monitor
-        # the classification set minus its clip-level PredictionWriter
-        # (and without checkpoints / logging when the trainer was built without them)
-        keep = (
-            (EpochSeed,)
-            + ((ModelCheckpoint,) if self.trainer.checkpoint_callbacks else ())
-            + ((LearningRateMonitor, RunInfo, Plots) if self.trainer.loggers else ())
-        )
-        return [
-            c
-            for c in default_callbacks(monitor=name, mode=mode, save_top_k=self.hparams.save_top_k)
-            if isinstance(c, keep)
-        ]
+        return event_task_callbacks(self.trainer, name, mode, self.hparams.save_top_k)

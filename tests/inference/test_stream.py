@@ -107,7 +107,7 @@ def test_causal_hop_scores_are_the_clip_output_of_the_last_frames(causal):
     x = torch.from_numpy(noise(1.5, 6))
     hops = list(Streamer(causal, hop=0.5).run([x]))
     with torch.no_grad():
-        frames = causal.model.forward_frames(x[None])[0]
+        frames = causal.model.frame_logits(x[None])[0]
     nf = causal.model.frontend.num_frames(8000)
     np.testing.assert_allclose(hops[0].scores, torch.softmax(frames[:nf].mean(0), -1).numpy(), atol=1e-6)
     last = causal.model.frontend.num_frames(24000)

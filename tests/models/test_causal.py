@@ -55,15 +55,15 @@ def test_a_prefix_does_not_change_when_audio_is_appended(name):
     model = _model(name)
     wave = _wave(1.0, 2)
     with torch.no_grad():
-        full = model.forward_frames(wave)
+        full = model.frame_logits(wave)
         for cut in (400, 4321, 9000):  # within the first frame's window, mid-frame, a frame boundary
-            part = model.forward_frames(wave[:, :cut])
+            part = model.frame_logits(wave[:, :cut])
             assert part.shape[1] == model.frontend.num_frames(cut)
             torch.testing.assert_close(part, full[:, : part.shape[1]], rtol=1e-5, atol=1e-5)
         # a change after sample s moves no frame ending at or before s
         loud = wave.clone()
         loud[:, 8000:] += 0.5
-        changed = (model.forward_frames(loud) - full).abs().amax(dim=(0, 2)) > 1e-6
+        changed = (model.frame_logits(loud) - full).abs().amax(dim=(0, 2)) > 1e-6
         first = int(changed.nonzero()[0])
         assert first * 160 + 400 > 8000 and (first - 1) * 160 + 400 <= 8000
 
@@ -89,7 +89,7 @@ def test_stream_steps_in_random_chunks_equal_the_whole_signal(name):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
     assert len(sizes) == 1
     with torch.no_grad():
-        torch.testing.assert_close(model.head(got), model.forward_frames(wave), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.head(got), model.frame_logits(wave), rtol=1e-5, atol=1e-5)
 
 
 def test_clip_logits_are_the_head_of_the_mean_frame_embedding():
@@ -97,7 +97,7 @@ def test_clip_logits_are_the_head_of_the_mean_frame_embedding():
     wave = _wave(0.4, 3)
     with torch.no_grad():
         logits = model(wave)
-        frames = model.forward_frames(wave)
+        frames = model.frame_logits(wave)
         torch.testing.assert_close(logits, frames.mean(dim=1), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(logits, model.forward_from_features(model.features(wave)), rtol=0, atol=0)
         assert model.embed(wave).shape == (3, model.embed_dim)
@@ -138,7 +138,7 @@ def test_round_trip_through_sed_config_and_checkpoints(tmp_path):
     wave = _wave(0.7, 2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(wave), model(wave), rtol=0, atol=0)
-        torch.testing.assert_close(loaded.forward_frames(wave), model.forward_frames(wave), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.frame_logits(wave), model.frame_logits(wave), rtol=0, atol=0)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to")

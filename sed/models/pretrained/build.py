@@ -132,6 +132,20 @@ def _labels(imp: Importer, arch: Arch) -> tuple[list[str] | None, bool]:
     return labels, bool(multi)
 
 
+_FRAME_HEAD = "frame_head."
+
+
+def _frame_head_state(model: nn.Module, state: dict, keep_head: bool) -> tuple[dict, bool]:
+    """(``state`` without a frame head that does not fit ``model``'s, whether ``model``'s frame head stays
+    freshly initialised). A frame head (:mod:`sed.models.frames`) is kept only from a source with the same
+    one and the same classes; a clip source gives a frame model its encoder and no frame head."""
+    mine = {k for k in model.state_dict() if k.startswith(_FRAME_HEAD)}
+    theirs = {k for k in state if k.startswith(_FRAME_HEAD)}
+    if keep_head and theirs == mine:
+        return state, False
+    return {k: v for k, v in state.items() if not k.startswith(_FRAME_HEAD)}, bool(mine)
+
+
 def build_pretrained(
     imp: Importer, source, num_classes: int | None = None, *, factory=None, **overrides
 ) -> nn.Module:
@@ -173,9 +187,11 @@ def build_pretrained(
                 f"({imp.head_what}{what})",
                 stacklevel=3,
             )
+    state, fresh_frames = _frame_head_state(model, state, keep_head)
     check_weights(model, state, contents.desc)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if keep_head or not k.startswith(imp.head)]
+    missing = [k for k in missing if not (fresh_frames and k.startswith(_FRAME_HEAD))]
     if missing or unexpected:
         name = imp.source_key or (lambda k, c: k)
         parts = ([f"missing keys {[name(k, contents) for k in missing[:5]]}"] if missing else []) + (
@@ -189,7 +205,8 @@ def build_pretrained(
         "format": arch.kind,
         "dropped": dropped,
         "adapted": notes,
-        "reinitialised": [] if keep_head or arch.fresh_head else [imp.head.rstrip(".")],
+        "reinitialised": ([] if keep_head or arch.fresh_head else [imp.head.rstrip(".")])
+        + (["frame_head"] if fresh_frames else []),
     }
     log.info("loaded %s weights from %s (%s)", imp.family, contents.desc, "; ".join(notes) or "no adaptation")
     size = next((n for n in family(imp.family).sizes if model_entry(n).factory is factory), factory.__name__)
