@@ -282,19 +282,19 @@ class CRNNModel(DescribedModel, nn.Module):
     def frames_from_features(
         self,
         feats: torch.Tensor,
+        valid: torch.Tensor | None = None,
         embeddings: torch.Tensor | None = None,
-        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (what a task augments) -> (frame probabilities ``[B, F, C]``, clip probabilities
-        ``[B, C]``); ``lengths`` (valid samples) restricts the clip pooling to each clip's frames."""
+        ``[B, C]`` over the ``valid`` frames per row, None: all), as every frame family; ``embeddings``
+        ``[B, D, N]``: precomputed frame embeddings (a model with ``embedding_dim`` and no BEATs)."""
         x = self.forward_fbank_pooled(feats, embeddings)
-        valid = None if lengths is None else torch.tensor([self.num_frames(int(n)) for n in lengths])
         return self.head.frames(x, frame_mask(x.shape[1], valid, x.device))
 
     def forward_from_features(
         self, feats: torch.Tensor, embeddings: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return clip_logits(self.frames_from_features(feats, embeddings)[1])
+        return clip_logits(self.frames_from_features(feats, embeddings=embeddings)[1])
 
     def forward_frames(
         self, wave: torch.Tensor, lengths: torch.Tensor | None = None
@@ -306,12 +306,12 @@ class CRNNModel(DescribedModel, nn.Module):
         groups = length_groups(lengths, wave.shape[0], wave.shape[-1])
         if len(groups) == 1:
             part = wave[:, : groups[0][0]]
-            return self.frames_from_features(self.features(part), self.frame_embeddings(part))
+            return self.frames_from_features(self.features(part), embeddings=self.frame_embeddings(part))
         probs = wave.new_zeros((wave.shape[0], self.num_frames(wave.shape[-1]), self.num_classes))
         clip = wave.new_zeros((wave.shape[0], self.num_classes))
         for n, rows in groups:
             part = wave[rows, :n]
-            p, c = self.frames_from_features(self.features(part), self.frame_embeddings(part))
+            p, c = self.frames_from_features(self.features(part), embeddings=self.frame_embeddings(part))
             probs[rows, : p.shape[1]], clip[rows] = p, c
         return probs, clip
 

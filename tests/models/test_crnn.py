@@ -111,10 +111,12 @@ def test_frozen_beats_frame_embeddings_enter_before_the_gru(tmp_path):
     tokens = model.beats.forward_fbank_features(model.beats.features(wave))[1]  # [B, N, D], time-major
     with torch.no_grad():
         got = model.forward_frames(wave)
-        want = model.frames_from_features(model.features(wave), tokens.transpose(1, 2))
+        want = model.frames_from_features(model.features(wave), embeddings=tokens.transpose(1, 2))
         torch.testing.assert_close(got[0], want[0])
         pooled = torch.nn.functional.adaptive_avg_pool1d(tokens.transpose(1, 2), got[0].shape[1])
-        other = model.frames_from_features(model.features(wave), torch.flip(tokens, (1,)).transpose(1, 2))
+        other = model.frames_from_features(
+            model.features(wave), embeddings=torch.flip(tokens, (1,)).transpose(1, 2)
+        )
     assert pooled.shape == (2, 64, model.num_frames(16000)) and not torch.allclose(other[0], got[0])
     loaded, desc = load_model(save_model(tmp_path / "crnn_beats.pt", model))
     assert desc["model_kwargs"]["embeddings"] == "beats_micro" and desc["model_kwargs"]["embedding_dim"] == 64
@@ -127,7 +129,11 @@ def test_precomputed_embeddings_are_required_by_name():
     feats = model.features(torch.randn(1, 16000) * 0.1)
     with pytest.raises(ValueError, match=r"takes frame embeddings \[B, D, N\]"):
         model.frames_from_features(feats)
-    assert model.frames_from_features(feats, torch.randn(1, 16, 48))[0].shape == (1, 15, 3)
+    emb = torch.randn(1, 16, 48)
+    frames, clip = model.frames_from_features(feats, torch.tensor([4]), embeddings=emb)
+    assert frames.shape == (1, 15, 3)
+    seq = model.forward_fbank_pooled(feats, emb)  # valid: the clip pooling over the first 4 frames only
+    torch.testing.assert_close(clip, model.head.frames(seq[:, :4])[1])
     with pytest.raises(ValueError, match="frame model"):
         tiny(frame_pooling=None)
 
@@ -136,7 +142,7 @@ def test_save_and_load_round_trip(tmp_path):
     model = tiny(labels=["a", "b", "c"])
     loaded, desc = load_model(save_model(tmp_path / "crnn.pt", model))
     assert desc["model_name"] == "crnn_dcase2024" and loaded.labels == ["a", "b", "c"]
-    assert loaded.frame_hop == model.frame_hop
+    assert loaded.frame_hop == model.frame_hop == desc["frame_hop"] == pytest.approx(0.064)
     wave = torch.randn(2, 16000) * 0.1
     with torch.no_grad():
         for a, b in zip(model.forward_frames(wave), loaded.eval().forward_frames(wave)):

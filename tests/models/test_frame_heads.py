@@ -125,7 +125,7 @@ def test_a_clip_padded_in_a_batch_gives_the_frames_it_gives_alone(name, extra):
             assert alone.shape[1] >= valid
             torch.testing.assert_close(frames[row, :valid], alone[0, :valid], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(clip[row], alone_clip[0], rtol=1e-5, atol=1e-5)
-    # the clip probabilities pool only the valid frames: changing the frames past a clip's end changes nothing
+    # the short clip has frames past its end in the batch, so its clip equality above needs the mask
     assert int(model.valid_frames(lengths[1:2], frames.shape[1])[0]) < frames.shape[1]
 
 
@@ -221,3 +221,18 @@ def test_the_exported_graph_of_a_frame_model_gives_its_pooled_clip_logits():
             logits, emb = _Graph(model)(wave)
             torch.testing.assert_close(logits, clip_logits(model.forward_frames(wave)[1]))
             torch.testing.assert_close(emb, model.embed(wave))
+
+
+def test_a_frame_tcn_streams_through_the_windowed_path_with_its_frame_model_scores():
+    from sed.inference.classifier import Classifier
+    from sed.inference.stream import Streamer, is_causal
+
+    model = _model("tcn_tiny", pooling="max", classes=3)
+    assert is_causal(_model("tcn_tiny", pooling=None)) and not is_causal(model)
+    clf = Classifier(model, describe(model), device="cpu")
+    wave = _noise(1, 24000, 6)[0]
+    hops = list(Streamer(clf, hop=0.5).run([wave]))
+    assert [h.time for h in hops] == [0.5, 1.0, 1.5]
+    with torch.no_grad():  # the last hop scores the clip that ends there, as the frame model does
+        want = torch.softmax(model(wave[None, 24000 - model.clip_samples :]), -1)[0].numpy()  # single-label
+    np.testing.assert_allclose(hops[-1].scores, want, atol=1e-5)

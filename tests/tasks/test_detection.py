@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from sed.data.synth.desed import make_desed
 from sed.errors import UsageError
+from sed.models.family import family
 from sed.tasks.detection import DetectionTask
 from sed.training.lightning_cli import make_cli
 from tests.tasks.detection_helpers import fake_create_model, make_batch, one_thread, random_events  # noqa: F401 - a fixture
@@ -21,6 +22,7 @@ from tests.tasks.detection_helpers import fake_create_model, make_batch, one_thr
 pytestmark = pytest.mark.usefixtures("one_thread")
 SECONDS = 2.0
 CONFIG = Path(__file__).resolve().parents[2] / "recipes" / "common" / "detection.yaml"
+CRNN_TEST = family("crnn").test_kwargs  # the CRNN's test size (time pooled by 4: 64 ms frames)
 
 
 def _corpus(seed: int, batches: int, sources: list[int]) -> list[dict]:
@@ -107,18 +109,17 @@ def test_tiny_model_finds_held_out_events_within_one_frame(monkeypatch, tmp_path
     assert 0.0 <= metrics["val_teacher_psds1"] <= 1.0 and "val_teacher_intersection_f1" in metrics
 
 
-def test_sedkit_fit_and_test_with_the_detection_config(monkeypatch, tmp_path):
-    """recipes/common/detection.yaml on the synthetic DESED corpus (2 steps, validation, test)."""
-    monkeypatch.setattr("sed.models.create_model", fake_create_model)
-    corpus = make_desed(tmp_path / "desed", seed=0, num_classes=3, clips=4, duration=2.0, sample_rate=8000)
+def test_sedkit_fit_and_test_with_the_detection_config(tmp_path):
+    """recipes/common/detection.yaml with the CRNN's test size on the synthetic DESED corpus (2 steps,
+    validation, test)."""
+    corpus = make_desed(tmp_path / "desed", seed=0, num_classes=3, clips=4, duration=2.0)
     run = tmp_path / "run"
     common = [
         "--config",
         str(CONFIG),
-        "--model.init_args.model_name=tiny",
+        f"--model.init_args.model_kwargs={json.dumps({**CRNN_TEST, 'frame_pooling': 'attention'})}",
         f"--data.init_args.root={corpus['root']}",
         f"--data.init_args.labels={json.dumps(corpus['classes'])}",
-        "--data.init_args.sample_rate=8000",
         "--data.init_args.clip_seconds=2.0",
         "--data.init_args.batch_sizes=[2, 2, 2]",
         "--data.init_args.eval_batch_size=4",
@@ -132,7 +133,7 @@ def test_sedkit_fit_and_test_with_the_detection_config(monkeypatch, tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2  # 4 strong clips in batches of 2: one epoch
     meta = ckpt["sed_meta"]
-    assert meta["task"] == "detection" and meta["frame_hop"] == pytest.approx(0.032)
+    assert meta["task"] == "detection" and meta["frame_hop"] == pytest.approx(256 * 4 / 16000)
     assert meta["labels"] == corpus["classes"] and meta["multi_label"] is True
     fit = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     for name in ("val_psds1", "val_intersection_f1", "val_obj", "val_teacher_psds1", "train_consistency"):

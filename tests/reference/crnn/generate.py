@@ -40,6 +40,19 @@ SEEDS = {"plain": 20240601, "emb": 20240602}
 REGIMES = [*(f"{s:g}s" for s in common.LENGTHS), "batch", "mixed"]
 MEL_REGIMES = ("1s", "3s")
 STUDENT_REGIME = "3s"
+BEATS_REGIMES = ("1s", "3s", "10s")  # the recipe's BEATsModel "frame" embeddings of a micro BEATs
+BEATS_MANIFEST = HERE.parent / "beats" / "weights.json"
+
+
+def beats_release(path: Path) -> None:
+    """The micro BEATs of ``tests/reference/beats`` as a release file ``{cfg, model}`` (layer i > 0 holds the
+    reference's alias of layer 0's relative position table, as a state dict of the reference does)."""
+    manifest = common.load_manifest(BEATS_MANIFEST)
+    state = common.tensors_from(manifest)
+    table = "encoder.layers.{}.self_attn.relative_attention_bias.weight"
+    for i in range(1, manifest["cfg"]["encoder_layers"]):
+        state[table.format(i)] = state[table.format(0)]
+    torch.save({"cfg": manifest["cfg"], "model": state}, path)
 
 
 def beats_tokens(samples: int) -> int:
@@ -86,11 +99,12 @@ def _import_reference(ref: Path):
     import yaml
     from desed_task.nnet.CRNN import CRNN
     from desed_task.utils.scaler import TorchScaler
+    from local.beats.BEATs import BEATsModel
     from local.sed_trainer_pretrained import SEDTask4
     from torchaudio.transforms import MelSpectrogram
 
     config = yaml.safe_load((ref / "recipes/dcase2024_task4_baseline/confs/pretrained.yaml").read_text())
-    return CRNN, TorchScaler, SEDTask4, MelSpectrogram, config
+    return CRNN, TorchScaler, SEDTask4, MelSpectrogram, BEATsModel, config
 
 
 def main() -> None:
@@ -98,7 +112,9 @@ def main() -> None:
     ap.add_argument("--ref", required=True, help="work tree of github.com/DCASE-REPO/DESED_task")
     ap.add_argument("--out", default=str(HERE), help="folder for outputs.npz and weights.json")
     args = ap.parse_args()
-    CRNN, TorchScaler, SEDTask4, MelSpectrogram, config = _import_reference(Path(args.ref).resolve())
+    CRNN, TorchScaler, SEDTask4, MelSpectrogram, BEATsModel, config = _import_reference(
+        Path(args.ref).resolve()
+    )
     feats, sc = config["feats"], config["scaler"]
     mel_spec = MelSpectrogram(  # SEDTask4.__init__'s construction from the config's feats
         sample_rate=feats["sample_rate"],
@@ -162,6 +178,13 @@ def main() -> None:
                     out[f"mel_{regime}"] = task.scaler(
                         task.take_log(mel_spec(torch.from_numpy(wave)))
                     ).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        beats_release(Path(tmp) / "BEATs_micro.pt")
+        beats = BEATsModel(str(Path(tmp) / "BEATs_micro.pt")).eval()  # as extract_embeddings.py loads it
+        for regime in BEATS_REGIMES:
+            wave, _ = common.regime_inputs(regime, RATE)
+            with torch.no_grad():
+                out[f"beats_frame_{regime}"] = beats(torch.from_numpy(wave))["frame"].numpy()
     np.savez_compressed(Path(args.out) / "outputs.npz", **out)
     common.save_manifest(
         Path(args.out) / "weights.json", 0, [], sample_rate=RATE, regimes=REGIMES, manifests=manifests

@@ -23,7 +23,7 @@ from tests.reference import common
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from generate import MEL_REGIMES, STUDENT_REGIME, embeddings  # noqa: E402
+from generate import BEATS_REGIMES, MEL_REGIMES, STUDENT_REGIME, beats_release, embeddings  # noqa: E402
 
 MANIFEST = common.load_manifest(HERE / "weights.json")
 RATE = int(MANIFEST["sample_rate"])
@@ -101,7 +101,7 @@ def test_with_frame_embeddings(models, ref, regime):
     wave, _ = inputs(regime)
     emb = torch.from_numpy(embeddings(wave.shape[0], wave.shape[-1]))
     with torch.no_grad():
-        frames, clip = model.frames_from_features(model.features(wave), emb)
+        frames, clip = model.frames_from_features(model.features(wave), embeddings=emb)
     check(frames, clip, ref, "emb", regime)
 
 
@@ -112,7 +112,7 @@ def test_the_student_branch_and_parameter_count(models, ref, name):
     wave, _ = inputs(STUDENT_REGIME)
     emb = torch.from_numpy(embeddings(1, wave.shape[-1])) if name == "emb" else None
     with torch.no_grad():
-        frames, clip = model.frames_from_features(model.features(wave), emb)
+        frames, clip = model.frames_from_features(model.features(wave), embeddings=emb)
     check(frames, clip, ref, f"{name}_student", STUDENT_REGIME)
 
 
@@ -141,3 +141,21 @@ def test_the_release_loads_with_the_quirk_and_the_correct_pooling_differs(models
     assert common.max_rel_diff(clip, ref["plain_clip_10s"]) > 100 * common.max_rel_diff(
         quirk, ref["plain_clip_10s"]
     )
+
+
+@pytest.mark.parametrize("regime", BEATS_REGIMES)
+def test_beats_frame_embeddings_are_the_recipes(ref, regime, tmp_path):
+    """The CRNN's frozen BEATs (a micro BEATs release file read by sed's BEATs importer) gives the tokens the
+    recipe's ``BEATsModel`` stores as ``frame`` embeddings, ``[B, D, N]`` (496 tokens for 10 s)."""
+    beats_release(tmp_path / "BEATs_micro.pt")
+    model = create_model(
+        "crnn_dcase2024",
+        num_classes=3,
+        embeddings="beats_micro",
+        embeddings_pretrained=tmp_path / "BEATs_micro.pt",
+    ).eval()
+    wave, _ = inputs(regime)
+    with torch.no_grad():
+        got = model.frame_embeddings(wave)
+    common.assert_close(got, ref[f"beats_frame_{regime}"], f"{regime} BEATs frame embeddings")
+    assert model.embedding_dim == got.shape[1] and not any(p.requires_grad for p in model.beats.parameters())
