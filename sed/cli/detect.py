@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from sed.cli.options import add_batch_size, add_checkpoint, add_device, bounded, seconds
@@ -90,7 +91,7 @@ def cmd_detect(args: argparse.Namespace, con) -> int:
             check_output(score_file(args.scores_dir, f), inputs)
         Path(args.scores_dir).mkdir(parents=True, exist_ok=True)
     results = []
-    progress = lambda it: con.progress(it, total=len(files), desc="detect")  # noqa: E731
+    progress = functools.partial(con.progress, total=len(files), desc="detect")
     kwargs = {"min_duration": args.min_duration, "merge_gap": args.merge_gap, "progress": progress}
     for d in det.detect(files, thresholds, median, **kwargs):
         if d.error:
@@ -115,7 +116,7 @@ def cmd_plot_events(args: argparse.Namespace, con) -> int:
 
     if bool(args.checkpoint) == bool(args.scores):
         raise UsageError(
-            "give --checkpoint (score the audio) or --scores (a score file of sedkit detect), not both"
+            "give either --checkpoint (to score the audio) or --scores (a score file of sedkit detect)"
         )
     if args.checkpoint and not args.audio:
         raise UsageError("--checkpoint scores an audio file: give it")

@@ -163,7 +163,15 @@ class Detector:
         with torch.inference_mode():
             frames, _ = self.model.forward_frames(wave.to(self.device), lengths.to(self.device))
         frames = frames.float().cpu().numpy()
-        return [frames[i, : self.model.num_frames(b.numel())] for i, (_, b) in enumerate(blocks)]
+        return [frames[i, : self._frames_of(b.numel())] for i, (_, b) in enumerate(blocks)]
+
+    def _frames_of(self, samples: int) -> int:
+        """Output frames that hold ``samples`` samples of audio: the model's count, or for a fixed-length
+        family (``fixed_frames``: its input is padded to the clip, its count does not depend on the input)
+        the frames that reach into the audio, ``ceil(samples / hop)``."""
+        if getattr(self.model, "fixed_frames", False):
+            return -(-samples // self.hop_samples)
+        return self.model.num_frames(samples)
 
     def frame_probs(self, src, whole: bool = False) -> tuple[np.ndarray, float]:
         """(frame probabilities ``[F, C]`` of an input, its duration in s), block-wise (``whole``: the
@@ -197,7 +205,7 @@ class Detector:
                 flush()
         if pending:
             flush()
-        return acc.result(self.model.num_frames(total)), total / self.sample_rate
+        return acc.result(self._frames_of(total)), total / self.sample_rate
 
     # ------------------------------------------------------------------ events
     def detect(

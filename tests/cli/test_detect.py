@@ -155,7 +155,7 @@ def test_plot_events_from_checkpoint_and_from_scores(setup, capsys, monkeypatch)
     assert rc == 0 and (t / "s.png").exists() and len(figures) == 2
     assert [x.get_text() for x in figures[1].axes[1].get_yticklabels()] == LABELS
     rc, _, err = _run(capsys, "plot-events", t / "a.wav", "--out", t / "x.png")
-    assert rc == 2 and "give --checkpoint" in err and not (t / "x.png").exists()
+    assert rc == 2 and "give either --checkpoint" in err and not (t / "x.png").exists()
 
 
 def test_detect_of_a_waveform_matches_the_file(setup):

@@ -20,8 +20,14 @@ NAME = "_toy_frames"
 
 
 class ToyFrameModel(nn.Module):
-    def __init__(self, num_classes: int = 3, hop: int = 160, kernel: int = 3, frame_pooling="max", width=8):
+    def __init__(
+        self, num_classes: int = 3, hop: int = 160, kernel: int = 3, frame_pooling="max", width=8, clip=0
+    ):
         super().__init__()
+        # clip > 0: a fixed-length model (as AST and the CNN students): every input padded or cut to ``clip``
+        # samples, a frame count that does not depend on the input
+        self.clip_samples = clip or None
+        self.fixed_frames = bool(clip)
         self.num_classes, self.hop, self.frame_pooling, self.labels = num_classes, hop, frame_pooling, None
         self.proj = nn.Linear(hop, width)
         self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2)
@@ -34,9 +40,13 @@ class ToyFrameModel(nn.Module):
         return self.hop / self.sample_rate
 
     def num_frames(self, num_samples: int) -> int:
-        return math.ceil(num_samples / self.hop)
+        return math.ceil((self.clip_samples or num_samples) / self.hop)
 
     def forward_frames(self, wave, lengths=None):
+        if self.clip_samples:
+            wave = nn.functional.pad(wave, (0, max(0, self.clip_samples - wave.shape[1])))[
+                :, : self.clip_samples
+            ]
         b, t = wave.shape
         f = self.num_frames(t)
         x = nn.functional.pad(wave, (0, f * self.hop - t)).reshape(b, f, self.hop)

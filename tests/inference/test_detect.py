@@ -148,6 +148,36 @@ def test_blockwise_mean_equals_whole_for_local_frames_and_differs_only_near_cuts
     assert diff[near].max() > 1e-3 and diff[~near].max() < 1e-5
 
 
+def test_fixed_length_model_keeps_the_frames_of_the_audio():
+    """A fixed-length model pads every block to its clip: only the frames that reach into the audio count,
+    for each block and for the file (not the model's fixed count)."""
+    wave = _wave(5.55)
+    fixed = Detector(build(kernel=1, clip=SR), device="cpu", overlap=0.5, stitch="centre")
+    assert fixed.block == SR  # its clip
+    probs, _ = fixed.frame_probs(wave)
+    ref, _ = Detector(build(kernel=1), device="cpu", block=1.0, overlap=0.5).frame_probs(wave, whole=True)
+    assert probs.shape == ref.shape == (555, 3)
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,kwargs", [("cnn_tiny", {"clip_seconds": 1.0}), ("tcn_tiny", {})])
+def test_a_family_frame_head_checkpoint_scores_a_long_file(tmp_path, name, kwargs):
+    """A registry family with its frame head, saved and loaded: block-wise frames cover the file, in blocks
+    of the model's clip."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, labels=LABELS, frame_pooling="attention", **kwargs)
+    save_model(tmp_path / "m.pt", model)
+    det = Detector.from_pretrained(tmp_path / "m.pt", device="cpu")
+    wave = _wave(12.4)
+    probs, duration = det.frame_probs(wave)
+    assert det.labels == LABELS and duration == pytest.approx(12.4)
+    assert probs.shape == (det._frames_of(len(wave)), 3) and np.isfinite(probs).all()
+    assert len(probs) == pytest.approx(12.4 / det.hop, abs=2)
+    # blocks of the model's clip on the frame grid (cnn_tiny: 1 s holds 3 of its 320 ms frames)
+    assert det.block == model.clip_samples // det.hop_samples * det.hop_samples
+    assert det.block == {"cnn_tiny": 15360, "tcn_tiny": 79840}[name]
+
+
 def test_detect_file_resampled_stereo_and_bad_files(tmp_path):
     wave = _wave(3.0).numpy()
     stereo = np.stack([wave, wave], 1)
