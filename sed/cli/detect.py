@@ -32,7 +32,7 @@ def _detector(args: argparse.Namespace):
 def _per_class(args: argparse.Namespace, labels: list[str] | None):
     """(thresholds, median filter seconds): a number for every class or ``{label: value}`` from a file,
     checked against ``labels`` (None: the labels are not known yet)."""
-    from sed.inference.postprocess import class_values, read_class_values
+    from sed.metrics.postprocess import class_values, read_class_values
 
     try:
         th = (

@@ -21,7 +21,7 @@ equal, up to float round-off at a threshold); with ``stitch="mean"`` a frame wit
 averaged with a value its block saw cut off, so the two agree only for models whose frames see nothing
 outside themselves (``r = 0``), and differ otherwise by that edge effect (the baseline accepts it).
 
-Post-processing (median filters, thresholds, events) is :mod:`sed.inference.postprocess`.
+Post-processing (median filters, thresholds, events) is :mod:`sed.metrics.postprocess`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 from sed.audio.io import iter_blocks
 from sed.errors import AudioError, CheckpointError, SedError
 from sed.inference.device import resolve_device
-from sed.inference.postprocess import filter_frames, frames_to_events, median_filter
+from sed.metrics.postprocess import filter_frames, frames_to_events, median_filter
 from sed.models.frames import is_frame_model
 from sed.models.loading import load_model
 

@@ -148,7 +148,7 @@ def plot_detection(
     :meth:`~sed.inference.detect.Detector.detect`."""
     from sed.errors import DatasetError
     from sed.inference.detect_output import read_scores
-    from sed.inference.postprocess import class_values, filter_frames, frames_to_events, median_filter
+    from sed.metrics.postprocess import class_values, filter_frames, frames_to_events, median_filter
 
     wave, rate = None, 16000
     if detector is not None:

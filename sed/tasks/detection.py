@@ -325,21 +325,17 @@ class DetectionTask(Task):
         return store
 
     def _scores(self, probs: dict[str, np.ndarray], keep: list[int]) -> dict:
-        """Score frames of the classes ``keep``, each median filtered by its ``median_filter`` seconds."""
-        from scipy.ndimage import median_filter
-
+        """Score frames of the classes ``keep``, each median filtered by its ``median_filter`` seconds
+        (:mod:`sed.metrics.postprocess`, as ``sedkit detect`` filters)."""
         from sed.metrics.detection import frame_scores
+        from sed.metrics.postprocess import filter_frames, median_filter
 
         hop = self.model.frame_hop
-        out = {}
-        for fid, p in probs.items():
-            p = p[:, keep].copy()
-            for j, c in enumerate(keep):
-                size = int(round(self.median_seconds[c] / hop))
-                if size > 1:
-                    p[:, j] = median_filter(p[:, j], size=size)
-            out[fid] = frame_scores(p, hop, [self.labels[c] for c in keep])
-        return out
+        labels = [self.labels[c] for c in keep]
+        lengths = filter_frames(dict(zip(labels, [self.median_seconds[c] for c in keep])), hop, labels)
+        return {
+            fid: frame_scores(median_filter(p[:, keep], lengths), hop, labels) for fid, p in probs.items()
+        }
 
     def eval_epoch_end(self, stage: str) -> None:
         from sed.metrics.detection import detection_report, psds

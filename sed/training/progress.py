@@ -25,11 +25,14 @@ NOISE = (
     "💡 Tip",
     "The following callbacks returned in `LightningModule.configure_callbacks` will override",  # sed's design
     "Loading `train_dataloader` to estimate number of stepping batches",
+    "Trainer already configured with model summary callbacks",  # sed's Summary replaces Lightning's
 )
 #: warnings of Lightning that say nothing about the run (message regexes)
 NOISY_WARNINGS = (
     r"LightningCLI's args parameter is intended",  # sedkit passes its argv on purpose
     r"Your `IterableDataset` has `__len__` defined",  # shards deal samples to ranks and workers themselves
+    # a mean teacher and frozen embedding models (the CRNN's BEATs) stay in eval mode by design
+    r"Found \d+ module\(s\) in eval mode at the start of training",
 )
 LIGHTNING_MODULES = r"(pytorch_lightning|lightning_fabric|lightning_utilities|torchmetrics)(\.|$)"
 

@@ -1,5 +1,5 @@
 """Detection post-processing (exact on hand-made arrays) and block-wise scoring of long files
-(sed.inference.postprocess, sed.inference.detect)."""
+(sed.metrics.postprocess, sed.inference.detect)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from sed.checkpoint import save_model
 from sed.errors import CheckpointError, DatasetError
 from sed.inference.detect import Detector
-from sed.inference.postprocess import (
+from sed.metrics.postprocess import (
     class_values,
     filter_frames,
     frames_to_events,
