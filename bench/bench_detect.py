@@ -29,7 +29,7 @@ import numpy as np
 
 SR = 16000
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = "cnn_tiny,tcn_tiny,efficientat_mn04,ast_micro,beats_micro,ced_tiny,crnn_baseline"
+DEFAULT = "cnn_tiny,tcn_tiny,efficientat_mn04,ast_micro,beats_micro,ced_tiny,crnn_dcase2024"
 
 
 def _write_wav(path: Path, minutes: float) -> None:

@@ -68,6 +68,7 @@ def describe(model: nn.Module, labels: list[str] | None = None, **meta: Any) -> 
         )
     labels = list(labels if labels is not None else (getattr(model, "labels", None) or []))
     frontend = getattr(model, "frontend", None)
+    frames = getattr(model, "frame_pooling", None) is not None  # a frame model: sigmoid scores per class
     kwargs = dict(cfg["kwargs"])
     if labels:
         kwargs["labels"] = labels
@@ -82,10 +83,10 @@ def describe(model: nn.Module, labels: list[str] | None = None, **meta: Any) -> 
         # the longest input scored in one piece: the clip for a fixed-length model, None for any length
         "max_samples": getattr(model, "max_samples", getattr(model, "clip_samples", None)),
         "frontend": frontend.config() if hasattr(frontend, "config") else None,
-        "multi_label": bool(getattr(model, "multi_label", False)),
+        "multi_label": bool(getattr(model, "multi_label", False)) or frames,
         "versions": versions(),
     }
-    if getattr(model, "frame_pooling", None) is not None:  # a frame model: seconds between output frames
+    if frames:  # seconds between output frames
         out["frame_hop"] = float(model.frame_hop)
     out.update(meta)
     # plain JSON types only, so that torch.load(weights_only=True) and safetensors metadata both take it

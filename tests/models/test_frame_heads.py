@@ -176,6 +176,9 @@ def test_save_load_round_trip_records_the_frame_rate(tmp_path, name):
     loaded, desc = load_model(path)
     assert desc["frame_hop"] == pytest.approx(model.frame_hop, abs=1e-12)
     assert desc["model_kwargs"]["frame_pooling"] == "max" and loaded.frame_pooling == "max"
+    # its clip scores are per-class sigmoids: classify must not softmax them (a clip model stays single-label)
+    assert desc["multi_label"] is True
+    assert describe(create_model(name, num_classes=3, **tiny_kwargs(name)))["multi_label"] is False
     wave = _noise(1, model.sample_rate, 4)
     with torch.no_grad():
         torch.testing.assert_close(
