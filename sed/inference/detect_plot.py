@@ -174,7 +174,7 @@ def plot_detection(
         if audio is not None:
             rate = 16000
             wave = read_segment(audio, rate, start, float(times[-1] - times[0]) if len(times) else None)
-        name = Path(scores).name
+        name = Path(audio if audio is not None else scores).name
     gt = None
     if truth is not None:
         from sed.metrics.detection_io import file_id
@@ -190,9 +190,14 @@ def plot_detection(
         gt,
         wave,
         rate,
-        f"{name}: {len(events)} events" + (f", {len(gt)} in the ground truth" if gt is not None else ""),
+        f"{name}: {_count(len(events), 'event')}"
+        + (f", {len(gt)} in the ground truth" if gt is not None else ""),
         start,
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _truth_of(path: str | os.PathLike, file_id: str) -> list[tuple[float, float, str]]:

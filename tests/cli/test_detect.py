@@ -154,6 +154,9 @@ def test_plot_events_from_checkpoint_and_from_scores(setup, capsys, monkeypatch)
     rc, _, _ = _run(capsys, "plot-events", "--scores", t / "s" / "a.tsv", "--out", t / "s.png")
     assert rc == 0 and (t / "s.png").exists() and len(figures) == 2
     assert [x.get_text() for x in figures[1].axes[1].get_yticklabels()] == LABELS
+    # a score file with its audio: the title names the audio, not the score file
+    rc, _, _ = _run(capsys, "plot-events", t / "a.wav", "--scores", t / "s" / "a.tsv", "--out", t / "sa.png")
+    assert rc == 0 and figures[2].axes[0].get_title().startswith("a.wav: ")
     rc, _, err = _run(capsys, "plot-events", t / "a.wav", "--out", t / "x.png")
     assert rc == 2 and "give either --checkpoint" in err and not (t / "x.png").exists()
 
