@@ -32,6 +32,8 @@ def _sizes(kind) -> list[str]:
 
 #: one test size per clip-model family (a prototype classifier included), and those a training task drives
 CLIP, TRAINABLE = _sizes(is_clip_model), _sizes(is_trainable_clip_model)
+#: the families whose test size is a frame model (the CRNN): multi-label by construction
+FRAMES = _sizes(is_frame_model)
 
 
 @pytest.fixture(autouse=True)
@@ -126,6 +128,23 @@ def test_every_transfer_mode_trains_a_step(name, mode):
 
 def test_ensemble_across_families_and_rates(ckpts, capsys):
     root, paths = ckpts
+    # a frame model (the CRNN) scores each class with a sigmoid: it joins no single-label ensemble
+    frames = [n for n in paths if n in FRAMES]
+    assert (
+        frames
+        and main(
+            [
+                "classify",
+                str(root / "clip0.wav"),
+                *[a for n in (CLIP[0], frames[0]) for a in ("--checkpoint", str(paths[n]))],
+                "--ensemble",
+                "average",
+            ]
+        )
+        == 2
+    )
+    assert "multi-label" in capsys.readouterr().err
+    paths = {n: p for n, p in paths.items() if n not in FRAMES}
     members = [a for p in paths.values() for a in ("--checkpoint", str(p))]
     assert (
         main(["classify", str(root / "clip0.wav"), *members, "--ensemble", "average", "--format", "json"])
@@ -143,7 +162,9 @@ def test_ensemble_across_families_and_rates(ckpts, capsys):
 def test_distillation_between_families(ckpts, student):
     """Each family teaches the next one once (EfficientAT's 32 kHz teaches and learns from 16 kHz models)."""
     _, paths = ckpts
-    teacher = TRAINABLE[TRAINABLE.index(student) - 1]
+    # the family before it that is a single-label clip classifier, as the data (a frame model is multi-label)
+    single = [n for n in TRAINABLE if n not in FRAMES or n == student]
+    teacher = next(n for n in reversed(single[: single.index(student)] or single) if n not in FRAMES)
     torch.manual_seed(0)
     task = DistillationTask(
         teachers=[str(paths[teacher])],
