@@ -181,3 +181,19 @@ def test_configuration_mistakes_are_one_line(monkeypatch, kwargs, message):
     monkeypatch.setattr("sed.models.create_model", fake_create_model)
     with pytest.raises(ValueError, match=message):
         DetectionTask(**{"model_name": "tiny", "num_classes": 3, **kwargs})
+
+
+def test_batch_frame_targets_equal_the_per_clip_encoder():
+    from sed.data.events import events_to_frames, pad_events
+
+    rows = [
+        [(0.0, 0.5, 1), (0.3, 0.31, 1), (1.9, 5.0, 0)],  # overlapping events of one class, one past the end
+        [],
+        [(0.064, 0.128, 2), (0.0641, 0.0642, 0), (2.0, 2.5, 1)],  # frame edges, a sliver, one after the end
+    ]
+    events = pad_events(rows)  # float32, as a batch carries them
+    got = batch_frame_targets(events, 31, 0.064, 3)
+    want = torch.stack(
+        [events_to_frames([e for e in clip.tolist() if e[2] >= 0], 31, 0.064, 3) for clip in events]
+    )
+    assert torch.equal(got, want) and got[0, :8, 1].sum() == 8 and got[2, 1, 2] == 1
