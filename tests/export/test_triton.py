@@ -141,6 +141,7 @@ def test_an_existing_model_is_kept_unless_overwrite(exported, tmp_path):
     "case, message",
     [
         ("out_is_a_file", "repo: is not a folder"),
+        ("out_under_a_file", "file is not a folder"),
         ("entry_is_a_file", "repo/m: exists and is not a folder"),
         ("input_inside_entry", "repo/m: holds the input"),
         ("bad_name", "model name '../m' is not a folder name Triton takes"),
@@ -154,6 +155,9 @@ def test_bad_outputs_and_options_are_one_line(exported, tmp_path, capsys, case, 
     extra = ["--name", "m"]
     if case == "out_is_a_file":
         out.write_text("x")
+    elif case == "out_under_a_file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "repo"
     elif case == "entry_is_a_file":
         out.mkdir()
         (out / "m").write_text("x")
