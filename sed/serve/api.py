@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import tempfile
 import uuid
 from collections import defaultdict
@@ -70,6 +71,8 @@ class SedAPI(ls.LitAPI):
         self.batches = 0
 
     def setup(self, device: str) -> None:
+        # Ctrl-C reaches every process of the terminal's group: the main process stops the workers
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         args = dict(self.model_args)
         if args.get("device", "auto") == "auto" and device != "cpu":
             args["device"] = device  # LitServe's device of this worker (cuda:N)

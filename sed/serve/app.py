@@ -12,6 +12,7 @@ and workers do the rest. ``/stream`` (:mod:`sed.serve.stream`) and ``/stats`` ru
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -241,6 +242,17 @@ def build_server(
     return server
 
 
+class _QuietShutdown(logging.Filter):
+    """Drops LitServe's traceback of its worker monitor losing the process manager that its own shutdown has
+    just stopped (a race of its thread, not an error of the service)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (
+            record.getMessage() == "Monitoring worker crashed" and isinstance(exc, OSError | EOFError)
+        )
+
+
 def _when_ready(url: str, ready: Callable[[str], None], stop: threading.Event) -> None:
     while not stop.wait(0.1):
         try:
@@ -273,14 +285,22 @@ def serve(
         url = f"http://{shown}:{port}/"
         threading.Thread(target=_when_ready, args=(url, ready, stop), daemon=True).start()
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    owner = os.getpid()
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    def interrupt(signum, frame):
+        if os.getpid() == owner:  # LitServe's graceful shutdown of its processes
+            raise KeyboardInterrupt
+        # a forked HTTP process, whose uvicorn has stopped and passes the signal on: end without a traceback
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    logging.getLogger("litserve.server").addFilter(_QuietShutdown())
     try:
         server.run(host=bind, port=port, num_api_servers=1, log_level="warning", generate_client_file=False)
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -296,3 +296,11 @@ def test_host_beyond_loopback_needs_a_key(setup):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --host 0.0.0.0") and "--api-key" in lines[0]
+
+
+def test_sigterm_stops_it_cleanly(setup):  # last: it stops the module's server
+    server = setup["server"]
+    server.proc.terminate()
+    assert server.proc.wait(timeout=60) == 0
+    log = server.log.read_text()
+    assert log.startswith("serving http://127.0.0.1:") and "Traceback" not in log, log
