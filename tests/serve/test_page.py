@@ -10,6 +10,7 @@ Skipped only when Debian's ``chromium`` or ``chromium-driver`` is absent (``.ci/
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -36,6 +37,11 @@ pytestmark = pytest.mark.skipif(
 KEY = "page-test-key"
 RATE = 16000
 WAIT = 30  # seconds: the bound of every wait on the page (a first request loads the model's kernels)
+#: the page's state once an answer is shown ("done" or "error"), else null
+STATE = """const s = document.getElementById('results').dataset.state;
+return s === 'done' || s === 'error' ? s : null;"""
+#: seconds of audio the recorder holds
+RECORDED = "return Number(document.getElementById('record-time').dataset.seconds || 0)"
 
 
 def _tone(seconds: float, seed: int) -> np.ndarray:
@@ -91,12 +97,13 @@ def server(files, tmp_path_factory):
     try:
         yield proc, f"http://127.0.0.1:{port}", log
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         log.close()
 
 
@@ -126,6 +133,9 @@ def driver():
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800"):
         options.add_argument(arg)
+    # a fake microphone (Chromium's test source: beeps) that needs no permission prompt
+    options.add_argument("--use-fake-device-for-media-stream")
+    options.add_argument("--use-fake-ui-for-media-stream")
     # the driver's path given: Selenium Manager never looks for (or downloads) one
     browser = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     browser.set_script_timeout(WAIT)
@@ -195,6 +205,23 @@ def _pixels(page, canvas_id: str) -> tuple[int, int, int]:
     return drawn, total, colours
 
 
+@functools.cache
+def _classifier(checkpoint):
+    from sed import Classifier
+
+    return Classifier.from_pretrained(checkpoint, device="cpu")
+
+
+def _expected(checkpoint, path) -> tuple[list[tuple[str, str]], list]:
+    """The bars the page should show for a file: sed.Classifier's top 5, in windows of the clip (hop half a
+    clip) when the file is longer than the clip, as the page asks the service."""
+    clf = _classifier(checkpoint)
+    clip = clf.clip_samples / clf.sample_rate
+    windows = {"window": clip, "hop": clip / 2} if sf.info(str(path)).duration > clip else {}
+    row = clf.predict([path], top_k=5, **windows)[0]
+    return [(t["label"], f"{t['score']:.3f}") for t in row["top_k"]], row.get("windows", [])
+
+
 def _bars(page) -> list[tuple[str, str]]:
     """(label, score text) of the top-k bars, best first."""
     rows = page.execute_script(
@@ -231,17 +258,14 @@ def test_upload_shows_the_classifiers_labels_and_a_drawn_spectrogram(page, files
 
 
 def test_a_long_file_gets_a_timeline_of_its_windows(page, files, tmp_path):
-    from sed import Classifier
-
-    clf = Classifier.from_pretrained(files["checkpoint"], device="cpu")
-    clip = clf.clip_samples / clf.sample_rate
-    expected = clf.predict([files["long"]], top_k=5, window=clip, hop=clip / 2)[0]
+    expected, windows = _expected(files["checkpoint"], files["long"])
+    assert len(windows) > 4
     assert _upload(page, files["long"]) == "done", _text(page, "error")
-    assert _bars(page) == [(t["label"], f"{t['score']:.3f}") for t in expected["top_k"]]
+    assert _bars(page) == expected
     assert not page.execute_script("return document.getElementById('timeline-card').hidden")
-    assert f"{len(expected['windows'])} windows" in _text(page, "timeline-title")
+    assert f"{len(windows)} windows" in _text(page, "timeline-title")
     rows = json.loads(page.execute_script("return document.getElementById('timeline').dataset.rows"))
-    assert rows == [t["label"] for t in expected["top_k"]]
+    assert rows == [label for label, _ in expected]
     drawn, total, colours = _pixels(page, "timeline")
     assert drawn > 0.3 * total and colours > 10, (drawn, total, colours)
     page.save_screenshot(str(tmp_path / "timeline.png"))
@@ -252,6 +276,7 @@ def test_a_service_error_is_one_readable_line(page, files):
     message = _text(page, "error")
     assert message and "\n" not in message and "Traceback" not in message
     assert page.find_element("id", "error").is_displayed()
+    assert "broken.wav" in message or "audio" in message.lower(), message
 
 
 def test_the_key_is_asked_for_and_a_wrong_one_refused(driver, url, page):
@@ -268,3 +293,31 @@ def test_the_key_is_asked_for_and_a_wrong_one_refused(driver, url, page):
     finally:
         driver.close()
         driver.switch_to.window(first)
+
+
+def test_a_recording_is_sent_as_a_wav_and_scored_as_classify_scores_it(page, files, tmp_path):
+    """Record from the (fake) microphone until the page has a second of audio, stop: the WAV the page made
+    (read back through its save link) is a valid file whose classifier scores are the bars shown."""
+    import base64
+
+    page.find_element("id", "record").click()
+    _wait(page, lambda d: _text(d, "error") or d.execute_script(RECORDED) >= 1.0, "a second of recording")
+    assert not _text(page, "error")
+    page.execute_script("document.getElementById('results').dataset.state = 'idle'")
+    page.find_element("id", "stop").click()
+    state = _wait(page, lambda d: d.execute_script(STATE), "the recording's answer")
+    assert state == "done", _text(page, "error")
+    assert _text(page, "result-title").startswith("· recording-")
+    data = page.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        fetch(document.getElementById('recording-link').href).then((r) => r.blob()).then((b) => {
+          const f = new FileReader();
+          f.onload = () => done(f.result.split(',')[1]);
+          f.readAsDataURL(b);
+        });"""
+    )
+    wav = tmp_path / "recording.wav"
+    wav.write_bytes(base64.b64decode(data))
+    audio, rate = sf.read(wav, dtype="float32")
+    assert audio.ndim == 1 and len(audio) >= rate and np.abs(audio).max() > 0.01  # mono, >= 1 s, not silence
+    assert _bars(page) == _expected(files["checkpoint"], wav)[0]

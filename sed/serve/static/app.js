@@ -192,6 +192,7 @@ async function record() {
   try {
     recorder = await startRecording(info?.sample_rate || 16000, info?.serve?.max_seconds || 60, (s) => {
       $("record-time").textContent = `recording ${s.toFixed(1)} s`;
+      $("record-time").dataset.seconds = s;
     });
   } catch (e) {
     showError(e.message || String(e));
@@ -212,7 +213,13 @@ async function stop() {
   const { blob, seconds } = await r.stop();
   $("record-time").textContent = `recorded ${seconds.toFixed(1)} s`;
   const stamp = new Date().toISOString().slice(11, 19).replaceAll(":", "");
-  classify(new File([blob], `recording-${stamp}.wav`, { type: "audio/wav" }));
+  const name = `recording-${stamp}.wav`;
+  const link = $("recording-link"); // the WAV that was sent, to keep or to check
+  if (link.href) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.hidden = false;
+  classify(new File([blob], name, { type: "audio/wav" }));
 }
 
 function wire() {
