@@ -237,6 +237,8 @@ function wire() {
     zone.classList.remove("over");
     if (e.dataTransfer.files[0]) classify(e.dataTransfer.files[0]);
   });
+  // a file dropped beside the box is not opened by the browser in place of the page
+  for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
   zone.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") $("file-input").click();
   });

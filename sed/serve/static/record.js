@@ -46,6 +46,7 @@ export async function startRecording(sampleRate, maxSeconds, onTick) {
   } catch {
     ctx = new AudioContext(); // a rate the browser refuses: record at its own, the service resamples
   }
+  await ctx.resume(); // a context made after an await may start suspended
   await ctx.audioWorklet.addModule("/static/recorder-worklet.js");
   const source = ctx.createMediaStreamSource(stream);
   const tap = new AudioWorkletNode(ctx, "sed-tap");
