@@ -276,6 +276,7 @@ def test_a_service_error_is_one_readable_line(page, files):
     message = _text(page, "error")
     assert message and "\n" not in message and "Traceback" not in message
     assert page.find_element("id", "error").is_displayed()
+    assert not page.find_element("id", "results").is_displayed()  # no earlier answer beside the error
     assert "broken.wav" in message or "audio" in message.lower(), message
 
 

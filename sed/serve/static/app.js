@@ -134,6 +134,7 @@ async function classify(file) {
   } catch (e) {
     if (mine !== job) return;
     results.dataset.state = "error";
+    results.hidden = true; // no earlier file's answer beside this file's error
     showError(e.message || String(e));
   }
 }
