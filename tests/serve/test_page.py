@@ -14,18 +14,14 @@ import functools
 import json
 import os
 import shutil
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
+from tests.serve.helpers import running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -75,53 +71,12 @@ def files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(files, tmp_path_factory):
-    """``sedkit serve`` started on a free loopback port, key in ``SED_API_KEY`` (not waited for here: it
-    comes up while the browser starts); stopped with its process group after the module."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("server") / "serve.log", "w+")  # noqa: SIM115 (closed below)
-    cmd = [
-        sys.executable,
-        "-m",
-        "sed",
-        "serve",
-        "--checkpoint",
-        str(files["checkpoint"]),
-        "--port",
-        str(port),
-    ]
-    env = {**os.environ, "SED_API_KEY": KEY}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        yield proc, f"http://127.0.0.1:{port}", log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def url(server, driver):
-    """The server's base URL once it answers /health (the browser, started meanwhile, is ready too)."""
-    proc, base, log = server
-    for _ in range(900):  # a bounded wait for the server to come up (at most ~90 s on a loaded machine)
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"sedkit serve exited with {proc.returncode}:\n{log.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                if json.load(r) == {"status": "ok"}:
-                    return base
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail("sedkit serve did not answer /health within 90 s")
+def url(files, tmp_path_factory):
+    """The base URL of ``sedkit serve`` on a free loopback port, its key in ``SED_API_KEY`` (ready: it
+    answered /health); stopped with its process group after the module."""
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    with running_server(["--checkpoint", str(files["checkpoint"])], log, env={"SED_API_KEY": KEY}) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
