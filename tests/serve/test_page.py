@@ -196,6 +196,7 @@ def test_upload_shows_the_classifiers_labels_and_a_drawn_spectrogram(page, files
     assert _bars(page) == [(t["label"], f"{t['score']:.3f}") for t in expected["top_k"]]
     assert _bars(page)[0][0] == "siren"  # the head's bias made it win: the classifier agrees
     assert _text(page, "model-info").startswith("cnn_tiny · 3 labels · 16000 Hz")
+    assert _text(page, "score-note").startswith("Single-label: softmax")
 
     drawn, total, colours = _pixels(page, "spectrogram")
     assert drawn > 0.5 * total and colours > 50, (drawn, total, colours)

@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 const KEY = "sed-api-key";
 const BARS = 5; // top labels shown as bars
 const ROWS = 6; // labels in the timeline
+const MAX_ROWS = 12; // ... and at most, when more labels have events
 let info = null;
 let job = 0; // the newest request: answers of older ones are dropped
 let recorder = null;
@@ -155,6 +156,9 @@ function render(name, answer) {
       return li;
     }),
   );
+  $("score-note").textContent = info.multi_label
+    ? "Multi-label: each score is its class's own sigmoid (0..1); several can be high."
+    : "Single-label: softmax scores over all classes (they sum to 1).";
   if (answer.spectrogram) drawSpectrogram($("spectrogram"), answer.spectrogram);
   timeline(answer);
 }
@@ -169,7 +173,7 @@ function timeline(answer) {
   if (events) {
     // the labels that have events first (by first onset), then the top labels
     const evented = [...new Set([...events].sort((a, b) => a.onset - b.onset).map((e) => e.label))];
-    rows = [...new Set([...evented, ...rows])].slice(0, Math.max(ROWS, evented.length));
+    rows = [...new Set([...evented, ...rows])].slice(0, Math.max(ROWS, Math.min(evented.length, MAX_ROWS)));
   }
   const index = new Map(rows.map((l, i) => [l, i]));
   const cells = [];
@@ -182,8 +186,9 @@ function timeline(answer) {
   const boxes = (events || [])
     .filter((e) => index.has(e.label))
     .map((e) => ({ row: index.get(e.label), start: e.onset, end: e.offset }));
+  const shown = boxes.length < (events || []).length ? `, ${boxes.length} on the first ${rows.length} labels` : "";
   $("timeline-title").textContent = events
-    ? `Detected events (${events.length})`
+    ? `Detected events (${events.length}${shown})`
     : `Labels over time: ${windows.length} windows of ${+(windows[0].end - windows[0].start).toFixed(2)} s, shaded by score`;
   drawTimeline($("timeline"), { rows, duration: answer.duration, cells, boxes });
 }

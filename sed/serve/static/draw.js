@@ -76,7 +76,7 @@ const mel = (hz) => 2595 * Math.log10(1 + hz / 700);
  * max_hz, db_range, optional scale "mel"}) with labelled axes: time in s, frequency in Hz, a dB colour bar.
  */
 export function drawSpectrogram(canvas, spec) {
-  const { ctx, width, height } = fit(canvas, 224);
+  const { ctx, width, height } = fit(canvas, 206);
   const rows = spec.rows.length;
   const cols = rows ? spec.rows[0].length : 0;
   const box = { x: 70, y: 12, w: width - 70 - 86, h: height - 12 - 46 };
@@ -162,7 +162,7 @@ function ellipsize(ctx, text, width) {
  * are written to canvas.dataset.rows (JSON) for whoever inspects the page.
  */
 export function drawTimeline(canvas, { rows, duration, cells = [], boxes = [] }) {
-  const rowH = 26;
+  const rowH = 22;
   const { ctx, width } = fit(canvas, 12 + rows.length * rowH + 46);
   const box = { x: 190, y: 12, w: width - 190 - 86, h: rows.length * rowH };
   canvas.dataset.rows = JSON.stringify(rows);
