@@ -125,7 +125,9 @@ class SedAPI(ls.LitAPI):
             item["error"] = "function_to_apply=none: an ensemble combines probabilities, not logits"
         return item
 
-    def predict(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict(self, items: list[dict[str, Any]] | dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any]:
+        if isinstance(items, dict):  # --max-batch-size 1: LitServe's unbatched loop hands one request
+            return self.predict([items])[0]
         self.batches += 1
         tag = [self.worker, self.batches, len(items)]
         out: list[dict[str, Any]] = [{} for _ in items]
