@@ -52,7 +52,7 @@ def raw_exchange(server: Server, head: str, body: bytes = b"") -> tuple[int, dic
     line), then ``body``; only what the server reads is sent, so it answers without a reset."""
     host, port = server.url.rsplit("/", 1)[1].split(":")
     with socket.create_connection((host, int(port)), timeout=120) as s:
-        s.sendall(head.encode() + b"\r\n\r\n" + body)
+        s.sendall(head.encode() + b"\r\nConnection: close\r\n\r\n" + body)  # close: no keep-alive wait
         data = b""
         while chunk := s.recv(1 << 16):
             data += chunk
