@@ -5,7 +5,8 @@ browser serve every test of the module. The model is a tiny CNN whose head bias 
 expected labels and scores come from :class:`sed.Classifier` on the same files, never from constants. Every
 wait is a bounded WebDriverWait on a DOM condition (the page marks ``#results[data-state]`` done or error
 when an answer is shown).
-Skipped only when Debian's ``chromium`` or ``chromium-driver`` is absent (``.ci/run`` installs them).
+The browser tests are skipped only when Debian's ``chromium`` or ``chromium-driver`` is absent (``.ci/run``
+installs them); the page's files are checked without a browser.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +28,7 @@ from tests.serve.helpers import running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
-    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
-)
+STATIC = Path(__file__).resolve().parents[2] / "sed" / "serve" / "static"
 
 KEY = "page-test-key"
 RATE = 16000
@@ -81,6 +81,8 @@ def url(files, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -145,6 +147,13 @@ def _upload(page, path):
     )
 
 
+def _no_script_errors(page) -> None:
+    """The browser's console since the last look holds no JavaScript error (refused requests, logged by the
+    network, are the tests' own doing)."""
+    errors = [e["message"] for e in page.get_log("browser") if e.get("source") != "network"]
+    assert not [m for m in errors if "error" in m.lower()], errors
+
+
 def _pixels(page, canvas_id: str) -> tuple[int, int, int]:
     """(drawn pixels, pixels, distinct colours) of a canvas, read back through getImageData."""
     drawn, total, colours = page.execute_script(
@@ -200,9 +209,9 @@ def test_upload_shows_the_classifiers_labels_and_a_drawn_spectrogram(page, files
 
     drawn, total, colours = _pixels(page, "spectrogram")
     assert drawn > 0.5 * total and colours > 50, (drawn, total, colours)
-    assert page.execute_script(
-        "return document.getElementById('timeline-card').hidden"
-    )  # one clip: no timeline
+    timeline_hidden = page.execute_script("return document.getElementById('timeline-card').hidden")
+    assert timeline_hidden  # one clip: no timeline
+    _no_script_errors(page)
 
     shot = tmp_path / "page.png"
     assert page.save_screenshot(str(shot))
@@ -224,6 +233,7 @@ def test_a_long_file_gets_a_timeline_of_its_windows(page, files, tmp_path):
     assert rows == [label for label, _ in expected]
     drawn, total, colours = _pixels(page, "timeline")
     assert drawn > 0.3 * total and colours > 10, (drawn, total, colours)
+    _no_script_errors(page)
     page.save_screenshot(str(tmp_path / "timeline.png"))
 
 
@@ -278,3 +288,19 @@ def test_a_recording_is_sent_as_a_wav_and_scored_as_classify_scores_it(page, fil
     audio, rate = sf.read(wav, dtype="float32")
     assert audio.ndim == 1 and len(audio) >= rate and np.abs(audio).max() > 0.01  # mono, >= 1 s, not silence
     assert _bars(page) == _expected(files["checkpoint"], wav)[0]
+    _no_script_errors(page)
+
+
+def test_the_page_is_self_contained():
+    """It works offline: every file index.html and the scripts load is in the package's static folder, every
+    file there is used, and nothing names another origin (no CDN, no web font)."""
+    texts = {p.name: p.read_text(encoding="utf-8") for p in STATIC.iterdir()}
+    assert {"index.html", "app.js", "style.css"} <= set(texts)
+    used = set()
+    for text in texts.values():
+        used |= set(re.findall(r'(?:src|href)="/static/([\w.-]+)"', text))
+        used |= set(re.findall(r'from "\./([\w.-]+)"', text))
+        used |= set(re.findall(r'addModule\("/static/([\w.-]+)"\)', text))
+    assert used == set(texts) - {"index.html"}
+    for name, text in texts.items():
+        assert not re.search(r"https?://|url\(|@import|//cdn", text), name
