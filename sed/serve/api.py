@@ -74,8 +74,8 @@ class SedAPI(ls.LitAPI):
         # Ctrl-C reaches every process of the terminal's group: the main process stops the workers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         args = dict(self.model_args)
-        if args.get("device", "auto") == "auto" and device != "cpu":
-            args["device"] = device  # LitServe's device of this worker (cuda:N)
+        if args.get("device", "auto") in ("auto", "cuda") and str(device).startswith("cuda"):
+            args["device"] = device  # LitServe's device of this worker (cuda:N: workers spread over the GPUs)
         self.clf = load_predictor(**args)
         self.detector = None
         model = getattr(self.clf, "model", None)

@@ -31,7 +31,7 @@ __all__ = ["LOOPBACK", "STATIC", "Stats", "build_server", "describe", "serve"]
 
 #: the web page's folder: the only files a request can read
 STATIC = Path(__file__).resolve().parent / "static"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+LOOPBACK = ("127.0.0.1", "localhost")
 _HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
 _OPEN = ("/", "/health")  # with /static/*: no key needed
 

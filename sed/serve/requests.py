@@ -100,7 +100,7 @@ def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
         parse = PARAMETERS.get(key)
         if parse is None:
             raise ServeError(
-                400, f"unknown parameter {printable(str(key))[:40]!r} (takes: {', '.join(PARAMETERS)})"
+                400, f"unknown parameter '{printable(str(key))[:40]}' (takes: {', '.join(PARAMETERS)})"
             )
         try:
             out[key] = parse(key, value)

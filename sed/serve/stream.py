@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect  # module level: FastAPI resolves annotations
 
-from sed.errors import SedError, one_line
+from sed.errors import SedError, one_line, printable
 from sed.serve.requests import PARAMETERS, ServeError, check_key
 
 __all__ = ["FORMATS", "add_stream_route", "stream_params"]
@@ -29,7 +29,9 @@ def stream_params(query) -> dict[str, Any]:
     out: dict[str, Any] = {"hop": 0.5, "window": None, "top_k": 5, "format": "f32le"}
     for key, value in query.items():
         if key not in _TAKES:
-            raise ServeError(400, f"unknown parameter {key[:40]!r} (takes: {', '.join(_TAKES[:-1])})")
+            raise ServeError(
+                400, f"unknown parameter '{printable(key)[:40]}' (takes: {', '.join(_TAKES[:-1])})"
+            )
         if key == "format":
             if value not in FORMATS:
                 raise ServeError(400, f"format must be {' or '.join(FORMATS)}")

@@ -26,6 +26,7 @@ KEY = "s3cret-key"
 AUTH = {"X-API-Key": KEY}
 LABELS = ["dog", "rain", "siren", "bird"]
 N_CONCURRENT = 16
+PAGE = "http://page.example"  # the one origin CORS allows
 
 
 def _tone(freq: float, seconds: float, sr: int = 16000, noise: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -53,6 +54,7 @@ def setup(tmp_path_factory):
         sf.write(many[-1], _tone(200 + 450 * i, 0.5 + 0.05 * i, noise=0.02 * (i % 4), seed=i), 16000)
     args = ["--checkpoint", str(ckpt), "--api-key", KEY, "--device", "cpu", "--batch-timeout", "0.3"]
     args += ["--max-upload-mb", "1", "--max-seconds", "5", "--max-batch-size", str(N_CONCURRENT)]
+    args += ["--cors-origin", PAGE]
     with running_server(args, tmp / "server.log") as server:
         yield {"server": server, "ckpt": ckpt, "files": files, "many": many, "tmp": tmp}
 
@@ -196,10 +198,9 @@ def test_refusals_are_one_line_json(setup):
     assert server.request("GET", "/health")[:2] == (200, {"status": "ok"})  # no key needed
 
 
-def test_info_and_no_cors_by_default(setup):
-    status, info, headers = setup["server"].request(
-        "GET", "/info", None, {**AUTH, "Origin": "http://evil.example"}
-    )
+def test_info_and_cors_for_the_given_origin_only(setup):
+    server = setup["server"]
+    status, info, headers = server.request("GET", "/info", None, {**AUTH, "Origin": "http://evil.example"})
     assert status == 200
     assert info["labels"] == LABELS and info["sample_rate"] == 16000 and info["multi_label"] is True
     assert info["model_name"] == "cnn_tiny" and info["frame_hop"] > 0
@@ -213,6 +214,8 @@ def test_info_and_no_cors_by_default(setup):
         "api_key": True,
     }
     assert "access-control-allow-origin" not in {k.lower() for k in headers}
+    headers = server.request("GET", "/info", None, {**AUTH, "Origin": PAGE})[2]
+    assert headers["access-control-allow-origin"] == PAGE
 
 
 def test_concurrent_requests_are_batched_and_answered_each(setup, clf):
