@@ -34,6 +34,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 LOOPBACK = ("127.0.0.1", "localhost")
 _HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
 _OPEN = ("/", "/health")  # with /static/*: no key needed
+_OPEN_BATCHES = 4096  # batches /stats remembers while their answers come
 
 
 class Stats:
@@ -56,6 +57,8 @@ class Stats:
                 left = int(size)
             if left > 1:
                 self._open[key] = left - 1
+                if len(self._open) > _OPEN_BATCHES:  # answers a gone client never took: forget the oldest
+                    self._open.pop(next(iter(self._open)))
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
