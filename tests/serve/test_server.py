@@ -198,6 +198,13 @@ def test_refusals_are_one_line_json(setup):
     assert server.request("GET", "/health")[:2] == (200, {"status": "ok"})  # no key needed
 
 
+def test_static_serves_its_folder_only(setup):
+    server = setup["server"]
+    for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapi.py", "/static//etc/passwd"):
+        status, got = raw_exchange(server, f"GET {path} HTTP/1.1\r\nHost: x")
+        assert status == 404 and set(got) == {"error"}, path
+
+
 def test_info_and_cors_for_the_given_origin_only(setup):
     server = setup["server"]
     status, info, headers = server.request("GET", "/info", None, {**AUTH, "Origin": "http://evil.example"})
