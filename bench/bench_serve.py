@@ -1,23 +1,16 @@
 """``sedkit serve`` under load on loopback: requests/s and latency, dynamic batching on vs off, fp32 vs int8.
 
-A method is ``PRECISION:BATCH``: precision ``fp32``, ``int8`` (``--precision int8`` on the PyTorch
-checkpoint), ``onnx`` / ``onnx-int8`` (the file ``sedkit export [--precision int8]`` writes); batch = the
-server's ``--max-batch-size`` (1: batching off). The bench writes a checkpoint (``--model``: a registry
-name, random weights, 10 classes) and starts the real command for every method, all at once, each in its
-own process group on a free loopback port (``python -m sed serve --checkpoint M --host 127.0.0.1 --port P
---max-batch-size B --batch-timeout T --device cpu``), waits for ``/health`` (bounded) and always stops
-them. ``--clients`` threads (each on its own keep-alive connection) post synthetic ``--clip-seconds`` WAV
-clips (16-bit, the model's rate, made in memory) as raw bodies (``Content-Type: audio/wav``) to
-``/predict`` until ``--requests`` are answered; every answer must be a 200 with ``top_k`` labels. Rounds
-(``--rounds``) interleave the methods, so a change in a shared machine's load hits all alike; the best
-round of each is reported: requests/s, p50/p99 latency, the mean batch the server formed (``/stats``
-before and after), the ratio to batch 1 of the same precision at the same clients, and the resident
-memory of the server and its worker children (VmRSS summed over the process tree) before and after.
-
-Before the servers, for each batched method: clips/s without HTTP in this process, one by one and as one
-batch, of the model alone and of the server's worker code (decode, score, answer): what batching can
-give at most, and what the HTTP path costs. ``--soak N`` then sends N requests per method
-(``--soak-clients``) and samples the memory every N/50 answers: start, end, max, growth from 10 %.
+A method is ``PRECISION:BATCH``: ``fp32``, ``int8`` (``--precision int8``), ``onnx`` / ``onnx-int8`` (the
+file ``sedkit export [--precision int8]`` writes); batch = ``--max-batch-size`` (1: batching off). For a
+random-weight checkpoint of ``--model``, the real command runs for every method, all at once, each in its
+own process group on a free loopback port (waited for on ``/health``, always stopped). ``--clients``
+threads with keep-alive connections post synthetic ``--clip-seconds`` WAV clips as raw bodies to
+``/predict``; every answer must be a 200 with ``top_k`` labels. ``--rounds`` interleave the methods (a
+shared machine's load hits all alike); the best round of each is reported: requests/s, p50/p99 latency,
+the mean batch ``/stats`` counted, the ratio to batch 1 of the same precision and clients, and the RSS
+summed over the server's process tree. Before that, the model and the server's worker code are timed in
+this process without HTTP, one by one and batched (what batching can give at most); ``--soak N`` then
+sends N requests per method and samples the memory every N/50 answers (docs/benchmarks.md#serving).
 
     python bench/bench_serve.py --quick                        # a minute or two: cnn_tiny, 1 s clips
     python bench/bench_serve.py --threads 1                    # ced_mini, 5 s clips, 1/8/32 clients
@@ -115,7 +108,7 @@ def table(rows: list[dict]) -> str:
 
 
 def soak_table(soaks: list[dict]) -> str:
-    """The markdown table of :func:`soak` lines: the server's memory over the run."""
+    """The markdown table of the soak rows (:func:`measure` with samples): the memory over the run."""
     head = (
         "| method | clients | requests | req/s | server RSS start → end, max (MiB) | growth from 10 % (MiB) |"
     )
@@ -450,11 +443,18 @@ def main() -> None:
         args.json.write_text(json.dumps(out, indent=1, default=str))
 
 
+def _attempt(row: dict, fn, *args, **kwargs) -> dict:
+    try:
+        row.update(fn(*args, **kwargs))
+    except RuntimeError as e:
+        row["error"] = str(e)
+    return row
+
+
 def run_all(methods, files, args, clients, bodies, tmp: Path) -> tuple[list[dict], list[dict]]:
     """One server per method, all alive at once; ``--rounds`` rounds of (clients x methods), interleaved so
     that a change in the machine's load hits every method alike; the best round of each; then the soaks."""
-    best: dict[tuple, dict] = {}
-    soaks, live = [], {}
+    best, soaks, live = {}, [], {}
     with ExitStack() as stack:
         for prec, batch in methods:
             log = tmp / f"server-{prec}-{batch}.log"
@@ -468,26 +468,18 @@ def run_all(methods, files, args, clients, bodies, tmp: Path) -> tuple[list[dict
                     "error": str(e),
                 }
         for rnd, c, ((prec, batch), (port, proc)) in product(range(args.rounds), clients, live.items()):
-            row = {"precision": prec, "batch": batch, "clients": c, "round": rnd + 1}
-            try:
-                row.update(measure(port, proc, bodies, c, args.requests))
-            except RuntimeError as e:
-                row["error"] = str(e)
+            row = {"precision": prec, "batch": batch, "clients": c}
+            _attempt(row, measure, port, proc, bodies, c, args.requests)
             print(table([row]).splitlines()[-1] + f" round {rnd + 1}", flush=True)
             old = best.get((prec, batch, c))
             if old is None or "error" in old or row.get("rps", -1) > old["rps"]:
                 best[prec, batch, c] = row
         for (prec, batch), (port, proc) in live.items() if args.soak else ():
             row = {"precision": prec, "batch": batch, "clients": args.soak_clients}
-            try:
-                row.update(measure(port, proc, bodies, args.soak_clients, args.soak, samples=50))
-            except RuntimeError as e:
-                row["error"] = str(e)
-            soaks.append(row)
-            print(soak_table([row]).splitlines()[-1], flush=True)
-    return add_ratios(
-        sorted(best.values(), key=lambda r: (str(r["clients"]).zfill(5), r["precision"], r["batch"]))
-    ), soaks
+            soaks.append(_attempt(row, measure, port, proc, bodies, args.soak_clients, args.soak, 50))
+            print(soak_table(soaks[-1:]).splitlines()[-1], flush=True)
+    order = sorted(best.values(), key=lambda r: (str(r["clients"]).zfill(5), r["precision"], r["batch"]))
+    return add_ratios(order), soaks
 
 
 if __name__ == "__main__":
