@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import urllib.request
 from collections import Counter
@@ -256,6 +257,17 @@ class _QuietShutdown(logging.Filter):
         )
 
 
+def _check_port(host: str, port: int) -> None:
+    """A UsageError when ``host:port`` cannot be bound now (uvicorn would log it and exit 3 later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UsageError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
 def _when_ready(url: str, ready: Callable[[str], None], stop: threading.Event) -> None:
     while not stop.wait(0.1):
         try:
@@ -281,6 +293,7 @@ def serve(
     bind, warning = check_host(host, key)
     if warning and warn:
         warn(warning)
+    _check_port(bind, port)
     server = build_server(checkpoint, host=host, **options)
     shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
     stop = threading.Event()
