@@ -220,9 +220,9 @@ def build_server(
     try:  # the workers' device and precision, before any starts (torch.cuda.is_available creates no context)
         from sed.inference.device import autocast, resolve_device
 
-        autocast(resolve_device(device), precision)
         if precision == "int8" and device not in ("auto", "cpu"):
             raise ValueError("--precision int8 runs on the CPU (dynamic int8 kernels); use --device cpu")
+        autocast(resolve_device(device), precision)
     except (ValueError, RuntimeError) as e:
         raise UsageError(e) from None
     try:  # here once on the CPU: to refuse a bad checkpoint now, describe it, and run /stream
