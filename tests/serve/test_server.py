@@ -308,6 +308,15 @@ def test_host_beyond_loopback_needs_a_key(setup):
     assert len(lines) == 1 and lines[0].startswith("error: --host 0.0.0.0") and "--api-key" in lines[0]
 
 
+def test_a_port_in_use_is_one_usage_line(setup):
+    port = setup["server"].url.rsplit(":", 1)[1]
+    cmd = [sys.executable, "-m", "sed", "serve", "--checkpoint", str(setup["ckpt"]), "--port", port]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr == f"error: --port {port}: cannot listen on 127.0.0.1:{port} " + (
+        "(Address already in use)\n"
+    )
+
+
 def test_sigterm_stops_it_cleanly(setup):  # last: it stops the module's server
     server = setup["server"]
     server.proc.terminate()
