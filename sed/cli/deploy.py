@@ -29,6 +29,7 @@ def cmd_export(args: argparse.Namespace, con) -> int:
             precision=args.precision,
             opset=args.opset,
             dynamic_batch=args.dynamic_batch,
+            int8_attention=args.int8_attention,
         )
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
@@ -37,6 +38,11 @@ def cmd_export(args: argparse.Namespace, con) -> int:
         f"{graph} graph vs PyTorch: max |logit difference| {diff:.2e}"
         for graph, diff in report["max_abs_diffs"].items()
     )
+    if args.precision == "int8":
+        diffs += (
+            f"; int8: {desc.get('int8_nodes', 0)} linear layers, "
+            f"{desc.get('int8_attention', 0)} attention blocks fused (QAttention)"
+        )
     con.status(
         f"wrote {report['path']} ({args.precision}, opset {report['opset']}): waveform [batch, samples] at "
         f"{desc['sample_rate']} Hz -> logits [batch, {len(desc['labels']) or '?'}], embedding; {diffs}"
@@ -87,4 +93,12 @@ def add_verbs(sub) -> None:
         help="a dynamic batch dimension (--no-dynamic-batch: batch 1)",
     )
     add_precision(p, ("fp32", "int8"), "int8: ONNX Runtime's dynamic quantisation of the linear layers")
+    p.add_argument(
+        "--int8-attention",
+        choices=["fused", "fp32"],
+        default="fused",
+        help="with --precision int8: fused (the default) rewrites each self-attention block of timm's form "
+        "as one com.microsoft.Attention node, quantised as QAttention (opset 23 exports); fp32 leaves "
+        "attention as exported, only its linear layers int8",
+    )
     p.set_defaults(run=cmd_export)
