@@ -2,7 +2,7 @@
 
 Every verb lives in the module of its group (:mod:`~sed.cli.audio`, :mod:`~sed.cli.catalogue`,
 :mod:`~sed.cli.classify`, :mod:`~sed.cli.deploy`, :mod:`~sed.cli.detect`, :mod:`~sed.cli.sed_eval`,
-:mod:`~sed.cli.seld`, :mod:`~sed.cli.shard`, :mod:`~sed.cli.stream`,
+:mod:`~sed.cli.seld`, :mod:`~sed.cli.serve`, :mod:`~sed.cli.shard`, :mod:`~sed.cli.stream`,
 :mod:`~sed.cli.train`) as a thin call of a Python API. A verb gets its parsed arguments and a :class:`Console`
 and returns how many of its inputs failed; it raises :class:`~sed.errors.UsageError` when the job cannot
 start. Exit codes: 0 when everything succeeded,
@@ -18,13 +18,39 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sed.cli import audio, catalogue, classify, deploy, detect, fewshot, sed_eval, seld, shard, stream, train
+from sed.cli import (
+    audio,
+    catalogue,
+    classify,
+    deploy,
+    detect,
+    fewshot,
+    sed_eval,
+    seld,
+    serve,
+    shard,
+    stream,
+    train,
+)
 from sed.cli.options import Parser
 from sed.errors import SedError, UsageError, printable
 from sed.version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-VERB_GROUPS = (audio, catalogue, classify, deploy, detect, fewshot, sed_eval, seld, shard, stream, train)
+VERB_GROUPS = (
+    audio,
+    catalogue,
+    classify,
+    deploy,
+    detect,
+    fewshot,
+    sed_eval,
+    seld,
+    serve,
+    shard,
+    stream,
+    train,
+)
 
 
 class Console:
