@@ -10,8 +10,8 @@ clicks, harmonic stacks) through:
 - ``sed fp32`` / ``sed bf16`` / ``sed int8``: ``sed.Classifier`` (int8: dynamic int8 linear layers)
 - ``ort fp32`` / ``ort int8`` / ``ort int8 fused``: ``sed.Classifier`` on the file ``sedkit export`` writes
   (the front end inside the graph), run by ONNX Runtime; ``ort int8`` quantises the linear layers only
-  (``--int8-attention fp32``), ``ort int8 fused`` first fuses each self-attention block into ONNX Runtime's
-  ``Attention`` and quantises it as ``QAttention`` (the default ``sedkit export --precision int8``)
+  (the default ``sedkit export --precision int8``), ``ort int8 fused`` first fuses each self-attention
+  block into ONNX Runtime's ``Attention`` and quantises it as ``QAttention`` (``--int8-attention fused``)
 
 Every method runs once per round, the methods interleaved, ``--rounds`` rounds after a one-batch
 warm-up each; each is reported by its best round. Per method: time, clips/s, the ratio to the
@@ -114,7 +114,7 @@ def main() -> None:
         report = export_onnx(sed32.model, d / "fp32.onnx", source=d / "hf")
         t_export = time.perf_counter() - t
         quantize_onnx(d / "fp32.onnx", d / "int8.onnx", attention="fp32")
-        quantize_onnx(d / "fp32.onnx", d / "int8_fused.onnx")
+        quantize_onnx(d / "fp32.onnx", d / "int8_fused.onnx", attention="fused")
         methods = {
             "transformers pipe": pipeline("audio-classification", model=str(d / "hf"), device=-1),
             "sed fp32": sed32,

@@ -153,11 +153,11 @@ def add_verbs(sub) -> None:
     add_precision(p, ("fp32", "int8"), "int8: ONNX Runtime's dynamic quantisation of the linear layers")
     p.add_argument(
         "--int8-attention",
-        choices=["fused", "fp32"],
-        default="fused",
-        help="with --precision int8: fused (the default) rewrites each self-attention block of timm's form "
-        "as one com.microsoft.Attention node, quantised as QAttention (opset 23 exports); fp32 leaves "
-        "attention as exported, only its linear layers int8",
+        choices=["fp32", "fused"],
+        default="fp32",
+        help="with --precision int8: fp32 (the default) leaves attention as exported, only its linear layers "
+        "int8; fused rewrites each self-attention block of timm's form as one com.microsoft.Attention "
+        "node, quantised as QAttention (opset 23 exports)",
     )
     triton = p.add_argument_group("--format triton")
     triton.add_argument(

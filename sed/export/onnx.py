@@ -216,11 +216,11 @@ def export_checkpoint(
     precision: str = "fp32",
     opset: int | None = None,
     dynamic_batch: bool = True,
-    int8_attention: str = "fused",
+    int8_attention: str = "fp32",
 ) -> dict[str, Any]:
     """``sedkit export``: any checkpoint :func:`sed.models.loading.load_model` reads, as an ONNX file
     (``precision="int8"``: the fp32 export, then ONNX Runtime's dynamic int8 quantisation of its
-    linear layers, its attention blocks fused into ``QAttention`` unless ``int8_attention="fp32"``:
+    linear layers, its attention blocks fused into ``QAttention`` with ``int8_attention="fused"``:
     :func:`sed.export.quantize.quantize_onnx`). Returns :func:`export_onnx`'s report; for int8,
     ``max_abs_diff`` is the int8 graph's, ``max_abs_diffs`` holds both graphs', measured on the same
     clips, and ``description`` is the int8 file's (with ``int8_nodes`` and ``int8_attention``)."""

@@ -5,7 +5,7 @@
   per batch on the fly). The front end, the convolutions and the norms stay float32.
 - ONNX: :func:`quantize_onnx` runs ONNX Runtime's ``quantize_dynamic`` on the MatMul/Gemm nodes of
   the linear layers (after ``quant_pre_process``, which folds their weights into initializers); with
-  ``attention="fused"`` (the default) the self-attention blocks of timm's form are first rewritten as
+  ``attention="fused"`` the self-attention blocks of timm's form are first rewritten as
   ``com.microsoft.Attention`` (:mod:`sed.export.quantize_attention`) and quantised as ``QAttention``.
   The front end's mel matrix stays float32, and so do the attention products in every form (ONNX
   Runtime's ``QAttention`` kernel computes them in fp32; see that module for the measured reasons).
@@ -28,8 +28,9 @@ from sed.fileio import atomic_save
 
 __all__ = ["ATTENTION_MODES", "quantize_onnx", "quantize_torch"]
 
-#: how ``quantize_onnx`` treats attention: fused into QAttention where the pattern matches, or as exported
-ATTENTION_MODES = ("fused", "fp32")
+#: how ``quantize_onnx`` treats attention: as exported (the default: measured no slower), or fused into
+#: QAttention where the pattern matches
+ATTENTION_MODES = ("fp32", "fused")
 
 
 def quantize_torch(model: nn.Module) -> nn.Module:
@@ -58,11 +59,12 @@ def _linear_nodes(model) -> list[str]:
     ]
 
 
-def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, attention: str = "fused") -> Path:
+def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, attention: str = "fp32") -> Path:
     """Write the int8 version of the exported fp32 ONNX file ``src`` to ``out`` (atomically), its
     ``sed`` metadata kept with ``precision: int8``, ``int8_nodes`` (linear layers quantised) and
-    ``int8_attention`` (attention blocks fused and quantised as ``QAttention``; 0 with
-    ``attention="fp32"``, for a graph without attention, or one whose blocks are of another form)."""
+    ``int8_attention`` (attention blocks fused and quantised as ``QAttention`` with
+    ``attention="fused"``; 0 with ``attention="fp32"``, the default, for a graph without attention, or
+    one whose blocks are of another form)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -1,6 +1,5 @@
 """Attention blocks of an exported ViT as ONNX Runtime's fused ``com.microsoft.Attention``, so that int8
-quantisation makes them ``QAttention`` (``sedkit export --precision int8``, the default
-``--int8-attention fused``).
+quantisation makes them ``QAttention`` (``sedkit export --precision int8 --int8-attention fused``).
 
 timm's self-attention (``sed.models.transformer.Attention``: one ``qkv`` linear layer) is exported at
 opset 23 as::

@@ -102,14 +102,14 @@ def test_ced_blocks_are_fused_and_a_cnn_is_unchanged(exported, tmp_path):
     torch.manual_seed(0)
     ced = create_model("ced_tiny", num_classes=3, embed_dim=32, depth=2, num_heads=2).eval()
     path = export_onnx(ced, tmp_path / "ced.onnx")["path"]
-    out = quantize_onnx(path, tmp_path / "ced8.onnx")
+    out = quantize_onnx(path, tmp_path / "ced8.onnx", attention="fused")
     assert _ops(out).count(("com.microsoft", "QAttention")) == _desc(out)["int8_attention"] == 2
     clips = synthetic_clips(4, 16000, seed=6)
     assert _logits(out, clips).shape == (4, 3)
 
     _, _, cnn = exported["cnn"]
-    a = quantize_onnx(cnn, tmp_path / "cnn_fused.onnx")
-    b = quantize_onnx(cnn, tmp_path / "cnn_linear.onnx", attention="fp32")
+    a = quantize_onnx(cnn, tmp_path / "cnn_fused.onnx", attention="fused")
+    b = quantize_onnx(cnn, tmp_path / "cnn_linear.onnx")
     assert _ops(a) == _ops(b) and _desc(a)["int8_attention"] == 0 and _desc(a)["int8_nodes"] >= 1
 
 
@@ -121,8 +121,8 @@ def test_no_block_and_a_failure_are_one_line(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx file\n")
     with pytest.raises(CheckpointError, match="int8 quantisation failed") as err:
-        quantize_onnx(bad, tmp_path / "out.onnx")
+        quantize_onnx(bad, tmp_path / "out.onnx", attention="fused")
     assert "\n" not in str(err.value) and "bad.onnx" in str(err.value)
     assert not (tmp_path / "out.onnx").exists()
-    with pytest.raises(ValueError, match="fused, fp32"):
+    with pytest.raises(ValueError, match="fp32, fused"):
         quantize_onnx(bad, tmp_path / "out.onnx", attention="int4")
