@@ -1,26 +1,21 @@
 """``sedkit serve`` under load on loopback: requests/s and latency, dynamic batching on vs off, fp32 vs int8.
 
-For each method (``PRECISION:BATCH``; precision ``fp32``, ``int8`` = ``--precision int8`` on the PyTorch
-checkpoint, ``onnx`` / ``onnx-int8`` = the file ``sedkit export [--precision int8]`` writes; batch = the
-server's ``--max-batch-size``, 1 = batching off), the real command runs as a subprocess (``python -m sed
-serve --checkpoint M --host 127.0.0.1 --port P --max-batch-size B --batch-timeout T --device cpu``, its own
-process group, always stopped) on a free loopback port, with a checkpoint this script writes (``--model``:
-a registry name, random weights, 10 classes). Once ``/health`` answers, ``--clients`` threads (each with
-its own keep-alive connection) post synthetic ``--clip-seconds`` WAV clips (16-bit, the model's rate, made
-in memory) as raw bodies (``Content-Type: audio/wav``) to ``/predict`` until ``--requests`` have been
-answered; every answer must be a 200 with ``top_k`` labels. Reported per (method, clients): requests/s
-(answers over the wall time from the first request to the last answer), p50/p99 latency, the mean batch
-the server actually formed (``/stats`` before and after: requests over batches), the ratio to batch 1
-of the same precision at the same number of clients, and the resident memory of the server process and
-its worker children (VmRSS summed over the process tree) before and after.
+A method is ``PRECISION:BATCH``: ``fp32``, ``int8`` (``--precision int8``), ``onnx`` / ``onnx-int8`` (the
+file ``sedkit export [--precision int8]`` writes); batch = ``--max-batch-size`` (1: batching off). For a
+random-weight checkpoint of ``--model``, the real command runs for every method, all at once, each in its
+own process group on a free loopback port (waited for on ``/health``, always stopped). ``--clients``
+threads with keep-alive connections post synthetic ``--clip-seconds`` WAV clips as raw bodies to
+``/predict``; every answer must be a 200 with ``top_k`` labels. ``--rounds`` interleave the methods (a
+shared machine's load hits all alike); the best round of each is reported: requests/s, p50/p99 latency,
+the mean batch ``/stats`` counted, the ratio to batch 1 of the same precision and clients, and the RSS
+summed over the server's process tree. Before that, the model and the server's worker code are timed in
+this process without HTTP, one by one and batched (what batching can give at most); ``--soak N`` then
+sends N requests per method and samples the memory every N/50 answers (docs/benchmarks.md#serving).
 
-``--soak N`` then sends N requests per method (``--soak-clients``, default 8) and samples that memory
-every ``N/50`` answers: start, end, max and the growth from 10 % of the run to its end, a line per method.
-
-    python bench/bench_serve.py --quick                        # seconds: cnn_tiny, a few requests
-    python bench/bench_serve.py                                # the default model, 1/8/32 clients
-    python bench/bench_serve.py --model ast_tiny --methods fp32:1,fp32:16 --clients 32
-    python bench/bench_serve.py --methods fp32:16 --clients 8 --requests 0 --soak 10000 --json soak.json
+    python bench/bench_serve.py --quick                        # a minute or two: cnn_tiny, 1 s clips
+    python bench/bench_serve.py --threads 1                    # ced_mini, 5 s clips, 1/8/32 clients
+    python bench/bench_serve.py --model cnn_tiny --methods fp32:1,fp32:16,onnx-int8:1,onnx-int8:16
+    python bench/bench_serve.py --methods fp32:1,fp32:16 --requests 0 --soak 10000 --json soak.json
 """
 
 from __future__ import annotations
@@ -113,7 +108,7 @@ def table(rows: list[dict]) -> str:
 
 
 def soak_table(soaks: list[dict]) -> str:
-    """The markdown table of :func:`soak` lines: the server's memory over the run."""
+    """The markdown table of the soak rows (:func:`measure` with samples): the memory over the run."""
     head = (
         "| method | clients | requests | req/s | server RSS start → end, max (MiB) | growth from 10 % (MiB) |"
     )
@@ -203,30 +198,53 @@ def clips(seconds: float, sr: int, count: int = 8) -> list[bytes]:
     return out
 
 
-def model_alone(file: Path, precision: str, sr: int, seconds: float, batch: int, rounds: int = 3) -> tuple:
-    """Clips/s of the model itself (``Classifier.classify_batch`` in this process, no HTTP, no decoding) at
-    batch 1 and at ``batch``, best of ``rounds``: the most batching can give the server."""
+def alone(file: Path, precision: str, bodies: list[bytes], batch: int, rounds: int = 3) -> dict:
+    """Clips/s without HTTP, in this process, one by one (``b1``) and as one batch of ``batch`` (``bN``): of
+    the model alone (``Classifier.classify_batch`` on waveforms) and of the server's worker (its
+    :class:`~sed.serve.api.SedAPI`: decode the upload, score it, answer); ``batch`` clips each way,
+    interleaved, best of ``rounds``. The most batching can give the server, and where its time goes."""
+    import soundfile as sf
     import torch
 
-    from sed.inference.classifier import Classifier
+    from sed.serve.api import SedAPI
 
-    clf = Classifier.from_pretrained(file, device="cpu", precision="int8" if precision == "int8" else "fp32")
-    wave = 0.1 * torch.randn(batch, int(round(seconds * sr)), generator=torch.Generator().manual_seed(0))
-    rates = []
-    for b in (1, batch):
-        clf.classify_batch(wave[:b])  # warm-up
-        times = []
-        for _ in range(rounds * batch // b):  # the same number of clips at each batch size
-            t = time.perf_counter()
-            clf.classify_batch(wave[:b])
-            times.append(time.perf_counter() - t)
-        rates.append(b / min(times))
-    return tuple(rates)
+    prec = "int8" if precision == "int8" else "fp32"
+    api = SedAPI({"checkpoints": [str(file)], "device": "cpu", "precision": prec}, 600, max_batch_size=batch)
+    api.setup("cpu")
+    uploads = [
+        {"name": "a.wav", "data": bodies[i % len(bodies)], "params": {"top_k": 3}} for i in range(batch)
+    ]
+    wave = torch.from_numpy(np.stack([sf.read(io.BytesIO(u["data"]), dtype="float32")[0] for u in uploads]))
+    runs = {
+        "model_b1": lambda: [api.clf.classify_batch(w) for w in wave.split(1)],
+        "model_bN": lambda: api.clf.classify_batch(wave),
+        "worker_b1": lambda: [api.predict([api.decode_request(u)]) for u in uploads],
+        "worker_bN": lambda: api.predict([api.decode_request(u) for u in uploads]),
+    }
+    best = dict.fromkeys(runs, float("inf"))
+    try:
+        for _ in range(rounds + 1):  # the first round warms up
+            for key, fn in runs.items():
+                t = time.perf_counter()
+                fn()
+                best[key] = min(best[key], time.perf_counter() - t)
+    finally:
+        api.teardown()
+    return {key: batch / t for key, t in best.items()}
 
 
 # ---------------------------------------------------------------- the server
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")]))}
+
+
+def set_threads(n: int | None) -> None:
+    """``--threads``: torch's threads here and (OMP_NUM_THREADS, inherited) in the servers."""
+    if n:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        torch.set_num_threads(n)
 
 
 def free_port() -> int:
@@ -371,7 +389,7 @@ def measure(port: int, proc, bodies, clients: int, requests: int, samples: int =
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="efficientat_mn10", help="a registry name (random weights, 10 classes)")
+    p.add_argument("--model", default="ced_mini", help="a registry name (random weights, 10 classes)")
     p.add_argument("--methods", default="fp32:1,fp32:16,int8:1,int8:16", help="PRECISION:MAX_BATCH,...")
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--requests", type=int, default=256, help="per method and number of clients (0: none)")
@@ -379,12 +397,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best of each is reported")
     p.add_argument("--batch-timeout", type=float, default=0.01)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
     p.add_argument("--soak", type=int, default=0, help="N requests per method, memory sampled every N/50")
     p.add_argument("--soak-clients", type=int, default=8)
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for /health")
     p.add_argument("--quick", action="store_true", help="cnn_tiny, 1 s clips, 1 and 8 clients, 24 requests")
     p.add_argument(
-        "--no-model-alone", dest="model_alone", action="store_false", help="skip the in-process model"
+        "--no-alone", dest="alone", action="store_false", help="skip the model and worker without HTTP"
     )
     p.add_argument("--json", type=Path, default=None, help="also write every number here")
     args = p.parse_args()
@@ -394,39 +413,48 @@ def main() -> None:
         args.rounds = 1
         args.methods = "fp32:1,fp32:8"
     methods, clients = parse_methods(args.methods), [int(c) for c in args.clients.split(",") if c]
-    alone = {}
+    set_threads(args.threads)
+    without_http = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt, sr = write_checkpoint(args.model, tmp)
         bodies, files = clips(args.clip_seconds, sr), {"fp32": ckpt, "int8": ckpt}
         print(
             f"model {args.model} (random weights), {args.clip_seconds:g} s clips at {sr} Hz, "
-            f"batch timeout {args.batch_timeout:g} s, {args.workers} worker(s), {os.cpu_count()} CPUs",
+            f"batch timeout {args.batch_timeout:g} s, {args.workers} worker(s), {os.cpu_count()} CPUs, "
+            f"{args.threads or 'default'} torch threads",
             flush=True,
         )
         for prec, batch in methods:
             if prec not in files:
                 files[prec] = export(ckpt, prec)
-            if batch > 1 and args.model_alone:
-                one, many = alone[f"{prec}:{batch}"] = model_alone(
-                    files[prec], prec, sr, args.clip_seconds, batch
-                )
-                print(f"model alone, {prec}: {one:.1f} clips/s at batch 1, {many:.1f} at batch {batch} "
-                      f"({many / one:.2f}×)", flush=True)  # fmt: skip
+            if batch > 1 and args.alone:
+                r = without_http[f"{prec}:{batch}"] = alone(files[prec], prec, bodies, batch)
+                print(f"without HTTP, {prec}, clips/s one by one -> batch {batch}: model "
+                      f"{r['model_b1']:.1f} -> {r['model_bN']:.1f} ({r['model_bN'] / r['model_b1']:.2f}×), "
+                      f"worker {r['worker_b1']:.1f} -> {r['worker_bN']:.1f} "
+                      f"({r['worker_bN'] / r['worker_b1']:.2f}×)", flush=True)  # fmt: skip
         rows, soaks = run_all(methods, files, args, clients if args.requests else [], bodies, tmp)
     print("\n" + table(rows))
     if soaks:
         print("\n" + soak_table(soaks))
     if args.json:
-        out = {"args": vars(args), "rows": rows, "soak": soaks, "model_alone": alone}
+        out = {"args": vars(args), "rows": rows, "soak": soaks, "without_http": without_http}
         args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+def _attempt(row: dict, fn, *args, **kwargs) -> dict:
+    try:
+        row.update(fn(*args, **kwargs))
+    except RuntimeError as e:
+        row["error"] = str(e)
+    return row
 
 
 def run_all(methods, files, args, clients, bodies, tmp: Path) -> tuple[list[dict], list[dict]]:
     """One server per method, all alive at once; ``--rounds`` rounds of (clients x methods), interleaved so
     that a change in the machine's load hits every method alike; the best round of each; then the soaks."""
-    best: dict[tuple, dict] = {}
-    soaks, live = [], {}
+    best, soaks, live = {}, [], {}
     with ExitStack() as stack:
         for prec, batch in methods:
             log = tmp / f"server-{prec}-{batch}.log"
@@ -440,26 +468,18 @@ def run_all(methods, files, args, clients, bodies, tmp: Path) -> tuple[list[dict
                     "error": str(e),
                 }
         for rnd, c, ((prec, batch), (port, proc)) in product(range(args.rounds), clients, live.items()):
-            row = {"precision": prec, "batch": batch, "clients": c, "round": rnd + 1}
-            try:
-                row.update(measure(port, proc, bodies, c, args.requests))
-            except RuntimeError as e:
-                row["error"] = str(e)
+            row = {"precision": prec, "batch": batch, "clients": c}
+            _attempt(row, measure, port, proc, bodies, c, args.requests)
             print(table([row]).splitlines()[-1] + f" round {rnd + 1}", flush=True)
             old = best.get((prec, batch, c))
             if old is None or "error" in old or row.get("rps", -1) > old["rps"]:
                 best[prec, batch, c] = row
         for (prec, batch), (port, proc) in live.items() if args.soak else ():
             row = {"precision": prec, "batch": batch, "clients": args.soak_clients}
-            try:
-                row.update(measure(port, proc, bodies, args.soak_clients, args.soak, samples=50))
-            except RuntimeError as e:
-                row["error"] = str(e)
-            soaks.append(row)
-            print(soak_table([row]).splitlines()[-1], flush=True)
-    return add_ratios(
-        sorted(best.values(), key=lambda r: (str(r["clients"]).zfill(5), r["precision"], r["batch"]))
-    ), soaks
+            soaks.append(_attempt(row, measure, port, proc, bodies, args.soak_clients, args.soak, 50))
+            print(soak_table(soaks[-1:]).splitlines()[-1], flush=True)
+    order = sorted(best.values(), key=lambda r: (str(r["clients"]).zfill(5), r["precision"], r["batch"]))
+    return add_ratios(order), soaks
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import Request  # at module level: FastAPI resolves the routes' annotations here
 
-from sed.errors import UsageError, one_line
+from sed.errors import SedError, UsageError, one_line
 from sed.serve.requests import ServeError, check_key, read_upload
 
 __all__ = ["LOOPBACK", "STATIC", "Stats", "build_server", "describe", "serve"]
@@ -211,13 +211,20 @@ def build_server(
     :func:`serve`. A checkpoint that cannot be loaded is a UsageError (before any worker starts)."""
     import litserve as ls
 
-    from sed.errors import SedError
     from sed.serve.api import SedAPI, load_predictor
 
     checkpoints = [checkpoint] if isinstance(checkpoint, str | os.PathLike) else list(checkpoint)
     api_key = api_key or os.environ.get("SED_API_KEY") or None
     check_host(host, api_key)
     model = {"checkpoints": [str(c) for c in checkpoints], "ensemble": ensemble, "weights": weights}
+    try:  # the workers' device and precision, before any starts (torch.cuda.is_available creates no context)
+        from sed.inference.device import autocast, resolve_device
+
+        if precision == "int8" and device not in ("auto", "cpu"):
+            raise ValueError("--precision int8 runs on the CPU (dynamic int8 kernels); use --device cpu")
+        autocast(resolve_device(device), precision)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(e) from None
     try:  # here once on the CPU: to refuse a bad checkpoint now, describe it, and run /stream
         clf = load_predictor(**model, device="cpu", precision=precision if precision == "int8" else "fp32")
     except (SedError, ValueError) as e:
@@ -316,6 +323,8 @@ def serve(
         server.run(host=bind, port=port, num_api_servers=1, log_level="warning", generate_client_file=False)
     except KeyboardInterrupt:
         pass
+    except RuntimeError as e:  # "One or more workers failed to start" (each worker logged why)
+        raise SedError(None, f"the service stopped: {one_line(e)}") from None
     finally:
         stop.set()
         for s, handler in previous.items():

@@ -79,3 +79,14 @@ def test_host_rule():
         check_host("0.0.0.0", None)
     with pytest.raises(UsageError, match="LitServe binds"):
         check_host("10.1.2.3", "k")
+
+
+def test_device_and_precision_are_checked_before_anything_loads(tmp_path):
+    from sed.serve.app import build_server
+
+    with pytest.raises(UsageError, match="int8 runs on the CPU"):
+        build_server(tmp_path / "never-read.pt", device="cuda", precision="int8")
+    with pytest.raises(UsageError, match="unknown precision"):
+        build_server(tmp_path / "never-read.pt", device="cpu", precision="fp8")
+    with pytest.raises(UsageError, match="no such file"):
+        build_server(tmp_path / "missing.pt", device="cpu")
