@@ -76,11 +76,17 @@ def cmd_export(args: argparse.Namespace, con) -> int:
             precision=args.precision,
             opset=args.opset,
             dynamic_batch=args.dynamic_batch is not False,
+            int8_attention=args.int8_attention,
         )
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     desc = report["description"]
     diffs = _diffs(report)
+    if args.precision == "int8":
+        diffs += (
+            f"; int8: {desc.get('int8_nodes', 0)} linear layers, "
+            f"{desc.get('int8_attention', 0)} attention blocks fused (QAttention)"
+        )
     con.status(
         f"wrote {report['path']} ({args.precision}, opset {report['opset']}): waveform [batch, samples] at "
         f"{desc['sample_rate']} Hz -> logits [batch, {len(desc['labels']) or '?'}], embedding; {diffs}"
@@ -145,6 +151,14 @@ def add_verbs(sub) -> None:
         help="a dynamic batch dimension, the default (--no-dynamic-batch: batch 1; triton: max_batch_size 0)",
     )
     add_precision(p, ("fp32", "int8"), "int8: ONNX Runtime's dynamic quantisation of the linear layers")
+    p.add_argument(
+        "--int8-attention",
+        choices=["fp32", "fused"],
+        default="fp32",
+        help="with --precision int8: fp32 (the default) leaves attention as exported, only its linear layers "
+        "int8; fused rewrites each self-attention block of timm's form as one com.microsoft.Attention "
+        "node, quantised as QAttention (opset 23 exports)",
+    )
     triton = p.add_argument_group("--format triton")
     triton.add_argument(
         "--name", default=None, help="the model's name in the repository (default: the checkpoint's stem)"

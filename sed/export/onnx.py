@@ -216,20 +216,27 @@ def export_checkpoint(
     precision: str = "fp32",
     opset: int | None = None,
     dynamic_batch: bool = True,
+    int8_attention: str = "fp32",
 ) -> dict[str, Any]:
     """``sedkit export``: any checkpoint :func:`sed.models.loading.load_model` reads, as an ONNX file
     (``precision="int8"``: the fp32 export, then ONNX Runtime's dynamic int8 quantisation of its
-    linear layers). Returns :func:`export_onnx`'s report; for int8, ``max_abs_diff`` is the int8 graph's
-    and ``max_abs_diffs`` holds both graphs', measured on the same clips."""
+    linear layers, its attention blocks fused into ``QAttention`` with ``int8_attention="fused"``:
+    :func:`sed.export.quantize.quantize_onnx`). Returns :func:`export_onnx`'s report; for int8,
+    ``max_abs_diff`` is the int8 graph's, ``max_abs_diffs`` holds both graphs', measured on the same
+    clips, and ``description`` is the int8 file's (with ``int8_nodes`` and ``int8_attention``)."""
     import tempfile
 
     import onnx
 
-    from sed.export.quantize import quantize_onnx
+    from sed.export.quantize import ATTENTION_MODES, quantize_onnx
     from sed.models.loading import load_model
 
     if precision not in ("fp32", "int8"):
         raise ValueError(f"ONNX export precision must be fp32 or int8, not {precision!r}")
+    if int8_attention not in ATTENTION_MODES:
+        raise ValueError(
+            f"int8 attention must be one of {', '.join(ATTENTION_MODES)}, not {int8_attention!r}"
+        )
     opset = check_opset(opset)  # before the checkpoint is read
     model, _ = load_model(source, kind="clip")
     if precision == "fp32":
@@ -238,12 +245,15 @@ def export_checkpoint(
         report = export_onnx(
             model, Path(tmp) / "fp32.onnx", opset=opset, dynamic_batch=dynamic_batch, source=source
         )
-        path = quantize_onnx(report["path"], out)
+        path = quantize_onnx(report["path"], out, attention=int8_attention)
     diff = max_logit_diff(path, model, check_inputs(model, dynamic_batch))
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
     return {
         **report,
+        "description": meta,
         "path": path,
         "max_abs_diff": diff,
         "max_abs_diffs": {**report["max_abs_diffs"], "int8": diff},
-        "opset": written_opset(onnx.load(str(path), load_external_data=False)),
+        "opset": written_opset(proto),
     }

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import tempfile
 import uuid
@@ -85,11 +84,7 @@ class SedAPI(ls.LitAPI):
             from sed.inference.detect import Detector
 
             self.detector = Detector(model, self.clf.meta, device=str(self.clf.device))
-        self.tmp = Path(tempfile.mkdtemp(prefix="sedkit-serve-"))
         self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-    def teardown(self) -> None:
-        shutil.rmtree(getattr(self, "tmp", ""), ignore_errors=True)
 
     # ------------------------------------------------------------------ per request
     def decode_request(self, request: dict) -> dict[str, Any]:
@@ -98,10 +93,14 @@ class SedAPI(ls.LitAPI):
 
         name, params = str(request.get("name") or "upload"), dict(request.get("params") or {})
         suffix = Path(name).suffix.lower()
-        path = self.tmp / (uuid.uuid4().hex + (suffix if re.fullmatch(r"\.[a-z0-9]{1,6}", suffix) else ""))
-        item = {"name": name, "path": path, "params": params}
-        try:
-            path.write_bytes(request["data"])
+        item: dict[str, Any] = {"name": name, "path": None, "params": params}
+        try:  # a private file (0600), removed after the batch
+            fd, tmp = tempfile.mkstemp(
+                prefix="sedkit-serve-", suffix=suffix if re.fullmatch(r"\.[a-z0-9]{1,6}", suffix) else ""
+            )
+            item["path"] = path = Path(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(request["data"])
             head = info(path)
         except SedError as e:
             return {**item, "error": _renamed(e, path, name)}
@@ -154,7 +153,8 @@ class SedAPI(ls.LitAPI):
                     out[i] = self._answer(items[i], r)
         finally:
             for it in items:
-                Path(it["path"]).unlink(missing_ok=True)
+                if it["path"] is not None:
+                    it["path"].unlink(missing_ok=True)
         for o in out:
             o["_batch"] = tag
         return out

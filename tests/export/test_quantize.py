@@ -76,8 +76,10 @@ def test_int8_export_reports_the_int8_graph_against_pytorch(exported, tmp_path, 
 
     _, pt, _ = exported["ast"]
     out = tmp_path / "int8.onnx"
-    assert main(["export", "--checkpoint", str(pt), "--out", str(out), "--precision", "int8"]) == 0
+    args = ["export", "--checkpoint", str(pt), "--out", str(out), "--precision", "int8"]
+    assert main([*args, "--int8-attention", "fused"]) == 0
     line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 attention blocks fused (QAttention)" in line  # ast_micro: its first block (the last is pooled)
     found = dict(re.findall(r"(fp32|int8) graph vs PyTorch: max \|logit difference\| ([0-9.e+-]+)", line))
     assert set(found) == {"fp32", "int8"}, line
     model, _ = load_model(pt)
