@@ -155,7 +155,7 @@ def add_verbs(sub) -> None:
         "--int8-attention",
         choices=["fp32", "fused"],
         default="fp32",
-        help="with --precision int8: fp32 (the default) leaves attention as exported, only its linear layers "
+        help="with --precision int8: fp32 leaves attention as exported, only its linear layers "
         "int8; fused rewrites each self-attention block of timm's form as one com.microsoft.Attention "
         "node, quantised as QAttention (opset 23 exports)",
     )

@@ -134,9 +134,15 @@ export function drawSpectrogram(canvas, spec) {
 }
 
 function colourBar(ctx, bar, [lo, hi]) {
+  gradientKey(ctx, bar, (t) => `rgb(${colour(t).join(",")})`, Math.round(hi), Math.round(lo));
+  ctx.fillText("dB", bar.x + bar.w + 4, bar.y + bar.h / 2);
+}
+
+// A vertical key: `fill(t)` for t from 1 (top) to 0 (bottom), framed, its ends labelled `top` and `bottom`;
+// leaves the context ready for the unit's text beside it.
+function gradientKey(ctx, bar, fill, top, bottom) {
   for (let i = 0; i < bar.h; i++) {
-    const [r, g, b] = colour(1 - i / (bar.h - 1));
-    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillStyle = fill(1 - i / (bar.h - 1));
     ctx.fillRect(bar.x, bar.y + i, bar.w, 1);
   }
   ctx.strokeStyle = INK;
@@ -144,9 +150,8 @@ function colourBar(ctx, bar, [lo, hi]) {
   ctx.fillStyle = INK;
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
-  ctx.fillText(`${Math.round(hi)}`, bar.x + bar.w + 4, bar.y + 6);
-  ctx.fillText(`${Math.round(lo)}`, bar.x + bar.w + 4, bar.y + bar.h - 6);
-  ctx.fillText("dB", bar.x + bar.w + 4, bar.y + bar.h / 2);
+  ctx.fillText(`${top}`, bar.x + bar.w + 4, bar.y + 6);
+  ctx.fillText(`${bottom}`, bar.x + bar.w + 4, bar.y + bar.h - 6);
 }
 
 function ellipsize(ctx, text, width) {
@@ -202,17 +207,7 @@ export function drawTimeline(canvas, { rows, duration, cells = [], boxes = [] })
 }
 
 function scoreKey(ctx, bar) {
-  for (let i = 0; i < bar.h; i++) {
-    ctx.fillStyle = `rgba(${ACCENT.join(",")},${(1 - i / (bar.h - 1)).toFixed(3)})`;
-    ctx.fillRect(bar.x, bar.y + i, bar.w, 1);
-  }
-  ctx.strokeStyle = INK;
-  ctx.strokeRect(bar.x, bar.y, bar.w, bar.h);
-  ctx.fillStyle = INK;
-  ctx.textAlign = "left";
-  ctx.textBaseline = "middle";
-  ctx.fillText("1", bar.x + bar.w + 4, bar.y + 6);
-  ctx.fillText("0", bar.x + bar.w + 4, bar.y + bar.h - 6);
+  gradientKey(ctx, bar, (t) => `rgba(${ACCENT.join(",")},${t.toFixed(3)})`, 1, 0);
   ctx.save();
   ctx.translate(bar.x + bar.w + 26, bar.y + bar.h / 2);
   ctx.rotate(-Math.PI / 2);
