@@ -27,7 +27,7 @@ from sed.audio.io import iter_blocks, load_audio
 from sed.data.clips import crop_span
 from sed.errors import AudioError, SedError
 from sed.export.quantize import quantize_torch
-from sed.inference.device import autocast, resolve_device
+from sed.inference.device import autocast, check_precision
 from sed.inference.runtime import OnnxModel, is_onnx
 from sed.models.loading import load_model
 
@@ -109,11 +109,8 @@ class Classifier(Predictor):
                 f"{model.path} is an ONNX file: its precision is fixed at export "
                 "(sedkit export --precision int8 writes an int8 file)"
             )
-        self.device = resolve_device("cpu" if onnx or precision == "int8" else device)
-        if precision == "int8" and device not in ("auto", "cpu"):
-            raise ValueError("--precision int8 runs on the CPU (dynamic int8 kernels); use --device cpu")
+        self.device = check_precision("cpu" if onnx else device, precision)
         self.precision = precision
-        autocast(self.device, precision)  # validate early
         self.model = (quantize_torch(model) if precision == "int8" else model).to(self.device).eval()
         self.meta = meta
         self.sample_rate = int(meta.get("sample_rate") or getattr(model, "sample_rate", 16000))

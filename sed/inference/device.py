@@ -27,3 +27,14 @@ def autocast(device: torch.device, precision: str):
     if precision in ("fp16", "16-mixed"):
         return torch.autocast(device_type=device.type, dtype=torch.float16)
     raise ValueError(f"unknown precision {precision!r}; use fp32, bf16, fp16 or int8")
+
+
+def check_precision(device: str, precision: str) -> torch.device:
+    """The device ``device`` resolves to, after refusing (ValueError, one line) a precision it cannot run:
+    int8 runs on the CPU only, and an unknown precision is refused. What every classifier checks, and the
+    service before it starts any worker."""
+    if precision == "int8" and device not in ("auto", "cpu"):
+        raise ValueError("--precision int8 runs on the CPU (dynamic int8 kernels); use --device cpu")
+    resolved = resolve_device("cpu" if precision == "int8" else device)
+    autocast(resolved, precision)  # an unknown precision
+    return resolved

@@ -211,22 +211,20 @@ def build_server(
     :func:`serve`. A checkpoint that cannot be loaded is a UsageError (before any worker starts)."""
     import litserve as ls
 
-    from sed.serve.api import SedAPI, load_predictor
+    from sed.serve.api import SedAPI, load_scorer
 
     checkpoints = [checkpoint] if isinstance(checkpoint, str | os.PathLike) else list(checkpoint)
     api_key = api_key or os.environ.get("SED_API_KEY") or None
     check_host(host, api_key)
     model = {"checkpoints": [str(c) for c in checkpoints], "ensemble": ensemble, "weights": weights}
     try:  # the workers' device and precision, before any starts (torch.cuda.is_available creates no context)
-        from sed.inference.device import autocast, resolve_device
+        from sed.inference.device import check_precision
 
-        if precision == "int8" and device not in ("auto", "cpu"):
-            raise ValueError("--precision int8 runs on the CPU (dynamic int8 kernels); use --device cpu")
-        autocast(resolve_device(device), precision)
+        check_precision(device, precision)
     except (ValueError, RuntimeError) as e:
         raise UsageError(e) from None
     try:  # here once on the CPU: to refuse a bad checkpoint now, describe it, and run /stream
-        clf = load_predictor(**model, device="cpu", precision=precision if precision == "int8" else "fp32")
+        clf = load_scorer(**model, device="cpu", precision=precision if precision == "int8" else "fp32")
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     options = {
