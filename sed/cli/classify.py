@@ -24,21 +24,13 @@ def _classifiers(args: argparse.Namespace) -> list:
 def _classifier(args: argparse.Namespace):
     """The one Classifier of --checkpoint, or with ``--ensemble`` the EnsembleClassifier of
     every --checkpoint."""
-    from sed.inference.ensemble import EnsembleClassifier
-    from sed.inference.ensemble_weights import ensemble_options
+    from sed.inference.predictor import load_predictor
 
     if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
         raise UsageError("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")
-    if args.ensemble is not None and len(args.checkpoint) < 2:
-        raise UsageError("an ensemble needs at least two checkpoints")
     try:
-        opts = ensemble_options(args.ensemble, args.weights, args.checkpoint) if args.ensemble else {}
-    except ValueError as e:
-        raise UsageError(e) from None
-    members = _classifiers(args)
-    try:
-        return EnsembleClassifier(members, args.ensemble, **opts) if args.ensemble else members[0]
-    except ValueError as e:  # members that do not fit together
+        return load_predictor(args.checkpoint, args.ensemble, args.weights, args.device, args.precision)
+    except (SedError, ValueError) as e:  # a checkpoint, --weights, or members that do not fit together
         raise UsageError(e) from None
 
 

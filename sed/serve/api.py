@@ -27,29 +27,10 @@ import litserve as ls
 
 from sed.errors import SedError, one_line, printable
 from sed.inference.classifier import Classifier
+from sed.inference.predictor import load_predictor
 from sed.serve.answers import answer, spectrogram
 
-__all__ = ["SedAPI", "load_predictor"]
-
-
-def load_predictor(
-    checkpoints: list[str],
-    ensemble: str | None = None,
-    weights: str | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-):
-    """The Classifier of one checkpoint, or the EnsembleClassifier of several (as ``sedkit classify``)."""
-    from sed.inference.ensemble import EnsembleClassifier
-    from sed.inference.ensemble_weights import ensemble_options
-
-    members = [_Scorer.from_pretrained(c, device=device, precision=precision) for c in checkpoints]
-    if ensemble is None:
-        if len(members) > 1:
-            raise ValueError("several checkpoints need an ensemble method (vote, average, weighted or rank)")
-        return members[0]
-    opts = ensemble_options(ensemble, weights, checkpoints)
-    return EnsembleClassifier(members, ensemble, **opts)
+__all__ = ["SedAPI", "load_scorer"]
 
 
 class _Scorer(Classifier):
@@ -59,6 +40,11 @@ class _Scorer(Classifier):
         if multi_label == "none":
             return logits.float()
         return super()._scores(logits, multi_label)
+
+
+def load_scorer(checkpoints, ensemble=None, weights=None, device="auto", precision="fp32"):
+    """:func:`~sed.inference.predictor.load_predictor` with members that can also give logits."""
+    return load_predictor(checkpoints, ensemble, weights, device, precision, member=_Scorer)
 
 
 class SedAPI(ls.LitAPI):
@@ -75,7 +61,7 @@ class SedAPI(ls.LitAPI):
         args = dict(self.model_args)
         if args.get("device", "auto") in ("auto", "cuda") and str(device).startswith("cuda"):
             args["device"] = device  # LitServe's device of this worker (cuda:N: workers spread over the GPUs)
-        self.clf = load_predictor(**args)
+        self.clf = load_scorer(**args)
         self.detector = None
         model = getattr(self.clf, "model", None)
         from sed.models.frames import is_frame_model
