@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -198,3 +199,51 @@ def derived_name(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
     while len(os.fsencode(cut)) > budget:
         cut = cut[:-1]
     return cut + tag + suffix
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """A new folder ``.<name>.<random>.tmp`` beside ``target`` to fill: renamed to ``target`` when the block
+    ends (an older ``target`` folder replaced whole, put back if the rename fails), removed with the folders
+    made on the way when the block raises. Its mode is a plain ``mkdir``'s; OS errors are OutputErrors."""
+    target = Path(target)
+    created = []  # the folders on the way made here: removed again when the job fails
+    folder = target.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    with output_errors(target, any_file=True):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(
+            tempfile.mkdtemp(prefix=_temp_beside_prefix(target, ".tmp"), suffix=".tmp", dir=target.parent)
+        )
+    try:
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for made in created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(made)
+            raise
+        with output_errors(target, any_file=True):
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private (0700)
+            old = None
+            if target.is_dir():  # aside first: a rename cannot replace a non-empty folder
+                old = Path(
+                    tempfile.mkdtemp(
+                        prefix=_temp_beside_prefix(target, ".old"), suffix=".old", dir=target.parent
+                    )
+                )
+                os.replace(target, old / target.name)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if old is not None:  # the old entry back in its place
+                    os.replace(old / target.name, target)
+                raise
+            finally:
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

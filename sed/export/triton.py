@@ -21,18 +21,16 @@ may poll the repository) never sees half of it; an existing entry of the same na
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sed.checkpoint import ONNX_METADATA_KEY as METADATA_KEY
 from sed.errors import CheckpointError, OutputError, UsageError, printable, short
-from sed.fileio import atomic_open, check_output, output_errors
+from sed.fileio import atomic_folder, atomic_open, check_output, output_errors
 
 __all__ = [
     "LABELS_FILE",
@@ -184,48 +182,6 @@ def _check_target(out, name: str, overwrite: bool, inputs: list) -> Path:
     return target
 
 
-@contextlib.contextmanager
-def _staging(target: Path):
-    """A temporary folder beside ``target``: renamed to ``target`` (an older one removed) on success,
-    removed on failure."""
-    created = []  # the folders on the way made here: removed again when the job fails
-    folder = target.parent
-    while not os.path.lexists(folder) and folder != folder.parent:
-        created.append(folder)
-        folder = folder.parent
-    with output_errors(target, any_file=True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        try:
-            yield tmp
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            for made in created:
-                with contextlib.suppress(OSError):
-                    os.rmdir(made)
-            raise
-        with output_errors(target, any_file=True):
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's folder is private (0700); a plain mkdir's mode
-            old = None
-            if target.is_dir():  # aside first: a rename cannot replace a non-empty folder
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-                os.replace(target, old / target.name)
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                if old is not None:  # the old entry back in its place
-                    os.replace(old / target.name, target)
-                raise
-            finally:
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _check_onnx(source, precision: str, opset, dynamic_batch):
     """The sed export ``source`` (an :class:`~sed.inference.runtime.OnnxModel`) if it can be packaged
     at ``precision``, else one line."""
@@ -293,7 +249,7 @@ def export_triton(
     if onnx_model is None:
         check_opset(opset)
     target = _check_target(out, name, overwrite, [source])
-    with _staging(target) as tmp:
+    with atomic_folder(target) as tmp:
         graph = tmp / "1" / "model.onnx"
         if onnx_model is not None:
             report = _package_onnx(source, graph, precision, onnx_model)
