@@ -10,12 +10,14 @@
 # (compact students); tcn_tiny/small/base (causal, streaming); resnet_conformer[_tiny] and seldnet_baseline
 # (SELD); prototype_classifier (few-shot classes on any clip model's embedding); beats_iter3/micro (BEATs);
 # ced_tiny/mini/small/base (CED); efficientat_mn04..mn40 (EfficientAT MobileNets); crnn_dcase2024 (the DCASE
-# 2024 Task 4 baseline CRNN, a frame model). `sedkit models` lists them.
+# 2024 Task 4 baseline CRNN, a frame model); clap_htsat_tiny/base (LAION-CLAP's audio tower, zero-shot
+# classes by text). `sedkit models` lists them.
 from sed.models import (  # noqa: F401
     ast,
     beats,
     causal,
     ced,
+    clap,
     cnn,
     crnn,
     efficientat,

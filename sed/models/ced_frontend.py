@@ -19,7 +19,8 @@ class CEDMel(nn.Module):
 
     The values of ``torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=512, win_length=512,
     hop_length=160, f_min=0, f_max=8000, n_mels=64, center=True)`` (periodic Hann window, reflect
-    padding, power 2, HTK mel scale, no filter norm) followed by ``AmplitudeToDB(top_db=120)``:
+    padding, power 2, HTK mel scale and no filter norm, unless ``mel_scale``/``norm`` say otherwise) then
+    ``AmplitudeToDB(top_db=120)``:
     ``10 log10(max(S, 1e-10))`` floored at the clip's maximum minus ``top_db``. The floor is per
     clip (torchaudio takes the maximum over the whole batch of a ``[B, mels, frames]`` input;
     per clip a result does not depend on its batch neighbours, and it equals torchaudio's on one clip).
@@ -40,6 +41,8 @@ class CEDMel(nn.Module):
         f_min: float = 0.0,
         f_max: float = 8000.0,
         top_db: float | None = 120.0,
+        mel_scale: str = "htk",
+        norm: str | None = None,
     ):
         super().__init__()
         if win_length > n_fft:
@@ -52,12 +55,13 @@ class CEDMel(nn.Module):
             float(f_max),
         )
         self.top_db = None if top_db is None else float(top_db)
+        self.mel_scale, self.norm = str(mel_scale), norm
         self.target_length = None if target_length is None else int(target_length)
         with torch.device(
             "cpu"
         ):  # numbers, also when the model is built on the meta device (parameter counts)
             fb = torchaudio.functional.melscale_fbanks(
-                n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, None, "htk"
+                n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm, mel_scale
             )
         self.register_buffer("mel_fb", fb.float(), persistent=False)  # [n_fft//2 + 1, n_mels]
         left = (n_fft - win_length) // 2  # torch.stft centres a shorter window in the frame
@@ -93,6 +97,8 @@ class CEDMel(nn.Module):
             "f_min": self.f_min,
             "f_max": self.f_max,
             "top_db": self.top_db,
+            "mel_scale": self.mel_scale,
+            "norm": self.norm,
         }
 
     def extra_repr(self) -> str:

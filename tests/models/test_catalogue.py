@@ -47,7 +47,7 @@ def test_every_declared_weight_is_well_formed():
             re.match(r"^(hf://[\w.-]+/[\w.-]+(/\S+)?|https://\S+|timm://\w+)$", s) for s in w.sources
         )
         assert w.homepage.startswith("https://") and w.licence and w.metric and w.citation
-        assert w.sample_rate in (16000, 32000) and 0 < w.clip_seconds <= 10.24
+        assert w.sample_rate in (16000, 32000, 48000) and 0 < w.clip_seconds <= 10.24
         assert (w.classes is None) == (w.label_set is None) and (w.multi_label == (w.label_set == "audioset"))
     assert default_weights("ast_base").name == "ast-audioset-0.4593"
     assert (

@@ -63,7 +63,7 @@ def hub_snapshot(repo: str) -> str:
     """A hub model repository's configs and weights (safetensors, else ``pytorch_model.bin``)."""
     from huggingface_hub import snapshot_download
 
-    path = snapshot_download(repo, allow_patterns=["*.json", "*.safetensors"])
+    path = snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.txt"])
     if not any(Path(path).glob("*.safetensors")):
         path = snapshot_download(repo, allow_patterns=["*.json", "pytorch_model.bin"])
     return path
