@@ -27,10 +27,12 @@ __all__ = [
     "add_batch_size",
     "add_checkpoint",
     "add_device",
+    "add_labels",
     "add_precision",
     "bounded",
     "count",
     "seconds",
+    "zero_shot",
 ]
 
 
@@ -106,6 +108,41 @@ def add_checkpoint(
     p.add_argument(
         "--checkpoint", required=required, default=None, action="append" if several else "store", help=help
     )
+
+
+def add_labels(p: argparse.ArgumentParser) -> None:
+    """``--labels`` / ``--labels-file`` (zero-shot classes named by text, of a CLAP checkpoint) and
+    ``--template``; :func:`zero_shot` reads them."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--labels", nargs="+", metavar="LABEL", default=None, help="zero-shot classes named by text (CLAP)"
+    )
+    g.add_argument("--labels-file", metavar="FILE", default=None, help="zero-shot classes, one per line")
+    p.add_argument(
+        "--template",
+        default=None,
+        help="the prompt of each zero-shot label, {} standing for the label "
+        "(default: 'This is a sound of {}.', the transformers pipeline's)",
+    )
+
+
+def zero_shot(args: argparse.Namespace) -> dict:
+    """``{"labels", "template"}`` of :func:`add_labels`' options (``{}`` without labels); a labels file
+    that cannot be read, or a template without labels, is one UsageError line."""
+    from sed.errors import SedError, UsageError
+    from sed.models.zeroshot import DEFAULT_TEMPLATE, read_labels
+
+    labels = args.labels
+    if args.labels_file is not None:
+        try:
+            labels = read_labels(args.labels_file)
+        except SedError as e:
+            raise UsageError(e) from None
+    if labels is None:
+        if args.template is not None:
+            raise UsageError("--template needs --labels or --labels-file")
+        return {}
+    return {"labels": list(labels), "template": args.template or DEFAULT_TEMPLATE}
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -24,12 +24,14 @@ import numpy as np
 import torch
 
 from sed.audio.io import iter_blocks, load_audio
+from sed.checkpoint import describe
 from sed.data.clips import crop_span
-from sed.errors import AudioError, SedError
+from sed.errors import AudioError, CheckpointError, SedError
 from sed.export.quantize import quantize_torch
 from sed.inference.device import autocast, check_precision
 from sed.inference.runtime import OnnxModel, is_onnx
 from sed.models.loading import load_model
+from sed.models.zeroshot import DEFAULT_TEMPLATE, zero_shot_classifier
 
 #: a file, a waveform, or a named waveform (name, waveform) such as a shard sample
 Source = str | os.PathLike | torch.Tensor | tuple[str, torch.Tensor]
@@ -126,14 +128,32 @@ class Classifier(Predictor):
 
     @classmethod
     def from_pretrained(
-        cls, source: str | os.PathLike, device: str = "auto", precision: str = "fp32", **overrides
+        cls,
+        source: str | os.PathLike,
+        device: str = "auto",
+        precision: str = "fp32",
+        labels: Sequence[str] | None = None,
+        template: str = DEFAULT_TEMPLATE,
+        **overrides,
     ):
         """Any checkpoint :func:`~sed.models.loading.load_model` reads, or an exported ``.onnx`` file
-        (run by ONNX Runtime)."""
+        (run by ONNX Runtime). ``labels``: zero-shot classes named by text, of a CLAP checkpoint (each
+        prompted with ``template``; :func:`sed.models.zeroshot.zero_shot_classifier`)."""
+        if labels is not None:
+            if is_onnx(source):
+                raise CheckpointError(
+                    source, "is an exported graph with fixed classes; labels name the classes of a CLAP model"
+                )
+            model = zero_shot_classifier(source, labels, template)
+            return cls(model, describe(model, source=str(source)), device=device, precision=precision)
         if is_onnx(source):
             model = OnnxModel(source)
             return cls(model, model.meta, device=device, precision=precision)
         model, meta = load_model(source, kind="clip", **overrides)
+        if getattr(model, "num_classes", None) == 0:
+            raise CheckpointError(
+                source, "has no classes: name them by text (labels=[...], sedkit classify --labels ...)"
+            )
         return cls(model, meta, device=device, precision=precision)
 
     # ------------------------------------------------------------------ segments
