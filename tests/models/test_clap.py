@@ -208,3 +208,16 @@ def test_a_labels_file(tmp_path):
     f.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(DatasetError, match="cannot read the labels file"):
         read_labels(f)
+
+
+def test_a_description_longer_than_the_text_tower_takes_is_cut(dirs):
+    from sed.models.zeroshot import clap_text
+
+    text = clap_text(dirs[0])
+    long, cut = (
+        "a dog barks " * 300,
+        text.tokenizer.decode(text.tokenizer("a dog barks " * 300)["input_ids"][1 : text.max_tokens - 1]),
+    )
+    emb = text.encode([long, cut])
+    assert text.max_tokens == 78 and emb.shape == (2, 16)
+    torch.testing.assert_close(emb[0], emb[1], atol=1e-5, rtol=0)

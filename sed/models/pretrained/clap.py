@@ -228,13 +228,21 @@ class ClapText:
                 f"its tokenizer has {len(self.tokenizer)} tokens, the text tower {text.get('vocab_size')}",
             )
         self.model, self.scale, self.desc = model, logit_scale(contents), contents.desc
+        #: the longest prompt in tokens (longer ones are cut): RoBERTa's positions start after the padding id
+        self.max_tokens = min(int(self.tokenizer.model_max_length), model.config.max_position_embeddings - 2)
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """L2-normalised text embeddings ``[N, projection_dim]`` (float32, CPU) of ``texts``."""
         out = []
         for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[i : i + batch_size]), padding=True, return_tensors="pt")
+            tokens = self.tokenizer(
+                list(texts[i : i + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="pt",
+            )
             emb = self.model(
                 input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
             ).text_embeds
