@@ -8,13 +8,16 @@ from sed.cli.options import TOP_K, add_batch_size, add_checkpoint, add_device, a
 from sed.errors import SedError, UsageError
 
 
-def _classifiers(args: argparse.Namespace) -> list:
-    """The Classifier of every --checkpoint; an unusable one is a usage error."""
+def _classifiers(args: argparse.Namespace, need_classes: bool = True) -> list:
+    """The Classifier of every --checkpoint; an unusable one is a usage error (one without classes too,
+    unless ``need_classes`` is False: a model to embed with)."""
     from sed.inference.classifier import Classifier
 
     try:
         return [
-            Classifier.from_pretrained(c, device=args.device, precision=args.precision)
+            Classifier.from_pretrained(
+                c, device=args.device, precision=args.precision, need_classes=need_classes
+            )
             for c in args.checkpoint
         ]
     except (SedError, ValueError) as e:
@@ -118,7 +121,7 @@ def cmd_embed(args: argparse.Namespace, con) -> int:
 
     args.checkpoint = [args.checkpoint]
     outputs = [check_output(args.out), embedding_names(args.out)]  # the name first: "" has no .files.txt
-    clf = _classifiers(args)[0]
+    clf = _classifiers(args, need_classes=False)[0]
     batches, failed = _inputs(args, con, clf.sample_rate, outputs)
     parts, results = [], []
     for sources in batches:

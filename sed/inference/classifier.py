@@ -134,11 +134,13 @@ class Classifier(Predictor):
         precision: str = "fp32",
         labels: Sequence[str] | None = None,
         template: str = DEFAULT_TEMPLATE,
+        need_classes: bool = True,
         **overrides,
     ):
         """Any checkpoint :func:`~sed.models.loading.load_model` reads, or an exported ``.onnx`` file
         (run by ONNX Runtime). ``labels``: zero-shot classes named by text, of a CLAP checkpoint (each
-        prompted with ``template``; :func:`sed.models.zeroshot.zero_shot_classifier`)."""
+        prompted with ``template``; :func:`sed.models.zeroshot.zero_shot_classifier`). A model without
+        classes (CLAP's audio tower) is a CheckpointError unless ``need_classes=False`` (to embed with)."""
         if labels is not None:
             if is_onnx(source):
                 raise CheckpointError(
@@ -150,7 +152,7 @@ class Classifier(Predictor):
             model = OnnxModel(source)
             return cls(model, model.meta, device=device, precision=precision)
         model, meta = load_model(source, kind="clip", **overrides)
-        if getattr(model, "num_classes", None) == 0:
+        if need_classes and getattr(model, "num_classes", None) == 0:
             raise CheckpointError(
                 source, "has no classes: name them by text (labels=[...], sedkit classify --labels ...)"
             )

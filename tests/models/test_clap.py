@@ -221,3 +221,19 @@ def test_a_description_longer_than_the_text_tower_takes_is_cut(dirs):
     emb = text.encode([long, cut])
     assert text.max_tokens == 78 and emb.shape == (2, 16)
     torch.testing.assert_close(emb[0], emb[1], atol=1e-5, rtol=0)
+
+
+def test_sedkit_embed_takes_a_clap_directory(dirs, tmp_path, capsys):
+    from sed.cli.main import main
+
+    sf.write(tmp_path / "a.wav", _noise(2.0, 8, 44100), 44100)  # resampled to 48 kHz
+    assert (
+        main(
+            ["embed", str(tmp_path / "a.wav"), "--checkpoint", str(dirs[0]), "--out", str(tmp_path / "e.npy")]
+        )
+        == 0
+    )
+    emb = np.load(tmp_path / "e.npy")
+    clf = Classifier.from_pretrained(dirs[0], need_classes=False)
+    np.testing.assert_allclose(emb, clf.embed([str(tmp_path / "a.wav")])[0], atol=1e-6)
+    assert emb.shape == (1, 16)
