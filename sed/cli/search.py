@@ -9,7 +9,7 @@ import io
 import json
 
 from sed.cli.options import TOP_K, add_batch_size, add_device, add_precision, seconds
-from sed.errors import SedError, UsageError
+from sed.errors import SedError, UsageError, printable
 
 
 def cmd_index(args: argparse.Namespace, con) -> int:
@@ -54,7 +54,7 @@ def format_hits(hits, fmt: str) -> str:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=["rank", "score", "file", "start", "end"], lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({**r, "file": printable(r["file"])} for r in rows)  # each row one line
         return buf.getvalue().rstrip("\n")
     table = [{**r, "span": f"{r['start']:.2f}-{r['end']:.2f}"} for r in rows]
     return format_table(table, ["rank", "score", "file", "span"]) if table else ""
@@ -90,7 +90,9 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("index", help="embed audio files window by window into a search index folder")
     p.add_argument("inputs", nargs="+", help="files, folders or globs")
     p.add_argument(
-        "--checkpoint", required=True, help="the audio tower: a CLAP short name, hub id or directory"
+        "--checkpoint",
+        required=True,
+        help="the audio tower: a CLAP short name, hub id or directory (text queries need CLAP)",
     )
     p.add_argument(
         "--out", required=True, help="the index folder: made, or resumed (files indexed already are skipped)"

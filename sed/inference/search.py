@@ -83,8 +83,9 @@ def _json(array: np.ndarray, where: Path):
         raise DatasetError(where, f"is not a search index shard ({one_line(err)})") from None
 
 
-def _read_shard(path: Path) -> dict[str, Any]:
-    """A shard's arrays, checked against each other; a one-line DatasetError for anything else."""
+def _read_shard(path: Path, dim: int | None) -> dict[str, Any]:
+    """A shard's arrays, checked against each other and the index's embedding size ``dim``; a one-line
+    DatasetError for anything else."""
     try:
         with np.load(path, allow_pickle=False) as z:
             part = {k: z[k] for k in ("embeddings", "item", "start", "end", "files")}
@@ -96,7 +97,8 @@ def _read_shard(path: Path) -> dict[str, Any]:
         not isinstance(files, list)
         or any(not isinstance(f, dict) or not {"file", "size", "mtime_ns"} <= set(f) for f in files)
         or emb.ndim != 2
-        or emb.shape[0] != n
+        or emb.dtype != np.float32
+        or emb.shape != (n, dim or emb.shape[1])
         or len(part["start"]) != n
         or len(part["end"]) != n
         or (n and not 0 <= int(part["item"].min()) <= int(part["item"].max()) < len(files))
@@ -149,7 +151,7 @@ class Index:
         meta = _read_meta(path)
         if meta is None:
             raise DatasetError(path, "is not a search index (no meta.json; make one with sedkit index)")
-        return cls(path, meta, [_read_shard(p) for p in _shards(path)])
+        return cls(path, meta, [_read_shard(p, meta.get("dim")) for p in _shards(path)])
 
     # ------------------------------------------------------------------ queries
     @property
@@ -290,7 +292,11 @@ def build_index(
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     window, hop = _check_window(clf, meta, window, hop)
-    index = Index(out, meta, [_read_shard(p) for p in _shards(out)]) if meta is not None else None
+    index = (
+        Index(out, meta, [_read_shard(p, meta.get("dim")) for p in _shards(out)])
+        if meta is not None
+        else None
+    )
     run = IndexRun(out, count=len(index) if index else 0)
     todo, seen = [], set()
     for f in find_audio_files(list(files)):
