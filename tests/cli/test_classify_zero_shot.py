@@ -242,3 +242,13 @@ def test_shards_score_as_their_files(clap, capsys, tmp_path):
     assert len(by_shard) == len(by_file) == 2
     for s, f in zip(sorted(by_shard, key=lambda r: r["file"]), by_file):
         np.testing.assert_allclose(_scores(s["top_k"]), _scores(f["top_k"]), atol=1e-6)
+
+
+def test_which_sources_take_the_labels(clap, tmp_path):
+    from sed.inference.predictor import is_clap_source
+
+    saved = save_model(tmp_path / "zs.pt", zero_shot_classifier(clap.small, LABELS))
+    (tmp_path / "m.onnx").write_bytes(b"")
+    assert is_clap_source(clap.small) and is_clap_source("clap-htsat-fused")  # a directory, a short name
+    assert is_clap_source("laion/clap-htsat-unfused")  # a declared hub id: nothing downloaded to know
+    assert not any(map(is_clap_source, [saved, tmp_path / "m.onnx", tmp_path, "ast-audioset-0.4593"]))
