@@ -73,6 +73,8 @@ def cmd_search(args: argparse.Namespace, con) -> int:
         index = Index.load(args.index)
     except SedError as e:
         raise UsageError(e) from None
+    if not len(index):
+        con.note(f"{args.index} holds no entries yet (sedkit index adds them)")
     try:
         query = (
             args.query

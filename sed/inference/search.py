@@ -129,9 +129,9 @@ class Index:
         emb, item, start, end = [], [], [], []
         for s, part in enumerate(shards):
             names = [f["file"] for f in part["files"]]
-            keep = np.array([owner[names[i]] == s for i in part["item"]], bool)
+            keep = np.array([owner[n] == s for n in names], bool)[part["item"]]  # rows not superseded
             emb.append(part["embeddings"][keep])
-            item.append(np.array([pos[names[i]] for i in part["item"][keep]], np.int64))
+            item.append(np.array([pos[n] for n in names], np.int64)[part["item"][keep]])
             start.append(part["start"][keep])
             end.append(part["end"][keep])
         dim = int(meta.get("dim") or 0)
@@ -189,6 +189,8 @@ class Index:
     ) -> list[Hit]:
         """The ``top_k`` best entries by cosine to ``query`` (a text, or an embedding ``[D]``): each file
         once at its best window, or with ``all_windows`` every window. Ties keep the index's order."""
+        if not len(self):
+            return []
         q = (
             self.text_embedding(query, checkpoint)
             if isinstance(query, str)

@@ -132,3 +132,15 @@ def test_usage_errors_are_one_line_and_exit_2(setup, capsys, argv, message):
     fill = {"idx": root / "idx", "audio": audio, "root": root, "clap": clap}
     code, out, err = run(capsys, *(a.format(**fill) for a in argv))
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_an_index_of_only_bad_files_is_empty_and_searching_it_says_so(setup, capsys, tmp_path):
+    root, clap, audio = setup
+    code, _, err = run(capsys, "index", audio / "broken.wav", "--checkpoint", clap, "--out", tmp_path / "idx")
+    assert code == 1 and err.count("error:") == 1 and "indexed 0 files (0 windows)" in err
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["meta.json"]
+    code, out, err = run(capsys, "search", "dog", "--index", tmp_path / "idx")
+    assert (code, out) == (
+        0,
+        "",
+    ) and err == f"note: {tmp_path / 'idx'} holds no entries yet (sedkit index adds them)\n"
