@@ -8,6 +8,10 @@ indexes with them: a size that depends on the data, on which ``torch.export`` st
 hands the patch embedding exactly that, ``torch.arange(batch)``, a tensor whose size is the batch's, for
 the duration of an export: transformers' code still computes the features (its fusion branch on every
 clip, as in PyTorch), and the exported graph's logits equal PyTorch's (tests/export/test_clap_export.py).
+The branch ``len(indices) > 0`` still takes a Python ``int`` of the batch size, which torch.export's
+non-strict tracing fixes to the example's batch: :func:`sed.export.onnx.export_onnx` therefore traces a
+patched model with ``torch.export.export(strict=True)`` (dynamo keeps the size symbolic, the batch ``>= 1``
+decides the branch) and hands that program to the ONNX exporter.
 The patch is on the model's own modules (instance attributes, removed on exit), not on transformers'
 classes.
 """

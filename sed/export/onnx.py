@@ -134,17 +134,20 @@ def _exported_program(model: nn.Module, opset: int, dynamic_batch: bool):
     shapes = {
         INPUT: {0: torch.export.Dim("batch", min=1, max=65536), 1: samples} if dynamic_batch else {1: samples}
     }
-    with warnings.catch_warnings(), fused_clap_export(model):
+    with warnings.catch_warnings(), fused_clap_export(model) as fused:
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        graph = _Graph(model).eval()
+        if fused:  # transformers' len() of the long-clip indices: non-strict tracing fixes the batch size
+            graph = torch.export.export(graph, (example,), dynamic_shapes=shapes, strict=True)
         return torch.onnx.export(
-            _Graph(model).eval(),
+            graph,
             (example,),
             None,
             dynamo=True,
             opset_version=opset,
             input_names=[INPUT],
             output_names=list(OUTPUTS),
-            dynamic_shapes=shapes,
+            dynamic_shapes=None if fused else shapes,
             verbose=False,
         ), example
 
