@@ -86,8 +86,29 @@ def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
 
     from sed.cli.report import format_fewshot_eval
     from sed.fileio import atomic_open, check_output
-    from sed.training.fewshot_eval import fewshot_eval, split_embeddings
+    from sed.models.zeroshot import DEFAULT_TEMPLATE, DEFAULT_TEXT_WEIGHT, clap_text
+    from sed.training.fewshot_eval import (
+        TEXT_METHODS,
+        class_prompts,
+        class_text_prototypes,
+        fewshot_eval,
+        split_embeddings,
+    )
 
+    methods = list(dict.fromkeys([*args.methods, *(TEXT_METHODS if args.zero_shot else ())]))
+    encoder, template = None, args.template or DEFAULT_TEMPLATE
+    weight = DEFAULT_TEXT_WEIGHT if args.text_weight is None else args.text_weight
+    if not any(m in TEXT_METHODS for m in methods):
+        if args.template is not None or args.text_weight is not None:
+            raise UsageError(
+                f"{'--template' if args.template is not None else '--text-weight'} needs --zero-shot"
+            )
+    else:
+        try:
+            class_prompts(["x"], template)  # a bad template fails before anything is loaded
+            encoder = clap_text(args.checkpoint)  # a checkpoint with no text tower fails before embedding
+        except (SedError, ValueError) as e:
+            raise UsageError(f"--zero-shot: {e}") from None
     if args.out:
         check_output(args.out, [args.checkpoint, args.data])
     bad: list[str] = []
@@ -110,6 +131,7 @@ def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
             queries=args.queries,  # checked before embedding
             overrides=args.overrides,
         )
+        text = None if encoder is None else class_text_prototypes(encoder, data.label_names, template)
         table = fewshot_eval(
             data.embeddings,
             data.labels,
@@ -118,14 +140,20 @@ def cmd_fewshot_eval(args: argparse.Namespace, con) -> int:
             queries=args.queries,
             episodes=args.episodes,
             seed=args.seed,
-            methods=args.methods,
+            methods=methods,
             progress=con.progress,
+            text=text,
+            text_weight=weight,
         )
     except OSError as e:  # the data YAML, or a file it names: the file first
         raise UsageError(f"{e.filename}: {e.strerror}" if e.filename else one_line(e)) from None
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
     table.update(split=args.split, checkpoint=str(args.checkpoint), data=str(args.data), skipped=bad)
+    if encoder is not None:
+        table.update(
+            template=template, prompts=dict(zip(data.label_names, class_prompts(data.label_names, template)))
+        )
     print(format_fewshot_eval(table))
     if args.out:
         with atomic_open(args.out, "w") as f:
@@ -241,9 +269,27 @@ def add_verbs(sub) -> None:
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=["prototype_cosine", "prototype_euclidean", "logistic"],
+        choices=["prototype_cosine", "prototype_euclidean", "logistic", "zero_shot", "combined"],
         default=["prototype_cosine", "prototype_euclidean", "logistic"],
-        help="the classifiers compared",
+        help="the classifiers compared (zero_shot and combined: a CLAP --checkpoint)",
+    )
+    p.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="also zero_shot (the nearest text prototype of the class names, underscores read as spaces, "
+        "prompted with --template; no support clip) and combined (text and support mean, --text-weight); "
+        "--checkpoint is then a CLAP model",
+    )
+    p.add_argument(
+        "--template",
+        default=None,
+        help="the prompt of each class name, {} standing for the name (default: 'This is a sound of {}.')",
+    )
+    p.add_argument(
+        "--text-weight",
+        type=bounded(float, 0, 1, "W"),
+        default=None,
+        help="combined: W * text + (1 - W) * support mean, of the unit prototypes (default: 0.5)",
     )
     p.add_argument("--out", default=None, help="write the table and per-episode accuracies here (JSON)")
     add_batch_size(p)
