@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from sed.cli.options import TOP_K, add_batch_size, add_checkpoint, add_device, add_precision, seconds
+from sed.cli.options import (
+    TOP_K,
+    add_batch_size,
+    add_checkpoint,
+    add_device,
+    add_labels,
+    add_precision,
+    seconds,
+    zero_shot,
+)
 from sed.errors import SedError, UsageError
 
 
@@ -26,13 +35,16 @@ def _classifiers(args: argparse.Namespace, need_classes: bool = True) -> list:
 
 def _classifier(args: argparse.Namespace):
     """The one Classifier of --checkpoint, or with ``--ensemble`` the EnsembleClassifier of
-    every --checkpoint."""
+    every --checkpoint; --labels name the classes of the CLAP ones (zero-shot)."""
     from sed.inference.predictor import load_predictor
 
     if args.ensemble is None and (len(args.checkpoint) > 1 or args.weights is not None):
         raise UsageError("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")
+    text = zero_shot(args)
     try:
-        return load_predictor(args.checkpoint, args.ensemble, args.weights, args.device, args.precision)
+        return load_predictor(
+            args.checkpoint, args.ensemble, args.weights, args.device, args.precision, **text
+        )
     except (SedError, ValueError) as e:  # a checkpoint, --weights, or members that do not fit together
         raise UsageError(e) from None
 
@@ -199,6 +211,7 @@ def add_verbs(sub) -> None:
         default=None,
         help="combine the scores of several --checkpoint (sed.inference.ensemble.combine)",
     )
+    add_labels(p)
     p.add_argument(
         "--weights",
         default=None,

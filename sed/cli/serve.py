@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sed.cli.options import add_checkpoint, add_device, add_precision, bounded, count
+from sed.cli.options import add_checkpoint, add_device, add_labels, add_precision, bounded, count, zero_shot
 from sed.errors import UsageError
 
 
@@ -15,6 +15,7 @@ def cmd_serve(args: argparse.Namespace, con) -> int:
         raise UsageError("several --checkpoint (or --weights) need --ensemble vote|average|weighted|rank")
     if args.ensemble is not None and len(args.checkpoint) < 2:
         raise UsageError("an ensemble needs at least two checkpoints")
+    text = zero_shot(args)  # --labels: the zero-shot classes of the CLAP checkpoint(s)
     serve(
         args.checkpoint,
         host=args.host,
@@ -32,6 +33,7 @@ def cmd_serve(args: argparse.Namespace, con) -> int:
         max_upload_mb=args.max_upload_mb,
         max_seconds=args.max_seconds,
         cors_origin=args.cors_origin,
+        **text,
     )
     return 0
 
@@ -48,6 +50,7 @@ def add_verbs(sub) -> None:
         help="combine the scores of several --checkpoint, as sedkit classify",
     )
     p.add_argument("--weights", default=None, help="the ensemble's weights or metrics, as sedkit classify")
+    add_labels(p)
     p.add_argument(
         "--host",
         default="127.0.0.1",

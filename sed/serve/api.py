@@ -28,6 +28,7 @@ import litserve as ls
 from sed.errors import SedError, one_line, printable
 from sed.inference.classifier import Classifier
 from sed.inference.predictor import load_predictor
+from sed.models.zeroshot import DEFAULT_TEMPLATE
 from sed.serve.answers import answer, spectrogram
 
 __all__ = ["SedAPI", "load_scorer"]
@@ -42,9 +43,21 @@ class _Scorer(Classifier):
         return super()._scores(logits, multi_label)
 
 
-def load_scorer(checkpoints, ensemble=None, weights=None, device="auto", precision="fp32"):
-    """:func:`~sed.inference.predictor.load_predictor` with members that can also give logits."""
-    return load_predictor(checkpoints, ensemble, weights, device, precision, member=_Scorer)
+def load_scorer(
+    checkpoints, ensemble=None, weights=None, device="auto", precision="fp32", labels=None, template=None
+):
+    """:func:`~sed.inference.predictor.load_predictor` with members that can also give logits (``labels``:
+    the zero-shot classes of CLAP members, prompted with ``template``, by default the pipeline's)."""
+    return load_predictor(
+        checkpoints,
+        ensemble,
+        weights,
+        device,
+        precision,
+        member=_Scorer,
+        labels=labels,
+        template=template or DEFAULT_TEMPLATE,
+    )
 
 
 class SedAPI(ls.LitAPI):

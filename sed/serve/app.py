@@ -206,9 +206,12 @@ def build_server(
     max_upload_mb: float = 50,
     max_seconds: float = 600,
     cors_origin: str | None = None,
+    labels: list[str] | None = None,
+    template: str | None = None,
 ):
-    """The LitServer of a checkpoint (or an ensemble of several, as ``sedkit classify``); run it with
-    :func:`serve`. A checkpoint that cannot be loaded is a UsageError (before any worker starts)."""
+    """The LitServer of a checkpoint (or an ensemble of several, as ``sedkit classify``; ``labels``: the
+    zero-shot classes of CLAP checkpoints, prompted with ``template``); run it with :func:`serve`. A
+    checkpoint that cannot be loaded is a UsageError (before any worker starts)."""
     import litserve as ls
 
     from sed.serve.api import SedAPI, load_scorer
@@ -217,6 +220,8 @@ def build_server(
     api_key = api_key or os.environ.get("SED_API_KEY") or None
     check_host(host, api_key)
     model = {"checkpoints": [str(c) for c in checkpoints], "ensemble": ensemble, "weights": weights}
+    if labels is not None:  # each worker builds the zero-shot classifier again from the CLAP source
+        model.update(labels=list(labels), template=template)
     try:  # the workers' device and precision, before any starts (torch.cuda.is_available creates no context)
         from sed.inference.device import check_precision
 
