@@ -133,7 +133,7 @@ def cmd_plot_events(args: argparse.Namespace, con) -> int:
         )
     if args.checkpoint and not args.audio:
         raise UsageError("--checkpoint scores an audio file: give it")
-    if args.scores and (args.window is not None or args.labels or args.labels_file):
+    if args.scores and (args.window is not None or args.hop is not None or args.labels or args.labels_file):
         raise UsageError(
             "--window and --labels score audio with --checkpoint; a score file is already scored"
         )
@@ -217,7 +217,7 @@ def add_verbs(sub) -> None:
         default=None,
         help="how overlapping blocks combine (default: mean)",
     )
-    add_batch_size(p, "blocks")
+    add_batch_size(p, "blocks (or windows)")
     add_device(p)
     p.set_defaults(run=cmd_detect)
 

@@ -153,6 +153,12 @@ def test_zero_shot_clap_through_the_cli(files, tmp_path, capsys):
     assert _main("plot-events", d / "tone.wav", *argv, "--threshold", "0.34", "--out", png) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert _main("plot-events", "--scores", scores / "tone.tsv", "--out", tmp_path / "q.png") == 0
+    capsys.readouterr()
+    assert (
+        _main("plot-events", "--scores", scores / "tone.tsv", "--hop", "1", "--out", tmp_path / "r.png") == 2
+    )
+    err = capsys.readouterr().err
+    assert "a score file is already scored" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
