@@ -54,6 +54,10 @@ class WindowDetector(Timeline):
         hop = window if hop is None else hop
         if not (window > 0 and hop > 0):
             raise ValueError("the window and the hop must be positive seconds")
+        if hop > window:
+            raise ValueError(
+                f"hop {hop:g} s is longer than the window {window:g} s: audio between windows is not scored"
+            )
         rate = classifier.sample_rate
         if abs(round(hop * rate) - hop * rate) > _TOL or abs(round(window * rate) - window * rate) > _TOL:
             raise ValueError(

@@ -199,6 +199,8 @@ def test_python_api_refusals(files):
     with pytest.raises(CheckpointError, match="is a frame model") as e:
         load_detector(d / "frames.pt", window=1.0)
     assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="hop 2 s is longer than the window 1 s: audio between windows"):
+        _share_detector(window=1.0, hop=2.0)
     with pytest.raises(ValueError, match="whole numbers of samples"):
         _share_detector(window=1.0, hop=1e-5)
     assert type(load_detector(d / "cnn.pt", window=0.5, device="cpu")).__name__ == "WindowDetector"
