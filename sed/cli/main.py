@@ -2,12 +2,12 @@
 
 Every verb lives in the module of its group (:mod:`~sed.cli.audio`, :mod:`~sed.cli.catalogue`,
 :mod:`~sed.cli.classify`, :mod:`~sed.cli.deploy`, :mod:`~sed.cli.detect`, :mod:`~sed.cli.sed_eval`,
-:mod:`~sed.cli.seld`, :mod:`~sed.cli.serve`, :mod:`~sed.cli.shard`, :mod:`~sed.cli.stream`,
-:mod:`~sed.cli.train`) as a thin call of a Python API. A verb gets its parsed arguments and a :class:`Console`
-and returns how many of its inputs failed; it raises :class:`~sed.errors.UsageError` when the job cannot
-start. Exit codes: 0 when everything succeeded,
-1 when any input failed (each failure is one line on stderr and the rest of the batch goes on), 2 for
-usage errors. User errors never print a traceback; names are escaped so every report is one line.
+:mod:`~sed.cli.search`, :mod:`~sed.cli.seld`, :mod:`~sed.cli.serve`, :mod:`~sed.cli.shard`,
+:mod:`~sed.cli.stream`, :mod:`~sed.cli.train`) as a thin call of a Python API. A verb gets its parsed
+arguments and a :class:`Console` and returns how many of its inputs failed; it raises
+:class:`~sed.errors.UsageError` when the job cannot start. Exit codes: 0 when everything succeeded, 1 when any
+input failed (each failure is one line on stderr and the rest of the batch goes on), 2 for usage errors. User
+errors never print a traceback; names are escaped so every report is one line.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sed.cli import (
     deploy,
     detect,
     fewshot,
+    search,
     sed_eval,
     seld,
     serve,
@@ -44,6 +45,7 @@ VERB_GROUPS = (
     deploy,
     detect,
     fewshot,
+    search,
     sed_eval,
     seld,
     serve,

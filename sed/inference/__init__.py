@@ -6,6 +6,8 @@
 - :mod:`~sed.inference.seld`: SELD inference on files of any length, DCASE CSVs, DOA plots
 - :mod:`~sed.inference.ensemble`: the notes' four ensemble methods and :class:`EnsembleClassifier`
   (Classifier's API)
+- :mod:`~sed.inference.search`: an index of window embeddings searched by a sentence or an example
+  (``sedkit index``, ``sedkit search``)
 - :mod:`~sed.inference.device`: ``--device`` and ``--precision``
 """
 

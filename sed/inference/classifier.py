@@ -311,6 +311,27 @@ class Classifier(Predictor):
                 r.scores = stack.mean(0) if aggregate == "mean" else stack.max(0)
         return results
 
+    def embed_segments(
+        self,
+        sources: Sequence[Source],
+        results: list[FileResult],
+        batch_size: int = 8,
+        window: float | None = None,
+        hop: float | None = None,
+        cropped: dict[int, float] | None = None,
+    ) -> Iterator[tuple[Segment, np.ndarray]]:
+        """``(segment, embedding [D])`` of every segment of the inputs as it is computed, in input order: each
+        input's clip (its centre when longer than the model takes: ``cropped[i]`` gets the seconds), or with
+        ``window`` (seconds; ``hop`` defaults to it) each of its windows, read block-wise. An input that fails
+        gets its error in ``results[i].error`` (``results``: one :class:`FileResult` per input) before any
+        segment of a later input comes."""
+
+        def fn(batch, lengths):
+            return self._infer(lambda w, n: self.model.embed(w, lengths=n), batch, lengths)
+
+        segments = self._segments(sources, window, hop, results, {} if cropped is None else cropped)
+        return self._run(segments, batch_size, fn)
+
     def embed(
         self,
         sources: Sequence[Source],
@@ -329,11 +350,7 @@ class Classifier(Predictor):
         cropped: dict[int, float] = {}
         sums: dict[int, np.ndarray] = {}
         weights: dict[int, float] = {}
-
-        def fn(batch, lengths):
-            return self._infer(lambda w, n: self.model.embed(w, lengths=n), batch, lengths)
-
-        stream = self._run(self._segments(sources, window, hop, results, cropped), batch_size, fn)
+        stream = self.embed_segments(sources, results, batch_size, window, hop, cropped)
         if progress is not None:
             stream = progress(stream)
         for seg, e in stream:
