@@ -14,10 +14,11 @@ stage=${1:-0}; stop=${2:-4}
 here=$(cd "$(dirname "$0")" && pwd)
 root=${ESC50_ROOT:-data/ESC-50}; out=${OUT:-runs/esc50_clap_zeroshot}
 read -r -a models <<< "${MODELS:-clap-htsat-unfused clap-htsat-fused clap-larger-general}"
-rate=48000; episodes=600
+rate=48000; episodes=600; shots_list="1 5"; queries=5
 if [ "${SYNTH:-0}" = 1 ]; then   # tiny random CLAPs in the Hugging Face layout (tests/models/clap_dir.py)
   root=work/esc50_clap_synth; out=work/esc50_clap_zeroshot_synth
   models=("$out/tiny_clap_unfused" "$out/tiny_clap_fused"); rate=16000; episodes=20
+  shots_list="1 2"; queries=2   # 5 clips per class
 fi
 labels=$out/labels.txt
 
@@ -52,9 +53,9 @@ if [ "$stage" -le 2 ] && [ "$stop" -ge 2 ]; then   # 2: accuracy = top label == 
 fi
 if [ "$stage" -le 3 ] && [ "$stop" -ge 3 ]; then   # 3: zero-shot vs few-shot on the same episodes
   printf 'source: esc50\nroot: %s\nsample_rate: %s\nclip_seconds: 5.0\n' "$root" "$rate" > "$out/esc50.yaml"
-  for shots in 1 5; do
+  for shots in $shots_list; do
     sedkit fewshot-eval --checkpoint "${models[0]}" --data "$out/esc50.yaml" --split all --ways 5 \
-      --shots $shots --queries 5 --episodes $episodes --seed 0 --zero-shot --device "${DEVICE:-auto}" \
+      --shots "$shots" --queries $queries --episodes $episodes --seed 0 --zero-shot --device "${DEVICE:-auto}" \
       --out "$out/fewshot_${shots}shot.json"
   done
 fi
