@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sed.cli.options import add_checkpoint, add_precision, bounded, count
+from sed.cli.options import add_checkpoint, add_labels, add_precision, bounded, count, zero_shot
 from sed.errors import SedError, UsageError
 from sed.fileio import check_output
 
@@ -25,7 +25,7 @@ def _diffs(report: dict) -> str:
     )
 
 
-def cmd_export_triton(args: argparse.Namespace, con) -> int:
+def cmd_export_triton(args: argparse.Namespace, con, zs: dict) -> int:
     from sed.export.triton import export_triton
 
     try:
@@ -39,6 +39,7 @@ def cmd_export_triton(args: argparse.Namespace, con) -> int:
             max_batch_size=16 if args.max_batch_size is None else args.max_batch_size,
             max_queue_delay_us=100 if args.max_queue_delay_us is None else args.max_queue_delay_us,
             overwrite=args.overwrite,
+            **zs,
         )
     except (SedError, ValueError) as e:  # the job cannot start: exit 2, as --format onnx
         raise UsageError(e) from None
@@ -61,8 +62,9 @@ def cmd_export_triton(args: argparse.Namespace, con) -> int:
 def cmd_export(args: argparse.Namespace, con) -> int:
     from sed.export.onnx import export_checkpoint
 
+    zs = zero_shot(args)  # {} or the zero-shot labels and template: a bad labels file stops here
     if args.format == "triton":
-        return cmd_export_triton(args, con)
+        return cmd_export_triton(args, con, zs)
     triton = (args.name, args.max_batch_size, args.max_queue_delay_us)
     if args.overwrite or any(v is not None for v in triton):
         raise UsageError(
@@ -77,6 +79,7 @@ def cmd_export(args: argparse.Namespace, con) -> int:
             opset=args.opset,
             dynamic_batch=args.dynamic_batch is not False,
             int8_attention=args.int8_attention,
+            **zs,
         )
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
@@ -150,6 +153,7 @@ def add_verbs(sub) -> None:
         default=None,
         help="a dynamic batch dimension, the default (--no-dynamic-batch: batch 1; triton: max_batch_size 0)",
     )
+    add_labels(p)  # a zero-shot classifier of a CLAP source: the text embeddings baked into the graph
     add_precision(p, ("fp32", "int8"), "int8: ONNX Runtime's dynamic quantisation of the linear layers")
     p.add_argument(
         "--int8-attention",

@@ -6,7 +6,7 @@ import argparse
 import functools
 from pathlib import Path
 
-from sed.cli.options import add_batch_size, add_checkpoint, add_device, bounded, seconds
+from sed.cli.options import add_batch_size, add_checkpoint, add_device, add_labels, bounded, seconds
 from sed.errors import SedError, UsageError
 
 THRESHOLD = bounded(float, 0.0, 1.0, "T")
@@ -14,16 +14,29 @@ GAP = bounded(float, 0.0, 3600.0, "SECONDS")
 
 
 def _detector(args: argparse.Namespace):
-    from sed.inference.detect import Detector
+    """A frame model's :class:`~sed.inference.detect.Detector`, or with ``--window`` a clip model's
+    :class:`~sed.inference.detect_windows.WindowDetector` (zero-shot with ``--labels``)."""
+    from sed.cli.options import zero_shot
+    from sed.inference.detect_windows import load_detector
 
+    window = getattr(args, "window", None)
+    if window is None and getattr(args, "hop", None) is not None:
+        raise UsageError("--hop needs --window")
+    frame = {k: getattr(args, k, None) for k in ("block", "overlap", "stitch")}
+    if window is not None and any(v is not None for v in frame.values()):
+        given = next(k for k, v in frame.items() if v is not None)
+        raise UsageError(
+            f"--{given} sets the blocks of a frame model; with --window, --hop sets the timeline"
+        )
     try:
-        return Detector.from_pretrained(
+        return load_detector(
             args.checkpoint,
+            window=window,
+            hop=getattr(args, "hop", None),
             device=args.device,
-            block=getattr(args, "block", None),
-            overlap=getattr(args, "overlap", None),
-            stitch=getattr(args, "stitch", "mean"),
             batch_size=getattr(args, "batch_size", 4),
+            **zero_shot(args),
+            **({} if window is not None else {**frame, "stitch": frame["stitch"] or "mean"}),
         )
     except (SedError, ValueError) as e:
         raise UsageError(e) from None
@@ -99,7 +112,7 @@ def cmd_detect(args: argparse.Namespace, con) -> int:
             failed += 1
             continue
         if args.scores_dir:
-            write_scores(score_file(args.scores_dir, d.name), d.probs, det.hop, det.labels)
+            write_scores(score_file(args.scores_dir, d.name), d.probs, det.hop, det.labels, det.offset)
         d.probs = None  # the events stay, the frames go: memory flat in the number of files
         results.append(d)
     emit(format_events(results, args.format), args.output)
@@ -120,6 +133,10 @@ def cmd_plot_events(args: argparse.Namespace, con) -> int:
         )
     if args.checkpoint and not args.audio:
         raise UsageError("--checkpoint scores an audio file: give it")
+    if args.scores and (args.window is not None or args.hop is not None or args.labels or args.labels_file):
+        raise UsageError(
+            "--window and --labels score audio with --checkpoint; a score file is already scored"
+        )
     check_output(args.out, [args.audio, args.scores, args.ground_truth, args.checkpoint, *_files_of(args)])
     det = _detector(args) if args.checkpoint else None
     thresholds, median = _per_class(args, det.labels if det else None)
@@ -158,10 +175,25 @@ def _add_postprocess(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_windows(p: argparse.ArgumentParser) -> None:
+    """``--window``/``--hop`` (a clip model's window scores as the timeline) and the zero-shot labels."""
+    p.add_argument(
+        "--window",
+        type=seconds(600),
+        default=None,
+        help="a clip model: score windows of this many seconds; their scores are the timeline",
+    )
+    p.add_argument(
+        "--hop", type=seconds(3600), default=None, help="seconds between windows (default: --window)"
+    )
+    add_labels(p)
+
+
 def add_verbs(sub) -> None:
     p = sub.add_parser("detect", help="timestamped events (DCASE TSV) and frame scores of audio files")
     p.add_argument("inputs", nargs="*", help="files, folders or globs")
-    add_checkpoint(p, "a frame (detection) model's checkpoint")
+    add_checkpoint(p, "a frame (detection) model's checkpoint, or with --window any clip model's")
+    _add_windows(p)
     _add_postprocess(p)
     p.add_argument("--min-duration", type=GAP, default=0.0, help="drop events shorter than this (seconds)")
     p.add_argument("--merge-gap", type=GAP, default=0.0, help="merge events of a class this close (seconds)")
@@ -180,15 +212,23 @@ def add_verbs(sub) -> None:
         help="block overlap (default: half)",
     )
     p.add_argument(
-        "--stitch", choices=["mean", "centre"], default="mean", help="how overlapping blocks combine"
+        "--stitch",
+        choices=["mean", "centre"],
+        default=None,
+        help="how overlapping blocks combine (default: mean)",
     )
-    add_batch_size(p, "blocks")
+    add_batch_size(p, "blocks (or windows)")
     add_device(p)
     p.set_defaults(run=cmd_detect)
 
     p = sub.add_parser("plot-events", help="picture of one file: spectrogram, class scores, event boxes")
     p.add_argument("audio", nargs="?", default=None, help="the audio file (with --scores: its spectrogram)")
-    add_checkpoint(p, "a frame model's checkpoint that scores the audio", required=False)
+    add_checkpoint(
+        p,
+        "a frame model's checkpoint that scores the audio (or with --window a clip model's)",
+        required=False,
+    )
+    _add_windows(p)
     p.add_argument(
         "--scores", default=None, help="instead: a score file written by sedkit detect --scores-dir"
     )

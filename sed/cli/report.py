@@ -157,6 +157,8 @@ FEWSHOT_METHODS = {
     "prototype_cosine": "prototype (cosine)",
     "prototype_euclidean": "prototype (euclidean)",
     "logistic": "logistic probe",
+    "zero_shot": "zero-shot (text)",
+    "combined": "combined (text + prototype)",
 }
 
 
@@ -175,6 +177,12 @@ def format_fewshot_eval(table: dict[str, Any]) -> str:
         f"{table['ways']}-way {table['shots']}-shot, {table['queries']} queries per class, "
         f"{table['episodes']} "
         f"episodes (seed {table['seed']}); {table['clips']} clips of {table['classes']} classes\n"
+        + (
+            f"text: the class names (underscores as spaces) in '{table['template']}'; combined = "
+            f"{table['text_weight']:g} * text + {1 - table['text_weight']:g} * support mean\n"
+            if "text_weight" in table and "template" in table
+            else ""
+        )
         + format_table(rows, ["method", "accuracy", "95% interval"])
     )
 

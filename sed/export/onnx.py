@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from sed.checkpoint import ONNX_METADATA_KEY as METADATA_KEY
 from sed.checkpoint import ONNX_OUTPUTS as OUTPUTS
 from sed.checkpoint import describe
 from sed.errors import CheckpointError, UsageError, one_line, short
+from sed.export.clap import fused_clap_export
 from sed.fileio import atomic_save
 
 __all__ = [
@@ -132,17 +134,20 @@ def _exported_program(model: nn.Module, opset: int, dynamic_batch: bool):
     shapes = {
         INPUT: {0: torch.export.Dim("batch", min=1, max=65536), 1: samples} if dynamic_batch else {1: samples}
     }
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fused_clap_export(model) as fused:
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        graph = _Graph(model).eval()
+        if fused:  # transformers' len() of the long-clip indices: non-strict tracing fixes the batch size
+            graph = torch.export.export(graph, (example,), dynamic_shapes=shapes, strict=True)
         return torch.onnx.export(
-            _Graph(model).eval(),
+            graph,
             (example,),
             None,
             dynamo=True,
             opset_version=opset,
             input_names=[INPUT],
             output_names=list(OUTPUTS),
-            dynamic_shapes=shapes,
+            dynamic_shapes=None if fused else shapes,
             verbose=False,
         ), example
 
@@ -217,19 +222,25 @@ def export_checkpoint(
     opset: int | None = None,
     dynamic_batch: bool = True,
     int8_attention: str = "fp32",
+    labels: Sequence[str] | None = None,
+    template: str | None = None,
 ) -> dict[str, Any]:
     """``sedkit export``: any checkpoint :func:`sed.models.loading.load_model` reads, as an ONNX file
     (``precision="int8"``: the fp32 export, then ONNX Runtime's dynamic int8 quantisation of its
     linear layers, its attention blocks fused into ``QAttention`` with ``int8_attention="fused"``:
     :func:`sed.export.quantize.quantize_onnx`). Returns :func:`export_onnx`'s report; for int8,
     ``max_abs_diff`` is the int8 graph's, ``max_abs_diffs`` holds both graphs', measured on the same
-    clips, and ``description`` is the int8 file's (with ``int8_nodes`` and ``int8_attention``)."""
+    clips, and ``description`` is the int8 file's (with ``int8_nodes`` and ``int8_attention``).
+    ``labels``: zero-shot classes named by text of a CLAP source, prompted with ``template`` (None: the
+    default; :func:`sed.models.zeroshot.zero_shot_classifier`), their text embeddings baked into the graph;
+    the description's ``zero_shot`` names the source and the template."""
     import tempfile
 
     import onnx
 
     from sed.export.quantize import ATTENTION_MODES, quantize_onnx
     from sed.models.loading import load_model
+    from sed.models.zeroshot import DEFAULT_TEMPLATE, zero_shot_classifier
 
     if precision not in ("fp32", "int8"):
         raise ValueError(f"ONNX export precision must be fp32 or int8, not {precision!r}")
@@ -238,13 +249,20 @@ def export_checkpoint(
             f"int8 attention must be one of {', '.join(ATTENTION_MODES)}, not {int8_attention!r}"
         )
     opset = check_opset(opset)  # before the checkpoint is read
-    model, _ = load_model(source, kind="clip")
+    meta = None
+    if labels is not None:
+        template = DEFAULT_TEMPLATE if template is None else template
+        model = zero_shot_classifier(source, labels, template)
+        meta = {"zero_shot": model.zero_shot}
+    elif template is not None:
+        raise ValueError("a template needs labels (zero-shot classes named by text)")
+    else:
+        model, _ = load_model(source, kind="clip")
+    kw = {"opset": opset, "dynamic_batch": dynamic_batch, "source": source, "meta": meta}
     if precision == "fp32":
-        return export_onnx(model, out, opset=opset, dynamic_batch=dynamic_batch, source=source)
+        return export_onnx(model, out, **kw)
     with tempfile.TemporaryDirectory() as tmp:
-        report = export_onnx(
-            model, Path(tmp) / "fp32.onnx", opset=opset, dynamic_batch=dynamic_batch, source=source
-        )
+        report = export_onnx(model, Path(tmp) / "fp32.onnx", **kw)
         path = quantize_onnx(report["path"], out, attention=int8_attention)
     diff = max_logit_diff(path, model, check_inputs(model, dynamic_batch))
     proto = onnx.load(str(path), load_external_data=False)

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,13 +224,16 @@ def export_triton(
     max_batch_size: int = 16,
     max_queue_delay_us: int = 100,
     overwrite: bool = False,
+    labels: Sequence[str] | None = None,
+    template: str | None = None,
 ) -> dict[str, Any]:
     """Write the Triton repository entry ``out/<name>`` (``name`` None: :func:`default_name`) of the
     checkpoint ``source`` (see the module docstring). ``dynamic_batch`` (None: True) False exports batch 1,
     configured with ``max_batch_size: 0``. Returns ``{"path"`` (the entry), ``"name", "config", "model",
     "labels"`` (None without labels), ``"max_batch_size", "max_queue_delay_us"`` (None unbatched),
     ``"description", "inputs", "outputs", "opset", "max_abs_diffs"}`` (the graph vs PyTorch as
-    :func:`~sed.export.onnx.export_checkpoint` measures; empty for an ``.onnx`` source)."""
+    :func:`~sed.export.onnx.export_checkpoint` measures; empty for an ``.onnx`` source). ``labels`` and
+    ``template``: zero-shot classes of a CLAP source, as :func:`~sed.export.onnx.export_checkpoint`'s."""
     import onnx
 
     from sed.export.onnx import check_opset, export_checkpoint, written_opset
@@ -245,6 +249,10 @@ def export_triton(
     if precision not in ("fp32", "int8"):
         raise UsageError(f"Triton export precision must be fp32 or int8, not {short(precision)}")
     # before any work: the options, the .onnx source, the destination
+    if is_onnx(source) and labels is not None:
+        raise UsageError(
+            f"{source}: an exported graph has fixed classes; labels name the classes of a CLAP model"
+        )
     onnx_model = _check_onnx(source, precision, opset, dynamic_batch) if is_onnx(source) else None
     if onnx_model is None:
         check_opset(opset)
@@ -255,7 +263,13 @@ def export_triton(
             report = _package_onnx(source, graph, precision, onnx_model)
         else:
             report = export_checkpoint(
-                source, graph, precision=precision, opset=opset, dynamic_batch=dynamic_batch is not False
+                source,
+                graph,
+                precision=precision,
+                opset=opset,
+                dynamic_batch=dynamic_batch is not False,
+                labels=labels,
+                template=template,
             )
         proto = onnx.load(str(graph), load_external_data=False)
         desc = json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])

@@ -41,7 +41,7 @@ from sed.metrics.postprocess import filter_frames, frames_to_events, median_filt
 from sed.models.frames import is_frame_model
 from sed.models.loading import load_model
 
-__all__ = ["Detection", "Detector", "STITCHES"]
+__all__ = ["Detection", "Detector", "STITCHES", "Timeline"]
 
 STITCHES = ("mean", "centre")
 _DEFAULT_BLOCK = 10.0  # seconds, for a model of any length
@@ -61,7 +61,54 @@ class Detection:
     error: str | None = None
 
 
-class Detector:
+class Timeline:
+    """What every detector shares: a score timeline of an input (:meth:`frame_probs`: ``[F, C]``, frame ``i``
+    spanning ``offset + [i, i + 1) * hop`` seconds) and the one post-processing that turns it into events
+    (:meth:`detect`). Subclasses set ``labels``, ``hop``, ``sample_rate`` (and ``offset``) and implement
+    :meth:`frame_probs`: :class:`Detector` (a frame model's frames), :class:`~sed.inference.detect_windows.
+    WindowDetector` (a clip model's windows)."""
+
+    labels: list[str]
+    hop: float
+    sample_rate: int
+    #: seconds from the start of the input to the start of frame 0
+    offset: float = 0.0
+
+    def frame_probs(self, src) -> tuple[np.ndarray, float]:
+        """(the timeline ``[F, C]`` of an input, its duration in s)."""
+        raise NotImplementedError
+
+    def _events(self, probs: np.ndarray, duration: float, thresholds, min_duration, merge_gap) -> list:
+        """Events of a (filtered) timeline: :func:`sed.metrics.postprocess.frames_to_events`."""
+        return frames_to_events(
+            probs, self.hop, self.labels, thresholds, min_duration, merge_gap, self.offset
+        )
+
+    def detect(
+        self,
+        sources: Sequence,
+        thresholds: float | Mapping[str, float] = 0.5,
+        median: float | Mapping[str, float] = 0.0,
+        min_duration: float = 0.0,
+        merge_gap: float = 0.0,
+        progress: Callable[[Iterable], Iterable] | None = None,
+    ) -> Iterator[Detection]:
+        """A :class:`Detection` per input, in order; an input that fails carries ``error`` and the rest go
+        on. ``median``: median filter length in seconds (one, or ``{label: seconds}``; 0: none)."""
+        lengths = filter_frames(median, self.hop, self.labels)
+        items = progress(sources) if progress is not None else sources
+        for src in items:
+            try:
+                probs, duration = self.frame_probs(src)
+            except SedError as e:
+                yield Detection(_name(src), error=str(e))
+                continue
+            probs = median_filter(probs, lengths)
+            events = self._events(probs, duration, thresholds, min_duration, merge_gap)
+            yield Detection(_name(src), probs, events, duration)
+
+
+class Detector(Timeline):
     """A frame model and everything that turns audio into timestamped events.
 
     >>> det = Detector.from_pretrained("crnn.safetensors")                 # doctest: +SKIP
@@ -117,8 +164,9 @@ class Detector:
             name = meta.get("model_name") or type(model).__name__
             raise CheckpointError(
                 source,
-                f"{name} gives clip scores only, not frame scores; sedkit detect takes a frame model (a "
-                "family built with frame_pooling, as a detection config does); sedkit classify takes it",
+                f"{name} gives clip scores only, not frame scores: give a window (sedkit detect --window "
+                "SECONDS: a timeline of its window scores) or a frame model (a family built with "
+                "frame_pooling, as a detection config does)",
             )
         return cls(model, meta, **kwargs)
 
@@ -206,30 +254,6 @@ class Detector:
         if pending:
             flush()
         return acc.result(self._frames_of(total)), total / self.sample_rate
-
-    # ------------------------------------------------------------------ events
-    def detect(
-        self,
-        sources: Sequence,
-        thresholds: float | Mapping[str, float] = 0.5,
-        median: float | Mapping[str, float] = 0.0,
-        min_duration: float = 0.0,
-        merge_gap: float = 0.0,
-        progress: Callable[[Iterable], Iterable] | None = None,
-    ) -> Iterator[Detection]:
-        """A :class:`Detection` per input, in order; an input that fails carries ``error`` and the rest go
-        on. ``median``: median filter length in seconds (one, or ``{label: seconds}``; 0: none)."""
-        lengths = filter_frames(median, self.hop, self.labels)
-        items = progress(sources) if progress is not None else sources
-        for src in items:
-            try:
-                probs, duration = self.frame_probs(src)
-            except SedError as e:
-                yield Detection(_name(src), error=str(e))
-                continue
-            probs = median_filter(probs, lengths)
-            events = frames_to_events(probs, self.hop, self.labels, thresholds, min_duration, merge_gap)
-            yield Detection(_name(src), probs, events, duration)
 
 
 class _Frames:

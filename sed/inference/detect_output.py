@@ -68,10 +68,13 @@ def score_file(folder: str | os.PathLike, name: str) -> Path:
     return Path(folder) / f"{file_id(Path(name).name)}.tsv"
 
 
-def write_scores(path: str | os.PathLike, probs: np.ndarray, hop: float, labels: Sequence[str]) -> Path:
-    """Frame probabilities ``[F, C]`` as a sed_scores_eval score file (frame ``i``: ``[i hop, (i+1) hop)``),
-    atomically (:func:`sed.metrics.detection.frame_scores`, :func:`sed.metrics.detection_io.write_scores`)."""
-    save(frame_scores(probs, hop, labels), path)
+def write_scores(
+    path: str | os.PathLike, probs: np.ndarray, hop: float, labels: Sequence[str], offset: float = 0.0
+) -> Path:
+    """Frame probabilities ``[F, C]`` as a sed_scores_eval score file (frame ``i``: ``offset + [i, i + 1) *
+    hop``), atomically (:func:`sed.metrics.detection.frame_scores`,
+    :func:`sed.metrics.detection_io.write_scores`)."""
+    save(frame_scores(probs, hop, labels, offset), path)
     return Path(path)
 
 

@@ -158,7 +158,7 @@ def plot_detection(
         if det.error:
             raise DatasetError(audio, det.error)
         labels, probs, hop = detector.labels, det.probs, detector.hop
-        times = start + np.arange(len(probs) + 1) * hop
+        times = start + detector.offset + np.arange(len(probs) + 1) * hop
         events = [(a + start, b + start, lab) for a, b, lab in det.events]
         name = Path(audio).name
     else:

@@ -13,8 +13,11 @@ load like any other.
 - A class with no usable file, or with fewer than N, is one :class:`~sed.errors.DatasetError`
   naming every such class; a file that cannot be read is reported (``report.skipped``, one line
   each, and ``on_error``) and left out.
-- ``add_to`` (an existing prototype checkpoint or model) keeps its backbone, metric and classes, the
+- ``add_to`` (an existing prototype checkpoint or model) keeps its backbone, metric, scale and classes, the
   old prototypes bit for bit, and appends the support's classes (a class already there is an error).
+- ``text`` names classes by sentences on a CLAP model (:mod:`sed.inference.fewshot_text`): text alone is a
+  zero-shot checkpoint, text and support files of one class are combined (``text_weight``, 0.5 by
+  default); the checkpoint's record (``EnrollReport.summary``) says where each class came from.
 
 :func:`embed_items` (embeddings of :class:`~sed.data.clips.ClipItem` s, whole files or segments,
 bad files reported) is shared with the episodic evaluation in :mod:`sed.inference.fewshot_eval`.
@@ -23,7 +26,7 @@ bad files reported) is shared with the episodic evaluation in :mod:`sed.inferenc
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,12 +37,15 @@ from torch import nn
 
 from sed.data.clips import ClipDataset, ClipItem
 from sed.data.corpora.folder import folder_items, manifest_items
-from sed.errors import DatasetError, SedError, short
+from sed.errors import CheckpointError, DatasetError, SedError, short
 from sed.inference.classifier import Classifier
+from sed.inference.fewshot_text import clap_sides, mix, same_tower
 from sed.inference.runtime import is_onnx
 from sed.models.base import is_clip_model
 from sed.models.loading import load_model
+from sed.models.pretrained.sources import resolve
 from sed.models.prototype import DEFAULT_SCALE, METRICS, PrototypeClassifier, build_prototype_classifier
+from sed.models.zeroshot import DEFAULT_TEXT_WEIGHT
 
 __all__ = ["EnrollReport", "embed_items", "enroll", "item_name", "load_backbone", "support_items"]
 
@@ -58,11 +64,29 @@ class EnrollReport:
     metric: str = "cosine"
     open_set: float | None = None
     embed_dim: int = 0
+    sources: dict[str, str] = field(default_factory=dict)  # class: "audio", "text" or "text+audio"
+    texts: dict[str, list[str]] = field(default_factory=dict)  # the descriptions of each class with text
+    text_weight: float | None = None  # the weight of text in a text+audio class (None without text)
+    text_source: str | None = None  # the CLAP model whose text tower embedded the texts
+    previous: dict[str, Any] = field(default_factory=dict)  # the enrolment record of the checkpoint added to
 
     def summary(
         self, support: str | os.PathLike | None = None, shots: int | None = None, seed: int | None = None
     ) -> dict[str, Any]:
-        """JSON metadata for the checkpoint's description (key ``fewshot``)."""
+        """JSON metadata for the checkpoint's description (key ``fewshot``). ``classes`` says where each
+        class's prototype came from (``from``: audio, text or text+audio; its ``files``, ``texts`` and
+        ``text_weight``), the kept classes' entries carried over from the checkpoint added to."""
+        classes = dict(self.previous.get("classes") or {}) if isinstance(self.previous, dict) else {}
+        for c in self.classes:
+            entry: dict[str, Any] = {
+                "from": self.sources.get(c, "audio"),
+                "files": len(self.files.get(c, [])),
+            }
+            if c in self.texts:
+                entry["texts"] = list(self.texts[c])
+            if entry["from"] == "text+audio":
+                entry["text_weight"] = self.text_weight
+            classes[c] = entry
         return {
             "support": None if support is None else os.fspath(support),
             "shots": shots,
@@ -72,6 +96,9 @@ class EnrollReport:
             "metric": self.metric,
             "open_set": self.open_set,
             "skipped": len(self.skipped),
+            "classes": classes,
+            "text_weight": self.text_weight,
+            "text_source": self.text_source,
         }
 
 
@@ -170,14 +197,16 @@ def load_backbone(source: str | os.PathLike | nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _prototype(source) -> PrototypeClassifier:
-    model = source if isinstance(source, nn.Module) else load_model(source)[0]
+def _prototype(source) -> tuple[PrototypeClassifier, dict]:
+    """(the prototype checkpoint ``source``, its enrolment record or {})."""
+    model, desc = (source, {}) if isinstance(source, nn.Module) else load_model(source)
     if not isinstance(model, PrototypeClassifier):
         raise ValueError(
             f"{source if not isinstance(source, nn.Module) else type(model).__name__} is not a prototype "
             "checkpoint (written by sedkit enroll); only those take more classes"
         )
-    return model
+    record = desc.get("fewshot") if isinstance(desc, dict) else None
+    return model, record if isinstance(record, dict) else {}
 
 
 # ---------------------------------------------------------------------------------- enrolment
@@ -223,8 +252,35 @@ def _choose(
             return used, embs, skipped
 
 
+def _backbone_and_text(backbone_source, old, add_to, text_source, text):
+    """(the backbone, the CLAP text tower or None) of an enrolment (see :func:`enroll`)."""
+    where = old.backbone if old is not None else backbone_source
+    if text is None:
+        return load_backbone(where), None
+    if text_source is None:
+        if old is not None or isinstance(backbone_source, nn.Module):
+            raise ValueError(
+                f"{add_to if old is not None else 'the backbone model'} holds no text tower: name the CLAP "
+                "model it came from for the text (text_source=..., sedkit enroll --text-from CLAP)"
+            )
+        text_source = resolve(backbone_source)
+        if text_source.sed is not None:
+            raise CheckpointError(
+                text_source.desc,
+                "is a sed checkpoint, which holds no text tower: give the CLAP model it came from as the "
+                "backbone, or as the text source (sedkit enroll --text-from CLAP, text_source=...)",
+            )
+        where = text_source
+    encoder, tower = clap_sides(text_source)
+    if where is text_source:
+        return load_backbone(tower), encoder
+    backbone = load_backbone(where)
+    same_tower(backbone, tower, add_to if old is not None else backbone_source, text_source)
+    return backbone, encoder
+
+
 def enroll(
-    support: str | os.PathLike,
+    support: str | os.PathLike | None = None,
     backbone_source: str | os.PathLike | nn.Module | None = None,
     metric: str | None = None,
     shots: int | None = None,
@@ -236,12 +292,20 @@ def enroll(
     device: str = "auto",
     progress: Callable[[Iterable], Iterable] | None = None,
     on_error: Callable[[str], None] | None = None,
+    text: Mapping[str, Sequence[str]] | None = None,
+    text_weight: float = DEFAULT_TEXT_WEIGHT,
+    text_source: str | os.PathLike | None = None,
 ) -> tuple[PrototypeClassifier, EnrollReport]:
-    """Enrol the classes of ``support`` (see the module docstring) on the embedding of
+    """Enrol the classes of ``support`` (see the module docstring) and/or the classes named by ``text``
+    (``{label: [descriptions]}``, :func:`sed.inference.fewshot_text.parse_text`) on the embedding of
     ``backbone_source`` (any source :func:`load_model` reads, or a model), or append them to the
-    prototype checkpoint ``add_to``. ``metric`` is ``cosine`` (default) or ``euclidean``; ``open_set``
-    a threshold for the ``unknown`` answer (:mod:`sed.models.prototype`); ``scale`` the cosine scale
-    (default 10). ``on_error`` gets each skipped file's one-line report as it happens.
+    prototype checkpoint ``add_to``. ``metric`` is ``cosine`` (default; the only one with text) or
+    ``euclidean``; ``open_set`` a threshold for the ``unknown`` answer (:mod:`sed.models.prototype`);
+    ``scale`` the cosine scale (default 10; with text, the CLAP model's ``exp(logit_scale_a)``; with
+    ``add_to``, its own). Text needs a CLAP source for its text tower: ``text_source``, by default
+    ``backbone_source`` (``add_to`` holds none); another backbone must be that CLAP model's audio tower.
+    A class with text and support files is ``combine(text prototype, audio mean, text_weight)``
+    (:func:`sed.models.zeroshot.combine`). ``on_error`` gets each skipped file's one-line report at once.
     Returns (the model, on the CPU and in eval mode; an :class:`EnrollReport`)."""
     if shots is not None and (isinstance(shots, bool) or int(shots) != shots or shots < 1):
         raise ValueError(f"shots must be a whole number >= 1, got {shots}")
@@ -249,7 +313,15 @@ def enroll(
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if (backbone_source is None) == (add_to is None):
         raise ValueError("give a backbone to enrol on, or a prototype checkpoint to add to (not both)")
-    old = None if add_to is None else _prototype(add_to)
+    if support is None and not text:
+        raise ValueError("give a support set, text descriptions, or both")
+    if text is not None:
+        text = {str(c): list(ds) for c, ds in text.items()}
+        if not text or not all(text.values()):
+            raise ValueError("text needs at least one description for each class")
+        if not 0.0 <= text_weight <= 1.0:
+            raise ValueError(f"the text weight must be in [0, 1], got {text_weight}")
+    old, record = (None, {}) if add_to is None else _prototype(add_to)
     if old is not None:
         if metric not in (None, old.metric):
             raise ValueError(f"{add_to} compares by {old.metric}; its new classes cannot use {metric}")
@@ -259,14 +331,19 @@ def enroll(
             )
         metric, scale = old.metric, old.head.scale
         open_set = old.open_set if open_set is None else open_set
-    backbone = load_backbone(old.backbone if old is not None else backbone_source)
+    if text is not None and metric == "euclidean":
+        where = f"{add_to} compares by euclidean distance: " if old is not None else ""
+        raise ValueError(f"{where}text prototypes compare by cosine (no euclidean metric with text)")
+    backbone, encoder = _backbone_and_text(backbone_source, old, add_to, text_source, text)
+    if scale is None and encoder is not None:
+        scale = encoder.scale
     metric, scale = metric or "cosine", DEFAULT_SCALE if scale is None else float(scale)
-    items, labels = support_items(support)
+    items, labels = support_items(support) if support is not None else ([], [])
     kept = list(old.class_names or []) if old is not None else []
-    taken = [c for c in labels if c in kept]
+    taken = [c for c in dict.fromkeys([*labels, *(text or {})]) if c in kept]
     if taken:
         raise DatasetError(
-            support,
+            support if support is not None else "text",
             f"class(es) already enrolled in {add_to}: {', '.join(map(short, taken))} "
             "(enrol them under other names)",
         )
@@ -286,26 +363,30 @@ def enroll(
             f"{len(short_classes)} class(es) have fewer than {need} usable file(s): "
             + ", ".join(short_classes),
         )
-    new = torch.from_numpy(
-        np.stack([np.mean(np.stack(embs[k]).astype(np.float64), axis=0) for k in range(len(labels))]).astype(
-            np.float32
-        )
-    )
+    means = {
+        labels[k]: torch.from_numpy(np.mean(np.stack(embs[k]).astype(np.float64), axis=0).astype(np.float32))
+        for k in range(len(labels))
+    }
     backbone.cpu()
+    names, new, sources = mix(means, encoder, text, text_weight)
     prototypes = new if old is None else torch.cat([old.prototypes.detach().cpu(), new])
     unknown = old._kwargs["unknown_label"] if old is not None else "unknown"
-    if open_set is not None and unknown in labels:
+    if open_set is not None and unknown in names:
         raise DatasetError(
-            support, f"{short(unknown)} is the open-set answer; it cannot be an enrolled class"
+            support if support is not None else "text",
+            f"{short(unknown)} is the open-set answer; it cannot be an enrolled class",
         )
     model = build_prototype_classifier(
         backbone,
         prototypes,
-        kept + labels,
+        kept + names,
         metric=metric,
         scale=scale,
         open_set=open_set,
         unknown_label=unknown,
     )
     files = {labels[k]: [item_name(items[i]) for i in used[k]] for k in range(len(labels))}
-    return model, EnrollReport(labels, files, skipped, kept, metric, open_set, model.embed_dim)
+    extra = {"sources": sources, "texts": dict(text or {}), "previous": record}
+    if encoder is not None:
+        extra.update(text_weight=text_weight, text_source=str(encoder.desc))
+    return model, EnrollReport(names, files, skipped, kept, metric, open_set, model.embed_dim, **extra)

@@ -39,7 +39,8 @@ def repeat_pad(wave: torch.Tensor, clip: int, lengths: torch.Tensor | None = Non
     )
     n = n.clamp(1, t).long()[:, None]  # [B, 1]
     pos = torch.arange(clip, device=wave.device)[None, :]  # [1, clip]
-    reps = (clip // n).clamp_min(1)
+    # a tensor // tensor: ONNX export has no int // tensor (aten.floor_divide of a Python int)
+    reps = torch.div(torch.full_like(n, clip), n, rounding_mode="floor").clamp_min(1)
     src = torch.remainder(pos, n).clamp_max(t - 1)
     return torch.gather(wave, 1, src.expand(b, clip)) * (pos < reps * n).to(wave.dtype)
 

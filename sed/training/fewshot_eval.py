@@ -11,7 +11,12 @@ support alone; its score is the accuracy averaged over episodes with the 95 % in
   cosine similarity or squared Euclidean distance (:func:`sed.models.prototype.prototype_logits`,
   exactly what an enrolled :class:`~sed.models.prototype.PrototypeClassifier` computes);
 - ``logistic``: a logistic-regression probe (:func:`sed.models.linear_probe.fit_logistic`) fitted on
-  the L2-normalised support embeddings.
+  the L2-normalised support embeddings;
+- ``zero_shot`` (a CLAP model, ``sedkit fewshot-eval --zero-shot``): the nearest *text* prototype by cosine,
+  the class names prompted with the template (:func:`class_prompts`: underscores read as spaces); it uses
+  no support clip, and scores the same queries;
+- ``combined``: the nearest :func:`sed.models.zeroshot.combine` of the text prototype and the support mean
+  (``text_weight``, 0.5 by default), what ``sedkit enroll --text`` with examples enrols.
 
 :func:`split_embeddings` embeds a data config's split once (a ``sedkit fit`` YAML's ``data:``
 section or AudioDataModule init args, with ``--data.init_args.x=y`` overrides, read as ``sedkit fit`` reads
@@ -34,13 +39,24 @@ from sed.inference.classifier import Classifier
 from sed.inference.fewshot import embed_items, item_name
 from sed.models.linear_probe import fit_logistic, logistic_logits
 from sed.models.prototype import prototype_logits
+from sed.models.zeroshot import (
+    DEFAULT_TEMPLATE,
+    DEFAULT_TEXT_WEIGHT,
+    clap_text,
+    combine,
+    prompts,
+    text_prototypes,
+)
 from sed.training.lightning_cli import datamodule_of
 
 __all__ = [
     "EVAL_METHODS",
     "Episode",
     "SplitEmbeddings",
+    "TEXT_METHODS",
     "check_episodes",
+    "class_prompts",
+    "class_text_prototypes",
     "fewshot_eval",
     "sample_episodes",
     "split_embeddings",
@@ -49,6 +65,8 @@ __all__ = [
 #: A progress bar: ``progress(iterable, total=, desc=, unit=)`` yields the items (Console.progress).
 Progress = Callable[..., Iterable]
 EVAL_METHODS = ("prototype_cosine", "prototype_euclidean", "logistic")
+#: the methods that need text prototypes of the classes (``fewshot_eval(text=...)``)
+TEXT_METHODS = ("zero_shot", "combined")
 SPLITS = ("train", "val", "test", "all")
 
 
@@ -119,7 +137,23 @@ def sample_episodes(
     return out
 
 
-def _episode_accuracy(method: str, emb: torch.Tensor, ep: Episode, l2: float, steps: int) -> float:
+def class_prompts(names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """The zero-shot prompt of each class name: underscores read as spaces (``dog_bark`` -> ``dog bark``),
+    then ``template`` (:func:`sed.models.zeroshot.prompts`)."""
+    return prompts([str(n).replace("_", " ").strip() for n in names], template)
+
+
+def class_text_prototypes(source, names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> torch.Tensor:
+    """``[C, D]`` unit text prototypes of the class ``names`` (:func:`class_prompts`) by the text tower of the
+    CLAP model ``source`` (a :class:`~sed.models.pretrained.clap.ClapText`, or what
+    :func:`~sed.models.zeroshot.clap_text` takes)."""
+    text = source if hasattr(source, "encode") else clap_text(source)
+    return text_prototypes(text, {n: [p] for n, p in zip(names, class_prompts(names, template))})
+
+
+def _episode_accuracy(
+    method: str, emb: torch.Tensor, ep: Episode, l2: float, steps: int, text, weight: float
+) -> float:
     ways, shots = ep.support.shape
     support = emb[torch.as_tensor(ep.support.reshape(-1))]
     query = emb[torch.as_tensor(ep.query.reshape(-1))]
@@ -128,6 +162,11 @@ def _episode_accuracy(method: str, emb: torch.Tensor, ep: Episode, l2: float, st
     if method == "logistic":
         w, b = fit_logistic(F.normalize(support, dim=-1), y_support, ways, l2=l2, steps=steps)
         logits = logistic_logits(F.normalize(query, dim=-1), w, b)
+    elif method in TEXT_METHODS:
+        prototypes = text[torch.as_tensor(ep.classes, dtype=torch.long)]
+        if method == "combined":
+            prototypes = combine(prototypes, support.reshape(ways, shots, -1).mean(1), weight)
+        logits = prototype_logits(query, prototypes, "cosine")
     else:
         prototypes = support.reshape(ways, shots, -1).mean(1)
         logits = prototype_logits(query, prototypes, method.removeprefix("prototype_"))
@@ -146,23 +185,42 @@ def fewshot_eval(
     l2: float = 1e-2,
     steps: int = 100,
     progress: Progress | None = None,
+    text=None,
+    text_weight: float = DEFAULT_TEXT_WEIGHT,
 ) -> dict[str, Any]:
     """Every method on the same episodes (:func:`sample_episodes`) of ``embeddings [N, D]`` with class
     ids ``labels [N]``. Returns ``{"ways", "shots", "queries", "episodes", "seed", "clips", "classes",
     "methods": [{"method", "mean", "ci95", "std", "accuracies": [per episode]}]}``; ``l2``/``steps``
-    are the logistic probe's. ``progress(iterable, total=, desc=, unit=)`` (a bar) wraps each method's
-    episodes."""
-    unknown = [m for m in methods if m not in EVAL_METHODS]
+    are the logistic probe's. ``text`` (``[classes, D]``, row ``k`` the text prototype of class id ``k``,
+    :func:`class_text_prototypes`) is what :data:`TEXT_METHODS` need; ``text_weight`` is ``combined``'s.
+    ``progress(iterable, total=, desc=, unit=)`` (a bar) wraps each method's episodes."""
+    known = EVAL_METHODS + TEXT_METHODS
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(EVAL_METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(known)}")
     emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     if emb.dim() != 2 or emb.shape[0] != len(labels):
         raise ValueError(f"embeddings {tuple(emb.shape)} do not match {len(labels)} labels")
+    if any(m in TEXT_METHODS for m in methods):
+        if text is None:
+            raise ValueError(f"{', '.join(TEXT_METHODS)} need text prototypes of the classes (a CLAP model)")
+        text = torch.as_tensor(text, dtype=torch.float32)
+        if (
+            text.dim() != 2
+            or text.shape[1] != emb.shape[1]
+            or text.shape[0] <= int(np.max(labels, initial=0))
+        ):
+            raise ValueError(
+                f"text prototypes {tuple(text.shape)} do not cover the {int(np.max(labels, initial=0)) + 1} "
+                f"class ids of {emb.shape[1]}-d embeddings"
+            )
+        if not 0.0 <= text_weight <= 1.0:
+            raise ValueError(f"the text weight must be in [0, 1], got {text_weight}")
     eps = sample_episodes(labels, ways, shots, queries, episodes, seed)
     rows = []
     for method in methods:
         shown = progress(eps, total=len(eps), desc=method, unit="episode") if progress is not None else eps
-        acc = np.array([_episode_accuracy(method, emb, ep, l2, steps) for ep in shown])
+        acc = np.array([_episode_accuracy(method, emb, ep, l2, steps, text, text_weight) for ep in shown])
         std = float(acc.std())
         rows.append(
             {
@@ -182,6 +240,7 @@ def fewshot_eval(
         "clips": int(emb.shape[0]),
         "classes": int(len(np.unique(np.asarray(labels)))),
         "methods": rows,
+        **({"text_weight": text_weight} if any(m in TEXT_METHODS for m in methods) else {}),
     }
 
 
@@ -239,7 +298,7 @@ def split_embeddings(
         check_episodes(
             [int(it.label) for it in items], ways, shots, queries, dm.label_names, f"the {split} split"
         )
-    clf = Classifier.from_pretrained(backbone, device=device)
+    clf = Classifier.from_pretrained(backbone, device=device, need_classes=False)  # an embedding is enough
     errors: list[str] = []
     rows = _embedded(clf, items, batch_size, errors)
     if progress is not None:
