@@ -209,3 +209,15 @@ def test_release_file_loads_through_sed(releases, tag):
                 out = model.tower(input_features=model.features(wave), is_longer=no).audio_embeds
                 ours = torch.nn.functional.normalize(out, dim=-1)
         common.assert_close(ours, ref, f"sed {tag} {seconds:g}-s embedding")
+
+
+def test_release_file_has_no_text_side(releases):
+    """A release file holds the text tower but not its tokenizer (roberta-base's): zero-shot labels from it
+    are one line pointing to the Hugging Face layout."""
+    from sed.models.pretrained.clap import text_encoder
+    from sed.models.pretrained.sources import resolve
+
+    path, _ = releases["fused"]
+    with pytest.raises(CheckpointError, match="no tokenizer: text labels need a Hugging Face CLAP") as err:
+        text_encoder(resolve(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -290,4 +290,10 @@ def text_encoder(contents: Contents) -> ClapText:
         raise CheckpointError(
             contents.desc, "is not a CLAP checkpoint: text labels need a CLAP model (clap-*)"
         )
+    if _laion(contents):
+        raise CheckpointError(
+            contents.desc,
+            "is an original laion_clap release, which has no tokenizer: text labels need a Hugging Face "
+            "CLAP directory or hub id (clap-htsat-unfused, clap-htsat-fused, ...)",
+        )
     return ClapText(contents)
