@@ -175,3 +175,37 @@ def test_what_clapmodel_cannot_hold_is_one_line():
     _refusal({**clip, "text_branch.resblocks.0.attn.in_proj_weight": torch.ones(1)}, "CLIP")
     with pytest.raises(CheckpointError, match="no place for, e.g. audio_branch.extra"):
         from_laion({**state, "audio_branch.extra.weight": torch.ones(1)}, "x.pt")
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_release_file_loads_through_sed(releases, tag):
+    """The release file itself as a sed model (the clap family's importer): ClapAudio's embedding of the
+    original's int16-rounded clips <= 10 s equals the original's (front end included; the tiny fixture's
+    hop and window given as overrides: a release file carries no front-end config).
+
+    Fused: the original, in eval mode, runs a batch with no clip over 10 s WITHOUT the fusion branch
+    (``longer_idx=[]``: the global mel only); sed's ClapAudio follows transformers' feature extractor,
+    which marks clips as longer (one at random in such a batch; sed: every clip, so a clip's result does not
+    depend on its batch) and so runs the four identical channels through the attention fusion. With
+    ``is_longer`` False the tower equals the original; sed's default differs, by much more than rounding."""
+    from sed.models.loading import load_model
+
+    cfg = MANIFEST["model_cfg"]["audio_cfg"]
+    path, _ = releases[tag]
+    model, desc = load_model(path, n_fft=cfg["window_size"], hop_length=cfg["hop_size"])
+    assert desc["model_name"] == "clap_htsat_tiny" and model.fused == (tag == "fused")
+    for seconds in (3.0, 10.0):
+        wave = common.signal(seconds, cfg["sample_rate"], 0)
+        wave = torch.from_numpy(
+            ((np.clip(wave, -1, 1) * 32767.0).astype(np.int16) / 32767.0).astype(np.float32)
+        )
+        ref = REF[f"{tag}_{seconds:g}s_embedding"]
+        with torch.no_grad():
+            ours = torch.nn.functional.normalize(model.embed(wave), dim=-1)
+            if tag == "fused":
+                quirk = common.max_rel_diff(ours, ref)
+                assert quirk > 100 * common.TOLERANCE, f"sed's fused default is within {quirk:.3g}"
+                no = torch.zeros(1, 1, dtype=torch.bool)
+                out = model.tower(input_features=model.features(wave), is_longer=no).audio_embeds
+                ours = torch.nn.functional.normalize(out, dim=-1)
+        common.assert_close(ours, ref, f"sed {tag} {seconds:g}-s embedding")

@@ -10,6 +10,10 @@ extractor's parameters (``preprocessor_config.json``, or the ``feature_extractor
 ``audio_projection.*``; the text tower ``text_model.*``, ``text_projection.*``; ``logit_scale_a`` is the
 cosine scale of zero-shot classes. A config that contradicts itself or the weights, or a missing tokenizer
 file, is one :class:`~sed.errors.CheckpointError`.
+
+An original ``laion_clap`` release (``630k-audioset-best.pt`` ...) is imported too: its keys are mapped and
+its config read from the tensors by :mod:`sed.models.pretrained.clap_laion`, its front end is
+``laion_clap``'s (48 kHz, 1024/480, 50-14000 Hz, 10 s); it has no tokenizer, so it gives the audio tower only.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from sed.errors import CheckpointError, one_line, short
 from sed.models.pretrained.build import Arch, Importer
+from sed.models.pretrained.clap_laion import claims_laion, from_laion, laion_config
 from sed.models.pretrained.huggingface import _get
 from sed.models.pretrained.sources import Contents, _read_json
 
@@ -29,18 +34,36 @@ __all__ = ["IMPORTER", "ClapText", "feature_config", "logit_scale", "text_encode
 _AUDIO = ("audio_model.", "audio_projection.")
 _TEXT = ("text_model.", "text_projection.")
 _TOWER = "tower."
+#: the front end of laion_clap's HTSAT audio config: what an original ``.pt`` release has no file for
+_LAION_FRONTEND = {
+    "sample_rate": 48000,
+    "clip_seconds": 10.0,
+    "n_fft": 1024,
+    "hop_length": 480,
+    "f_min": 50.0,
+    "f_max": 14000.0,
+}
+
+
+def _laion(contents: Contents) -> bool:
+    """An original ``laion_clap`` release file (``630k-audioset-best.pt`` ...): mapped by
+    :mod:`sed.models.pretrained.clap_laion`."""
+    return contents.config is None and claims_laion(contents.state)
 
 
 def _claims(contents: Contents) -> bool:
     cfg = contents.config or {}
-    return cfg.get("model_type") == "clap" or any(
-        str(k).startswith("audio_model.audio_encoder.") for k in contents.state
+    return (
+        cfg.get("model_type") == "clap"
+        or any(str(k).startswith("audio_model.audio_encoder.") for k in contents.state)
+        or _laion(contents)
     )
 
 
 def _map_keys(contents: Contents) -> tuple[dict[str, torch.Tensor], list[str]]:
     state, dropped = {}, []
-    for key, value in contents.state.items():
+    source = from_laion(contents.state, contents.desc) if _laion(contents) else contents.state
+    for key, value in source.items():
         if str(key).startswith(_AUDIO):
             state[_TOWER + key] = value
         else:
@@ -70,10 +93,12 @@ def _sub(cfg: dict, key: str, where: str) -> dict:
 
 
 def _arch(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
-    if contents.config is None:
+    laion = _laion(contents)
+    config = laion_config(contents.state, contents.desc) if laion else contents.config
+    if config is None:
         raise CheckpointError(contents.desc, "is not a CLAP directory (no config.json)")
-    where = f"{contents.desc}/config.json"
-    audio = _sub(contents.config, "audio_config", where)
+    where = contents.desc if laion else f"{contents.desc}/config.json"
+    audio = _sub(config, "audio_config", where)
     depths = _get(audio, "depths", [2, 2, 6, 2], list, where)
     heads = _get(audio, "num_attention_heads", [4, 8, 16, 32], list, where)
     width = _get(audio, "patch_embeds_hidden_size", 96, int, where, 1)
@@ -85,9 +110,7 @@ def _arch(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
             f"hidden_size {hidden} (HTSAT's last stage is {width} x 2^{len(depths) - 1} wide)",
         )
     fused = _get(audio, "enable_fusion", False, bool, where)
-    proj = _get(
-        contents.config, "projection_dim", _get(audio, "projection_dim", 512, int, where, 1), int, where, 1
-    )
+    proj = _get(config, "projection_dim", _get(audio, "projection_dim", 512, int, where, 1), int, where, 1)
     stride = audio.get("patch_stride", [4, 4])
     kwargs = {
         "depths": depths,
@@ -108,9 +131,10 @@ def _arch(contents: Contents, state: dict[str, torch.Tensor]) -> Arch:
         "projection_hidden_act": _get(audio, "projection_hidden_act", "relu", str, where),
         "hidden_act": _get(audio, "hidden_act", "gelu", str, where),
     }
-    kwargs.update(_frontend(contents, kwargs))
+    kwargs.update(_LAION_FRONTEND if laion else _frontend(contents, kwargs))
     size = "clap_htsat_base" if width == 128 else "clap_htsat_tiny"
-    return Arch(size, kwargs, None, kind="Hugging Face CLAP", fresh_head=True)
+    kind = "LAION-CLAP release" if laion else "Hugging Face CLAP"
+    return Arch(size, kwargs, None, kind=kind, fresh_head=True)
 
 
 def _frontend(contents: Contents, kwargs: dict) -> dict:
@@ -144,6 +168,15 @@ def _frontend(contents: Contents, kwargs: dict) -> dict:
     }
 
 
+def _adapt(state: dict[str, torch.Tensor], model, arch: Arch, **_options) -> list[str]:
+    """The Swin blocks' ``relative_position_index`` a LAION release's mapping leaves out (a buffer derived
+    from the window size): the built model's own."""
+    for key, value in model.state_dict().items():
+        if key.endswith("relative_position_index") and key not in state:
+            state[key] = value
+    return []
+
+
 IMPORTER = Importer(
     family="clap",
     title="CLAP",
@@ -151,6 +184,7 @@ IMPORTER = Importer(
     claims=_claims,
     arch_from=_arch,
     map_keys=_map_keys,
+    adapt=_adapt,
     head="head.",
     audioset=False,
     source_key=lambda k, c: k.removeprefix(_TOWER),
