@@ -111,7 +111,7 @@ def test_finetune_from_a_family_without_pretrained_weights(fitted, tmp_path, cap
             f"--trainer.default_root_dir={tmp_path}",
         ],
     )
-    assert "'cnn_tiny'" in line and "ast, beats, ced, crnn, efficientat" in line
+    assert "'cnn_tiny'" in line and "ast, beats, ced, clap, crnn, efficientat" in line
 
 
 def test_resume_with_fewer_epochs_than_done_is_one_line(fitted, tmp_path, capsys):
