@@ -146,7 +146,7 @@ class Classifier(Predictor):
                 raise CheckpointError(
                     source, "is an exported graph with fixed classes; labels name the classes of a CLAP model"
                 )
-            model = zero_shot_classifier(source, labels, template)
+            model = zero_shot_classifier(source, labels, template, **overrides)
             return cls(model, describe(model, source=str(source)), device=device, precision=precision)
         if is_onnx(source):
             model = OnnxModel(source)

@@ -15,11 +15,13 @@ fused ones) and a head after it:
   ``ClapModel``'s ``logits_per_audio``.
 
 Length policy: fixed. Every clip is repeat-padded (or cut) to ``clip_seconds`` (10 s); a longer file is
-scored on its centre or by windows. A fused model runs the fusion branch on every clip (``is_longer`` set),
-which is what the reference feature extractor gives a clip scored alone (it marks one clip of a batch
-without long clips at random). The importer of Hugging Face directories is
-:mod:`sed.models.pretrained.clap`.
-"""
+scored on its centre or by windows. A fused checkpoint scores a clip of up to 10 s as LAION's own inference
+does (``laion_clap``'s ``get_audio_embedding_from_data``, the code behind the published numbers): without
+its fusion branch (``is_longer`` False), from the first of the four identical mel channels; its fusion of
+random chunks of longer clips is not reproduced. ``fuse_short_clips=True`` runs the fusion branch on every
+clip instead, which is what transformers' feature extractor gives a clip scored alone (it marks one clip of
+every batch without long clips as long, at random) and so its ``zero-shot-audio-classification`` pipeline on
+one file. The importer of Hugging Face directories is :mod:`sed.models.pretrained.clap`."""
 
 from __future__ import annotations
 
@@ -94,6 +96,7 @@ class ClapAudio(DescribedModel, nn.Module):
         qkv_bias: bool = True,
         layer_norm_eps: float = 1e-5,
         fused: bool = False,
+        fuse_short_clips: bool = False,
         fusion_type: str = "aff_2d",
         aff_block_r: int = 4,
         projection_hidden_act: str = "relu",
@@ -127,6 +130,8 @@ class ClapAudio(DescribedModel, nn.Module):
             )
         self.tower = ClapAudioModelWithProjection(audio_config(self._kwargs)).eval()
         self.num_classes, self.embed_dim, self.fused = int(num_classes), int(projection_dim), bool(fused)
+        #: a fused model's fusion branch on clips of up to 10 s too (the module docstring)
+        self.fuse_short_clips = self.fused and bool(fuse_short_clips)
         with warnings.catch_warnings():  # no head: a 0-output layer, whose init is a no-op that warns
             warnings.simplefilter("ignore", UserWarning)
             self.head = nn.Linear(self.embed_dim, self.num_classes)
@@ -161,7 +166,11 @@ class ClapAudio(DescribedModel, nn.Module):
 
     def forward_fbank_pooled(self, feats: torch.Tensor) -> torch.Tensor:
         """Front-end output -> the projected audio embedding ``[B, projection_dim]``."""
-        longer = torch.ones(feats.shape[0], 1, dtype=torch.bool, device=feats.device) if self.fused else None
+        longer = None
+        if self.fused:  # every clip is at most 10 s (repeat-padded or cut): long only with fuse_short_clips
+            longer = torch.full(
+                (feats.shape[0], 1), self.fuse_short_clips, dtype=torch.bool, device=feats.device
+            )
         return self.tower(input_features=feats, is_longer=longer).audio_embeds
 
     def forward_from_features(self, feats: torch.Tensor) -> torch.Tensor:

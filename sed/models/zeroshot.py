@@ -114,17 +114,19 @@ def zero_shot_classifier(
     labels: Sequence[str] | None = None,
     template: str = DEFAULT_TEMPLATE,
     descriptions: Mapping[str, Sequence[str]] | None = None,
+    **overrides,
 ) -> PrototypeClassifier:
     """A prototype classifier of the CLAP checkpoint ``source`` (short name, hub id, directory) whose classes
     are ``labels`` (prompted with ``template``) or the keys of ``descriptions`` (each class's own texts).
-    Its cosine scale is the checkpoint's ``exp(logit_scale_a)``; the model is on the CPU in eval mode."""
+    Its cosine scale is the checkpoint's ``exp(logit_scale_a)``; the model is on the CPU in eval mode.
+    ``overrides`` go to the audio tower (e.g. ``fuse_short_clips``, :class:`~sed.models.clap.ClapAudio`)."""
     if (labels is None) == (descriptions is None):
         raise ValueError("give labels (with a template) or descriptions, not both")
     contents = _contents(source)
     text = text_encoder(contents)
     if descriptions is None:
         descriptions = dict(zip(labels, ([p] for p in prompts(labels, template))))
-    audio = import_pretrained(contents).eval()
+    audio = import_pretrained(contents, **overrides).eval()
     model = build_prototype_classifier(
         audio, text_prototypes(text, descriptions), list(descriptions), metric="cosine", scale=text.scale
     )

@@ -60,13 +60,40 @@ def test_zero_shot_scores_equal_the_transformers_pipeline(dirs, pipelines, fused
     for name, audio in clips.items():
         sf.write(tmp_path / f"{name}.wav", audio, 48000, subtype="FLOAT")
         files.append(str(tmp_path / f"{name}.wav"))
-    clf = Classifier.from_pretrained(dirs[fused], labels=LABELS, device="cpu")
+    # a fused model as transformers' extractor runs a clip scored alone: its fusion branch on every clip
+    extra = {"fuse_short_clips": True} if fused else {}
+    clf = Classifier.from_pretrained(dirs[fused], labels=LABELS, device="cpu", **extra)
     results = clf.score(files, batch_size=4)  # one batch of mixed lengths
     for (name, audio), r in zip(clips.items(), results):
         assert r.error is None
         np.testing.assert_allclose(r.scores, _reference(pipelines[fused], audio), atol=1e-5, err_msg=name)
     alone = [clf.score([f])[0].scores for f in files]
     np.testing.assert_allclose(np.stack(alone), np.stack([r.scores for r in results]), atol=1e-6)
+
+
+def test_a_fused_model_scores_a_short_clip_as_laion_does_by_default(dirs):
+    """LAION's inference runs a clip of up to 10 s without the fusion branch (``is_longer`` False; the
+    original itself: tests/models/test_clap_laion.py): transformers' ClapModel with that flag is the
+    reference."""
+    from transformers import ClapFeatureExtractor, ClapModel, ClapProcessor
+
+    model = ClapModel.from_pretrained(str(dirs[1])).eval()
+    processor = ClapProcessor.from_pretrained(str(dirs[1]))
+    assert isinstance(processor.feature_extractor, ClapFeatureExtractor)
+    clf = Classifier.from_pretrained(dirs[1], labels=LABELS, device="cpu")
+    for seconds in (2.3, 10.0):
+        audio = _noise(seconds, 9)
+        inputs = processor(
+            text=[DEFAULT_TEMPLATE.format(x) for x in LABELS], audio=audio, sampling_rate=48000,
+            return_tensors="pt", padding=True,
+        )  # fmt: skip
+        inputs["is_longer"] = torch.zeros_like(inputs["is_longer"])
+        with torch.no_grad():
+            ref = model(**inputs).logits_per_audio.softmax(-1)[0].numpy()
+        got = clf.score([("x", torch.from_numpy(audio))])[0].scores
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+        fusing = Classifier.from_pretrained(dirs[1], labels=LABELS, device="cpu", fuse_short_clips=True)
+        assert np.abs(fusing.score([("x", torch.from_numpy(audio))])[0].scores - got).max() > 1e-4
 
 
 def test_the_template_and_the_labels_reach_the_text_tower(dirs, pipelines):

@@ -184,10 +184,9 @@ def test_release_file_loads_through_sed(releases, tag):
     hop and window given as overrides: a release file carries no front-end config).
 
     Fused: the original, in eval mode, runs a batch with no clip over 10 s WITHOUT the fusion branch
-    (``longer_idx=[]``: the global mel only); sed's ClapAudio follows transformers' feature extractor,
-    which marks clips as longer (one at random in such a batch; sed: every clip, so a clip's result does not
-    depend on its batch) and so runs the four identical channels through the attention fusion. With
-    ``is_longer`` False the tower equals the original; sed's default differs, by much more than rounding."""
+    (``longer_idx=[]``: the global mel only), and so does sed's ClapAudio by default. With
+    ``fuse_short_clips`` (what transformers' feature extractor gives a clip scored alone: the fusion branch
+    on four identical channels) it differs from the original by much more than rounding."""
     from sed.models.loading import load_model
 
     cfg = MANIFEST["model_cfg"]["audio_cfg"]
@@ -203,11 +202,14 @@ def test_release_file_loads_through_sed(releases, tag):
         with torch.no_grad():
             ours = torch.nn.functional.normalize(model.embed(wave), dim=-1)
             if tag == "fused":
-                quirk = common.max_rel_diff(ours, ref)
-                assert quirk > 100 * common.TOLERANCE, f"sed's fused default is within {quirk:.3g}"
-                no = torch.zeros(1, 1, dtype=torch.bool)
-                out = model.tower(input_features=model.features(wave), is_longer=no).audio_embeds
-                ours = torch.nn.functional.normalize(out, dim=-1)
+                fusing = load_model(
+                    path, n_fft=cfg["window_size"], hop_length=cfg["hop_size"], fuse_short_clips=True
+                )
+                other = torch.nn.functional.normalize(fusing[0].embed(wave), dim=-1)
+                quirk = common.max_rel_diff(other, ref)
+                assert quirk > 100 * common.TOLERANCE, (
+                    f"the fusion branch on short clips is within {quirk:.3g}"
+                )
         common.assert_close(ours, ref, f"sed {tag} {seconds:g}-s embedding")
 
 
