@@ -147,7 +147,8 @@ class Classifier(Predictor):
                     source, "is an exported graph with fixed classes; labels name the classes of a CLAP model"
                 )
             model = zero_shot_classifier(source, labels, template, **overrides)
-            return cls(model, describe(model, source=str(source)), device=device, precision=precision)
+            named = getattr(source, "desc", None) or str(source)  # a source read already: its name
+            return cls(model, describe(model, source=named), device=device, precision=precision)
         if is_onnx(source):
             model = OnnxModel(source)
             return cls(model, model.meta, device=device, precision=precision)

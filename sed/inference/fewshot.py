@@ -37,15 +37,14 @@ from torch import nn
 
 from sed.data.clips import ClipDataset, ClipItem
 from sed.data.corpora.folder import folder_items, manifest_items
-from sed.errors import CheckpointError, DatasetError, SedError, short
+from sed.errors import DatasetError, SedError, short
 from sed.inference.classifier import Classifier
-from sed.inference.fewshot_text import clap_sides, mix, same_tower
+from sed.inference.fewshot_text import mix, same_tower
 from sed.inference.runtime import is_onnx
 from sed.models.base import is_clip_model
 from sed.models.loading import load_model
-from sed.models.pretrained.sources import resolve
 from sed.models.prototype import DEFAULT_SCALE, METRICS, PrototypeClassifier, build_prototype_classifier
-from sed.models.zeroshot import DEFAULT_TEXT_WEIGHT
+from sed.models.zeroshot import DEFAULT_TEXT_WEIGHT, clap_contents, clap_sides
 
 __all__ = ["EnrollReport", "embed_items", "enroll", "item_name", "load_backbone", "support_items"]
 
@@ -263,13 +262,11 @@ def _backbone_and_text(backbone_source, old, add_to, text_source, text):
                 f"{add_to if old is not None else 'the backbone model'} holds no text tower: name the CLAP "
                 "model it came from for the text (text_source=..., sedkit enroll --text-from CLAP)"
             )
-        text_source = resolve(backbone_source)
-        if text_source.sed is not None:
-            raise CheckpointError(
-                text_source.desc,
-                "is a sed checkpoint, which holds no text tower: give the CLAP model it came from as the "
-                "backbone, or as the text source (sedkit enroll --text-from CLAP, text_source=...)",
-            )
+        text_source = clap_contents(
+            backbone_source,
+            "give the CLAP model it came from as the backbone, or as the text source "
+            "(sedkit enroll --text-from CLAP, text_source=...)",
+        )
         where = text_source
     encoder, tower = clap_sides(text_source)
     if where is text_source:

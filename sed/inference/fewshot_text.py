@@ -2,29 +2,25 @@
 
 A class given by text has the *text prototype* of :func:`sed.models.zeroshot.text_prototypes` (the unit mean
 of its descriptions' CLAP text embeddings); a class given by audio the mean of its support embeddings (as
-always); a class given by both :func:`sed.models.zeroshot.combine` of the two, ``w * t + (1 - w) * a`` of the
-unit text prototype and the unit audio mean (``w`` the text weight, 0.5 by default). :func:`parse_text` reads
-the ``"label=description"`` specs of the command line (a spec without ``=`` is the label itself, prompted with
-the template as zero-shot classification prompts it); :func:`clap_sides` loads a CLAP source's text tower and
-audio tower; :func:`same_tower` checks that a checkpoint's backbone is that audio tower (text prototypes of
-one CLAP model are meaningless in another's embedding); :func:`mix` builds the new classes' prototypes.
-"""
+always); a class given by both :func:`sed.models.zeroshot.combine` of the two, ``w * t + (1 - w) * a`` of
+the unit text prototype and the unit audio mean (``w`` the text weight, 0.5 by default). :func:`parse_text`
+reads the ``"label=description"`` specs of the command line (a spec without ``=`` is the label itself,
+prompted with the template as zero-shot classification prompts it); :func:`same_tower` checks that a
+checkpoint's backbone is that audio tower (text prototypes of one CLAP model are meaningless in another's
+embedding); :func:`mix` builds the new classes' prototypes."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from sed.errors import short
-from sed.models.pretrained.build import import_pretrained
 from sed.models.pretrained.clap import ClapText
-from sed.models.pretrained.sources import resolve
-from sed.models.zeroshot import DEFAULT_TEMPLATE, clap_text, combine, prompts, text_prototypes
+from sed.models.zeroshot import DEFAULT_TEMPLATE, combine, prompts, text_prototypes
 
-__all__ = ["clap_sides", "mix", "parse_text", "same_tower"]
+__all__ = ["mix", "parse_text", "same_tower"]
 
 
 def parse_text(specs: Sequence[str], template: str = DEFAULT_TEMPLATE) -> dict[str, list[str]]:
@@ -50,14 +46,6 @@ def parse_text(specs: Sequence[str], template: str = DEFAULT_TEMPLATE) -> dict[s
     if not out:
         raise ValueError("give at least one text description")
     return out
-
-
-def clap_sides(source: str | os.PathLike) -> tuple[ClapText, nn.Module]:
-    """(the text tower, the audio tower in eval mode) of the CLAP ``source`` (short name, hub id,
-    directory), read once; a sed checkpoint or another family is one CheckpointError line."""
-    contents = resolve(source)
-    text = clap_text(contents)
-    return text, import_pretrained(contents).eval()
 
 
 def same_tower(backbone: nn.Module, tower: nn.Module, what: str, source) -> None:

@@ -11,51 +11,15 @@ its own classes, which must then be the same labels in the same order.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
-from sed.errors import SedError, short
+from sed.errors import short
 from sed.inference.classifier import Classifier, Predictor
 from sed.inference.ensemble import EnsembleClassifier
 from sed.inference.ensemble_weights import ensemble_options
-from sed.inference.runtime import is_onnx
-from sed.models.family import find_weights, weights_table
-from sed.models.pretrained.build import claimed_by
-from sed.models.pretrained.sources import HUB_ID, Contents, _read_json, resolve
-from sed.models.zeroshot import DEFAULT_TEMPLATE, prompts
+from sed.models.zeroshot import DEFAULT_TEMPLATE, clap_source, prompts
 
-__all__ = ["is_clap_source", "load_predictor"]
-
-#: the family whose models take text labels
-CLAP = "clap"
-
-
-def is_clap_source(source: str | os.PathLike) -> bool:
-    """Whether ``source`` is a CLAP model, judged without reading its weights where it can: a directory by
-    its ``config.json``, a short name or a declared hub id by its family; another hub id is resolved (the
-    download is cached for the load that follows). A file is never one: a sed checkpoint (a saved zero-shot
-    classifier too) and an ``.onnx`` graph hold no text tower."""
-    text = os.fspath(source)
-    path = Path(text).expanduser()
-    if path.is_file() or is_onnx(text):
-        return False
-    if path.is_dir():
-        try:
-            config = _read_json(path / "config.json", path)
-        except SedError:
-            return False  # not a model directory this can read: its load says why
-        return config is not None and claimed_by(Contents(text, {}, config=config, directory=path)) == CLAP
-    declared = find_weights(text)
-    if declared is None and HUB_ID.match(text):
-        hub = next((w for w in weights_table() if f"hf://{text}" in w.sources), None)
-        declared = find_weights(hub.name) if hub else None
-        if declared is None:
-            try:
-                return claimed_by(resolve(text)) == CLAP
-            except SedError:
-                return True  # cannot be fetched: the load with the labels says so in one line
-    return declared is not None and declared[0].name == CLAP
+__all__ = ["load_predictor"]
 
 
 def _listed(labels: Sequence[str], most: int = 4) -> str:
@@ -91,9 +55,9 @@ def load_predictor(
     """The ``member`` classifier of one checkpoint, or the ensemble (method ``ensemble``, ``weights`` as
     :func:`~sed.inference.ensemble_weights.ensemble_options` reads them) of several. ``labels`` (each
     prompted with ``template``) are the zero-shot classes of every member whose source is a CLAP model
-    (:func:`is_clap_source`; the module docstring); when no member is one, the first says why it takes no
-    labels. The options are checked before any checkpoint loads; a source that cannot be loaded is its
-    SedError, options or members that do not fit together a ValueError (one line each)."""
+    (:func:`sed.models.zeroshot.clap_source`; the module docstring); when no member is one, the first says
+    why it takes no labels. The options are checked before any checkpoint loads; a source that cannot be
+    loaded is its SedError, options or members that do not fit together a ValueError (one line each)."""
     if ensemble is None and (len(checkpoints) > 1 or weights is not None):
         raise ValueError(
             "several checkpoints (or weights) need an ensemble method: vote, average, weighted or rank"
@@ -101,16 +65,19 @@ def load_predictor(
     if ensemble is not None and len(checkpoints) < 2:
         raise ValueError("an ensemble needs at least two checkpoints")
     opts = ensemble_options(ensemble, weights, checkpoints) if ensemble else {}
-    zero_shot = [False] * len(checkpoints)
+    sources: list = [None] * len(checkpoints)  # per member: the CLAP source its labels load from, or None
     if labels is not None:
         prompts(labels, template)  # bad labels or template: before any checkpoint loads
-        zero_shot = [is_clap_source(c) for c in checkpoints]
-        if not any(zero_shot):
-            zero_shot = [True]  # the first member refuses the labels in its own words
+        sources = [clap_source(c) for c in checkpoints]
+        if all(s is None for s in sources):
+            sources[0] = checkpoints[0]  # the first member refuses the labels in its own words
+    zero_shot = [s is not None for s in sources]
     members = []
-    for c, zs in zip(checkpoints, zero_shot + [False] * len(checkpoints)):
-        text = {"labels": list(labels), "template": template} if zs else {}
-        members.append(member.from_pretrained(c, device=device, precision=precision, **text))
+    for c, s in zip(checkpoints, sources):
+        text = {"labels": list(labels), "template": template} if s is not None else {}
+        members.append(
+            member.from_pretrained(c if s is None else s, device=device, precision=precision, **text)
+        )
     if labels is not None and ensemble:
         _check_classes(checkpoints, members, zero_shot, labels)
     return EnsembleClassifier(members, ensemble, **opts) if ensemble else members[0]

@@ -17,19 +17,26 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from sed.errors import CheckpointError, DatasetError, one_line, short
-from sed.models.pretrained.build import import_pretrained
+from sed.errors import CheckpointError, DatasetError, SedError, one_line, short
+from sed.models.family import find_weights, weights_table
+from sed.models.pretrained.build import claimed_by, import_pretrained
 from sed.models.pretrained.clap import ClapText, text_encoder
-from sed.models.pretrained.sources import Contents, resolve
+from sed.models.pretrained.sources import HUB_ID, Contents, _read_json, resolve
 from sed.models.prototype import PrototypeClassifier, build_prototype_classifier
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "DEFAULT_TEXT_WEIGHT",
+    "NAME_THE_CLAP",
+    "clap_contents",
+    "clap_sides",
+    "clap_source",
     "clap_text",
     "combine",
     "prompts",
@@ -39,6 +46,8 @@ __all__ = [
 ]
 
 DEFAULT_TEMPLATE = "This is a sound of {}."
+#: the family whose models take text labels
+CLAP = "clap"
 #: the largest labels file read (a list of class names, not a corpus)
 MAX_LABELS_BYTES = 1_000_000
 #: the weight of the text prototype when a class has text and audio examples
@@ -98,15 +107,56 @@ def combine(text: torch.Tensor, audio: torch.Tensor, weight: float = DEFAULT_TEX
     return weight * F.normalize(text.float(), dim=-1) + (1.0 - weight) * F.normalize(audio.float(), dim=-1)
 
 
-def _contents(source) -> Contents:
+#: what a refusal of a sed checkpoint as a text source tells to do instead
+NAME_THE_CLAP = (
+    "name classes by text with the CLAP model it came from (a clap-* short name, hub id or directory)"
+)
+
+
+def clap_contents(source, way_out: str = NAME_THE_CLAP) -> Contents:
+    """``source`` read once (:func:`~sed.models.pretrained.sources.resolve`); a sed checkpoint, which holds no
+    text tower, is one CheckpointError line ending in ``way_out``."""
     contents = resolve(source)
     if contents.sed is not None:
-        raise CheckpointError(
-            contents.desc,
-            "is a sed checkpoint, which holds no text tower: name classes by text with the CLAP model it "
-            "came from (a clap-* short name, hub id or directory)",
-        )
+        raise CheckpointError(contents.desc, f"is a sed checkpoint, which holds no text tower: {way_out}")
     return contents
+
+
+def clap_sides(source, way_out: str = NAME_THE_CLAP, **overrides) -> tuple[ClapText, nn.Module]:
+    """(the text tower, the audio tower in eval mode; ``overrides`` go to the audio tower) of the CLAP
+    ``source`` (short name, hub id, directory, or its contents), read once."""
+    contents = clap_contents(source, way_out)
+    return text_encoder(contents), import_pretrained(contents, **overrides).eval()
+
+
+def clap_source(source: str | os.PathLike) -> str | os.PathLike | Contents | None:
+    """``source`` as a zero-shot load takes it when it is a CLAP model, else None; judged without reading its
+    weights where it can: a directory by its ``config.json``, a short name or a declared hub id by its family.
+    An undeclared hub id is read to know, and its contents are returned so that the load reads it only once.
+    A file is never one: a sed checkpoint (a saved zero-shot classifier too) and an ``.onnx`` graph hold no
+    text tower."""
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.is_file() or text.lower().endswith(".onnx"):
+        return None
+    if path.is_dir():
+        try:
+            config = _read_json(path / "config.json", path)
+        except SedError:
+            return None  # not a model directory this can read: its load says why
+        found = config is not None and claimed_by(Contents(text, {}, config=config, directory=path)) == CLAP
+        return source if found else None
+    declared = find_weights(text)
+    if declared is None and HUB_ID.match(text):
+        hub = next((w for w in weights_table() if f"hf://{text}" in w.sources), None)
+        declared = find_weights(hub.name) if hub else None
+        if declared is None:
+            try:
+                contents = resolve(text)
+            except SedError:
+                return source  # cannot be fetched: the load with the labels says so in one line
+            return contents if claimed_by(contents) == CLAP else None
+    return source if declared is not None and declared[0].name == CLAP else None
 
 
 def zero_shot_classifier(
@@ -122,11 +172,10 @@ def zero_shot_classifier(
     ``overrides`` go to the audio tower (e.g. ``fuse_short_clips``, :class:`~sed.models.clap.ClapAudio`)."""
     if (labels is None) == (descriptions is None):
         raise ValueError("give labels (with a template) or descriptions, not both")
-    contents = _contents(source)
-    text = text_encoder(contents)
+    contents = clap_contents(source)
+    text, audio = clap_sides(contents, **overrides)
     if descriptions is None:
         descriptions = dict(zip(labels, ([p] for p in prompts(labels, template))))
-    audio = import_pretrained(contents, **overrides).eval()
     model = build_prototype_classifier(
         audio, text_prototypes(text, descriptions), list(descriptions), metric="cosine", scale=text.scale
     )
@@ -136,4 +185,4 @@ def zero_shot_classifier(
 
 def clap_text(source: str | os.PathLike | Contents) -> ClapText:
     """The text side of a CLAP checkpoint (for search and enrolment by text)."""
-    return text_encoder(_contents(source))
+    return text_encoder(clap_contents(source))

@@ -264,3 +264,18 @@ def test_sedkit_embed_takes_a_clap_directory(dirs, tmp_path, capsys):
     clf = Classifier.from_pretrained(dirs[0], need_classes=False)
     np.testing.assert_allclose(emb, clf.embed([str(tmp_path / "a.wav")])[0], atol=1e-6)
     assert emb.shape == (1, 16)
+
+
+def test_an_undeclared_hub_id_with_labels_is_read_once(dirs, monkeypatch):
+    from sed.inference.predictor import load_predictor
+
+    calls = []
+
+    def snapshot(repo):
+        calls.append(repo)
+        return str(dirs[0])
+
+    monkeypatch.setattr(sources, "hub_snapshot", snapshot)
+    clf = load_predictor(["someone/their-clap"], labels=LABELS, device="cpu")
+    assert calls == ["someone/their-clap"] and clf.labels == LABELS
+    assert clf.meta["source"].startswith("someone/their-clap (")
