@@ -12,6 +12,7 @@ import torch
 from sed.checkpoint import save_model
 from sed.cli.main import main
 from sed.models import create_model
+from tests.sedkit_run import run
 
 SR = 16000
 
@@ -29,12 +30,6 @@ def setup(tmp_path_factory):
     sf.write(audio / "b.wav", rng.uniform(-0.3, 0.3, int(2.5 * SR)), SR)
     sf.write(audio / "nested" / "c.flac", rng.uniform(-0.3, 0.3, SR // 2), 44100)
     return root, ckpt, audio
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_clip_mode_json_folder(setup, capsys):

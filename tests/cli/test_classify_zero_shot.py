@@ -17,10 +17,10 @@ import soundfile as sf
 import torch
 
 from sed.checkpoint import save_model
-from sed.cli.main import main
 from sed.models import create_model
 from sed.models.zeroshot import DEFAULT_TEMPLATE, zero_shot_classifier
 from tests.models.clap_dir import make_clap_dir
+from tests.sedkit_run import run
 
 LABELS = ["dog barking", "siren", "rain on a roof"]
 SR = 16000  # the small directories' rate
@@ -68,15 +68,6 @@ def _scores(top_k: list[dict], labels=LABELS) -> list[float]:
     got = {t["label"]: t["score"] for t in top_k}
     assert set(got) == set(labels)
     return [got[lab] for lab in labels]
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's refusals
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _json(capsys, *argv) -> list[dict]:

@@ -10,18 +10,12 @@ import soundfile as sf
 import torch
 
 from sed.checkpoint import save_model
-from sed.cli.main import main
 from sed.fileio import NAME_MAX, derived_name
 from sed.models import create_model
+from tests.sedkit_run import run
 
 SR = 16000
 LONG = "n" * 251  # + ".wav" = 255 bytes: the longest name the file system takes
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _nbytes(name: str) -> int:

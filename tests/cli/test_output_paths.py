@@ -17,11 +17,11 @@ import soundfile as sf
 import torch
 
 from sed.checkpoint import save_model
-from sed.cli.main import main
 from sed.errors import OutputError, printable
 from sed.fileio import atomic_open, atomic_save, check_output
 from sed.models import create_model
 from tests.fuzz.strategies import output_fault
+from tests.sedkit_run import run
 
 SR = 16000
 
@@ -41,12 +41,6 @@ def setup(tmp_path_factory):
         for i in range(2):
             sf.write(support / c / f"{i}.wav", rng.uniform(-0.3, 0.3, SR // 4), SR)
     return root, ckpt, wav, support
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error(err: str, path) -> str:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sed.cli.main import Console, main
+from sed.cli.main import Console
 from sed.inference.search import Index
 from tests.models.clap_dir import make_clap_dir
+from tests.sedkit_run import run
 
 SR = 16000
 
@@ -31,12 +32,6 @@ def setup(tmp_path_factory):
     sf.write(audio / "long.wav", rng.uniform(-0.3, 0.3, int(2.5 * SR)), SR, subtype="FLOAT")
     (audio / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     return root, clap, audio
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_index_reports_a_bad_file_in_one_line_and_a_rerun_skips(setup, capsys, monkeypatch):

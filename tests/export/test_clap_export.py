@@ -22,20 +22,12 @@ from sed.export.quantize import quantize_onnx
 from sed.inference.classifier import Classifier
 from sed.models.zeroshot import DEFAULT_TEMPLATE, zero_shot_classifier
 from tests.models.clap_dir import make_clap_dir
+from tests.sedkit_run import run
 
 LABELS = ["dog barking", "siren", "rain on a roof"]
 SR = 16000  # the small directories' rate; their clip is 1 s
 TEMPLATE = "the sound of {}"
 VARIANTS = ["unfused", "fused", "fusing"]  # fusing: fused with its fusion branch on every clip
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's refusals
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _meta(path) -> dict:
