@@ -30,7 +30,7 @@ import warnings
 import torch
 from torch import nn
 
-from sed.models.base import DescribedModel
+from sed.models.base import DescribedModel, build_sized
 from sed.models.clap_frontend import ClapMel
 from sed.models.family import Family, Weights, register_family
 from sed.models.registry import register_model
@@ -187,20 +187,16 @@ class ClapAudio(DescribedModel, nn.Module):
 
 
 # ---------------------------------------------------------------------- registered sizes
-def _build(size: str, num_classes: int, kwargs: dict) -> ClapAudio:
-    return ClapAudio(num_classes=num_classes, **{**CLAP_SIZES[size], **kwargs})
-
-
 @register_model
 def clap_htsat_tiny(num_classes: int = 0, **kwargs) -> ClapAudio:
     """LAION-CLAP's HTSAT-tiny audio tower (96 wide, depths 2-2-6-2; 28 M parameters with the projection)."""
-    return _build("clap_htsat_tiny", num_classes, kwargs)
+    return build_sized(ClapAudio, CLAP_SIZES, "clap_htsat_tiny", num_classes, kwargs)
 
 
 @register_model
 def clap_htsat_base(num_classes: int = 0, **kwargs) -> ClapAudio:
     """LAION-CLAP's HTSAT-base audio tower (128 wide, depths 2-2-12-2), of the larger_clap checkpoints."""
-    return _build("clap_htsat_base", num_classes, kwargs)
+    return build_sized(ClapAudio, CLAP_SIZES, "clap_htsat_base", num_classes, kwargs)
 
 
 # ---------------------------------------------------------------------- the family and its public weights
